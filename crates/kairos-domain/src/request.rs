@@ -60,6 +60,7 @@ impl Principal {
                 "revoker" => Some(Self::System("revoker")),
                 "reconciler" => Some(Self::System("reconciler")),
                 "bootstrap" => Some(Self::System("bootstrap")),
+                "broker" => Some(Self::System("broker")),
                 _ => Some(Self::System("unknown")),
             },
             _ => None,

@@ -1,0 +1,19 @@
+use kairos_domain::TransitionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("stored record {id} cannot be read: {problem}")]
+    Corrupt { id: String, problem: String },
+    #[error("store URL {0:?} is not supported; use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("migrating the store failed")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+    #[error("the store failed")]
+    Backend(#[from] sqlx::Error),
+}

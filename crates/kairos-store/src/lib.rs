@@ -1,0 +1,202 @@
+//! Persistence for Kairos.
+//!
+//! [`Store`] is the one interface the broker uses; [`SqlStore`] implements it on SQLite
+//! (embedded, the default) and PostgreSQL (for several replicas). Every method is one
+//! transaction: state changes and the audit records that describe them commit together
+//! or not at all.
+//!
+//! Invariant: this is the only crate that contains SQL.
+
+mod error;
+mod records;
+mod sql;
+
+pub use error::StoreError;
+pub use records::*;
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+use kairos_domain::{
+    AuditDraft, AuditRecord, Grant, GrantEnd, GrantId, Receipt, Request, RequestId, Timestamp,
+    TransitionError,
+};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A change to a request decided by domain code while the store holds the row locked.
+/// Returning `Err` writes nothing.
+pub type RequestUpdate =
+    Box<dyn FnOnce(&mut Request) -> Result<RequestChange, TransitionError> + Send>;
+
+/// What else to write along with an updated request.
+#[derive(Debug, Default)]
+pub struct RequestChange {
+    /// A grant issued because of this change (the last approval landed).
+    pub grant: Option<Grant>,
+    pub audit: Vec<AuditDraft>,
+}
+
+/// A change to one grant decided while the store holds the row locked.
+pub type GrantUpdate =
+    Box<dyn FnOnce(&mut Grant) -> Result<Vec<AuditDraft>, TransitionError> + Send>;
+
+/// Which active grants to end.
+#[derive(Debug, Clone)]
+pub enum EndSelector {
+    One(GrantId),
+    Identity(kairos_domain::IdentityName),
+    TaskRef(kairos_domain::TaskRef),
+    /// Active grants whose `expires_at <= now`, oldest first, at most `limit`.
+    ExpiredBy {
+        now: Timestamp,
+        limit: u32,
+    },
+}
+
+/// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
+/// derive it.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Which backend this is (`sqlite`, `postgres`), for logs and health.
+    fn backend(&self) -> &'static str;
+
+    // ---- requests and grants -------------------------------------------------------
+
+    /// Records a new request; with `grant` when policy granted it at once.
+    async fn insert_request(
+        &self,
+        request: &Request,
+        grant: Option<&Grant>,
+        audit: Vec<AuditDraft>,
+    ) -> Result<()>;
+
+    async fn get_request(&self, id: &RequestId) -> Result<Option<Request>>;
+
+    /// Newest first (`created_at`); every match when `filter.limit` is None.
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<Request>>;
+
+    /// Read-modify-write of one request under a row lock (approve, deny).
+    async fn update_request(&self, id: &RequestId, update: RequestUpdate) -> Result<Request>;
+
+    /// Expires pending requests whose `pending_until <= now`; one `request_expired` audit
+    /// record each. Returns the expired requests.
+    async fn expire_pending_requests(&self, now: Timestamp, limit: u32) -> Result<Vec<Request>>;
+
+    async fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>>;
+
+    /// Newest first (`issued_at`); every match when `filter.limit` is None.
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>>;
+
+    /// Read-modify-write of one grant under a row lock (renew).
+    async fn update_grant(&self, id: &GrantId, update: GrantUpdate) -> Result<Grant>;
+
+    /// Ends every active grant the selector matches: Active → Ending, a revocation job
+    /// queued for each, and one audit record each (kind from the end reason). Atomic.
+    /// A grant that is missing or no longer active is not matched, so ending the same
+    /// grant twice (a race, or RFC 7009 revoking twice) returns nothing the second time.
+    async fn end_grants(&self, selector: &EndSelector, end: &GrantEnd) -> Result<Vec<Grant>>;
+
+    /// The earliest `expires_at` among active grants (drives the expirer's sleep).
+    async fn next_expiry(&self) -> Result<Option<Timestamp>>;
+
+    /// Claims up to `limit` due revocation jobs for `lease_ms` (SKIP LOCKED on PostgreSQL),
+    /// returning the grants to revoke. A job whose lease lapsed (crashed worker) is due again.
+    async fn claim_revocations(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<Grant>>;
+
+    /// Ending → Ended with the receipt; removes the job; audits `verified`.
+    async fn complete_revocation(&self, id: &GrantId, receipt: &Receipt) -> Result<Grant>;
+
+    /// Records a failed attempt; the job is due again at `retry_at`; audits `revocation_failed`.
+    async fn fail_revocation(
+        &self,
+        id: &GrantId,
+        error: &str,
+        retry_at: Timestamp,
+    ) -> Result<Grant>;
+
+    async fn counts(&self) -> Result<Counts>;
+
+    // ---- audit ----------------------------------------------------------------------
+
+    async fn append_audit(&self, audit: Vec<AuditDraft>) -> Result<()>;
+
+    /// Newest first (`seq` descending); every match when `filter.limit` is None.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    /// Records with `seq > after_seq` in order, at most `limit` — for walking the chain.
+    async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    /// Checks the chain's end against the head row the store keeps, after a walk of
+    /// [`Self::audit_page`] that ended at `last_seq` (0 for an empty chain). Returns what
+    /// is wrong, e.g. records deleted from the end, which no walk can see by itself.
+    /// Records appended since the walk are not a mismatch.
+    async fn audit_head_mismatch(&self, last_seq: i64) -> Result<Option<String>>;
+
+    // ---- signing keys ---------------------------------------------------------------
+
+    /// The current key first, then retired keys newest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>>;
+
+    /// Inserts the first key if there is none. Returns false when another replica won.
+    async fn insert_first_key(&self, key: &StoredKey) -> Result<bool>;
+
+    /// Current key → retired until `retire_until`; `key` becomes current. Atomic, audited.
+    async fn rotate_key(
+        &self,
+        key: &StoredKey,
+        retire_until: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// Deletes retired keys whose `retire_until <= now`.
+    async fn prune_keys(&self, now: Timestamp) -> Result<u64>;
+
+    // ---- people and their API tokens ------------------------------------------------
+
+    /// Creates a user with its first token. Conflict if the name exists.
+    async fn create_user(&self, user: &User, token: &StoredToken, audit: AuditDraft) -> Result<()>;
+
+    /// Installs the bootstrap admin token: creates `user` (or makes the existing one an
+    /// admin again) and stores `token` under its id, replacing an earlier token with that
+    /// id and un-revoking it. Audited.
+    async fn put_bootstrap_token(
+        &self,
+        user: &User,
+        token: &StoredToken,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    async fn get_user(&self, name: &kairos_domain::UserName) -> Result<Option<User>>;
+
+    async fn list_users(&self) -> Result<Vec<User>>;
+
+    /// The token with this id, revoked or not (the caller checks `revoked_at`), and its
+    /// user; None if either is missing or the user is disabled.
+    async fn find_token(&self, token_id: &str) -> Result<Option<(StoredToken, User)>>;
+
+    /// Revokes every token of a user. Returns how many were revoked; `NotFound` if there
+    /// is no such user.
+    async fn revoke_user_tokens(
+        &self,
+        name: &kairos_domain::UserName,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<u64>;
+
+    // ---- declarative configuration ----------------------------------------------------
+
+    async fn current_config(&self) -> Result<Option<StoredConfig>>;
+
+    /// Saves a new config version (the serialized bundle) with its audit record.
+    async fn save_config(
+        &self,
+        bundle_json: &str,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<i64>;
+}

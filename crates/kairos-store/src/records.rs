@@ -1,0 +1,117 @@
+//! Rows that are not domain objects: filters, keys, users, config versions.
+
+use kairos_domain::{
+    EntitlementName, IdentityName, RequestState, TaskRef, TeamName, Timestamp, UserName,
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub state: Option<RequestState>,
+    pub identity: Option<IdentityName>,
+    pub limit: Option<u32>,
+}
+
+/// Grant state as filtered by: `active`, `revoking` (ending), `ended`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantStateFilter {
+    Active,
+    Revoking,
+    Ended,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub state: Option<GrantStateFilter>,
+    pub identity: Option<IdentityName>,
+    pub entitlement: Option<EntitlementName>,
+    pub task_ref: Option<TaskRef>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub identity: Option<String>,
+    pub grant_id: Option<String>,
+    pub request_id: Option<String>,
+    pub task_ref: Option<String>,
+    /// Records at or after this time.
+    pub since: Option<Timestamp>,
+    /// Records before this time.
+    pub until: Option<Timestamp>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub active_grants: u64,
+    pub revoking_grants: u64,
+    pub pending_requests: u64,
+}
+
+/// A Kairos signing key as stored: the private half sealed with the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    /// `es256` or `eddsa`.
+    pub alg: String,
+    /// The PKCS#8 private key sealed with the master key (never plain).
+    pub sealed_private: String,
+    pub created_at: Timestamp,
+    /// None while current; the time it leaves the JWKS once retired.
+    pub retire_until: Option<Timestamp>,
+}
+
+/// A person's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including users, keys and config.
+    Admin,
+    /// Requests on behalf of identities, revokes, reads.
+    Operator,
+    /// Approves and denies requests of their teams, reads.
+    Approver,
+    /// Reads grants, requests and the audit log.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Self::Admin, Self::Operator, Self::Approver, Self::Auditor];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Approver => "approver",
+            Self::Auditor => "auditor",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: UserName,
+    pub role: Role,
+    pub teams: Vec<TeamName>,
+    pub created_at: Timestamp,
+}
+
+/// A personal API token: only the hash of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub id: String,
+    pub user: UserName,
+    /// Hex SHA-256 of the token's secret part.
+    pub secret_hash: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConfig {
+    pub version: i64,
+    pub bundle_json: String,
+    pub applied_at: Timestamp,
+}

@@ -1,0 +1,278 @@
+//! Signing keys, people and their API tokens, declarative configuration versions.
+
+use kairos_domain::{AuditDraft, Timestamp, UserName};
+use sqlx::Row;
+
+use super::codec::{key_from_row, to_json, token_from_row, user_from_row};
+use super::{SqlStore, audit, conflict};
+use crate::{Result, StoreError, StoredConfig, StoredKey, StoredToken, User};
+
+const KEY_COLUMNS: &str = "kid, alg, sealed_private, created_at, retire_until";
+const USER_COLUMNS: &str = "name, role, teams, created_at";
+
+/// The current key first, then retired keys newest first.
+pub(super) async fn signing_keys(store: &SqlStore) -> Result<Vec<StoredKey>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {KEY_COLUMNS} FROM signing_keys \
+         ORDER BY CASE WHEN retire_until IS NULL THEN 0 ELSE 1 END, created_at DESC, kid"
+    ))
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(key_from_row).collect()
+}
+
+/// The unique index on the current key decides between replicas racing here.
+pub(super) async fn insert_first_key(store: &SqlStore, key: &StoredKey) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, sealed_private, created_at) \
+         SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM signing_keys) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(key.kid.clone())
+    .bind(key.alg.clone())
+    .bind(key.sealed_private.clone())
+    .bind(key.created_at.as_millis())
+    .execute(&store.pool)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+pub(super) async fn rotate_key(
+    store: &SqlStore,
+    key: &StoredKey,
+    retire_until: Timestamp,
+    draft: AuditDraft,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE signing_keys SET retire_until = $1 WHERE retire_until IS NULL")
+        .bind(retire_until.as_millis())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, sealed_private, created_at, retire_until) \
+         VALUES ($1, $2, $3, $4, NULL)",
+    )
+    .bind(key.kid.clone())
+    .bind(key.alg.clone())
+    .bind(key.sealed_private.clone())
+    .bind(key.created_at.as_millis())
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| {
+        conflict(e, || {
+            format!(
+                "signing key {} already exists or another rotation ran at the same time; \
+                 rotate again with a new key",
+                key.kid
+            )
+        })
+    })?;
+    audit::append(&mut tx, store.backend, vec![draft], key.created_at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn prune_keys(store: &SqlStore, now: Timestamp) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM signing_keys WHERE retire_until IS NOT NULL AND retire_until <= $1",
+    )
+    .bind(now.as_millis())
+    .execute(&store.pool)
+    .await?
+    .rows_affected())
+}
+
+pub(super) async fn create_user(
+    store: &SqlStore,
+    user: &User,
+    token: &StoredToken,
+    draft: AuditDraft,
+) -> Result<()> {
+    check_owner(user, token)?;
+    let mut tx = store.begin().await?;
+    sqlx::query("INSERT INTO users (name, role, teams, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(user.name.as_str().to_owned())
+        .bind(user.role.as_str())
+        .bind(to_json(&user.teams)?)
+        .bind(user.created_at.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || format!("user {} already exists", user.name)))?;
+    sqlx::query(
+        "INSERT INTO api_tokens (id, user_name, secret_hash, created_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token.id.clone())
+    .bind(user.name.as_str().to_owned())
+    .bind(token.secret_hash.clone())
+    .bind(token.created_at.as_millis())
+    .bind(token.revoked_at.map(Timestamp::as_millis))
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| conflict(e, || format!("token id {} is already taken", token.id)))?;
+    audit::append(&mut tx, store.backend, vec![draft], user.created_at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Creates the bootstrap user or makes it an admin again, and stores its token
+/// (replacing, and un-revoking, an earlier token with the same id).
+pub(super) async fn put_bootstrap_token(
+    store: &SqlStore,
+    user: &User,
+    token: &StoredToken,
+    draft: AuditDraft,
+) -> Result<()> {
+    check_owner(user, token)?;
+    let mut tx = store.begin().await?;
+    sqlx::query(
+        "INSERT INTO users (name, role, teams, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET role = excluded.role, disabled_at = NULL",
+    )
+    .bind(user.name.as_str().to_owned())
+    .bind(user.role.as_str())
+    .bind(to_json(&user.teams)?)
+    .bind(user.created_at.as_millis())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO api_tokens (id, user_name, secret_hash, created_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO UPDATE SET user_name = excluded.user_name, \
+         secret_hash = excluded.secret_hash, created_at = excluded.created_at, \
+         revoked_at = excluded.revoked_at",
+    )
+    .bind(token.id.clone())
+    .bind(user.name.as_str().to_owned())
+    .bind(token.secret_hash.clone())
+    .bind(token.created_at.as_millis())
+    .bind(token.revoked_at.map(Timestamp::as_millis))
+    .execute(&mut *tx)
+    .await?;
+    audit::append(&mut tx, store.backend, vec![draft], user.created_at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A token is stored under the user it is created with.
+fn check_owner(user: &User, token: &StoredToken) -> Result<()> {
+    if token.user == user.name {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "token {} belongs to {}, not to user {}",
+        token.id, token.user, user.name
+    )))
+}
+
+pub(super) async fn get_user(store: &SqlStore, name: &UserName) -> Result<Option<User>> {
+    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
+        .bind(name.as_str())
+        .fetch_optional(&store.pool)
+        .await?;
+    row.as_ref().map(|r| user_from_row(r, "")).transpose()
+}
+
+pub(super) async fn list_users(store: &SqlStore) -> Result<Vec<User>> {
+    let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter().map(|r| user_from_row(r, "")).collect()
+}
+
+/// The token whatever its revocation (the caller checks `revoked_at`), with its user
+/// unless the user is disabled.
+pub(super) async fn find_token(
+    store: &SqlStore,
+    token_id: &str,
+) -> Result<Option<(StoredToken, User)>> {
+    let row = sqlx::query(
+        "SELECT t.id, t.user_name, t.secret_hash, t.created_at, t.revoked_at, \
+                u.name AS u_name, u.role AS u_role, u.teams AS u_teams, \
+                u.created_at AS u_created_at \
+         FROM api_tokens t JOIN users u ON u.name = t.user_name \
+         WHERE t.id = $1 AND u.disabled_at IS NULL",
+    )
+    .bind(token_id)
+    .fetch_optional(&store.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some((token_from_row(&row)?, user_from_row(&row, "u_")?)))
+}
+
+pub(super) async fn revoke_user_tokens(
+    store: &SqlStore,
+    name: &UserName,
+    now: Timestamp,
+    draft: AuditDraft,
+) -> Result<u64> {
+    let mut tx = store.begin().await?;
+    let exists = sqlx::query(&format!(
+        "SELECT name FROM users WHERE name = $1{}",
+        store.backend.lock_clause()
+    ))
+    .bind(name.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound(format!("user {name}")));
+    }
+    let revoked = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = $1 WHERE user_name = $2 AND revoked_at IS NULL",
+    )
+    .bind(now.as_millis())
+    .bind(name.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    audit::append(&mut tx, store.backend, vec![draft], now).await?;
+    tx.commit().await?;
+    Ok(revoked)
+}
+
+pub(super) async fn current_config(store: &SqlStore) -> Result<Option<StoredConfig>> {
+    let row = sqlx::query(
+        "SELECT version, bundle, applied_at FROM config_versions ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(&store.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(StoredConfig {
+        version: row.try_get("version")?,
+        bundle_json: row.try_get("bundle")?,
+        applied_at: Timestamp::from_millis(row.try_get("applied_at")?),
+    }))
+}
+
+pub(super) async fn save_config(
+    store: &SqlStore,
+    bundle_json: &str,
+    now: Timestamp,
+    draft: AuditDraft,
+) -> Result<i64> {
+    let mut tx = store.begin().await?;
+    // The audit head is locked first here, so concurrent saves also serialize on it and
+    // each reads the version the previous one wrote.
+    audit::append(&mut tx, store.backend, vec![draft], now).await?;
+    let latest = sqlx::query("SELECT version FROM config_versions ORDER BY version DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let version = match latest {
+        Some(row) => row.try_get::<i64, _>("version")?.saturating_add(1),
+        None => 1,
+    };
+    sqlx::query("INSERT INTO config_versions (version, bundle, applied_at) VALUES ($1, $2, $3)")
+        .bind(version)
+        .bind(bundle_json)
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict(e, || {
+                "another configuration was saved at the same time; apply again".to_owned()
+            })
+        })?;
+    tx.commit().await?;
+    Ok(version)
+}

@@ -1,0 +1,115 @@
+//! The audit chain: appended inside the caller's transaction, read page by page.
+
+use kairos_domain::{AuditDraft, AuditRecord, Timestamp};
+use sqlx::{AnyConnection, Row};
+
+use super::codec::{AUDIT_COLUMNS, INSERT_AUDIT, audit_from_row, bind_audit};
+use super::filter::Filter;
+use super::{Backend, SqlStore};
+use crate::{AuditFilter, Result, StoreError};
+
+/// Seals `drafts` after the chain's head and stores them, all at time `at`.
+///
+/// The head row is read under a row lock (PostgreSQL) or inside the write transaction
+/// (SQLite), so concurrent appenders, even on several replicas, queue up behind it and the
+/// chain never forks; `audit.prev_hash` is UNIQUE as a second line of defence. Callers take
+/// the head last, after their own row locks, so lock order is the same everywhere.
+pub(super) async fn append(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    drafts: Vec<AuditDraft>,
+    at: Timestamp,
+) -> Result<()> {
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let head = sqlx::query(&format!(
+        "SELECT seq, hash FROM audit_head WHERE id = 1{}",
+        backend.lock_clause()
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev_hash: String = head.try_get("hash")?;
+    for draft in drafts {
+        seq = seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+            id: "audit_head".into(),
+            problem: "sequence exhausted".into(),
+        })?;
+        let record = draft.seal(seq, at, prev_hash);
+        prev_hash = record.hash.clone();
+        bind_audit(sqlx::query(INSERT_AUDIT), record)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(prev_hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Newest first.
+pub(super) async fn list(store: &SqlStore, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+    let mut filter = Filter::default();
+    filter
+        .text("identity =", f.identity.as_ref())
+        .text("grant_id =", f.grant_id.as_ref())
+        .text("request_id =", f.request_id.as_ref())
+        .text("task_ref =", f.task_ref.as_ref())
+        .int("at >=", f.since.map(Timestamp::as_millis))
+        .int("at <", f.until.map(Timestamp::as_millis));
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit{}",
+        filter.tail("seq DESC", f.limit)
+    );
+    let rows = filter
+        .bind(sqlx::query(&sql))
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter().map(audit_from_row).collect()
+}
+
+pub(super) async fn page(store: &SqlStore, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"
+    ))
+    .bind(after_seq)
+    .bind(i64::from(limit))
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(audit_from_row).collect()
+}
+
+/// Compares the end of a walk with the head row (see `Store::audit_head_mismatch`).
+pub(super) async fn head_mismatch(store: &SqlStore, last_seq: i64) -> Result<Option<String>> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&store.pool)
+        .await?;
+    let head_seq: i64 = head.try_get("seq")?;
+    let head_hash: String = head.try_get("hash")?;
+    if head_seq < last_seq {
+        return Ok(Some(format!(
+            "the chain head says the chain ends at record {head_seq}, but record {last_seq} \
+             exists: records were added outside Kairos or the head was edited"
+        )));
+    }
+    if head_seq == 0 {
+        return Ok(None);
+    }
+    let last = sqlx::query("SELECT hash FROM audit WHERE seq = $1")
+        .bind(head_seq)
+        .fetch_optional(&store.pool)
+        .await?;
+    Ok(match last {
+        None => Some(format!(
+            "the chain should end at record {head_seq} but ends at record {last_seq}: \
+             records were deleted from its end"
+        )),
+        Some(row) if row.try_get::<String, _>("hash")? != head_hash => Some(format!(
+            "record {head_seq} does not match the chain head: the end of the chain was rewritten"
+        )),
+        Some(_) => None,
+    })
+}

@@ -1,0 +1,255 @@
+//! Grants, their end, and the durable revocation queue.
+
+use kairos_domain::{Grant, GrantEnd, GrantId, GrantState, Receipt, Timestamp, audit_of};
+use sqlx::{AnyConnection, Row};
+
+use super::codec::{GRANT_COLUMNS, UPDATE_GRANT, bind_grant, grant_from_row};
+use super::filter::Filter;
+use super::{SqlStore, Tx, audit, count};
+use crate::{Counts, EndSelector, GrantFilter, GrantStateFilter, GrantUpdate, Result, StoreError};
+
+pub(super) async fn get(store: &SqlStore, id: &GrantId) -> Result<Option<Grant>> {
+    let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
+        .bind(id.as_str())
+        .fetch_optional(&store.pool)
+        .await?;
+    row.as_ref().map(grant_from_row).transpose()
+}
+
+/// Newest first.
+pub(super) async fn list(store: &SqlStore, f: &GrantFilter) -> Result<Vec<Grant>> {
+    let state = f.state.map(|s| match s {
+        GrantStateFilter::Active => "active",
+        GrantStateFilter::Revoking => "ending",
+        GrantStateFilter::Ended => "ended",
+    });
+    let mut filter = Filter::default();
+    filter
+        .text("state =", state)
+        .text("identity =", f.identity.as_ref())
+        .text("entitlement =", f.entitlement.as_ref())
+        .text("task_ref =", f.task_ref.as_ref());
+    let sql = format!(
+        "SELECT {GRANT_COLUMNS} FROM grants{}",
+        filter.tail("issued_at DESC, id DESC", f.limit)
+    );
+    let rows = filter
+        .bind(sqlx::query(&sql))
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter().map(grant_from_row).collect()
+}
+
+/// Loads one grant under a row lock.
+async fn lock(store: &SqlStore, tx: &mut Tx, id: &GrantId) -> Result<Grant> {
+    let row = sqlx::query(&format!(
+        "SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1{}",
+        store.backend.lock_clause()
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("grant {id}")))?;
+    grant_from_row(&row)
+}
+
+async fn write(conn: &mut AnyConnection, id: &GrantId, grant: &Grant) -> Result<()> {
+    bind_grant(sqlx::query(UPDATE_GRANT), id, grant)?
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn update(store: &SqlStore, id: &GrantId, update: GrantUpdate) -> Result<Grant> {
+    let mut tx = store.begin().await?;
+    let mut grant = lock(store, &mut tx, id).await?;
+    let drafts = match update(&mut grant) {
+        Ok(drafts) => drafts,
+        Err(e) => {
+            tx.rollback().await?;
+            return Err(e.into());
+        }
+    };
+    // The row is addressed by the id it was loaded with; the closure cannot move it.
+    write(&mut tx, id, &grant).await?;
+    audit::append(&mut tx, store.backend, drafts, store.clock.now()).await?;
+    tx.commit().await?;
+    grant.id = id.clone();
+    Ok(grant)
+}
+
+pub(super) async fn end(
+    store: &SqlStore,
+    selector: &EndSelector,
+    end: &GrantEnd,
+) -> Result<Vec<Grant>> {
+    let mut tx = store.begin().await?;
+    let select = format!("SELECT {GRANT_COLUMNS} FROM grants");
+    let row_lock = store.backend.lock_clause();
+    let mut grants = match selector {
+        EndSelector::One(id) => {
+            let sql = format!("{select} WHERE state = 'active' AND id = $1{row_lock}");
+            fetch_grants(&mut tx, sqlx::query(&sql).bind(id.as_str())).await?
+        }
+        // Ordered by id so two overlapping calls take their row locks in the same order.
+        EndSelector::Identity(identity) => {
+            let sql =
+                format!("{select} WHERE state = 'active' AND identity = $1 ORDER BY id{row_lock}");
+            fetch_grants(&mut tx, sqlx::query(&sql).bind(identity.as_str())).await?
+        }
+        EndSelector::TaskRef(task_ref) => {
+            let sql =
+                format!("{select} WHERE state = 'active' AND task_ref = $1 ORDER BY id{row_lock}");
+            fetch_grants(&mut tx, sqlx::query(&sql).bind(task_ref.as_str())).await?
+        }
+        // Served by the partial index grants_active_expiry. Several expirers share the
+        // work: each skips the rows another holds.
+        EndSelector::ExpiredBy { now, limit } => {
+            let sql = format!(
+                "{select} WHERE state = 'active' AND expires_at <= $1 \
+                 ORDER BY expires_at, id LIMIT $2{}",
+                store.backend.skip_locked_clause()
+            );
+            let q = sqlx::query(&sql)
+                .bind(now.as_millis())
+                .bind(i64::from(*limit));
+            fetch_grants(&mut tx, q).await?
+        }
+    };
+    let mut drafts = Vec::with_capacity(grants.len());
+    for grant in &mut grants {
+        grant.end(end.clone())?;
+        write(&mut tx, &grant.id, grant).await?;
+        enqueue(&mut tx, &grant.id, end.at).await?;
+        drafts.push(audit_of::end(grant, end));
+    }
+    audit::append(&mut tx, store.backend, drafts, end.at).await?;
+    tx.commit().await?;
+    Ok(grants)
+}
+
+async fn fetch_grants(tx: &mut Tx, q: super::codec::AnyQuery<'_>) -> Result<Vec<Grant>> {
+    let rows = q.fetch_all(&mut **tx).await?;
+    rows.iter().map(grant_from_row).collect()
+}
+
+/// Queues (or re-queues) the revocation job of a grant, due at `due_at` and unclaimed.
+async fn enqueue(conn: &mut AnyConnection, id: &GrantId, due_at: Timestamp) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO revocations (grant_id, due_at, claimed_until, attempts) \
+         VALUES ($1, $2, NULL, 0) \
+         ON CONFLICT (grant_id) DO UPDATE SET due_at = excluded.due_at, claimed_until = NULL",
+    )
+    .bind(id.as_str())
+    .bind(due_at.as_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn next_expiry(store: &SqlStore) -> Result<Option<Timestamp>> {
+    let row = sqlx::query(
+        "SELECT expires_at FROM grants WHERE state = 'active' ORDER BY expires_at LIMIT 1",
+    )
+    .fetch_optional(&store.pool)
+    .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64, _>("expires_at"))
+        .transpose()?
+        .map(Timestamp::from_millis))
+}
+
+pub(super) async fn claim_revocations(
+    store: &SqlStore,
+    now: Timestamp,
+    limit: u32,
+    lease_ms: i64,
+) -> Result<Vec<Grant>> {
+    let mut tx = store.begin().await?;
+    let due = sqlx::query(&format!(
+        "SELECT grant_id FROM revocations \
+         WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
+         ORDER BY due_at, grant_id LIMIT $2{}",
+        store.backend.skip_locked_clause()
+    ))
+    .bind(now.as_millis())
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let claimed_until = now.as_millis().saturating_add(lease_ms.max(0));
+    let mut grants = Vec::with_capacity(due.len());
+    for row in &due {
+        let id: String = row.try_get("grant_id")?;
+        sqlx::query(
+            "UPDATE revocations SET claimed_until = $2, attempts = attempts + 1 \
+             WHERE grant_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(claimed_until)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        grants.push(grant_from_row(&row)?);
+    }
+    tx.commit().await?;
+    Ok(grants)
+}
+
+pub(super) async fn complete_revocation(
+    store: &SqlStore,
+    id: &GrantId,
+    receipt: &Receipt,
+) -> Result<Grant> {
+    let mut tx = store.begin().await?;
+    let mut grant = lock(store, &mut tx, id).await?;
+    grant.verified(receipt.clone())?;
+    write(&mut tx, id, &grant).await?;
+    sqlx::query("DELETE FROM revocations WHERE grant_id = $1")
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    if let GrantState::Ended { end, receipt } = &grant.state {
+        let draft = audit_of::verified(&grant, end, receipt);
+        audit::append(&mut tx, store.backend, vec![draft], receipt.verified_at).await?;
+    }
+    tx.commit().await?;
+    Ok(grant)
+}
+
+pub(super) async fn fail_revocation(
+    store: &SqlStore,
+    id: &GrantId,
+    error: &str,
+    retry_at: Timestamp,
+) -> Result<Grant> {
+    let mut tx = store.begin().await?;
+    let mut grant = lock(store, &mut tx, id).await?;
+    grant.revocation_failed(error.to_owned())?;
+    write(&mut tx, id, &grant).await?;
+    enqueue(&mut tx, id, retry_at).await?;
+    if let GrantState::Ending { attempts, .. } = &grant.state {
+        let draft = audit_of::revocation_failed(&grant, *attempts, error);
+        audit::append(&mut tx, store.backend, vec![draft], store.clock.now()).await?;
+    }
+    tx.commit().await?;
+    Ok(grant)
+}
+
+pub(super) async fn counts(store: &SqlStore) -> Result<Counts> {
+    let row = sqlx::query(
+        "SELECT \
+           (SELECT COUNT(*) FROM grants WHERE state = 'active') AS active_grants, \
+           (SELECT COUNT(*) FROM grants WHERE state = 'ending') AS revoking_grants, \
+           (SELECT COUNT(*) FROM requests WHERE state = 'pending') AS pending_requests",
+    )
+    .fetch_one(&store.pool)
+    .await?;
+    Ok(Counts {
+        active_grants: count(row.try_get("active_grants")?),
+        revoking_grants: count(row.try_get("revoking_grants")?),
+        pending_requests: count(row.try_get("pending_requests")?),
+    })
+}

@@ -1,0 +1,369 @@
+//! [`SqlStore`]: the [`Store`] on sqlx's `Any` driver. One implementation and one set of SQL
+//! text serve SQLite and PostgreSQL: placeholders are `$1, $2, …` (SQLite reads them as
+//! numbered parameters), values are `i64`/`String`/`Option`, times are milliseconds, JSON
+//! and enums are TEXT. The two backends differ only in the few places [`Backend`] names:
+//! how a transaction begins and whether rows can be locked.
+
+mod admin;
+mod audit;
+mod codec;
+mod filter;
+mod grants;
+mod requests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kairos_domain::{
+    AuditDraft, AuditRecord, Clock, Grant, GrantEnd, GrantId, Receipt, Request, RequestId,
+    SystemClock, Timestamp, UserName,
+};
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor};
+
+use crate::{
+    AuditFilter, Counts, EndSelector, GrantFilter, GrantUpdate, RequestFilter, RequestUpdate,
+    Result, Store, StoreError, StoredConfig, StoredKey, StoredToken, User,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a SQLite writer waits for another process holding the database lock.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+const POSTGRES_POOL_SIZE: u32 = 10;
+
+type Tx = sqlx::Transaction<'static, Any>;
+
+/// Which database is behind the `Any` pool: the only place SQL text may differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    /// SQLite takes the write lock up front, so a transaction that reads and then writes
+    /// never fails to upgrade when another process writes the same file.
+    fn begin_statement(self) -> &'static str {
+        match self {
+            Self::Sqlite => "BEGIN IMMEDIATE",
+            Self::Postgres => "BEGIN",
+        }
+    }
+
+    /// Appended to a `SELECT` whose rows the transaction will write. SQLite has no row
+    /// locks and needs none: its write transaction already excludes every other writer.
+    fn lock_clause(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// As [`Self::lock_clause`], for work queues: rows another replica holds are skipped.
+    fn skip_locked_clause(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Self::Sqlite => &SQLITE_MIGRATIONS,
+            Self::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+/// The Kairos store on SQLite (`sqlite://PATH`) or PostgreSQL (`postgres://…`).
+///
+/// Cheap to clone: clones share one pool.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    /// The time of audit records whose operation carries none (see [`Self::with_clock`]).
+    clock: Arc<dyn Clock>,
+}
+
+impl SqlStore {
+    /// Opens the store and brings its schema up to date.
+    ///
+    /// `sqlite://PATH` creates the file if missing and uses one connection (WAL,
+    /// `synchronous=FULL`, foreign keys on), so writers never contend inside a process.
+    /// `postgres://…` uses a pool; row locks keep several replicas correct.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = parse_url(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = FULL").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute(
+                                format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(POSTGRES_POOL_SIZE)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url)
+                    .await?
+            }
+        };
+        backend
+            .migrator()
+            .run(&pool)
+            .await
+            .map_err(StoreError::Migration)?;
+        tracing::debug!(backend = backend.name(), "store opened");
+        Ok(Self {
+            pool,
+            backend,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Uses `clock` for the time of audit records whose operation passes no time
+    /// (`update_request`, `update_grant`, `fail_revocation`, `append_audit`). The system
+    /// clock by default.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Closes every connection; further calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
+    }
+}
+
+/// Checks the scheme; for SQLite adds `mode=rwc` (create if missing) unless a mode is given.
+fn parse_url(url: &str) -> Result<(Backend, String)> {
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let url = if rest.contains("mode=") {
+            url.to_owned()
+        } else if rest.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        Ok((Backend::Sqlite, url))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok((Backend::Postgres, url.to_owned()))
+    } else {
+        // Never echo the rest: a URL may carry a password.
+        let shown = match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…"),
+            None => url.chars().take(32).collect(),
+        };
+        Err(StoreError::UnsupportedUrl(shown))
+    }
+}
+
+/// A unique-constraint violation becomes [`StoreError::Conflict`] with `sentence`.
+fn conflict(e: sqlx::Error, sentence: impl FnOnce() -> String) -> StoreError {
+    match e.as_database_error() {
+        Some(db) if db.is_unique_violation() => StoreError::Conflict(sentence()),
+        _ => StoreError::Backend(e),
+    }
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    async fn insert_request(
+        &self,
+        request: &Request,
+        grant: Option<&Grant>,
+        audit: Vec<AuditDraft>,
+    ) -> Result<()> {
+        requests::insert(self, request, grant, audit).await
+    }
+
+    async fn get_request(&self, id: &RequestId) -> Result<Option<Request>> {
+        requests::get(self, id).await
+    }
+
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<Request>> {
+        requests::list(self, filter).await
+    }
+
+    async fn update_request(&self, id: &RequestId, update: RequestUpdate) -> Result<Request> {
+        requests::update(self, id, update).await
+    }
+
+    async fn expire_pending_requests(&self, now: Timestamp, limit: u32) -> Result<Vec<Request>> {
+        requests::expire_pending(self, now, limit).await
+    }
+
+    async fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>> {
+        grants::get(self, id).await
+    }
+
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>> {
+        grants::list(self, filter).await
+    }
+
+    async fn update_grant(&self, id: &GrantId, update: GrantUpdate) -> Result<Grant> {
+        grants::update(self, id, update).await
+    }
+
+    async fn end_grants(&self, selector: &EndSelector, end: &GrantEnd) -> Result<Vec<Grant>> {
+        grants::end(self, selector, end).await
+    }
+
+    async fn next_expiry(&self) -> Result<Option<Timestamp>> {
+        grants::next_expiry(self).await
+    }
+
+    async fn claim_revocations(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<Grant>> {
+        grants::claim_revocations(self, now, limit, lease_ms).await
+    }
+
+    async fn complete_revocation(&self, id: &GrantId, receipt: &Receipt) -> Result<Grant> {
+        grants::complete_revocation(self, id, receipt).await
+    }
+
+    async fn fail_revocation(
+        &self,
+        id: &GrantId,
+        error: &str,
+        retry_at: Timestamp,
+    ) -> Result<Grant> {
+        grants::fail_revocation(self, id, error, retry_at).await
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        grants::counts(self).await
+    }
+
+    async fn append_audit(&self, audit: Vec<AuditDraft>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        audit::append(&mut tx, self.backend, audit, self.clock.now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        audit::list(self, filter).await
+    }
+
+    async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+        audit::page(self, after_seq, limit).await
+    }
+
+    async fn audit_head_mismatch(&self, last_seq: i64) -> Result<Option<String>> {
+        audit::head_mismatch(self, last_seq).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
+        admin::signing_keys(self).await
+    }
+
+    async fn insert_first_key(&self, key: &StoredKey) -> Result<bool> {
+        admin::insert_first_key(self, key).await
+    }
+
+    async fn rotate_key(
+        &self,
+        key: &StoredKey,
+        retire_until: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        admin::rotate_key(self, key, retire_until, audit).await
+    }
+
+    async fn prune_keys(&self, now: Timestamp) -> Result<u64> {
+        admin::prune_keys(self, now).await
+    }
+
+    async fn create_user(&self, user: &User, token: &StoredToken, audit: AuditDraft) -> Result<()> {
+        admin::create_user(self, user, token, audit).await
+    }
+
+    async fn put_bootstrap_token(
+        &self,
+        user: &User,
+        token: &StoredToken,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        admin::put_bootstrap_token(self, user, token, audit).await
+    }
+
+    async fn get_user(&self, name: &UserName) -> Result<Option<User>> {
+        admin::get_user(self, name).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        admin::list_users(self).await
+    }
+
+    async fn find_token(&self, token_id: &str) -> Result<Option<(StoredToken, User)>> {
+        admin::find_token(self, token_id).await
+    }
+
+    async fn revoke_user_tokens(
+        &self,
+        name: &UserName,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<u64> {
+        admin::revoke_user_tokens(self, name, now, audit).await
+    }
+
+    async fn current_config(&self) -> Result<Option<StoredConfig>> {
+        admin::current_config(self).await
+    }
+
+    async fn save_config(
+        &self,
+        bundle_json: &str,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<i64> {
+        admin::save_config(self, bundle_json, now, audit).await
+    }
+}

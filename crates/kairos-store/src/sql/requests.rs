@@ -1,0 +1,147 @@
+//! Access requests.
+
+use kairos_domain::{AuditDraft, AuditKind, Grant, Principal, Request, RequestId, Timestamp};
+use sqlx::AnyConnection;
+
+use super::codec::{
+    INSERT_GRANT, INSERT_REQUEST, REQUEST_COLUMNS, UPDATE_REQUEST, bind_grant, bind_request,
+    request_from_row,
+};
+use super::filter::Filter;
+use super::{SqlStore, audit, conflict};
+use crate::{RequestFilter, RequestUpdate, Result, StoreError};
+
+pub(super) async fn insert(
+    store: &SqlStore,
+    request: &Request,
+    grant: Option<&Grant>,
+    drafts: Vec<AuditDraft>,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    bind_request(sqlx::query(INSERT_REQUEST), &request.id, request)?
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || format!("request {} already exists", request.id)))?;
+    if let Some(grant) = grant {
+        insert_grant(&mut tx, grant).await?;
+    }
+    audit::append(&mut tx, store.backend, drafts, request.created_at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn insert_grant(conn: &mut AnyConnection, grant: &Grant) -> Result<()> {
+    bind_grant(sqlx::query(INSERT_GRANT), &grant.id, grant)?
+        .execute(conn)
+        .await
+        .map_err(|e| conflict(e, || format!("grant {} already exists", grant.id)))?;
+    Ok(())
+}
+
+pub(super) async fn get(store: &SqlStore, id: &RequestId) -> Result<Option<Request>> {
+    let row = sqlx::query(&format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&store.pool)
+    .await?;
+    row.as_ref().map(request_from_row).transpose()
+}
+
+/// Newest first.
+pub(super) async fn list(store: &SqlStore, f: &RequestFilter) -> Result<Vec<Request>> {
+    let mut filter = Filter::default();
+    filter
+        .text("state =", f.state.map(|s| s.as_str()))
+        .text("identity =", f.identity.as_ref());
+    let sql = format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests{}",
+        filter.tail("created_at DESC, id DESC", f.limit)
+    );
+    let rows = filter
+        .bind(sqlx::query(&sql))
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter().map(request_from_row).collect()
+}
+
+pub(super) async fn update(
+    store: &SqlStore,
+    id: &RequestId,
+    update: RequestUpdate,
+) -> Result<Request> {
+    let mut tx = store.begin().await?;
+    let row = sqlx::query(&format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1{}",
+        store.backend.lock_clause()
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("request {id}")))?;
+    let mut request = request_from_row(&row)?;
+    let change = match update(&mut request) {
+        Ok(change) => change,
+        Err(e) => {
+            tx.rollback().await?;
+            return Err(e.into());
+        }
+    };
+    // The row is addressed by the id it was loaded with; the closure cannot move it.
+    bind_request(sqlx::query(UPDATE_REQUEST), id, &request)?
+        .execute(&mut *tx)
+        .await?;
+    if let Some(grant) = &change.grant {
+        insert_grant(&mut tx, grant).await?;
+    }
+    audit::append(&mut tx, store.backend, change.audit, store.clock.now()).await?;
+    tx.commit().await?;
+    request.id = id.clone();
+    Ok(request)
+}
+
+/// The oldest due pending requests, expired with one `request_expired` record each.
+pub(super) async fn expire_pending(
+    store: &SqlStore,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<Request>> {
+    let mut tx = store.begin().await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests \
+         WHERE state = 'pending' AND pending_until <= $1 \
+         ORDER BY pending_until, id LIMIT $2{}",
+        store.backend.skip_locked_clause()
+    ))
+    .bind(now.as_millis())
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut expired = Vec::with_capacity(rows.len());
+    let mut drafts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut request = request_from_row(row)?;
+        request.expire(now)?;
+        bind_request(sqlx::query(UPDATE_REQUEST), &request.id, &request)?
+            .execute(&mut *tx)
+            .await?;
+        drafts.push(expired_audit(&request));
+        expired.push(request);
+    }
+    audit::append(&mut tx, store.backend, drafts, now).await?;
+    tx.commit().await?;
+    Ok(expired)
+}
+
+/// The domain's `audit_of` has no record for an expired request yet; this is it.
+fn expired_audit(r: &Request) -> AuditDraft {
+    AuditDraft::new(AuditKind::RequestExpired, Principal::System("expirer"))
+        .identity(&r.identity)
+        .request(&r.id)
+        .task_ref(&r.task.reference)
+        .data(serde_json::json!({
+            "entitlement": r.entitlement,
+            "pending_until": r.pending_until.map(Timestamp::to_rfc3339),
+            "approvals": r.approvals.len(),
+        }))
+}
