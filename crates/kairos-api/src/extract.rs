@@ -1,0 +1,167 @@
+//! Extractors whose rejections speak the API's error format.
+
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use kairos_broker::Caller;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// JSON body; malformed JSON, a wrong content type or an oversized body is a clear 4xx.
+pub struct ApiJson<T>(pub T);
+
+fn body_error(status: StatusCode, detail: String) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "body_too_large",
+            "the request body is larger than Kairos accepts (64 KiB)",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            status,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        _ => ApiError::bad_request("invalid_json", detail),
+    }
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let detail = match &rejection {
+                    JsonRejection::JsonDataError(e) => format!(
+                        "the JSON does not match what this endpoint takes: {}; see /v1/openapi.json",
+                        source_text(e)
+                    ),
+                    JsonRejection::JsonSyntaxError(e) => {
+                        format!("the body is not valid JSON: {}", source_text(e))
+                    }
+                    other => other.body_text(),
+                };
+                Err(body_error(status, detail))
+            }
+        }
+    }
+}
+
+fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    text
+}
+
+/// `application/x-www-form-urlencoded` body (the OAuth endpoints).
+pub struct ApiForm<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiForm<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let detail = match &rejection {
+                    FormRejection::FailedToDeserializeForm(e) => {
+                        format!("the form parameters are invalid: {}", source_text(e))
+                    }
+                    FormRejection::FailedToDeserializeFormBody(e) => {
+                        format!("the form parameters are invalid: {}", source_text(e))
+                    }
+                    other => other.body_text(),
+                };
+                Err(match status {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                        status,
+                        "unsupported_media_type",
+                        "send form parameters with `Content-Type: application/x-www-form-urlencoded`",
+                    ),
+                    _ => body_error(status, detail),
+                })
+            }
+        }
+    }
+}
+
+/// Query string.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("the query string is invalid: {}", source_text(&e)),
+            )),
+            Err(other) => Err(ApiError::bad_request("invalid_query", other.body_text())),
+        }
+    }
+}
+
+/// The authenticated caller, from `Authorization: Bearer …`.
+pub struct Auth(pub Caller);
+
+pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "missing `Authorization: Bearer <token>`; send a platform JWT (workloads) or an API token (people)",
+            )
+        })?;
+    let value = header.to_str().ok().and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+    });
+    value.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the Authorization header must be `Bearer <token>`",
+        )
+    })
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let caller = state.broker.authenticate(token).await?;
+        Ok(Self(caller))
+    }
+}

@@ -1,0 +1,174 @@
+use axum::Json;
+use axum::extract::{Path, State};
+use kairos_broker::ending::RevokeScope;
+use kairos_domain::{GrantId, TaskRef};
+use kairos_store::{GrantFilter, GrantStateFilter};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, Auth};
+use crate::requests::{parse_entitlement, parse_identity};
+use crate::views::{BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody};
+use crate::{AppState, parse_ttl};
+
+pub(crate) fn parse_grant_id(id: &str) -> ApiResult<GrantId> {
+    GrantId::parse(id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "{:?} is not a grant id (they look like grt_0192…)",
+            id.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GrantQuery {
+    /// `active`, `revoking` or `ended`.
+    state: Option<String>,
+    identity: Option<String>,
+    entitlement: Option<String>,
+    task_ref: Option<String>,
+    limit: Option<u32>,
+}
+
+/// List grants (a workload sees its own).
+#[utoipa::path(get, path = "/v1/grants", tag = "grants", params(GrantQuery),
+    responses((status = 200, body = GrantList), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<GrantQuery>,
+) -> ApiResult<Json<GrantList>> {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some("active") => Some(GrantStateFilter::Active),
+        Some("revoking") => Some(GrantStateFilter::Revoking),
+        Some("ended") => Some(GrantStateFilter::Ended),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_state",
+                "state must be active, revoking or ended",
+            ));
+        }
+    };
+    let filter = GrantFilter {
+        state,
+        identity: q.identity.as_deref().map(parse_identity).transpose()?,
+        entitlement: q
+            .entitlement
+            .as_deref()
+            .map(parse_entitlement)
+            .transpose()?,
+        task_ref: q
+            .task_ref
+            .map(|t| {
+                TaskRef::parse(t).map_err(|e| ApiError::bad_request("bad_task_ref", e.to_string()))
+            })
+            .transpose()?,
+        limit: q.limit,
+    };
+    let grants = s.broker.list_grants(&caller, filter).await?;
+    Ok(Json(GrantList {
+        grants: grants.iter().map(GrantView::from).collect(),
+    }))
+}
+
+/// One grant with its receipt.
+#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path)),
+    responses((status = 200, body = GrantView), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<GrantView>> {
+    let id = parse_grant_id(&id)?;
+    Ok(Json(GrantView::from(
+        &s.broker.get_grant(&caller, &id).await?,
+    )))
+}
+
+/// The workload's task is done: end the grant now.
+#[utoipa::path(post, path = "/v1/grants/{id}/release", tag = "grants", params(("id" = String, Path)),
+    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn release(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<GrantView>> {
+    let id = parse_grant_id(&id)?;
+    Ok(Json(GrantView::from(
+        &s.broker.release(&caller, &id).await?,
+    )))
+}
+
+/// An operator revokes one grant.
+#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path)),
+    responses((status = 200, body = GrantList), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke_one(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<GrantList>> {
+    let id = parse_grant_id(&id)?;
+    let ended = s.broker.revoke(&caller, RevokeScope::Grant(id)).await?;
+    Ok(Json(GrantList {
+        grants: ended.iter().map(GrantView::from).collect(),
+    }))
+}
+
+/// An operator revokes all active grants of an identity or of a task reference.
+#[utoipa::path(post, path = "/v1/grants/revoke", tag = "grants", request_body = BulkRevokeBody,
+    responses((status = 200, body = GrantList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn revoke_bulk(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<BulkRevokeBody>,
+) -> ApiResult<Json<GrantList>> {
+    let scope = match (body.identity, body.task_ref) {
+        (Some(i), None) => RevokeScope::Identity(parse_identity(&i)?),
+        (None, Some(t)) => RevokeScope::TaskRef(
+            TaskRef::parse(t).map_err(|e| ApiError::bad_request("bad_task_ref", e.to_string()))?,
+        ),
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_scope",
+                "give exactly one of `identity` or `task_ref`",
+            ));
+        }
+    };
+    let ended = s.broker.revoke(&caller, scope).await?;
+    Ok(Json(GrantList {
+        grants: ended.iter().map(GrantView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RenewResponse {
+    pub grant: GrantView,
+    pub credential: CredentialView,
+}
+
+/// Extend an active grant up to its maximum; returns a fresh token.
+#[utoipa::path(post, path = "/v1/grants/{id}/renew", tag = "grants", params(("id" = String, Path)),
+    request_body = RenewBody,
+    responses((status = 200, body = RenewResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn renew(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RenewBody>,
+) -> ApiResult<Json<RenewResponse>> {
+    let id = parse_grant_id(&id)?;
+    let ttl = parse_ttl(&body.ttl)?;
+    let (grant, cred) = s.broker.renew(&caller, &id, ttl).await?;
+    Ok(Json(RenewResponse {
+        grant: GrantView::from(&grant),
+        credential: CredentialView {
+            kind: "token".into(),
+            access_token: cred.access_token,
+            token_type: "Bearer".into(),
+            expires_at: cred.expires_at.to_rfc3339(),
+        },
+    }))
+}

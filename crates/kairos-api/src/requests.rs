@@ -1,0 +1,180 @@
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use kairos_broker::NewRequest;
+use kairos_domain::{
+    EntitlementName, IdentityName, RequestId, RequestState, Task, TaskKind, TaskRef,
+};
+use kairos_store::RequestFilter;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, Auth};
+use crate::views::{
+    CreateRequestBody, ReasonBody, RequestList, RequestResponse, RequestView, TaskBody,
+};
+use crate::{AppState, parse_ttl};
+
+pub(crate) fn parse_task(t: &TaskBody) -> ApiResult<Task> {
+    let bad = |e: kairos_domain::TaskError| ApiError::bad_request("bad_task", e.to_string());
+    let kind: TaskKind = t.kind.parse().map_err(bad)?;
+    let reference = TaskRef::parse(t.reference.clone()).map_err(bad)?;
+    Task::new(kind, reference, t.reason.clone()).map_err(bad)
+}
+
+pub(crate) fn parse_request_id(id: &str) -> ApiResult<RequestId> {
+    RequestId::parse(id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "{:?} is not a request id (they look like req_0192…)",
+            id.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+pub(crate) fn parse_entitlement(s: &str) -> ApiResult<EntitlementName> {
+    EntitlementName::parse(s).map_err(|e| ApiError::bad_request("bad_entitlement", e.to_string()))
+}
+
+pub(crate) fn parse_identity(s: &str) -> ApiResult<IdentityName> {
+    IdentityName::parse(s).map_err(|e| ApiError::bad_request("bad_identity", e.to_string()))
+}
+
+/// Ask for an entitlement for a task. Policy decides at once: 201 with the grant and its
+/// credential, 202 pending approvals, or 403 denied (with the determining policies).
+#[utoipa::path(post, path = "/v1/requests", tag = "requests",
+    request_body = CreateRequestBody,
+    responses(
+        (status = 201, description = "granted", body = RequestResponse),
+        (status = 202, description = "pending approvals", body = RequestResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "denied by policy", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<CreateRequestBody>,
+) -> ApiResult<(StatusCode, Json<RequestResponse>)> {
+    let input = NewRequest {
+        identity: body.identity.as_deref().map(parse_identity).transpose()?,
+        entitlement: parse_entitlement(&body.entitlement)?,
+        ttl: body.ttl.as_deref().map(parse_ttl).transpose()?,
+        task: parse_task(&body.task)?,
+    };
+    let outcome = s.broker.request(&caller, input).await?;
+    let status = if outcome.grant.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(outcome.into())))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `pending`, `granted`, `denied`, `expired`.
+    state: Option<String>,
+    identity: Option<String>,
+    limit: Option<u32>,
+}
+
+/// List requests (people with a reading role).
+#[utoipa::path(get, path = "/v1/requests", tag = "requests", params(ListQuery),
+    responses((status = 200, body = RequestList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<RequestList>> {
+    let state = q
+        .state
+        .as_deref()
+        .map(|st| {
+            RequestState::parse(st).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_state",
+                    "state must be pending, granted, denied or expired",
+                )
+            })
+        })
+        .transpose()?;
+    let filter = RequestFilter {
+        state,
+        identity: q.identity.as_deref().map(parse_identity).transpose()?,
+        limit: q.limit,
+    };
+    let requests = s.broker.list_requests(&caller, &filter).await?;
+    Ok(Json(RequestList {
+        requests: requests.iter().map(RequestView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Long-poll: wait up to this long (e.g. `30s`, at most 60s) while the request is pending.
+    wait: Option<String>,
+}
+
+/// Read a request; its workload gets the credential once granted. `?wait=30s` long-polls.
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path), WaitQuery),
+    responses((status = 200, body = RequestResponse), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> ApiResult<Json<RequestResponse>> {
+    let id = parse_request_id(&id)?;
+    let wait = q
+        .wait
+        .as_deref()
+        .map(|w| parse_ttl(w).map(|t| Duration::from_secs(t.as_secs())))
+        .transpose()?;
+    Ok(Json(s.broker.get_request(&caller, &id, wait).await?.into()))
+}
+
+/// Approve a pending request (approvers of the approving team; never the requester).
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests", params(("id" = String, Path)),
+    request_body = ReasonBody,
+    responses((status = 200, body = RequestResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn approve(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<RequestResponse>> {
+    let id = parse_request_id(&id)?;
+    let reason = check_reason(body.reason)?;
+    Ok(Json(s.broker.approve(&caller, &id, reason).await?.into()))
+}
+
+/// Deny a pending request.
+#[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests", params(("id" = String, Path)),
+    request_body = ReasonBody,
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn deny(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<RequestView>> {
+    let id = parse_request_id(&id)?;
+    let reason = check_reason(body.reason)?;
+    Ok(Json(RequestView::from(
+        &s.broker.deny(&caller, &id, reason).await?,
+    )))
+}
+
+fn check_reason(reason: String) -> ApiResult<String> {
+    if reason.trim().is_empty() || reason.chars().count() > 1000 {
+        return Err(ApiError::bad_request(
+            "bad_reason",
+            "reason must be 1-1000 characters: say why",
+        ));
+    }
+    Ok(reason)
+}

@@ -1,0 +1,263 @@
+//! JSON shapes of the API (what goes over the wire), converted from domain objects.
+
+use kairos_domain::{Grant, GrantState, Request};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskBody {
+    /// `change`, `incident`, `maintenance` or `job`.
+    pub kind: String,
+    /// Ticket, pipeline run or incident id.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Why the access is needed.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequestBody {
+    /// The entitlement, `target/role`.
+    pub entitlement: String,
+    /// e.g. `15m`; defaults to 15m, capped by the entitlement.
+    pub ttl: Option<String>,
+    pub task: TaskBody,
+    /// Only when a person requests on behalf of an identity.
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionView {
+    /// `grant`, `pending` or `deny`.
+    pub outcome: String,
+    pub approvals_required: u32,
+    pub policies: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalView {
+    pub approver: String,
+    pub at: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestView {
+    pub id: String,
+    /// `pending`, `granted`, `denied` or `expired`.
+    pub state: String,
+    pub identity: String,
+    pub entitlement: String,
+    pub ttl: String,
+    pub task: TaskBody,
+    pub requester: String,
+    pub decision: DecisionView,
+    pub approvals: Vec<ApprovalView>,
+    pub denial: Option<ApprovalView>,
+    pub created_at: String,
+    pub pending_until: Option<String>,
+    pub grant_id: Option<String>,
+}
+
+impl From<&Request> for RequestView {
+    fn from(r: &Request) -> Self {
+        let approval = |a: &kairos_domain::Approval| ApprovalView {
+            approver: a.approver.to_string(),
+            at: a.at.to_rfc3339(),
+            reason: a.reason.clone(),
+        };
+        let (outcome, approvals_required) = match r.decision.outcome {
+            kairos_domain::DecisionOutcome::Deny => ("deny", 0),
+            kairos_domain::DecisionOutcome::Grant => ("grant", 0),
+            kairos_domain::DecisionOutcome::Pending { approvals } => ("pending", approvals),
+        };
+        Self {
+            id: r.id.to_string(),
+            state: r.state.as_str().into(),
+            identity: r.identity.to_string(),
+            entitlement: r.entitlement.to_string(),
+            ttl: r.ttl.to_string(),
+            task: task_body(&r.task),
+            requester: r.requester.to_string(),
+            decision: DecisionView {
+                outcome: outcome.into(),
+                approvals_required,
+                policies: r.decision.policies.clone(),
+                reason: r.decision.reason.clone(),
+            },
+            approvals: r.approvals.iter().map(approval).collect(),
+            denial: r.denial.as_ref().map(approval),
+            created_at: r.created_at.to_rfc3339(),
+            pending_until: r.pending_until.map(|t| t.to_rfc3339()),
+            grant_id: r.grant_id.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+fn task_body(t: &kairos_domain::Task) -> TaskBody {
+    TaskBody {
+        kind: t.kind.to_string(),
+        reference: t.reference.to_string(),
+        reason: t.reason.clone(),
+    }
+}
+
+/// The end-of-access receipt: when it ended, and when Kairos verified it was gone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    /// `expired`, `released` or `revoked`.
+    pub reason: String,
+    pub ended_by: String,
+    pub ended_at: String,
+    pub revoked_at: Option<String>,
+    pub verified_at: Option<String>,
+    pub method: Option<String>,
+    pub evidence: Option<String>,
+    /// Failed propagation attempts so far (while `revoking`).
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantView {
+    pub id: String,
+    /// `active`, `revoking` (ended, not yet verified gone) or `ended` (verified).
+    pub state: String,
+    pub request_id: String,
+    pub identity: String,
+    pub entitlement: String,
+    pub target: String,
+    pub audience: String,
+    pub scopes: Vec<String>,
+    pub task: TaskBody,
+    pub issued_at: String,
+    pub expires_at: String,
+    pub max_expires_at: String,
+    pub receipt: Option<ReceiptView>,
+}
+
+impl From<&Grant> for GrantView {
+    fn from(g: &Grant) -> Self {
+        let receipt = match &g.state {
+            GrantState::Active => None,
+            GrantState::Ending {
+                end,
+                attempts,
+                last_error,
+            } => Some(ReceiptView {
+                reason: end.reason.to_string(),
+                ended_by: end.by.to_string(),
+                ended_at: end.at.to_rfc3339(),
+                revoked_at: None,
+                verified_at: None,
+                method: None,
+                evidence: None,
+                attempts: *attempts,
+                last_error: last_error.clone(),
+            }),
+            GrantState::Ended { end, receipt } => Some(ReceiptView {
+                reason: end.reason.to_string(),
+                ended_by: end.by.to_string(),
+                ended_at: end.at.to_rfc3339(),
+                revoked_at: Some(receipt.revoked_at.to_rfc3339()),
+                verified_at: Some(receipt.verified_at.to_rfc3339()),
+                method: Some(receipt.method.clone()),
+                evidence: Some(receipt.evidence.clone()),
+                attempts: 0,
+                last_error: None,
+            }),
+        };
+        Self {
+            id: g.id.to_string(),
+            state: g.state.name().into(),
+            request_id: g.request_id.to_string(),
+            identity: g.identity.to_string(),
+            entitlement: g.entitlement.to_string(),
+            target: g.target.to_string(),
+            audience: g.audience.clone(),
+            scopes: g.scopes.clone(),
+            task: task_body(&g.task),
+            issued_at: g.issued_at.to_rfc3339(),
+            expires_at: g.expires_at.to_rfc3339(),
+            max_expires_at: g.max_expires_at.to_rfc3339(),
+            receipt,
+        }
+    }
+}
+
+/// A credential, shown to the workload it was issued to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialView {
+    /// `token`.
+    pub kind: String,
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestResponse {
+    pub request: RequestView,
+    pub grant: Option<GrantView>,
+    pub credential: Option<CredentialView>,
+    /// True when the TTL was lowered to the entitlement's cap.
+    pub ttl_capped: bool,
+}
+
+impl From<kairos_broker::RequestOutcome> for RequestResponse {
+    fn from(o: kairos_broker::RequestOutcome) -> Self {
+        Self {
+            request: RequestView::from(&o.request),
+            grant: o.grant.as_ref().map(GrantView::from),
+            credential: o.credential.map(|c| CredentialView {
+                kind: "token".into(),
+                access_token: c.access_token,
+                token_type: "Bearer".into(),
+                expires_at: c.expires_at.to_rfc3339(),
+            }),
+            ttl_capped: o.ttl_capped,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    /// Why you approve or deny.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    /// Extend to now + ttl (never past the grant's maximum), e.g. `10m`.
+    pub ttl: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevokeBody {
+    /// Revoke every active grant of this identity.
+    pub identity: Option<String>,
+    /// Revoke every active grant for this task reference.
+    pub task_ref: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantList {
+    pub grants: Vec<GrantView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestList {
+    pub requests: Vec<RequestView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    pub status: String,
+    pub store: String,
+    pub version: String,
+}

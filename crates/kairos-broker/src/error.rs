@@ -1,0 +1,68 @@
+use kairos_domain::{Decision, TransitionError};
+use kairos_store::StoreError;
+
+/// Everything the broker can refuse or fail with. The API crate maps each variant to an
+/// HTTP status; the 4xx variants carry a message that says how to fix the input.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No or bad credentials (401). The message never contains the credential.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Authenticated but not allowed (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Policy said no (403), with the decision that says why.
+    #[error("request denied: {}", .0.reason)]
+    Denied(Decision),
+    /// The input names something that does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The input is malformed or out of range (400). `code` is machine-readable.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The operation conflicts with the object's state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something on our side failed (500); the cause goes to the log, not the caller.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BrokerError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(e))
+    }
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            StoreError::Conflict(msg) => Self::Conflict(msg),
+            StoreError::Transition(t) => t.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<TransitionError> for BrokerError {
+    fn from(e: TransitionError) -> Self {
+        match e {
+            TransitionError::SelfApproval | TransitionError::AlreadyApproved(_) => {
+                Self::Forbidden(e.to_string())
+            }
+            TransitionError::RenewPastMax { .. } | TransitionError::RenewInPast => {
+                Self::invalid("ttl_over_cap", e.to_string())
+            }
+            _ => Self::Conflict(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -1,0 +1,209 @@
+//! The Kairos broker: the core loop without HTTP.
+//!
+//! A [`Broker`] authenticates callers, asks policy, records requests and grants in the
+//! [`Store`](kairos_store::Store), mints credentials, and drives every end of a grant
+//! through one path: **mark ended → propagate → verify → receipt** ([`ending`]).
+//!
+//! Invariants: no HTTP or JSON-over-the-wire types here (the API crate owns those); no
+//! SQL (the store owns it); time comes only from the injected [`Clock`].
+
+mod auth;
+mod connector;
+pub mod ending;
+mod error;
+mod keys;
+mod metrics;
+mod requests;
+pub mod users;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kairos_config::Catalog;
+use kairos_crypto::issuer::{KeyRing, SigningAlg};
+use kairos_crypto::seal::MasterKey;
+use kairos_crypto::workload::WorkloadVerifier;
+use kairos_domain::{Clock, Timestamp};
+use kairos_store::Store;
+
+pub use auth::Caller;
+pub use connector::{Connector, Revocability, TokenConnector};
+pub use error::{BrokerError, Result};
+pub use metrics::Metrics;
+pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
+pub use users::{ChainReport, NewUserToken};
+
+/// Knobs of the broker that are not part of the declarative catalog.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// The `iss` of tokens Kairos signs (its public base URL).
+    pub issuer_url: String,
+    /// How long a pending request waits for approvals before it expires.
+    pub pending_timeout: Duration,
+    /// Algorithm of newly generated signing keys.
+    pub signing_alg: SigningAlg,
+    /// Failed revocation attempts after which the alarm metric and log fire.
+    pub revocation_alarm_after: u32,
+    /// TTL used when a request names none (still capped by the entitlement).
+    pub default_ttl: Duration,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            issuer_url: "http://127.0.0.1:8740".into(),
+            pending_timeout: Duration::from_secs(3600),
+            signing_alg: SigningAlg::Es256,
+            revocation_alarm_after: 5,
+            default_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The broker. Cheap to share: wrap it in an `Arc`.
+pub struct Broker {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    master: MasterKey,
+    settings: BrokerSettings,
+    catalog: RwLock<Arc<Catalog>>,
+    verifier: RwLock<Arc<WorkloadVerifier>>,
+    keys: RwLock<Arc<KeyRing>>,
+    metrics: Metrics,
+    /// Woken when a grant is created or ended, or a request changes.
+    changed: tokio::sync::Notify,
+    /// Woken when revocation work is queued.
+    revoke_work: tokio::sync::Notify,
+    /// Bumped on every request change, for long-polls.
+    request_events: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("store", &self.store.backend())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the broker on a store: loads (or creates) signing keys and the stored catalog.
+    /// `catalog` — when given — is applied at start (the `--config` file).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        master: MasterKey,
+        settings: BrokerSettings,
+    ) -> Result<Arc<Self>> {
+        let catalog = match store.current_config().await? {
+            Some(stored) => {
+                let bundle =
+                    serde_json::from_str(&stored.bundle_json).map_err(BrokerError::internal)?;
+                Catalog::from_bundle(&bundle).map_err(|e| {
+                    BrokerError::Internal(
+                        format!("the stored configuration no longer loads: {e}").into(),
+                    )
+                })?
+            }
+            None => Catalog::empty(),
+        };
+        let verifier =
+            WorkloadVerifier::new(auth::issuer_trusts(&catalog)).map_err(BrokerError::internal)?;
+        let keys = keys::load_or_create(&*store, &*clock, &master, &settings).await?;
+        let (request_events, _) = tokio::sync::watch::channel(0);
+        let broker = Arc::new(Self {
+            store,
+            clock,
+            master,
+            settings,
+            catalog: RwLock::new(Arc::new(catalog)),
+            verifier: RwLock::new(Arc::new(verifier)),
+            keys: RwLock::new(Arc::new(keys)),
+            metrics: Metrics::new(),
+            changed: tokio::sync::Notify::new(),
+            revoke_work: tokio::sync::Notify::new(),
+            request_events,
+        });
+        broker.refresh_gauges().await?;
+        Ok(broker)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn settings(&self) -> &BrokerSettings {
+        &self.settings
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn verifier(&self) -> Arc<WorkloadVerifier> {
+        match self.verifier.read() {
+            Ok(v) => Arc::clone(&v),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        match self.keys.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The workload verifier for a catalog's issuers; refuses what cannot be trusted.
+    fn verifier_for(catalog: &Catalog) -> Result<WorkloadVerifier> {
+        WorkloadVerifier::new(auth::issuer_trusts(catalog))
+            .map_err(|e| BrokerError::invalid("invalid_config", e.to_string()))
+    }
+
+    /// Swaps in a new catalog and the workload verifier built from it.
+    fn swap_catalog(&self, catalog: Catalog, verifier: WorkloadVerifier) {
+        match self.verifier.write() {
+            Ok(mut v) => *v = Arc::new(verifier),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(verifier),
+        }
+        match self.catalog.write() {
+            Ok(mut c) => *c = Arc::new(catalog),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(catalog),
+        }
+    }
+
+    fn set_keys(&self, ring: KeyRing) {
+        match self.keys.write() {
+            Ok(mut k) => *k = Arc::new(ring),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+        }
+    }
+
+    /// Refreshes the gauges from the store's counts.
+    pub async fn refresh_gauges(&self) -> Result<()> {
+        let counts = self.store.counts().await?;
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.metrics.active_grants.set(g(counts.active_grants));
+        self.metrics.revoking_grants.set(g(counts.revoking_grants));
+        self.metrics
+            .pending_requests
+            .set(g(counts.pending_requests));
+        Ok(())
+    }
+
+    fn notify_requests(&self) {
+        self.request_events.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}

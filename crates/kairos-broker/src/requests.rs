@@ -1,0 +1,544 @@
+//! Access requests: decide, record, approve, deny, wait.
+
+use std::time::{Duration, Instant};
+
+use kairos_config::{Catalog, Entitlement, OverCap};
+use kairos_crypto::issuer::{AccessClaims, TaskClaim};
+use kairos_domain::{
+    Approval, ApprovalProgress, AuditDraft, AuditKind, Decision, DecisionOutcome, EntitlementName,
+    Grant, GrantId, GrantState, IdentityName, Principal, Request, RequestId, RequestState, Task,
+    Timestamp, Ttl,
+};
+use kairos_policy::PolicyInput;
+use kairos_store::{RequestChange, RequestFilter, Role};
+
+use crate::{Broker, BrokerError, Caller, Result};
+
+/// A request as the caller made it, already parsed.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// Required when a person requests on behalf of an identity; a workload may omit it.
+    pub identity: Option<IdentityName>,
+    pub entitlement: EntitlementName,
+    pub ttl: Option<Ttl>,
+    pub task: Task,
+}
+
+/// A credential handed to the workload. Shown to it, never stored.
+#[derive(Clone)]
+pub struct IssuedCredential {
+    pub access_token: String,
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for IssuedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCredential")
+            .field("access_token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// What became of a request.
+#[derive(Debug, Clone)]
+pub struct RequestOutcome {
+    pub request: Request,
+    pub grant: Option<Grant>,
+    pub credential: Option<IssuedCredential>,
+    /// True when the TTL was lowered to the entitlement's cap (`over_cap = "cap"`).
+    pub ttl_capped: bool,
+}
+
+pub(crate) fn build_grant(catalog: &Catalog, request: &Request, now: Timestamp) -> Result<Grant> {
+    let entitlement = catalog.entitlement(&request.entitlement).ok_or_else(|| {
+        BrokerError::Conflict(format!(
+            "entitlement {} was removed from the configuration since the request was made",
+            request.entitlement
+        ))
+    })?;
+    let target = catalog.target(&entitlement.target).ok_or_else(|| {
+        BrokerError::Conflict(format!("target {} is not configured", entitlement.target))
+    })?;
+    let cap = catalog.effective_cap(entitlement);
+    Ok(Grant {
+        id: GrantId::generate(),
+        request_id: request.id.clone(),
+        identity: request.identity.clone(),
+        entitlement: request.entitlement.clone(),
+        target: entitlement.target.clone(),
+        audience: target
+            .audience()
+            .map_or_else(|| target.name.to_string(), str::to_owned),
+        scopes: entitlement.scopes.clone(),
+        task: request.task.clone(),
+        issued_at: now,
+        expires_at: now.plus(request.ttl.as_duration()),
+        max_expires_at: now.plus(cap.as_duration()),
+        state: GrantState::Active,
+    })
+}
+
+fn issued_audit(grant: &Grant, by: &Principal) -> AuditDraft {
+    AuditDraft::new(AuditKind::Issued, by)
+        .identity(&grant.identity)
+        .request(&grant.request_id)
+        .grant(&grant.id)
+        .task_ref(&grant.task.reference)
+        .data(serde_json::json!({
+            "entitlement": grant.entitlement,
+            "target": grant.target,
+            "audience": grant.audience,
+            "scopes": grant.scopes,
+            "issued_at": grant.issued_at.to_rfc3339(),
+            "expires_at": grant.expires_at.to_rfc3339(),
+        }))
+}
+
+impl Broker {
+    /// Signs the token credential of an active grant.
+    pub fn mint(&self, grant: &Grant) -> Result<IssuedCredential> {
+        let claims = AccessClaims {
+            iss: self.settings.issuer_url.clone(),
+            sub: grant.identity.to_string(),
+            aud: grant.audience.clone(),
+            exp: grant.expires_at.as_secs(),
+            iat: grant.issued_at.as_secs(),
+            nbf: grant.issued_at.as_secs(),
+            jti: grant.id.to_string(),
+            scope: grant.scopes.join(" "),
+            entitlement: grant.entitlement.to_string(),
+            task: TaskClaim {
+                kind: grant.task.kind.to_string(),
+                reference: grant.task.reference.to_string(),
+                reason: grant.task.reason.clone(),
+            },
+        };
+        let access_token = self
+            .key_ring()
+            .sign(&claims)
+            .map_err(BrokerError::internal)?;
+        Ok(IssuedCredential {
+            access_token,
+            expires_at: grant.expires_at,
+        })
+    }
+
+    fn resolve_identity(
+        &self,
+        caller: &Caller,
+        asked: Option<&IdentityName>,
+    ) -> Result<IdentityName> {
+        match caller {
+            Caller::Workload { identity } => match asked {
+                Some(other) if other != identity => Err(BrokerError::Forbidden(format!(
+                    "workload {identity} cannot request access for identity {other}"
+                ))),
+                _ => Ok(identity.clone()),
+            },
+            Caller::User(_) => {
+                caller
+                    .require_role(&[Role::Operator], "request access on behalf of an identity")?;
+                asked.cloned().ok_or_else(|| {
+                    BrokerError::invalid(
+                        "identity_required",
+                        "a person requesting access must name the identity it is for (`identity`)",
+                    )
+                })
+            }
+        }
+    }
+
+    fn capped_ttl(
+        &self,
+        catalog: &Catalog,
+        e: &Entitlement,
+        asked: Option<Ttl>,
+    ) -> Result<(Ttl, bool)> {
+        let cap = catalog.effective_cap(e);
+        let asked = match asked {
+            Some(t) => t,
+            None => {
+                let default = Ttl::from_secs(self.settings.default_ttl.as_secs())
+                    .map_err(|err| BrokerError::invalid("bad_ttl", err.to_string()))?;
+                return Ok((default.min(cap), false));
+            }
+        };
+        if asked <= cap {
+            return Ok((asked, false));
+        }
+        match e.over_cap {
+            OverCap::Cap => Ok((cap, true)),
+            OverCap::Refuse => Err(BrokerError::invalid(
+                "ttl_over_cap",
+                format!(
+                    "ttl {asked} is longer than {} allows ({cap}, from its max_ttl and its {} tier); ask for {cap} or less",
+                    e.name, e.tier
+                ),
+            )),
+        }
+    }
+
+    /// Files a request: policy decides at once; a grant is issued now, later (after
+    /// approvals), or never.
+    pub async fn request(&self, caller: &Caller, input: NewRequest) -> Result<RequestOutcome> {
+        let catalog = self.catalog();
+        let identity_name = self.resolve_identity(caller, input.identity.as_ref())?;
+        let identity = catalog.identity(&identity_name).ok_or_else(|| {
+            BrokerError::NotFound(format!(
+                "identity {identity_name} is not registered; add it to the configuration"
+            ))
+        })?;
+        let entitlement = catalog.entitlement(&input.entitlement).ok_or_else(|| {
+            BrokerError::NotFound(format!(
+                "entitlement {} is not defined; check the name (`target/role`) against the configuration",
+                input.entitlement
+            ))
+        })?;
+        let (ttl, ttl_capped) = self.capped_ttl(&catalog, entitlement, input.ttl)?;
+        let requester = caller.principal();
+
+        let started = Instant::now();
+        let decision = catalog
+            .policies()
+            .decide(&PolicyInput {
+                identity: catalog.identity_facts(identity),
+                entitlement: catalog.entitlement_facts(entitlement),
+                ttl,
+                task: input.task.clone(),
+                requester: requester.clone(),
+            })
+            .map_err(BrokerError::internal)?;
+        self.metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome_label = match decision.outcome {
+            DecisionOutcome::Deny => "deny",
+            DecisionOutcome::Grant => "grant",
+            DecisionOutcome::Pending { .. } => "pending",
+        };
+        self.metrics
+            .decisions
+            .get_or_create(&crate::metrics::OutcomeLabel {
+                outcome: outcome_label.into(),
+            })
+            .inc();
+
+        let now = self.now();
+        let mut request = Request {
+            id: RequestId::generate(),
+            identity: identity_name.clone(),
+            entitlement: input.entitlement.clone(),
+            ttl,
+            task: input.task.clone(),
+            requester: requester.clone(),
+            decision: decision.clone(),
+            state: RequestState::Pending,
+            approvals: Vec::new(),
+            denial: None,
+            created_at: now,
+            pending_until: None,
+            grant_id: None,
+        };
+        let base = |kind| {
+            AuditDraft::new(kind, &requester)
+                .identity(&identity_name)
+                .request(&request.id)
+                .task_ref(&input.task.reference)
+        };
+        let mut audit = vec![
+            base(AuditKind::Requested).data(serde_json::json!({
+                "entitlement": input.entitlement,
+                "ttl": ttl.to_string(),
+                "ttl_capped": ttl_capped,
+                "task": input.task,
+            })),
+            base(AuditKind::Decided).data(serde_json::json!({
+                "decision": decision,
+            })),
+        ];
+        let mut grant = None;
+        match decision.outcome {
+            DecisionOutcome::Deny => request.state = RequestState::Denied,
+            DecisionOutcome::Pending { .. } => {
+                request.pending_until = Some(now.plus(self.settings.pending_timeout));
+            }
+            DecisionOutcome::Grant => {
+                let g = build_grant(&catalog, &request, now)?;
+                request.state = RequestState::Granted;
+                request.grant_id = Some(g.id.clone());
+                audit.push(issued_audit(&g, &Principal::System("broker")));
+                grant = Some(g);
+            }
+        }
+        // Sign before committing, so a grant is never recorded without a credential.
+        let credential = grant.as_ref().map(|g| self.mint(g)).transpose()?;
+        self.store
+            .insert_request(&request, grant.as_ref(), audit)
+            .await?;
+        if grant.is_some() {
+            self.metrics.grants_issued.inc();
+            self.metrics.active_grants.inc();
+            self.changed.notify_waiters();
+        } else if matches!(decision.outcome, DecisionOutcome::Pending { .. }) {
+            self.metrics.pending_requests.inc();
+        }
+        self.notify_requests();
+        if let DecisionOutcome::Deny = decision.outcome {
+            return Err(BrokerError::Denied(decision_with_request(
+                decision, &request,
+            )));
+        }
+        Ok(RequestOutcome {
+            request,
+            grant,
+            credential,
+            ttl_capped,
+        })
+    }
+
+    /// Reads a request. The workload it is for, its requester, and people with a
+    /// reading role may see it; its requester gets the credential once granted.
+    /// With `wait`, long-polls until it leaves `pending` or the wait runs out.
+    pub async fn get_request(
+        &self,
+        caller: &Caller,
+        id: &RequestId,
+        wait: Option<Duration>,
+    ) -> Result<RequestOutcome> {
+        let deadline = wait.map(|w| Instant::now() + w.min(Duration::from_secs(60)));
+        let mut events = self.request_events.subscribe();
+        loop {
+            let request = self
+                .store
+                .get_request(id)
+                .await?
+                .ok_or_else(|| BrokerError::NotFound(format!("request {id} not found")))?;
+            self.check_may_read_request(caller, &request)?;
+            let pending = request.state == RequestState::Pending;
+            match deadline {
+                Some(deadline) if pending && Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    // Wake on a local change, or poll (another replica may have approved).
+                    let _ =
+                        tokio::time::timeout(left.min(Duration::from_secs(1)), events.changed())
+                            .await;
+                    continue;
+                }
+                _ => {}
+            }
+            let grant = match &request.grant_id {
+                Some(gid) => self.store.get_grant(gid).await?,
+                None => None,
+            };
+            let credential = match (&grant, caller) {
+                (Some(g), Caller::Workload { identity })
+                    if *identity == g.identity && g.is_active_at(self.now()) =>
+                {
+                    Some(self.mint(g)?)
+                }
+                _ => None,
+            };
+            return Ok(RequestOutcome {
+                request,
+                grant,
+                credential,
+                ttl_capped: false,
+            });
+        }
+    }
+
+    fn check_may_read_request(&self, caller: &Caller, request: &Request) -> Result<()> {
+        match caller {
+            Caller::Workload { identity } if *identity == request.identity => Ok(()),
+            Caller::Workload { identity } => Err(BrokerError::Forbidden(format!(
+                "workload {identity} cannot read a request of identity {}",
+                request.identity
+            ))),
+            Caller::User(u) if request.requester == Principal::User(u.name.clone()) => Ok(()),
+            Caller::User(_) => caller
+                .require_role(
+                    &[Role::Operator, Role::Approver, Role::Auditor],
+                    "read requests",
+                )
+                .map(|_| ()),
+        }
+    }
+
+    pub async fn list_requests(
+        &self,
+        caller: &Caller,
+        filter: &RequestFilter,
+    ) -> Result<Vec<Request>> {
+        caller.require_role(
+            &[Role::Operator, Role::Approver, Role::Auditor],
+            "list requests",
+        )?;
+        Ok(self.store.list_requests(filter).await?)
+    }
+
+    /// The team whose approvers decide a request for `entitlement` by `identity`.
+    fn approving_team(
+        &self,
+        catalog: &Catalog,
+        request: &Request,
+    ) -> Option<kairos_domain::TeamName> {
+        let entitlement = catalog.entitlement(&request.entitlement)?;
+        let identity = catalog.identity(&request.identity)?;
+        Some(catalog.approval_team(entitlement, identity).clone())
+    }
+
+    fn check_may_approve(
+        &self,
+        caller: &Caller,
+        request: &Request,
+    ) -> Result<kairos_domain::UserName> {
+        let user = caller.require_role(&[Role::Approver], "approve or deny requests")?;
+        let catalog = self.catalog();
+        let team = self.approving_team(&catalog, request).ok_or_else(|| {
+            BrokerError::Conflict("the request's identity is no longer configured".into())
+        })?;
+        let listed = catalog
+            .team(&team)
+            .is_some_and(|t| t.approvers.contains(&user.name));
+        if !(listed || user.teams.contains(&team) || user.role == Role::Admin) {
+            return Err(BrokerError::Forbidden(format!(
+                "{} is not an approver of team {team}, which approves this request",
+                user.name
+            )));
+        }
+        Ok(user.name.clone())
+    }
+
+    /// Adds an approval; the last one issues the grant.
+    pub async fn approve(
+        &self,
+        caller: &Caller,
+        id: &RequestId,
+        reason: String,
+    ) -> Result<RequestOutcome> {
+        let current = self
+            .store
+            .get_request(id)
+            .await?
+            .ok_or_else(|| BrokerError::NotFound(format!("request {id} not found")))?;
+        let approver = self.check_may_approve(caller, &current)?;
+        let catalog = self.catalog();
+        let now = self.now();
+        let by = caller.principal();
+        let updated = self
+            .store
+            .update_request(
+                id,
+                Box::new(move |req: &mut Request| {
+                    let progress = req.approve(Approval {
+                        approver: approver.clone(),
+                        at: now,
+                        reason: reason.clone(),
+                    })?;
+                    let base = |kind| {
+                        AuditDraft::new(kind, &by)
+                            .identity(&req.identity)
+                            .request(&req.id)
+                            .task_ref(&req.task.reference)
+                    };
+                    let mut change = RequestChange::default();
+                    match progress {
+                        ApprovalProgress::NeedMore { have, need } => {
+                            change
+                                .audit
+                                .push(base(AuditKind::Approved).data(serde_json::json!({
+                                    "reason": reason, "approvals": have, "needed": need,
+                                })));
+                        }
+                        ApprovalProgress::Complete => {
+                            let need = req.approvals_needed();
+                            change
+                                .audit
+                                .push(base(AuditKind::Approved).data(serde_json::json!({
+                                    "reason": reason, "approvals": need, "needed": need,
+                                })));
+                            let grant = build_grant(&catalog, req, now)
+                                .map_err(|_| kairos_domain::TransitionError::NotDue)?;
+                            req.mark_granted(grant.id.clone())?;
+                            change.audit.push(issued_audit(&grant, &by));
+                            change.grant = Some(grant);
+                        }
+                    }
+                    Ok(change)
+                }),
+            )
+            .await?;
+        let grant = match &updated.grant_id {
+            Some(gid) => {
+                self.metrics.grants_issued.inc();
+                self.metrics.active_grants.inc();
+                self.metrics.pending_requests.dec();
+                self.changed.notify_waiters();
+                self.store.get_grant(gid).await?
+            }
+            None => None,
+        };
+        self.notify_requests();
+        Ok(RequestOutcome {
+            request: updated,
+            grant,
+            credential: None,
+            ttl_capped: false,
+        })
+    }
+
+    pub async fn deny(&self, caller: &Caller, id: &RequestId, reason: String) -> Result<Request> {
+        let current = self
+            .store
+            .get_request(id)
+            .await?
+            .ok_or_else(|| BrokerError::NotFound(format!("request {id} not found")))?;
+        let approver = self.check_may_approve(caller, &current)?;
+        let now = self.now();
+        let by = caller.principal();
+        let updated = self
+            .store
+            .update_request(
+                id,
+                Box::new(move |req: &mut Request| {
+                    req.deny(Approval {
+                        approver,
+                        at: now,
+                        reason: reason.clone(),
+                    })?;
+                    Ok(RequestChange {
+                        grant: None,
+                        audit: vec![
+                            AuditDraft::new(AuditKind::Denied, &by)
+                                .identity(&req.identity)
+                                .request(&req.id)
+                                .task_ref(&req.task.reference)
+                                .data(serde_json::json!({ "reason": reason })),
+                        ],
+                    })
+                }),
+            )
+            .await?;
+        self.metrics.pending_requests.dec();
+        self.notify_requests();
+        Ok(updated)
+    }
+
+    /// Expires pending requests whose approval window has passed. Returns how many.
+    pub async fn expire_pending(&self) -> Result<usize> {
+        let expired = self.store.expire_pending_requests(self.now(), 500).await?;
+        if !expired.is_empty() {
+            self.metrics
+                .pending_requests
+                .dec_by(i64::try_from(expired.len()).unwrap_or(i64::MAX));
+            self.notify_requests();
+        }
+        Ok(expired.len())
+    }
+}
+
+fn decision_with_request(mut decision: Decision, request: &Request) -> Decision {
+    decision.reason = format!("{} (request {})", decision.reason, request.id);
+    decision
+}

@@ -1,0 +1,634 @@
+//! The command line: what `kairos` accepts, parsed by clap at the edge.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+// Where the server is and who is asking; shared by every client command. (Not a `///`
+// comment: clap would make it the help text of whatever command flattens this.)
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Base URL of the Kairos server.
+    #[arg(
+        long,
+        env = "KAIROS_ADDR",
+        default_value = "http://127.0.0.1:8740",
+        global = true
+    )]
+    pub addr: String,
+
+    /// API token (a person's token or a workload's platform JWT).
+    #[arg(
+        long,
+        env = "KAIROS_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_secret,
+        global = true
+    )]
+    pub token: Option<SecretString>,
+
+    /// Print the server's JSON instead of tables (JSON Lines for `audit`).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+// The client commands; the binary flattens these next to `server`. (A `///` comment here
+// would become the help text of the whole `kairos` binary.)
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Ask for an entitlement for a task.
+    Request(RequestArgs),
+    /// List grants.
+    Grants(GrantsArgs),
+    /// Show one grant with its end-of-access receipt.
+    Grant {
+        /// The grant id (grt_…).
+        id: String,
+    },
+    /// List access requests.
+    Requests(RequestsArgs),
+    /// Show one access request.
+    #[command(visible_alias = "request-status")]
+    ShowRequest {
+        /// The request id (req_…).
+        id: String,
+    },
+    /// The task is done: end a grant now.
+    Release {
+        /// The grant id (grt_…).
+        grant_id: String,
+    },
+    /// Revoke one grant, or every active grant of an identity or task.
+    Revoke(RevokeArgs),
+    /// Extend an active grant (up to its maximum) and get a fresh token.
+    Renew(RenewArgs),
+    /// Approve a pending request.
+    Approve(DecideArgs),
+    /// Deny a pending request.
+    Deny(DecideArgs),
+    /// Validate and apply a configuration file (and the files it references).
+    Apply {
+        /// The main TOML configuration file.
+        file: PathBuf,
+    },
+    /// Search the audit log, or verify its hash chain (`kairos audit verify`).
+    Audit(AuditArgs),
+    /// List the signing keys, or rotate them (`kairos keys rotate`).
+    Keys(KeysArgs),
+    /// Manage people and their API tokens.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Ask whether a Kairos token is honoured right now (RFC 7662).
+    Introspect {
+        /// The token to inspect; `-` reads it from stdin.
+        #[arg(value_parser = parse_secret)]
+        token: SecretString,
+    },
+    /// Trade a workload's platform JWT for a Kairos token (RFC 8693).
+    Exchange(ExchangeArgs),
+    /// Is the server up?
+    Health,
+}
+
+/// What the task is: every request names one.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    /// Kind of task: change, incident, maintenance or job.
+    #[arg(long, value_name = "KIND")]
+    pub task_kind: String,
+    /// Ticket, incident, pipeline run or job id.
+    #[arg(long, value_name = "REF")]
+    pub task_ref: String,
+    /// Why the access is needed.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// The entitlement, `target/role`.
+    pub entitlement: String,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// How long the access should last, e.g. `15m` (capped by the entitlement).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Request on behalf of this identity (people only).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// If approval is needed, wait for it (default 5m). Write `--wait=2m`, or put it after
+    /// the entitlement, so the entitlement is not taken for the duration.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        num_args = 0..=1,
+        default_missing_value = "5m",
+        value_parser = parse_duration
+    )]
+    pub wait: Option<Duration>,
+    /// Print only the access token (nothing else on stdout); fails if none was issued.
+    #[arg(long)]
+    pub token_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GrantStateArg {
+    Active,
+    Revoking,
+    Ended,
+}
+
+impl GrantStateArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoking => "revoking",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GrantsArgs {
+    /// Only grants in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<GrantStateArg>,
+    #[arg(long)]
+    pub identity: Option<String>,
+    #[arg(long)]
+    pub task_ref: Option<String>,
+    #[arg(long)]
+    pub entitlement: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RequestStateArg {
+    Pending,
+    Granted,
+    Denied,
+    Expired,
+}
+
+impl RequestStateArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Granted => "granted",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RequestsArgs {
+    /// Only requests in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<RequestStateArg>,
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("scope").required(true).args(["grant_id", "identity", "task_ref"])))]
+pub struct RevokeArgs {
+    /// The grant to revoke.
+    pub grant_id: Option<String>,
+    /// Revoke every active grant of this identity.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Revoke every active grant for this task reference.
+    #[arg(long)]
+    pub task_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RenewArgs {
+    /// The grant to extend.
+    pub grant_id: String,
+    /// Extend to now + this, e.g. `10m`.
+    #[arg(long)]
+    pub ttl: String,
+    /// Print only the new access token.
+    #[arg(long)]
+    pub token_only: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DecideArgs {
+    /// The request id (req_…).
+    pub request_id: String,
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    #[command(flatten)]
+    pub filter: AuditFilterArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain and name the first tampered record.
+    Verify,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuditFilterArgs {
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Grant id.
+    #[arg(long)]
+    pub grant: Option<String>,
+    /// Request id.
+    #[arg(long)]
+    pub request: Option<String>,
+    #[arg(long)]
+    pub task_ref: Option<String>,
+    /// From this time: RFC 3339 (`2026-11-26T10:00:00Z`) or a duration ago (`1h`, `2d ago`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Up to this time: RFC 3339 or a duration ago.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: Option<KeysCommand>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key current; the old one stays published until its tokens expire.
+    Rotate {
+        #[arg(long, value_enum)]
+        alg: Option<KeyAlg>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyAlg {
+    Es256,
+    Eddsa,
+}
+
+impl KeyAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Es256 => "es256",
+            Self::Eddsa => "eddsa",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Add a person; their API token is shown once.
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        role: UserRole,
+        /// A team the person belongs to (repeat for several).
+        #[arg(long = "team", value_name = "TEAM")]
+        teams: Vec<String>,
+    },
+    /// List people.
+    List,
+    /// Revoke every API token of a person.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UserRole {
+    Admin,
+    Operator,
+    Approver,
+    Auditor,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Approver => "approver",
+            Self::Auditor => "auditor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExchangeArgs {
+    /// The workload's platform JWT; `-` reads it from stdin.
+    #[arg(long, value_parser = parse_secret)]
+    pub subject_token: SecretString,
+    /// The entitlement, `target/role`.
+    pub entitlement: String,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// How long the access should last, e.g. `15m`.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Print only the access token.
+    #[arg(long)]
+    pub token_only: bool,
+}
+
+fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write a duration such as `5m` or `90s`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    /// Stands in for the binary: `Command` flattened next to its own commands.
+    #[derive(Debug, Parser)]
+    #[command(name = "kairos")]
+    struct TestCli {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        command: TestTop,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum TestTop {
+        Server,
+        #[command(flatten)]
+        Client(Command),
+    }
+
+    fn parse(args: &str) -> Result<(GlobalOpts, Command), clap::Error> {
+        let argv = std::iter::once("kairos").chain(args.split_whitespace());
+        let cli = TestCli::try_parse_from(argv)?;
+        match cli.command {
+            TestTop::Client(c) => Ok((cli.global, c)),
+            TestTop::Server => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+        }
+    }
+
+    fn ok(args: &str) -> (GlobalOpts, Command) {
+        match parse(args) {
+            Ok(p) => p,
+            Err(e) => panic!("`{args}` should parse: {e}"),
+        }
+    }
+
+    fn rejected(args: &str) {
+        assert!(parse(args).is_err(), "`{args}` should be rejected");
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn request_with_all_options() {
+        let (g, c) = ok(
+            "request prod-db/read --task-kind change --task-ref CHG-1 --reason fix --ttl 10m \
+             --identity ci-deployer --wait 2m --token-only --json",
+        );
+        assert!(g.json);
+        let Command::Request(r) = c else {
+            panic!("not a request: {c:?}")
+        };
+        assert_eq!(r.entitlement, "prod-db/read");
+        assert_eq!(r.task.task_kind, "change");
+        assert_eq!(r.task.task_ref, "CHG-1");
+        assert_eq!(r.task.reason, "fix");
+        assert_eq!(r.ttl.as_deref(), Some("10m"));
+        assert_eq!(r.identity.as_deref(), Some("ci-deployer"));
+        assert_eq!(r.wait, Some(Duration::from_secs(120)));
+        assert!(r.token_only);
+    }
+
+    #[test]
+    fn request_wait_defaults_to_five_minutes_and_is_off_without_the_flag() {
+        let wait = |args: &str| match ok(args).1 {
+            Command::Request(r) => r.wait,
+            c => panic!("not a request: {c:?}"),
+        };
+        let base = "request db/ro --task-kind job --task-ref run-7 --reason nightly";
+        assert_eq!(wait(base), None);
+        assert_eq!(
+            wait(&format!("{base} --wait")),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            wait("request --wait=45s db/ro --task-kind job --task-ref r --reason x"),
+            Some(Duration::from_secs(45))
+        );
+        rejected(&format!("{base} --wait soon"));
+    }
+
+    #[test]
+    fn request_needs_its_task() {
+        rejected("request db/ro --task-ref r --reason x");
+        rejected("request db/ro --task-kind job --reason x");
+        rejected("request db/ro --task-kind job --task-ref r");
+        rejected("request --task-kind job --task-ref r --reason x");
+    }
+
+    #[test]
+    fn global_options_go_anywhere_and_the_token_stays_secret() {
+        let (g, _) = ok("--addr http://kairos:1 grants --token s3cret --state active");
+        assert_eq!(g.addr, "http://kairos:1");
+        let token = g.token.as_ref().map(|t| t.expose_secret().to_owned());
+        assert_eq!(token.as_deref(), Some("s3cret"));
+        assert!(!format!("{g:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn grants_filters() {
+        let Command::Grants(a) =
+            ok("grants --state revoking --identity ci --task-ref CHG-1 --entitlement db/ro").1
+        else {
+            panic!("not grants")
+        };
+        assert_eq!(a.state, Some(GrantStateArg::Revoking));
+        assert_eq!(a.identity.as_deref(), Some("ci"));
+        assert_eq!(a.task_ref.as_deref(), Some("CHG-1"));
+        assert_eq!(a.entitlement.as_deref(), Some("db/ro"));
+        rejected("grants --state gone");
+    }
+
+    #[test]
+    fn show_request_has_an_alias() {
+        for args in ["show-request req_1", "request-status req_1"] {
+            assert!(matches!(ok(args).1, Command::ShowRequest { id } if id == "req_1"));
+        }
+    }
+
+    #[test]
+    fn revoke_takes_exactly_one_scope() {
+        assert!(matches!(
+            ok("revoke grt_1").1,
+            Command::Revoke(RevokeArgs { grant_id: Some(g), identity: None, task_ref: None }) if g == "grt_1"
+        ));
+        assert!(matches!(
+            ok("revoke --identity ci").1,
+            Command::Revoke(RevokeArgs { identity: Some(i), .. }) if i == "ci"
+        ));
+        assert!(matches!(
+            ok("revoke --task-ref INC-9").1,
+            Command::Revoke(RevokeArgs { task_ref: Some(t), .. }) if t == "INC-9"
+        ));
+        rejected("revoke");
+        rejected("revoke grt_1 --identity ci");
+        rejected("revoke --identity ci --task-ref INC-9");
+    }
+
+    #[test]
+    fn renew_approve_deny_need_their_arguments() {
+        assert!(matches!(ok("renew grt_1 --ttl 10m").1, Command::Renew(r) if r.ttl == "10m"));
+        rejected("renew grt_1");
+        assert!(matches!(
+            ok("approve req_1 --reason ok").1,
+            Command::Approve(d) if d.request_id == "req_1" && d.reason == "ok"
+        ));
+        assert!(matches!(ok("deny req_1 --reason no").1, Command::Deny(_)));
+        rejected("approve req_1");
+        rejected("deny --reason no");
+    }
+
+    #[test]
+    fn audit_search_and_verify() {
+        let Command::Audit(a) = ok("audit --identity ci --since 1h --until 10m --limit 5").1 else {
+            panic!("not audit")
+        };
+        assert!(a.command.is_none());
+        assert_eq!(a.filter.identity.as_deref(), Some("ci"));
+        assert_eq!(a.filter.since.as_deref(), Some("1h"));
+        assert_eq!(a.filter.until.as_deref(), Some("10m"));
+        assert_eq!(a.filter.limit, Some(5));
+        assert!(matches!(
+            ok("audit verify").1,
+            Command::Audit(AuditArgs {
+                command: Some(AuditCommand::Verify),
+                ..
+            })
+        ));
+        assert!(matches!(
+            ok("audit").1,
+            Command::Audit(AuditArgs { command: None, .. })
+        ));
+        rejected("audit --identity ci verify");
+    }
+
+    #[test]
+    fn keys_list_and_rotate() {
+        assert!(matches!(
+            ok("keys").1,
+            Command::Keys(KeysArgs { command: None })
+        ));
+        assert!(matches!(
+            ok("keys rotate --alg eddsa").1,
+            Command::Keys(KeysArgs {
+                command: Some(KeysCommand::Rotate {
+                    alg: Some(KeyAlg::Eddsa)
+                })
+            })
+        ));
+        assert!(matches!(
+            ok("keys rotate").1,
+            Command::Keys(KeysArgs {
+                command: Some(KeysCommand::Rotate { alg: None })
+            })
+        ));
+        rejected("keys rotate --alg rsa");
+    }
+
+    #[test]
+    fn user_commands() {
+        let Command::User {
+            command: UserCommand::Add { name, role, teams },
+        } = ok("user add alice --role approver --team payments --team sre").1
+        else {
+            panic!("not user add")
+        };
+        assert_eq!(name, "alice");
+        assert_eq!(role, UserRole::Approver);
+        assert_eq!(teams, ["payments", "sre"]);
+        assert!(matches!(
+            ok("user list").1,
+            Command::User {
+                command: UserCommand::List
+            }
+        ));
+        assert!(matches!(
+            ok("user revoke alice").1,
+            Command::User { command: UserCommand::Revoke { name } } if name == "alice"
+        ));
+        rejected("user add alice");
+        rejected("user add alice --role root");
+        rejected("user");
+    }
+
+    #[test]
+    fn exchange_and_introspect() {
+        let Command::Exchange(x) = ok(
+            "exchange --subject-token eyJ.jwt db/ro --task-kind job --task-ref run-1 --reason r --ttl 5m",
+        )
+        .1
+        else {
+            panic!("not exchange")
+        };
+        assert_eq!(x.subject_token.expose_secret(), "eyJ.jwt");
+        assert_eq!(x.entitlement, "db/ro");
+        assert_eq!(x.ttl.as_deref(), Some("5m"));
+        assert!(!format!("{x:?}").contains("eyJ.jwt"));
+        rejected("exchange db/ro --task-kind job --task-ref run-1 --reason r");
+        assert!(matches!(ok("introspect tok").1, Command::Introspect { .. }));
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert!(matches!(ok("health").1, Command::Health));
+        assert!(matches!(ok("grant grt_1").1, Command::Grant { id } if id == "grt_1"));
+        assert!(
+            matches!(ok("release grt_1").1, Command::Release { grant_id } if grant_id == "grt_1")
+        );
+        assert!(
+            matches!(ok("apply kairos.toml").1, Command::Apply { file } if file.ends_with("kairos.toml"))
+        );
+        assert!(matches!(
+            ok("requests --state pending").1,
+            Command::Requests(RequestsArgs {
+                state: Some(RequestStateArg::Pending),
+                ..
+            })
+        ));
+        rejected("grant");
+        rejected("release");
+        rejected("apply");
+    }
+}

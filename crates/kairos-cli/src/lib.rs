@@ -1,0 +1,91 @@
+//! The Kairos command-line client.
+//!
+//! The `kairos` binary flattens [`GlobalOpts`] and [`Command`] next to its own `server`
+//! command and calls [`run`]. Every command talks to a Kairos server over its HTTP API
+//! (this crate knows the JSON shapes it prints, not the server's types) and prints an
+//! aligned table, or the server's JSON with `--json`.
+//!
+//! Exit codes: 0 success, 1 the server refused or could not be reached (or a check such as
+//! `audit verify` failed), 2 usage or local errors, 3 denied by policy.
+//!
+//! Invariant: tokens are held as [`secrecy::SecretString`] and are printed only where the
+//! user asked for them (an issued credential, a new user's token), never in errors.
+
+mod api;
+mod bundle;
+mod cli;
+mod commands;
+mod render;
+mod time;
+mod wire;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub use api::Exit;
+pub use cli::{
+    AuditArgs, AuditCommand, AuditFilterArgs, Command, DecideArgs, ExchangeArgs, GlobalOpts,
+    GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
+    RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
+};
+
+/// Runs one client command against the server at `global.addr`, printing to the process's
+/// stdout and stderr.
+pub async fn run(global: GlobalOpts, command: Command) -> anyhow::Result<ExitCode> {
+    let client = http_client()?;
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let exit = run_with(client, &global, command, &mut out, &mut err).await;
+    Ok(exit.into())
+}
+
+/// The HTTP client [`run`] uses.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("kairos-cli/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot set up the HTTP client")
+}
+
+/// [`run`] with the client and output streams passed in, for tests. Errors are written to
+/// `err` as `error: …`; the return value says how the process should exit.
+pub async fn run_with(
+    client: reqwest::Client,
+    global: &GlobalOpts,
+    command: Command,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> Exit {
+    let result = match api::Api::new(client, &global.addr, global.token.clone()) {
+        Ok(api) => {
+            let mut io = commands::Io {
+                out: &mut *out,
+                err: &mut *err,
+                format: if global.json {
+                    commands::Format::Json
+                } else {
+                    commands::Format::Table
+                },
+            };
+            commands::dispatch(&api, command, &mut io).await
+        }
+        Err(e) => Err(e),
+    };
+    let exit = match result {
+        Ok(exit) => exit,
+        // Someone closed our stdout (e.g. `| head`): nothing left to say.
+        Err(api::CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Exit::Failure
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            e.exit()
+        }
+    };
+    let _ = out.flush();
+    let _ = err.flush();
+    exit
+}

@@ -1,0 +1,289 @@
+//! What the CLI reads from the server's JSON: just the fields it prints.
+//!
+//! These mirror `kairos-api`'s views without depending on that crate. They are lenient
+//! (unknown fields are ignored, optional ones default) so that a newer server still works;
+//! `--json` prints the server's own JSON untouched.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Task {
+    pub kind: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Decision {
+    pub outcome: String,
+    pub approvals_required: u32,
+    pub policies: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Approval {
+    pub approver: String,
+    pub at: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Request {
+    pub id: String,
+    pub state: String,
+    pub identity: String,
+    pub entitlement: String,
+    pub ttl: String,
+    pub task: Task,
+    pub requester: String,
+    pub decision: Decision,
+    pub approvals: Vec<Approval>,
+    pub denial: Option<Approval>,
+    pub created_at: String,
+    pub pending_until: Option<String>,
+    pub grant_id: Option<String>,
+}
+
+impl Request {
+    /// Approvals still missing before the request is granted.
+    pub fn approvals_needed(&self) -> usize {
+        usize::try_from(self.decision.approvals_required)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.approvals.len())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Receipt {
+    pub reason: String,
+    pub ended_by: String,
+    pub ended_at: String,
+    pub revoked_at: Option<String>,
+    pub verified_at: Option<String>,
+    pub method: Option<String>,
+    pub evidence: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Grant {
+    pub id: String,
+    pub state: String,
+    pub request_id: String,
+    pub identity: String,
+    pub entitlement: String,
+    pub target: String,
+    pub audience: String,
+    pub scopes: Vec<String>,
+    pub task: Task,
+    pub issued_at: String,
+    pub expires_at: String,
+    pub max_expires_at: String,
+    pub receipt: Option<Receipt>,
+}
+
+/// The access token itself. Its `Debug` never shows the token.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Credential {
+    pub kind: String,
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_at: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("kind", &self.kind)
+            .field("access_token", &"[REDACTED]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RequestResponse {
+    pub request: Request,
+    pub grant: Option<Grant>,
+    pub credential: Option<Credential>,
+    pub ttl_capped: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RenewResponse {
+    pub grant: Grant,
+    pub credential: Credential,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct GrantList {
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RequestList {
+    pub requests: Vec<Request>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApplyResponse {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub actor: String,
+    pub identity: Option<String>,
+    pub request_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub task_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditList {
+    pub records: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Verify {
+    pub ok: bool,
+    pub records: u64,
+    pub broken_at: Option<i64>,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Keys {
+    pub current_kid: String,
+    pub jwks: Jwks,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Jwk {
+    pub kid: String,
+    pub alg: Option<String>,
+    pub kty: String,
+    pub crv: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct User {
+    pub name: String,
+    pub role: String,
+    pub teams: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UserList {
+    pub users: Vec<User>,
+}
+
+/// A new person and their API token, shown once. `Debug` never shows the token.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NewUser {
+    pub user: User,
+    pub token: String,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("user", &self.user)
+            .field("token", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Revoked {
+    pub revoked_tokens: u64,
+}
+
+/// RFC 7662: `active` plus whatever claims the server reports.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+/// RFC 8693 success. `Debug` never shows the token.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TokenExchange {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    pub scope: String,
+    pub grant_id: String,
+    pub request_id: String,
+}
+
+impl std::fmt::Debug for TokenExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenExchange")
+            .field("access_token", &"[REDACTED]")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("grant_id", &self.grant_id)
+            .field("request_id", &self.request_id)
+            .finish()
+    }
+}
+
+/// RFC 6749 §5.2 error, as the OAuth endpoints answer (also `authorization_pending`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OAuthError {
+    pub error: String,
+    pub error_description: String,
+    pub request_id: Option<String>,
+    pub policies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    pub status: String,
+    pub store: String,
+    pub version: String,
+}

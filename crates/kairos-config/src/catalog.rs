@@ -1,0 +1,445 @@
+//! The validated catalog and its parts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use kairos_domain::{EntitlementName, IdentityName, TargetName, TeamName, Ttl, UserName};
+use kairos_policy::{EntitlementFacts, IdentityFacts, PolicySet, Tier};
+
+use crate::{ConfigBundle, ConfigErrors};
+
+/// Name of a trusted token issuer (`ci`, `k8s-prod`). Same rules as the domain's names:
+/// lowercase letters, digits, `-`, `_`, `.`, at most 128 characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct IssuerName(String);
+
+impl IssuerName {
+    pub fn parse(value: impl Into<String>) -> Result<Self, String> {
+        let value = value.into();
+        if value.is_empty() {
+            return Err("issuer name must not be empty".into());
+        }
+        if value.len() > 128 {
+            return Err(format!(
+                "issuer name is {} characters long; the limit is 128",
+                value.len()
+            ));
+        }
+        if let Some(c) = value.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        }) {
+            return Err(format!(
+                "issuer name {value:?} contains {c:?}; use lowercase letters, digits, '-', '_' and '.'"
+            ));
+        }
+        Ok(Self(value))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IssuerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a secret comes from: never the catalog itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretRef {
+    /// The name of an environment variable of the server process.
+    Env(String),
+    /// A file path, as written (absolute paths are best: the server resolves relative
+    /// ones against its working directory).
+    File(String),
+}
+
+/// Where the server keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreLocation {
+    /// `sqlite://…` or `postgres://…` without a password.
+    Url(String),
+    /// An environment variable holding the URL (use it when the URL has a password).
+    Env(String),
+}
+
+/// The `[server]` table: read only when the server starts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub store: StoreLocation,
+    /// Pending requests expire after this long.
+    pub pending_timeout: Ttl,
+    /// The key that seals secrets at rest; `None` leaves the choice to the server.
+    pub master_key: Option<SecretRef>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8740)),
+            store: StoreLocation::Url("sqlite://.kairos/kairos.db".into()),
+            pending_timeout: const_ttl(3600),
+            master_key: None,
+        }
+    }
+}
+
+/// A TTL from a constant number of seconds.
+fn const_ttl(secs: u64) -> Ttl {
+    // PANIC SAFETY: only called with constants between 1s and 31d, which `Ttl` accepts
+    // (the domain has no `const` constructor to make this a compile-time fact).
+    #[allow(clippy::expect_used)]
+    Ttl::from_secs(secs).expect("constant TTL within bounds")
+}
+
+/// The longest TTL each risk tier allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TierCaps {
+    pub low: Ttl,
+    pub medium: Ttl,
+    pub high: Ttl,
+    pub critical: Ttl,
+}
+
+impl TierCaps {
+    pub fn cap(&self, tier: Tier) -> Ttl {
+        match tier {
+            Tier::Low => self.low,
+            Tier::Medium => self.medium,
+            Tier::High => self.high,
+            Tier::Critical => self.critical,
+        }
+    }
+    pub(crate) fn set(&mut self, tier: Tier, ttl: Ttl) {
+        match tier {
+            Tier::Low => self.low = ttl,
+            Tier::Medium => self.medium = ttl,
+            Tier::High => self.high = ttl,
+            Tier::Critical => self.critical = ttl,
+        }
+    }
+}
+
+impl Default for TierCaps {
+    /// low 8h, medium 1h, high 30m, critical 15m.
+    fn default() -> Self {
+        Self {
+            low: const_ttl(8 * 3600),
+            medium: const_ttl(3600),
+            high: const_ttl(1800),
+            critical: const_ttl(900),
+        }
+    }
+}
+
+/// Where an issuer's verification keys come from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JwksRef {
+    /// Read from `jwks_file` when the catalog was loaded; holds public keys only.
+    Inline {
+        file: String,
+        jwks: serde_json::Value,
+    },
+    /// Fetched by the server from this `https://` URL.
+    Url(String),
+}
+
+/// A trusted issuer of workload tokens (CI OIDC, Kubernetes, SPIFFE).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Issuer {
+    pub name: IssuerName,
+    /// The `iss` claim its tokens carry.
+    pub issuer: String,
+    /// The `aud` claim its tokens must carry.
+    pub audience: String,
+    pub jwks: JwksRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Team {
+    pub name: TeamName,
+    /// Accountable for the team's identities; they re-attest them.
+    pub owners: Vec<UserName>,
+    /// May approve requests that need this team's approval.
+    pub approvers: Vec<UserName>,
+}
+
+/// A registered non-human identity.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    pub name: IdentityName,
+    pub owner: TeamName,
+    /// Free-form: `ci-job`, `service`, `bot`, `agent`, ...
+    pub kind: String,
+    pub issuer: IssuerName,
+    /// The token `sub` claim that maps to this identity.
+    pub subject: String,
+}
+
+/// How a target consumes credentials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetKind {
+    /// Kairos signs short-lived tokens for this audience.
+    Token { audience: String },
+}
+
+impl TargetKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Token { .. } => "token",
+        }
+    }
+}
+
+/// A downstream system that honours Kairos credentials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Target {
+    pub name: TargetName,
+    pub kind: TargetKind,
+    pub owner: Option<TeamName>,
+}
+
+impl Target {
+    /// The audience of the tokens Kairos issues for this target, if it takes tokens.
+    pub fn audience(&self) -> Option<&str> {
+        match &self.kind {
+            TargetKind::Token { audience } => Some(audience),
+        }
+    }
+}
+
+/// What happens when a request asks for a longer TTL than the entitlement allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverCap {
+    /// Refuse the request, saying what the cap is.
+    Refuse,
+    /// Grant the cap instead.
+    Cap,
+}
+
+/// A named piece of access on a target: `orders-api/read`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entitlement {
+    pub name: EntitlementName,
+    pub target: TargetName,
+    pub tier: Tier,
+    /// As written; see [`Catalog::effective_cap`] for the cap that applies.
+    pub max_ttl: Ttl,
+    /// Token scopes (token targets).
+    pub scopes: Vec<String>,
+    pub over_cap: OverCap,
+    /// Who approves; `None` means the requesting identity's owner team.
+    pub approval_team: Option<TeamName>,
+}
+
+/// The whole validated catalog. Built only by [`Catalog::from_bundle`] (all or nothing)
+/// or [`Catalog::empty`].
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub(crate) server: Option<ServerSettings>,
+    pub(crate) tiers: TierCaps,
+    pub(crate) issuers: BTreeMap<IssuerName, Issuer>,
+    pub(crate) teams: BTreeMap<TeamName, Team>,
+    pub(crate) identities: BTreeMap<IdentityName, Identity>,
+    pub(crate) by_subject: BTreeMap<(IssuerName, String), IdentityName>,
+    pub(crate) targets: BTreeMap<TargetName, Target>,
+    pub(crate) entitlements: BTreeMap<EntitlementName, Entitlement>,
+    pub(crate) policies: PolicySet,
+}
+
+impl Catalog {
+    /// Parses and validates a bundle, reporting every problem at once.
+    pub fn from_bundle(bundle: &ConfigBundle) -> Result<Catalog, ConfigErrors> {
+        crate::load::load(bundle)
+    }
+
+    /// Nothing registered, default tier caps, and no policies: every request is denied.
+    pub fn empty() -> Catalog {
+        Catalog {
+            server: None,
+            tiers: TierCaps::default(),
+            issuers: BTreeMap::new(),
+            teams: BTreeMap::new(),
+            identities: BTreeMap::new(),
+            by_subject: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            entitlements: BTreeMap::new(),
+            policies: PolicySet::empty(),
+        }
+    }
+
+    /// The `[server]` table, if the file has one.
+    pub fn server(&self) -> Option<&ServerSettings> {
+        self.server.as_ref()
+    }
+    pub fn tier_caps(&self) -> &TierCaps {
+        &self.tiers
+    }
+    pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
+        self.issuers.values()
+    }
+    pub fn issuer(&self, name: &IssuerName) -> Option<&Issuer> {
+        self.issuers.get(name)
+    }
+    /// The issuer whose tokens carry this `iss` claim.
+    pub fn issuer_by_url(&self, iss: &str) -> Option<&Issuer> {
+        self.issuers.values().find(|i| i.issuer == iss)
+    }
+    pub fn teams(&self) -> impl Iterator<Item = &Team> {
+        self.teams.values()
+    }
+    pub fn team(&self, name: &TeamName) -> Option<&Team> {
+        self.teams.get(name)
+    }
+    pub fn identities(&self) -> impl Iterator<Item = &Identity> {
+        self.identities.values()
+    }
+    pub fn identity(&self, name: &IdentityName) -> Option<&Identity> {
+        self.identities.get(name)
+    }
+    /// The identity a verified token from `issuer` with this `sub` claim stands for.
+    pub fn identity_by_subject(&self, issuer: &IssuerName, subject: &str) -> Option<&Identity> {
+        self.by_subject
+            .get(&(issuer.clone(), subject.to_owned()))
+            .and_then(|name| self.identities.get(name))
+    }
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.values()
+    }
+    pub fn target(&self, name: &TargetName) -> Option<&Target> {
+        self.targets.get(name)
+    }
+    pub fn entitlements(&self) -> impl Iterator<Item = &Entitlement> {
+        self.entitlements.values()
+    }
+    pub fn entitlement(&self, name: &EntitlementName) -> Option<&Entitlement> {
+        self.entitlements.get(name)
+    }
+    /// The longest TTL a grant of `entitlement` may have: the smaller of its `max_ttl`
+    /// and its tier's cap.
+    pub fn effective_cap(&self, entitlement: &Entitlement) -> Ttl {
+        entitlement.max_ttl.min(self.tiers.cap(entitlement.tier))
+    }
+    /// The team whose approvers decide pending requests of `identity` for `entitlement`.
+    pub fn approval_team<'a>(
+        &'a self,
+        entitlement: &'a Entitlement,
+        identity: &'a Identity,
+    ) -> &'a TeamName {
+        entitlement
+            .approval_team
+            .as_ref()
+            .unwrap_or(&identity.owner)
+    }
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+    /// What policy may know about `identity`.
+    pub fn identity_facts(&self, identity: &Identity) -> IdentityFacts {
+        IdentityFacts {
+            name: identity.name.clone(),
+            kind: identity.kind.clone(),
+            owner: identity.owner.clone(),
+            issuer: identity.issuer.to_string(),
+        }
+    }
+    /// What policy may know about `entitlement` (`max_ttl` is the effective cap).
+    pub fn entitlement_facts(&self, entitlement: &Entitlement) -> EntitlementFacts {
+        EntitlementFacts {
+            name: entitlement.name.clone(),
+            tier: entitlement.tier,
+            max_ttl: self.effective_cap(entitlement),
+        }
+    }
+
+    /// What applying `new` over `old` would create, change and remove, as
+    /// `"<kind> <name>"` entries (`identity nightly-backup`, `policy allow-ci-read`).
+    pub fn diff(old: &Catalog, new: &Catalog) -> ConfigDiff {
+        let mut diff = ConfigDiff::default();
+        diff.compare("issuer", &old.issuers, &new.issuers);
+        diff.compare("team", &old.teams, &new.teams);
+        diff.compare("identity", &old.identities, &new.identities);
+        diff.compare("target", &old.targets, &new.targets);
+        diff.compare("entitlement", &old.entitlements, &new.entitlements);
+        let texts = |c: &Catalog| -> BTreeMap<String, String> {
+            c.policies
+                .policies()
+                .map(|p| (p.id.clone(), p.text.clone()))
+                .collect()
+        };
+        diff.compare("policy", &texts(old), &texts(new));
+        if old.tiers != new.tiers {
+            diff.changed.push("tier caps".into());
+        }
+        match (&old.server, &new.server) {
+            (None, Some(_)) => diff.created.push("server settings".into()),
+            (Some(_), None) => diff.removed.push("server settings".into()),
+            (Some(a), Some(b)) if a != b => diff.changed.push("server settings".into()),
+            _ => {}
+        }
+        diff
+    }
+}
+
+/// The difference between two catalogs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigDiff {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl ConfigDiff {
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    fn compare<K: Ord + fmt::Display, V: PartialEq>(
+        &mut self,
+        kind: &str,
+        old: &BTreeMap<K, V>,
+        new: &BTreeMap<K, V>,
+    ) {
+        for (name, value) in new {
+            match old.get(name) {
+                None => self.created.push(format!("{kind} {name}")),
+                Some(before) if before != value => self.changed.push(format!("{kind} {name}")),
+                Some(_) => {}
+            }
+        }
+        for name in old.keys().filter(|name| !new.contains_key(*name)) {
+            self.removed.push(format!("{kind} {name}"));
+        }
+    }
+}
+
+impl fmt::Display for ConfigDiff {
+    /// One line per entry: `+ identity x`, `~ policy y`, `- target z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no changes");
+        }
+        let lines = self
+            .created
+            .iter()
+            .map(|e| ('+', e))
+            .chain(self.changed.iter().map(|e| ('~', e)))
+            .chain(self.removed.iter().map(|e| ('-', e)));
+        for (i, (sign, entry)) in lines.enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{sign} {entry}")?;
+        }
+        Ok(())
+    }
+}

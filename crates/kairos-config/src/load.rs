@@ -1,0 +1,1232 @@
+//! From a bundle to a validated catalog, collecting every problem on the way.
+//!
+//! Each section is read item by item through [`Table`], which records a problem and
+//! carries on, so one run reports all of them. Cross-references are checked afterwards
+//! against the names *declared* (even by items that are otherwise broken), so a typo
+//! in one team does not also produce an error at every identity it owns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use kairos_domain::{EntitlementName, IdentityName, TargetName, TeamName, Ttl, UserName};
+use kairos_policy::{PolicySet, PolicySource, Tier};
+
+use crate::bundle::{line_of, resolve};
+use crate::catalog::{
+    Catalog, Entitlement, Identity, Issuer, IssuerName, JwksRef, OverCap, SecretRef,
+    ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+};
+use crate::tree::{self, Entry, Node, Value};
+use crate::{ConfigBundle, ConfigError, ConfigErrors};
+
+pub(crate) fn load(bundle: &ConfigBundle) -> Result<Catalog, ConfigErrors> {
+    let main = bundle.main_path.as_str();
+    let Some(text) = bundle.files.get(main) else {
+        return Err(ConfigError {
+            file: main.to_owned(),
+            line: None,
+            column: None,
+            key: None,
+            message: "the main catalog file is missing from the bundle".into(),
+        }
+        .into());
+    };
+    let root = tree::parse(text).map_err(|e| ConfigError {
+        file: main.to_owned(),
+        // An error at the very end (an unclosed bracket) belongs to the last line.
+        line: e
+            .span
+            .map(|s| line_of(text, s.start.min(text.trim_end().len()))),
+        column: None,
+        key: None,
+        message: format!("TOML syntax error: {}", e.message),
+    })?;
+    let mut cx = Cx {
+        file: main,
+        text,
+        bundle,
+        errors: Vec::new(),
+    };
+    let catalog = read_catalog(&mut cx, &root);
+    match catalog {
+        Some(catalog) if cx.errors.is_empty() => Ok(catalog),
+        None if cx.errors.is_empty() => Err(ConfigError {
+            file: main.to_owned(),
+            line: None,
+            column: None,
+            key: None,
+            message: "internal error: the catalog was refused without a reason; please report this"
+                .into(),
+        }
+        .into()),
+        _ => Err(ConfigErrors::new(cx.errors)),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Reading with located errors
+
+struct Cx<'a> {
+    file: &'a str,
+    text: &'a str,
+    bundle: &'a ConfigBundle,
+    errors: Vec<ConfigError>,
+}
+
+impl Cx<'_> {
+    fn error(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line: Some(line_of(self.text, span.start)),
+            column: None,
+            key: (!key.is_empty()).then(|| key.to_owned()),
+            message: message.into(),
+        });
+    }
+    fn line(&self, span: &Range<usize>) -> u32 {
+        line_of(self.text, span.start)
+    }
+}
+
+/// A value and where it was written.
+struct At<T> {
+    value: T,
+    span: Range<usize>,
+}
+
+/// The problem was recorded; the item cannot be built.
+struct Invalid;
+
+type Field<T> = Result<Option<At<T>>, Invalid>;
+
+/// One TOML table being read: remembers which keys were read, so that the rest can be
+/// reported as unknown (or as secrets written inline).
+struct Table<'n> {
+    path: String,
+    span: Range<usize>,
+    entries: &'n [Entry],
+    used: Vec<bool>,
+}
+
+impl<'n> Table<'n> {
+    fn of(cx: &mut Cx<'_>, path: String, node: &'n Node) -> Option<Self> {
+        match &node.value {
+            Value::Table(entries) => Some(Self {
+                path,
+                span: node.span.clone(),
+                entries,
+                used: vec![false; entries.len()],
+            }),
+            other => {
+                cx.error(
+                    &node.span,
+                    &path,
+                    format!("expected a table, found {}", other.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn node(&mut self, key: &str) -> Option<&'n Node> {
+        let i = self.entries.iter().position(|e| e.key == key)?;
+        self.used[i] = true;
+        Some(&self.entries[i].node)
+    }
+
+    /// An optional string key, converted by `parse` (whose error is the message).
+    fn opt<T, E: Display>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: &str,
+        parse: impl FnOnce(&'n str) -> Result<T, E>,
+    ) -> Field<T> {
+        let Some(node) = self.node(key) else {
+            return Ok(None);
+        };
+        let path = self.key(key);
+        let Value::String(s) = &node.value else {
+            cx.error(
+                &node.span,
+                &path,
+                format!("expected a string, found {}", node.value.type_name()),
+            );
+            return Err(Invalid);
+        };
+        match parse(s) {
+            Ok(value) => Ok(Some(At {
+                value,
+                span: node.span.clone(),
+            })),
+            Err(e) => {
+                cx.error(&node.span, &path, e.to_string());
+                Err(Invalid)
+            }
+        }
+    }
+
+    fn req<T, E: Display>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: &str,
+        parse: impl FnOnce(&'n str) -> Result<T, E>,
+    ) -> Result<At<T>, Invalid> {
+        match self.opt(cx, key, parse)? {
+            Some(at) => Ok(at),
+            None => {
+                self.missing(cx, key);
+                Err(Invalid)
+            }
+        }
+    }
+
+    fn missing(&self, cx: &mut Cx<'_>, key: &str) {
+        let where_ = if self.path.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", self.path)
+        };
+        cx.error(
+            &self.span,
+            &self.key(key),
+            format!("required key `{key}` is missing{where_}"),
+        );
+    }
+
+    /// An optional array of strings, each converted by `parse`.
+    fn list<T, E: Display>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: &str,
+        parse: impl Fn(&'n str) -> Result<T, E>,
+    ) -> Result<Option<Vec<At<T>>>, Invalid> {
+        let Some(node) = self.node(key) else {
+            return Ok(None);
+        };
+        let path = self.key(key);
+        let Value::Array(items) = &node.value else {
+            cx.error(
+                &node.span,
+                &path,
+                format!(
+                    "expected an array of strings, found {}",
+                    node.value.type_name()
+                ),
+            );
+            return Err(Invalid);
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            match &item.value {
+                Value::String(s) => match parse(s) {
+                    Ok(value) => out.push(At {
+                        value,
+                        span: item.span.clone(),
+                    }),
+                    Err(e) => {
+                        cx.error(&item.span, &item_path, e.to_string());
+                        ok = false;
+                    }
+                },
+                other => {
+                    cx.error(
+                        &item.span,
+                        &item_path,
+                        format!("expected a string, found {}", other.type_name()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if ok { Ok(Some(out)) } else { Err(Invalid) }
+    }
+
+    /// Reports the keys nobody read.
+    fn finish(&self, cx: &mut Cx<'_>, known: &[&str]) {
+        for (entry, used) in self.entries.iter().zip(&self.used) {
+            if *used {
+                continue;
+            }
+            let path = self.key(&entry.key);
+            if looks_secret(&entry.key) {
+                // Never echo the value.
+                cx.error(
+                    &entry.node.span,
+                    &path,
+                    format!(
+                        "looks like a secret written into the catalog; secrets never sit in this file (it is kept in Git): \
+                         use `{0}_env = \"ENV_VAR\"` or `{0}_file = \"/path/to/file\"` instead, and rotate the secret if it was committed",
+                        entry.key
+                    ),
+                );
+            } else {
+                cx.error(
+                    &entry.node.span,
+                    &path,
+                    format!(
+                        "unknown key `{}`{}; known keys here: {}",
+                        entry.key,
+                        self.table_name(),
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn table_name(&self) -> String {
+        if self.path.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", self.path)
+        }
+    }
+}
+
+/// Keys that name a secret. `*_env` and `*_file` keys are fine: they point at one.
+fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    if key.ends_with("_env") || key.ends_with("_file") {
+        return false;
+    }
+    const ANYWHERE: [&str; 3] = ["password", "passwd", "secret"];
+    const WORDS: [&str; 7] = [
+        "token",
+        "admin_url",
+        "master_key",
+        "private_key",
+        "api_key",
+        "credentials",
+        "dsn",
+    ];
+    ANYWHERE.iter().any(|w| key.contains(w))
+        || WORDS
+            .iter()
+            .any(|w| key == *w || key.ends_with(&format!("_{w}")))
+}
+
+fn string_list(items: Option<Vec<At<String>>>) -> Vec<String> {
+    items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.value)
+        .collect()
+}
+
+/// The `[[section]]` arrays of the root, as (path, table node) pairs.
+fn section<'n>(cx: &mut Cx<'_>, root: &mut Table<'n>, name: &str) -> Vec<(String, &'n Node)> {
+    let Some(node) = root.node(name) else {
+        return Vec::new();
+    };
+    match &node.value {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (format!("{name}[{i}]"), item))
+            .collect(),
+        other => {
+            cx.error(
+                &node.span,
+                name,
+                format!(
+                    "expected an array of tables (write each one under `[[{name}]]`), found {}",
+                    other.type_name()
+                ),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// The raw `name` strings of a section, for reference checks.
+fn declared(items: &[(String, &Node)]) -> BTreeSet<String> {
+    items
+        .iter()
+        .filter_map(|(_, node)| match &node.value {
+            Value::Table(entries) => entries.iter().find(|e| e.key == "name"),
+            _ => None,
+        })
+        .filter_map(|e| match &e.node.value {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A successfully read item and where its keys were.
+struct Item<T> {
+    value: T,
+    path: String,
+    name_span: Range<usize>,
+    spans: BTreeMap<&'static str, Range<usize>>,
+}
+
+impl<T> Item<T> {
+    fn span(&self, key: &str) -> &Range<usize> {
+        self.spans.get(key).unwrap_or(&self.name_span)
+    }
+    fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Value parsers; their errors become messages
+
+fn text(what: &'static str, max: usize) -> impl Fn(&str) -> Result<String, String> {
+    move |s: &str| {
+        if s.trim().is_empty() {
+            Err(format!("{what} must not be empty"))
+        } else if s.chars().count() > max {
+            Err(format!("{what} is longer than {max} characters"))
+        } else if s.chars().any(char::is_control) {
+            Err(format!("{what} must not contain control characters"))
+        } else {
+            Ok(s.to_owned())
+        }
+    }
+}
+
+fn kind_word(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+    {
+        return Err(format!(
+            "kind {s:?} must be 1-64 lowercase letters, digits, '-' or '_' (e.g. ci-job, service, bot, agent)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn env_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not an environment variable name; use letters, digits and '_', e.g. KAIROS_MASTER_KEY"
+        ))
+    }
+}
+
+fn file_path(s: &str) -> Result<String, String> {
+    text("file path", 4096)(s)
+}
+
+fn tier(s: &str) -> Result<Tier, String> {
+    Tier::parse(s)
+        .ok_or_else(|| format!("tier {s:?} is unknown; use low, medium, high or critical"))
+}
+
+fn over_cap(s: &str) -> Result<OverCap, String> {
+    match s {
+        "refuse" => Ok(OverCap::Refuse),
+        "cap" => Ok(OverCap::Cap),
+        _ => Err(format!(
+            "over_cap {s:?} is unknown; use \"refuse\" (refuse longer requests) or \"cap\" (grant the cap instead)"
+        )),
+    }
+}
+
+fn scope(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "scope {s:?} must be 1-256 characters without spaces, e.g. \"orders:read\""
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn issuer_url(s: &str) -> Result<String, String> {
+    https_url("issuer", s)
+}
+
+/// `https://…`; plain `http://` only for a local development issuer.
+fn https_url(what: &str, s: &str) -> Result<String, String> {
+    let local = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+        .iter()
+        .any(|p| {
+            s.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        });
+    let https = s
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty());
+    if (https || local) && !s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{what} {s:?} must be an https:// URL (plain http:// is allowed only for localhost)"
+        ))
+    }
+}
+
+fn store_url(s: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return Err("store must be a URL: sqlite://path or postgres://host/db".into());
+    };
+    match scheme {
+        "sqlite" => Ok(s.to_owned()),
+        "postgres" | "postgresql" => {
+            let authority = rest
+                .trim_start_matches("//")
+                .split(['/', '?'])
+                .next()
+                .unwrap_or_default();
+            let has_password = authority
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+            if has_password || rest.contains("password=") {
+                // Never echo the URL: it holds a password.
+                Err("this store URL carries a password; secrets never sit in the catalog: put the URL in an environment variable and write `store_env = \"KAIROS_STORE_URL\"` instead".into())
+            } else {
+                Ok(s.to_owned())
+            }
+        }
+        other => Err(format!(
+            "store scheme {other:?} is not supported; use sqlite://path or postgres://host/db"
+        )),
+    }
+}
+
+fn listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("listen {s:?} is not an address; write IP:port, e.g. \"127.0.0.1:8740\"")
+    })
+}
+
+/// Checks a JWKS document: `{"keys": [...]}` with public keys only.
+fn jwks(s: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(s).map_err(|e| format!("is not JSON: {e}"))?;
+    let keys = value
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or("is not a JWKS: expected an object {\"keys\": [...]}")?;
+    if keys.is_empty() {
+        return Err(
+            "is a JWKS with no keys; tokens from this issuer could never be verified".into(),
+        );
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let Some(key) = key.as_object() else {
+            return Err(format!("key {i} is not a JSON object"));
+        };
+        if !key.get("kty").is_some_and(|k| k.is_string()) {
+            return Err(format!("key {i} has no \"kty\" (key type)"));
+        }
+        const PRIVATE: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
+        if let Some(member) = PRIVATE.iter().find(|m| key.contains_key(**m)) {
+            return Err(format!(
+                "key {i} holds private key material (\"{member}\"); a JWKS used for verification holds public keys only: remove it, and rotate that key"
+            ));
+        }
+    }
+    Ok(value)
+}
+
+// ---------------------------------------------------------------------------------
+// Sections
+
+const ROOT_KEYS: [&str; 8] = [
+    "server",
+    "tiers",
+    "issuer",
+    "team",
+    "identity",
+    "target",
+    "entitlement",
+    "policy",
+];
+
+fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
+    let mut root = Table::of(cx, String::new(), root_node)?;
+
+    let server = root.node("server").and_then(|n| read_server(cx, n));
+    let tiers = match root.node("tiers") {
+        Some(n) => read_tiers(cx, n),
+        None => TierCaps::default(),
+    };
+    let issuer_items = section(cx, &mut root, "issuer");
+    let team_items = section(cx, &mut root, "team");
+    let identity_items = section(cx, &mut root, "identity");
+    let target_items = section(cx, &mut root, "target");
+    let entitlement_items = section(cx, &mut root, "entitlement");
+    let policy = root.node("policy");
+    root.finish(cx, &ROOT_KEYS);
+
+    let declared_issuers = declared(&issuer_items);
+    let declared_teams = declared(&team_items);
+    let declared_targets = declared(&target_items);
+
+    let issuers: Vec<Item<Issuer>> = issuer_items
+        .iter()
+        .filter_map(|(path, node)| read_issuer(cx, path, node))
+        .collect();
+    let teams: Vec<Item<Team>> = team_items
+        .iter()
+        .filter_map(|(path, node)| read_team(cx, path, node))
+        .collect();
+    let identities: Vec<Item<Identity>> = identity_items
+        .iter()
+        .filter_map(|(path, node)| read_identity(cx, path, node))
+        .collect();
+    let targets: Vec<Item<Target>> = target_items
+        .iter()
+        .filter_map(|(path, node)| read_target(cx, path, node))
+        .collect();
+    let entitlements: Vec<Item<Entitlement>> = entitlement_items
+        .iter()
+        .filter_map(|(path, node)| read_entitlement(cx, path, node))
+        .collect();
+
+    let issuers = unique(cx, "issuer", issuers, |i| i.name.to_string());
+    let teams = unique(cx, "team", teams, |t| t.name.to_string());
+    let identities = unique(cx, "identity", identities, |i| i.name.to_string());
+    let targets = unique(cx, "target", targets, |t| t.name.to_string());
+    let entitlements = unique(cx, "entitlement", entitlements, |e| e.name.to_string());
+
+    // Issuer URLs identify issuers in tokens, so they must be unique too.
+    let mut by_url: BTreeMap<&str, &Item<Issuer>> = BTreeMap::new();
+    for item in &issuers {
+        if let Some(first) = by_url.insert(&item.value.issuer, item) {
+            let message = format!(
+                "issuer URL {:?} is already used by issuer {} (line {}); each issuer URL may appear once",
+                item.value.issuer,
+                first.value.name,
+                cx.line(first.span("issuer"))
+            );
+            cx.error(item.span("issuer"), &item.key("issuer"), message);
+        }
+    }
+
+    let mut by_subject: BTreeMap<(IssuerName, String), IdentityName> = BTreeMap::new();
+    let mut subject_at: BTreeMap<(IssuerName, String), u32> = BTreeMap::new();
+    for item in &identities {
+        let identity = &item.value;
+        reference(
+            cx,
+            item,
+            "owner",
+            "team",
+            identity.owner.as_str(),
+            &declared_teams,
+        );
+        reference(
+            cx,
+            item,
+            "issuer",
+            "issuer",
+            identity.issuer.as_str(),
+            &declared_issuers,
+        );
+        let key = (identity.issuer.clone(), identity.subject.clone());
+        if let Some(first) = by_subject.get(&key) {
+            let message = format!(
+                "identity {} has the same issuer ({}) and subject {:?} as identity {first} (line {}); a token must map to one identity",
+                identity.name,
+                identity.issuer,
+                identity.subject,
+                subject_at.get(&key).copied().unwrap_or(0),
+            );
+            cx.error(item.span("subject"), &item.key("subject"), message);
+        } else {
+            subject_at.insert(key.clone(), cx.line(item.span("subject")));
+            by_subject.insert(key, identity.name.clone());
+        }
+    }
+
+    for item in &targets {
+        if let Some(owner) = &item.value.owner {
+            reference(cx, item, "owner", "team", owner.as_str(), &declared_teams);
+        }
+    }
+
+    let target_kinds: BTreeMap<&str, &TargetKind> = targets
+        .iter()
+        .map(|t| (t.value.name.as_str(), &t.value.kind))
+        .collect();
+    for item in &entitlements {
+        let e = &item.value;
+        if e.name.target() != e.target.as_str() {
+            let message = format!(
+                "entitlement {} belongs to target {:?} (the part before '/'), but target is {:?}; rename it `{}/{}` or fix target",
+                e.name,
+                e.name.target(),
+                e.target.as_str(),
+                e.target,
+                e.name.role()
+            );
+            cx.error(item.span("target"), &item.key("target"), message);
+        } else {
+            reference(
+                cx,
+                item,
+                "target",
+                "target",
+                e.target.as_str(),
+                &declared_targets,
+            );
+        }
+        if let Some(team) = &e.approval_team {
+            reference(
+                cx,
+                item,
+                "approval_team",
+                "team",
+                team.as_str(),
+                &declared_teams,
+            );
+        }
+        let cap = tiers.cap(e.tier);
+        if e.max_ttl > cap {
+            let message = format!(
+                "max_ttl {} is longer than the {} tier allows ({}); lower max_ttl or raise tiers.{}",
+                e.max_ttl, e.tier, cap, e.tier
+            );
+            cx.error(item.span("max_ttl"), &item.key("max_ttl"), message);
+        }
+        match target_kinds.get(e.target.as_str()) {
+            Some(TargetKind::Token { .. }) if e.scopes.is_empty() => {
+                let message = format!(
+                    "scopes are required: target {} issues tokens, and a token without scopes grants nothing (e.g. scopes = [\"{}:{}\"])",
+                    e.target,
+                    e.target,
+                    e.name.role()
+                );
+                let span = item.spans.get("scopes").unwrap_or(&item.name_span).clone();
+                cx.error(&span, &item.key("scopes"), message);
+            }
+            _ => {}
+        }
+    }
+
+    let policies = read_policies(cx, policy);
+
+    let catalog = Catalog {
+        server,
+        tiers,
+        issuers: issuers
+            .into_iter()
+            .map(|i| (i.value.name.clone(), i.value))
+            .collect(),
+        teams: teams
+            .into_iter()
+            .map(|t| (t.value.name.clone(), t.value))
+            .collect(),
+        identities: identities
+            .into_iter()
+            .map(|i| (i.value.name.clone(), i.value))
+            .collect(),
+        by_subject,
+        targets: targets
+            .into_iter()
+            .map(|t| (t.value.name.clone(), t.value))
+            .collect(),
+        entitlements: entitlements
+            .into_iter()
+            .map(|e| (e.value.name.clone(), e.value))
+            .collect(),
+        policies: policies?,
+    };
+    Some(catalog)
+}
+
+/// Drops (and reports) items whose name was already used in their section.
+fn unique<T>(
+    cx: &mut Cx<'_>,
+    kind: &str,
+    items: Vec<Item<T>>,
+    name: impl Fn(&T) -> String,
+) -> Vec<Item<T>> {
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    let mut out = Vec::new();
+    for item in items {
+        let n = name(&item.value);
+        if let Some(line) = seen.get(&n) {
+            let message = format!("{kind} {n:?} is already defined at line {line}");
+            cx.error(&item.name_span, &item.key("name"), message);
+            continue;
+        }
+        seen.insert(n, cx.line(&item.name_span));
+        out.push(item);
+    }
+    out
+}
+
+fn reference<T>(
+    cx: &mut Cx<'_>,
+    item: &Item<T>,
+    key: &str,
+    kind: &str,
+    name: &str,
+    declared: &BTreeSet<String>,
+) {
+    if declared.contains(name) {
+        return;
+    }
+    let defined = if declared.is_empty() {
+        format!("no {kind}s are defined")
+    } else {
+        let mut names: Vec<&str> = declared.iter().map(String::as_str).take(20).collect();
+        if declared.len() > names.len() {
+            names.push("…");
+        }
+        format!("defined {kind}s: {}", names.join(", "))
+    };
+    let message = format!("{kind} {name:?} is not defined; {defined}");
+    cx.error(item.span(key), &item.key(key), message);
+}
+
+fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
+    let mut t = Table::of(cx, "server".into(), node)?;
+    let listen = t.opt(cx, "listen", listen);
+    let store = t.opt(cx, "store", store_url);
+    let store_env = t.opt(cx, "store_env", env_name);
+    let pending_timeout = t.opt(cx, "pending_timeout", Ttl::parse);
+    let key_file = t.opt(cx, "master_key_file", file_path);
+    let key_env = t.opt(cx, "master_key_env", env_name);
+    let store = one_of(cx, &t, ("store", store), ("store_env", store_env));
+    let master_key = one_of(
+        cx,
+        &t,
+        ("master_key_file", key_file),
+        ("master_key_env", key_env),
+    );
+    t.finish(
+        cx,
+        &[
+            "listen",
+            "store",
+            "store_env",
+            "pending_timeout",
+            "master_key_file",
+            "master_key_env",
+        ],
+    );
+    let defaults = ServerSettings::default();
+    let (Ok(listen), Ok(store), Ok(pending_timeout), Ok(master_key)) =
+        (listen, store, pending_timeout, master_key)
+    else {
+        return None;
+    };
+    Some(ServerSettings {
+        listen: listen.map_or(defaults.listen, |a| a.value),
+        store: match store {
+            Some(Either::First(url)) => StoreLocation::Url(url),
+            Some(Either::Second(var)) => StoreLocation::Env(var),
+            None => defaults.store,
+        },
+        pending_timeout: pending_timeout.map_or(defaults.pending_timeout, |a| a.value),
+        master_key: master_key.map(|k| match k {
+            Either::First(path) => SecretRef::File(path),
+            Either::Second(var) => SecretRef::Env(var),
+        }),
+    })
+}
+
+enum Either<T> {
+    First(T),
+    Second(T),
+}
+
+/// At most one of two alternative keys.
+fn one_of<T>(
+    cx: &mut Cx<'_>,
+    t: &Table<'_>,
+    (first_key, first): (&str, Field<T>),
+    (second_key, second): (&str, Field<T>),
+) -> Result<Option<Either<T>>, Invalid> {
+    match (first?, second?) {
+        (Some(a), Some(b)) => {
+            let (span, key) = if a.span.start > b.span.start {
+                (&a.span, first_key)
+            } else {
+                (&b.span, second_key)
+            };
+            cx.error(
+                span,
+                &t.key(key),
+                format!("set either `{first_key}` or `{second_key}`, not both"),
+            );
+            Err(Invalid)
+        }
+        (Some(a), None) => Ok(Some(Either::First(a.value))),
+        (None, Some(b)) => Ok(Some(Either::Second(b.value))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
+    let mut caps = TierCaps::default();
+    let Some(mut t) = Table::of(cx, "tiers".into(), node) else {
+        return caps;
+    };
+    let mut set: Vec<(Tier, At<Ttl>)> = Vec::new();
+    for tier in Tier::ALL {
+        if let Ok(Some(ttl)) = t.opt(cx, tier.as_str(), Ttl::parse) {
+            caps.set(tier, ttl.value);
+            set.push((tier, ttl));
+        }
+    }
+    t.finish(cx, &Tier::ALL.map(Tier::as_str));
+    // A riskier tier must not allow longer grants than a less risky one.
+    for (tier, at) in &set {
+        if let Some(lower) = Tier::ALL
+            .iter()
+            .filter(|t| *t < tier)
+            .find(|t| caps.cap(**t) < at.value)
+        {
+            let message = format!(
+                "the {tier} tier allows {} but the less risky {lower} tier only {}; riskier tiers must have shorter caps",
+                at.value,
+                caps.cap(*lower)
+            );
+            cx.error(&at.span, &format!("tiers.{tier}"), message);
+        }
+    }
+    caps
+}
+
+/// Spans of the keys that were read, for later cross-reference errors.
+fn spans(t: &Table<'_>, keys: &[&'static str]) -> BTreeMap<&'static str, Range<usize>> {
+    keys.iter()
+        .filter_map(|k| {
+            t.entries
+                .iter()
+                .find(|e| e.key == *k)
+                .map(|e| (*k, e.node.span.clone()))
+        })
+        .collect()
+}
+
+fn item<T>(t: &Table<'_>, keys: &[&'static str], value: T) -> Item<T> {
+    let spans = spans(t, keys);
+    Item {
+        value,
+        path: t.path.clone(),
+        name_span: spans.get("name").cloned().unwrap_or(t.span.clone()),
+        spans,
+    }
+}
+
+const ISSUER_KEYS: [&str; 5] = ["name", "issuer", "audience", "jwks_file", "jwks_url"];
+
+fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>> {
+    let mut t = Table::of(cx, path.into(), node)?;
+    let name = t.req(cx, "name", IssuerName::parse);
+    let issuer = t.req(cx, "issuer", issuer_url);
+    let audience = t.req(cx, "audience", text("audience", 512));
+    let file = t.opt(cx, "jwks_file", file_path);
+    let url = t.opt(cx, "jwks_url", |s| https_url("jwks_url", s));
+    let jwks = match one_of(cx, &t, ("jwks_file", file), ("jwks_url", url)) {
+        Ok(Some(Either::First(file))) => {
+            let key = resolve(&cx.bundle.main_path, &file);
+            let span = t
+                .node("jwks_file")
+                .map(|n| n.span.clone())
+                .unwrap_or(t.span.clone());
+            match cx.bundle.files.get(&key).map(|text| jwks(text)) {
+                Some(Ok(jwks)) => Ok(JwksRef::Inline { file: key, jwks }),
+                Some(Err(problem)) => {
+                    cx.error(&span, &t.key("jwks_file"), format!("{file:?} {problem}"));
+                    Err(Invalid)
+                }
+                None => {
+                    cx.error(
+                        &span,
+                        &t.key("jwks_file"),
+                        format!("{file:?} is not in the bundle (was it read with the catalog?)"),
+                    );
+                    Err(Invalid)
+                }
+            }
+        }
+        Ok(Some(Either::Second(url))) => Ok(JwksRef::Url(url)),
+        Ok(None) => {
+            cx.error(
+                &t.span,
+                path,
+                "set `jwks_file` (a JWKS file next to this one) or `jwks_url` (an https:// URL) so that tokens from this issuer can be verified",
+            );
+            Err(Invalid)
+        }
+        Err(Invalid) => Err(Invalid),
+    };
+    // Unknown keys are reported, but the item is still cross-checked: any error
+    // refuses the whole catalog anyway.
+    t.finish(cx, &ISSUER_KEYS);
+    let (Ok(name), Ok(issuer), Ok(audience), Ok(jwks)) = (name, issuer, audience, jwks) else {
+        return None;
+    };
+    Some(item(
+        &t,
+        &ISSUER_KEYS,
+        Issuer {
+            name: name.value,
+            issuer: issuer.value,
+            audience: audience.value,
+            jwks,
+        },
+    ))
+}
+
+const TEAM_KEYS: [&str; 3] = ["name", "owners", "approvers"];
+
+fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
+    let mut t = Table::of(cx, path.into(), node)?;
+    let name = t.req(cx, "name", TeamName::parse);
+    let owners = match t.list(cx, "owners", UserName::parse) {
+        Ok(Some(owners)) if !owners.is_empty() => Ok(owners),
+        Ok(Some(_)) => {
+            let span = t
+                .node("owners")
+                .map(|n| n.span.clone())
+                .unwrap_or(t.span.clone());
+            cx.error(
+                &span,
+                &t.key("owners"),
+                "a team needs at least one owner: someone accountable for its identities",
+            );
+            Err(Invalid)
+        }
+        Ok(None) => {
+            t.missing(cx, "owners");
+            Err(Invalid)
+        }
+        Err(Invalid) => Err(Invalid),
+    };
+    let approvers = t.list(cx, "approvers", UserName::parse);
+    // Unknown keys are reported, but the item is still cross-checked: any error
+    // refuses the whole catalog anyway.
+    t.finish(cx, &TEAM_KEYS);
+    let (Ok(name), Ok(owners), Ok(approvers)) = (name, owners, approvers) else {
+        return None;
+    };
+    let users = |v: Vec<At<UserName>>| v.into_iter().map(|a| a.value).collect();
+    Some(item(
+        &t,
+        &TEAM_KEYS,
+        Team {
+            name: name.value,
+            owners: users(owners),
+            approvers: approvers.map(users).unwrap_or_default(),
+        },
+    ))
+}
+
+const IDENTITY_KEYS: [&str; 5] = ["name", "owner", "kind", "issuer", "subject"];
+
+fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identity>> {
+    let mut t = Table::of(cx, path.into(), node)?;
+    let name = t.req(cx, "name", IdentityName::parse);
+    let owner = t.req(cx, "owner", TeamName::parse);
+    let kind = t.req(cx, "kind", kind_word);
+    let issuer = t.req(cx, "issuer", IssuerName::parse);
+    let subject = t.req(cx, "subject", text("subject", 512));
+    // Unknown keys are reported, but the item is still cross-checked: any error
+    // refuses the whole catalog anyway.
+    t.finish(cx, &IDENTITY_KEYS);
+    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject)) =
+        (name, owner, kind, issuer, subject)
+    else {
+        return None;
+    };
+    Some(item(
+        &t,
+        &IDENTITY_KEYS,
+        Identity {
+            name: name.value,
+            owner: owner.value,
+            kind: kind.value,
+            issuer: issuer.value,
+            subject: subject.value,
+        },
+    ))
+}
+
+const TARGET_KEYS: [&str; 4] = ["name", "kind", "audience", "owner"];
+
+fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>> {
+    let mut t = Table::of(cx, path.into(), node)?;
+    let name = t.req(cx, "name", TargetName::parse);
+    let kind = t.req(cx, "kind", |s| match s {
+        "token" => Ok(s.to_owned()),
+        "postgres" | "mariadb" | "mysql" | "redis" => Err(format!(
+            "target kind {s:?} is not supported yet; supported: token"
+        )),
+        _ => Err(format!("target kind {s:?} is unknown; supported: token")),
+    });
+    let audience = t.opt(cx, "audience", text("audience", 512));
+    let owner = t.opt(cx, "owner", TeamName::parse);
+    let kind = match (kind, audience) {
+        (Ok(_), Ok(Some(audience))) => Ok(TargetKind::Token {
+            audience: audience.value,
+        }),
+        (Ok(_), Ok(None)) => {
+            t.missing(cx, "audience");
+            Err(Invalid)
+        }
+        _ => Err(Invalid),
+    };
+    // Unknown keys are reported, but the item is still cross-checked: any error
+    // refuses the whole catalog anyway.
+    t.finish(cx, &TARGET_KEYS);
+    let (Ok(name), Ok(kind), Ok(owner)) = (name, kind, owner) else {
+        return None;
+    };
+    Some(item(
+        &t,
+        &TARGET_KEYS,
+        Target {
+            name: name.value,
+            kind,
+            owner: owner.map(|o| o.value),
+        },
+    ))
+}
+
+const ENTITLEMENT_KEYS: [&str; 7] = [
+    "name",
+    "target",
+    "tier",
+    "max_ttl",
+    "scopes",
+    "over_cap",
+    "approval_team",
+];
+
+fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Entitlement>> {
+    let mut t = Table::of(cx, path.into(), node)?;
+    let name = t.req(cx, "name", EntitlementName::parse);
+    let target = t.opt(cx, "target", TargetName::parse);
+    let tier = t.req(cx, "tier", tier);
+    let max_ttl = t.req(cx, "max_ttl", Ttl::parse);
+    let scopes = t.list(cx, "scopes", scope);
+    let over_cap = t.opt(cx, "over_cap", over_cap);
+    let approval_team = t.opt(cx, "approval_team", TeamName::parse);
+    // Unknown keys are reported, but the item is still cross-checked: any error
+    // refuses the whole catalog anyway.
+    t.finish(cx, &ENTITLEMENT_KEYS);
+    let (Ok(name), Ok(target), Ok(tier), Ok(max_ttl), Ok(scopes), Ok(over_cap), Ok(approval_team)) =
+        (name, target, tier, max_ttl, scopes, over_cap, approval_team)
+    else {
+        return None;
+    };
+    let name = name.value;
+    // `target` may be left out: it is the part of the name before '/'.
+    let target = match target {
+        Some(t) => t.value,
+        None => match TargetName::parse(name.target()) {
+            Ok(t) => t,
+            Err(e) => {
+                cx.error(&t.span, &t.key("name"), e.to_string());
+                return None;
+            }
+        },
+    };
+    Some(item(
+        &t,
+        &ENTITLEMENT_KEYS,
+        Entitlement {
+            name,
+            target,
+            tier: tier.value,
+            max_ttl: max_ttl.value,
+            scopes: string_list(scopes),
+            over_cap: over_cap.map_or(OverCap::Refuse, |o| o.value),
+            approval_team: approval_team.map(|a| a.value),
+        },
+    ))
+}
+
+/// Compiles the policy files matched by `[policy] files`. `None` if anything failed.
+fn read_policies(cx: &mut Cx<'_>, node: Option<&Node>) -> Option<PolicySet> {
+    let Some(node) = node else {
+        return Some(PolicySet::empty());
+    };
+    let mut t = Table::of(cx, "policy".into(), node)?;
+    let globs = t.list(cx, "files", |s| {
+        glob::Pattern::new(s)
+            .map(|_| s.to_owned())
+            .map_err(|e| format!("{s:?} is not a valid glob: {e}"))
+    });
+    t.finish(cx, &["files"]);
+    let globs = globs.ok()?.unwrap_or_default();
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        ..glob::MatchOptions::new()
+    };
+    let mut files: BTreeSet<&str> = BTreeSet::new();
+    let mut ok = true;
+    for (i, glob) in globs.iter().enumerate() {
+        let written = &glob.value;
+        let Ok(pattern) = glob::Pattern::new(&resolve(&cx.bundle.main_path, written)) else {
+            continue;
+        };
+        let matched: Vec<&str> = cx
+            .bundle
+            .files
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != cx.bundle.main_path && pattern.matches_with(k, options))
+            .collect();
+        if matched.is_empty() {
+            ok = false;
+            cx.error(
+                &glob.span,
+                &format!("policy.files[{i}]"),
+                format!("glob {written:?} matches no file"),
+            );
+        }
+        files.extend(matched);
+    }
+    if !ok {
+        return None;
+    }
+    let sources: Vec<PolicySource> = files
+        .iter()
+        .filter_map(|f| {
+            cx.bundle.files.get(*f).map(|text| PolicySource {
+                path: (*f).to_owned(),
+                text: text.clone(),
+            })
+        })
+        .collect();
+    match PolicySet::compile(&sources) {
+        Ok(set) => Some(set),
+        Err(errors) => {
+            for e in errors {
+                let (file, line, column) = match &e.location {
+                    Some(at) => (at.file.clone(), Some(at.line), Some(at.column)),
+                    None => (cx.file.to_owned(), None, None),
+                };
+                cx.errors.push(ConfigError {
+                    file,
+                    line,
+                    column,
+                    key: None,
+                    message: e.kind.to_string(),
+                });
+            }
+            None
+        }
+    }
+}

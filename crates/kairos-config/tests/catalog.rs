@@ -1,0 +1,745 @@
+// PANIC SAFETY: test helpers outside `#[test]` functions; a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kairos_config::{
+    Catalog, ConfigBundle, ConfigDiff, IssuerName, JwksRef, OverCap, SecretRef, StoreLocation, Tier,
+};
+use kairos_domain::{
+    DecisionOutcome, EntitlementName, IdentityName, Principal, Task, TaskKind, TaskRef, TeamName,
+    Ttl,
+};
+use kairos_policy::PolicyInput;
+
+const JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"k1","n":"sXch","e":"AQAB"}]}"#;
+const POLICY: &str = "@id(\"allow-all\")\npermit (principal, action, resource);\n";
+
+/// A bundle whose main file is `toml`, with a JWKS file and one policy file beside it.
+fn bundle(toml: &str) -> ConfigBundle {
+    bundle_with(
+        toml,
+        &[("ci-jwks.json", JWKS), ("policies/base.cedar", POLICY)],
+    )
+}
+
+fn bundle_with(toml: &str, files: &[(&str, &str)]) -> ConfigBundle {
+    let mut map: BTreeMap<String, String> = files
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    map.insert("kairos.toml".into(), toml.into());
+    ConfigBundle {
+        main_path: "kairos.toml".into(),
+        files: map,
+    }
+}
+
+fn load(toml: &str) -> Catalog {
+    Catalog::from_bundle(&bundle(toml)).unwrap_or_else(|e| panic!("catalog refused:\n{e}"))
+}
+
+/// Expects the catalog to be refused with every `expected` line among the errors.
+fn check(toml: &str, expected: &[&str]) {
+    check_bundle(&bundle(toml), expected);
+}
+
+fn check_bundle(bundle: &ConfigBundle, expected: &[&str]) {
+    let errors = match Catalog::from_bundle(bundle) {
+        Ok(_) => panic!("catalog accepted, expected {expected:?}"),
+        Err(e) => e.to_string(),
+    };
+    for want in expected {
+        assert!(errors.contains(want), "errors lack {want:?}:\n{errors}");
+    }
+}
+
+/// Fifteen lines (the last one blank) that define issuer `ci`, team `payments` and
+/// target `orders-api`. What tests append starts on line 16.
+const PRE: &str = r#"[[issuer]]
+name = "ci"
+issuer = "https://ci.example.com"
+audience = "kairos"
+jwks_file = "ci-jwks.json"
+
+[[team]]
+name = "payments"
+owners = ["carol"]
+
+[[target]]
+name = "orders-api"
+kind = "token"
+audience = "https://orders.internal"
+
+"#;
+
+fn pre(rest: &str) -> String {
+    assert_eq!(PRE.lines().count(), 15);
+    format!("{PRE}{rest}")
+}
+
+const IDENTITY: &str = r#"[[identity]]
+name = "nightly-backup"
+owner = "payments"
+kind = "ci-job"
+issuer = "ci"
+subject = "repo:acme/backup"
+"#;
+
+fn fixture_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+fn task(kind: TaskKind) -> Task {
+    Task::new(kind, TaskRef::parse("CHG-1").unwrap(), "because".into()).unwrap()
+}
+
+#[test]
+fn the_sample_catalog_loads() {
+    let bundle = ConfigBundle::read_from_disk(fixture_dir().join("kairos.toml")).unwrap();
+    assert_eq!(bundle.main_path, "kairos.toml");
+    assert_eq!(
+        bundle.files.keys().collect::<Vec<_>>(),
+        [
+            "ci-jwks.json",
+            "kairos.toml",
+            "policies/base.cedar",
+            "policies/payments.cedar"
+        ]
+    );
+    let catalog = Catalog::from_bundle(&bundle).unwrap_or_else(|e| panic!("{e}"));
+
+    let server = catalog.server().unwrap();
+    assert_eq!(server.listen.to_string(), "127.0.0.1:8740");
+    assert_eq!(
+        server.store,
+        StoreLocation::Url("sqlite://.kairos/kairos.db".into())
+    );
+    assert_eq!(server.pending_timeout, Ttl::parse("1h").unwrap());
+    assert_eq!(
+        server.master_key,
+        Some(SecretRef::File("/etc/kairos/master.key".into()))
+    );
+
+    let ci = catalog.issuer(&IssuerName::parse("ci").unwrap()).unwrap();
+    assert!(
+        matches!(&ci.jwks, JwksRef::Inline { file, jwks } if file == "ci-jwks.json" && jwks["keys"][0]["kid"] == "ci-2026-01")
+    );
+    assert_eq!(
+        catalog
+            .issuer_by_url("https://kubernetes.default.svc")
+            .unwrap()
+            .name
+            .as_str(),
+        "k8s-prod"
+    );
+
+    let worker = catalog
+        .identity_by_subject(
+            &IssuerName::parse("k8s-prod").unwrap(),
+            "system:serviceaccount:orders:worker",
+        )
+        .unwrap();
+    assert_eq!(worker.name.as_str(), "orders-worker");
+    assert!(
+        catalog
+            .identity_by_subject(
+                &IssuerName::parse("ci").unwrap(),
+                "system:serviceaccount:orders:worker"
+            )
+            .is_none()
+    );
+
+    let read = catalog
+        .entitlement(&EntitlementName::parse("orders-api/read").unwrap())
+        .unwrap();
+    assert_eq!(
+        read.target.as_str(),
+        "orders-api",
+        "target defaults to the name's"
+    );
+    assert_eq!(read.over_cap, OverCap::Refuse);
+    assert_eq!(catalog.effective_cap(read), Ttl::parse("1h").unwrap());
+    let refund = catalog
+        .entitlement(&EntitlementName::parse("orders-api/refund").unwrap())
+        .unwrap();
+    assert_eq!(
+        catalog.tier_caps().cap(Tier::High),
+        Ttl::parse("30m").unwrap()
+    );
+    assert_eq!(
+        catalog.tier_caps().cap(Tier::Low),
+        Ttl::parse("8h").unwrap()
+    );
+
+    let backup = catalog
+        .identity(&IdentityName::parse("nightly-backup").unwrap())
+        .unwrap();
+    assert_eq!(catalog.approval_team(refund, backup).as_str(), "platform");
+    assert_eq!(catalog.approval_team(read, backup).as_str(), "payments");
+    assert_eq!(catalog.teams().count(), 2);
+    assert_eq!(catalog.targets().count(), 1);
+
+    assert_eq!(
+        catalog.policies().policy_ids().collect::<Vec<_>>(),
+        [
+            "ci-read-low",
+            "no-critical-for-bots",
+            "payments-refund",
+            "payments:1"
+        ]
+    );
+    let decide = |entitlement, kind| {
+        let input = PolicyInput {
+            identity: catalog.identity_facts(backup),
+            entitlement: catalog.entitlement_facts(entitlement),
+            ttl: Ttl::parse("10m").unwrap(),
+            task: task(kind),
+            requester: Principal::Workload(backup.name.clone()),
+        };
+        catalog.policies().decide(&input).unwrap().outcome
+    };
+    assert_eq!(decide(read, TaskKind::Job), DecisionOutcome::Grant);
+    assert_eq!(
+        decide(refund, TaskKind::Incident),
+        DecisionOutcome::Pending { approvals: 2 }
+    );
+}
+
+#[test]
+fn a_minimal_catalog_loads_and_defaults_apply() {
+    let catalog = load(&pre(IDENTITY));
+    assert!(catalog.server().is_none());
+    assert_eq!(
+        catalog.tier_caps().cap(Tier::Critical),
+        Ttl::parse("15m").unwrap()
+    );
+    assert!(catalog.policies().is_empty());
+    assert_eq!(
+        catalog
+            .identity(&IdentityName::parse("nightly-backup").unwrap())
+            .unwrap()
+            .owner,
+        TeamName::parse("payments").unwrap()
+    );
+}
+
+#[test]
+fn the_empty_catalog_denies_everything() {
+    let catalog = Catalog::empty();
+    assert_eq!(catalog.identities().count(), 0);
+    assert!(catalog.policies().is_empty());
+    let diff = Catalog::diff(&Catalog::empty(), &catalog);
+    assert!(diff.is_empty(), "{diff}");
+}
+
+#[test]
+fn toml_syntax_errors_have_a_line() {
+    check(
+        "[[team]]\nname = \"payments\"\nowners = [\"carol\"\n",
+        &["kairos.toml:3: TOML syntax error"],
+    );
+    check("a = 1\nb = \n", &["kairos.toml:2: TOML syntax error"]);
+}
+
+#[test]
+fn unknown_keys_are_reported_at_their_line() {
+    check(
+        &pre(
+            "[[identity]]\nname = \"x\"\nowner = \"payments\"\nkind = \"ci-job\"\nissuer = \"ci\"\nsubjct = \"s\"\n",
+        ),
+        &[
+            "kairos.toml:21: identity[0].subjct: unknown key `subjct` in identity[0]; known keys here: name, owner, kind, issuer, subject",
+            "kairos.toml:16: identity[0].subject: required key `subject` is missing in identity[0]",
+        ],
+    );
+    check(
+        &pre("[polcy]\nfiles = []\n"),
+        &["kairos.toml:16: polcy: unknown key `polcy`"],
+    );
+    check(
+        &pre("[[identities]]\nname = \"x\"\n"),
+        &["kairos.toml:16: identities: unknown key"],
+    );
+    check(
+        &pre("[tiers]\nlow = \"1h\"\nhuge = \"2h\"\n"),
+        &["kairos.toml:18: tiers.huge: unknown key `huge`"],
+    );
+}
+
+#[test]
+fn wrong_types_and_shapes() {
+    check(
+        &pre("[[team]]\nname = \"search\"\nowners = \"carol\"\n"),
+        &["kairos.toml:18: team[1].owners: expected an array of strings, found a string"],
+    );
+    check(
+        &pre("[[team]]\nname = \"search\"\nowners = [\"carol\", 7]\n"),
+        &["kairos.toml:18: team[1].owners[1]: expected a string, found an integer"],
+    );
+    check(
+        &pre("[identity]\nname = \"x\"\n"),
+        &[
+            "kairos.toml:16: identity: expected an array of tables (write each one under `[[identity]]`)",
+        ],
+    );
+    check(
+        &pre("[[team]]\nname = 2026-01-01\nowners = []\n"),
+        &["team[1].name: expected a string, found a date-time"],
+    );
+    check(
+        &pre("[[team]]\nname = \"search\"\nowners = []\n"),
+        &["kairos.toml:18: team[1].owners: a team needs at least one owner"],
+    );
+}
+
+#[test]
+fn invalid_names_and_ttls_use_the_domain_messages() {
+    check(
+        &pre(&IDENTITY.replace("\"nightly-backup\"", "\"Nightly Backup\"")),
+        &["kairos.toml:17: identity[0].name: identity name \"Nightly Backup\" contains 'N'"],
+    );
+    check(
+        &pre(
+            "[[entitlement]]\nname = \"orders-api/read\"\ntier = \"low\"\nmax_ttl = \"10y\"\nscopes = [\"r\"]\n",
+        ),
+        &["kairos.toml:19: entitlement[0].max_ttl: TTL \"10y\" uses unit \"y\""],
+    );
+    check(
+        &pre(
+            "[[entitlement]]\nname = \"orders-api\"\ntier = \"low\"\nmax_ttl = \"1h\"\nscopes = [\"r\"]\n",
+        ),
+        &["kairos.toml:17: entitlement[0].name: entitlement name \"orders-api\""],
+    );
+    check(
+        &pre(
+            "[[entitlement]]\nname = \"orders-api/read\"\ntier = \"extreme\"\nmax_ttl = \"1h\"\nover_cap = \"shrug\"\nscopes = [\"r\"]\n",
+        ),
+        &[
+            "kairos.toml:18: entitlement[0].tier: tier \"extreme\" is unknown",
+            "kairos.toml:20: entitlement[0].over_cap: over_cap \"shrug\" is unknown",
+        ],
+    );
+    check(
+        "[server]\nlisten = \"localhost\"\npending_timeout = \"0m\"\n",
+        &[
+            "kairos.toml:2: server.listen: listen \"localhost\" is not an address",
+            "kairos.toml:3: server.pending_timeout: TTL \"0m\" is zero",
+        ],
+    );
+    check(
+        "[tiers]\nhigh = \"2h\"\n",
+        &[
+            "kairos.toml:2: tiers.high: the high tier allows 2h but the less risky medium tier only 1h",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_names_are_errors() {
+    check(
+        &pre("[[team]]\nname = \"payments\"\nowners = [\"dave\"]\n"),
+        &["kairos.toml:17: team[1].name: team \"payments\" is already defined at line 8"],
+    );
+    check(
+        &pre(&format!(
+            "{IDENTITY}\n{}",
+            IDENTITY.replace("repo:acme/backup", "other")
+        )),
+        &[
+            "kairos.toml:24: identity[1].name: identity \"nightly-backup\" is already defined at line 17",
+        ],
+    );
+}
+
+#[test]
+fn dangling_references_name_what_is_defined() {
+    check(
+        &pre(&IDENTITY.replace("owner = \"payments\"", "owner = \"paymnts\"")),
+        &[
+            "kairos.toml:18: identity[0].owner: team \"paymnts\" is not defined; defined teams: payments",
+        ],
+    );
+    check(
+        &pre(&IDENTITY.replace("issuer = \"ci\"", "issuer = \"gha\"")),
+        &["kairos.toml:20: identity[0].issuer: issuer \"gha\" is not defined; defined issuers: ci"],
+    );
+    check(
+        &pre(
+            "[[entitlement]]\nname = \"orders-db/read\"\ntier = \"low\"\nmax_ttl = \"1h\"\napproval_team = \"nobody\"\n",
+        ),
+        &[
+            "kairos.toml:17: entitlement[0].target: target \"orders-db\" is not defined; defined targets: orders-api",
+            "kairos.toml:20: entitlement[0].approval_team: team \"nobody\" is not defined",
+        ],
+    );
+    check(
+        &pre(
+            "[[entitlement]]\nname = \"orders-db/read\"\ntarget = \"orders-api\"\ntier = \"low\"\nmax_ttl = \"1h\"\nscopes = [\"r\"]\n",
+        ),
+        &[
+            "kairos.toml:18: entitlement[0].target: entitlement orders-db/read belongs to target \"orders-db\"",
+        ],
+    );
+    check(
+        &pre(
+            "[[target]]\nname = \"orders-db\"\nkind = \"token\"\naudience = \"x\"\nowner = \"dba\"\n",
+        ),
+        &["kairos.toml:20: target[1].owner: team \"dba\" is not defined"],
+    );
+    check(
+        IDENTITY,
+        &[
+            "kairos.toml:3: identity[0].owner: team \"payments\" is not defined; no teams are defined",
+        ],
+    );
+}
+
+#[test]
+fn a_broken_definition_does_not_cascade_into_references() {
+    // The team is declared (with a bad owner list), so the identity's owner resolves.
+    let toml = pre(&format!(
+        "[[team]]\nname = \"search\"\nowners = [\"Bad Name\"]\n\n{}",
+        IDENTITY.replace("\"payments\"", "\"search\"")
+    ));
+    let errors = Catalog::from_bundle(&bundle(&toml)).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert!(errors.to_string().contains("team[1].owners[0]"), "{errors}");
+}
+
+#[test]
+fn max_ttl_above_the_tier_cap_says_both() {
+    check(
+        &pre(
+            "[[entitlement]]\nname = \"orders-api/admin\"\ntier = \"critical\"\nmax_ttl = \"1h\"\nscopes = [\"admin\"]\n",
+        ),
+        &[
+            "kairos.toml:19: entitlement[0].max_ttl: max_ttl 1h is longer than the critical tier allows (15m)",
+        ],
+    );
+    // Raising the tier cap fixes it.
+    load(&pre(
+        "[tiers]\ncritical = \"30m\"\nhigh = \"1h\"\n\n[[entitlement]]\nname = \"orders-api/admin\"\ntier = \"critical\"\nmax_ttl = \"30m\"\nscopes = [\"admin\"]\n",
+    ));
+}
+
+#[test]
+fn one_token_subject_maps_to_one_identity() {
+    check(
+        &pre(&format!(
+            "{IDENTITY}\n{}",
+            IDENTITY.replace("nightly-backup", "weekly-backup")
+        )),
+        &[
+            "kairos.toml:28: identity[1].subject: identity weekly-backup has the same issuer (ci) and subject \"repo:acme/backup\" as identity nightly-backup (line 21)",
+        ],
+    );
+    check(
+        &pre(
+            "[[issuer]]\nname = \"ci2\"\nissuer = \"https://ci.example.com\"\naudience = \"k\"\njwks_url = \"https://x\"\n",
+        ),
+        &[
+            "kairos.toml:18: issuer[1].issuer: issuer URL \"https://ci.example.com\" is already used by issuer ci (line 3)",
+        ],
+    );
+}
+
+#[test]
+fn issuers_need_exactly_one_valid_key_source() {
+    let issuer = |keys: &str| {
+        format!(
+            "[[issuer]]\nname = \"ci\"\nissuer = \"https://ci.example.com\"\naudience = \"kairos\"\n{keys}"
+        )
+    };
+    check(&issuer(""), &["kairos.toml:1: issuer[0]: set `jwks_file`"]);
+    check(
+        &issuer("jwks_file = \"ci-jwks.json\"\njwks_url = \"https://ci.example.com/jwks\"\n"),
+        &["kairos.toml:6: issuer[0].jwks_url: set either `jwks_file` or `jwks_url`, not both"],
+    );
+    check(
+        &issuer("jwks_url = \"http://ci.example.com/jwks\"\n"),
+        &[
+            "kairos.toml:5: issuer[0].jwks_url: jwks_url \"http://ci.example.com/jwks\" must be an https:// URL",
+        ],
+    );
+    check(
+        &issuer("jwks_file = \"missing.json\"\n"),
+        &["kairos.toml:5: issuer[0].jwks_file: \"missing.json\" is not in the bundle"],
+    );
+    let with_jwks = |jwks: &str, expected: &str| {
+        check_bundle(
+            &bundle_with(
+                &issuer("jwks_file = \"ci-jwks.json\"\n"),
+                &[("ci-jwks.json", jwks)],
+            ),
+            &[expected],
+        );
+    };
+    with_jwks(
+        "{not json",
+        "kairos.toml:5: issuer[0].jwks_file: \"ci-jwks.json\" is not JSON",
+    );
+    with_jwks(r#"{"kty":"RSA"}"#, "\"ci-jwks.json\" is not a JWKS");
+    with_jwks(r#"{"keys":[]}"#, "is a JWKS with no keys");
+    with_jwks(r#"{"keys":[{"n":"x"}]}"#, "key 0 has no \"kty\"");
+    with_jwks(
+        r#"{"keys":[{"kty":"RSA","n":"x","e":"AQAB","d":"private"}]}"#,
+        "key 0 holds private key material (\"d\")",
+    );
+    check(
+        "[[issuer]]\nname = \"ci\"\nissuer = \"http://ci.example.com\"\naudience = \"kairos\"\njwks_url = \"http://localhost:8080/jwks\"\n",
+        &[
+            "kairos.toml:3: issuer[0].issuer: issuer \"http://ci.example.com\" must be an https:// URL",
+        ],
+    );
+}
+
+#[test]
+fn token_targets_need_scopes_and_other_kinds_wait() {
+    check(
+        &pre("[[entitlement]]\nname = \"orders-api/read\"\ntier = \"low\"\nmax_ttl = \"1h\"\n"),
+        &[
+            "kairos.toml:17: entitlement[0].scopes: scopes are required: target orders-api issues tokens",
+        ],
+    );
+    check(
+        &pre(
+            "[[entitlement]]\nname = \"orders-api/read\"\ntier = \"low\"\nmax_ttl = \"1h\"\nscopes = []\n",
+        ),
+        &["kairos.toml:20: entitlement[0].scopes: scopes are required"],
+    );
+    check(
+        &pre("[[target]]\nname = \"orders-db\"\nkind = \"postgres\"\n"),
+        &["kairos.toml:18: target[1].kind: target kind \"postgres\" is not supported yet"],
+    );
+    check(
+        &pre("[[target]]\nname = \"orders-db\"\nkind = \"token\"\n"),
+        &["kairos.toml:16: target[1].audience: required key `audience` is missing"],
+    );
+}
+
+#[test]
+fn secrets_written_inline_are_refused_without_echoing_them() {
+    let secret = "hunter2-very-secret";
+    let toml = format!(
+        "[server]\nmaster_key = \"{secret}\"\nstore = \"postgres://kairos:{secret}@db/kairos\"\n\n[[target]]\nname = \"orders-db\"\nkind = \"token\"\naudience = \"a\"\nadmin_url = \"postgres://admin:{secret}@db\"\nclient_secret = \"{secret}\"\napi_token = \"{secret}\"\n"
+    );
+    let errors = Catalog::from_bundle(&bundle(&toml))
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "kairos.toml:2: server.master_key: looks like a secret written into the catalog",
+        "use `master_key_env = \"ENV_VAR\"` or `master_key_file = \"/path/to/file\"`",
+        "kairos.toml:3: server.store: this store URL carries a password",
+        "kairos.toml:9: target[0].admin_url: looks like a secret",
+        "kairos.toml:10: target[0].client_secret: looks like a secret",
+        "kairos.toml:11: target[0].api_token: looks like a secret",
+    ] {
+        assert!(errors.contains(want), "errors lack {want:?}:\n{errors}");
+    }
+    assert!(!errors.contains(secret), "a secret was echoed:\n{errors}");
+    // Pointing at a secret is fine.
+    load("[server]\nmaster_key_env = \"KAIROS_MASTER_KEY\"\nstore_env = \"KAIROS_STORE_URL\"\n");
+    check(
+        "[server]\nmaster_key_env = \"KAIROS_MASTER_KEY\"\nmaster_key_file = \"/k\"\n",
+        &[
+            "kairos.toml:3: server.master_key_file: set either `master_key_file` or `master_key_env`, not both",
+        ],
+    );
+}
+
+#[test]
+fn cedar_errors_point_into_the_policy_file() {
+    let toml = pre("[policy]\nfiles = [\"policies/*.cedar\"]\n");
+    check_bundle(
+        &bundle_with(
+            &toml,
+            &[
+                ("ci-jwks.json", JWKS),
+                (
+                    "policies/a.cedar",
+                    "permit (principal, action, resource);\n",
+                ),
+                (
+                    "policies/b.cedar",
+                    "// two\npermit (principal, action resource);\n",
+                ),
+                (
+                    "policies/c.cedar",
+                    "@approvals(\"12\")\npermit (principal, action, resource);\n",
+                ),
+            ],
+        ),
+        &[
+            "policies/b.cedar:2:",
+            "policies/c.cedar:1:1: policy c:0: @approvals(\"12\")",
+        ],
+    );
+    check_bundle(
+        &bundle_with(
+            &toml,
+            &[
+                ("ci-jwks.json", JWKS),
+                (
+                    "policies/a.cedar",
+                    "@id(\"x\") permit (principal, action, resource);\n",
+                ),
+                (
+                    "policies/b.cedar",
+                    "@id(\"x\") permit (principal, action, resource);\n",
+                ),
+            ],
+        ),
+        &[
+            "policies/b.cedar:1:1: policy id \"x\" is already used by the policy at policies/a.cedar:1:1",
+        ],
+    );
+    check(
+        &pre("[policy]\nfiles = [\"policies/*.cedar\", \"rules/*.cedar\"]\n"),
+        &["kairos.toml:17: policy.files[1]: glob \"rules/*.cedar\" matches no file"],
+    );
+}
+
+#[test]
+fn all_errors_are_reported_together() {
+    let toml = pre(&format!(
+        "{}\n[[entitlement]]\nname = \"orders-api/read\"\ntier = \"low\"\nmax_ttl = \"9h\"\nscopes = [\"r\"]\nextra = 1\n",
+        IDENTITY.replace("\"payments\"", "\"paymnts\"")
+    ));
+    let errors = Catalog::from_bundle(&bundle(&toml)).unwrap_err();
+    let text = errors.to_string();
+    assert_eq!(errors.len(), 3, "{text}");
+    let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [Some(18), Some(26), Some(28)], "{text}");
+}
+
+#[test]
+fn diff_reports_created_changed_and_removed() {
+    let old = load(&pre(&format!(
+        "{IDENTITY}\n[[team]]\nname = \"search\"\nowners = [\"erin\"]\n\n[policy]\nfiles = [\"policies/*.cedar\"]\n"
+    )));
+    let new_toml = pre(&format!(
+        "{}\n[[identity]]\nname = \"indexer\"\nowner = \"payments\"\nkind = \"service\"\nissuer = \"ci\"\nsubject = \"idx\"\n\n[policy]\nfiles = [\"policies/*.cedar\"]\n",
+        IDENTITY.replace("ci-job", "service")
+    ));
+    let new = Catalog::from_bundle(&bundle_with(
+        &new_toml,
+        &[
+            ("ci-jwks.json", JWKS),
+            ("policies/base.cedar", "@id(\"allow-all\")\nforbid (principal, action, resource);\n@id(\"extra\") permit (principal, action, resource);\n"),
+        ],
+    ))
+    .unwrap();
+    let diff = Catalog::diff(&old, &new);
+    assert_eq!(
+        diff,
+        ConfigDiff {
+            created: vec!["identity indexer".into(), "policy extra".into()],
+            changed: vec!["identity nightly-backup".into(), "policy allow-all".into()],
+            removed: vec!["team search".into()],
+        }
+    );
+    assert!(Catalog::diff(&new, &new).is_empty());
+    assert_eq!(
+        Catalog::diff(&Catalog::empty(), &old).created,
+        [
+            "issuer ci",
+            "team payments",
+            "team search",
+            "identity nightly-backup",
+            "target orders-api",
+            "policy allow-all"
+        ]
+    );
+}
+
+#[test]
+fn bundles_travel_as_json() {
+    let b = bundle(&pre(IDENTITY));
+    let json = serde_json::to_string(&b).unwrap();
+    let back: ConfigBundle = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, b);
+}
+
+fn write(dir: &Path, path: &str, text: &str) {
+    let path = dir.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn read_from_disk_follows_globs_and_jwks_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pre(&format!(
+        "{IDENTITY}\n[policy]\nfiles = [\"policies/**/*.cedar\", \"../shared/*.cedar\"]\n"
+    ));
+    let conf = dir.path().join("conf");
+    write(&conf, "kairos.toml", &toml);
+    write(&conf, "ci-jwks.json", JWKS);
+    write(&conf, "policies/base.cedar", POLICY);
+    write(
+        &conf,
+        "policies/teams/payments.cedar",
+        "permit (principal in Kairos::Team::\"payments\", action, resource);\n",
+    );
+    write(&conf, "policies/README.md", "not a policy");
+    write(
+        dir.path(),
+        "shared/common.cedar",
+        "forbid (principal, action, resource) when { principal.kind == \"bot\" };\n",
+    );
+
+    let bundle = ConfigBundle::read_from_disk(conf.join("kairos.toml")).unwrap();
+    assert_eq!(
+        bundle.files.keys().collect::<Vec<_>>(),
+        [
+            "../shared/common.cedar",
+            "ci-jwks.json",
+            "kairos.toml",
+            "policies/base.cedar",
+            "policies/teams/payments.cedar"
+        ]
+    );
+    let catalog = Catalog::from_bundle(&bundle).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        catalog.policies().policy_ids().collect::<Vec<_>>(),
+        ["allow-all", "common:0", "payments:0"]
+    );
+}
+
+#[test]
+fn read_from_disk_names_the_key_of_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "kairos.toml",
+        &pre("[policy]\nfiles = [\"policies/*.cedar\"]\n"),
+    );
+    let err = ConfigBundle::read_from_disk(dir.path().join("kairos.toml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("kairos.toml:5: issuer[0].jwks_file: cannot read \"ci-jwks.json\""),
+        "{err}"
+    );
+
+    write(dir.path(), "ci-jwks.json", JWKS);
+    let err = ConfigBundle::read_from_disk(dir.path().join("kairos.toml")).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "kairos.toml:17: policy.files[0]: glob \"policies/*.cedar\" matches no file"
+        ),
+        "{err}"
+    );
+
+    let err = ConfigBundle::read_from_disk(dir.path().join("nope.toml")).unwrap_err();
+    assert!(
+        err.to_string().starts_with("nope.toml: cannot read"),
+        "{err}"
+    );
+
+    // A main file that does not parse is still bundled; the catalog reports the error.
+    write(dir.path(), "broken.toml", "[[team]\n");
+    let bundle = ConfigBundle::read_from_disk(dir.path().join("broken.toml")).unwrap();
+    check_bundle(&bundle, &["broken.toml:1: TOML syntax error"]);
+}

@@ -1,0 +1,73 @@
+use std::fmt;
+
+use kairos_domain::{EntitlementName, IdentityName, Principal, Task, TeamName, Ttl};
+
+/// How risky an entitlement is. Riskier tiers cap TTLs lower; policies read the tier as
+/// `resource.tier`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Tier {
+    /// From least to most risky.
+    pub const ALL: [Tier; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What policy may know about the requesting identity (`principal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityFacts {
+    pub name: IdentityName,
+    /// Free-form kind from the catalog: `ci-job`, `service`, `agent`, ...
+    pub kind: String,
+    /// The owning team; also the principal's parent entity.
+    pub owner: TeamName,
+    /// Name of the trusted issuer that vouches for this identity.
+    pub issuer: String,
+}
+
+/// What policy may know about the requested entitlement (`resource`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntitlementFacts {
+    pub name: EntitlementName,
+    pub tier: Tier,
+    /// The longest TTL a grant of this entitlement may have (after the tier cap).
+    pub max_ttl: Ttl,
+}
+
+/// Everything a decision is based on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyInput {
+    pub identity: IdentityFacts,
+    pub entitlement: EntitlementFacts,
+    /// The TTL asked for.
+    pub ttl: Ttl,
+    pub task: Task,
+    /// Who sent the request: the workload itself or a person on its behalf.
+    pub requester: Principal,
+}

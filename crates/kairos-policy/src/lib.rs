@@ -1,0 +1,195 @@
+//! Kairos policy: compiles the operators' [Cedar](https://www.cedarpolicy.com) policies
+//! and decides each access request: **deny**, **grant now**, or **pending N approvals**.
+//!
+//! Invariant: this crate does no IO. It gets policy *texts* and request *facts* and
+//! returns decisions; reading files is the config crate's job.
+//!
+//! # The entity model policies are written against
+//!
+//! Every request is evaluated as one Cedar request
+//! `(principal, Kairos::Action::"request", resource, context)`:
+//!
+//! | Cedar | Kairos | Attributes |
+//! |---|---|---|
+//! | `principal`: `Kairos::Identity::"<name>"` | the registered identity asking | `kind: String` (`ci-job`, `service`, ...), `owner: String` (team name), `issuer: String` (issuer name) |
+//! | parent of the principal: `Kairos::Team::"<owner>"` | its owning team | none |
+//! | `action`: `Kairos::Action::"request"` | asking for an entitlement | |
+//! | `resource`: `Kairos::Entitlement::"<target>/<role>"` | the entitlement asked for | `target: String`, `role: String`, `tier: String` (`low`, `medium`, `high`, `critical`), `max_ttl_secs: Long` (the entitlement's effective cap) |
+//! | parent of the resource: `Kairos::Target::"<target>"` | the downstream system | none |
+//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`) |
+//!
+//! The same model as a Cedar schema is [`SCHEMA`]; every policy is validated against it
+//! (strict mode) when compiled, so a misspelt attribute (`resource.teir`), an unknown
+//! entity type or a comparison of a `Long` with a `String` is a compile error, not a
+//! surprise at request time.
+//!
+//! # Annotations
+//!
+//! - `@id("allow-ci-read")`: the policy's id, shown in decisions and the audit log. Must
+//!   be unique across all files. Without it the id is `<file-stem>:<index>`, e.g.
+//!   `base:0` for the first statement of `policies/base.cedar`.
+//! - `@approvals("N")` (permit only, `0` to `10`): a request this policy permits needs N
+//!   distinct approvals before it is granted. When several permits apply, the largest
+//!   N wins. Missing means 0: grant at once.
+//! - `@reason("...")`: the sentence shown to the requester when this policy decides.
+//! - `@description("...")`: for humans; ignored.
+//!
+//! Any other annotation is an error, so that a misspelt `@approval("2")` cannot quietly
+//! become an auto-grant.
+//!
+//! # Decisions
+//!
+//! Cedar's usual rules apply: nothing permits → deny; any applicable `forbid` → deny
+//! (listing the forbid policies); otherwise the request is permitted, and the largest
+//! `@approvals` over the permitting policies says whether it is granted at once
+//! (`0`) or waits for approvals. A policy whose evaluation fails (which validation makes
+//! rare) is skipped, as Cedar does, and the failure is named in the decision's reason.
+//!
+//! ```cedar
+//! @id("ci-read-low")
+//! @reason("CI jobs may read low-risk systems for an hour")
+//! permit (principal, action == Kairos::Action::"request", resource)
+//! when { principal.kind == "ci-job" && resource.tier == "low" && context.ttl_secs <= 3600 };
+//!
+//! @id("payments-prod-write")
+//! @approvals("2")
+//! permit (principal in Kairos::Team::"payments", action, resource in Kairos::Target::"orders-db")
+//! when { resource.role == "write" };
+//!
+//! @id("no-critical-for-bots")
+//! forbid (principal, action, resource)
+//! when { principal.kind == "bot" && resource.tier == "critical" };
+//! ```
+
+mod compile;
+mod decide;
+mod error;
+mod input;
+
+use std::collections::BTreeMap;
+
+pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, SourceLocation};
+pub use input::{EntitlementFacts, IdentityFacts, PolicyInput, Tier};
+
+/// The most approvals a policy may ask for.
+pub const MAX_APPROVALS: u32 = 10;
+
+/// The Kairos entity model as a Cedar schema (see the crate docs). Operators can feed it
+/// to `cedar validate` to check policies before committing them.
+pub const SCHEMA: &str = r#"namespace Kairos {
+  entity Team;
+  entity Identity in [Team] = {
+    kind: String,
+    owner: String,
+    issuer: String,
+  };
+  entity Target;
+  entity Entitlement in [Target] = {
+    target: String,
+    role: String,
+    tier: String,
+    max_ttl_secs: Long,
+  };
+  action "request" appliesTo {
+    principal: [Identity],
+    resource: [Entitlement],
+    context: {
+      ttl_secs: Long,
+      task_kind: String,
+      task_ref: String,
+      reason: String,
+      requester: String,
+      requester_kind: String,
+    }
+  };
+}
+"#;
+
+/// One policy file's text and the path it is reported under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    pub path: String,
+    pub text: String,
+}
+
+/// Whether a policy permits or forbids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyEffect {
+    Permit,
+    Forbid,
+}
+
+/// One compiled policy and what Kairos read from its annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledPolicy {
+    pub id: String,
+    /// Where the policy starts (its first annotation, or `permit`/`forbid`).
+    pub location: SourceLocation,
+    pub effect: PolicyEffect,
+    /// From `@approvals`; 0 when absent.
+    pub approvals: u32,
+    /// From `@reason`.
+    pub reason: Option<String>,
+    /// From `@description`.
+    pub description: Option<String>,
+    /// The policy's source text, annotations included.
+    pub text: String,
+}
+
+/// A compiled, validated set of policies, ready to decide requests without parsing.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    cedar: cedar_policy::PolicySet,
+    authorizer: cedar_policy::Authorizer,
+    policies: BTreeMap<String, CompiledPolicy>,
+}
+
+impl PolicySet {
+    /// Parses and validates every file. Reports all problems found, each with its file,
+    /// line and column.
+    pub fn compile(files: &[PolicySource]) -> Result<PolicySet, PolicyErrors> {
+        let compiled = compile::compile(files)?;
+        Ok(Self {
+            cedar: compiled.cedar,
+            authorizer: cedar_policy::Authorizer::new(),
+            policies: compiled.policies,
+        })
+    }
+
+    /// No policies: every request is denied.
+    pub fn empty() -> Self {
+        Self {
+            cedar: cedar_policy::PolicySet::new(),
+            authorizer: cedar_policy::Authorizer::new(),
+            policies: BTreeMap::new(),
+        }
+    }
+
+    /// Policy ids, sorted.
+    pub fn policy_ids(&self) -> impl Iterator<Item = &str> {
+        self.policies.keys().map(String::as_str)
+    }
+
+    /// The policies, sorted by id.
+    pub fn policies(&self) -> impl Iterator<Item = &CompiledPolicy> {
+        self.policies.values()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&CompiledPolicy> {
+        self.policies.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Decides one request. Errors only if the facts cannot be expressed as Cedar
+    /// entities; policy evaluation errors end up in the decision's reason.
+    pub fn decide(&self, input: &PolicyInput) -> Result<kairos_domain::Decision, PolicyError> {
+        decide::decide(self, input)
+    }
+}

@@ -1,0 +1,268 @@
+//! `kairos server`: dev mode (embedded SQLite, generated keys, printed admin token) and
+//! the production form (`--config kairos.toml`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kairos_broker::{Broker, BrokerSettings};
+use kairos_config::{Catalog, ConfigBundle, SecretRef, StoreLocation};
+use kairos_crypto::seal::MasterKey;
+use kairos_domain::{Principal, SystemClock};
+use kairos_store::SqlStore;
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Development mode: embedded SQLite under --data, generated master key and signing
+    /// keys, and an admin token printed at start. Nothing else to install.
+    #[arg(long)]
+    dev: bool,
+    /// Data directory for dev mode (SQLite store and master key).
+    #[arg(long, default_value = ".kairos")]
+    data: PathBuf,
+    /// Fix the dev-mode admin token instead of generating one.
+    #[arg(long, env = "KAIROS_DEV_ADMIN_TOKEN", hide_env_values = true)]
+    dev_admin_token: Option<String>,
+    /// Address to listen on (port 0 picks a free port). Default: 127.0.0.1:8740.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Declarative configuration (TOML), applied at start.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://USER@HOST/DB. Dev default: sqlite under --data.
+    #[arg(long, env = "KAIROS_STORE")]
+    store: Option<String>,
+    /// Public base URL of this broker (the `iss` of its tokens). Default: http://LISTEN.
+    #[arg(long, env = "KAIROS_ISSUER_URL")]
+    issuer_url: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Reads the master key from a file, creating it (0600) in dev mode.
+fn master_key_from_file(path: &Path, create: bool) -> anyhow::Result<MasterKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::from_base64(text.trim())
+            .with_context(|| format!("{} does not hold a valid master key", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let key = MasterKey::generate()?;
+            write_private(path, key.to_base64().expose_secret().as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read master key {}", path.display())),
+    }
+}
+
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+
+    // The configuration file, if any: its [server] section and its catalog.
+    let bundle = match &args.config {
+        Some(path) => Some(
+            ConfigBundle::read_from_disk(path)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("reading {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let catalog = match &bundle {
+        Some(b) => Some(Catalog::from_bundle(b).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let server_settings = catalog
+        .as_ref()
+        .and_then(|c| c.server().cloned())
+        .unwrap_or_default();
+
+    if !args.dev && args.config.is_none() {
+        bail!("give --dev for a self-contained development broker, or --config kairos.toml");
+    }
+
+    // Store, master key and listen address. Dev mode keeps everything under --data and
+    // ignores [server] store/listen; production reads them from [server] (flags win).
+    let (store_url, master, listen) = if args.dev {
+        std::fs::create_dir_all(&args.data)
+            .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
+        let url = args
+            .store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", args.data.join("kairos.db").display()));
+        let master = master_key_from_file(&args.data.join("master.key"), true)?;
+        let listen = args
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8740".into());
+        (url, master, listen)
+    } else {
+        let url = match (&args.store, &server_settings.store) {
+            (Some(url), _) => url.clone(),
+            (None, StoreLocation::Url(url)) => url.clone(),
+            (None, StoreLocation::Env(var)) => std::env::var(var)
+                .with_context(|| format!("[server] store_env names {var}, which is not set"))?,
+        };
+        let master = match &server_settings.master_key {
+            Some(SecretRef::Env(var)) => {
+                let v = std::env::var(var).with_context(|| {
+                    format!("[server] master_key_env names {var}, which is not set")
+                })?;
+                MasterKey::from_base64(v.trim())
+                    .with_context(|| format!("{var} does not hold a valid master key"))?
+            }
+            Some(SecretRef::File(path)) => master_key_from_file(Path::new(path), false)?,
+            None => match std::env::var("KAIROS_MASTER_KEY") {
+                Ok(v) => MasterKey::from_base64(v.trim())
+                    .context("KAIROS_MASTER_KEY does not hold a valid master key")?,
+                Err(_) => bail!(
+                    "no master key: set [server] master_key_file or master_key_env, or KAIROS_MASTER_KEY (make one with `openssl rand -base64 32`)"
+                ),
+            },
+        };
+        let listen = args
+            .listen
+            .clone()
+            .unwrap_or_else(|| server_settings.listen.to_string());
+        (url, master, listen)
+    };
+
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr: SocketAddr = listener.local_addr()?;
+
+    let store = SqlStore::connect(&store_url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact_url(&store_url)))?;
+    let settings = BrokerSettings {
+        issuer_url: args
+            .issuer_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+        pending_timeout: server_settings.pending_timeout.as_duration(),
+        ..BrokerSettings::default()
+    };
+    let broker = Broker::start(Arc::new(store), Arc::new(SystemClock), master, settings)
+        .await
+        .context("starting the broker")?;
+
+    if let Some(bundle) = bundle {
+        let diff = broker
+            .apply_config(&Principal::System("bootstrap"), bundle)
+            .await
+            .context("applying the configuration")?;
+        tracing::info!(
+            created = diff.created.len(),
+            changed = diff.changed.len(),
+            removed = diff.removed.len(),
+            "configuration applied"
+        );
+    }
+
+    // The bootstrap admin token.
+    let admin_token = if args.dev {
+        Some(match &args.dev_admin_token {
+            Some(t) => SecretString::from(t.clone()),
+            None => kairos_crypto::random_secret(32)?,
+        })
+    } else {
+        std::env::var("KAIROS_ADMIN_TOKEN")
+            .ok()
+            .map(SecretString::from)
+    };
+    if let Some(token) = &admin_token {
+        if token.expose_secret().len() < 16 {
+            bail!("the admin token must be at least 16 characters");
+        }
+        broker.install_bootstrap_token(token).await?;
+    }
+
+    println!(
+        "kairos: listening on http://{addr} (store: {})",
+        broker.store().backend()
+    );
+    if args.dev {
+        if let (None, Some(token)) = (&args.dev_admin_token, &admin_token) {
+            println!(
+                "kairos: dev admin token (shown once): {}",
+                token.expose_secret()
+            );
+        }
+        println!("kairos: export KAIROS_ADDR=http://{addr}");
+    }
+    tracing::info!(%addr, store = broker.store().backend(), dev = args.dev, "kairos serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(Arc::clone(&broker).run_background(stop_rx));
+    let app = kairos_api::router(Arc::clone(&broker));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), background).await;
+    tracing::info!("kairos stopped");
+    Ok(())
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
