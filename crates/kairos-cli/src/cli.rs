@@ -85,8 +85,9 @@ pub enum Command {
     /// Ask whether a Kairos token is honoured right now (RFC 7662).
     Introspect {
         /// The token to inspect; `-` reads it from stdin.
-        #[arg(value_parser = parse_secret)]
-        token: SecretString,
+        // Its own id: a positional named `token` would collide with the global `--token`.
+        #[arg(id = "access_token", value_name = "TOKEN", value_parser = parse_secret)]
+        access_token: SecretString,
     },
     /// Trade a workload's platform JWT for a Kairos token (RFC 8693).
     Exchange(ExchangeArgs),
@@ -607,7 +608,16 @@ mod tests {
         assert_eq!(x.ttl.as_deref(), Some("5m"));
         assert!(!format!("{x:?}").contains("eyJ.jwt"));
         rejected("exchange db/ro --task-kind job --task-ref run-1 --reason r");
-        assert!(matches!(ok("introspect tok").1, Command::Introspect { .. }));
+        let (g, cmd) = ok("--token caller introspect tok");
+        let Command::Introspect { access_token } = cmd else {
+            panic!("not introspect")
+        };
+        // The token to inspect and the caller's own token stay apart.
+        assert_eq!(access_token.expose_secret(), "tok");
+        assert_eq!(
+            g.token.map(|t| t.expose_secret().to_owned()).as_deref(),
+            Some("caller")
+        );
     }
 
     #[test]

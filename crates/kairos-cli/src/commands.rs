@@ -117,8 +117,8 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Audit(a) => audit(api, a, io).await,
         Command::Keys(a) => keys(api, a, io).await,
         Command::User { command } => user(api, command, io).await,
-        Command::Introspect { token } => {
-            let token = from_stdin_if_dash(token, "token")?;
+        Command::Introspect { access_token } => {
+            let token = from_stdin_if_dash(access_token, "token")?;
             let form = [("token", token.expose_secret())];
             let ans = api
                 .call(

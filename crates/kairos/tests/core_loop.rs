@@ -52,10 +52,14 @@ fn full_loop(store: Option<&str>) {
         format!("{}/.well-known/jwks.json", server.addr)
     );
 
-    // Introspection: active.
+    // Introspection: active (over HTTP and through the real CLI).
     let i = api.introspect(ADMIN, &token);
     assert_eq!(i["active"], true, "{i}");
     assert_eq!(i["sub"], "nightly-backup");
+    let out = server.cli(ADMIN, &["--json", "introspect", &token]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cli_view: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(cli_view["active"], true);
 
     // Release by the workload; the receipt is verified; introspection turns inactive.
     let (status, g) = api.post(
@@ -65,6 +69,9 @@ fn full_loop(store: Option<&str>) {
     );
     assert_eq!(status, 200, "{g}");
     assert_eq!(api.introspect(ADMIN, &token)["active"], false);
+    let out = server.cli(ADMIN, &["--json", "introspect", &token]);
+    let cli_view: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(cli_view["active"], false);
     let g = api.wait_grant(ADMIN, &grant_id, Duration::from_secs(10), |g| {
         g["state"] == "ended"
     });
