@@ -201,3 +201,137 @@ fn audit_verify_names_the_first_tampered_record() {
     );
     assert!(stderr(&out).contains("record 4"), "{}", stderr(&out));
 }
+
+#[test]
+fn openapi_metrics_and_health_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_config(&dir.path().join("cfg"), &issuer, "");
+    let server = Server::start(&dir.path().join("data"), Some(&config), None);
+    let api = Api::new(&server);
+    let doc: Value = reqwest::blocking::get(server.url("/v1/openapi.json"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/requests",
+        "/v1/requests/{id}",
+        "/v1/requests/{id}/approve",
+        "/v1/grants/{id}/release",
+        "/v1/grants/revoke",
+        "/v1/oauth/token",
+        "/v1/oauth/introspect",
+        "/v1/oauth/revoke",
+        "/v1/audit/verify",
+        "/v1/config/apply",
+    ] {
+        assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+
+    let (s, h) = api.get(ADMIN, "/v1/health");
+    assert_eq!((s, h["status"].as_str()), (200, Some("ok")));
+
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let (s, _) = api.exchange(&platform, "orders-api/read", None);
+    assert_eq!(s, 200);
+    let metrics = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        "kairos_grants_issued_total 1",
+        "kairos_active_grants 1",
+        "kairos_decisions_total{outcome=\"grant\"} 1",
+        "kairos_decision_seconds_count 1",
+        "kairos_expirer_lag_seconds",
+        "kairos_revocations_alarming 0",
+    ] {
+        assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
+    }
+}
+
+#[test]
+fn the_cli_waits_for_approval_and_prints_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_config(&dir.path().join("cfg"), &issuer, "");
+    let server = Server::start(&dir.path().join("data"), Some(&config), None);
+    let api = Api::new(&server);
+    let (_, a) = api.post(
+        ADMIN,
+        "/v1/users",
+        json!({"name": "alice", "role": "approver", "teams": ["payments"]}),
+    );
+    let (_, b) = api.post(
+        ADMIN,
+        "/v1/users",
+        json!({"name": "bob", "role": "approver", "teams": ["payments"]}),
+    );
+    let (alice, bob) = (
+        a["token"].as_str().unwrap().to_owned(),
+        b["token"].as_str().unwrap().to_owned(),
+    );
+    let platform = issuer.mint(SUBJECT, json!({}));
+
+    // The workload asks through the CLI and waits.
+    let waiting = std::process::Command::new(kairos_bin())
+        .args([
+            "request",
+            "orders-api/admin",
+            "--task-kind",
+            "change",
+            "--task-ref",
+            "CHG-9",
+            "--reason",
+            "fix",
+            "--ttl",
+            "10m",
+            "--wait=60s",
+            "--token-only",
+        ])
+        .env("KAIROS_ADDR", &server.addr)
+        .env("KAIROS_TOKEN", &platform)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Find the pending request and approve it twice.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let req = loop {
+        let (_, list) = api.get(ADMIN, "/v1/requests?state=pending");
+        if let Some(r) = list["requests"].as_array().unwrap().first() {
+            break r["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pending request appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for t in [&alice, &bob] {
+        let out = server.cli(t, &["approve", &req, "--reason", "ok"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
+    assert_eq!(api.introspect(ADMIN, &token)["active"], true);
+
+    // `kairos grants` lists it; `kairos audit --json` prints JSON Lines.
+    let out = server.cli(ADMIN, &["grants", "--state", "active"]);
+    assert!(
+        stdout(&out).contains("orders-api/admin"),
+        "{}",
+        stdout(&out)
+    );
+    let out = server.cli(ADMIN, &["--json", "audit", "--request", &req]);
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["kind"], "requested");
+    assert_eq!(lines.last().unwrap()["kind"], "issued");
+}

@@ -1,0 +1,249 @@
+//! The broker's time-driven logic on an injectable clock: no sleeps, no wall time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_broker::{Broker, BrokerSettings, Caller, NewRequest};
+use kairos_config::ConfigBundle;
+use kairos_crypto::seal::MasterKey;
+use kairos_domain::{
+    Clock, EntitlementName, GrantState, IdentityName, ManualClock, Principal, RequestState, Task,
+    TaskKind, TaskRef, Timestamp, Ttl,
+};
+use kairos_store::SqlStore;
+
+const CONFIG: &str = r#"
+[server]
+pending_timeout = "10m"
+
+[[issuer]]
+name = "ci"
+issuer = "https://ci.example.com"
+audience = "kairos"
+jwks_file = "jwks.json"
+
+[[team]]
+name = "payments"
+owners = ["carol"]
+
+[[identity]]
+name = "job"
+owner = "payments"
+kind = "ci-job"
+issuer = "ci"
+subject = "repo:acme/job"
+
+[[target]]
+name = "api"
+kind = "token"
+audience = "https://api"
+
+[[entitlement]]
+name = "api/read"
+tier = "low"
+max_ttl = "1h"
+scopes = ["read"]
+
+[[entitlement]]
+name = "api/admin"
+tier = "high"
+max_ttl = "30m"
+scopes = ["admin"]
+
+[policy]
+files = ["p.cedar"]
+"#;
+
+const POLICY: &str = r#"
+@id("read") permit (principal, action, resource == Kairos::Entitlement::"api/read");
+@id("admin") @approvals("1") permit (principal, action, resource == Kairos::Entitlement::"api/admin");
+"#;
+
+const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"WKn-ZIGevcwGIyyrzFoZNBdaq9_TsqzGl96oc0CWuis","y":"y77t-RvAHRKTsSGdIYUfweuOvwrvDD-Q3Hv5J0fSKbE"}]}"#;
+
+struct Fixture {
+    broker: Arc<Broker>,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
+    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    let store = SqlStore::connect(&url)
+        .await
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()));
+    let settings = BrokerSettings {
+        pending_timeout: Duration::from_secs(600),
+        ..BrokerSettings::default()
+    };
+    let broker = Broker::start(
+        Arc::new(store),
+        Arc::new(clock.clone()),
+        MasterKey::generate().unwrap(),
+        settings,
+    )
+    .await
+    .unwrap();
+    let bundle = ConfigBundle {
+        main_path: "kairos.toml".into(),
+        files: BTreeMap::from([
+            ("kairos.toml".into(), CONFIG.into()),
+            ("p.cedar".into(), POLICY.into()),
+            ("jwks.json".into(), JWKS.into()),
+        ]),
+    };
+    broker
+        .apply_config(&Principal::System("bootstrap"), bundle)
+        .await
+        .unwrap();
+    Fixture {
+        broker,
+        clock,
+        _dir: dir,
+    }
+}
+
+fn workload() -> Caller {
+    Caller::Workload {
+        identity: IdentityName::parse("job").unwrap(),
+    }
+}
+
+fn ask(entitlement: &str, ttl: &str) -> NewRequest {
+    NewRequest {
+        identity: None,
+        entitlement: EntitlementName::parse(entitlement).unwrap(),
+        ttl: Some(Ttl::parse(ttl).unwrap()),
+        task: Task::new(
+            TaskKind::Job,
+            TaskRef::parse("run-1").unwrap(),
+            "test".into(),
+        )
+        .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn grants_expire_exactly_when_the_clock_passes_their_end() {
+    let f = fixture().await;
+    let short = f
+        .broker
+        .request(&workload(), ask("api/read", "5m"))
+        .await
+        .unwrap();
+    let long = f
+        .broker
+        .request(&workload(), ask("api/read", "20m"))
+        .await
+        .unwrap();
+    let short_grant = short.grant.unwrap();
+    let token = short.credential.unwrap().access_token;
+
+    // One millisecond before the end: nothing is due.
+    f.clock
+        .advance(Duration::from_secs(300) - Duration::from_millis(1));
+    assert_eq!(f.broker.expire_due().await.unwrap(), 0);
+    assert!(f.broker.introspect(&token).await.unwrap().active);
+    assert_eq!(
+        f.broker.store().next_expiry().await.unwrap(),
+        Some(short_grant.expires_at)
+    );
+
+    // At the end: exactly the short grant ends, and introspection turns inactive at once.
+    f.clock.advance(Duration::from_millis(1));
+    assert!(!f.broker.introspect(&token).await.unwrap().active);
+    assert_eq!(f.broker.expire_due().await.unwrap(), 1);
+    assert_eq!(f.broker.expire_due().await.unwrap(), 0);
+
+    // The revocation worker verifies it and writes the receipt.
+    f.clock.advance(Duration::from_millis(250));
+    assert_eq!(f.broker.revoke_due().await.unwrap(), (1, 0));
+    let g = f
+        .broker
+        .store()
+        .get_grant(&short_grant.id)
+        .await
+        .unwrap()
+        .unwrap();
+    match g.state {
+        GrantState::Ended { end, receipt } => {
+            assert_eq!(end.by, Principal::System("expirer"));
+            assert_eq!(end.at, short_grant.expires_at);
+            assert_eq!(receipt.verified_at, f.clock.now());
+            assert_eq!(receipt.method, "introspection");
+        }
+        other => panic!("not ended: {other:?}"),
+    }
+    // The other grant is untouched until its own end.
+    let other = long.grant.unwrap();
+    let stored = f
+        .broker
+        .store()
+        .get_grant(&other.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(stored.state, GrantState::Active));
+    f.clock.advance(Duration::from_secs(15 * 60));
+    assert_eq!(f.broker.expire_due().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn pending_requests_expire_on_the_injected_clock() {
+    let f = fixture().await;
+    let pending = f
+        .broker
+        .request(&workload(), ask("api/admin", "10m"))
+        .await
+        .unwrap();
+    assert_eq!(pending.request.state, RequestState::Pending);
+    f.clock.advance(Duration::from_secs(599));
+    assert_eq!(f.broker.expire_pending().await.unwrap(), 0);
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(f.broker.expire_pending().await.unwrap(), 1);
+    let r = f
+        .broker
+        .store()
+        .get_request(&pending.request.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.state, RequestState::Expired);
+}
+
+#[tokio::test]
+async fn renewal_stops_at_the_cap_on_the_injected_clock() {
+    let f = fixture().await;
+    let out = f
+        .broker
+        .request(&workload(), ask("api/read", "30m"))
+        .await
+        .unwrap();
+    let id = out.grant.unwrap().id;
+    f.clock.advance(Duration::from_secs(20 * 60));
+    // 20 min in: 30 more minutes would end at 50m, inside the 1h cap.
+    let (g, _) = f
+        .broker
+        .renew(&workload(), &id, Ttl::parse("30m").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(g.expires_at, f.clock.now().plus(Duration::from_secs(1800)));
+    // 45 min in: 30 more would pass the cap at 60m.
+    f.clock.advance(Duration::from_secs(25 * 60));
+    assert!(
+        f.broker
+            .renew(&workload(), &id, Ttl::parse("30m").unwrap())
+            .await
+            .is_err()
+    );
+    let (g, _) = f
+        .broker
+        .renew(&workload(), &id, Ttl::parse("15m").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(g.expires_at, g.max_expires_at);
+}
