@@ -24,7 +24,7 @@ pub(crate) fn parse_grant_id(id: &str) -> ApiResult<GrantId> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct GrantQuery {
-    /// `active`, `revoking` or `ended`.
+    /// `provisioning`, `active`, `revoking` or `ended`.
     state: Option<String>,
     identity: Option<String>,
     entitlement: Option<String>,
@@ -42,13 +42,14 @@ pub async fn list(
 ) -> ApiResult<Json<GrantList>> {
     let state = match q.state.as_deref() {
         None => None,
+        Some("provisioning") => Some(GrantStateFilter::Provisioning),
         Some("active") => Some(GrantStateFilter::Active),
         Some("revoking") => Some(GrantStateFilter::Revoking),
         Some("ended") => Some(GrantStateFilter::Ended),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "bad_state",
-                "state must be active, revoking or ended",
+                "state must be provisioning, active, revoking or ended",
             ));
         }
     };
@@ -67,6 +68,7 @@ pub async fn list(
             })
             .transpose()?,
         limit: q.limit,
+        ..GrantFilter::default()
     };
     let grants = s.broker.list_grants(&caller, filter).await?;
     Ok(Json(GrantList {

@@ -123,7 +123,8 @@ pub struct ReceiptView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GrantView {
     pub id: String,
-    /// `active`, `revoking` (ended, not yet verified gone) or `ended` (verified).
+    /// `provisioning` (account being created), `active`, `revoking` (ended, not yet
+    /// verified gone) or `ended` (verified).
     pub state: String,
     pub request_id: String,
     pub identity: String,
@@ -141,7 +142,7 @@ pub struct GrantView {
 impl From<&Grant> for GrantView {
     fn from(g: &Grant) -> Self {
         let receipt = match &g.state {
-            GrantState::Active => None,
+            GrantState::Provisioning | GrantState::Active => None,
             GrantState::Ending {
                 end,
                 attempts,

@@ -75,6 +75,8 @@ pub(crate) fn build_grant(catalog: &Catalog, request: &Request, now: Timestamp) 
         issued_at: now,
         expires_at: now.plus(request.ttl.as_duration()),
         max_expires_at: now.plus(cap.as_duration()),
+        account: None,
+        sealed_secret: None,
         state: GrantState::Active,
     })
 }

@@ -22,16 +22,21 @@ pub enum AuditKind {
     Released,
     Revoked,
     Expired,
+    Aborted,
     Verified,
     RevocationFailed,
     ConfigApplied,
     KeyRotated,
     UserCreated,
     UserTokenRevoked,
+    /// The reconciler found a managed account that backs no active grant and removed it.
+    ResidueRemoved,
+    /// The reconciler found an active grant whose account is missing downstream.
+    AccountMissing,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 16] = [
+    pub const ALL: [AuditKind; 19] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -42,12 +47,15 @@ impl AuditKind {
         Self::Released,
         Self::Revoked,
         Self::Expired,
+        Self::Aborted,
         Self::Verified,
         Self::RevocationFailed,
         Self::ConfigApplied,
         Self::KeyRotated,
         Self::UserCreated,
         Self::UserTokenRevoked,
+        Self::ResidueRemoved,
+        Self::AccountMissing,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,12 +69,15 @@ impl AuditKind {
             Self::Released => "released",
             Self::Revoked => "revoked",
             Self::Expired => "expired",
+            Self::Aborted => "aborted",
             Self::Verified => "verified",
             Self::RevocationFailed => "revocation_failed",
             Self::ConfigApplied => "config_applied",
             Self::KeyRotated => "key_rotated",
             Self::UserCreated => "user_created",
             Self::UserTokenRevoked => "user_token_revoked",
+            Self::ResidueRemoved => "residue_removed",
+            Self::AccountMissing => "account_missing",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

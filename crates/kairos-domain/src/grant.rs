@@ -39,15 +39,18 @@ pub enum EndReason {
     Released,
     /// An operator (or the token's holder, via RFC 7009) revoked it.
     Revoked,
+    /// It never became active: provisioning its account failed or was interrupted.
+    Aborted,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 3] = [Self::Expired, Self::Released, Self::Revoked];
+    pub const ALL: [EndReason; 4] = [Self::Expired, Self::Released, Self::Revoked, Self::Aborted];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Expired => "expired",
             Self::Released => "released",
             Self::Revoked => "revoked",
+            Self::Aborted => "aborted",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -82,12 +85,15 @@ pub struct Receipt {
     pub evidence: String,
 }
 
-/// The grant lifecycle after issuance: active → ending → ended (verified).
+/// The grant lifecycle: (provisioning →) active → ending → ended (verified).
 ///
 /// Each state holds only its own data: an active grant has no end, an ending grant has
 /// an end but no receipt, an ended grant has both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantState {
+    /// Recorded before its downstream account is created (intent before action); not
+    /// yet usable. Becomes active once the account exists, or ends as `aborted`.
+    Provisioning,
     Active,
     /// Ended in the store; propagation and verification are in progress (or retrying).
     Ending {
@@ -105,6 +111,7 @@ pub enum GrantState {
 impl GrantState {
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Provisioning => "provisioning",
             Self::Active => "active",
             Self::Ending { .. } => "revoking",
             Self::Ended { .. } => "ended",
@@ -112,7 +119,7 @@ impl GrantState {
     }
     pub fn end(&self) -> Option<&GrantEnd> {
         match self {
-            Self::Active => None,
+            Self::Provisioning | Self::Active => None,
             Self::Ending { end, .. } | Self::Ended { end, .. } => Some(end),
         }
     }
@@ -141,6 +148,8 @@ pub enum TransitionError {
     NotDue,
     #[error("verification cannot predate the end of the grant")]
     VerifiedBeforeEnd,
+    #[error("the grant is not being provisioned")]
+    NotProvisioning,
 }
 
 /// An issued grant: what was granted, to whom, for which task, until when.
@@ -159,6 +168,11 @@ pub struct Grant {
     pub expires_at: Timestamp,
     /// Renewal never moves `expires_at` past this (issued_at + max TTL).
     pub max_expires_at: Timestamp,
+    /// The downstream account that backs this grant (database targets); None for tokens.
+    pub account: Option<String>,
+    /// The account's password sealed with the master key (never plain), kept only to
+    /// verify after revocation that a login with it is refused; erased once verified.
+    pub sealed_secret: Option<String>,
     pub state: GrantState,
 }
 
@@ -166,6 +180,20 @@ impl Grant {
     /// True if the credential may be honoured at `now`.
     pub fn is_active_at(&self, now: Timestamp) -> bool {
         matches!(self.state, GrantState::Active) && now < self.expires_at
+    }
+
+    /// Provisioning → Active, once the downstream account exists.
+    pub fn activate(&mut self) -> Result<(), TransitionError> {
+        match &self.state {
+            GrantState::Provisioning => {
+                self.state = GrantState::Active;
+                Ok(())
+            }
+            GrantState::Active => Err(TransitionError::NotProvisioning),
+            GrantState::Ending { end, .. } | GrantState::Ended { end, .. } => {
+                Err(TransitionError::AlreadyEnded(end.reason))
+            }
+        }
     }
 
     /// Moves `expires_at`, never past `max_expires_at`.
@@ -176,6 +204,9 @@ impl Grant {
     ) -> Result<(), TransitionError> {
         if let Some(end) = self.state.end() {
             return Err(TransitionError::AlreadyEnded(end.reason));
+        }
+        if self.state == GrantState::Provisioning {
+            return Err(TransitionError::NotProvisioning);
         }
         if new_expires_at <= now {
             return Err(TransitionError::RenewInPast);
@@ -214,12 +245,12 @@ impl Grant {
                 *last_error = Some(error);
                 Ok(())
             }
-            GrantState::Active => Err(TransitionError::NotEnding),
+            GrantState::Provisioning | GrantState::Active => Err(TransitionError::NotEnding),
             GrantState::Ended { end, .. } => Err(TransitionError::AlreadyEnded(end.reason)),
         }
     }
 
-    /// Ending → Ended with its receipt.
+    /// Ending → Ended with its receipt. The sealed secret is no longer needed: erased.
     pub fn verified(&mut self, receipt: Receipt) -> Result<(), TransitionError> {
         match &self.state {
             GrantState::Ending { end, .. } => {
@@ -230,9 +261,10 @@ impl Grant {
                     end: end.clone(),
                     receipt,
                 };
+                self.sealed_secret = None;
                 Ok(())
             }
-            GrantState::Active => Err(TransitionError::NotEnding),
+            GrantState::Provisioning | GrantState::Active => Err(TransitionError::NotEnding),
             GrantState::Ended { end, .. } => Err(TransitionError::AlreadyEnded(end.reason)),
         }
     }
@@ -262,7 +294,9 @@ mod tests {
             issued_at: Timestamp::from_millis(now),
             expires_at: Timestamp::from_millis(now + 60_000),
             max_expires_at: Timestamp::from_millis(now + 600_000),
-            state: GrantState::Active,
+            account: Some("kairos_x".into()),
+            sealed_secret: Some("v1.sealed".into()),
+            state: GrantState::Provisioning,
         }
     }
 
@@ -273,6 +307,7 @@ mod tests {
         End(u8),
         Fail,
         Verify(i64),
+        Activate,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -282,6 +317,7 @@ mod tests {
             (0u8..3).prop_map(Op::End),
             Just(Op::Fail),
             (-5_000i64..5_000).prop_map(Op::Verify),
+            Just(Op::Activate),
         ]
     }
 
@@ -302,12 +338,19 @@ mod tests {
                         if r.is_err() { prop_assert_eq!(&g, &before); }
                     }
                     Op::End(r) => {
-                        let reason = EndReason::ALL[usize::from(r)];
+                        let reason = EndReason::ALL[usize::from(r) % EndReason::ALL.len()];
                         let by = Principal::User(UserName::parse("op").unwrap());
                         let at = Timestamp::from_millis(now);
                         match g.end(GrantEnd { reason, by, at }) {
                             Ok(()) => { prop_assert!(ended_at.is_none()); ended_at = Some(at); }
                             Err(_) => { prop_assert!(ended_at.is_some()); prop_assert_eq!(&g, &before); }
+                        }
+                    }
+                    Op::Activate => {
+                        let was_provisioning = before.state == GrantState::Provisioning;
+                        match g.activate() {
+                            Ok(()) => prop_assert!(was_provisioning),
+                            Err(_) => { prop_assert!(!was_provisioning); prop_assert_eq!(&g, &before); }
                         }
                     }
                     Op::Fail => {
@@ -323,11 +366,13 @@ mod tests {
                 prop_assert!(g.expires_at <= g.max_expires_at);
                 prop_assert!(g.expires_at > g.issued_at);
                 match &g.state {
-                    GrantState::Active => prop_assert!(ended_at.is_none()),
+                    GrantState::Provisioning | GrantState::Active => prop_assert!(ended_at.is_none()),
                     GrantState::Ending { end, .. } => prop_assert_eq!(Some(end.at), ended_at),
                     GrantState::Ended { end, receipt } => {
                         prop_assert_eq!(Some(end.at), ended_at);
                         prop_assert!(receipt.verified_at >= end.at);
+                        // Nothing secret outlives verification.
+                        prop_assert!(g.sealed_secret.is_none());
                     }
                 }
                 if !matches!(g.state, GrantState::Active) {
@@ -336,9 +381,12 @@ mod tests {
                 if now >= g.expires_at.as_millis() {
                     prop_assert!(!g.is_active_at(Timestamp::from_millis(now)));
                 }
-                // Once ended, never active again.
+                // Once ended, never active again; a provisioning grant is never usable.
                 if matches!(before.state, GrantState::Ending { .. } | GrantState::Ended { .. }) {
-                    prop_assert!(!matches!(g.state, GrantState::Active));
+                    prop_assert!(!matches!(g.state, GrantState::Active | GrantState::Provisioning));
+                }
+                if g.state == GrantState::Provisioning {
+                    prop_assert!(!g.is_active_at(Timestamp::from_millis(now)));
                 }
             }
         }
@@ -364,6 +412,7 @@ pub mod audit_of {
             EndReason::Expired => AuditKind::Expired,
             EndReason::Released => AuditKind::Released,
             EndReason::Revoked => AuditKind::Revoked,
+            EndReason::Aborted => AuditKind::Aborted,
         };
         base(kind, end.by.to_string(), g).data(serde_json::json!({
             "entitlement": g.entitlement,

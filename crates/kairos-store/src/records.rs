@@ -14,6 +14,8 @@ pub struct RequestFilter {
 /// Grant state as filtered by: `active`, `revoking` (ending), `ended`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantStateFilter {
+    /// Recorded, account not yet created (or interrupted).
+    Provisioning,
     Active,
     Revoking,
     Ended,
@@ -25,6 +27,11 @@ pub struct GrantFilter {
     pub identity: Option<IdentityName>,
     pub entitlement: Option<EntitlementName>,
     pub task_ref: Option<TaskRef>,
+    pub target: Option<kairos_domain::TargetName>,
+    /// The downstream account name (database targets).
+    pub account: Option<String>,
+    /// Only grants issued strictly before this time.
+    pub issued_before: Option<Timestamp>,
     pub limit: Option<u32>,
 }
 

@@ -158,6 +158,7 @@ suite!(
     bootstrap_token_is_replaced,
     config_versions,
     data_survives_reopening,
+    provisioning_grants_activate_or_abort,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -229,8 +230,14 @@ fn grant_for(request: &Request, expires: i64) -> Grant {
         issued_at: at(0),
         expires_at: at(expires),
         max_expires_at: at(expires + 3_600_000),
+        account: Some(format!("kairos_{}", &grant_hex())),
+        sealed_secret: Some("v1.c2VhbGVk".into()),
         state: GrantState::Active,
     }
+}
+
+fn grant_hex() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 async fn insert_granted(s: &SqlStore, identity: &str, task_ref: &str, expires: i64) -> Grant {
@@ -1499,4 +1506,92 @@ fn migrations_stay_in_step() {
         let postgres = std::fs::read_to_string(dir.join("postgres").join(&name)).unwrap();
         assert_eq!(normalize(sqlite), normalize(postgres), "{name}");
     }
+}
+
+// ---- dynamic accounts: intent before action ------------------------------------------------
+
+/// A grant is recorded `provisioning` before its account exists; it becomes active, or ends
+/// as aborted through the same end path; the sealed secret is erased once verified gone;
+/// grants are found by their account for the reconciler.
+async fn provisioning_grants_activate_or_abort(db: Arc<Db>) {
+    let s = db.open().await;
+    let mut ok = Vec::new();
+    for task in ["run/1", "run/2"] {
+        let (request, mut grant) = granted("etl", task, 10_000);
+        grant.state = GrantState::Provisioning;
+        s.insert_request(&request, Some(&grant), vec![])
+            .await
+            .unwrap();
+        ok.push(grant);
+    }
+    let (first, second) = (ok[0].clone(), ok[1].clone());
+
+    // Not active: invisible to the expirer and to active listings.
+    assert_eq!(s.next_expiry().await.unwrap(), None);
+    let provisioning = s
+        .list_grants(&GrantFilter {
+            state: Some(GrantStateFilter::Provisioning),
+            issued_before: Some(at(1)),
+            ..GrantFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(provisioning.len(), 2);
+
+    // The first becomes active.
+    let active = s
+        .update_grant(
+            &first.id,
+            Box::new(|g: &mut Grant| {
+                g.activate()?;
+                Ok(vec![
+                    AuditDraft::new(AuditKind::Issued, "system:broker").grant(&g.id),
+                ])
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(active.state, GrantState::Active);
+    assert_eq!(s.next_expiry().await.unwrap(), Some(first.expires_at));
+
+    // The second is aborted through the end path: a revocation job is queued.
+    let ended = s
+        .end_grants(
+            &EndSelector::One(second.id.clone()),
+            &GrantEnd {
+                reason: EndReason::Aborted,
+                by: Principal::System("broker"),
+                at: at(5),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&ended), vec![second.id.clone()]);
+    let claimed = s.claim_revocations(at(5), 10, 1_000).await.unwrap();
+    assert_eq!(ids(&claimed), vec![second.id.clone()]);
+    assert_eq!(
+        claimed[0].sealed_secret, second.sealed_secret,
+        "kept to verify the login fails"
+    );
+    let done = s
+        .complete_revocation(&second.id, &receipt(6))
+        .await
+        .unwrap();
+    assert_eq!(done.sealed_secret, None, "erased once verified gone");
+    let stored = s.get_grant(&second.id).await.unwrap().unwrap();
+    assert_eq!(stored.sealed_secret, None);
+    assert_eq!(stored.account, second.account);
+    let kinds = kinds(&all_audit(&s).await);
+    assert!(kinds.contains(&AuditKind::Aborted) && kinds.contains(&AuditKind::Verified));
+
+    // Found by account, for the reconciler.
+    let by_account = s
+        .list_grants(&GrantFilter {
+            target: Some(first.target.clone()),
+            account: first.account.clone(),
+            ..GrantFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&by_account), vec![first.id.clone()]);
 }

@@ -41,8 +41,8 @@ CREATE TABLE grants (
     issued_at      BIGINT NOT NULL,
     expires_at     BIGINT NOT NULL,
     max_expires_at BIGINT NOT NULL,
-    state          TEXT NOT NULL CHECK (state IN ('active', 'ending', 'ended')),
-    end_reason     TEXT CHECK (end_reason IN ('expired', 'released', 'revoked')),
+    state          TEXT NOT NULL CHECK (state IN ('provisioning', 'active', 'ending', 'ended')),
+    end_reason     TEXT CHECK (end_reason IN ('expired', 'released', 'revoked', 'aborted')),
     ended_by       TEXT,
     ended_at       BIGINT,
     attempts       BIGINT NOT NULL DEFAULT 0 CHECK (attempts >= 0),
@@ -51,8 +51,11 @@ CREATE TABLE grants (
     verified_at    BIGINT,
     verify_method  TEXT,
     evidence       TEXT,
+    account        TEXT,                    -- the downstream account (database targets)
+    sealed_secret  TEXT,                    -- its password sealed with the master key; erased once verified gone
     CHECK (expires_at <= max_expires_at),
-    CHECK ((state = 'active') = (end_reason IS NULL)),
+    CHECK ((state IN ('provisioning', 'active')) = (end_reason IS NULL)),
+    CHECK (state <> 'ended' OR sealed_secret IS NULL),
     CHECK (end_reason IS NULL OR (ended_by IS NOT NULL AND ended_at IS NOT NULL)),
     CHECK ((state = 'ended') = (verified_at IS NOT NULL)),
     CHECK (state <> 'ended' OR (revoked_at IS NOT NULL AND verify_method IS NOT NULL AND evidence IS NOT NULL))
@@ -62,6 +65,8 @@ CREATE INDEX grants_active_expiry ON grants (expires_at) WHERE state = 'active';
 CREATE INDEX grants_identity ON grants (identity);
 CREATE INDEX grants_task_ref ON grants (task_ref);
 CREATE INDEX grants_request ON grants (request_id);
+-- The reconciler: which grant does a downstream account back?
+CREATE INDEX grants_target_account ON grants (target, account);
 CREATE INDEX grants_state_issued ON grants (state, issued_at);
 
 -- The durable revocation queue: one job per ending grant until it is verified gone.

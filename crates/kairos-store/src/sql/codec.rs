@@ -176,16 +176,16 @@ pub(super) fn request_from_row(row: &AnyRow) -> Result<Request> {
 pub(super) const GRANT_COLUMNS: &str = "id, request_id, identity, entitlement, target, \
      audience, scopes, task_kind, task_ref, task_reason, issued_at, expires_at, max_expires_at, \
      state, end_reason, ended_by, ended_at, attempts, last_error, revoked_at, verified_at, \
-     verify_method, evidence";
+     verify_method, evidence, account, sealed_secret";
 
-/// `INSERT` with every column of [`GRANT_COLUMNS`] as `$1…$23`. An ended grant carries no
+/// `INSERT` with every column of [`GRANT_COLUMNS`] as `$1…$25`. An ended grant carries no
 /// attempt count in the domain; it is stored as 0.
 pub(super) const INSERT_GRANT: &str = "INSERT INTO grants (id, request_id, identity, \
      entitlement, target, audience, scopes, task_kind, task_ref, task_reason, issued_at, \
      expires_at, max_expires_at, state, end_reason, ended_by, ended_at, attempts, last_error, \
-     revoked_at, verified_at, verify_method, evidence) \
+     revoked_at, verified_at, verify_method, evidence, account, sealed_secret) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     COALESCE($18, 0), $19, $20, $21, $22, $23)";
+     COALESCE($18, 0), $19, $20, $21, $22, $23, $24, $25)";
 
 /// `UPDATE` of every column but the id (`$1`), numbered as in [`INSERT_GRANT`]. An ended
 /// grant keeps the attempt count it had while ending.
@@ -194,22 +194,23 @@ pub(super) const UPDATE_GRANT: &str = "UPDATE grants SET request_id = $2, identi
      task_reason = $10, issued_at = $11, expires_at = $12, max_expires_at = $13, state = $14, \
      end_reason = $15, ended_by = $16, ended_at = $17, attempts = COALESCE($18, attempts), \
      last_error = $19, revoked_at = $20, verified_at = $21, verify_method = $22, \
-     evidence = $23 WHERE id = $1";
+     evidence = $23, account = $24, sealed_secret = $25 WHERE id = $1";
 
 /// The `state` column of a grant state.
 pub(super) fn grant_state_column(state: &GrantState) -> &'static str {
     match state {
+        GrantState::Provisioning => "provisioning",
         GrantState::Active => "active",
         GrantState::Ending { .. } => "ending",
         GrantState::Ended { .. } => "ended",
     }
 }
 
-/// Binds a grant as `$1…$23` of [`INSERT_GRANT`] / [`UPDATE_GRANT`], with `id` as `$1`.
+/// Binds a grant as `$1…$25` of [`INSERT_GRANT`] / [`UPDATE_GRANT`], with `id` as `$1`.
 pub(super) fn bind_grant<'q>(q: AnyQuery<'q>, id: &GrantId, g: &Grant) -> Result<AnyQuery<'q>> {
     let end = g.state.end();
     let (attempts, last_error) = match &g.state {
-        GrantState::Active => (Some(0), None),
+        GrantState::Provisioning | GrantState::Active => (Some(0), None),
         GrantState::Ending {
             attempts,
             last_error,
@@ -243,7 +244,9 @@ pub(super) fn bind_grant<'q>(q: AnyQuery<'q>, id: &GrantId, g: &Grant) -> Result
         .bind(receipt.map(|r| r.revoked_at.as_millis()))
         .bind(receipt.map(|r| r.verified_at.as_millis()))
         .bind(receipt.map(|r| r.method.clone()))
-        .bind(receipt.map(|r| r.evidence.clone())))
+        .bind(receipt.map(|r| r.evidence.clone()))
+        .bind(g.account.clone())
+        .bind(g.sealed_secret.clone()))
 }
 
 pub(super) fn grant_from_row(row: &AnyRow) -> Result<Grant> {
@@ -266,6 +269,7 @@ pub(super) fn grant_from_row(row: &AnyRow) -> Result<Grant> {
         })
     };
     let state = match r.text("state")?.as_str() {
+        "provisioning" => GrantState::Provisioning,
         "active" => GrantState::Active,
         "ending" => GrantState::Ending {
             end: end()?,
@@ -295,6 +299,8 @@ pub(super) fn grant_from_row(row: &AnyRow) -> Result<Grant> {
         issued_at: r.time("issued_at")?,
         expires_at: r.time("expires_at")?,
         max_expires_at: r.time("max_expires_at")?,
+        account: r.opt_text("account")?,
+        sealed_secret: r.opt_text("sealed_secret")?,
         state,
     })
 }

@@ -19,6 +19,7 @@ pub(super) async fn get(store: &SqlStore, id: &GrantId) -> Result<Option<Grant>>
 /// Newest first.
 pub(super) async fn list(store: &SqlStore, f: &GrantFilter) -> Result<Vec<Grant>> {
     let state = f.state.map(|s| match s {
+        GrantStateFilter::Provisioning => "provisioning",
         GrantStateFilter::Active => "active",
         GrantStateFilter::Revoking => "ending",
         GrantStateFilter::Ended => "ended",
@@ -28,7 +29,10 @@ pub(super) async fn list(store: &SqlStore, f: &GrantFilter) -> Result<Vec<Grant>
         .text("state =", state)
         .text("identity =", f.identity.as_ref())
         .text("entitlement =", f.entitlement.as_ref())
-        .text("task_ref =", f.task_ref.as_ref());
+        .text("task_ref =", f.task_ref.as_ref())
+        .text("target =", f.target.as_ref())
+        .text("account =", f.account.as_deref())
+        .int("issued_at <", f.issued_before.map(Timestamp::as_millis));
     let sql = format!(
         "SELECT {GRANT_COLUMNS} FROM grants{}",
         filter.tail("issued_at DESC, id DESC", f.limit)
@@ -88,7 +92,9 @@ pub(super) async fn end(
     let row_lock = store.backend.lock_clause();
     let mut grants = match selector {
         EndSelector::One(id) => {
-            let sql = format!("{select} WHERE state = 'active' AND id = $1{row_lock}");
+            // One grant may also end before it became active (an aborted provisioning).
+            let sql =
+                format!("{select} WHERE state IN ('active', 'provisioning') AND id = $1{row_lock}");
             fetch_grants(&mut tx, sqlx::query(&sql).bind(id.as_str())).await?
         }
         // Ordered by id so two overlapping calls take their row locks in the same order.
