@@ -58,6 +58,18 @@ pub enum SecretRef {
     File(String),
 }
 
+impl SecretRef {
+    /// Where the secret comes from, for messages and logs: `env ORDERS_DB_ADMIN_URL` or
+    /// `file /run/secrets/orders-db-admin-url`. Never the secret itself: resolving the
+    /// reference is the server's job.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Env(var) => format!("env {var}"),
+            Self::File(path) => format!("file {path}"),
+        }
+    }
+}
+
 /// Where the server keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,13 +201,62 @@ pub struct Identity {
 pub enum TargetKind {
     /// Kairos signs short-lived tokens for this audience.
     Token { audience: String },
+    /// Kairos creates a short-lived PostgreSQL role per grant.
+    Postgres(DbTarget),
+    /// Kairos creates a short-lived MariaDB account per grant.
+    #[serde(rename = "mariadb")]
+    MariaDb(DbTarget),
+    /// Kairos creates a short-lived Redis ACL user per grant.
+    Redis(DbTarget),
 }
 
 impl TargetKind {
+    /// `token`, `postgres`, `mariadb` or `redis`, as written in the catalog.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Token { .. } => "token",
+            Self::Postgres(_) => "postgres",
+            Self::MariaDb(_) => "mariadb",
+            Self::Redis(_) => "redis",
         }
+    }
+
+    /// The account settings, for the kinds where Kairos manages accounts.
+    pub fn db(&self) -> Option<&DbTarget> {
+        match self {
+            Self::Token { .. } => None,
+            Self::Postgres(db) | Self::MariaDb(db) | Self::Redis(db) => Some(db),
+        }
+    }
+}
+
+/// How Kairos reaches a system in which it creates accounts (PostgreSQL, MariaDB, Redis).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DbTarget {
+    /// Where the admin connection URL comes from (`admin_url_env` or `admin_url_file`);
+    /// the server reads it when it connects.
+    pub admin_url: SecretRef,
+    /// Every account Kairos creates here starts with it, and every account that starts
+    /// with it is Kairos's to reconcile (and drop). `[a-z][a-z0-9_]{0,19}`, default
+    /// `kairos_`. No other target of the same kind and admin URL has an overlapping one.
+    pub managed_prefix: String,
+    /// The host workloads connect to; `None` means the admin URL's host.
+    pub connect_host: Option<String>,
+    /// How often the reconciler compares the accounts it finds with the active grants.
+    pub reconcile_interval: Ttl,
+    /// MariaDB only: the host part of the accounts (`'name'@'host'`); `Some("%")` by
+    /// default there, `None` for the other kinds.
+    pub account_host: Option<String>,
+}
+
+impl DbTarget {
+    /// The prefix used when a target does not set `managed_prefix`.
+    pub const DEFAULT_MANAGED_PREFIX: &'static str = "kairos_";
+    /// The MariaDB account host used when a target does not set `account_host`.
+    pub const DEFAULT_ACCOUNT_HOST: &'static str = "%";
+    /// The reconcile interval used when a target does not set `reconcile_interval`.
+    pub fn default_reconcile_interval() -> Ttl {
+        const_ttl(30)
     }
 }
 
@@ -208,11 +269,22 @@ pub struct Target {
 }
 
 impl Target {
+    /// `token`, `postgres`, `mariadb` or `redis`.
+    pub fn kind_name(&self) -> &'static str {
+        self.kind.as_str()
+    }
+
     /// The audience of the tokens Kairos issues for this target, if it takes tokens.
     pub fn audience(&self) -> Option<&str> {
         match &self.kind {
             TargetKind::Token { audience } => Some(audience),
+            TargetKind::Postgres(_) | TargetKind::MariaDb(_) | TargetKind::Redis(_) => None,
         }
+    }
+
+    /// The account settings, if Kairos creates accounts in this target.
+    pub fn db(&self) -> Option<&DbTarget> {
+        self.kind.db()
     }
 }
 
@@ -234,11 +306,48 @@ pub struct Entitlement {
     pub tier: Tier,
     /// As written; see [`Catalog::effective_cap`] for the cap that applies.
     pub max_ttl: Ttl,
-    /// Token scopes (token targets).
+    /// What a grant of it allows; its kind matches the target's.
+    pub privileges: Privileges,
+    /// Token scopes: the same list as `Privileges::Scopes` for token targets, empty for
+    /// the other kinds. Kept for the token issuer; prefer [`Entitlement::privileges`].
     pub scopes: Vec<String>,
     pub over_cap: OverCap,
     /// Who approves; `None` means the requesting identity's owner team.
     pub approval_team: Option<TeamName>,
+}
+
+/// What a grant of an entitlement allows, in the target's own terms.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Privileges {
+    /// Token targets (`scopes`): the scopes of the issued token.
+    Scopes(Vec<String>),
+    /// PostgreSQL and MariaDB targets (`grants`): SQL statements, one per entry, each with
+    /// `{{role}}` where the account goes (substituted quoted by the connector). No entry
+    /// contains `;` or any other `{{…}}` placeholder.
+    Sql(Vec<String>),
+    /// Redis targets (`acl`): ACL rules for the account, one token each (`~sessions:*`,
+    /// `+get`, `+@read`). None changes how the account authenticates (`nopass`, `>pw`,
+    /// `on`, `reset`, ... are refused).
+    RedisAcl(Vec<String>),
+}
+
+impl Privileges {
+    /// The catalog key they were written under: `scopes`, `grants` or `acl`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Scopes(_) => "scopes",
+            Self::Sql(_) => "grants",
+            Self::RedisAcl(_) => "acl",
+        }
+    }
+
+    /// The entries, whatever their kind.
+    pub fn entries(&self) -> &[String] {
+        match self {
+            Self::Scopes(v) | Self::Sql(v) | Self::RedisAcl(v) => v,
+        }
+    }
 }
 
 /// The whole validated catalog. Built only by [`Catalog::from_bundle`] (all or nothing)

@@ -15,8 +15,8 @@ use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
-    Catalog, Entitlement, Identity, Issuer, IssuerName, JwksRef, OverCap, SecretRef,
-    ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+    Catalog, DbTarget, Entitlement, Identity, Issuer, IssuerName, JwksRef, OverCap, Privileges,
+    SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
@@ -454,6 +454,246 @@ fn scope(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A value quoted for a message, cut short when long (templates can be).
+fn quoted(s: &str) -> String {
+    const MAX: usize = 60;
+    if s.chars().count() <= MAX {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head:?}…")
+    }
+}
+
+/// The kinds of `[[target]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KindWord {
+    Token,
+    Postgres,
+    MariaDb,
+    Redis,
+}
+
+impl KindWord {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Postgres => "postgres",
+            Self::MariaDb => "mariadb",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+fn target_kind(s: &str) -> Result<KindWord, String> {
+    match s {
+        "token" => Ok(KindWord::Token),
+        "postgres" => Ok(KindWord::Postgres),
+        "mariadb" => Ok(KindWord::MariaDb),
+        "redis" => Ok(KindWord::Redis),
+        "postgresql" => Err(format!(
+            "target kind {s:?} is unknown; write \"postgres\" (supported: postgres, mariadb, redis, token)"
+        )),
+        _ => Err(format!(
+            "target kind {s:?} is unknown; supported: postgres, mariadb, redis, token"
+        )),
+    }
+}
+
+/// `[a-z][a-z0-9_]{0,19}`: safe in every account name, before any quoting.
+fn managed_prefix(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 20
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "managed_prefix {} must be 1-20 characters: a lowercase letter, then lowercase letters, digits or '_' (e.g. \"kairos_\")",
+            quoted(s)
+        ))
+    }
+}
+
+/// A host name or IP address, without scheme, port or path.
+fn connect_host(s: &str) -> Result<String, String> {
+    let ip = s.parse::<std::net::IpAddr>().is_ok()
+        || s.strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .is_some_and(|r| r.parse::<std::net::Ipv6Addr>().is_ok());
+    let name = !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with(['-', '.'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if ip || name {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "connect_host {} must be a host name or IP address, without scheme, port or path (e.g. \"orders-db.internal\")",
+            quoted(s)
+        ))
+    }
+}
+
+/// The host part of a MariaDB account: `%`, `10.0.%`, `app.internal`,
+/// `10.0.0.0/255.255.255.0`. Never a quote: it goes between quotes.
+fn account_host(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '%' | '_' | '-' | '.' | ':' | '/'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "account_host {} must be a MariaDB host pattern: letters, digits and . - _ % : / (e.g. \"%\", \"10.0.%\", \"app.internal\")",
+            quoted(s)
+        ))
+    }
+}
+
+/// One SQL statement with `{{role}}` where the account goes.
+fn grant_template(s: &str) -> Result<String, String> {
+    const ROLE: &str = "{{role}}";
+    let why = if s.trim().is_empty() {
+        Some("is empty; write one SQL statement, e.g. \"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{role}}\"".to_owned())
+    } else if s.len() > 4096 {
+        Some("is longer than 4096 bytes".to_owned())
+    } else if s.contains(';') {
+        Some(
+            "contains ';': each entry is exactly one SQL statement; write several entries instead"
+                .to_owned(),
+        )
+    } else if s
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+    {
+        Some("contains control characters".to_owned())
+    } else if !s.contains(ROLE) {
+        Some(
+            "does not contain {{role}}: write it where the account goes, e.g. \"... TO {{role}}\""
+                .to_owned(),
+        )
+    } else if let Some(bad) = s
+        .match_indices("{{")
+        .map(|(i, _)| &s[i..])
+        .find(|rest| !rest.starts_with(ROLE))
+    {
+        let shown: String = bad.chars().take(12).collect();
+        Some(format!(
+            "has an unknown placeholder starting {shown:?}; the only placeholder is {{{{role}}}}"
+        ))
+    } else if ["'", "\"", "`"]
+        .iter()
+        .any(|q| s.contains(&format!("{q}{ROLE}")) || s.contains(&format!("{ROLE}{q}")))
+    {
+        Some(
+            "quotes {{role}}; leave it bare: it is replaced by the account, already quoted"
+                .to_owned(),
+        )
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(format!("grant template {} {why}", quoted(s))),
+        None => Ok(s.to_owned()),
+    }
+}
+
+/// One Redis ACL rule that shapes what the account may do (keys, channels, commands,
+/// categories), never one that touches how it authenticates or whether it is enabled:
+/// Kairos owns those. The same grammar as the Redis connector's, so that a catalog that
+/// loads never fails at provisioning for its rules.
+fn acl_rule(s: &str) -> Result<String, String> {
+    match acl_rule_problem(s) {
+        // `>password`, `#hash`, `!hash` (also after a space: `+get >password`) carry a
+        // secret: never echo such a rule; the key path names the entry.
+        Some(why) if s.contains(['>', '<', '#', '!']) => Err(format!("this ACL rule {why}")),
+        Some(why) => Err(format!("ACL rule {} {why}", quoted(s))),
+        None => Ok(s.to_owned()),
+    }
+}
+
+fn acl_rule_problem(s: &str) -> Option<&'static str> {
+    // Accepted as they are (case-insensitively, as Redis compares them).
+    const KEYWORDS: [&str; 6] = [
+        "allkeys",
+        "allchannels",
+        "allcommands",
+        "nocommands",
+        "resetkeys",
+        "resetchannels",
+    ];
+    let lower = s.to_ascii_lowercase();
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    };
+    if s.is_empty() {
+        return Some("is empty");
+    }
+    if s.len() > 512 {
+        return Some("is longer than 512 bytes");
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some(
+            "must be one rule without spaces; write each rule as its own entry, e.g. acl = [\"~sessions:*\", \"+get\"]",
+        );
+    }
+    if !s.is_ascii() {
+        return Some("contains a non-ASCII character");
+    }
+    if KEYWORDS.contains(&lower.as_str()) {
+        return None;
+    }
+    match lower.as_str() {
+        "nopass" | "on" | "off" | "reset" | "resetpass" => {
+            return Some(
+                "would change how the account authenticates or whether it is enabled; Kairos sets the password and enables the account itself: remove it",
+            );
+        }
+        "clearselectors" => return Some("touches selectors, which are not supported"),
+        "sanitize-payload" | "skip-sanitize-payload" => {
+            return Some("changes payload sanitisation, which is not supported");
+        }
+        _ => {}
+    }
+    if s.starts_with(['>', '<', '#', '!']) {
+        return Some("would set or remove a password; Kairos sets the password itself: remove it");
+    }
+    if s.starts_with('(') {
+        return Some("is a selector; selectors are not supported: write plain rules");
+    }
+    if let Some(pattern) = s.strip_prefix('~').or_else(|| s.strip_prefix('&')) {
+        return pattern.is_empty().then_some("has an empty pattern");
+    }
+    if let Some(permission) = lower.strip_prefix('%') {
+        return match permission.split_once('~') {
+            Some(("r" | "w" | "rw", "")) => Some("has an empty pattern"),
+            Some(("r" | "w" | "rw", _)) => None,
+            _ => Some(
+                "is not a key permission Kairos accepts: write %R~pattern, %W~pattern or %RW~pattern",
+            ),
+        };
+    }
+    if let Some(rest) = s.strip_prefix('+').or_else(|| s.strip_prefix('-')) {
+        let ok = match rest.strip_prefix('@') {
+            Some(category) => name_ok(category),
+            None => match rest.split_once('|') {
+                Some((command, sub)) => name_ok(command) && name_ok(sub),
+                None => name_ok(rest),
+            },
+        };
+        return (!ok).then_some("is not a valid +cmd, -cmd, +cmd|sub, +@category or -@category");
+    }
+    Some(
+        "is not a Redis ACL rule Kairos accepts; use key patterns (~keys, %R~keys, %W~keys, %RW~keys), channels (&channels), commands (+cmd, -cmd, +cmd|sub, +@category, -@category) or allkeys, allchannels, allcommands, nocommands, resetkeys, resetchannels",
+    )
+}
+
 fn issuer_url(s: &str) -> Result<String, String> {
     https_url("issuer", s)
 }
@@ -592,7 +832,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         .iter()
         .filter_map(|(path, node)| read_target(cx, path, node))
         .collect();
-    let entitlements: Vec<Item<Entitlement>> = entitlement_items
+    let entitlements: Vec<Item<DraftEntitlement>> = entitlement_items
         .iter()
         .filter_map(|(path, node)| read_entitlement(cx, path, node))
         .collect();
@@ -602,6 +842,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let identities = unique(cx, "identity", identities, |i| i.name.to_string());
     let targets = unique(cx, "target", targets, |t| t.name.to_string());
     let entitlements = unique(cx, "entitlement", entitlements, |e| e.name.to_string());
+    check_prefixes(cx, &targets);
 
     // Issuer URLs identify issuers in tokens, so they must be unique too.
     let mut by_url: BTreeMap<&str, &Item<Issuer>> = BTreeMap::new();
@@ -663,6 +904,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         .iter()
         .map(|t| (t.value.name.as_str(), &t.value.kind))
         .collect();
+    let mut built: Vec<Entitlement> = Vec::new();
     for item in &entitlements {
         let e = &item.value;
         if e.name.target() != e.target.as_str() {
@@ -703,18 +945,24 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             );
             cx.error(item.span("max_ttl"), &item.key("max_ttl"), message);
         }
-        match target_kinds.get(e.target.as_str()) {
-            Some(TargetKind::Token { .. }) if e.scopes.is_empty() => {
-                let message = format!(
-                    "scopes are required: target {} issues tokens, and a token without scopes grants nothing (e.g. scopes = [\"{}:{}\"])",
-                    e.target,
-                    e.target,
-                    e.name.role()
-                );
-                let span = item.spans.get("scopes").unwrap_or(&item.name_span).clone();
-                cx.error(&span, &item.key("scopes"), message);
-            }
-            _ => {}
+        // An undefined target was reported above.
+        let Some(kind) = target_kinds.get(e.target.as_str()) else {
+            continue;
+        };
+        if let Some(privileges) = privileges(cx, item, kind) {
+            built.push(Entitlement {
+                name: e.name.clone(),
+                target: e.target.clone(),
+                tier: e.tier,
+                max_ttl: e.max_ttl,
+                scopes: match &privileges {
+                    Privileges::Scopes(scopes) => scopes.clone(),
+                    Privileges::Sql(_) | Privileges::RedisAcl(_) => Vec::new(),
+                },
+                privileges,
+                over_cap: e.over_cap,
+                approval_team: e.approval_team.clone(),
+            });
         }
     }
 
@@ -740,10 +988,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .into_iter()
             .map(|t| (t.value.name.clone(), t.value))
             .collect(),
-        entitlements: entitlements
-            .into_iter()
-            .map(|e| (e.value.name.clone(), e.value))
-            .collect(),
+        entitlements: built.into_iter().map(|e| (e.name.clone(), e)).collect(),
         policies: policies?,
     };
     Some(catalog)
@@ -1062,34 +1307,152 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     ))
 }
 
-const TARGET_KEYS: [&str; 4] = ["name", "kind", "audience", "owner"];
+const TARGET_KEYS: [&str; 10] = [
+    "name",
+    "kind",
+    "owner",
+    "audience",
+    "admin_url_env",
+    "admin_url_file",
+    "managed_prefix",
+    "connect_host",
+    "reconcile_interval",
+    "account_host",
+];
+
+/// The keys that belong to some target kinds only, and the kinds they belong to.
+const KIND_KEYS: [(&str, &[KindWord], &str); 7] = [
+    ("audience", &[KindWord::Token], "token targets"),
+    (
+        "admin_url_env",
+        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
+        "postgres, mariadb and redis targets",
+    ),
+    (
+        "admin_url_file",
+        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
+        "postgres, mariadb and redis targets",
+    ),
+    (
+        "managed_prefix",
+        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
+        "postgres, mariadb and redis targets",
+    ),
+    (
+        "connect_host",
+        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
+        "postgres, mariadb and redis targets",
+    ),
+    (
+        "reconcile_interval",
+        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
+        "postgres, mariadb and redis targets",
+    ),
+    ("account_host", &[KindWord::MariaDb], "mariadb targets"),
+];
 
 fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>> {
     let mut t = Table::of(cx, path.into(), node)?;
     let name = t.req(cx, "name", TargetName::parse);
-    let kind = t.req(cx, "kind", |s| match s {
-        "token" => Ok(s.to_owned()),
-        "postgres" | "mariadb" | "mysql" | "redis" => Err(format!(
-            "target kind {s:?} is not supported yet; supported: token"
-        )),
-        _ => Err(format!("target kind {s:?} is unknown; supported: token")),
-    });
-    let audience = t.opt(cx, "audience", text("audience", 512));
+    let kind = t.req(cx, "kind", target_kind);
     let owner = t.opt(cx, "owner", TeamName::parse);
-    let kind = match (kind, audience) {
-        (Ok(_), Ok(Some(audience))) => Ok(TargetKind::Token {
-            audience: audience.value,
-        }),
-        (Ok(_), Ok(None)) => {
-            t.missing(cx, "audience");
-            Err(Invalid)
-        }
-        _ => Err(Invalid),
-    };
+    let audience = t.opt(cx, "audience", text("audience", 512));
+    let admin_env = t.opt(cx, "admin_url_env", env_name);
+    let admin_file = t.opt(cx, "admin_url_file", file_path);
+    let prefix = t.opt(cx, "managed_prefix", managed_prefix);
+    let host = t.opt(cx, "connect_host", connect_host);
+    let interval = t.opt(cx, "reconcile_interval", Ttl::parse);
+    let account_host = t.opt(cx, "account_host", account_host);
+    // An inline `admin_url` is reported by `finish` as a secret; saying "admin_url_env
+    // is missing" as well would only repeat it.
+    let inline_admin_url = t.entries.iter().any(|e| e.key == "admin_url");
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &TARGET_KEYS);
-    let (Ok(name), Ok(kind), Ok(owner)) = (name, kind, owner) else {
+    let kind = kind.ok()?.value;
+
+    let mut misplaced = false;
+    for (key, kinds, which) in KIND_KEYS {
+        if kinds.contains(&kind) {
+            continue;
+        }
+        if let Some(entry) = t.entries.iter().find(|e| e.key == key) {
+            cx.error(
+                &entry.node.span,
+                &t.key(key),
+                format!(
+                    "`{key}` applies only to {which}; this target's kind is {}",
+                    kind.as_str()
+                ),
+            );
+            misplaced = true;
+        }
+    }
+
+    let built = match kind {
+        KindWord::Token => match audience {
+            Ok(Some(audience)) => Ok(TargetKind::Token {
+                audience: audience.value,
+            }),
+            Ok(None) => {
+                t.missing(cx, "audience");
+                Err(Invalid)
+            }
+            Err(Invalid) => Err(Invalid),
+        },
+        KindWord::Postgres | KindWord::MariaDb | KindWord::Redis => {
+            let admin_url = match one_of(
+                cx,
+                &t,
+                ("admin_url_env", admin_env),
+                ("admin_url_file", admin_file),
+            ) {
+                Ok(Some(Either::First(var))) => Ok(SecretRef::Env(var)),
+                Ok(Some(Either::Second(path))) => Ok(SecretRef::File(path)),
+                Ok(None) if inline_admin_url => Err(Invalid),
+                Ok(None) => {
+                    cx.error(
+                        &t.span,
+                        &t.key("admin_url_env"),
+                        format!(
+                            "a {} target needs its admin connection URL: set `admin_url_env` (an environment variable holding it) or `admin_url_file` (a file holding it)",
+                            kind.as_str()
+                        ),
+                    );
+                    Err(Invalid)
+                }
+                Err(Invalid) => Err(Invalid),
+            };
+            let account_host = match kind {
+                KindWord::MariaDb => account_host.map(|h| {
+                    Some(h.map_or_else(|| DbTarget::DEFAULT_ACCOUNT_HOST.to_owned(), |h| h.value))
+                }),
+                _ => Ok(None),
+            };
+            match (admin_url, prefix, host, interval, account_host) {
+                (Ok(admin_url), Ok(prefix), Ok(host), Ok(interval), Ok(account_host)) => {
+                    let db = DbTarget {
+                        admin_url,
+                        managed_prefix: prefix.map_or_else(
+                            || DbTarget::DEFAULT_MANAGED_PREFIX.to_owned(),
+                            |p| p.value,
+                        ),
+                        connect_host: host.map(|h| h.value),
+                        reconcile_interval: interval
+                            .map_or_else(DbTarget::default_reconcile_interval, |i| i.value),
+                        account_host,
+                    };
+                    Ok(match kind {
+                        KindWord::MariaDb => TargetKind::MariaDb(db),
+                        KindWord::Redis => TargetKind::Redis(db),
+                        _ => TargetKind::Postgres(db),
+                    })
+                }
+                _ => Err(Invalid),
+            }
+        }
+    };
+    let (Ok(name), Ok(kind), Ok(owner), false) = (name, built, owner, misplaced) else {
         return None;
     };
     Some(item(
@@ -1103,30 +1466,115 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
     ))
 }
 
-const ENTITLEMENT_KEYS: [&str; 7] = [
+/// Two targets of the same kind reached through the same admin reference must not have
+/// overlapping managed prefixes: each reconciler would take the other's accounts for
+/// residue and drop them.
+fn check_prefixes(cx: &mut Cx<'_>, targets: &[Item<Target>]) {
+    for (i, item) in targets.iter().enumerate() {
+        let Some(db) = item.value.db() else { continue };
+        let clash = targets[..i].iter().find(|other| {
+            other.value.kind_name() == item.value.kind_name()
+                && other.value.db().is_some_and(|o| {
+                    o.admin_url == db.admin_url
+                        && (o.managed_prefix.starts_with(&db.managed_prefix)
+                            || db.managed_prefix.starts_with(&o.managed_prefix))
+                })
+        });
+        let Some(other) = clash else { continue };
+        let other_prefix = other
+            .value
+            .db()
+            .map(|o| o.managed_prefix.as_str())
+            .unwrap_or_default();
+        let how = if other_prefix == db.managed_prefix {
+            format!("the same managed prefix {:?}", db.managed_prefix)
+        } else {
+            format!(
+                "managed prefix {:?}, which overlaps its {other_prefix:?}",
+                db.managed_prefix
+            )
+        };
+        let defaulted = if item.spans.contains_key("managed_prefix") {
+            ""
+        } else {
+            " (the default)"
+        };
+        let message = format!(
+            "target {} has the same kind ({}) and admin URL ({}) as target {} (line {}) and {how}{defaulted}; each would reconcile (drop) the other's accounts: give them managed prefixes that do not start with one another",
+            item.value.name,
+            item.value.kind_name(),
+            db.admin_url.describe(),
+            other.value.name,
+            cx.line(&other.name_span),
+        );
+        cx.error(
+            item.span("managed_prefix"),
+            &item.key("managed_prefix"),
+            message,
+        );
+    }
+}
+
+const ENTITLEMENT_KEYS: [&str; 9] = [
     "name",
     "target",
     "tier",
     "max_ttl",
     "scopes",
+    "grants",
+    "acl",
     "over_cap",
     "approval_team",
 ];
 
-fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Entitlement>> {
+/// An entitlement as read, before its target's kind says which privilege key it needs.
+struct DraftEntitlement {
+    name: EntitlementName,
+    target: TargetName,
+    tier: Tier,
+    max_ttl: Ttl,
+    scopes: Option<Vec<String>>,
+    grants: Option<Vec<String>>,
+    acl: Option<Vec<String>>,
+    over_cap: OverCap,
+    approval_team: Option<TeamName>,
+}
+
+fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<DraftEntitlement>> {
     let mut t = Table::of(cx, path.into(), node)?;
     let name = t.req(cx, "name", EntitlementName::parse);
     let target = t.opt(cx, "target", TargetName::parse);
     let tier = t.req(cx, "tier", tier);
     let max_ttl = t.req(cx, "max_ttl", Ttl::parse);
     let scopes = t.list(cx, "scopes", scope);
+    let grants = t.list(cx, "grants", grant_template);
+    let acl = t.list(cx, "acl", acl_rule);
     let over_cap = t.opt(cx, "over_cap", over_cap);
     let approval_team = t.opt(cx, "approval_team", TeamName::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &ENTITLEMENT_KEYS);
-    let (Ok(name), Ok(target), Ok(tier), Ok(max_ttl), Ok(scopes), Ok(over_cap), Ok(approval_team)) =
-        (name, target, tier, max_ttl, scopes, over_cap, approval_team)
+    let (
+        Ok(name),
+        Ok(target),
+        Ok(tier),
+        Ok(max_ttl),
+        Ok(scopes),
+        Ok(grants),
+        Ok(acl),
+        Ok(over_cap),
+        Ok(approval_team),
+    ) = (
+        name,
+        target,
+        tier,
+        max_ttl,
+        scopes,
+        grants,
+        acl,
+        over_cap,
+        approval_team,
+    )
     else {
         return None;
     };
@@ -1142,19 +1590,96 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Ent
             }
         },
     };
+    let strings = |items: Option<Vec<At<String>>>| items.map(|v| string_list(Some(v)));
     Some(item(
         &t,
         &ENTITLEMENT_KEYS,
-        Entitlement {
+        DraftEntitlement {
             name,
             target,
             tier: tier.value,
             max_ttl: max_ttl.value,
-            scopes: string_list(scopes),
+            scopes: strings(scopes),
+            grants: strings(grants),
+            acl: strings(acl),
             over_cap: over_cap.map_or(OverCap::Refuse, |o| o.value),
             approval_team: approval_team.map(|a| a.value),
         },
     ))
+}
+
+/// The privileges of an entitlement on a target of `kind`: the key that kind needs must
+/// be there and non-empty, and the keys of the other kinds must not be.
+fn privileges(
+    cx: &mut Cx<'_>,
+    item: &Item<DraftEntitlement>,
+    kind: &TargetKind,
+) -> Option<Privileges> {
+    let e = &item.value;
+    let role = e.name.role();
+    let (key, list, wrap, example): (_, _, fn(Vec<String>) -> Privileges, _) = match kind {
+        TargetKind::Token { .. } => (
+            "scopes",
+            &e.scopes,
+            Privileges::Scopes,
+            format!("scopes = [\"{}:{role}\"]", e.target),
+        ),
+        TargetKind::Postgres(_) => (
+            "grants",
+            &e.grants,
+            Privileges::Sql,
+            "grants = [\"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{role}}\"]".to_owned(),
+        ),
+        TargetKind::MariaDb(_) => (
+            "grants",
+            &e.grants,
+            Privileges::Sql,
+            "grants = [\"GRANT SELECT ON orders.* TO {{role}}\"]".to_owned(),
+        ),
+        TargetKind::Redis(_) => (
+            "acl",
+            &e.acl,
+            Privileges::RedisAcl,
+            "acl = [\"~sessions:*\", \"+get\"]".to_owned(),
+        ),
+    };
+    let kind_name = kind.as_str();
+    let mut ok = true;
+    for (other, present, which) in [
+        ("scopes", e.scopes.is_some(), "token targets"),
+        ("grants", e.grants.is_some(), "postgres and mariadb targets"),
+        ("acl", e.acl.is_some(), "redis targets"),
+    ] {
+        if other != key && present {
+            let message = format!(
+                "`{other}` applies only to {which}; target {} is {kind_name}: write its privileges as `{key}`, e.g. {example}",
+                e.target
+            );
+            cx.error(item.span(other), &item.key(other), message);
+            ok = false;
+        }
+    }
+    match list {
+        Some(list) if !list.is_empty() => ok.then(|| wrap(list.clone())),
+        _ => {
+            let message = match kind {
+                TargetKind::Token { .. } => format!(
+                    "scopes are required: target {} issues tokens, and a token without scopes grants nothing (e.g. {example})",
+                    e.target
+                ),
+                TargetKind::Postgres(_) | TargetKind::MariaDb(_) => format!(
+                    "grants are required: target {} is {kind_name}, and an account without grants can do nothing; write one SQL statement per entry with {{{{role}}}} where the account goes, e.g. {example}",
+                    e.target
+                ),
+                TargetKind::Redis(_) => format!(
+                    "acl is required: target {} is redis, and an account without ACL rules can do nothing; write one rule per entry, e.g. {example}",
+                    e.target
+                ),
+            };
+            cx.error(item.span(key), &item.key(key), message);
+            None
+        }
+    }
 }
 
 /// Compiles the policy files matched by `[policy] files`. `None` if anything failed.

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kairos_config::{
-    Catalog, ConfigBundle, ConfigDiff, IssuerName, JwksRef, OverCap, SecretRef, StoreLocation, Tier,
+    Catalog, ConfigBundle, ConfigDiff, IssuerName, JwksRef, OverCap, Privileges, SecretRef,
+    StoreLocation, TargetKind, Tier,
 };
 use kairos_domain::{
-    DecisionOutcome, EntitlementName, IdentityName, Principal, Task, TaskKind, TaskRef, TeamName,
-    Ttl,
+    DecisionOutcome, EntitlementName, IdentityName, Principal, TargetName, Task, TaskKind, TaskRef,
+    TeamName, Ttl,
 };
 use kairos_policy::PolicyInput;
 
@@ -496,7 +497,7 @@ fn issuers_need_exactly_one_valid_key_source() {
 }
 
 #[test]
-fn token_targets_need_scopes_and_other_kinds_wait() {
+fn token_targets_need_scopes_and_an_audience() {
     check(
         &pre("[[entitlement]]\nname = \"orders-api/read\"\ntier = \"low\"\nmax_ttl = \"1h\"\n"),
         &[
@@ -510,8 +511,10 @@ fn token_targets_need_scopes_and_other_kinds_wait() {
         &["kairos.toml:20: entitlement[0].scopes: scopes are required"],
     );
     check(
-        &pre("[[target]]\nname = \"orders-db\"\nkind = \"postgres\"\n"),
-        &["kairos.toml:18: target[1].kind: target kind \"postgres\" is not supported yet"],
+        &pre("[[target]]\nname = \"orders-db\"\nkind = \"mysql\"\n"),
+        &[
+            "kairos.toml:18: target[1].kind: target kind \"mysql\" is unknown; supported: postgres, mariadb, redis, token",
+        ],
     );
     check(
         &pre("[[target]]\nname = \"orders-db\"\nkind = \"token\"\n"),
@@ -742,4 +745,533 @@ fn read_from_disk_names_the_key_of_a_missing_file() {
     write(dir.path(), "broken.toml", "[[team]\n");
     let bundle = ConfigBundle::read_from_disk(dir.path().join("broken.toml")).unwrap();
     check_bundle(&bundle, &["broken.toml:1: TOML syntax error"]);
+}
+
+// ---------------------------------------------------------------------------------
+// Database targets (postgres, mariadb, redis)
+
+/// Nineteen lines (the last one blank) of three account targets; after `PRE`, what
+/// tests append starts on line 35.
+const DBS: &str = r#"[[target]]
+name = "orders-db"
+kind = "postgres"
+admin_url_env = "ORDERS_DB_ADMIN_URL"
+connect_host = "orders-db.internal"
+reconcile_interval = "1m"
+owner = "payments"
+
+[[target]]
+name = "shop-db"
+kind = "mariadb"
+admin_url_file = "/run/secrets/shop-db-admin-url"
+managed_prefix = "kx_"
+
+[[target]]
+name = "cache"
+kind = "redis"
+admin_url_env = "CACHE_ADMIN_URL"
+
+"#;
+
+fn dbs(rest: &str) -> String {
+    assert_eq!(DBS.lines().count(), 19);
+    pre(&format!("{DBS}{rest}"))
+}
+
+const DB_ENTITLEMENTS: &str = r#"[[entitlement]]
+name = "orders-db/readonly"
+tier = "medium"
+max_ttl = "30m"
+grants = ["GRANT CONNECT ON DATABASE orders TO {{role}}",
+          "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{role}}"]
+
+[[entitlement]]
+name = "shop-db/read"
+tier = "low"
+max_ttl = "1h"
+grants = ["GRANT SELECT ON shop.* TO {{role}}"]
+
+[[entitlement]]
+name = "cache/sessions-read"
+target = "cache"
+tier = "low"
+max_ttl = "15m"
+acl = ["~sessions:*", "+get", "+mget", "%R~cart:*", "-@dangerous", "allchannels"]
+
+[[entitlement]]
+name = "orders-api/read"
+tier = "low"
+max_ttl = "1h"
+scopes = ["orders:read"]
+"#;
+
+/// `[[entitlement]]` on line 35 with `name` (36; where a missing key is reported), `tier`
+/// and `max_ttl`, then `extra` from line 39.
+fn entitlement(name: &str, extra: &str) -> String {
+    dbs(&format!(
+        "[[entitlement]]\nname = \"{name}\"\ntier = \"low\"\nmax_ttl = \"1h\"\n{extra}"
+    ))
+}
+
+fn target_named<'a>(catalog: &'a Catalog, name: &str) -> &'a kairos_config::Target {
+    catalog.target(&TargetName::parse(name).unwrap()).unwrap()
+}
+
+fn entitlement_named<'a>(catalog: &'a Catalog, name: &str) -> &'a kairos_config::Entitlement {
+    catalog
+        .entitlement(&EntitlementName::parse(name).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn database_targets_and_their_entitlements_load() {
+    let catalog = load(&dbs(DB_ENTITLEMENTS));
+
+    let orders = target_named(&catalog, "orders-db");
+    assert_eq!(orders.kind_name(), "postgres");
+    assert_eq!(orders.audience(), None);
+    assert_eq!(orders.owner, Some(TeamName::parse("payments").unwrap()));
+    let TargetKind::Postgres(db) = &orders.kind else {
+        panic!("{orders:?}")
+    };
+    assert_eq!(db.admin_url, SecretRef::Env("ORDERS_DB_ADMIN_URL".into()));
+    assert_eq!(db.admin_url.describe(), "env ORDERS_DB_ADMIN_URL");
+    assert_eq!(db.managed_prefix, "kairos_", "the default prefix");
+    assert_eq!(db.connect_host.as_deref(), Some("orders-db.internal"));
+    assert_eq!(db.reconcile_interval, Ttl::parse("1m").unwrap());
+    assert_eq!(db.account_host, None);
+
+    let shop = target_named(&catalog, "shop-db");
+    assert_eq!(shop.kind_name(), "mariadb");
+    let TargetKind::MariaDb(db) = &shop.kind else {
+        panic!("{shop:?}")
+    };
+    assert_eq!(
+        db.admin_url.describe(),
+        "file /run/secrets/shop-db-admin-url"
+    );
+    assert_eq!(db.managed_prefix, "kx_");
+    assert_eq!(db.connect_host, None);
+    assert_eq!(db.reconcile_interval, Ttl::parse("30s").unwrap());
+    assert_eq!(db.account_host.as_deref(), Some("%"), "the MariaDB default");
+
+    let cache = target_named(&catalog, "cache");
+    assert_eq!(cache.kind_name(), "redis");
+    assert!(matches!(&cache.kind, TargetKind::Redis(db) if db.account_host.is_none()));
+    assert_eq!(target_named(&catalog, "orders-api").kind_name(), "token");
+    assert!(target_named(&catalog, "orders-api").db().is_none());
+
+    let readonly = entitlement_named(&catalog, "orders-db/readonly");
+    assert_eq!(
+        readonly.privileges,
+        Privileges::Sql(vec![
+            "GRANT CONNECT ON DATABASE orders TO {{role}}".into(),
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {{role}}".into(),
+        ])
+    );
+    assert!(readonly.scopes.is_empty());
+    assert_eq!(readonly.privileges.key(), "grants");
+    let sessions = entitlement_named(&catalog, "cache/sessions-read");
+    assert_eq!(
+        sessions.privileges.entries(),
+        [
+            "~sessions:*",
+            "+get",
+            "+mget",
+            "%R~cart:*",
+            "-@dangerous",
+            "allchannels"
+        ]
+    );
+    assert!(matches!(sessions.privileges, Privileges::RedisAcl(_)));
+    // Token entitlements keep `scopes` as before.
+    let read = entitlement_named(&catalog, "orders-api/read");
+    assert_eq!(read.scopes, ["orders:read"]);
+    assert_eq!(
+        read.privileges,
+        Privileges::Scopes(vec!["orders:read".into()])
+    );
+
+    // A MariaDB account host, and an IP connect host.
+    let catalog = load(&pre(
+        "[[target]]\nname = \"shop-db\"\nkind = \"mariadb\"\nadmin_url_env = \"SHOP\"\naccount_host = \"10.0.%\"\nconnect_host = \"10.0.0.7\"\n",
+    ));
+    let db = target_named(&catalog, "shop-db").db().unwrap();
+    assert_eq!(db.account_host.as_deref(), Some("10.0.%"));
+    assert_eq!(db.connect_host.as_deref(), Some("10.0.0.7"));
+}
+
+#[test]
+fn the_admin_url_is_a_reference_never_a_value() {
+    let secret = "hunter2-admin";
+    let toml = pre(&format!(
+        "[[target]]\nname = \"orders-db\"\nkind = \"postgres\"\nadmin_url = \"postgres://admin:{secret}@db/orders\"\n"
+    ));
+    let errors = Catalog::from_bundle(&bundle(&toml)).unwrap_err();
+    let text = errors.to_string();
+    assert_eq!(
+        errors.len(),
+        1,
+        "only the inline secret is reported:\n{text}"
+    );
+    assert!(
+        text.contains(
+            "kairos.toml:19: target[1].admin_url: looks like a secret written into the catalog"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "use `admin_url_env = \"ENV_VAR\"` or `admin_url_file = \"/path/to/file\"` instead"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains(secret), "a secret was echoed:\n{text}");
+
+    let target = |keys: &str| {
+        pre(&format!(
+            "[[target]]\nname = \"orders-db\"\nkind = \"postgres\"\n{keys}"
+        ))
+    };
+    check(
+        &target(""),
+        &[
+            "kairos.toml:16: target[1].admin_url_env: a postgres target needs its admin connection URL: set `admin_url_env` (an environment variable holding it) or `admin_url_file`",
+        ],
+    );
+    check(
+        &target("admin_url_env = \"A\"\nadmin_url_file = \"/run/a\"\n"),
+        &[
+            "kairos.toml:20: target[1].admin_url_file: set either `admin_url_env` or `admin_url_file`, not both",
+        ],
+    );
+    check(
+        &target("admin_url_env = \"postgres://x\"\n"),
+        &[
+            "kairos.toml:19: target[1].admin_url_env: \"postgres://x\" is not an environment variable name",
+        ],
+    );
+}
+
+#[test]
+fn keys_of_other_target_kinds_are_errors() {
+    check(
+        &pre(
+            "[[target]]\nname = \"orders-db\"\nkind = \"postgres\"\nadmin_url_env = \"A\"\naudience = \"x\"\naccount_host = \"%\"\n",
+        ),
+        &[
+            "kairos.toml:20: target[1].audience: `audience` applies only to token targets; this target's kind is postgres",
+            "kairos.toml:21: target[1].account_host: `account_host` applies only to mariadb targets; this target's kind is postgres",
+        ],
+    );
+    check(
+        &pre(
+            "[[target]]\nname = \"cache\"\nkind = \"redis\"\nadmin_url_env = \"A\"\naccount_host = \"%\"\n",
+        ),
+        &[
+            "kairos.toml:20: target[1].account_host: `account_host` applies only to mariadb targets; this target's kind is redis",
+        ],
+    );
+    check(
+        &pre(
+            "[[target]]\nname = \"api2\"\nkind = \"token\"\naudience = \"x\"\nadmin_url_env = \"A\"\nmanaged_prefix = \"k_\"\n",
+        ),
+        &[
+            "kairos.toml:20: target[1].admin_url_env: `admin_url_env` applies only to postgres, mariadb and redis targets; this target's kind is token",
+            "kairos.toml:21: target[1].managed_prefix: `managed_prefix` applies only to postgres, mariadb and redis targets",
+        ],
+    );
+    check(
+        &pre("[[target]]\nname = \"db\"\nkind = \"postgresql\"\n"),
+        &[
+            "kairos.toml:18: target[1].kind: target kind \"postgresql\" is unknown; write \"postgres\"",
+        ],
+    );
+}
+
+#[test]
+fn database_target_values_are_checked() {
+    let target = |line: &str| {
+        pre(&format!(
+            "[[target]]\nname = \"shop-db\"\nkind = \"mariadb\"\nadmin_url_env = \"A\"\n{line}\n"
+        ))
+    };
+    for prefix in ["Kairos_", "9x", "a-b", "", "abcdefghijklmnopqrstu"] {
+        check(
+            &target(&format!("managed_prefix = \"{prefix}\"")),
+            &[
+                "kairos.toml:20: target[1].managed_prefix: managed_prefix",
+                "must be 1-20 characters",
+            ],
+        );
+    }
+    load(&target("managed_prefix = \"abcdefghijklmnopqrst\""));
+    for host in ["postgres://db", "db:5432", "db/orders", "", "-db"] {
+        check(
+            &target(&format!("connect_host = \"{host}\"")),
+            &[
+                "kairos.toml:20: target[1].connect_host: connect_host",
+                "must be a host name or IP address",
+            ],
+        );
+    }
+    load(&target("connect_host = \"[::1]\""));
+    check(
+        &target("account_host = \"%' OR '1\""),
+        &[
+            "kairos.toml:20: target[1].account_host: account_host \"%' OR '1\" must be a MariaDB host pattern",
+        ],
+    );
+    check(
+        &target("reconcile_interval = \"0s\""),
+        &["kairos.toml:20: target[1].reconcile_interval: TTL \"0s\" is zero"],
+    );
+}
+
+#[test]
+fn targets_sharing_an_admin_url_need_distinct_prefixes() {
+    let pg = |name: &str, extra: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\nkind = \"postgres\"\nadmin_url_env = \"PG_ADMIN\"\n{extra}\n"
+        )
+    };
+    check(
+        &pre(&format!("{}{}", pg("a-db", ""), pg("b-db", ""))),
+        &[
+            "kairos.toml:22: target[2].managed_prefix: target b-db has the same kind (postgres) and admin URL (env PG_ADMIN) as target a-db (line 17) and the same managed prefix \"kairos_\" (the default); each would reconcile (drop) the other's accounts",
+        ],
+    );
+    check(
+        &pre(&format!(
+            "{}{}",
+            pg("a-db", ""),
+            pg("b-db", "managed_prefix = \"kairos_ro_\"")
+        )),
+        &[
+            "kairos.toml:25: target[2].managed_prefix: target b-db has the same kind (postgres) and admin URL (env PG_ADMIN) as target a-db (line 17) and managed prefix \"kairos_ro_\", which overlaps its \"kairos_\"",
+        ],
+    );
+    // Distinct prefixes, another admin URL or another kind are fine.
+    load(&pre(&format!(
+        "{}{}",
+        pg("a-db", ""),
+        pg("b-db", "managed_prefix = \"kro_\"")
+    )));
+    load(&pre(&format!(
+        "{}{}",
+        pg("a-db", ""),
+        pg("b-db", "").replace("PG_ADMIN", "PG_ADMIN_2")
+    )));
+    load(&pre(&format!(
+        "{}{}",
+        pg("a-db", ""),
+        pg("b-db", "").replace("postgres", "mariadb")
+    )));
+    // Files count too.
+    let file = |name: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\nkind = \"redis\"\nadmin_url_file = \"/run/redis\"\nmanaged_prefix = \"k_\"\n\n"
+        )
+    };
+    check(
+        &pre(&format!("{}{}", file("c1"), file("c2"))),
+        &[
+            "kairos.toml:26: target[2].managed_prefix: target c2 has the same kind (redis) and admin URL (file /run/redis) as target c1 (line 17)",
+        ],
+    );
+}
+
+#[test]
+fn grants_are_single_statements_with_a_role() {
+    let grants = |list: &str| entitlement("orders-db/rw", &format!("grants = [{list}]\n"));
+    check(
+        &entitlement("orders-db/rw", ""),
+        &[
+            "kairos.toml:36: entitlement[0].grants: grants are required: target orders-db is postgres",
+        ],
+    );
+    check(
+        &grants(""),
+        &["kairos.toml:39: entitlement[0].grants: grants are required"],
+    );
+    // An injection attempt: a second statement after `;`.
+    check(
+        &grants(
+            "\"GRANT SELECT ON orders TO {{role}}\",\n  \"GRANT SELECT ON orders TO {{role}}; DROP TABLE orders\"",
+        ),
+        &[
+            "kairos.toml:40: entitlement[0].grants[1]: grant template \"GRANT SELECT ON orders TO {{role}}; DROP TABLE orders\" contains ';': each entry is exactly one SQL statement",
+        ],
+    );
+    check(
+        &grants("\"GRANT SELECT ON orders TO {{role}} --\\n; DROP TABLE orders\""),
+        &["entitlement[0].grants[0]: grant template", "contains ';'"],
+    );
+    check(
+        &grants("\"GRANT SELECT ON orders TO kairos\""),
+        &[
+            "kairos.toml:39: entitlement[0].grants[0]: grant template \"GRANT SELECT ON orders TO kairos\" does not contain {{role}}",
+        ],
+    );
+    check(
+        &grants("\"  \""),
+        &["kairos.toml:39: entitlement[0].grants[0]: grant template \"  \" is empty"],
+    );
+    check(
+        &grants("\"GRANT {{role}} TO {{user}}\""),
+        &[
+            "entitlement[0].grants[0]: grant template \"GRANT {{role}} TO {{user}}\" has an unknown placeholder starting \"{{user}}\"; the only placeholder is {{role}}",
+        ],
+    );
+    check(
+        &grants("\"GRANT SELECT ON t TO '{{role}}'\""),
+        &[
+            "entitlement[0].grants[0]: grant template \"GRANT SELECT ON t TO '{{role}}'\" quotes {{role}}",
+        ],
+    );
+    // Multi-line statements are fine.
+    load(&grants(
+        "\"\"\"\nGRANT SELECT\n  ON ALL TABLES IN SCHEMA public\n  TO {{role}}\"\"\"",
+    ));
+    // MariaDB takes grants too.
+    load(&entitlement(
+        "shop-db/rw",
+        "grants = [\"GRANT SELECT, INSERT ON shop.* TO {{role}}\"]\n",
+    ));
+}
+
+#[test]
+fn acl_rules_cannot_touch_authentication() {
+    let acl = |list: &str| entitlement("cache/rw", &format!("acl = [{list}]\n"));
+    check(
+        &entitlement("cache/rw", ""),
+        &["kairos.toml:36: entitlement[0].acl: acl is required: target cache is redis"],
+    );
+    check(
+        &acl("\"+get\", \"nopass\""),
+        &[
+            "kairos.toml:39: entitlement[0].acl[1]: ACL rule \"nopass\" would change how the account authenticates or whether it is enabled",
+        ],
+    );
+    for rule in ["on", "off", "RESET", "resetpass"] {
+        check(
+            &acl(&format!("\"{rule}\"")),
+            &[&format!(
+                "entitlement[0].acl[0]: ACL rule \"{rule}\" would change how the account authenticates"
+            )],
+        );
+    }
+    for rule in [
+        ">hunter2",
+        "<hunter2",
+        "#0123abcd",
+        "!0123abcd",
+        "+get >hunter2",
+    ] {
+        let toml = acl(&format!("\"{rule}\""));
+        let errors = Catalog::from_bundle(&bundle(&toml))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("kairos.toml:39: entitlement[0].acl[0]: this ACL rule"),
+            "{errors}"
+        );
+        assert!(
+            !errors.contains("0123abcd") && !errors.contains("hunter2"),
+            "a secret was echoed:\n{errors}"
+        );
+    }
+    check(
+        &acl("\"(~x +get)\""),
+        &["entitlement[0].acl[0]: ACL rule \"(~x +get)\" must be one rule without spaces"],
+    );
+    check(
+        &acl("\"(~x\""),
+        &["entitlement[0].acl[0]: ACL rule \"(~x\" is a selector"],
+    );
+    check(
+        &acl("\"+get ~x\""),
+        &["entitlement[0].acl[0]: ACL rule \"+get ~x\" must be one rule without spaces"],
+    );
+    check(
+        &acl("\"clearselectors\""),
+        &["entitlement[0].acl[0]: ACL rule \"clearselectors\" touches selectors"],
+    );
+    check(
+        &acl("\"%X~k\""),
+        &["entitlement[0].acl[0]: ACL rule \"%X~k\" is not a key permission Kairos accepts"],
+    );
+    check(
+        &acl("\"+\""),
+        &["entitlement[0].acl[0]: ACL rule \"+\" is not a valid +cmd"],
+    );
+    check(
+        &acl("\"~\""),
+        &["entitlement[0].acl[0]: ACL rule \"~\" has an empty pattern"],
+    );
+    load(&acl(
+        "\"%RW~k:*\", \"+client|info\", \"+@read\", \"-@dangerous\", \"&news\", \"ALLKEYS\"",
+    ));
+    check(
+        &acl("\"sessions:*\""),
+        &["entitlement[0].acl[0]: ACL rule \"sessions:*\" is not a Redis ACL rule Kairos accepts"],
+    );
+}
+
+#[test]
+fn privileges_must_match_the_target_kind() {
+    check(
+        &entitlement("orders-db/rw", "scopes = [\"orders:write\"]\n"),
+        &[
+            "kairos.toml:39: entitlement[0].scopes: `scopes` applies only to token targets; target orders-db is postgres: write its privileges as `grants`",
+        ],
+    );
+    check(
+        &entitlement(
+            "orders-db/rw",
+            "grants = [\"GRANT SELECT ON t TO {{role}}\"]\nacl = [\"+get\"]\n",
+        ),
+        &[
+            "kairos.toml:40: entitlement[0].acl: `acl` applies only to redis targets; target orders-db is postgres",
+        ],
+    );
+    check(
+        &entitlement("cache/rw", "grants = [\"GRANT SELECT ON t TO {{role}}\"]\n"),
+        &[
+            "kairos.toml:39: entitlement[0].grants: `grants` applies only to postgres and mariadb targets; target cache is redis: write its privileges as `acl`",
+            "kairos.toml:36: entitlement[0].acl: acl is required",
+        ],
+    );
+    check(
+        &entitlement(
+            "orders-api/rw",
+            "scopes = [\"orders:write\"]\ngrants = [\"GRANT SELECT ON t TO {{role}}\"]\n",
+        ),
+        &[
+            "kairos.toml:40: entitlement[0].grants: `grants` applies only to postgres and mariadb targets; target orders-api is token: write its privileges as `scopes`",
+        ],
+    );
+}
+
+#[test]
+fn diff_sees_changed_grants_and_target_settings() {
+    let old = load(&dbs(DB_ENTITLEMENTS));
+    let new = load(&dbs(&DB_ENTITLEMENTS
+        .replace("SCHEMA public TO", "SCHEMA reporting TO")
+        .replace("\"+mget\", ", "")));
+    assert_eq!(
+        Catalog::diff(&old, &new),
+        ConfigDiff {
+            created: vec![],
+            changed: vec![
+                "entitlement cache/sessions-read".into(),
+                "entitlement orders-db/readonly".into()
+            ],
+            removed: vec![],
+        }
+    );
+    let moved = load(&dbs(DB_ENTITLEMENTS).replace("orders-db.internal", "orders-db-2.internal"));
+    assert_eq!(Catalog::diff(&old, &moved).changed, ["target orders-db"]);
+    let rotated = load(&dbs(DB_ENTITLEMENTS).replace("CACHE_ADMIN_URL", "CACHE_ADMIN_URL_V2"));
+    assert_eq!(Catalog::diff(&old, &rotated).changed, ["target cache"]);
 }
