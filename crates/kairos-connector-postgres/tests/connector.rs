@@ -1,0 +1,496 @@
+//! The PostgreSQL connector against real PostgreSQL: the shared server (trust auth) for
+//! catalog and session behaviour, private `initdb` instances (scram-sha-256) for passwords,
+//! outages and native expiry.
+
+// Test code: clippy.toml's allowances only cover #[test] fns, not the helpers in support/.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kairos_connector_postgres::{PostgresConnector, PostgresSettings};
+use kairos_connectors::{AccountName, Connector, ConnectorError, Privileges, Revoked};
+use kairos_domain::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use support::{
+    PrivatePg, TestDb, free_port, in_one_hour, login, now, password, random_hex, request, run, sql,
+    sqlstate,
+};
+
+const SELECT_ON_T: &str = "GRANT SELECT ON t TO {{role}}";
+
+#[tokio::test]
+async fn issue_use_revoke_verify() {
+    let db = TestDb::new().await;
+    let pg = db.connector();
+    let account = db.account("issue");
+    let pw = password();
+    let privileges = sql(&[SELECT_ON_T]);
+
+    let info = pg
+        .provision(&request(&account, &pw, &privileges, in_one_hour()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            info.host.as_str(),
+            info.port,
+            info.database.as_deref(),
+            info.username.as_str()
+        ),
+        ("127.0.0.1", 5432, Some(db.name.as_str()), account.as_str())
+    );
+    assert_eq!(pg.list_managed().await.unwrap(), vec![account.clone()]);
+
+    let database = info.database.clone().unwrap();
+    let mut session = login(
+        &info.host,
+        info.port,
+        &database,
+        &info.username,
+        pw.expose_secret(),
+    )
+    .await
+    .unwrap();
+    let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 1")
+        .fetch_one(&mut session)
+        .await
+        .unwrap();
+    assert_eq!(v, "one");
+    let insert = sqlx::query("INSERT INTO t VALUES (2, 'two')")
+        .execute(&mut session)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&insert).as_deref(), Some("42501"), "{insert}");
+
+    // Revoke with the session still open.
+    let revoked = pg.revoke(&account).await.unwrap();
+    assert_eq!(
+        revoked,
+        Revoked {
+            sessions_killed: 1,
+            account_existed: true
+        }
+    );
+    let after = sqlx::query("SELECT 1").execute(&mut session).await;
+    assert!(after.is_err(), "the open session survived the revocation");
+
+    let relogin = login(
+        &info.host,
+        info.port,
+        &database,
+        &info.username,
+        pw.expose_secret(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&relogin).as_deref(), Some("28000"), "{relogin}");
+
+    let verification = pg.verify_gone(&account, Some(&pw)).await.unwrap();
+    assert_eq!(verification.method, "pg_roles+login");
+    assert!(
+        verification.evidence.contains(account.as_str())
+            && verification.evidence.contains("absent from pg_roles")
+            && verification.evidence.contains("refused"),
+        "{}",
+        verification.evidence
+    );
+    let without_password = pg.verify_gone(&account, None).await.unwrap();
+    assert_eq!(without_password.method, "pg_roles");
+
+    assert!(pg.list_managed().await.unwrap().is_empty());
+    assert_eq!(
+        pg.revoke(&account).await.unwrap(),
+        Revoked {
+            sessions_killed: 0,
+            account_existed: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn privilege_templates_cannot_smuggle_statements() {
+    let db = TestDb::new().await;
+    let pg = db.connector();
+    let pw = password();
+
+    // A second command in a template: the server refuses it, and the transaction with it.
+    let account = db.account("inject");
+    let injected = sql(&[SELECT_ON_T, "GRANT SELECT ON t TO {{role}}; DROP TABLE t"]);
+    let e = pg
+        .provision(&request(&account, &pw, &injected, in_one_hour()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ConnectorError::BadPrivileges(m) if m.contains("multiple commands")),
+        "{e}"
+    );
+    assert!(db.table_exists("t").await, "the injected DROP TABLE ran");
+    assert!(
+        !db.role_exists(account.as_str()).await,
+        "a half-made role was left"
+    );
+
+    // A template without {{role}}: refused before anything runs.
+    let e = pg
+        .provision(&request(
+            &account,
+            &pw,
+            &sql(&["GRANT SELECT ON t TO PUBLIC"]),
+            in_one_hour(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::BadPrivileges(_)), "{e}");
+    assert!(!db.role_exists(account.as_str()).await);
+
+    // Redis rules on a PostgreSQL target.
+    let e = pg
+        .provision(&request(
+            &account,
+            &pw,
+            &Privileges::RedisAcl(vec!["+get".into()]),
+            in_one_hour(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::BadPrivileges(_)), "{e}");
+    assert!(!db.role_exists(account.as_str()).await);
+
+    // An account name can't carry SQL in the first place.
+    assert!(AccountName::parse(r#"x"; DROP ROLE postgres; --"#).is_err());
+    assert!(AccountName::parse(format!("{}x\"; DROP ROLE postgres; --", db.prefix)).is_err());
+}
+
+#[tokio::test]
+async fn wrong_admin_password_is_refused_and_never_echoed() {
+    let private = PrivatePg::start();
+    let wrong = "wrong-admin-pw-77e0d2";
+    let settings = PostgresSettings {
+        target: "pg-private".to_owned(),
+        admin_url: private.url(PrivatePg::ADMIN, wrong, "postgres"),
+        managed_prefix: format!("kt{}_", random_hex(8)),
+        connect_host: None,
+    };
+    let pg = PostgresConnector::new(settings.clone()).unwrap();
+    let debug = format!("{pg:?} {settings:?}");
+    assert!(!debug.contains(wrong), "{debug}");
+
+    let account = AccountName::parse(format!("{}x", settings.managed_prefix)).unwrap();
+    let pw = password();
+    let errors = [
+        pg.list_managed().await.map(|_| ()).unwrap_err(),
+        pg.revoke(&account).await.map(|_| ()).unwrap_err(),
+        pg.provision(&request(&account, &pw, &sql(&[]), in_one_hour()))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ];
+    for e in errors {
+        let text = format!("{e} {e:?}");
+        assert!(matches!(e, ConnectorError::AdminRefused { .. }), "{text}");
+        assert!(text.contains("28P01"), "{text}");
+        for secret in [wrong, PrivatePg::ADMIN_PASSWORD, pw.expose_secret()] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unreachable_target() {
+    let port = free_port();
+    let admin_pw = "unreachable-admin-pw-1c4e";
+    let pg = PostgresConnector::new(PostgresSettings {
+        target: "pg-down".to_owned(),
+        admin_url: SecretString::from(format!("postgres://admin:{admin_pw}@127.0.0.1:{port}/app")),
+        managed_prefix: "kairos_".to_owned(),
+        connect_host: None,
+    })
+    .unwrap(); // lazily connecting: a target that is down does not fail construction
+    let account = AccountName::parse("kairos_down").unwrap();
+    let pw = password();
+    let privileges = sql(&[SELECT_ON_T]);
+    let req = request(&account, &pw, &privileges, in_one_hour());
+
+    // Concurrently: each waits out the 5 s connect deadline.
+    let (provision, renew, revoke, verify, list) = tokio::join!(
+        pg.provision(&req),
+        pg.renew(&account, in_one_hour()),
+        pg.revoke(&account),
+        pg.verify_gone(&account, Some(&pw)),
+        pg.list_managed(),
+    );
+    let errors = [
+        provision.map(|_| ()).unwrap_err(),
+        renew.unwrap_err(),
+        revoke.map(|_| ()).unwrap_err(),
+        verify.map(|_| ()).unwrap_err(),
+        list.map(|_| ()).unwrap_err(),
+    ];
+    for e in errors {
+        let text = format!("{e} {e:?}");
+        assert!(
+            matches!(&e, ConnectorError::Unreachable { target, .. } if target == "pg-down"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(admin_pw) && !text.contains(pw.expose_secret()),
+            "{text}"
+        );
+    }
+}
+
+/// Right and wrong passwords, an outage during revocation, and verification by login, on a
+/// private scram-sha-256 instance.
+#[tokio::test]
+async fn private_instance_outage_then_revoke_and_verify() {
+    let private = PrivatePg::start();
+    run(&mut private.admin().await, "CREATE TABLE t (id int)").await;
+    let prefix = format!("kt{}_", random_hex(8));
+    let pg = PostgresConnector::new(PostgresSettings {
+        target: "pg-private".to_owned(),
+        admin_url: private.admin_url(),
+        managed_prefix: prefix.clone(),
+        connect_host: Some("db.internal".to_owned()),
+    })
+    .unwrap();
+    let account = AccountName::parse(format!("{prefix}outage")).unwrap();
+    let pw = password();
+
+    let info = pg
+        .provision(&request(&account, &pw, &sql(&[SELECT_ON_T]), in_one_hour()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.host.as_str(), info.port),
+        ("db.internal", private.port)
+    );
+
+    // The client-side SCRAM verifier accepts the right password and only it.
+    let mut ok = private
+        .login(account.as_str(), pw.expose_secret())
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM t")
+        .execute(&mut ok)
+        .await
+        .unwrap();
+    let wrong = private
+        .login(account.as_str(), "not-the-password")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"), "{wrong}");
+    drop(ok);
+
+    private.stop();
+    let e = pg.revoke(&account).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::Unreachable { .. }), "{e}");
+    let e = pg.verify_gone(&account, Some(&pw)).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::Unreachable { .. }), "{e}");
+
+    private.restart();
+    let e = pg.verify_gone(&account, Some(&pw)).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::StillPresent(_)), "{e}");
+    let revoked = pg.revoke(&account).await.unwrap();
+    assert!(revoked.account_existed);
+    let verification = pg.verify_gone(&account, Some(&pw)).await.unwrap();
+    assert_eq!(verification.method, "pg_roles+login");
+    assert!(
+        verification.evidence.contains("28"),
+        "{}",
+        verification.evidence
+    );
+}
+
+/// `VALID UNTIL` is enforced by PostgreSQL itself (only under password authentication).
+#[tokio::test]
+async fn native_expiry_refuses_login_without_kairos() {
+    let private = PrivatePg::start();
+    let prefix = format!("kt{}_", random_hex(8));
+    let pg = PostgresConnector::new(PostgresSettings {
+        target: "pg-private".to_owned(),
+        admin_url: private.admin_url(),
+        managed_prefix: prefix.clone(),
+        connect_host: None,
+    })
+    .unwrap();
+    let account = AccountName::parse(format!("{prefix}expired")).unwrap();
+    let pw = password();
+    let an_hour_ago = Timestamp::from_millis(now().as_millis() - 3_600_000);
+
+    pg.provision(&request(&account, &pw, &sql(&[]), an_hour_ago))
+        .await
+        .unwrap();
+    let refused = private
+        .login(account.as_str(), pw.expose_secret())
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused).as_deref(), Some("28P01"), "{refused}");
+
+    // Renewal moves the native expiry: the same password logs in again.
+    pg.renew(&account, in_one_hour()).await.unwrap();
+    private
+        .login(account.as_str(), pw.expose_secret())
+        .await
+        .unwrap();
+
+    pg.revoke(&account).await.unwrap();
+    pg.verify_gone(&account, Some(&pw)).await.unwrap();
+}
+
+#[tokio::test]
+async fn list_managed_matches_the_prefix_literally() {
+    let db = TestDb::new().await;
+    let pg = db.connector();
+    let mut admin = db.admin().await;
+    let handmade = format!("{}handmade", db.prefix);
+    // Would match `LIKE '<stem>_%'`, where `_` is a wildcard.
+    let lookalike = format!("{}xhandmade", db.stem());
+    for role in [&handmade, &lookalike] {
+        run(&mut admin, &format!("CREATE ROLE \"{role}\" LOGIN")).await;
+    }
+    let listed = pg.list_managed().await.unwrap();
+    assert_eq!(listed, vec![AccountName::parse(handmade).unwrap()]);
+}
+
+async fn valid_until(conn: &mut sqlx::PgConnection, account: &AccountName) -> i64 {
+    let secs: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM rolvaliduntil)::float8 FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(account.as_str())
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    secs as i64
+}
+
+#[tokio::test]
+async fn retried_provision_converges_and_renew_moves_expiry() {
+    let db = TestDb::new().await;
+    let pg = db.connector();
+    let account = db.account("again");
+    let privileges = sql(&[SELECT_ON_T]);
+    let mut admin = db.admin().await;
+
+    let first = in_one_hour();
+    pg.provision(&request(&account, &password(), &privileges, first))
+        .await
+        .unwrap();
+    assert_eq!(valid_until(&mut admin, &account).await, first.as_secs());
+
+    let second = first.plus(Duration::from_secs(600));
+    let pw = password();
+    pg.provision(&request(&account, &pw, &privileges, second))
+        .await
+        .unwrap();
+    assert_eq!(valid_until(&mut admin, &account).await, second.as_secs());
+    let verifier: String =
+        sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(account.as_str())
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
+
+    let third = second.plus(Duration::from_secs(600));
+    pg.renew(&account, third).await.unwrap();
+    assert_eq!(valid_until(&mut admin, &account).await, third.as_secs());
+
+    let e = pg.verify_gone(&account, None).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::StillPresent(_)), "{e}");
+
+    pg.revoke(&account).await.unwrap();
+    let e = pg.renew(&account, third).await.unwrap_err();
+    assert!(
+        matches!(&e, ConnectorError::Failed { reason, .. } if reason.contains("does not exist")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn roles_outside_the_prefix_are_never_touched() {
+    let db = TestDb::new().await;
+    let pg = db.connector();
+    let postgres = AccountName::parse("postgres").unwrap();
+    let pw = password();
+    let e = pg.revoke(&postgres).await.unwrap_err();
+    assert!(
+        matches!(&e, ConnectorError::Failed { reason, .. } if reason.contains("managed prefix")),
+        "{e}"
+    );
+    let e = pg
+        .provision(&request(&postgres, &pw, &sql(&[]), in_one_hour()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::Failed { .. }), "{e}");
+    assert!(pg.renew(&postgres, in_one_hour()).await.is_err());
+    assert!(db.role_exists("postgres").await);
+
+    for prefix in ["", "Kairos_", "k-"] {
+        let mut settings = db.settings();
+        settings.managed_prefix = prefix.to_owned();
+        assert!(PostgresConnector::new(settings).is_err(), "{prefix:?}");
+    }
+    let mut settings = db.settings();
+    settings.admin_url = SecretString::from("postgres://u:hunter2@[::1".to_owned());
+    let e = PostgresConnector::new(settings).unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("hunter2"), "{e}");
+
+    assert_eq!(pg.kind(), "postgres");
+    let r = pg.revocability();
+    assert!(r.revocable && r.kills_sessions && r.native_expiry.unwrap().contains("VALID UNTIL"));
+}
+
+#[tokio::test]
+async fn two_hundred_accounts() {
+    const N: usize = 200;
+    const CONCURRENCY: usize = 16;
+    let db = TestDb::new().await;
+    let pg = Arc::new(db.connector());
+    let accounts: Vec<AccountName> = (0..N).map(|i| db.account(&format!("many{i:03}"))).collect();
+    let privileges = Arc::new(sql(&[SELECT_ON_T]));
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for account in accounts.clone() {
+        let (pg, privileges, limit) = (pg.clone(), privileges.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.unwrap();
+            let pw = password();
+            pg.provision(&request(&account, &pw, &privileges, in_one_hour()))
+                .await
+                .map(|_| ())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let provisioned = started.elapsed();
+    assert_eq!(pg.list_managed().await.unwrap(), accounts);
+
+    let started = Instant::now();
+    for account in accounts.clone() {
+        let (pg, limit) = (pg.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.unwrap();
+            pg.revoke(&account)
+                .await
+                .map(|r| assert!(r.account_existed))
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let revoked = started.elapsed();
+    assert!(pg.list_managed().await.unwrap().is_empty());
+
+    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    println!(
+        "{N} accounts, concurrency {CONCURRENCY}: provisioned in {provisioned:.2?} ({:.0}/s), revoked in {revoked:.2?} ({:.0}/s)",
+        rate(provisioned),
+        rate(revoked)
+    );
+}
