@@ -65,6 +65,18 @@ impl From<BrokerError> for ApiError {
             BrokerError::NotFound(m) => Self::not_found(m),
             BrokerError::Invalid { code, message } => Self::bad_request(code, message),
             BrokerError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            BrokerError::Target {
+                unavailable: true,
+                message,
+            } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "target_unavailable",
+                message,
+            ),
+            BrokerError::Target {
+                unavailable: false,
+                message,
+            } => Self::new(StatusCode::BAD_GATEWAY, "target_failed", message),
             BrokerError::Internal(cause) => {
                 tracing::error!(error = %ErrorChain(&*cause), "internal error");
                 Self::new(

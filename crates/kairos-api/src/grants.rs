@@ -166,11 +166,6 @@ pub async fn renew(
     let (grant, cred) = s.broker.renew(&caller, &id, ttl).await?;
     Ok(Json(RenewResponse {
         grant: GrantView::from(&grant),
-        credential: CredentialView {
-            kind: "token".into(),
-            access_token: cred.access_token,
-            token_type: "Bearer".into(),
-            expires_at: cred.expires_at.to_rfc3339(),
-        },
+        credential: CredentialView::from(cred),
     }))
 }

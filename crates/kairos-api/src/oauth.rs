@@ -198,6 +198,22 @@ pub async fn token(
         Ok(e) => e,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()),
     };
+    // Token exchange issues tokens; a database account goes through POST /v1/requests,
+    // where its password can be shown once.
+    let catalog = s.broker.catalog();
+    let issues_account = catalog
+        .entitlement(&entitlement)
+        .and_then(|e| catalog.target(&e.target))
+        .is_some_and(|t| t.kind.db().is_some());
+    if issues_account {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            format!(
+                "{entitlement} issues a database account, not a token; use POST /v1/requests (or `kairos request`)"
+            ),
+        );
+    }
     let kind: TaskKind = match form.task_kind.parse() {
         Ok(k) => k,
         Err(e) => return bad(format!("task_kind: {e}")),
@@ -220,10 +236,16 @@ pub async fn token(
     };
     match s.broker.request(&caller, input).await {
         Ok(outcome) => match (outcome.grant, outcome.credential) {
-            (Some(grant), Some(cred)) => {
-                let expires_in = (cred.expires_at.as_secs() - s.broker.now().as_secs()).max(0);
+            (
+                Some(grant),
+                Some(kairos_broker::IssuedCredential::Token {
+                    access_token,
+                    expires_at,
+                }),
+            ) => {
+                let expires_in = (expires_at.as_secs() - s.broker.now().as_secs()).max(0);
                 Json(TokenExchangeResponse {
-                    access_token: cred.access_token,
+                    access_token,
                     issued_token_type: TOKEN_TYPE_JWT.into(),
                     token_type: "Bearer".into(),
                     expires_in,
@@ -233,6 +255,11 @@ pub async fn token(
                 })
                 .into_response()
             }
+            (Some(_), Some(_)) => oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "this entitlement does not issue tokens; use POST /v1/requests",
+            ),
             _ => (
                 StatusCode::ACCEPTED,
                 Json(OAuthError {

@@ -188,14 +188,63 @@ impl From<&Grant> for GrantView {
     }
 }
 
-/// A credential, shown to the workload it was issued to.
+/// A credential, shown to the workload it was issued to: a token, or a database account
+/// (whose password is shown once and never stored in plain text).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CredentialView {
-    /// `token`.
+    /// `token`, `postgres`, `mariadb` or `redis`.
     pub kind: String,
-    pub access_token: String,
-    pub token_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     pub expires_at: String,
+}
+
+impl From<kairos_broker::IssuedCredential> for CredentialView {
+    fn from(c: kairos_broker::IssuedCredential) -> Self {
+        use secrecy::ExposeSecret;
+        let expires_at = c.expires_at().to_rfc3339();
+        match c {
+            kairos_broker::IssuedCredential::Token { access_token, .. } => Self {
+                kind: "token".into(),
+                access_token: Some(access_token),
+                token_type: Some("Bearer".into()),
+                host: None,
+                port: None,
+                database: None,
+                username: None,
+                password: None,
+                expires_at,
+            },
+            kairos_broker::IssuedCredential::Account {
+                kind,
+                info,
+                password,
+                ..
+            } => Self {
+                kind: kind.into(),
+                access_token: None,
+                token_type: None,
+                host: Some(info.host),
+                port: Some(info.port),
+                database: info.database,
+                username: Some(info.username),
+                password: Some(password.expose_secret().to_owned()),
+                expires_at,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -212,12 +261,7 @@ impl From<kairos_broker::RequestOutcome> for RequestResponse {
         Self {
             request: RequestView::from(&o.request),
             grant: o.grant.as_ref().map(GrantView::from),
-            credential: o.credential.map(|c| CredentialView {
-                kind: "token".into(),
-                access_token: c.access_token,
-                token_type: "Bearer".into(),
-                expires_at: c.expires_at.to_rfc3339(),
-            }),
+            credential: o.credential.map(CredentialView::from),
             ttl_capped: o.ttl_capped,
         }
     }

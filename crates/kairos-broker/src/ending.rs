@@ -40,11 +40,43 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 impl Broker {
-    fn connector_for(&self, _grant: &Grant) -> Arc<dyn Connector> {
-        // Only token targets exist so far; database connectors plug in here by target kind.
-        Arc::new(TokenConnector::new(
-            Arc::clone(&self.store),
-            Arc::clone(&self.clock),
+    /// Propagates a grant's end to its consumers and verifies that access is gone: for a
+    /// token, introspection; for an account, the target's connector (revoke, then verify
+    /// with the sealed password that a login is refused). Returns when it revoked and how
+    /// it verified.
+    async fn propagate_and_verify(
+        &self,
+        grant: &Grant,
+    ) -> std::result::Result<(kairos_domain::Timestamp, String, String), String> {
+        let Some(account) = &grant.account else {
+            let tokens = TokenConnector::new(Arc::clone(&self.store), Arc::clone(&self.clock));
+            let revoked_at = self.now();
+            tokens.revoke(grant).await.map_err(|e| e.to_string())?;
+            let v = tokens.verify_gone(grant).await.map_err(|e| e.to_string())?;
+            return Ok((revoked_at, v.method, v.evidence));
+        };
+        let targets = self.targets();
+        let connector = targets.get(&grant.target).ok_or_else(|| {
+            format!(
+                "target {} is no longer configured; restore it so account {account} can be removed",
+                grant.target
+            )
+        })?;
+        let name =
+            kairos_connectors::AccountName::parse(account.clone()).map_err(|e| e.to_string())?;
+        let revoked = connector.revoke(&name).await.map_err(|e| e.to_string())?;
+        let revoked_at = self.now();
+        let v = connector
+            .verify_gone(&name, self.unseal_secret(grant).as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            revoked_at,
+            v.method,
+            format!(
+                "{}; {} live session(s) terminated",
+                v.evidence, revoked.sessions_killed
+            ),
         ))
     }
 
@@ -182,6 +214,22 @@ impl Broker {
                 ),
             ));
         }
+        // An account's native expiry moves first: if the target cannot, the grant stays as it was.
+        if let Some(account) = &grant.account {
+            let targets = self.targets();
+            let connector = targets
+                .get(&grant.target)
+                .ok_or_else(|| BrokerError::Target {
+                    unavailable: true,
+                    message: format!("target {} is not configured", grant.target),
+                })?;
+            let name = kairos_connectors::AccountName::parse(account.clone())
+                .map_err(|e| BrokerError::Internal(e.to_string().into()))?;
+            connector
+                .renew(&name, new_end)
+                .await
+                .map_err(crate::accounts::target_error)?;
+        }
         let by = caller.principal();
         let updated = self
             .store
@@ -289,41 +337,35 @@ impl Broker {
         let jobs = self.store.claim_revocations(now, 200, 30_000).await?;
         let (mut verified, mut failed) = (0, 0);
         for grant in jobs {
-            let connector = self.connector_for(&grant);
-            let revoked_at = self.now();
-            let result = match connector.revoke(&grant).await {
-                Ok(()) => connector.verify_gone(&grant).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(v) => {
+            match self.propagate_and_verify(&grant).await {
+                Ok((revoked_at, method, evidence)) => {
                     let receipt = Receipt {
                         revoked_at,
                         verified_at: self.now(),
-                        method: v.method,
-                        evidence: v.evidence,
+                        method,
+                        evidence,
                     };
                     self.store.complete_revocation(&grant.id, &receipt).await?;
                     self.metrics.revoking_grants.dec();
                     self.metrics.revocations_verified.inc();
                     verified += 1;
                 }
-                Err(e) => {
+                Err(error) => {
                     let attempts = match &grant.state {
                         GrantState::Ending { attempts, .. } => attempts.saturating_add(1),
                         _ => 1,
                     };
                     let retry_at = self.now().plus(backoff(attempts));
                     self.store
-                        .fail_revocation(&grant.id, &e.to_string(), retry_at)
+                        .fail_revocation(&grant.id, &error, retry_at)
                         .await?;
                     self.metrics.revocation_failures.inc();
                     if attempts == self.settings.revocation_alarm_after {
                         self.metrics.revocations_alarming.inc();
-                        tracing::error!(grant = %grant.id, attempts, error = %e,
+                        tracing::error!(grant = %grant.id, attempts, %error,
                             "revocation keeps failing; access may persist until it succeeds");
                     } else {
-                        tracing::warn!(grant = %grant.id, attempts, error = %e, "revocation failed; will retry");
+                        tracing::warn!(grant = %grant.id, attempts, %error, "revocation failed; will retry");
                     }
                     failed += 1;
                 }
@@ -379,6 +421,7 @@ impl Broker {
                 }
             })
         };
+        let shutdown_reconciler = shutdown.clone();
         let housekeeping = {
             let b = Arc::clone(&self);
             tokio::spawn(async move {
@@ -404,7 +447,47 @@ impl Broker {
                 }
             })
         };
-        let _ = tokio::join!(expirer, revoker, housekeeping);
+        let reconciler = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown_reconciler;
+            tokio::spawn(async move {
+                let mut last: std::collections::BTreeMap<
+                    kairos_domain::TargetName,
+                    tokio::time::Instant,
+                > = std::collections::BTreeMap::new();
+                loop {
+                    let catalog = b.catalog();
+                    for (name, connector) in b.targets().iter() {
+                        let every = catalog
+                            .target(name)
+                            .and_then(|t| t.kind.db())
+                            .map_or(Duration::from_secs(30), |d| {
+                                d.reconcile_interval.as_duration()
+                            });
+                        if last.get(name).is_some_and(|t| t.elapsed() < every) {
+                            continue;
+                        }
+                        last.insert(name.clone(), tokio::time::Instant::now());
+                        match b.reconcile(name, Arc::clone(connector)).await {
+                            Ok(r)
+                                if !r.residue_removed.is_empty() || r.provisioning_aborted > 0 =>
+                            {
+                                tracing::warn!(target = %name, residue = ?r.residue_removed, aborted = r.provisioning_aborted, "reconciler removed residue");
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(target = %name, error = %ErrorChain(&e), "reconcile pass failed; will retry")
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            })
+        };
+        let _ = tokio::join!(expirer, revoker, housekeeping, reconciler);
     }
 }
 

@@ -23,6 +23,10 @@ pub enum BrokerError {
     /// The operation conflicts with the object's state (409).
     #[error("{0}")]
     Conflict(String),
+    /// A downstream target could not do its part (503 when unreachable, 502 otherwise).
+    /// Nothing was left half-created.
+    #[error("{message}")]
+    Target { unavailable: bool, message: String },
     /// Something on our side failed (500); the cause goes to the log, not the caller.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -7,13 +7,16 @@
 //! Invariants: no HTTP or JSON-over-the-wire types here (the API crate owns those); no
 //! SQL (the store owns it); time comes only from the injected [`Clock`].
 
+mod accounts;
 mod auth;
 mod connector;
 pub mod ending;
 mod error;
 mod keys;
 mod metrics;
+pub mod reconcile;
 mod requests;
+pub mod targets;
 pub mod users;
 
 use std::sync::{Arc, RwLock};
@@ -69,6 +72,7 @@ pub struct Broker {
     catalog: RwLock<Arc<Catalog>>,
     verifier: RwLock<Arc<WorkloadVerifier>>,
     keys: RwLock<Arc<KeyRing>>,
+    targets: RwLock<Arc<targets::Targets>>,
     metrics: Metrics,
     /// Woken when a grant is created or ended, or a request changes.
     changed: tokio::sync::Notify,
@@ -111,6 +115,7 @@ impl Broker {
         let verifier =
             WorkloadVerifier::new(auth::issuer_trusts(&catalog)).map_err(BrokerError::internal)?;
         let keys = keys::load_or_create(&*store, &*clock, &master, &settings).await?;
+        let targets = targets::Targets::from_catalog(&catalog)?;
         let (request_events, _) = tokio::sync::watch::channel(0);
         let broker = Arc::new(Self {
             store,
@@ -120,6 +125,7 @@ impl Broker {
             catalog: RwLock::new(Arc::new(catalog)),
             verifier: RwLock::new(Arc::new(verifier)),
             keys: RwLock::new(Arc::new(keys)),
+            targets: RwLock::new(Arc::new(targets)),
             metrics: Metrics::new(),
             changed: tokio::sync::Notify::new(),
             revoke_work: tokio::sync::Notify::new(),
@@ -172,8 +178,24 @@ impl Broker {
             .map_err(|e| BrokerError::invalid("invalid_config", e.to_string()))
     }
 
-    /// Swaps in a new catalog and the workload verifier built from it.
-    fn swap_catalog(&self, catalog: Catalog, verifier: WorkloadVerifier) {
+    pub fn targets(&self) -> Arc<targets::Targets> {
+        match self.targets.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Swaps in a new catalog with the workload verifier and target connectors built from it.
+    fn swap_catalog(
+        &self,
+        catalog: Catalog,
+        verifier: WorkloadVerifier,
+        targets: targets::Targets,
+    ) {
+        match self.targets.write() {
+            Ok(mut t) => *t = Arc::new(targets),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(targets),
+        }
         match self.verifier.write() {
             Ok(mut v) => *v = Arc::new(verifier),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(verifier),

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub revocation_failures: Counter,
     /// Grants whose revocation has failed at least `alarm_after` times: the alarm.
     pub revocations_alarming: Gauge,
+    /// Residual accounts the reconciler removed.
+    pub residue_removed: Counter,
+    /// Active grants whose downstream account was missing at the last reconcile pass.
+    pub accounts_missing: Gauge,
 }
 
 impl Default for Metrics {
@@ -58,6 +62,8 @@ impl Metrics {
             revocations_verified: Counter::default(),
             revocation_failures: Counter::default(),
             revocations_alarming: Gauge::default(),
+            residue_removed: Counter::default(),
+            accounts_missing: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("grants_issued", "Grants issued", m.grants_issued.clone());
@@ -110,6 +116,16 @@ impl Metrics {
             "revocations_alarming",
             "Grants whose revocation keeps failing past the alarm threshold",
             m.revocations_alarming.clone(),
+        );
+        registry.register(
+            "residue_removed",
+            "Residual managed accounts the reconciler removed",
+            m.residue_removed.clone(),
+        );
+        registry.register(
+            "accounts_missing",
+            "Active grants whose downstream account was missing at the last reconcile pass",
+            m.accounts_missing.clone(),
         );
         Self { registry, ..m }
     }

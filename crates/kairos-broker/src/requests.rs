@@ -24,21 +24,7 @@ pub struct NewRequest {
     pub task: Task,
 }
 
-/// A credential handed to the workload. Shown to it, never stored.
-#[derive(Clone)]
-pub struct IssuedCredential {
-    pub access_token: String,
-    pub expires_at: Timestamp,
-}
-
-impl std::fmt::Debug for IssuedCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedCredential")
-            .field("access_token", &"<redacted>")
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
+pub use crate::accounts::IssuedCredential;
 
 /// What became of a request.
 #[derive(Debug, Clone)]
@@ -120,7 +106,7 @@ impl Broker {
             .key_ring()
             .sign(&claims)
             .map_err(BrokerError::internal)?;
-        Ok(IssuedCredential {
+        Ok(IssuedCredential::Token {
             access_token,
             expires_at: grant.expires_at,
         })
@@ -260,25 +246,37 @@ impl Broker {
             })),
         ];
         let mut grant = None;
+        let mut account = None;
         match decision.outcome {
             DecisionOutcome::Deny => request.state = RequestState::Denied,
             DecisionOutcome::Pending { .. } => {
                 request.pending_until = Some(now.plus(self.settings.pending_timeout));
             }
             DecisionOutcome::Grant => {
-                let g = build_grant(&catalog, &request, now)?;
+                let mut g = build_grant(&catalog, &request, now)?;
+                account = self.prepare_account(&catalog, entitlement, &mut g)?;
                 request.state = RequestState::Granted;
                 request.grant_id = Some(g.id.clone());
-                audit.push(issued_audit(&g, &Principal::System("broker")));
+                if account.is_none() {
+                    audit.push(issued_audit(&g, &Principal::System("broker")));
+                }
                 grant = Some(g);
             }
         }
-        // Sign before committing, so a grant is never recorded without a credential.
-        let credential = grant.as_ref().map(|g| self.mint(g)).transpose()?;
+        // Tokens: sign before committing, so a grant is never recorded without a
+        // credential. Accounts: record the intent first, then create the account.
+        let mut credential = match (&grant, &account) {
+            (Some(g), None) => Some(self.mint(g)?),
+            _ => None,
+        };
         self.store
             .insert_request(&request, grant.as_ref(), audit)
             .await?;
-        if grant.is_some() {
+        if let (Some(g), Some(acc)) = (&grant, account) {
+            self.notify_requests();
+            credential = Some(self.provision(g, acc).await?);
+            grant = self.store.get_grant(&g.id).await?;
+        } else if grant.is_some() {
             self.metrics.grants_issued.inc();
             self.metrics.active_grants.inc();
             self.changed.notify_waiters();
@@ -333,11 +331,20 @@ impl Broker {
                 Some(gid) => self.store.get_grant(gid).await?,
                 None => None,
             };
+            // A token can be minted again for its workload; an account's password is
+            // shown once, at issuance (approved database grants: see the README's limits).
             let credential = match (&grant, caller) {
+                (Some(g), Caller::Workload { identity })
+                    if *identity == g.identity
+                        && g.is_active_at(self.now())
+                        && g.account.is_none() =>
+                {
+                    Some(self.mint(g)?)
+                }
                 (Some(g), Caller::Workload { identity })
                     if *identity == g.identity && g.is_active_at(self.now()) =>
                 {
-                    Some(self.mint(g)?)
+                    self.deliver_account_once(g, caller).await?
                 }
                 _ => None,
             };
@@ -428,6 +435,15 @@ impl Broker {
         let catalog = self.catalog();
         let now = self.now();
         let by = caller.principal();
+        // The grant the last approval would issue, prepared outside the lock (a request's
+        // identity, entitlement, TTL and task never change). Database grants start
+        // `provisioning`; their account is created after the commit.
+        let mut next_grant = build_grant(&catalog, &current, now)?;
+        let entitlement = catalog.entitlement(&current.entitlement).ok_or_else(|| {
+            BrokerError::Conflict(format!("entitlement {} was removed", current.entitlement))
+        })?;
+        let account = self.prepare_account(&catalog, entitlement, &mut next_grant)?;
+        let is_token = account.is_none();
         let updated = self
             .store
             .update_request(
@@ -460,10 +476,11 @@ impl Broker {
                                 .push(base(AuditKind::Approved).data(serde_json::json!({
                                     "reason": reason, "approvals": need, "needed": need,
                                 })));
-                            let grant = build_grant(&catalog, req, now)
-                                .map_err(|_| kairos_domain::TransitionError::NotDue)?;
+                            let grant = next_grant;
                             req.mark_granted(grant.id.clone())?;
-                            change.audit.push(issued_audit(&grant, &by));
+                            if is_token {
+                                change.audit.push(issued_audit(&grant, &by));
+                            }
                             change.grant = Some(grant);
                         }
                     }
@@ -473,10 +490,21 @@ impl Broker {
             .await?;
         let grant = match &updated.grant_id {
             Some(gid) => {
-                self.metrics.grants_issued.inc();
-                self.metrics.active_grants.inc();
                 self.metrics.pending_requests.dec();
-                self.changed.notify_waiters();
+                let stored = self.store.get_grant(gid).await?;
+                match (stored, account) {
+                    // The password reaches the workload once, when it reads its request.
+                    (Some(g), Some(acc)) => {
+                        self.notify_requests();
+                        self.provision(&g, acc).await?;
+                    }
+                    (Some(_), None) => {
+                        self.metrics.grants_issued.inc();
+                        self.metrics.active_grants.inc();
+                        self.changed.notify_waiters();
+                    }
+                    (None, _) => {}
+                }
                 self.store.get_grant(gid).await?
             }
             None => None,

@@ -129,6 +129,7 @@ impl Broker {
         let catalog = Catalog::from_bundle(&bundle)
             .map_err(|errors| BrokerError::invalid("invalid_config", errors.to_string()))?;
         let verifier = Self::verifier_for(&catalog)?;
+        let targets = crate::targets::Targets::from_catalog(&catalog)?;
         let diff = Catalog::diff(&self.catalog(), &catalog);
         let json = serde_json::to_string(&bundle).map_err(BrokerError::internal)?;
         let audit = AuditDraft::new(AuditKind::ConfigApplied, by).data(serde_json::json!({
@@ -140,7 +141,7 @@ impl Broker {
         if !diff.is_empty() || self.store.current_config().await?.is_none() {
             self.store.save_config(&json, self.now(), audit).await?;
         }
-        self.swap_catalog(catalog, verifier);
+        self.swap_catalog(catalog, verifier, targets);
         Ok(diff)
     }
 

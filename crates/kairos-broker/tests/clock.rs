@@ -142,7 +142,7 @@ async fn grants_expire_exactly_when_the_clock_passes_their_end() {
         .await
         .unwrap();
     let short_grant = short.grant.unwrap();
-    let token = short.credential.unwrap().access_token;
+    let token = short.credential.unwrap().access_token().unwrap().to_owned();
 
     // One millisecond before the end: nothing is due.
     f.clock

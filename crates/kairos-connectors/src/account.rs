@@ -25,7 +25,10 @@ impl AccountName {
     }
 
     /// The account for a grant: `prefix` + the grant id's hex (e.g. `kairos_01a2…`).
-    pub fn for_grant(prefix: &str, grant: &kairos_domain::GrantId) -> Result<Self, AccountNameError> {
+    pub fn for_grant(
+        prefix: &str,
+        grant: &kairos_domain::GrantId,
+    ) -> Result<Self, AccountNameError> {
         let hex = grant.as_str().trim_start_matches("grt_");
         Self::parse(format!("{prefix}{hex}"))
     }

@@ -116,7 +116,11 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     async fn provision(&self, req: &AccountRequest<'_>) -> Result<ConnectionInfo, ConnectorError>;
 
     /// Moves the account's native expiry (renewal). A no-op where there is none.
-    async fn renew(&self, account: &AccountName, valid_until: Timestamp) -> Result<(), ConnectorError>;
+    async fn renew(
+        &self,
+        account: &AccountName,
+        valid_until: Timestamp,
+    ) -> Result<(), ConnectorError>;
 
     /// Terminates the account's live sessions and removes it. Succeeds if already gone.
     async fn revoke(&self, account: &AccountName) -> Result<Revoked, ConnectorError>;

@@ -33,10 +33,12 @@ pub enum AuditKind {
     ResidueRemoved,
     /// The reconciler found an active grant whose account is missing downstream.
     AccountMissing,
+    /// An account's password was shown to its workload (once).
+    CredentialDelivered,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 20] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -56,6 +58,7 @@ impl AuditKind {
         Self::UserTokenRevoked,
         Self::ResidueRemoved,
         Self::AccountMissing,
+        Self::CredentialDelivered,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -78,6 +81,7 @@ impl AuditKind {
             Self::UserTokenRevoked => "user_token_revoked",
             Self::ResidueRemoved => "residue_removed",
             Self::AccountMissing => "account_missing",
+            Self::CredentialDelivered => "credential_delivered",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

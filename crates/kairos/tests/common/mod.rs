@@ -185,6 +185,17 @@ impl Server {
         store: Option<&str>,
         extra: &[&str],
     ) -> Self {
+        Self::start_env(data, config, store, extra, &[])
+    }
+
+    /// Like [`Server::start_with`] with extra environment variables for the server.
+    pub fn start_env(
+        data: &Path,
+        config: Option<&Path>,
+        store: Option<&str>,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let log = data.with_extension("log");
         let mut cmd = Command::new(kairos_bin());
         cmd.args([
@@ -207,6 +218,7 @@ impl Server {
             cmd.args(["--store", s]);
         }
         cmd.args(extra);
+        cmd.envs(envs.iter().copied());
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();

@@ -1,0 +1,323 @@
+//! Dynamic accounts: intent before action. A database grant is recorded `provisioning`
+//! (with its account name and sealed password) before the connector creates the account;
+//! it becomes active only once the account exists, or ends `aborted` through the one end
+//! path, whose revocation removes anything half-created.
+
+use kairos_config::{Catalog, Entitlement, Privileges as ConfigPrivileges};
+use kairos_connectors::{AccountName, AccountRequest, ConnectionInfo, ConnectorError, Privileges};
+use kairos_domain::{AuditDraft, AuditKind, EndReason, Grant, GrantState, Principal, Timestamp};
+use kairos_store::EndSelector;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{Broker, BrokerError, Result};
+
+/// The account a grant will get, prepared before anything is written.
+pub(crate) struct PreparedAccount {
+    pub name: AccountName,
+    pub password: SecretString,
+    pub privileges: Privileges,
+}
+
+/// A credential shown to the workload once: a signed token, or an account.
+#[derive(Clone)]
+pub enum IssuedCredential {
+    Token {
+        access_token: String,
+        expires_at: Timestamp,
+    },
+    Account {
+        kind: &'static str,
+        info: ConnectionInfo,
+        password: SecretString,
+        expires_at: Timestamp,
+    },
+}
+
+impl std::fmt::Debug for IssuedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token { expires_at, .. } => f
+                .debug_struct("Token")
+                .field("access_token", &"<redacted>")
+                .field("expires_at", expires_at)
+                .finish(),
+            Self::Account {
+                kind,
+                info,
+                expires_at,
+                ..
+            } => f
+                .debug_struct("Account")
+                .field("kind", kind)
+                .field("info", info)
+                .field("password", &"<redacted>")
+                .field("expires_at", expires_at)
+                .finish(),
+        }
+    }
+}
+
+impl IssuedCredential {
+    pub fn expires_at(&self) -> Timestamp {
+        match self {
+            Self::Token { expires_at, .. } | Self::Account { expires_at, .. } => *expires_at,
+        }
+    }
+
+    /// The signed token, for token credentials.
+    pub fn access_token(&self) -> Option<&str> {
+        match self {
+            Self::Token { access_token, .. } => Some(access_token),
+            Self::Account { .. } => None,
+        }
+    }
+}
+
+const SECRET_AAD: &[u8] = b"kairos-account-secret-v1";
+
+pub(crate) fn target_error(e: ConnectorError) -> BrokerError {
+    match e {
+        ConnectorError::Unreachable { .. } => BrokerError::Target {
+            unavailable: true,
+            message: format!("{e}; nothing was created, try again when it is back"),
+        },
+        other => BrokerError::Target {
+            unavailable: false,
+            message: format!("{other}; nothing was created"),
+        },
+    }
+}
+
+impl Broker {
+    /// For a database target: names the account, makes its password, seals it into the
+    /// grant and marks the grant `provisioning`. Token grants are left as they are.
+    pub(crate) fn prepare_account(
+        &self,
+        catalog: &Catalog,
+        entitlement: &Entitlement,
+        grant: &mut Grant,
+    ) -> Result<Option<PreparedAccount>> {
+        let Some(db) = catalog
+            .target(&entitlement.target)
+            .and_then(|t| t.kind.db())
+        else {
+            return Ok(None);
+        };
+        let name = AccountName::for_grant(&db.managed_prefix, &grant.id)
+            .map_err(|e| BrokerError::Internal(e.to_string().into()))?;
+        let password = kairos_crypto::random_secret(24).map_err(BrokerError::internal)?;
+        let sealed = self
+            .master
+            .seal(password.expose_secret().as_bytes(), &secret_aad(grant))
+            .map_err(BrokerError::internal)?;
+        let privileges = match &entitlement.privileges {
+            ConfigPrivileges::Sql(t) => Privileges::Sql(t.clone()),
+            ConfigPrivileges::RedisAcl(r) => Privileges::RedisAcl(r.clone()),
+            ConfigPrivileges::Scopes(_) => {
+                return Err(BrokerError::Internal(
+                    "a database entitlement with scopes".into(),
+                ));
+            }
+        };
+        grant.account = Some(name.to_string());
+        grant.sealed_secret = Some(sealed);
+        grant.state = GrantState::Provisioning;
+        Ok(Some(PreparedAccount {
+            name,
+            password,
+            privileges,
+        }))
+    }
+
+    /// The account's password, unsealed, for verifying that a login with it is refused.
+    pub(crate) fn unseal_secret(&self, grant: &Grant) -> Option<SecretString> {
+        let sealed = grant.sealed_secret.as_ref()?;
+        let bytes = self.master.open(sealed, &secret_aad(grant)).ok()?;
+        String::from_utf8(bytes.expose_secret().to_vec())
+            .ok()
+            .map(SecretString::from)
+    }
+
+    /// Creates the recorded account downstream, then activates the grant; on failure
+    /// aborts it (its revocation cleans up whatever was half-created) and says why.
+    pub(crate) async fn provision(
+        &self,
+        grant: &Grant,
+        account: PreparedAccount,
+    ) -> Result<IssuedCredential> {
+        let targets = self.targets();
+        let Some(connector) = targets.get(&grant.target).cloned() else {
+            self.abort(grant).await;
+            return Err(BrokerError::Target {
+                unavailable: true,
+                message: format!(
+                    "target {} is not configured; nothing was created",
+                    grant.target
+                ),
+            });
+        };
+        let result = connector
+            .provision(&AccountRequest {
+                account: &account.name,
+                password: &account.password,
+                valid_until: grant.expires_at,
+                privileges: &account.privileges,
+            })
+            .await;
+        let info = match result {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(grant = %grant.id, target = %grant.target, error = %e, "provisioning failed; aborting the grant");
+                self.abort(grant).await;
+                return Err(target_error(e));
+            }
+        };
+        let kind = connector.kind();
+        let revocability = connector.revocability();
+        let connection = info.clone();
+        let activated = self
+            .store
+            .update_grant(
+                &grant.id,
+                Box::new(move |g: &mut Grant| {
+                    g.activate()?;
+                    Ok(vec![
+                        AuditDraft::new(AuditKind::Issued, Principal::System("broker"))
+                            .identity(&g.identity)
+                            .request(&g.request_id)
+                            .grant(&g.id)
+                            .task_ref(&g.task.reference)
+                            .data(serde_json::json!({
+                                "entitlement": g.entitlement,
+                                "target": g.target,
+                                "account": g.account,
+                                "issued_at": g.issued_at.to_rfc3339(),
+                                "expires_at": g.expires_at.to_rfc3339(),
+                                "kind": kind,
+                                "connection": connection,
+                                "revocability": revocability,
+                            })),
+                    ])
+                }),
+            )
+            .await;
+        if let Err(e) = activated {
+            // Ended meanwhile (e.g. revoked by an operator): its revocation removes the account.
+            return Err(e.into());
+        }
+        self.metrics.grants_issued.inc();
+        self.metrics.active_grants.inc();
+        self.changed.notify_waiters();
+        Ok(IssuedCredential::Account {
+            kind,
+            info,
+            password: account.password,
+            expires_at: grant.expires_at,
+        })
+    }
+
+    /// The password of an account issued after approval, shown to its workload once: the
+    /// delivery is audited, and a second read finds that record and shows nothing.
+    pub(crate) async fn deliver_account_once(
+        &self,
+        grant: &Grant,
+        caller: &crate::Caller,
+    ) -> Result<Option<IssuedCredential>> {
+        let records = self
+            .store
+            .list_audit(&kairos_store::AuditFilter {
+                grant_id: Some(grant.id.to_string()),
+                ..kairos_store::AuditFilter::default()
+            })
+            .await?;
+        if records
+            .iter()
+            .any(|r| r.kind == AuditKind::CredentialDelivered)
+        {
+            return Ok(None);
+        }
+        // Where to connect was recorded (no secret in it) when the account was issued.
+        let issued = records
+            .iter()
+            .find(|r| r.kind == AuditKind::Issued)
+            .and_then(|r| {
+                let data: serde_json::Value = serde_json::from_str(&r.data).ok()?;
+                Some((
+                    data["kind"].as_str().map(str::to_owned)?,
+                    serde_json::from_value::<ConnectionInfoRecord>(data["connection"].clone())
+                        .ok()?,
+                ))
+            });
+        let (Some(password), Some(account), Some((kind, info))) =
+            (self.unseal_secret(grant), grant.account.as_ref(), issued)
+        else {
+            return Ok(None);
+        };
+        let kind = match kind.as_str() {
+            "postgres" => "postgres",
+            "mariadb" => "mariadb",
+            "redis" => "redis",
+            _ => return Ok(None),
+        };
+        let info = ConnectionInfo {
+            host: info.host,
+            port: info.port,
+            database: info.database,
+            username: info.username,
+        };
+        self.store
+            .append_audit(vec![
+                AuditDraft::new(AuditKind::CredentialDelivered, caller.principal())
+                    .identity(&grant.identity)
+                    .request(&grant.request_id)
+                    .grant(&grant.id)
+                    .task_ref(&grant.task.reference)
+                    .data(serde_json::json!({ "account": account })),
+            ])
+            .await?;
+        Ok(Some(IssuedCredential::Account {
+            kind,
+            info,
+            password,
+            expires_at: grant.expires_at,
+        }))
+    }
+
+    async fn abort(&self, grant: &Grant) {
+        let end = kairos_domain::GrantEnd {
+            reason: EndReason::Aborted,
+            by: Principal::System("broker"),
+            at: self.now(),
+        };
+        match self
+            .store
+            .end_grants(&EndSelector::One(grant.id.clone()), &end)
+            .await
+        {
+            Ok(ended) if !ended.is_empty() => {
+                self.metrics.revoking_grants.inc();
+                self.metrics.ended(EndReason::Aborted.as_str());
+                self.revoke_work.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(grant = %grant.id, error = %e, "aborting a grant failed; the reconciler will find it");
+            }
+        }
+    }
+}
+
+/// [`ConnectionInfo`] as recorded in the `issued` audit record.
+#[derive(serde::Deserialize)]
+struct ConnectionInfoRecord {
+    host: String,
+    port: u16,
+    database: Option<String>,
+    username: String,
+}
+
+fn secret_aad(grant: &Grant) -> Vec<u8> {
+    let mut aad = SECRET_AAD.to_vec();
+    aad.extend_from_slice(grant.id.as_str().as_bytes());
+    aad
+}

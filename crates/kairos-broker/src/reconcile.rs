@@ -1,0 +1,188 @@
+//! The reconciler: compares what exists downstream with what should, and removes residue.
+//!
+//! For each database target, every account carrying the managed prefix must back an active
+//! (or just-provisioning) grant. Anything else — left by a crash, a failed revocation, or
+//! made by hand with the prefix — is revoked, verified and audited as `residue_removed`.
+//! An active grant whose account is missing is flagged (`account_missing`). A grant stuck
+//! in `provisioning` (its issuer crashed mid-way) is aborted through the end path.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_connectors::{AccountName, Connector};
+use kairos_domain::{
+    AuditDraft, AuditKind, EndReason, GrantEnd, GrantState, Principal, TargetName,
+};
+use kairos_store::{EndSelector, GrantFilter, GrantStateFilter};
+
+use crate::{Broker, Result};
+
+/// A provisioning grant older than this is taken for an interrupted one.
+pub const PROVISIONING_GRACE: Duration = Duration::from_secs(60);
+
+/// What one pass over one target found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub accounts_seen: usize,
+    pub residue_removed: Vec<String>,
+    pub missing_accounts: Vec<String>,
+    pub provisioning_aborted: usize,
+}
+
+impl Broker {
+    /// One reconcile pass over every database target.
+    pub async fn reconcile_all(&self) -> Vec<(TargetName, Result<ReconcileReport>)> {
+        let targets = self.targets();
+        let mut out = Vec::new();
+        for (name, connector) in targets.iter() {
+            out.push((
+                name.clone(),
+                self.reconcile(name, Arc::clone(connector)).await,
+            ));
+        }
+        out
+    }
+
+    /// One reconcile pass over one target.
+    pub async fn reconcile(
+        &self,
+        target: &TargetName,
+        connector: Arc<dyn Connector>,
+    ) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let now = self.now();
+
+        // Interrupted provisioning: abort it; the revocation removes whatever exists.
+        let stuck = self
+            .store
+            .list_grants(&GrantFilter {
+                state: Some(GrantStateFilter::Provisioning),
+                target: Some(target.clone()),
+                issued_before: Some(kairos_domain::Timestamp::from_millis(
+                    now.as_millis() - i64::try_from(PROVISIONING_GRACE.as_millis()).unwrap_or(0),
+                )),
+                ..GrantFilter::default()
+            })
+            .await?;
+        for g in stuck {
+            let end = GrantEnd {
+                reason: EndReason::Aborted,
+                by: Principal::System("reconciler"),
+                at: now,
+            };
+            report.provisioning_aborted += self
+                .store
+                .end_grants(&EndSelector::One(g.id.clone()), &end)
+                .await?
+                .len();
+        }
+        if report.provisioning_aborted > 0 {
+            self.revoke_work.notify_one();
+        }
+
+        let existing = connector
+            .list_managed()
+            .await
+            .map_err(crate::accounts::target_error)?;
+        report.accounts_seen = existing.len();
+        let existing_names: BTreeSet<String> = existing.iter().map(ToString::to_string).collect();
+
+        for account in &existing {
+            let grants = self
+                .store
+                .list_grants(&GrantFilter {
+                    target: Some(target.clone()),
+                    account: Some(account.to_string()),
+                    ..GrantFilter::default()
+                })
+                .await?;
+            // Backed: an active grant, one still provisioning, or one whose revocation is
+            // queued (the revocation worker owns it).
+            let backed = grants.iter().any(|g| {
+                matches!(
+                    g.state,
+                    GrantState::Active | GrantState::Provisioning | GrantState::Ending { .. }
+                )
+            });
+            if backed {
+                continue;
+            }
+            self.remove_residue(target, &*connector, account, grants.first())
+                .await?;
+            report.residue_removed.push(account.to_string());
+        }
+
+        // Active grants whose account is missing downstream.
+        let active = self
+            .store
+            .list_grants(&GrantFilter {
+                state: Some(GrantStateFilter::Active),
+                target: Some(target.clone()),
+                ..GrantFilter::default()
+            })
+            .await?;
+        for g in active {
+            let Some(account) = &g.account else { continue };
+            if existing_names.contains(account) {
+                continue;
+            }
+            tracing::error!(grant = %g.id, target = %target, account, "active grant's account is missing downstream");
+            self.store
+                .append_audit(vec![
+                    AuditDraft::new(AuditKind::AccountMissing, Principal::System("reconciler"))
+                        .identity(&g.identity)
+                        .grant(&g.id)
+                        .task_ref(&g.task.reference)
+                        .data(serde_json::json!({ "target": target, "account": account })),
+                ])
+                .await?;
+            report.missing_accounts.push(account.clone());
+        }
+        self.metrics
+            .accounts_missing
+            .set(i64::try_from(report.missing_accounts.len()).unwrap_or(i64::MAX));
+        Ok(report)
+    }
+
+    async fn remove_residue(
+        &self,
+        target: &TargetName,
+        connector: &dyn Connector,
+        account: &AccountName,
+        grant: Option<&kairos_domain::Grant>,
+    ) -> Result<()> {
+        let found = match grant {
+            None => "listed downstream with the managed prefix; no grant ever named it (a crash before the grant was recorded, or made by hand)".to_owned(),
+            Some(g) => format!("listed downstream although grant {} is {}", g.id, g.state.name()),
+        };
+        tracing::warn!(target = %target, account = %account, "removing residual account");
+        let revoked = connector
+            .revoke(account)
+            .await
+            .map_err(crate::accounts::target_error)?;
+        let verification = connector
+            .verify_gone(account, grant.and_then(|g| self.unseal_secret(g)).as_ref())
+            .await
+            .map_err(crate::accounts::target_error)?;
+        self.metrics.residue_removed.inc();
+        let mut draft = AuditDraft::new(AuditKind::ResidueRemoved, Principal::System("reconciler"))
+            .data(serde_json::json!({
+                "target": target,
+                "account": account.as_str(),
+                "found": found,
+                "sessions_killed": revoked.sessions_killed,
+                "verified_at": self.now().to_rfc3339(),
+                "method": verification.method,
+                "evidence": verification.evidence,
+            }));
+        if let Some(g) = grant {
+            draft = draft
+                .identity(&g.identity)
+                .grant(&g.id)
+                .task_ref(&g.task.reference);
+        }
+        self.store.append_audit(vec![draft]).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+//! Dynamic accounts end to end through the real server: a PostgreSQL role and a Redis ACL
+//! user are issued, used with real clients, released, their live sessions killed, their
+//! logins refused, their receipts verified; the reconciler removes a hand-made residue.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+fn psql(db: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([&format!("{PG}/{db}"), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn role_exists(role: &str) -> bool {
+    let out = std::process::Command::new("psql")
+        .args([
+            &format!("{PG}/postgres"),
+            "-tAc",
+            &format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "1"
+}
+
+struct TestDb(String);
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                &format!("{PG}/postgres"),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
+            ])
+            .output();
+    }
+}
+
+fn write_db_config(
+    dir: &std::path::Path,
+    issuer: &TestIssuer,
+    db: &str,
+    prefix: &str,
+) -> std::path::PathBuf {
+    let path = write_config(dir, issuer, "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replace("[policy]", &format!(r#"
+[[target]]
+name = "orders-db"
+kind = "postgres"
+admin_url_env = "KAIROS_IT_PG_ADMIN"
+managed_prefix = "{prefix}"
+reconcile_interval = "1s"
+
+[[entitlement]]
+name = "orders-db/readonly"
+tier = "medium"
+max_ttl = "30m"
+grants = ["GRANT CONNECT ON DATABASE {db} TO {{{{role}}}}", "GRANT SELECT ON orders TO {{{{role}}}}"]
+
+[[target]]
+name = "cache"
+kind = "redis"
+admin_url_env = "KAIROS_IT_REDIS_ADMIN"
+managed_prefix = "{prefix}"
+reconcile_interval = "1s"
+
+[[entitlement]]
+name = "cache/sessions-read"
+tier = "low"
+max_ttl = "15m"
+acl = ["~sessions:*", "+get"]
+
+[policy]"#));
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(
+        dir.join("policies/db.cedar"),
+        "@id(\"db-jobs\") permit (principal in Kairos::Team::\"payments\", action, resource in Kairos::Target::\"orders-db\") when { context.task_kind == \"job\" };\n\
+         @id(\"cache-jobs\") permit (principal in Kairos::Team::\"payments\", action, resource in Kairos::Target::\"cache\");\n",
+    )
+    .unwrap();
+    path
+}
+
+fn request(api: &Api, platform: &str, entitlement: &str) -> (u16, Value) {
+    api.post(
+        platform,
+        "/v1/requests",
+        json!({
+            "entitlement": entitlement, "ttl": "10m",
+            "task": {"kind": "job", "ref": "run-7", "reason": "nightly export"}
+        }),
+    )
+}
+
+#[test]
+fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    let db = format!("kairos_it_{}", &hex[..12]);
+    let prefix = format!("kit{}_", &hex[..8]);
+    psql("postgres", &format!("CREATE DATABASE {db}"));
+    let _guard = TestDb(db.clone());
+    psql(
+        &db,
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_db_config(&dir.path().join("cfg"), &issuer, &db, &prefix);
+    let admin = format!("{PG}/{db}");
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&config),
+        None,
+        &[],
+        &[
+            ("KAIROS_IT_PG_ADMIN", admin.as_str()),
+            ("KAIROS_IT_REDIS_ADMIN", "redis://127.0.0.1:6379"),
+        ],
+    );
+    let api = Api::new(&server);
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // PostgreSQL: issue, then log in with a real client and use exactly the granted privileges.
+    let (status, body) = request(&api, &platform, "orders-db/readonly");
+    assert_eq!(status, 201, "{body}");
+    let cred = &body["credential"];
+    assert_eq!(cred["kind"], "postgres");
+    let user = cred["username"].as_str().unwrap().to_owned();
+    let password = cred["password"].as_str().unwrap().to_owned();
+    assert!(user.starts_with(&prefix));
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["grant"]["state"], "active");
+    let url = format!(
+        "postgres://{user}:{password}@{}:{}/{}",
+        cred["host"].as_str().unwrap(),
+        cred["port"],
+        cred["database"].as_str().unwrap()
+    );
+    let mut session = rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let refused = sqlx::query("INSERT INTO orders VALUES (2)")
+            .execute(&mut c)
+            .await;
+        assert!(refused.is_err(), "insert must be refused");
+        c
+    });
+    // The password is stored only sealed: it is not in the store file in plain text.
+    let db_bytes = std::fs::read(dir.path().join("data/kairos.db")).unwrap();
+    assert!(
+        !db_bytes
+            .windows(password.len())
+            .any(|w| w == password.as_bytes())
+    );
+
+    // Release: the open session is killed, a new login fails, the receipt is verified.
+    let (status, g) = api.post(&platform, &format!("/v1/grants/{grant}/release"), json!({}));
+    assert_eq!(status, 200, "{g}");
+    let g = api.wait_grant(ADMIN, &grant, Duration::from_secs(20), |g| {
+        g["state"] == "ended"
+    });
+    assert_eq!(g["receipt"]["method"], "pg_roles+login", "{g}");
+    assert!(g["receipt"]["verified_at"].is_string());
+    rt.block_on(async {
+        let still = sqlx::query("SELECT 1").execute(&mut session).await;
+        assert!(still.is_err(), "the open session must be terminated");
+        assert!(
+            sqlx::PgConnection::connect(&url).await.is_err(),
+            "a new login must fail"
+        );
+    });
+    assert!(!role_exists(&user));
+
+    // Redis: issue, AUTH works and GET is allowed only on the granted keys; release; AUTH fails.
+    let (status, body) = request(&api, &platform, "cache/sessions-read");
+    assert_eq!(status, 201, "{body}");
+    let rc = &body["credential"];
+    assert_eq!(rc["kind"], "redis");
+    let rgrant = body["grant"]["id"].as_str().unwrap().to_owned();
+    let rurl = format!(
+        "redis://{}:{}@127.0.0.1:6379",
+        rc["username"].as_str().unwrap(),
+        rc["password"].as_str().unwrap()
+    );
+    rt.block_on(async {
+        let client = redis::Client::open(rurl.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let v: Option<String> = redis::cmd("GET")
+            .arg("sessions:1")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(v, None);
+        let denied: redis::RedisResult<Option<String>> =
+            redis::cmd("GET").arg("other:1").query_async(&mut con).await;
+        assert!(denied.is_err());
+    });
+    let (status, _) = api.post(
+        &platform,
+        &format!("/v1/grants/{rgrant}/release"),
+        json!({}),
+    );
+    assert_eq!(status, 200);
+    let g = api.wait_grant(ADMIN, &rgrant, Duration::from_secs(20), |g| {
+        g["state"] == "ended"
+    });
+    assert_eq!(g["receipt"]["method"], "acl+auth", "{g}");
+    rt.block_on(async {
+        let client = redis::Client::open(rurl.as_str()).unwrap();
+        assert!(
+            client.get_multiplexed_async_connection().await.is_err(),
+            "AUTH must fail"
+        );
+    });
+
+    // The reconciler finds a hand-made account with the managed prefix and removes it.
+    let handmade = format!("{prefix}handmade");
+    psql(&db, &format!("CREATE ROLE {handmade} LOGIN"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while role_exists(&handmade) {
+        assert!(
+            Instant::now() < deadline,
+            "the reconciler never removed {handmade}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, audit) = api.get(ADMIN, "/v1/audit?limit=200");
+    let residue = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "residue_removed")
+        .expect("residue audited");
+    assert_eq!(residue["data"]["account"], handmade.as_str());
+    let out = server.cli(ADMIN, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Passwords never reach the log.
+    assert!(!server.log_text().contains(&password));
+}
+
+#[test]
+fn a_target_down_at_issuance_gets_a_clear_error_and_nothing_half_created() {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("kit{}_", &hex[..8]);
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_db_config(&dir.path().join("cfg"), &issuer, "nowhere", &prefix);
+    // Nothing listens on port 9 (discard) on this machine.
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&config),
+        None,
+        &[],
+        &[
+            (
+                "KAIROS_IT_PG_ADMIN",
+                "postgres://postgres@127.0.0.1:9/nowhere",
+            ),
+            ("KAIROS_IT_REDIS_ADMIN", "redis://127.0.0.1:9"),
+        ],
+    );
+    let api = Api::new(&server);
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let (status, body) = request(&api, &platform, "orders-db/readonly");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "target_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was created")
+    );
+    // The grant never became active: it was aborted through the end path.
+    let (_, grants) = api.get(ADMIN, "/v1/grants?state=active");
+    assert_eq!(grants["grants"].as_array().unwrap().len(), 0, "{grants}");
+    let (_, all) = api.get(ADMIN, "/v1/grants");
+    let g = &all["grants"][0];
+    assert!(g["state"] == "revoking" || g["state"] == "ended", "{g}");
+    assert_eq!(g["receipt"]["reason"], "aborted");
+}
