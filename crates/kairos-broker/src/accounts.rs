@@ -172,6 +172,7 @@ impl Broker {
                 return Err(target_error(e));
             }
         };
+        self.crash_point(crate::CrashPoint::AfterProvision);
         let kind = connector.kind();
         let revocability = connector.revocability();
         let connection = info.clone();

@@ -66,6 +66,7 @@ impl Broker {
             kairos_connectors::AccountName::parse(account.clone()).map_err(|e| e.to_string())?;
         let revoked = connector.revoke(&name).await.map_err(|e| e.to_string())?;
         let revoked_at = self.now();
+        self.crash_point(crate::CrashPoint::AfterRevoke);
         let v = connector
             .verify_gone(&name, self.unseal_secret(grant).as_ref())
             .await
@@ -334,7 +335,8 @@ impl Broker {
     /// Returns (verified, failed).
     pub async fn revoke_due(&self) -> Result<(usize, usize)> {
         let now = self.now();
-        let jobs = self.store.claim_revocations(now, 200, 30_000).await?;
+        let lease = i64::try_from(self.settings.revocation_lease.as_millis()).unwrap_or(30_000);
+        let jobs = self.store.claim_revocations(now, 200, lease).await?;
         let (mut verified, mut failed) = (0, 0);
         for grant in jobs {
             match self.propagate_and_verify(&grant).await {

@@ -30,6 +30,7 @@ use kairos_domain::{Clock, Timestamp};
 use kairos_store::Store;
 
 pub use auth::Caller;
+
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
 pub use metrics::Metrics;
@@ -49,6 +50,42 @@ pub struct BrokerSettings {
     pub revocation_alarm_after: u32,
     /// TTL used when a request names none (still capped by the entitlement).
     pub default_ttl: Duration,
+    /// A grant still `provisioning` after this long is taken for an interrupted one and
+    /// aborted by the reconciler (another replica may be mid-way within it).
+    pub provisioning_grace: Duration,
+    /// How long a revocation worker holds a claimed job before another may take it over
+    /// (after a crash).
+    pub revocation_lease: Duration,
+    /// For crash tests only: abort the process at this point (see [`CrashPoint`]).
+    pub danger_crash_at: Option<CrashPoint>,
+}
+
+/// Points where a crash test asks the broker to die abruptly, as a SIGKILL would:
+/// between creating an account and recording it active, and between revoking an account
+/// and recording that it is verified gone. Set only by tests (`KAIROS_DANGER_CRASH_AT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    AfterProvision,
+    AfterRevoke,
+}
+
+impl CrashPoint {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "after-provision" => Some(Self::AfterProvision),
+            "after-revoke" => Some(Self::AfterRevoke),
+            _ => None,
+        }
+    }
+}
+
+impl Broker {
+    pub(crate) fn crash_point(&self, here: CrashPoint) {
+        if self.settings.danger_crash_at == Some(here) {
+            tracing::error!(?here, "KAIROS_DANGER_CRASH_AT reached: aborting the process");
+            std::process::abort();
+        }
+    }
 }
 
 impl Default for BrokerSettings {
@@ -59,6 +96,9 @@ impl Default for BrokerSettings {
             signing_alg: SigningAlg::Es256,
             revocation_alarm_after: 5,
             default_ttl: Duration::from_secs(15 * 60),
+            provisioning_grace: Duration::from_secs(60),
+            revocation_lease: Duration::from_secs(30),
+            danger_crash_at: None,
         }
     }
 }

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kairos_connectors::{AccountName, Connector};
 use kairos_domain::{
@@ -17,9 +16,6 @@ use kairos_domain::{
 use kairos_store::{EndSelector, GrantFilter, GrantStateFilter};
 
 use crate::{Broker, Result};
-
-/// A provisioning grant older than this is taken for an interrupted one.
-pub const PROVISIONING_GRACE: Duration = Duration::from_secs(60);
 
 /// What one pass over one target found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,7 +56,8 @@ impl Broker {
                 state: Some(GrantStateFilter::Provisioning),
                 target: Some(target.clone()),
                 issued_before: Some(kairos_domain::Timestamp::from_millis(
-                    now.as_millis() - i64::try_from(PROVISIONING_GRACE.as_millis()).unwrap_or(0),
+                    now.as_millis()
+                        - i64::try_from(self.settings.provisioning_grace.as_millis()).unwrap_or(0),
                 )),
                 ..GrantFilter::default()
             })
@@ -128,6 +125,20 @@ impl Broker {
                 continue;
             }
             tracing::error!(grant = %g.id, target = %target, account, "active grant's account is missing downstream");
+            report.missing_accounts.push(account.clone());
+            // Audited once per grant, not on every pass.
+            let already = self
+                .store
+                .list_audit(&kairos_store::AuditFilter {
+                    grant_id: Some(g.id.to_string()),
+                    ..kairos_store::AuditFilter::default()
+                })
+                .await?
+                .iter()
+                .any(|r| r.kind == AuditKind::AccountMissing);
+            if already {
+                continue;
+            }
             self.store
                 .append_audit(vec![
                     AuditDraft::new(AuditKind::AccountMissing, Principal::System("reconciler"))
@@ -137,7 +148,6 @@ impl Broker {
                         .data(serde_json::json!({ "target": target, "account": account })),
                 ])
                 .await?;
-            report.missing_accounts.push(account.clone());
         }
         self.metrics
             .accounts_missing

@@ -41,6 +41,12 @@ pub struct ServerArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Abort a provisioning grant left `provisioning` this long (an interrupted issuance).
+    #[arg(long, default_value = "60s", hide = true)]
+    provisioning_grace: kairos_domain::Ttl,
+    /// How long a claimed revocation job is held before another worker may retry it.
+    #[arg(long, default_value = "30s", hide = true)]
+    revocation_lease: kairos_domain::Ttl,
 }
 
 fn init_logging(json: bool) {
@@ -172,6 +178,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),
         pending_timeout: server_settings.pending_timeout.as_duration(),
+        provisioning_grace: args.provisioning_grace.as_duration(),
+        revocation_lease: args.revocation_lease.as_duration(),
+        // Crash tests only: a risky switch that says so in its name.
+        danger_crash_at: std::env::var("KAIROS_DANGER_CRASH_AT")
+            .ok()
+            .and_then(|v| kairos_broker::CrashPoint::parse(&v)),
         ..BrokerSettings::default()
     };
     let broker = Broker::start(Arc::new(store), Arc::new(SystemClock), master, settings)
