@@ -296,3 +296,161 @@ fn a_target_down_at_issuance_gets_a_clear_error_and_nothing_half_created() {
     assert!(g["state"] == "revoking" || g["state"] == "ended", "{g}");
     assert_eq!(g["receipt"]["reason"], "aborted");
 }
+
+fn mariadb(sql: &str) {
+    let out = std::process::Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", "-e", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+struct MariaDbGuard(String);
+
+impl Drop for MariaDbGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("mariadb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                "3306",
+                "-u",
+                "root",
+                "-e",
+                &format!("DROP DATABASE IF EXISTS {}", self.0),
+            ])
+            .output();
+    }
+}
+
+#[test]
+fn an_approved_mariadb_account_is_shown_once_and_verified_gone() {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    let db = format!("kairos_it_{}", &hex[..12]);
+    let prefix = format!("kit{}_", &hex[..8]);
+    mariadb(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.orders (id INT); INSERT INTO {db}.orders VALUES (1);"
+    ));
+    let _guard = MariaDbGuard(db.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let issuer = TestIssuer::new("k1");
+    let path = write_config(&cfg, &issuer, "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[policy]",
+        &format!(
+            r#"
+[[target]]
+name = "shop-db"
+kind = "mariadb"
+admin_url_env = "KAIROS_IT_MARIADB_ADMIN"
+managed_prefix = "{prefix}"
+
+[[entitlement]]
+name = "shop-db/read"
+tier = "medium"
+max_ttl = "30m"
+grants = ["GRANT SELECT ON {db}.orders TO {{{{role}}}}"]
+
+[policy]"#
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(
+        cfg.join("policies/shop.cedar"),
+        "@id(\"shop-one-approval\") @approvals(\"1\") permit (principal in Kairos::Team::\"payments\", action, resource == Kairos::Entitlement::\"shop-db/read\");\n",
+    )
+    .unwrap();
+    let admin = format!("mysql://root@127.0.0.1:3306/{db}");
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&path),
+        None,
+        &[],
+        &[("KAIROS_IT_MARIADB_ADMIN", admin.as_str())],
+    );
+    let api = Api::new(&server);
+    let (_, alice) = api.post(
+        ADMIN,
+        "/v1/users",
+        json!({"name": "alice", "role": "approver", "teams": ["payments"]}),
+    );
+    let alice = alice["token"].as_str().unwrap().to_owned();
+    let platform = issuer.mint(SUBJECT, json!({}));
+
+    let (status, body) = request(&api, &platform, "shop-db/read");
+    assert_eq!(status, 202, "{body}");
+    let req = body["request"]["id"].as_str().unwrap().to_owned();
+    let (status, r) = api.post(
+        &alice,
+        &format!("/v1/requests/{req}/approve"),
+        json!({"reason": "export reviewed"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        r["credential"].is_null(),
+        "the approver never sees the password: {r}"
+    );
+    let grant = r["grant"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(r["grant"]["state"], "active", "{r}");
+
+    // The workload reads its request: the password, once.
+    let (_, first) = api.get(&platform, &format!("/v1/requests/{req}"));
+    let cred = first["credential"].clone();
+    assert_eq!(cred["kind"], "mariadb", "{first}");
+    let (_, second) = api.get(&platform, &format!("/v1/requests/{req}"));
+    assert!(second["credential"].is_null(), "shown once: {second}");
+
+    let url = format!(
+        "mysql://{}:{}@127.0.0.1:{}/{}",
+        cred["username"].as_str().unwrap(),
+        cred["password"].as_str().unwrap(),
+        cred["port"],
+        cred["database"].as_str().unwrap()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut session = rt.block_on(async {
+        let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {db}.orders"))
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            sqlx::query(&format!("INSERT INTO {db}.orders VALUES (2)"))
+                .execute(&mut c)
+                .await
+                .is_err()
+        );
+        c
+    });
+
+    let (status, _) = api.post(&platform, &format!("/v1/grants/{grant}/release"), json!({}));
+    assert_eq!(status, 200);
+    let g = api.wait_grant(ADMIN, &grant, Duration::from_secs(20), |g| {
+        g["state"] == "ended"
+    });
+    assert_eq!(g["receipt"]["method"], "mysql.user+login", "{g}");
+    rt.block_on(async {
+        assert!(
+            sqlx::query("SELECT 1").execute(&mut session).await.is_err(),
+            "the open session must be killed"
+        );
+        assert!(
+            sqlx::MySqlConnection::connect(&url).await.is_err(),
+            "a new login must fail"
+        );
+    });
+    let (_, audit) = api.get(ADMIN, &format!("/v1/audit?grant={grant}"));
+    let kinds: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    for k in ["issued", "credential_delivered", "released", "verified"] {
+        assert!(kinds.contains(&k), "{kinds:?} lacks {k}");
+    }
+}
