@@ -268,7 +268,7 @@ fn settled(
                         render::clean(&r.identity)
                     )));
                 };
-                io.out(&format!("{}\n", c.access_token))?;
+                io.out(&format!("{}\n", c.secret_line()))?;
             } else {
                 io.show(ans, || Ok(render::granted(resp)))?;
             }
@@ -387,7 +387,7 @@ async fn renew(api: &Api, a: RenewArgs, io: &mut Io<'_>) -> Result<Exit, CliErro
         .await?;
     if Show::from_flag(a.token_only) == Show::TokenOnly {
         let resp: wire::RenewResponse = ans.decode()?;
-        io.out(&format!("{}\n", resp.credential.access_token))?;
+        io.out(&format!("{}\n", resp.credential.secret_line()))?;
     } else {
         io.show(&ans, || Ok(render::renewed(&ans.decode()?)))?;
     }

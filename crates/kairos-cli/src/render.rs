@@ -297,6 +297,15 @@ pub fn granted(resp: &wire::RequestResponse) -> String {
     }
     let mut out = t.render();
     match &resp.credential {
+        Some(c) if c.kind != "token" && !c.kind.is_empty() => {
+            let _ = writeln!(
+                out,
+                "{} account (password shown once; Kairos keeps it only sealed):",
+                clean(&c.kind)
+            );
+            out.push_str(&c.secret_line());
+            out.push('\n');
+        }
         Some(c) => {
             out.push_str(&c.access_token);
             out.push('\n');

@@ -93,7 +93,8 @@ pub struct Grant {
     pub receipt: Option<Receipt>,
 }
 
-/// The access token itself. Its `Debug` never shows the token.
+/// The credential: an access token, or a database account (its password is shown once).
+/// Its `Debug` never shows the token or the password.
 #[derive(Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Credential {
@@ -101,6 +102,35 @@ pub struct Credential {
     pub access_token: String,
     pub token_type: String,
     pub expires_at: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    pub username: String,
+    pub password: String,
+}
+
+impl Credential {
+    /// The secret to hand to a script: the token, or for an account a connection URL
+    /// (`postgres://user:password@host:port/db`, `mysql://…`, `redis://…`).
+    pub fn secret_line(&self) -> String {
+        if self.kind == "token" || self.kind.is_empty() {
+            return self.access_token.clone();
+        }
+        let scheme = match self.kind.as_str() {
+            "mariadb" => "mysql",
+            other => other,
+        };
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let db = self
+            .database
+            .as_deref()
+            .map(|d| format!("/{d}"))
+            .unwrap_or_default();
+        format!(
+            "{scheme}://{}:{}@{}{port}{db}",
+            self.username, self.password, self.host
+        )
+    }
 }
 
 impl std::fmt::Debug for Credential {
@@ -286,4 +316,29 @@ pub struct Health {
     pub status: String,
     pub store: String,
     pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_credentials_become_connection_urls() {
+        let c: Credential = serde_json::from_value(serde_json::json!({
+            "kind": "postgres", "host": "db", "port": 5432, "database": "orders",
+            "username": "kairos_x", "password": "pw", "expires_at": "t"
+        }))
+        .unwrap();
+        assert_eq!(c.secret_line(), "postgres://kairos_x:pw@db:5432/orders");
+        let r: Credential = serde_json::from_value(serde_json::json!({
+            "kind": "redis", "host": "cache", "port": 6379, "username": "kairos_y", "password": "p2", "expires_at": "t"
+        }))
+        .unwrap();
+        assert_eq!(r.secret_line(), "redis://kairos_y:p2@cache:6379");
+        let t: Credential =
+            serde_json::from_value(serde_json::json!({"kind": "token", "access_token": "eyJ"}))
+                .unwrap();
+        assert_eq!(t.secret_line(), "eyJ");
+        assert!(!format!("{c:?}").contains("pw"));
+    }
 }
