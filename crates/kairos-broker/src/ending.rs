@@ -71,14 +71,14 @@ impl Broker {
             .verify_gone(&name, self.unseal_secret(grant).as_ref())
             .await
             .map_err(|e| e.to_string())?;
-        Ok((
-            revoked_at,
-            v.method,
-            format!(
-                "{}; {} live session(s) terminated",
-                v.evidence, revoked.sessions_killed
-            ),
-        ))
+        let sessions = if revoked.account_existed {
+            format!("{} live session(s) terminated", revoked.sessions_killed)
+        } else {
+            // An earlier, interrupted attempt (or the target's native expiry) removed it:
+            // revoked_at is this retry, so the receipt errs on the long side.
+            "account already absent when this attempt ran (removed by an earlier interrupted attempt or by the target's native expiry)".to_owned()
+        };
+        Ok((revoked_at, v.method, format!("{}; {sessions}", v.evidence)))
     }
 
     pub async fn get_grant(&self, caller: &Caller, id: &GrantId) -> Result<Grant> {

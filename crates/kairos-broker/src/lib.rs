@@ -82,7 +82,10 @@ impl CrashPoint {
 impl Broker {
     pub(crate) fn crash_point(&self, here: CrashPoint) {
         if self.settings.danger_crash_at == Some(here) {
-            tracing::error!(?here, "KAIROS_DANGER_CRASH_AT reached: aborting the process");
+            tracing::error!(
+                ?here,
+                "KAIROS_DANGER_CRASH_AT reached: aborting the process"
+            );
             std::process::abort();
         }
     }

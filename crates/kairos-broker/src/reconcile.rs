@@ -68,11 +68,16 @@ impl Broker {
                 by: Principal::System("reconciler"),
                 at: now,
             };
-            report.provisioning_aborted += self
+            let ended = self
                 .store
                 .end_grants(&EndSelector::One(g.id.clone()), &end)
                 .await?
                 .len();
+            for _ in 0..ended {
+                self.metrics.revoking_grants.inc();
+                self.metrics.ended(EndReason::Aborted.as_str());
+            }
+            report.provisioning_aborted += ended;
         }
         if report.provisioning_aborted > 0 {
             self.revoke_work.notify_one();
