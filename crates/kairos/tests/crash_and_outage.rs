@@ -13,43 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::pg::{SHARED_PG, SharedDb, managed_roles, psql};
 use common::*;
 use kairos_domain::Timestamp;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-/// The machine's shared PostgreSQL (trust authentication, superuser `postgres`).
-const SHARED_PG: &str = "postgres://postgres@127.0.0.1:5432";
 const ENTITLEMENT: &str = "orders-db/readonly";
 const SIGABRT: i32 = 6;
-
-// ---- PostgreSQL from the outside ----------------------------------------------------
-
-/// Runs one SQL text against `base/db` with psql; panics with psql's error.
-fn psql(base: &str, db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            &format!("{base}/{db}"),
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qtAc",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{sql}: {}", stderr(&out));
-    stdout(&out).trim().to_owned()
-}
-
-/// Roles whose name starts with `prefix` (`starts_with`: `_` is no wildcard here).
-fn managed_roles(base: &str, prefix: &str) -> Vec<String> {
-    let text = psql(
-        base,
-        "postgres",
-        &format!("SELECT rolname FROM pg_roles WHERE starts_with(rolname, '{prefix}') ORDER BY 1"),
-    );
-    text.lines().map(str::to_owned).collect()
-}
 
 /// The account a grant gets: the target's prefix and the grant id's hex.
 fn account_of(prefix: &str, grant_id: &str) -> String {
@@ -87,72 +58,6 @@ fn assert_active_grants_have_accounts(api: &Api, base: &str, prefix: &str) {
             roles.contains(&account),
             "active grant without its account: {g}"
         );
-    }
-}
-
-/// A throwaway database on the shared server with `orders (id)`, and a random managed
-/// prefix for this test alone (roles are cluster-global). Dropping it drops the database
-/// and then every role with the prefix, whatever the test left.
-struct SharedDb {
-    name: String,
-    prefix: String,
-}
-
-impl SharedDb {
-    fn new() -> Self {
-        let hex = uuid::Uuid::new_v4().simple().to_string();
-        let db = Self {
-            name: format!("kairos_it_{}", &hex[..12]),
-            prefix: format!("kit{}_", &hex[12..20]),
-        };
-        psql(
-            SHARED_PG,
-            "postgres",
-            &format!("CREATE DATABASE {}", db.name),
-        );
-        psql(
-            SHARED_PG,
-            &db.name,
-            "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
-        );
-        db
-    }
-
-    fn admin_url(&self) -> String {
-        format!("{SHARED_PG}/{}", self.name)
-    }
-}
-
-impl Drop for SharedDb {
-    fn drop(&mut self) {
-        let quiet = |sql: &str| {
-            let _ = Command::new("psql")
-                .args([&format!("{SHARED_PG}/postgres"), "-qc", sql])
-                .output();
-        };
-        // The database first: its CONNECT grant would keep the roles from being dropped.
-        quiet(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-        let roles = Command::new("psql")
-            .args([
-                &format!("{SHARED_PG}/postgres"),
-                "-tAc",
-                &format!(
-                    "SELECT rolname FROM pg_roles WHERE starts_with(rolname, '{}')",
-                    self.prefix
-                ),
-            ])
-            .output()
-            .map(|o| stdout(&o))
-            .unwrap_or_default();
-        for role in roles.lines().filter(|r| !r.is_empty()) {
-            quiet(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
-            ));
-            quiet(&format!("DROP ROLE IF EXISTS \"{role}\""));
-        }
     }
 }
 

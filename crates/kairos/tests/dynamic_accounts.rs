@@ -7,44 +7,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::pg::{SHARED_PG, SharedDb, managed_roles, psql};
 use common::*;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
-
-fn psql(db: &str, sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args([&format!("{PG}/{db}"), "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
+/// Whether a role of exactly this name exists on the shared server.
 fn role_exists(role: &str) -> bool {
-    let out = std::process::Command::new("psql")
-        .args([
-            &format!("{PG}/postgres"),
-            "-tAc",
-            &format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'"),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "1"
-}
-
-struct TestDb(String);
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([
-                &format!("{PG}/postgres"),
-                "-qc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
-            ])
-            .output();
-    }
+    managed_roles(SHARED_PG, role).iter().any(|r| r == role)
 }
 
 fn write_db_config(
@@ -106,20 +76,13 @@ fn request(api: &Api, platform: &str, entitlement: &str) -> (u16, Value) {
 
 #[test]
 fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
-    let hex = uuid::Uuid::new_v4().simple().to_string();
-    let db = format!("kairos_it_{}", &hex[..12]);
-    let prefix = format!("kit{}_", &hex[..8]);
-    psql("postgres", &format!("CREATE DATABASE {db}"));
-    let _guard = TestDb(db.clone());
-    psql(
-        &db,
-        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
-    );
+    let shared = SharedDb::new();
+    let (db, prefix) = (shared.name.clone(), shared.prefix.clone());
 
     let dir = tempfile::tempdir().unwrap();
     let issuer = TestIssuer::new("k1");
     let config = write_db_config(&dir.path().join("cfg"), &issuer, &db, &prefix);
-    let admin = format!("{PG}/{db}");
+    let admin = shared.admin_url();
     let server = Server::start_env(
         &dir.path().join("data"),
         Some(&config),
@@ -233,7 +196,7 @@ fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
 
     // The reconciler finds a hand-made account with the managed prefix and removes it.
     let handmade = format!("{prefix}handmade");
-    psql(&db, &format!("CREATE ROLE {handmade} LOGIN"));
+    psql(SHARED_PG, &db, &format!("CREATE ROLE {handmade} LOGIN"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while role_exists(&handmade) {
         assert!(
