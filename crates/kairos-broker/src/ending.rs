@@ -333,50 +333,74 @@ impl Broker {
 
     /// Claims due revocation jobs and runs propagate → verify → receipt on each.
     /// Returns (verified, failed).
-    pub async fn revoke_due(&self) -> Result<(usize, usize)> {
+    pub async fn revoke_due(self: &Arc<Self>) -> Result<(usize, usize)> {
+        /// Jobs propagated at once: downstream round trips overlap, and each job is
+        /// independent (its own grant, its own account).
+        const CONCURRENCY: usize = 16;
         let now = self.now();
         let lease = i64::try_from(self.settings.revocation_lease.as_millis()).unwrap_or(30_000);
         let jobs = self.store.claim_revocations(now, 200, lease).await?;
         let (mut verified, mut failed) = (0, 0);
+        let mut running = tokio::task::JoinSet::new();
+        let mut first_error = None;
         for grant in jobs {
-            match self.propagate_and_verify(&grant).await {
-                Ok((revoked_at, method, evidence)) => {
-                    let receipt = Receipt {
-                        revoked_at,
-                        verified_at: self.now(),
-                        method,
-                        evidence,
-                    };
-                    self.store.complete_revocation(&grant.id, &receipt).await?;
-                    self.metrics.revoking_grants.dec();
-                    self.metrics.revocations_verified.inc();
-                    verified += 1;
-                }
-                Err(error) => {
-                    let attempts = match &grant.state {
-                        GrantState::Ending { attempts, .. } => attempts.saturating_add(1),
-                        _ => 1,
-                    };
-                    let retry_at = self.now().plus(backoff(attempts));
-                    self.store
-                        .fail_revocation(&grant.id, &error, retry_at)
-                        .await?;
-                    self.metrics.revocation_failures.inc();
-                    if attempts == self.settings.revocation_alarm_after {
-                        self.metrics.revocations_alarming.inc();
-                        tracing::error!(grant = %grant.id, attempts, %error,
-                            "revocation keeps failing; access may persist until it succeeds");
-                    } else {
-                        tracing::warn!(grant = %grant.id, attempts, %error, "revocation failed; will retry");
-                    }
-                    failed += 1;
-                }
+            if running.len() >= CONCURRENCY
+                && let Some(done) = running.join_next().await
+            {
+                tally(done, &mut verified, &mut failed, &mut first_error);
             }
+            let b = Arc::clone(self);
+            running.spawn(async move { b.revoke_one(grant).await });
+        }
+        while let Some(done) = running.join_next().await {
+            tally(done, &mut verified, &mut failed, &mut first_error);
         }
         if verified > 0 {
             self.changed.notify_waiters();
         }
-        Ok((verified, failed))
+        match first_error {
+            // A store failure: the jobs it touched stay claimed and are retried after the lease.
+            Some(e) => Err(e),
+            None => Ok((verified, failed)),
+        }
+    }
+
+    /// Propagate → verify → receipt for one claimed job. `Ok(true)` when verified,
+    /// `Ok(false)` when the attempt failed and was recorded for a retry.
+    async fn revoke_one(&self, grant: Grant) -> Result<bool> {
+        match self.propagate_and_verify(&grant).await {
+            Ok((revoked_at, method, evidence)) => {
+                let receipt = Receipt {
+                    revoked_at,
+                    verified_at: self.now(),
+                    method,
+                    evidence,
+                };
+                self.store.complete_revocation(&grant.id, &receipt).await?;
+                self.metrics.revoking_grants.dec();
+                self.metrics.revocations_verified.inc();
+                Ok(true)
+            }
+            Err(error) => {
+                let attempts = match &grant.state {
+                    GrantState::Ending { attempts, .. } => attempts.saturating_add(1),
+                    _ => 1,
+                };
+                let retry_at = self.now().plus(backoff(attempts));
+                self.store
+                    .fail_revocation(&grant.id, &error, retry_at)
+                    .await?;
+                self.metrics.revocation_failures.inc();
+                if attempts == self.settings.revocation_alarm_after {
+                    self.metrics.revocations_alarming.inc();
+                    tracing::error!(grant = %grant.id, attempts, %error,
+                        "revocation keeps failing; access may persist until it succeeds");
+                } else {
+                    tracing::warn!(grant = %grant.id, attempts, %error, "revocation failed; will retry");
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// Runs the background loops until `shutdown` resolves: the expirer (driven by the
@@ -490,6 +514,24 @@ impl Broker {
             })
         };
         let _ = tokio::join!(expirer, revoker, housekeeping, reconciler);
+    }
+}
+
+fn tally(
+    done: std::result::Result<Result<bool>, tokio::task::JoinError>,
+    verified: &mut usize,
+    failed: &mut usize,
+    first_error: &mut Option<BrokerError>,
+) {
+    match done {
+        Ok(Ok(true)) => *verified += 1,
+        Ok(Ok(false)) => *failed += 1,
+        Ok(Err(e)) => {
+            first_error.get_or_insert(e);
+        }
+        Err(join) => {
+            first_error.get_or_insert(BrokerError::internal(join));
+        }
     }
 }
 

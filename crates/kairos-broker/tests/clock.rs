@@ -248,3 +248,20 @@ async fn renewal_stops_at_the_cap_on_the_injected_clock() {
         .unwrap();
     assert_eq!(g.expires_at, g.max_expires_at);
 }
+
+#[tokio::test]
+async fn grants_falling_due_together_are_all_verified_in_one_pass() {
+    let f = fixture().await;
+    for _ in 0..40 {
+        f.broker
+            .request(&workload(), ask("api/read", "5m"))
+            .await
+            .unwrap();
+    }
+    f.clock.advance(Duration::from_secs(300));
+    assert_eq!(f.broker.expire_due().await.unwrap(), 40);
+    assert_eq!(f.broker.revoke_due().await.unwrap(), (40, 0));
+    assert_eq!(f.broker.revoke_due().await.unwrap(), (0, 0));
+    let counts = f.broker.store().counts().await.unwrap();
+    assert_eq!((counts.active_grants, counts.revoking_grants), (0, 0));
+}
