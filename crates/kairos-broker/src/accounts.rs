@@ -249,7 +249,7 @@ impl Broker {
                         .ok()?,
                 ))
             });
-        let (Some(password), Some(account), Some((kind, info))) =
+        let (Some(password), Some(_), Some((kind, info))) =
             (self.unseal_secret(grant), grant.account.as_ref(), issued)
         else {
             return Ok(None);
@@ -266,6 +266,22 @@ impl Broker {
             database: info.database,
             username: info.username,
         };
+        self.record_delivery(grant, caller).await?;
+        Ok(Some(IssuedCredential::Account {
+            kind,
+            info,
+            password,
+            expires_at: grant.expires_at,
+        }))
+    }
+
+    /// Records that an account's password was shown to its workload; later reads of the
+    /// request find this record and show nothing.
+    pub(crate) async fn record_delivery(
+        &self,
+        grant: &Grant,
+        caller: &crate::Caller,
+    ) -> Result<()> {
         self.store
             .append_audit(vec![
                 AuditDraft::new(AuditKind::CredentialDelivered, caller.principal())
@@ -273,15 +289,10 @@ impl Broker {
                     .request(&grant.request_id)
                     .grant(&grant.id)
                     .task_ref(&grant.task.reference)
-                    .data(serde_json::json!({ "account": account })),
+                    .data(serde_json::json!({ "account": grant.account })),
             ])
             .await?;
-        Ok(Some(IssuedCredential::Account {
-            kind,
-            info,
-            password,
-            expires_at: grant.expires_at,
-        }))
+        Ok(())
     }
 
     async fn abort(&self, grant: &Grant) {

@@ -275,6 +275,8 @@ impl Broker {
         if let (Some(g), Some(acc)) = (&grant, account) {
             self.notify_requests();
             credential = Some(self.provision(g, acc).await?);
+            // Shown now, in this answer, and never again.
+            self.record_delivery(g, caller).await?;
             grant = self.store.get_grant(&g.id).await?;
         } else if grant.is_some() {
             self.metrics.grants_issued.inc();

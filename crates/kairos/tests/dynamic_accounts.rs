@@ -107,6 +107,10 @@ fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
     assert!(user.starts_with(&prefix));
     let grant = body["grant"]["id"].as_str().unwrap().to_owned();
     assert_eq!(body["grant"]["state"], "active");
+    // Shown once: reading the request again shows no password.
+    let req = body["request"]["id"].as_str().unwrap();
+    let (_, again) = api.get(&platform, &format!("/v1/requests/{req}"));
+    assert!(again["credential"].is_null(), "{again}");
     let url = format!(
         "postgres://{user}:{password}@{}:{}/{}",
         cred["host"].as_str().unwrap(),
