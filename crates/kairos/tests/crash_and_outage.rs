@@ -439,7 +439,9 @@ fn sigkill_between_revoke_and_verify_completes_after_restart() {
     let config = write_pg_config(&dir.path().join("cfg"), &issuer, &db.name, &db.prefix);
     let data = dir.path().join("data");
     let admin_url = db.admin_url();
-    let lease = ["--revocation-lease", "2s"];
+    // Long enough that the restarted server reliably reads the grant inside the crashed
+    // claim's lease, short enough that the test stays quick.
+    let lease = ["--revocation-lease", "5s"];
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // An ordinary grant, used with a real login.
