@@ -1,0 +1,111 @@
+//! The closed-loop HTTP load driver shared by every HTTP figure and its floor: N clients,
+//! each sending its next request as soon as the previous answer is read, for a fixed time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::stats::Latencies;
+
+/// Builds the next request; called once per request so each one is fresh.
+pub type MakeRequest = Arc<dyn Fn() -> reqwest::RequestBuilder + Send + Sync>;
+
+/// What one phase measured.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    pub ok: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    pub latencies: Latencies,
+    /// The first failure, to show why requests failed.
+    pub first_failure: Option<String>,
+}
+
+impl LoadResult {
+    pub fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs `clients` loops of `make` for `warmup` (discarded), then for `duration`.
+pub async fn drive(
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    make: MakeRequest,
+) -> LoadResult {
+    let _ = run(clients, warmup, make.clone()).await;
+    run(clients, duration, make).await
+}
+
+async fn run(clients: usize, duration: Duration, make: MakeRequest) -> LoadResult {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(4096);
+            let mut failed = 0u64;
+            let mut first_failure = None;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let outcome = match make().send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        match resp.bytes().await {
+                            Ok(_) if status.is_success() => Ok(()),
+                            Ok(body) => Err(format!(
+                                "HTTP {status}: {}",
+                                String::from_utf8_lossy(&body[..body.len().min(300)])
+                            )),
+                            Err(e) => Err(format!("reading the body: {e}")),
+                        }
+                    }
+                    Err(e) => Err(format!("sending: {e}")),
+                };
+                match outcome {
+                    Ok(()) => latencies.push(sent.elapsed()),
+                    Err(e) => {
+                        failed += 1;
+                        first_failure.get_or_insert(e);
+                    }
+                }
+            }
+            (latencies, failed, first_failure)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut failed = 0;
+    let mut first_failure = None;
+    for task in tasks {
+        match task.await {
+            Ok((latencies, f, first)) => {
+                all.extend(latencies);
+                failed += f;
+                if first_failure.is_none() {
+                    first_failure = first;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                first_failure.get_or_insert(format!("client task failed: {e}"));
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    LoadResult {
+        ok: all.len() as u64,
+        failed,
+        elapsed,
+        latencies: Latencies::new(all),
+        first_failure,
+    }
+}
+
+/// A shared HTTP client: keep-alive connections, one per concurrent client.
+pub fn client(clients: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
