@@ -16,7 +16,7 @@ pub(super) async fn signing_keys(store: &SqlStore) -> Result<Vec<StoredKey>> {
         "SELECT {KEY_COLUMNS} FROM signing_keys \
          ORDER BY CASE WHEN retire_until IS NULL THEN 0 ELSE 1 END, created_at DESC, kid"
     ))
-    .fetch_all(&store.pool)
+    .fetch_all(&store.reads)
     .await?;
     rows.iter().map(key_from_row).collect()
 }
@@ -169,14 +169,14 @@ fn check_owner(user: &User, token: &StoredToken) -> Result<()> {
 pub(super) async fn get_user(store: &SqlStore, name: &UserName) -> Result<Option<User>> {
     let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
         .bind(name.as_str())
-        .fetch_optional(&store.pool)
+        .fetch_optional(&store.reads)
         .await?;
     row.as_ref().map(|r| user_from_row(r, "")).transpose()
 }
 
 pub(super) async fn list_users(store: &SqlStore) -> Result<Vec<User>> {
     let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
-        .fetch_all(&store.pool)
+        .fetch_all(&store.reads)
         .await?;
     rows.iter().map(|r| user_from_row(r, "")).collect()
 }
@@ -195,7 +195,7 @@ pub(super) async fn find_token(
          WHERE t.id = $1 AND u.disabled_at IS NULL",
     )
     .bind(token_id)
-    .fetch_optional(&store.pool)
+    .fetch_optional(&store.reads)
     .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some((token_from_row(&row)?, user_from_row(&row, "u_")?)))
@@ -235,7 +235,7 @@ pub(super) async fn current_config(store: &SqlStore) -> Result<Option<StoredConf
     let row = sqlx::query(
         "SELECT version, bundle, applied_at FROM config_versions ORDER BY version DESC LIMIT 1",
     )
-    .fetch_optional(&store.pool)
+    .fetch_optional(&store.reads)
     .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(StoredConfig {

@@ -66,7 +66,7 @@ pub(super) async fn list(store: &SqlStore, f: &AuditFilter) -> Result<Vec<AuditR
     );
     let rows = filter
         .bind(sqlx::query(&sql))
-        .fetch_all(&store.pool)
+        .fetch_all(&store.reads)
         .await?;
     rows.iter().map(audit_from_row).collect()
 }
@@ -77,7 +77,7 @@ pub(super) async fn page(store: &SqlStore, after_seq: i64, limit: u32) -> Result
     ))
     .bind(after_seq)
     .bind(i64::from(limit))
-    .fetch_all(&store.pool)
+    .fetch_all(&store.reads)
     .await?;
     rows.iter().map(audit_from_row).collect()
 }
@@ -85,7 +85,7 @@ pub(super) async fn page(store: &SqlStore, after_seq: i64, limit: u32) -> Result
 /// Compares the end of a walk with the head row (see `Store::audit_head_mismatch`).
 pub(super) async fn head_mismatch(store: &SqlStore, last_seq: i64) -> Result<Option<String>> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(&store.pool)
+        .fetch_one(&store.reads)
         .await?;
     let head_seq: i64 = head.try_get("seq")?;
     let head_hash: String = head.try_get("hash")?;
@@ -100,7 +100,7 @@ pub(super) async fn head_mismatch(store: &SqlStore, last_seq: i64) -> Result<Opt
     }
     let last = sqlx::query("SELECT hash FROM audit WHERE seq = $1")
         .bind(head_seq)
-        .fetch_optional(&store.pool)
+        .fetch_optional(&store.reads)
         .await?;
     Ok(match last {
         None => Some(format!(

@@ -11,7 +11,7 @@ use crate::{Counts, EndSelector, GrantFilter, GrantStateFilter, GrantUpdate, Res
 pub(super) async fn get(store: &SqlStore, id: &GrantId) -> Result<Option<Grant>> {
     let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
         .bind(id.as_str())
-        .fetch_optional(&store.pool)
+        .fetch_optional(&store.reads)
         .await?;
     row.as_ref().map(grant_from_row).transpose()
 }
@@ -39,7 +39,7 @@ pub(super) async fn list(store: &SqlStore, f: &GrantFilter) -> Result<Vec<Grant>
     );
     let rows = filter
         .bind(sqlx::query(&sql))
-        .fetch_all(&store.pool)
+        .fetch_all(&store.reads)
         .await?;
     rows.iter().map(grant_from_row).collect()
 }
@@ -157,7 +157,7 @@ pub(super) async fn next_expiry(store: &SqlStore) -> Result<Option<Timestamp>> {
     let row = sqlx::query(
         "SELECT expires_at FROM grants WHERE state = 'active' ORDER BY expires_at LIMIT 1",
     )
-    .fetch_optional(&store.pool)
+    .fetch_optional(&store.reads)
     .await?;
     Ok(row
         .map(|r| r.try_get::<i64, _>("expires_at"))
@@ -251,7 +251,7 @@ pub(super) async fn counts(store: &SqlStore) -> Result<Counts> {
            (SELECT COUNT(*) FROM grants WHERE state = 'ending') AS revoking_grants, \
            (SELECT COUNT(*) FROM requests WHERE state = 'pending') AS pending_requests",
     )
-    .fetch_one(&store.pool)
+    .fetch_one(&store.reads)
     .await?;
     Ok(Counts {
         active_grants: count(row.try_get("active_grants")?),

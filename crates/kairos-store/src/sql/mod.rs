@@ -91,7 +91,11 @@ impl Backend {
 /// Cheap to clone: clones share one pool.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
+    /// Writes (and transactions). On SQLite a single connection.
     pool: AnyPool,
+    /// Plain reads. On SQLite a few read-only connections beside the writer (WAL lets them
+    /// read committed data while it writes); on PostgreSQL the same pool.
+    reads: AnyPool,
     backend: Backend,
     /// The time of audit records whose operation carries none (see [`Self::with_clock`]).
     clock: Arc<dyn Clock>,
@@ -100,8 +104,9 @@ pub struct SqlStore {
 impl SqlStore {
     /// Opens the store and brings its schema up to date.
     ///
-    /// `sqlite://PATH` creates the file if missing and uses one connection (WAL,
-    /// `synchronous=FULL`, foreign keys on), so writers never contend inside a process.
+    /// `sqlite://PATH` creates the file if missing and writes through one connection (WAL,
+    /// `synchronous=FULL`, foreign keys on), so writers never contend inside a process;
+    /// plain reads go through a few read-only connections beside it.
     /// `postgres://…` uses a pool; row locks keep several replicas correct.
     pub async fn connect(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
@@ -138,9 +143,14 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(StoreError::Migration)?;
+        let reads = match backend {
+            Backend::Sqlite => sqlite_readers(&url).await?.unwrap_or_else(|| pool.clone()),
+            Backend::Postgres => pool.clone(),
+        };
         tracing::debug!(backend = backend.name(), "store opened");
         Ok(Self {
             pool,
+            reads,
             backend,
             clock: Arc::new(SystemClock),
         })
@@ -156,6 +166,7 @@ impl SqlStore {
 
     /// Closes every connection; further calls fail.
     pub async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
     }
 
@@ -163,6 +174,30 @@ impl SqlStore {
         Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
     }
 }
+
+/// Read-only connections to the same SQLite file, opened after the writer has created it
+/// and set WAL. None for an in-memory database (a second pool would see another one).
+async fn sqlite_readers(url: &str) -> Result<Option<AnyPool>> {
+    if url.contains(":memory:") || url.contains("mode=memory") || !url.contains("mode=rwc") {
+        return Ok(None);
+    }
+    let ro = url.replace("mode=rwc", "mode=ro");
+    let pool = AnyPoolOptions::new()
+        .max_connections(SQLITE_READERS)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&ro)
+        .await?;
+    Ok(Some(pool))
+}
+
+/// Read-only SQLite connections beside the single writer.
+const SQLITE_READERS: u32 = 4;
 
 /// Checks the scheme; for SQLite adds `mode=rwc` (create if missing) unless a mode is given.
 fn parse_url(url: &str) -> Result<(Backend, String)> {

@@ -43,7 +43,7 @@ pub(super) async fn get(store: &SqlStore, id: &RequestId) -> Result<Option<Reque
         "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
     ))
     .bind(id.as_str())
-    .fetch_optional(&store.pool)
+    .fetch_optional(&store.reads)
     .await?;
     row.as_ref().map(request_from_row).transpose()
 }
@@ -60,7 +60,7 @@ pub(super) async fn list(store: &SqlStore, f: &RequestFilter) -> Result<Vec<Requ
     );
     let rows = filter
         .bind(sqlx::query(&sql))
-        .fetch_all(&store.pool)
+        .fetch_all(&store.reads)
         .await?;
     rows.iter().map(request_from_row).collect()
 }
