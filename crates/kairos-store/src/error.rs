@@ -16,4 +16,9 @@ pub enum StoreError {
     Migration(#[source] sqlx::migrate::MigrateError),
     #[error("the store failed")]
     Backend(#[from] sqlx::Error),
+    /// The transaction a write ran in did not commit, so the write did not happen.
+    #[error("the store failed to commit: {0}")]
+    CommitFailed(String),
+    #[error("the store is closed")]
+    Closed,
 }

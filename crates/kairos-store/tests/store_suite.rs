@@ -159,6 +159,7 @@ suite!(
     config_versions,
     data_survives_reopening,
     provisioning_grants_activate_or_abort,
+    concurrent_writes_commit_together_and_fail_alone,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -1594,4 +1595,68 @@ async fn provisioning_grants_activate_or_abort(db: Arc<Db>) {
         .await
         .unwrap();
     assert_eq!(ids(&by_account), vec![first.id.clone()]);
+}
+
+/// Writes from many tasks at once share transactions (group commit); one that fails is
+/// undone alone — its grant and audit records are not written — and the rest commit.
+async fn concurrent_writes_commit_together_and_fail_alone(db: Arc<Db>) {
+    let s = db.open().await;
+    let (first, first_grant) = granted("etl", "run/1", 900_000);
+    let drafts = |r: &Request, g: &Grant| {
+        vec![
+            AuditDraft::new(AuditKind::Requested, &r.requester).request(&r.id),
+            AuditDraft::new(AuditKind::Issued, "system:broker").grant(&g.id),
+        ]
+    };
+    s.insert_request(&first, Some(&first_grant), drafts(&first, &first_grant))
+        .await
+        .unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let s = s.clone();
+        // Every sixth insert repeats the first request's id with a fresh grant: it must
+        // fail whole, inside a transaction the others commit in.
+        let (request, grant) = if i % 6 == 0 {
+            let grant = grant_for(&first, 900_000);
+            (first.clone(), grant)
+        } else {
+            granted("etl", &format!("run/{}", i + 2), 900_000)
+        };
+        let audit = drafts(&request, &grant);
+        tasks.spawn(async move {
+            let r = s.insert_request(&request, Some(&grant), audit).await;
+            (grant.id, r)
+        });
+    }
+    let (mut committed, mut refused) = (Vec::new(), Vec::new());
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            (id, Ok(())) => committed.push(id),
+            (id, Err(StoreError::Conflict(m))) => {
+                assert!(m.contains("already exists"), "{m}");
+                refused.push(id);
+            }
+            (_, Err(e)) => panic!("unexpected store error: {e}"),
+        }
+    }
+    assert_eq!((committed.len(), refused.len()), (50, 10));
+    for id in &committed {
+        assert!(s.get_grant(id).await.unwrap().is_some());
+    }
+    for id in &refused {
+        assert_eq!(
+            s.get_grant(id).await.unwrap(),
+            None,
+            "a refused write left its grant"
+        );
+    }
+    let audit = all_audit(&s).await;
+    assert_eq!(verify_chain(&audit).unwrap(), 2 + 2 * 50);
+    assert!(
+        audit.iter().all(|r| !refused
+            .iter()
+            .any(|id| r.grant_id.as_deref() == Some(id.as_str()))),
+        "a refused write left an audit record"
+    );
 }

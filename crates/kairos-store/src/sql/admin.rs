@@ -1,7 +1,7 @@
 //! Signing keys, people and their API tokens, declarative configuration versions.
 
 use kairos_domain::{AuditDraft, Timestamp, UserName};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::codec::{key_from_row, to_json, token_from_row, user_from_row};
 use super::{SqlStore, audit, conflict};
@@ -23,19 +23,26 @@ pub(super) async fn signing_keys(store: &SqlStore) -> Result<Vec<StoredKey>> {
 
 /// The unique index on the current key decides between replicas racing here.
 pub(super) async fn insert_first_key(store: &SqlStore, key: &StoredKey) -> Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO signing_keys (kid, alg, sealed_private, created_at) \
-         SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM signing_keys) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(key.kid.clone())
-    .bind(key.alg.clone())
-    .bind(key.sealed_private.clone())
-    .bind(key.created_at.as_millis())
-    .execute(&store.pool)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    let key = key.clone();
+    store
+        .write(move |conn, _| {
+            Box::pin(async move {
+                let inserted = sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, sealed_private, created_at) \
+                     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM signing_keys) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(key.kid)
+                .bind(key.alg)
+                .bind(key.sealed_private)
+                .bind(key.created_at.as_millis())
+                .execute(conn)
+                .await?
+                .rows_affected();
+                Ok(inserted == 1)
+            })
+        })
+        .await
 }
 
 pub(super) async fn rotate_key(
@@ -44,7 +51,21 @@ pub(super) async fn rotate_key(
     retire_until: Timestamp,
     draft: AuditDraft,
 ) -> Result<()> {
-    let mut tx = store.begin().await?;
+    let key = key.clone();
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move { rotate_key_in(tx, cx.backend, &key, retire_until, draft).await })
+        })
+        .await
+}
+
+async fn rotate_key_in(
+    tx: &mut AnyConnection,
+    backend: super::Backend,
+    key: &StoredKey,
+    retire_until: Timestamp,
+    draft: AuditDraft,
+) -> Result<()> {
     sqlx::query("UPDATE signing_keys SET retire_until = $1 WHERE retire_until IS NULL")
         .bind(retire_until.as_millis())
         .execute(&mut *tx)
@@ -68,19 +89,23 @@ pub(super) async fn rotate_key(
             )
         })
     })?;
-    audit::append(&mut tx, store.backend, vec![draft], key.created_at).await?;
-    tx.commit().await?;
-    Ok(())
+    audit::append(tx, backend, vec![draft], key.created_at).await
 }
 
 pub(super) async fn prune_keys(store: &SqlStore, now: Timestamp) -> Result<u64> {
-    Ok(sqlx::query(
-        "DELETE FROM signing_keys WHERE retire_until IS NOT NULL AND retire_until <= $1",
-    )
-    .bind(now.as_millis())
-    .execute(&store.pool)
-    .await?
-    .rows_affected())
+    store
+        .write(move |conn, _| {
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "DELETE FROM signing_keys WHERE retire_until IS NOT NULL AND retire_until <= $1",
+                )
+                .bind(now.as_millis())
+                .execute(conn)
+                .await?
+                .rows_affected())
+            })
+        })
+        .await
 }
 
 pub(super) async fn create_user(
@@ -90,7 +115,21 @@ pub(super) async fn create_user(
     draft: AuditDraft,
 ) -> Result<()> {
     check_owner(user, token)?;
-    let mut tx = store.begin().await?;
+    let (user, token) = (user.clone(), token.clone());
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move { create_user_in(tx, cx.backend, &user, &token, draft).await })
+        })
+        .await
+}
+
+async fn create_user_in(
+    tx: &mut AnyConnection,
+    backend: super::Backend,
+    user: &User,
+    token: &StoredToken,
+    draft: AuditDraft,
+) -> Result<()> {
     sqlx::query("INSERT INTO users (name, role, teams, created_at) VALUES ($1, $2, $3, $4)")
         .bind(user.name.as_str().to_owned())
         .bind(user.role.as_str())
@@ -111,9 +150,7 @@ pub(super) async fn create_user(
     .execute(&mut *tx)
     .await
     .map_err(|e| conflict(e, || format!("token id {} is already taken", token.id)))?;
-    audit::append(&mut tx, store.backend, vec![draft], user.created_at).await?;
-    tx.commit().await?;
-    Ok(())
+    audit::append(tx, backend, vec![draft], user.created_at).await
 }
 
 /// Creates the bootstrap user or makes it an admin again, and stores its token
@@ -125,7 +162,21 @@ pub(super) async fn put_bootstrap_token(
     draft: AuditDraft,
 ) -> Result<()> {
     check_owner(user, token)?;
-    let mut tx = store.begin().await?;
+    let (user, token) = (user.clone(), token.clone());
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move { put_bootstrap_in(tx, cx.backend, &user, &token, draft).await })
+        })
+        .await
+}
+
+async fn put_bootstrap_in(
+    tx: &mut AnyConnection,
+    backend: super::Backend,
+    user: &User,
+    token: &StoredToken,
+    draft: AuditDraft,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO users (name, role, teams, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO UPDATE SET role = excluded.role, disabled_at = NULL",
@@ -150,9 +201,7 @@ pub(super) async fn put_bootstrap_token(
     .bind(token.revoked_at.map(Timestamp::as_millis))
     .execute(&mut *tx)
     .await?;
-    audit::append(&mut tx, store.backend, vec![draft], user.created_at).await?;
-    tx.commit().await?;
-    Ok(())
+    audit::append(tx, backend, vec![draft], user.created_at).await
 }
 
 /// A token is stored under the user it is created with.
@@ -207,10 +256,24 @@ pub(super) async fn revoke_user_tokens(
     now: Timestamp,
     draft: AuditDraft,
 ) -> Result<u64> {
-    let mut tx = store.begin().await?;
+    let name = name.clone();
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move { revoke_user_tokens_in(tx, cx.backend, &name, now, draft).await })
+        })
+        .await
+}
+
+async fn revoke_user_tokens_in(
+    tx: &mut AnyConnection,
+    backend: super::Backend,
+    name: &UserName,
+    now: Timestamp,
+    draft: AuditDraft,
+) -> Result<u64> {
     let exists = sqlx::query(&format!(
         "SELECT name FROM users WHERE name = $1{}",
-        store.backend.lock_clause()
+        backend.lock_clause()
     ))
     .bind(name.as_str())
     .fetch_optional(&mut *tx)
@@ -226,8 +289,7 @@ pub(super) async fn revoke_user_tokens(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    audit::append(&mut tx, store.backend, vec![draft], now).await?;
-    tx.commit().await?;
+    audit::append(tx, backend, vec![draft], now).await?;
     Ok(revoked)
 }
 
@@ -251,10 +313,24 @@ pub(super) async fn save_config(
     now: Timestamp,
     draft: AuditDraft,
 ) -> Result<i64> {
-    let mut tx = store.begin().await?;
+    let bundle_json = bundle_json.to_owned();
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move { save_config_in(tx, cx.backend, &bundle_json, now, draft).await })
+        })
+        .await
+}
+
+async fn save_config_in(
+    tx: &mut AnyConnection,
+    backend: super::Backend,
+    bundle_json: &str,
+    now: Timestamp,
+    draft: AuditDraft,
+) -> Result<i64> {
     // The audit head is locked first here, so concurrent saves also serialize on it and
     // each reads the version the previous one wrote.
-    audit::append(&mut tx, store.backend, vec![draft], now).await?;
+    audit::append(tx, backend, vec![draft], now).await?;
     let latest = sqlx::query("SELECT version FROM config_versions ORDER BY version DESC LIMIT 1")
         .fetch_optional(&mut *tx)
         .await?;
@@ -273,6 +349,5 @@ pub(super) async fn save_config(
                 "another configuration was saved at the same time; apply again".to_owned()
             })
         })?;
-    tx.commit().await?;
     Ok(version)
 }

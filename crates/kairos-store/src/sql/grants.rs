@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::codec::{GRANT_COLUMNS, UPDATE_GRANT, bind_grant, grant_from_row};
 use super::filter::Filter;
-use super::{SqlStore, Tx, audit, count};
+use super::{Backend, SqlStore, audit, count};
 use crate::{Counts, EndSelector, GrantFilter, GrantStateFilter, GrantUpdate, Result, StoreError};
 
 pub(super) async fn get(store: &SqlStore, id: &GrantId) -> Result<Option<Grant>> {
@@ -45,13 +45,13 @@ pub(super) async fn list(store: &SqlStore, f: &GrantFilter) -> Result<Vec<Grant>
 }
 
 /// Loads one grant under a row lock.
-async fn lock(store: &SqlStore, tx: &mut Tx, id: &GrantId) -> Result<Grant> {
+async fn lock(conn: &mut AnyConnection, backend: Backend, id: &GrantId) -> Result<Grant> {
     let row = sqlx::query(&format!(
         "SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1{}",
-        store.backend.lock_clause()
+        backend.lock_clause()
     ))
     .bind(id.as_str())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("grant {id}")))?;
     grant_from_row(&row)
@@ -65,21 +65,20 @@ async fn write(conn: &mut AnyConnection, id: &GrantId, grant: &Grant) -> Result<
 }
 
 pub(super) async fn update(store: &SqlStore, id: &GrantId, update: GrantUpdate) -> Result<Grant> {
-    let mut tx = store.begin().await?;
-    let mut grant = lock(store, &mut tx, id).await?;
-    let drafts = match update(&mut grant) {
-        Ok(drafts) => drafts,
-        Err(e) => {
-            tx.rollback().await?;
-            return Err(e.into());
-        }
-    };
-    // The row is addressed by the id it was loaded with; the closure cannot move it.
-    write(&mut tx, id, &grant).await?;
-    audit::append(&mut tx, store.backend, drafts, store.clock.now()).await?;
-    tx.commit().await?;
-    grant.id = id.clone();
-    Ok(grant)
+    let id = id.clone();
+    store
+        .write(move |conn, cx| {
+            Box::pin(async move {
+                let mut grant = lock(conn, cx.backend, &id).await?;
+                let drafts = update(&mut grant)?;
+                // The row is addressed by the id it was loaded with; the closure cannot move it.
+                write(conn, &id, &grant).await?;
+                audit::append(conn, cx.backend, drafts, cx.clock.now()).await?;
+                grant.id = id;
+                Ok(grant)
+            })
+        })
+        .await
 }
 
 pub(super) async fn end(
@@ -87,26 +86,39 @@ pub(super) async fn end(
     selector: &EndSelector,
     end: &GrantEnd,
 ) -> Result<Vec<Grant>> {
-    let mut tx = store.begin().await?;
+    let (selector, end) = (selector.clone(), end.clone());
+    store
+        .write(move |conn, cx| {
+            Box::pin(async move { end_in(conn, cx.backend, &selector, &end).await })
+        })
+        .await
+}
+
+async fn end_in(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    selector: &EndSelector,
+    end: &GrantEnd,
+) -> Result<Vec<Grant>> {
     let select = format!("SELECT {GRANT_COLUMNS} FROM grants");
-    let row_lock = store.backend.lock_clause();
+    let row_lock = backend.lock_clause();
     let mut grants = match selector {
         EndSelector::One(id) => {
             // One grant may also end before it became active (an aborted provisioning).
             let sql =
                 format!("{select} WHERE state IN ('active', 'provisioning') AND id = $1{row_lock}");
-            fetch_grants(&mut tx, sqlx::query(&sql).bind(id.as_str())).await?
+            fetch_grants(tx, sqlx::query(&sql).bind(id.as_str())).await?
         }
         // Ordered by id so two overlapping calls take their row locks in the same order.
         EndSelector::Identity(identity) => {
             let sql =
                 format!("{select} WHERE state = 'active' AND identity = $1 ORDER BY id{row_lock}");
-            fetch_grants(&mut tx, sqlx::query(&sql).bind(identity.as_str())).await?
+            fetch_grants(tx, sqlx::query(&sql).bind(identity.as_str())).await?
         }
         EndSelector::TaskRef(task_ref) => {
             let sql =
                 format!("{select} WHERE state = 'active' AND task_ref = $1 ORDER BY id{row_lock}");
-            fetch_grants(&mut tx, sqlx::query(&sql).bind(task_ref.as_str())).await?
+            fetch_grants(tx, sqlx::query(&sql).bind(task_ref.as_str())).await?
         }
         // Served by the partial index grants_active_expiry. Several expirers share the
         // work: each skips the rows another holds.
@@ -114,28 +126,30 @@ pub(super) async fn end(
             let sql = format!(
                 "{select} WHERE state = 'active' AND expires_at <= $1 \
                  ORDER BY expires_at, id LIMIT $2{}",
-                store.backend.skip_locked_clause()
+                backend.skip_locked_clause()
             );
             let q = sqlx::query(&sql)
                 .bind(now.as_millis())
                 .bind(i64::from(*limit));
-            fetch_grants(&mut tx, q).await?
+            fetch_grants(tx, q).await?
         }
     };
     let mut drafts = Vec::with_capacity(grants.len());
     for grant in &mut grants {
         grant.end(end.clone())?;
-        write(&mut tx, &grant.id, grant).await?;
-        enqueue(&mut tx, &grant.id, end.at).await?;
+        write(tx, &grant.id, grant).await?;
+        enqueue(tx, &grant.id, end.at).await?;
         drafts.push(audit_of::end(grant, end));
     }
-    audit::append(&mut tx, store.backend, drafts, end.at).await?;
-    tx.commit().await?;
+    audit::append(tx, backend, drafts, end.at).await?;
     Ok(grants)
 }
 
-async fn fetch_grants(tx: &mut Tx, q: super::codec::AnyQuery<'_>) -> Result<Vec<Grant>> {
-    let rows = q.fetch_all(&mut **tx).await?;
+async fn fetch_grants(
+    conn: &mut AnyConnection,
+    q: super::codec::AnyQuery<'_>,
+) -> Result<Vec<Grant>> {
+    let rows = q.fetch_all(&mut *conn).await?;
     rows.iter().map(grant_from_row).collect()
 }
 
@@ -171,12 +185,25 @@ pub(super) async fn claim_revocations(
     limit: u32,
     lease_ms: i64,
 ) -> Result<Vec<Grant>> {
-    let mut tx = store.begin().await?;
+    store
+        .write(move |conn, cx| {
+            Box::pin(async move { claim_in(conn, cx.backend, now, limit, lease_ms).await })
+        })
+        .await
+}
+
+async fn claim_in(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    now: Timestamp,
+    limit: u32,
+    lease_ms: i64,
+) -> Result<Vec<Grant>> {
     let due = sqlx::query(&format!(
         "SELECT grant_id FROM revocations \
          WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
          ORDER BY due_at, grant_id LIMIT $2{}",
-        store.backend.skip_locked_clause()
+        backend.skip_locked_clause()
     ))
     .bind(now.as_millis())
     .bind(i64::from(limit))
@@ -200,7 +227,6 @@ pub(super) async fn claim_revocations(
             .await?;
         grants.push(grant_from_row(&row)?);
     }
-    tx.commit().await?;
     Ok(grants)
 }
 
@@ -209,20 +235,25 @@ pub(super) async fn complete_revocation(
     id: &GrantId,
     receipt: &Receipt,
 ) -> Result<Grant> {
-    let mut tx = store.begin().await?;
-    let mut grant = lock(store, &mut tx, id).await?;
-    grant.verified(receipt.clone())?;
-    write(&mut tx, id, &grant).await?;
-    sqlx::query("DELETE FROM revocations WHERE grant_id = $1")
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    if let GrantState::Ended { end, receipt } = &grant.state {
-        let draft = audit_of::verified(&grant, end, receipt);
-        audit::append(&mut tx, store.backend, vec![draft], receipt.verified_at).await?;
-    }
-    tx.commit().await?;
-    Ok(grant)
+    let (id, receipt) = (id.clone(), receipt.clone());
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move {
+                let mut grant = lock(tx, cx.backend, &id).await?;
+                grant.verified(receipt)?;
+                write(tx, &id, &grant).await?;
+                sqlx::query("DELETE FROM revocations WHERE grant_id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if let GrantState::Ended { end, receipt } = &grant.state {
+                    let draft = audit_of::verified(&grant, end, receipt);
+                    audit::append(tx, cx.backend, vec![draft], receipt.verified_at).await?;
+                }
+                Ok(grant)
+            })
+        })
+        .await
 }
 
 pub(super) async fn fail_revocation(
@@ -231,17 +262,22 @@ pub(super) async fn fail_revocation(
     error: &str,
     retry_at: Timestamp,
 ) -> Result<Grant> {
-    let mut tx = store.begin().await?;
-    let mut grant = lock(store, &mut tx, id).await?;
-    grant.revocation_failed(error.to_owned())?;
-    write(&mut tx, id, &grant).await?;
-    enqueue(&mut tx, id, retry_at).await?;
-    if let GrantState::Ending { attempts, .. } = &grant.state {
-        let draft = audit_of::revocation_failed(&grant, *attempts, error);
-        audit::append(&mut tx, store.backend, vec![draft], store.clock.now()).await?;
-    }
-    tx.commit().await?;
-    Ok(grant)
+    let (id, error) = (id.clone(), error.to_owned());
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move {
+                let mut grant = lock(tx, cx.backend, &id).await?;
+                grant.revocation_failed(error.clone())?;
+                write(tx, &id, &grant).await?;
+                enqueue(tx, &id, retry_at).await?;
+                if let GrantState::Ending { attempts, .. } = &grant.state {
+                    let draft = audit_of::revocation_failed(&grant, *attempts, &error);
+                    audit::append(tx, cx.backend, vec![draft], cx.clock.now()).await?;
+                }
+                Ok(grant)
+            })
+        })
+        .await
 }
 
 pub(super) async fn counts(store: &SqlStore) -> Result<Counts> {

@@ -10,6 +10,7 @@ mod codec;
 mod filter;
 mod grants;
 mod requests;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use kairos_domain::{
 };
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
 
 use crate::{
     AuditFilter, Counts, EndSelector, GrantFilter, GrantUpdate, RequestFilter, RequestUpdate,
@@ -35,11 +36,11 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 const POSTGRES_POOL_SIZE: u32 = 10;
 
-type Tx = sqlx::Transaction<'static, Any>;
+use writer::{BoxFuture, Ctx, Writer};
 
 /// Which database is behind the `Any` pool: the only place SQL text may differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -91,8 +92,10 @@ impl Backend {
 /// Cheap to clone: clones share one pool.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    /// Writes (and transactions). On SQLite a single connection.
+    /// The writer's connection (SQLite: the only writable one) and, on PostgreSQL, reads.
     pool: AnyPool,
+    /// Every write goes through it: group commit (see [`writer`]).
+    writer: Writer,
     /// Plain reads. On SQLite a few read-only connections beside the writer (WAL lets them
     /// read committed data while it writes); on PostgreSQL the same pool.
     reads: AnyPool,
@@ -149,6 +152,7 @@ impl SqlStore {
         };
         tracing::debug!(backend = backend.name(), "store opened");
         Ok(Self {
+            writer: Writer::start(pool.clone(), backend),
             pool,
             reads,
             backend,
@@ -166,12 +170,23 @@ impl SqlStore {
 
     /// Closes every connection; further calls fail.
     pub async fn close(&self) {
+        self.writer.stop().await;
         self.reads.close().await;
         self.pool.close().await;
     }
 
-    async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
+    /// Runs `f` as one write: in a transaction shared with other concurrent writes (group
+    /// commit), answered once it has committed. An `Err` from `f` undoes only `f`.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut AnyConnection, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let ctx = Ctx {
+            backend: self.backend,
+            clock: Arc::clone(&self.clock),
+        };
+        self.writer.write(ctx, f).await
     }
 }
 
@@ -316,10 +331,10 @@ impl Store for SqlStore {
     }
 
     async fn append_audit(&self, audit: Vec<AuditDraft>) -> Result<()> {
-        let mut tx = self.begin().await?;
-        audit::append(&mut tx, self.backend, audit, self.clock.now()).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(move |conn, cx| {
+            Box::pin(async move { audit::append(conn, cx.backend, audit, cx.clock.now()).await })
+        })
+        .await
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {

@@ -17,17 +17,23 @@ pub(super) async fn insert(
     grant: Option<&Grant>,
     drafts: Vec<AuditDraft>,
 ) -> Result<()> {
-    let mut tx = store.begin().await?;
-    bind_request(sqlx::query(INSERT_REQUEST), &request.id, request)?
-        .execute(&mut *tx)
+    let (request, grant) = (request.clone(), grant.cloned());
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move {
+                bind_request(sqlx::query(INSERT_REQUEST), &request.id, &request)?
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        conflict(e, || format!("request {} already exists", request.id))
+                    })?;
+                if let Some(grant) = &grant {
+                    insert_grant(tx, grant).await?;
+                }
+                audit::append(tx, cx.backend, drafts, request.created_at).await
+            })
+        })
         .await
-        .map_err(|e| conflict(e, || format!("request {} already exists", request.id)))?;
-    if let Some(grant) = grant {
-        insert_grant(&mut tx, grant).await?;
-    }
-    audit::append(&mut tx, store.backend, drafts, request.created_at).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 pub(super) async fn insert_grant(conn: &mut AnyConnection, grant: &Grant) -> Result<()> {
@@ -70,34 +76,33 @@ pub(super) async fn update(
     id: &RequestId,
     update: RequestUpdate,
 ) -> Result<Request> {
-    let mut tx = store.begin().await?;
-    let row = sqlx::query(&format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1{}",
-        store.backend.lock_clause()
-    ))
-    .bind(id.as_str())
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| StoreError::NotFound(format!("request {id}")))?;
-    let mut request = request_from_row(&row)?;
-    let change = match update(&mut request) {
-        Ok(change) => change,
-        Err(e) => {
-            tx.rollback().await?;
-            return Err(e.into());
-        }
-    };
-    // The row is addressed by the id it was loaded with; the closure cannot move it.
-    bind_request(sqlx::query(UPDATE_REQUEST), id, &request)?
-        .execute(&mut *tx)
-        .await?;
-    if let Some(grant) = &change.grant {
-        insert_grant(&mut tx, grant).await?;
-    }
-    audit::append(&mut tx, store.backend, change.audit, store.clock.now()).await?;
-    tx.commit().await?;
-    request.id = id.clone();
-    Ok(request)
+    let id = id.clone();
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move {
+                let row = sqlx::query(&format!(
+                    "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1{}",
+                    cx.backend.lock_clause()
+                ))
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("request {id}")))?;
+                let mut request = request_from_row(&row)?;
+                let change = update(&mut request)?;
+                // The row is addressed by the id it was loaded with; the closure cannot move it.
+                bind_request(sqlx::query(UPDATE_REQUEST), &id, &request)?
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(grant) = &change.grant {
+                    insert_grant(tx, grant).await?;
+                }
+                audit::append(tx, cx.backend, change.audit, cx.clock.now()).await?;
+                request.id = id;
+                Ok(request)
+            })
+        })
+        .await
 }
 
 /// The oldest due pending requests, expired with one `request_expired` record each.
@@ -106,12 +111,24 @@ pub(super) async fn expire_pending(
     now: Timestamp,
     limit: u32,
 ) -> Result<Vec<Request>> {
-    let mut tx = store.begin().await?;
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move { expire_pending_in(tx, cx.backend, now, limit).await })
+        })
+        .await
+}
+
+async fn expire_pending_in(
+    tx: &mut AnyConnection,
+    backend: super::Backend,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<Request>> {
     let rows = sqlx::query(&format!(
         "SELECT {REQUEST_COLUMNS} FROM requests \
          WHERE state = 'pending' AND pending_until <= $1 \
          ORDER BY pending_until, id LIMIT $2{}",
-        store.backend.skip_locked_clause()
+        backend.skip_locked_clause()
     ))
     .bind(now.as_millis())
     .bind(i64::from(limit))
@@ -128,8 +145,7 @@ pub(super) async fn expire_pending(
         drafts.push(expired_audit(&request));
         expired.push(request);
     }
-    audit::append(&mut tx, store.backend, drafts, now).await?;
-    tx.commit().await?;
+    audit::append(tx, backend, drafts, now).await?;
     Ok(expired)
 }
 
