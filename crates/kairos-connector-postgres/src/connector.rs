@@ -1,5 +1,7 @@
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +14,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::Provision;
 
 use crate::error::{classify, describe, is_login_refused, is_unreachable, sqlstate};
 use crate::scram::{SCRAM_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier};
@@ -62,9 +67,10 @@ impl PostgresSettings {
 /// The connector for one PostgreSQL target (one admin URL, hence one database). See the
 /// crate documentation for what each operation does.
 pub struct PostgresConnector {
-    target: String,
+    core: Arc<Core>,
     prefix: String,
-    pool: PgPool,
+    /// Provisioning requests waiting for the batching worker (see [`crate::batch`]).
+    provisions: mpsc::Sender<Provision>,
     /// The admin URL's options (password included): the base of verification logins.
     admin: PgConnectOptions,
     connect_host: String,
@@ -76,7 +82,7 @@ pub struct PostgresConnector {
 impl fmt::Debug for PostgresConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConnector")
-            .field("target", &self.target)
+            .field("target", &self.core.target)
             .field("managed_prefix", &self.prefix)
             .field("host", &self.admin.get_host())
             .field("port", &self.port)
@@ -146,26 +152,24 @@ impl PostgresConnector {
             .get_database()
             .unwrap_or(admin.get_username())
             .to_owned();
+        let core = Arc::new(Core { target, pool });
         Ok(Self {
             connect_host: connect_host.unwrap_or_else(|| admin.get_host().to_owned()),
             port: admin.get_port(),
             database,
             admin,
-            pool,
+            provisions: crate::batch::start_provisioner(Arc::clone(&core)),
+            core,
             prefix: managed_prefix,
-            target,
         })
     }
 
     fn err(&self, doing: &str, e: &sqlx::Error) -> ConnectorError {
-        classify(&self.target, doing, e)
+        self.core.err(doing, e)
     }
 
     fn failed(&self, reason: String) -> ConnectorError {
-        ConnectorError::Failed {
-            target: self.target.clone(),
-            reason,
-        }
+        self.core.failed(reason)
     }
 
     /// Kairos only ever touches roles with its prefix (so a stray `postgres` can't be dropped).
@@ -221,9 +225,138 @@ impl PostgresConnector {
     }
 }
 
+/// What the connector and its provisioning worker share.
+pub(crate) struct Core {
+    /// The target's name in Kairos's configuration (used in errors and logs).
+    pub(crate) target: String,
+    pub(crate) pool: PgPool,
+}
+
+impl Core {
+    pub(crate) fn err(&self, doing: &str, e: &sqlx::Error) -> ConnectorError {
+        classify(&self.target, doing, e)
+    }
+
+    pub(crate) fn failed(&self, reason: String) -> ConnectorError {
+        ConnectorError::Failed {
+            target: self.target.clone(),
+            reason,
+        }
+    }
+
+    /// Creates (or converges) one role in its own transaction. Returns whether it existed.
+    pub(crate) async fn provision_one(&self, job: &Provision) -> Result<bool, ConnectorError> {
+        let account = &job.account;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| self.err("connecting", &e))?;
+        lock_ddl(&mut tx)
+            .await
+            .map_err(|e| self.err("taking Kairos's DDL lock", &e))?;
+        let existed =
+            sqlx::query_scalar::<_, i64>("SELECT oid::int8 FROM pg_roles WHERE rolname = $1")
+                .bind(account.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.err(&format!("looking up role {account}"), &e))?
+                .is_some();
+        let (verb, doing) = if existed {
+            ("ALTER", format!("updating existing role {account}"))
+        } else {
+            ("CREATE", format!("creating role {account}"))
+        };
+        execute(
+            &mut tx,
+            &format!("{verb} ROLE {} WITH {}", job.role, job.credentials),
+        )
+        .await
+        .map_err(|e| self.err(&doing, &e))?;
+        for (i, grant) in job.grants.iter().enumerate() {
+            if let Err(e) = execute(&mut tx, grant).await {
+                return Err(self.template_error(i, &e));
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.err(&format!("committing role {account}"), &e))?;
+        Ok(existed)
+    }
+
+    /// Class 42 (syntax error, unknown object, several commands in one template…) is the
+    /// template's fault; insufficient_privilege is the admin's.
+    pub(crate) fn template_error(&self, i: usize, e: &sqlx::Error) -> ConnectorError {
+        match sqlstate(e).as_deref() {
+            Some(c) if c.starts_with("42") && c != "42501" => {
+                ConnectorError::BadPrivileges(format!(
+                    "privilege template #{} for target {} was refused: {}; the whole provisioning was rolled back",
+                    i + 1,
+                    self.target,
+                    describe(e)
+                ))
+            }
+            _ => self.err(&format!("running privilege template #{}", i + 1), e),
+        }
+    }
+}
+
+/// Runs several statements Kairos generated itself (quoted identifiers and literals only,
+/// never a configured template) in one simple-protocol round trip.
+pub(crate) async fn execute_generated(
+    conn: &mut PgConnection,
+    sql: &str,
+) -> Result<(), sqlx::Error> {
+    // Without bind arguments sqlx sends the text as one simple-protocol query.
+    sqlx::Executor::execute(conn, sql).await.map(|_| ())
+}
+
+/// The OIDs of the roles among `names` that exist.
+async fn roles_named(
+    conn: &mut PgConnection,
+    names: Vec<String>,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    // Owned binds: a borrowed slice trips rustc's higher-ranked Send inference here.
+    sqlx::query_as("SELECT oid::int8, rolname::text FROM pg_roles WHERE rolname = ANY($1)")
+        .bind(names)
+        .fetch_all(conn)
+        .await
+}
+
+/// Terminates the backends of the roles with these OIDs; (oid, how many) per role.
+async fn terminate_backends(
+    conn: &mut PgConnection,
+    oids: Vec<i64>,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT usesysid::int8, count(*) FILTER (WHERE pg_terminate_backend(pid)) \
+         FROM pg_stat_activity \
+         WHERE usesysid = ANY($1::int8[]::oid[]) AND pid <> pg_backend_pid() \
+         GROUP BY usesysid",
+    )
+    .bind(oids)
+    .fetch_all(conn)
+    .await
+}
+
+/// Drops the roles of `list` (quoted identifiers, comma-separated) in one transaction
+/// under Kairos's DDL lock: what they own goes to the admin, their privileges go, then they.
+async fn drop_together(conn: &mut PgConnection, list: &str) -> Result<(), sqlx::Error> {
+    let mut tx = Connection::begin(conn).await?;
+    lock_ddl(&mut tx).await?;
+    execute_generated(
+        &mut tx,
+        &format!(
+            "REASSIGN OWNED BY {list} TO CURRENT_USER; DROP OWNED BY {list}; DROP ROLE IF EXISTS {list};"
+        ),
+    )
+    .await?;
+    tx.commit().await
+}
+
 /// Runs one statement as an unnamed prepared statement (extended protocol), so the server
 /// refuses a text that holds more than one command.
-async fn execute(conn: &mut PgConnection, statement: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn execute(conn: &mut PgConnection, statement: &str) -> Result<(), sqlx::Error> {
     sqlx::query(statement)
         .persistent(false)
         .execute(conn)
@@ -231,7 +364,7 @@ async fn execute(conn: &mut PgConnection, statement: &str) -> Result<(), sqlx::E
         .map(|_| ())
 }
 
-async fn lock_ddl(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+pub(crate) async fn lock_ddl(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(DDL_LOCK_KEY)
         .execute(conn)
@@ -286,47 +419,18 @@ impl Connector for PostgresConnector {
             quote_literal(&verifier),
             quote_literal(&req.valid_until.to_rfc3339())
         );
-
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| self.err("connecting", &e))?;
-        lock_ddl(&mut tx)
-            .await
-            .map_err(|e| self.err("taking Kairos's DDL lock", &e))?;
-        let existed = self.role_oid(&mut tx, account).await?.is_some();
-        let (verb, doing) = if existed {
-            ("ALTER", format!("updating existing role {account}"))
-        } else {
-            ("CREATE", format!("creating role {account}"))
+        let (reply, answer) = oneshot::channel();
+        let job = Provision {
+            account: account.clone(),
+            role,
+            credentials,
+            grants,
+            reply,
         };
-        execute(&mut tx, &format!("{verb} ROLE {role} WITH {credentials}"))
-            .await
-            .map_err(|e| self.err(&doing, &e))?;
-
-        for (i, grant) in grants.iter().enumerate() {
-            if let Err(e) = execute(&mut tx, grant).await {
-                // Class 42 (syntax error, unknown object, several commands in one template…)
-                // is the template's fault; insufficient_privilege is the admin's.
-                let code = sqlstate(&e);
-                return Err(match code.as_deref() {
-                    Some(c) if c.starts_with("42") && c != "42501" => {
-                        ConnectorError::BadPrivileges(format!(
-                            "privilege template #{} for target {} was refused: {}; the whole provisioning was rolled back",
-                            i + 1,
-                            self.target,
-                            describe(&e)
-                        ))
-                    }
-                    _ => self.err(&format!("running privilege template #{}", i + 1), &e),
-                });
-            }
-        }
-        tx.commit()
-            .await
-            .map_err(|e| self.err(&format!("committing role {account}"), &e))?;
-        tracing::info!(target_name = %self.target, %account, converged = existed, "provisioned PostgreSQL role");
+        let stopped = || self.failed("the provisioning worker has stopped".to_owned());
+        self.provisions.send(job).await.map_err(|_| stopped())?;
+        let existed = answer.await.map_err(|_| stopped())??;
+        tracing::info!(target_name = %self.core.target, %account, converged = existed, "provisioned PostgreSQL role");
 
         Ok(ConnectionInfo {
             host: self.connect_host.clone(),
@@ -348,6 +452,7 @@ impl Connector for PostgresConnector {
             quote_literal(&valid_until.to_rfc3339())
         );
         let mut conn = self
+            .core
             .pool
             .acquire()
             .await
@@ -369,6 +474,7 @@ impl Connector for PostgresConnector {
             account_existed: false,
         };
         let mut conn = self
+            .core
             .pool
             .acquire()
             .await
@@ -418,7 +524,7 @@ impl Connector for PostgresConnector {
 
         // 4. A login that passed authentication just before step 1 may have started since.
         sessions_killed += self.kill_sessions(&mut conn, oid).await?;
-        tracing::info!(target_name = %self.target, %account, sessions_killed, "revoked PostgreSQL role");
+        tracing::info!(target_name = %self.core.target, %account, sessions_killed, "revoked PostgreSQL role");
         Ok(Revoked {
             sessions_killed,
             account_existed: true,
@@ -432,6 +538,7 @@ impl Connector for PostgresConnector {
     ) -> Result<Verification, ConnectorError> {
         self.ensure_managed(account)?;
         let mut conn = self
+            .core
             .pool
             .acquire()
             .await
@@ -439,7 +546,7 @@ impl Connector for PostgresConnector {
         if self.role_oid(&mut conn, account).await?.is_some() {
             return Err(ConnectorError::StillPresent(format!(
                 "role {account} still exists in pg_roles on target {}",
-                self.target
+                self.core.target
             )));
         }
         drop(conn);
@@ -447,7 +554,7 @@ impl Connector for PostgresConnector {
         let Some(password) = password else {
             return Ok(Verification {
                 method: "pg_roles".to_owned(),
-                evidence: format!("{catalog} on target {}", self.target),
+                evidence: format!("{catalog} on target {}", self.core.target),
             });
         };
 
@@ -461,7 +568,7 @@ impl Connector for PostgresConnector {
                 evidence: format!(
                     "{catalog} on target {} and a fresh login as {account} with its password \
                      to {where_} was refused: {why}",
-                    self.target
+                    self.core.target
                 ),
             }),
         }
@@ -473,7 +580,7 @@ impl Connector for PostgresConnector {
             "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname",
         )
         .bind(&self.prefix)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.core.pool)
         .await
         .map_err(|e| self.err("listing managed roles", &e))?;
         Ok(names
@@ -481,15 +588,219 @@ impl Connector for PostgresConnector {
             .filter_map(|name| match AccountName::parse(name) {
                 Ok(account) => Some(account),
                 Err(e) => {
-                    tracing::warn!(target_name = %self.target, error = %e, "skipping a role with the managed prefix that is not a valid account name");
+                    tracing::warn!(target_name = %self.core.target, error = %e, "skipping a role with the managed prefix that is not a valid account name");
                     None
                 }
             })
             .collect())
     }
+
+    async fn revoke_many(&self, accounts: &[AccountName]) -> Vec<Result<Revoked, ConnectorError>> {
+        if accounts.len() <= 1 {
+            let mut out = Vec::with_capacity(1);
+            for account in accounts {
+                out.push(self.revoke(account).await);
+            }
+            return out;
+        }
+        let managed: Vec<&AccountName> = accounts
+            .iter()
+            .filter(|a| self.ensure_managed(a).is_ok())
+            .collect();
+        let together = self.revoke_together(&managed).await;
+        let mut out = Vec::with_capacity(accounts.len());
+        match together {
+            Ok(mut done) => {
+                for account in accounts {
+                    out.push(self.ensure_managed(account).map(|()| {
+                        done.remove(account.as_str()).unwrap_or(Revoked {
+                            sessions_killed: 0,
+                            account_existed: false,
+                        })
+                    }));
+                }
+            }
+            Err(e) => {
+                // Whatever step failed, every step is idempotent: one at a time, each
+                // account gets its own answer.
+                tracing::debug!(target_name = %self.core.target, accounts = accounts.len(), error = %e,
+                    "batched revocation failed; revoking one account at a time");
+                for account in accounts {
+                    out.push(self.revoke(account).await);
+                }
+            }
+        }
+        out
+    }
+
+    async fn verify_gone_many(
+        &self,
+        accounts: &[(AccountName, Option<SecretString>)],
+    ) -> Vec<Result<Verification, ConnectorError>> {
+        if accounts.len() <= 1 {
+            let mut out = Vec::with_capacity(1);
+            for (account, password) in accounts {
+                out.push(self.verify_gone(account, password.as_ref()).await);
+            }
+            return out;
+        }
+        let names: Vec<String> = accounts
+            .iter()
+            .map(|(a, _)| a.as_str().to_owned())
+            .collect();
+        let present: HashSet<String> = match sqlx::query_scalar::<_, String>(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+        )
+        .bind(names)
+        .fetch_all(&self.core.pool)
+        .await
+        {
+            Ok(rows) => rows.into_iter().collect(),
+            Err(e) => {
+                return accounts
+                    .iter()
+                    .map(|_| Err(self.err("looking up roles", &e)))
+                    .collect();
+            }
+        };
+        let where_ = format!("{}:{}/{}", self.admin.get_host(), self.port, self.database);
+        let mut probes = 0;
+        let mut probe_note: Option<String> = None;
+        let mut out = Vec::with_capacity(accounts.len());
+        for (account, password) in accounts {
+            if let Err(e) = self.ensure_managed(account) {
+                out.push(Err(e));
+                continue;
+            }
+            if present.contains(account.as_str()) {
+                out.push(Err(ConnectorError::StillPresent(format!(
+                    "role {account} still exists in pg_roles on target {}",
+                    self.core.target
+                ))));
+                continue;
+            }
+            let catalog = format!(
+                "role {account} is absent from pg_roles on target {} (checked in one query with {} other account(s) revoked together)",
+                self.core.target,
+                accounts.len() - 1
+            );
+            let probe = match password {
+                Some(password) if probes < LOGIN_PROBES_PER_BATCH => {
+                    probes += 1;
+                    Some(self.login(account, password).await)
+                }
+                _ => None,
+            };
+            out.push(match probe {
+                Some(Ok(Login::Refused(why))) => {
+                    probe_note.get_or_insert_with(|| {
+                        format!("a login probe as {account} in the same batch was refused")
+                    });
+                    Ok(Verification {
+                        method: "pg_roles+login".to_owned(),
+                        evidence: format!(
+                            "{catalog}, and a fresh login as {account} with its password to {where_} was refused: {why}"
+                        ),
+                    })
+                }
+                Some(Ok(Login::Accepted)) => Err(ConnectorError::StillPresent(format!(
+                    "{catalog}, yet a login as {account} to {where_} with its password succeeded"
+                ))),
+                Some(Err(e)) => Err(e),
+                None => Ok(Verification {
+                    method: "pg_roles".to_owned(),
+                    evidence: catalog,
+                }),
+            });
+        }
+        // Catalog-only evidence names the sample probe that backs it.
+        if let Some(note) = probe_note {
+            for v in out.iter_mut().flatten() {
+                if v.method == "pg_roles" {
+                    v.evidence = format!("{}; {note}", v.evidence);
+                }
+            }
+        }
+        out
+    }
 }
 
+/// Logins probed per batch of verifications: each costs a connection and a SCRAM exchange
+/// (milliseconds of CPU), so a batch of thousands checks the catalog for all and logs in
+/// as a sample. A batch of one is always probed.
+const LOGIN_PROBES_PER_BATCH: usize = 2;
+
 impl PostgresConnector {
+    /// Revokes every present account of `accounts` with one statement per step (see
+    /// [`Connector::revoke`] for the steps). Returns what happened to each present account
+    /// by name; absent ones are not in the map.
+    async fn revoke_together(
+        &self,
+        accounts: &[&AccountName],
+    ) -> Result<HashMap<String, Revoked>, ConnectorError> {
+        let names: Vec<String> = accounts.iter().map(|a| a.as_str().to_owned()).collect();
+        let mut conn = self
+            .core
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| self.err("connecting", &e))?;
+        let present = roles_named(&mut conn, names)
+            .await
+            .map_err(|e| self.err("looking up roles", &e))?;
+        if present.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let oids: Vec<i64> = present.iter().map(|(oid, _)| *oid).collect();
+        let roles: Vec<String> = present.iter().map(|(_, name)| quote_ident(name)).collect();
+
+        // 1. No new logins, for all of them at once (one implicit transaction).
+        let nologin: String = roles
+            .iter()
+            .map(|r| format!("ALTER ROLE {r} NOLOGIN;\n"))
+            .collect();
+        execute_generated(&mut conn, &nologin)
+            .await
+            .map_err(|e| self.err("disabling logins", &e))?;
+        // 2. Live sessions.
+        let mut killed = self.kill_sessions_of(&mut conn, &oids).await?;
+        // 3. Objects, privileges, roles.
+        let list = roles.join(", ");
+        drop_together(&mut conn, &list)
+            .await
+            .map_err(|e| self.err(&format!("dropping {} roles", roles.len()), &e))?;
+        // 4. Logins that were past authentication during step 2.
+        for (oid, n) in self.kill_sessions_of(&mut conn, &oids).await? {
+            *killed.entry(oid).or_default() += n;
+        }
+        tracing::info!(target_name = %self.core.target, roles = present.len(), sessions_killed = killed.values().sum::<u64>(), "revoked PostgreSQL roles together");
+        Ok(present
+            .into_iter()
+            .map(|(oid, name)| {
+                let revoked = Revoked {
+                    sessions_killed: killed.get(&oid).copied().unwrap_or(0),
+                    account_existed: true,
+                };
+                (name, revoked)
+            })
+            .collect())
+    }
+
+    /// Terminates the backends of every role in `oids`; how many per role.
+    async fn kill_sessions_of(
+        &self,
+        conn: &mut PgConnection,
+        oids: &[i64],
+    ) -> Result<HashMap<i64, u64>, ConnectorError> {
+        let rows = terminate_backends(conn, oids.to_vec())
+            .await
+            .map_err(|e| self.err("terminating sessions", &e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(oid, n)| (oid, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     /// A fresh connection (not pooled) as `account`, to the admin URL's host, port, database
     /// and TLS settings.
     async fn login(
@@ -505,7 +816,7 @@ impl PostgresConnector {
         let doing = format!("logging in as {account} to verify");
         match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
             Err(_elapsed) => Err(ConnectorError::Unreachable {
-                target: self.target.clone(),
+                target: self.core.target.clone(),
                 reason: format!("{doing}: no answer within {}s", CONNECT_TIMEOUT.as_secs()),
             }),
             Ok(Ok(conn)) => {

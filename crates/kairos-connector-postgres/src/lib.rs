@@ -60,6 +60,7 @@
 //! PostgreSQL refuses logins after `VALID UNTIL` by itself, even when Kairos is down; sessions
 //! opened before stay until revoke kills them.
 
+mod batch;
 mod connector;
 mod error;
 mod scram;

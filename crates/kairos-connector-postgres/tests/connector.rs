@@ -494,3 +494,141 @@ async fn two_hundred_accounts() {
         rate(revoked)
     );
 }
+
+/// Concurrent provisions are created together (one transaction per batch); a batch with a
+/// bad template falls back to one account at a time so only that account fails. Revoking
+/// and verifying many accounts at once gives each its own answer.
+#[tokio::test]
+async fn batched_provision_revoke_and_verify() {
+    const N: usize = 40;
+    let db = TestDb::new().await;
+    let pg = Arc::new(db.connector());
+    let good = Arc::new(sql(&[SELECT_ON_T]));
+    let bad = Arc::new(sql(&["GRANT SELEKT ON t TO {{role}}"]));
+    let accounts: Vec<AccountName> = (0..N).map(|i| db.account(&format!("b{i:02}"))).collect();
+    let passwords: Vec<SecretString> = (0..N).map(|_| password()).collect();
+    let bad_one = 17;
+
+    // All at once, so the worker takes them in a few batches.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (account, pw)) in accounts.iter().zip(&passwords).enumerate() {
+        let (pg, account, pw) = (pg.clone(), account.clone(), pw.clone());
+        let privileges = if i == bad_one {
+            bad.clone()
+        } else {
+            good.clone()
+        };
+        tasks.spawn(async move {
+            let r = pg
+                .provision(&request(&account, &pw, &privileges, in_one_hour()))
+                .await;
+            (i, r)
+        });
+    }
+    let mut infos = vec![None; N];
+    while let Some(done) = tasks.join_next().await {
+        let (i, r) = done.unwrap();
+        if i == bad_one {
+            assert!(
+                matches!(r, Err(ConnectorError::BadPrivileges(ref m)) if m.contains("#1")),
+                "{r:?}"
+            );
+        } else {
+            infos[i] = Some(r.unwrap());
+        }
+    }
+    let mut expected: Vec<AccountName> = accounts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != bad_one)
+        .map(|(_, a)| a.clone())
+        .collect();
+    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(
+        pg.list_managed().await.unwrap(),
+        expected,
+        "only the bad account is missing"
+    );
+
+    // Two accounts hold open sessions that use their privilege.
+    let mut sessions = Vec::new();
+    for i in [3, 29] {
+        let info = infos[i].clone().unwrap();
+        let mut s = login(
+            &info.host,
+            info.port,
+            info.database.as_deref().unwrap(),
+            &info.username,
+            passwords[i].expose_secret(),
+        )
+        .await
+        .unwrap();
+        let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 1")
+            .fetch_one(&mut s)
+            .await
+            .unwrap();
+        assert_eq!(v, "one");
+        sessions.push(s);
+    }
+
+    // Revoke all of them together, the never-created one included.
+    let revoked = pg.revoke_many(&accounts).await;
+    assert_eq!(revoked.len(), N);
+    for (i, r) in revoked.iter().enumerate() {
+        let r = r.as_ref().unwrap();
+        let expected = Revoked {
+            sessions_killed: u64::from(i == 3 || i == 29),
+            account_existed: i != bad_one,
+        };
+        assert_eq!(*r, expected, "account #{i}");
+    }
+    for mut s in sessions {
+        assert!(sqlx::query("SELECT 1").execute(&mut s).await.is_err());
+    }
+    assert!(pg.list_managed().await.unwrap().is_empty());
+
+    // Verified together: the catalog for all, a login probe for a sample.
+    let to_verify: Vec<(AccountName, Option<SecretString>)> = accounts
+        .iter()
+        .cloned()
+        .zip(passwords.iter().cloned().map(Some))
+        .collect();
+    let verified = pg.verify_gone_many(&to_verify).await;
+    let methods: Vec<&str> = verified
+        .iter()
+        .map(|v| v.as_ref().unwrap().method.as_str())
+        .collect();
+    let probed = methods.iter().filter(|m| **m == "pg_roles+login").count();
+    assert_eq!(probed, 2, "{methods:?}");
+    assert_eq!(methods.iter().filter(|m| **m == "pg_roles").count(), N - 2);
+    for v in verified.iter().map(|v| v.as_ref().unwrap()) {
+        assert!(
+            v.evidence.contains("absent from pg_roles"),
+            "{}",
+            v.evidence
+        );
+        if v.method == "pg_roles" {
+            assert!(v.evidence.contains("login probe"), "{}", v.evidence);
+        }
+    }
+
+    // A role that still exists is caught, and only it.
+    let survivor = db.account("survivor");
+    let pw = password();
+    pg.provision(&request(&survivor, &pw, &good, in_one_hour()))
+        .await
+        .unwrap();
+    let mixed = vec![
+        (accounts[0].clone(), None),
+        (survivor.clone(), Some(pw.clone())),
+        (accounts[1].clone(), None),
+    ];
+    let verified = pg.verify_gone_many(&mixed).await;
+    assert!(verified[0].is_ok() && verified[2].is_ok(), "{verified:?}");
+    assert!(
+        matches!(&verified[1], Err(ConnectorError::StillPresent(m)) if m.contains(survivor.as_str())),
+        "{:?}",
+        verified[1]
+    );
+    pg.revoke(&survivor).await.unwrap();
+}

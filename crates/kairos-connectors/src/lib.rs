@@ -135,4 +135,30 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
 
     /// Every account with the managed prefix that exists now.
     async fn list_managed(&self) -> Result<Vec<AccountName>, ConnectorError>;
+
+    /// Revokes several accounts together (ends that fell due together); one result per
+    /// account, in order. Connectors that can batch (one statement for many roles)
+    /// override it; the default revokes one after another.
+    async fn revoke_many(&self, accounts: &[AccountName]) -> Vec<Result<Revoked, ConnectorError>> {
+        let mut out = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            out.push(self.revoke(account).await);
+        }
+        out
+    }
+
+    /// Verifies several accounts are gone; one result per account, in order. Connectors
+    /// that batch may check the catalog once for all and probe logins for a sample; each
+    /// [`Verification`] says which checks its account had. The default verifies one after
+    /// another, each fully.
+    async fn verify_gone_many(
+        &self,
+        accounts: &[(AccountName, Option<SecretString>)],
+    ) -> Vec<Result<Verification, ConnectorError>> {
+        let mut out = Vec::with_capacity(accounts.len());
+        for (account, password) in accounts {
+            out.push(self.verify_gone(account, password.as_ref()).await);
+        }
+        out
+    }
 }

@@ -1,0 +1,136 @@
+//! Batched provisioning: concurrent `provision` calls on one target are taken together by
+//! one worker and created in **one** transaction (one advisory lock, one round trip for all
+//! the `CREATE ROLE`s, one commit), which is what lets one target issue thousands of
+//! accounts a second. A batch that fails is retried one account at a time, so one bad
+//! account (a template the server refuses) fails alone and its error names it.
+//!
+//! The role statements joined into one simple-protocol message are generated here (quoted
+//! identifiers, quoted literals Kairos produced); privilege templates from the
+//! configuration still run one prepared statement each, so a template can never smuggle a
+//! second command.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kairos_connectors::{AccountName, ConnectorError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connector::{Core, execute, execute_generated, lock_ddl};
+
+/// The most accounts created in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Provisioning requests waiting for the worker.
+const QUEUE: usize = 4_096;
+
+/// One account to create, prepared by `provision` (validated, rendered, verifier computed).
+pub(crate) struct Provision {
+    pub(crate) account: AccountName,
+    /// The account as a quoted identifier.
+    pub(crate) role: String,
+    /// `LOGIN PASSWORD '<SCRAM verifier>' VALID UNTIL '<end>'`.
+    pub(crate) credentials: String,
+    /// The rendered privilege statements.
+    pub(crate) grants: Vec<String>,
+    /// Whether the role existed already (a converged retry), or why it failed.
+    pub(crate) reply: oneshot::Sender<Result<bool, ConnectorError>>,
+}
+
+/// Starts the worker; it stops when the connector (the last sender) is dropped.
+pub(crate) fn start_provisioner(core: Arc<Core>) -> mpsc::Sender<Provision> {
+    let (queue, jobs) = mpsc::channel(QUEUE);
+    tokio::spawn(run(core, jobs));
+    queue
+}
+
+async fn run(core: Arc<Core>, mut jobs: mpsc::Receiver<Provision>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        provision_batch(&core, batch).await;
+    }
+}
+
+async fn provision_batch(core: &Core, batch: Vec<Provision>) {
+    if batch.len() > 1 {
+        match create_together(core, &batch).await {
+            Ok(existed) => {
+                for job in batch {
+                    let answer = Ok(existed.contains(job.account.as_str()));
+                    let _ = job.reply.send(answer);
+                }
+                return;
+            }
+            Err(e) => {
+                // The transaction rolled back whole: nothing of the batch exists. One at a
+                // time, the failure lands on the account that causes it.
+                tracing::debug!(target_name = %core.target, accounts = batch.len(), error = %e,
+                    "batched provisioning failed; provisioning one account at a time");
+            }
+        }
+    }
+    for job in batch {
+        let answer = core.provision_one(&job).await;
+        let _ = job.reply.send(answer);
+    }
+}
+
+/// Creates (or converges) every account of the batch in one transaction. Returns the
+/// accounts that existed already.
+async fn create_together(
+    core: &Core,
+    batch: &[Provision],
+) -> Result<HashSet<String>, ConnectorError> {
+    let mut tx = core
+        .pool
+        .begin()
+        .await
+        .map_err(|e| core.err("connecting", &e))?;
+    lock_ddl(&mut tx)
+        .await
+        .map_err(|e| core.err("taking Kairos's DDL lock", &e))?;
+    let names: Vec<String> = batch
+        .iter()
+        .map(|j| j.account.as_str().to_owned())
+        .collect();
+    let existed: HashSet<String> = sqlx::query_scalar::<_, String>(
+        "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+    )
+    .bind(names)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| core.err("looking up roles", &e))?
+    .into_iter()
+    .collect();
+    let mut roles = String::new();
+    for job in batch {
+        let verb = if existed.contains(job.account.as_str()) {
+            "ALTER"
+        } else {
+            "CREATE"
+        };
+        roles.push_str(&format!(
+            "{verb} ROLE {} WITH {};\n",
+            job.role, job.credentials
+        ));
+    }
+    execute_generated(&mut tx, &roles)
+        .await
+        .map_err(|e| core.err(&format!("creating {} roles", batch.len()), &e))?;
+    for job in batch {
+        for (i, grant) in job.grants.iter().enumerate() {
+            execute(&mut tx, grant)
+                .await
+                .map_err(|e| core.template_error(i, &e))?;
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(|e| core.err(&format!("committing {} roles", batch.len()), &e))?;
+    Ok(existed)
+}
