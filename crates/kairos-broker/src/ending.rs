@@ -4,13 +4,15 @@
 //! `verify_gone`) → **receipt** (Ending → Ended, audited). Failures retry forever with
 //! capped exponential backoff; nothing is ever marked irrevocable.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kairos_connectors::AccountName;
 use kairos_crypto::issuer::AccessClaims;
 use kairos_domain::{
     AuditDraft, AuditKind, EndReason, Grant, GrantEnd, GrantId, GrantState, Principal, Receipt,
-    TaskRef, Ttl,
+    TargetName, TaskRef, Ttl,
 };
 use kairos_store::{EndSelector, GrantFilter, Role};
 
@@ -40,45 +42,75 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 impl Broker {
-    /// Propagates a grant's end to its consumers and verifies that access is gone: for a
-    /// token, introspection; for an account, the target's connector (revoke, then verify
-    /// with the sealed password that a login is refused). Returns when it revoked and how
-    /// it verified.
-    async fn propagate_and_verify(
-        &self,
-        grant: &Grant,
-    ) -> std::result::Result<(kairos_domain::Timestamp, String, String), String> {
-        let Some(account) = &grant.account else {
-            let tokens = TokenConnector::new(Arc::clone(&self.store), Arc::clone(&self.clock));
-            let revoked_at = self.now();
-            tokens.revoke(grant).await.map_err(|e| e.to_string())?;
-            let v = tokens.verify_gone(grant).await.map_err(|e| e.to_string())?;
-            return Ok((revoked_at, v.method, v.evidence));
-        };
+    /// Propagates a token grant's end and verifies it: after it, introspection answers
+    /// inactive. Returns when it revoked and how it verified.
+    async fn propagate_token(&self, grant: &Grant) -> Outcome {
+        let tokens = TokenConnector::new(Arc::clone(&self.store), Arc::clone(&self.clock));
+        let revoked_at = self.now();
+        tokens.revoke(grant).await.map_err(|e| e.to_string())?;
+        let v = tokens.verify_gone(grant).await.map_err(|e| e.to_string())?;
+        Ok((revoked_at, v.method, v.evidence))
+    }
+
+    /// Propagates the end of several account grants on one target together: the
+    /// connector revokes them in one batch (sessions killed, accounts removed), then
+    /// verifies them in one batch (with the sealed passwords, so it can try to log in).
+    /// One outcome per grant, in order.
+    async fn propagate_accounts(&self, target: &TargetName, grants: &[Grant]) -> Vec<Outcome> {
         let targets = self.targets();
-        let connector = targets.get(&grant.target).ok_or_else(|| {
-            format!(
-                "target {} is no longer configured; restore it so account {account} can be removed",
-                grant.target
-            )
-        })?;
-        let name =
-            kairos_connectors::AccountName::parse(account.clone()).map_err(|e| e.to_string())?;
-        let revoked = connector.revoke(&name).await.map_err(|e| e.to_string())?;
+        let Some(connector) = targets.get(target) else {
+            let why = format!(
+                "target {target} is no longer configured; restore it so its accounts can be removed"
+            );
+            return grants.iter().map(|_| Err(why.clone())).collect();
+        };
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(grants.len());
+        let mut names = Vec::with_capacity(grants.len());
+        let mut slots = Vec::with_capacity(grants.len());
+        for grant in grants {
+            let parsed = grant
+                .account
+                .clone()
+                .ok_or_else(|| format!("grant {} has no account", grant.id))
+                .and_then(|a| AccountName::parse(a).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(name) => {
+                    slots.push(outcomes.len());
+                    names.push(name);
+                    outcomes.push(Err(String::new()));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        let revoked = connector.revoke_many(&names).await;
         let revoked_at = self.now();
         self.crash_point(crate::CrashPoint::AfterRevoke);
-        let v = connector
-            .verify_gone(&name, self.unseal_secret(grant).as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
-        let sessions = if revoked.account_existed {
-            format!("{} live session(s) terminated", revoked.sessions_killed)
-        } else {
-            // An earlier, interrupted attempt (or the target's native expiry) removed it:
-            // revoked_at is this retry, so the receipt errs on the long side.
-            "account already absent when this attempt ran (removed by an earlier interrupted attempt or by the target's native expiry)".to_owned()
-        };
-        Ok((revoked_at, v.method, format!("{}; {sessions}", v.evidence)))
+        let mut to_verify = Vec::new();
+        let mut verify_slots = Vec::new();
+        let mut notes = Vec::new();
+        for ((slot, name), result) in slots.iter().zip(names).zip(revoked) {
+            match result {
+                Ok(r) => {
+                    notes.push(if r.account_existed {
+                        format!("{} live session(s) terminated", r.sessions_killed)
+                    } else {
+                        // An earlier, interrupted attempt (or the target's native expiry)
+                        // removed it: revoked_at is this retry, so the receipt errs long.
+                        "account already absent when this attempt ran (removed by an earlier interrupted attempt or by the target's native expiry)".to_owned()
+                    });
+                    to_verify.push((name, self.unseal_secret(&grants[*slot])));
+                    verify_slots.push(*slot);
+                }
+                Err(e) => outcomes[*slot] = Err(e.to_string()),
+            }
+        }
+        let verified = connector.verify_gone_many(&to_verify).await;
+        for ((slot, note), result) in verify_slots.into_iter().zip(notes).zip(verified) {
+            outcomes[slot] = result
+                .map(|v| (revoked_at, v.method, format!("{}; {note}", v.evidence)))
+                .map_err(|e| e.to_string());
+        }
+        outcomes
     }
 
     pub async fn get_grant(&self, caller: &Caller, id: &GrantId) -> Result<Grant> {
@@ -331,26 +363,49 @@ impl Broker {
         Ok(ended.len())
     }
 
-    /// Claims due revocation jobs and runs propagate → verify → receipt on each.
-    /// Returns (verified, failed).
+    /// Claims due revocation jobs and runs propagate → verify → receipt on each: token
+    /// grants one by one, account grants batched per target (ends that fell due together
+    /// are revoked together). Returns (verified, failed).
     pub async fn revoke_due(self: &Arc<Self>) -> Result<(usize, usize)> {
-        /// Jobs propagated at once: downstream round trips overlap, and each job is
-        /// independent (its own grant, its own account).
+        /// Token jobs propagated at once; each target's batch runs beside them.
         const CONCURRENCY: usize = 16;
         let now = self.now();
         let lease = i64::try_from(self.settings.revocation_lease.as_millis()).unwrap_or(30_000);
-        let jobs = self.store.claim_revocations(now, 200, lease).await?;
-        let (mut verified, mut failed) = (0, 0);
-        let mut running = tokio::task::JoinSet::new();
-        let mut first_error = None;
+        let jobs = self.store.claim_revocations(now, 500, lease).await?;
+        let mut by_target: BTreeMap<TargetName, Vec<Grant>> = BTreeMap::new();
+        let mut tokens = Vec::new();
         for grant in jobs {
-            if running.len() >= CONCURRENCY
-                && let Some(done) = running.join_next().await
-            {
-                tally(done, &mut verified, &mut failed, &mut first_error);
+            if grant.account.is_some() {
+                by_target
+                    .entry(grant.target.clone())
+                    .or_default()
+                    .push(grant);
+            } else {
+                tokens.push(grant);
             }
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for (target, grants) in by_target {
             let b = Arc::clone(self);
-            running.spawn(async move { b.revoke_one(grant).await });
+            running.spawn(async move {
+                let outcomes = b.propagate_accounts(&target, &grants).await;
+                b.record_all(grants.into_iter().zip(outcomes).collect())
+                    .await
+            });
+        }
+        let (mut verified, mut failed) = (0, 0);
+        let mut first_error = None;
+        for chunk in tokens.chunks(CONCURRENCY) {
+            let mut outcomes = Vec::with_capacity(chunk.len());
+            for grant in chunk {
+                outcomes.push((grant.clone(), self.propagate_token(grant).await));
+            }
+            tally(
+                Ok(self.record_all(outcomes).await),
+                &mut verified,
+                &mut failed,
+                &mut first_error,
+            );
         }
         while let Some(done) = running.join_next().await {
             tally(done, &mut verified, &mut failed, &mut first_error);
@@ -365,10 +420,41 @@ impl Broker {
         }
     }
 
-    /// Propagate → verify → receipt for one claimed job. `Ok(true)` when verified,
-    /// `Ok(false)` when the attempt failed and was recorded for a retry.
-    async fn revoke_one(&self, grant: Grant) -> Result<bool> {
-        match self.propagate_and_verify(&grant).await {
+    /// Writes every outcome at once (receipts or failures), so the store commits them
+    /// together. Returns (verified, failed), or the first store error.
+    async fn record_all(
+        self: &Arc<Self>,
+        outcomes: Vec<(Grant, Outcome)>,
+    ) -> Result<(usize, usize)> {
+        let mut writes = tokio::task::JoinSet::new();
+        for (grant, outcome) in outcomes {
+            let b = Arc::clone(self);
+            writes.spawn(async move { b.record(grant, outcome).await });
+        }
+        let (mut verified, mut failed) = (0, 0);
+        let mut first_error = None;
+        while let Some(done) = writes.join_next().await {
+            match done {
+                Ok(Ok(true)) => verified += 1,
+                Ok(Ok(false)) => failed += 1,
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    first_error.get_or_insert(BrokerError::internal(join));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((verified, failed)),
+        }
+    }
+
+    /// The receipt of a verified job, or the failure of an attempt (retried with backoff).
+    /// `Ok(true)` when verified, `Ok(false)` when the failure was recorded for a retry.
+    async fn record(&self, grant: Grant, outcome: Outcome) -> Result<bool> {
+        match outcome {
             Ok((revoked_at, method, evidence)) => {
                 let receipt = Receipt {
                     revoked_at,
@@ -517,15 +603,21 @@ impl Broker {
     }
 }
 
+/// When a grant's access was revoked, and the method and evidence of its verification;
+/// or why the attempt failed.
+type Outcome = std::result::Result<(kairos_domain::Timestamp, String, String), String>;
+
 fn tally(
-    done: std::result::Result<Result<bool>, tokio::task::JoinError>,
+    done: std::result::Result<Result<(usize, usize)>, tokio::task::JoinError>,
     verified: &mut usize,
     failed: &mut usize,
     first_error: &mut Option<BrokerError>,
 ) {
     match done {
-        Ok(Ok(true)) => *verified += 1,
-        Ok(Ok(false)) => *failed += 1,
+        Ok(Ok((v, f))) => {
+            *verified += v;
+            *failed += f;
+        }
         Ok(Err(e)) => {
             first_error.get_or_insert(e);
         }
