@@ -421,3 +421,100 @@ grants = ["GRANT SELECT ON {db}.orders TO {{{{role}}}}"]
         assert!(kinds.contains(&k), "{kinds:?} lacks {k}");
     }
 }
+
+/// Grants that end together are revoked together: one revoke by task reference ends ten
+/// PostgreSQL accounts, the connector drops them in one batch, kills the live sessions,
+/// and every grant gets its own verified receipt.
+#[test]
+fn accounts_ending_together_are_revoked_in_one_batch_and_each_verified() {
+    const N: usize = 10;
+    let shared = SharedDb::new();
+    let (db, prefix) = (shared.name.clone(), shared.prefix.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_db_config(&dir.path().join("cfg"), &issuer, &db, &prefix);
+    let admin = shared.admin_url();
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&config),
+        None,
+        &[],
+        &[
+            ("KAIROS_IT_PG_ADMIN", admin.as_str()),
+            ("KAIROS_IT_REDIS_ADMIN", "redis://127.0.0.1:6379"),
+        ],
+    );
+    let api = Api::new(&server);
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let mut issued = Vec::new();
+    for _ in 0..N {
+        let (status, body) = request(&api, &platform, "orders-db/readonly");
+        assert_eq!(status, 201, "{body}");
+        let c = &body["credential"];
+        let url = format!(
+            "postgres://{}:{}@{}:{}/{}",
+            c["username"].as_str().unwrap(),
+            c["password"].as_str().unwrap(),
+            c["host"].as_str().unwrap(),
+            c["port"],
+            c["database"].as_str().unwrap()
+        );
+        let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+        issued.push((grant, c["username"].as_str().unwrap().to_owned(), url));
+    }
+    // Live sessions on two of them.
+    let mut sessions = rt.block_on(async {
+        let mut v = Vec::new();
+        for (_, _, url) in &issued[..2] {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query("SELECT count(*) FROM orders")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            v.push(c);
+        }
+        v
+    });
+
+    let out = server.cli(ADMIN, &["revoke", "--task-ref", "run-7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut probed = 0;
+    let mut sessions_killed = 0;
+    for (grant, user, _) in &issued {
+        let g = api.wait_grant(ADMIN, grant, Duration::from_secs(30), |g| {
+            g["state"] == "ended"
+        });
+        let receipt = &g["receipt"];
+        assert!(receipt["verified_at"].is_string(), "{g}");
+        let evidence = receipt["evidence"].as_str().unwrap();
+        assert!(
+            evidence.contains(user.as_str()) && evidence.contains("absent from pg_roles"),
+            "{evidence}"
+        );
+        match receipt["method"].as_str().unwrap() {
+            "pg_roles+login" => probed += 1,
+            "pg_roles" => assert!(evidence.contains("login probe"), "{evidence}"),
+            other => panic!("unexpected method {other}"),
+        }
+        sessions_killed += usize::from(evidence.contains("1 live session(s) terminated"));
+        assert!(!role_exists(user));
+    }
+    assert!(
+        probed >= 2,
+        "at least the batch's sample logs in ({probed})"
+    );
+    assert_eq!(sessions_killed, 2);
+    rt.block_on(async {
+        for s in &mut sessions {
+            assert!(sqlx::query("SELECT 1").execute(&mut *s).await.is_err());
+        }
+        for (_, _, url) in &issued {
+            assert!(sqlx::PgConnection::connect(url).await.is_err());
+        }
+    });
+    let out = server.cli(ADMIN, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
