@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::Provision;
 
 use crate::error::{classify, describe, is_login_refused, is_unreachable, sqlstate};
-use crate::scram::{SCRAM_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier};
+use crate::scram::{GENERATED_PASSWORD_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier};
 use crate::sql::{quote_ident, quote_literal, render_privileges};
 
 /// The managed prefix when the configuration names none.
@@ -413,7 +413,8 @@ impl Connector for PostgresConnector {
                  computed without SASLprep)"
             )));
         }
-        let verifier = scram_sha256_verifier(password, &self.salt()?, SCRAM_ITERATIONS);
+        let verifier =
+            scram_sha256_verifier(password, &self.salt()?, GENERATED_PASSWORD_ITERATIONS);
         let credentials = format!(
             "LOGIN PASSWORD {} VALID UNTIL {}",
             quote_literal(&verifier),

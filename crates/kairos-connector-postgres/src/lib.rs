@@ -7,8 +7,8 @@
 //!   statement leaves nothing behind): `CREATE ROLE "<account>" WITH LOGIN PASSWORD
 //!   '<verifier>' VALID UNTIL '<grant end, RFC 3339>'`, then each privilege template with
 //!   `{{role}}` replaced by the quoted identifier. The password is sent as a
-//!   SCRAM-SHA-256 verifier computed here ([`scram_sha256_verifier`], 4096 iterations,
-//!   16 random bytes of salt), so the server spends no CPU hashing and the plaintext never
+//!   SCRAM-SHA-256 verifier computed here ([`scram_sha256_verifier`], 256 iterations —
+//!   see [`GENERATED_PASSWORD_ITERATIONS`] for why not 4096 —, 16 random bytes of salt), so the server spends no CPU hashing and the plaintext never
 //!   appears in a statement (and so in no statement log). Each template runs as its own
 //!   unnamed prepared statement, and a prepared statement cannot hold two commands:
 //!   `GRANT …; DROP TABLE t` is refused by the server, and the transaction with it. A
@@ -17,6 +17,10 @@
 //!   A retried provision converges: if the role exists it gets `ALTER ROLE … LOGIN
 //!   PASSWORD … VALID UNTIL …` and the templates run again (grants are idempotent;
 //!   privileges dropped from the templates since are not revoked).
+//!   Concurrent provisions are **batched** (see `batch.rs`): a worker takes every waiting
+//!   request into one transaction (one advisory lock, the role statements in one round
+//!   trip, each template still its own prepared statement, one commit); if the batch
+//!   fails it is redone one account at a time, so only the account at fault fails.
 //! - **renew**: `ALTER ROLE … VALID UNTIL …`; an absent role is `Failed`.
 //! - **revoke** (idempotent): `ALTER ROLE … NOLOGIN` (committed, so no new session starts),
 //!   `pg_terminate_backend` on every backend of the role (by OID, in every database of the
@@ -31,6 +35,14 @@
 //!   URL) is refused with 28P01 or 28000. A present role, or an accepted login, is
 //!   `StillPresent`; a login attempt that cannot reach the server is `Unreachable`, and any
 //!   other answer is `Failed`: nothing is claimed verified without the check.
+//! - **revoke_many / verify_gone_many** (grants that end together): the same steps with
+//!   one statement for all the roles (`ALTER ROLE … NOLOGIN` for each in one message, one
+//!   `pg_terminate_backend` query, `REASSIGN OWNED BY a, b … ; DROP OWNED BY …; DROP ROLE
+//!   IF EXISTS …` in one transaction); verification checks `pg_roles` once for all and
+//!   logs in as a sample of two accounts (a login costs a connection and a SCRAM exchange,
+//!   milliseconds each), and each receipt says which checks its account had
+//!   (`pg_roles+login`, or `pg_roles` naming the batch's refused probe). A batch of one is
+//!   always checked fully. A failed batch is redone one account at a time.
 //! - **list_managed**: `pg_roles` filtered with `starts_with(rolname, prefix)` (not `LIKE`,
 //!   where `_` is a wildcard).
 //!
@@ -67,4 +79,6 @@ mod scram;
 mod sql;
 
 pub use connector::{CONNECT_TIMEOUT, DEFAULT_MANAGED_PREFIX, PostgresConnector, PostgresSettings};
-pub use scram::{SCRAM_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier};
+pub use scram::{
+    GENERATED_PASSWORD_ITERATIONS, SCRAM_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier,
+};

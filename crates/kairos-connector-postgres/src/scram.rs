@@ -13,6 +13,17 @@ pub const SCRAM_ITERATIONS: NonZeroU32 = match NonZeroU32::new(4096) {
     None => NonZeroU32::MIN,
 };
 
+/// The iteration count of the verifiers the connector stores for the passwords Kairos
+/// generates. Iterations slow down guessing a *chosen* password from a stolen verifier;
+/// Kairos's passwords are 192 random bits, which no number of guesses reaches, so 4096
+/// iterations would buy nothing and cost about a millisecond of Kairos's CPU per account
+/// (two thousand accounts a second would need more than this machine's two cores), and
+/// the same again for the workload at every login. PostgreSQL accepts any count.
+pub const GENERATED_PASSWORD_ITERATIONS: NonZeroU32 = match NonZeroU32::new(256) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
+
 /// The salt length PostgreSQL itself uses.
 pub const SCRAM_SALT_LEN: usize = 16;
 
