@@ -1,22 +1,120 @@
 //! From request facts to a Kairos decision, through one Cedar authorization.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, Response,
+    RestrictedExpression,
 };
 use kairos_domain::{Decision, DecisionOutcome, Principal};
 
 use crate::error::{PolicyError, PolicyErrorKind};
+use crate::slice::{ModelTypes, RequestIds, Slice};
 use crate::{CompiledPolicy, PolicyInput, PolicySet};
 
+/// The Kairos entity types and the one action, parsed once per process rather than
+/// for every request.
+pub(crate) struct Model {
+    identity: EntityTypeName,
+    team: EntityTypeName,
+    target: EntityTypeName,
+    entitlement: EntityTypeName,
+    action: EntityUid,
+}
+
+impl Model {
+    fn parse() -> Result<Self, String> {
+        let name = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
+        Ok(Self {
+            identity: name("Kairos::Identity")?,
+            team: name("Kairos::Team")?,
+            target: name("Kairos::Target")?,
+            entitlement: name("Kairos::Entitlement")?,
+            action: EntityUid::from_type_name_and_id(
+                name("Kairos::Action")?,
+                EntityId::new("request"),
+            ),
+        })
+    }
+
+    /// The model's entity types, or why they could not be built (a bug, never seen).
+    pub(crate) fn get() -> Result<&'static Model, PolicyError> {
+        static MODEL: LazyLock<Result<Model, String>> = LazyLock::new(Model::parse);
+        MODEL
+            .as_ref()
+            .map_err(|message| PolicyError::nowhere(PolicyErrorKind::Request(message.clone())))
+    }
+
+    pub(crate) fn types(&self) -> ModelTypes<'_> {
+        ModelTypes {
+            identity: &self.identity,
+            team: &self.team,
+            entitlement: &self.entitlement,
+            target: &self.target,
+        }
+    }
+}
+
+/// How a decision is computed. Both give the same decision for every request; the
+/// plain path is kept to prove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// Only the policies whose scope can match the request (see `slice`), with the
+    /// request's entities from the set's [`EntityCache`].
+    Fast,
+    /// Every policy of the set, with entities built afresh: the plain path.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Plain,
+}
+
 pub(crate) fn decide(set: &PolicySet, input: &PolicyInput) -> Result<Decision, PolicyError> {
-    let (request, entities) = to_cedar(input)
-        .map_err(|message| PolicyError::nowhere(PolicyErrorKind::Request(message)))?;
-    let response = set
-        .authorizer
-        .is_authorized(&request, &set.cedar, &entities);
+    decide_in(set, input, Path::Fast)
+}
+
+pub(crate) fn decide_in(
+    set: &PolicySet,
+    input: &PolicyInput,
+    path: Path,
+) -> Result<Decision, PolicyError> {
+    let model = Model::get()?;
+    let request_error = |message| PolicyError::nowhere(PolicyErrorKind::Request(message));
+    let (entities, request) = match path {
+        Path::Fast => (
+            set.entities
+                .get_or_build(input, || to_entities(model, input))
+                .map_err(request_error)?,
+            to_request(model, input).map_err(request_error)?,
+        ),
+        Path::Plain => (
+            Arc::new(to_entities(model, input).map_err(request_error)?),
+            to_request(model, input).map_err(request_error)?,
+        ),
+    };
+    let authorize = |policies: &cedar_policy::PolicySet| {
+        set.authorizer.is_authorized(&request, policies, &entities)
+    };
+    let response = match path {
+        Path::Plain => authorize(&set.cedar),
+        Path::Fast => {
+            let ids = RequestIds {
+                identity: input.identity.name.as_str(),
+                team: input.identity.owner.as_str(),
+                entitlement: input.entitlement.name.as_str(),
+                target: input.entitlement.name.target(),
+            };
+            match set.slicer.slice(&ids, &set.cedar) {
+                // What Cedar answers for a set in which nothing applies.
+                Slice::Empty => {
+                    Response::new(cedar_policy::Decision::Deny, HashSet::new(), Vec::new())
+                }
+                Slice::Some(policies) => authorize(&policies),
+                Slice::Whole(policies) => authorize(policies),
+            }
+        }
+    };
 
     let mut determining: Vec<&CompiledPolicy> = response
         .diagnostics()
@@ -108,12 +206,8 @@ fn plural(noun: &str) -> String {
     }
 }
 
-fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
-    let type_name = EntityTypeName::from_str(type_name).map_err(|e| e.to_string())?;
-    Ok(EntityUid::from_type_name_and_id(
-        type_name,
-        EntityId::new(id),
-    ))
+fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
 }
 
 fn string(s: &str) -> RestrictedExpression {
@@ -124,18 +218,21 @@ fn long(n: u64) -> RestrictedExpression {
     RestrictedExpression::new_long(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-fn to_cedar(input: &PolicyInput) -> Result<(Request, Entities), String> {
+/// The request's entities: the principal (its only parent is its team), the team, the
+/// resource (its only parent is its target) and the target. `slice` relies on this
+/// shape. They depend only on the identity and entitlement facts, which
+/// [`EntityCache::key`] must therefore cover.
+fn to_entities(model: &Model, input: &PolicyInput) -> Result<Entities, String> {
     let identity = &input.identity;
     let entitlement = &input.entitlement;
 
-    let team = uid("Kairos::Team", identity.owner.as_str())?;
-    let principal = uid("Kairos::Identity", identity.name.as_str())?;
-    let target = uid("Kairos::Target", entitlement.name.target())?;
-    let resource = uid("Kairos::Entitlement", entitlement.name.as_str())?;
-    let action = uid("Kairos::Action", "request")?;
+    let team = uid(&model.team, identity.owner.as_str());
+    let principal = uid(&model.identity, identity.name.as_str());
+    let target = uid(&model.target, entitlement.name.target());
+    let resource = uid(&model.entitlement, entitlement.name.as_str());
 
     let principal_entity = Entity::new(
-        principal.clone(),
+        principal,
         HashMap::from([
             ("kind".to_owned(), string(&identity.kind)),
             ("owner".to_owned(), string(identity.owner.as_str())),
@@ -145,7 +242,7 @@ fn to_cedar(input: &PolicyInput) -> Result<(Request, Entities), String> {
     )
     .map_err(|e| e.to_string())?;
     let resource_entity = Entity::new(
-        resource.clone(),
+        resource,
         HashMap::from([
             ("target".to_owned(), string(entitlement.name.target())),
             ("role".to_owned(), string(entitlement.name.role())),
@@ -158,7 +255,7 @@ fn to_cedar(input: &PolicyInput) -> Result<(Request, Entities), String> {
         HashSet::from([target.clone()]),
     )
     .map_err(|e| e.to_string())?;
-    let entities = Entities::from_entities(
+    Entities::from_entities(
         [
             principal_entity,
             Entity::new_no_attrs(team, HashSet::new()),
@@ -167,8 +264,10 @@ fn to_cedar(input: &PolicyInput) -> Result<(Request, Entities), String> {
         ],
         None,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
 
+fn to_request(model: &Model, input: &PolicyInput) -> Result<Request, String> {
     let requester_kind = match &input.requester {
         Principal::Workload(_) => "workload",
         Principal::User(_) => "user",
@@ -184,7 +283,84 @@ fn to_cedar(input: &PolicyInput) -> Result<(Request, Entities), String> {
     ])
     .map_err(|e| e.to_string())?;
 
-    let request =
-        Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())?;
-    Ok((request, entities))
+    Request::new(
+        uid(&model.identity, input.identity.name.as_str()),
+        model.action.clone(),
+        uid(&model.entitlement, input.entitlement.name.as_str()),
+        context,
+        None,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Entities of recently decided (identity, entitlement) pairs, so that a pair asked
+/// about again does not pay again for Cedar checking the entity hierarchy (computing
+/// its transitive closure), the largest cost of a decision once it is sliced. The key
+/// holds every fact the entities are built from, so a hit is exactly what would have
+/// been built. Bounded: when full, an arbitrary entry makes room for the new one.
+#[derive(Default)]
+pub(crate) struct EntityCache {
+    map: Mutex<HashMap<String, Arc<Entities>>>,
+}
+
+impl std::fmt::Debug for EntityCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self.map.lock().map_or(0, |map| map.len());
+        f.debug_struct("EntityCache").field("pairs", &len).finish()
+    }
+}
+
+impl EntityCache {
+    /// Pairs kept at most (a few KiB each).
+    const CAPACITY: usize = 1024;
+
+    /// Every fact `to_entities` reads, each prefixed with its length so that no two
+    /// different inputs give the same key.
+    fn key(input: &PolicyInput) -> String {
+        let identity = &input.identity;
+        let entitlement = &input.entitlement;
+        let mut key = String::with_capacity(96);
+        for field in [
+            identity.name.as_str(),
+            identity.kind.as_str(),
+            identity.owner.as_str(),
+            identity.issuer.as_str(),
+            entitlement.name.as_str(),
+            entitlement.tier.as_str(),
+        ] {
+            let _ = write!(key, "{}:{field}", field.len());
+        }
+        let _ = write!(key, "{}", entitlement.max_ttl.as_secs());
+        key
+    }
+
+    fn get_or_build(
+        &self,
+        input: &PolicyInput,
+        build: impl FnOnce() -> Result<Entities, String>,
+    ) -> Result<Arc<Entities>, String> {
+        let key = Self::key(input);
+        // A poisoned lock only means another decision panicked while holding it; the
+        // map is still a valid cache, so keep using it.
+        let cached = self
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(entities) = cached {
+            return Ok(entities);
+        }
+        let entities = Arc::new(build()?);
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= Self::CAPACITY {
+            // Make room by dropping one entry, whichever the map yields first: cheap,
+            // and no request pays for emptying the whole cache.
+            if let Some(old) = map.keys().next().cloned() {
+                map.remove(&old);
+            }
+        }
+        map.insert(key, Arc::clone(&entities));
+        Ok(entities)
+    }
 }

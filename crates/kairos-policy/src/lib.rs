@@ -45,6 +45,39 @@
 //! (`0`) or waits for approvals. A policy whose evaluation fails (which validation makes
 //! rare) is skipped, as Cedar does, and the failure is named in the decision's reason.
 //!
+//! # How a decision is made fast (and why it is the same decision)
+//!
+//! Cedar's authorizer evaluates every policy it is given, so handing it the whole set
+//! makes every decision cost in proportion to the number of policies. Instead, when a
+//! set is compiled, each policy is filed under the id its scope names: its resource
+//! constraint's entitlement or target if it has one, else its principal constraint's
+//! identity or team, else under "unscoped". A decision looks up the request's
+//! identity, team, entitlement and target, keeps from those entries and the unscoped
+//! ones the policies whose principal *and* resource constraints the request satisfies,
+//! and authorizes against just those, in their order in the whole set.
+//!
+//! This is sound because of how Cedar evaluates a policy: its scope is checked first
+//! and, when it fails, the policy is not satisfied, is not determining and cannot fail
+//! to evaluate, so it has no effect on the response. Whether a scope can hold is
+//! known from the request's four ids alone, because every request has the same
+//! entities: the principal `Kairos::Identity` whose only ancestor is its
+//! `Kairos::Team`, the resource `Kairos::Entitlement` whose only ancestor is its
+//! `Kairos::Target`. A constraint naming another type (`resource == Kairos::Target::"x"`,
+//! `principal is Kairos::Team`) can never hold and is left out everywhere. Unconstrained
+//! scopes and `is` the request's own type are kept for every request. Action
+//! constraints are not used to slice (keeping a policy is always safe). Keeping the
+//! whole set's order keeps evaluation errors in the same order in the reason. So the
+//! effect, determining policies, `@approvals`, `@reason` and errors are those of
+//! authorizing against the whole set; the crate's tests compare the two over generated
+//! policy sets of every scope form.
+//!
+//! The request's entities (the same for every request from one identity for one
+//! entitlement, and costly to build because Cedar computes their hierarchy's closure)
+//! are kept in a small bounded cache per policy set, keyed by every fact they are
+//! built from. Entity type names are parsed once per process. Policies with
+//! unconstrained principal and resource scopes are evaluated for every request, so
+//! they still cost in proportion to their number.
+//!
 //! ```cedar
 //! @id("ci-read-low")
 //! @reason("CI jobs may read low-risk systems for an hour")
@@ -65,8 +98,10 @@ mod compile;
 mod decide;
 mod error;
 mod input;
+mod slice;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, SourceLocation};
 pub use input::{EntitlementFacts, IdentityFacts, PolicyInput, Tier};
@@ -142,6 +177,10 @@ pub struct PolicySet {
     cedar: cedar_policy::PolicySet,
     authorizer: cedar_policy::Authorizer,
     policies: BTreeMap<String, CompiledPolicy>,
+    /// `cedar`'s policies filed by the ids their scopes name (see `slice`).
+    slicer: slice::Slicer,
+    /// Shared by clones: entities do not depend on the policies.
+    entities: Arc<decide::EntityCache>,
 }
 
 impl PolicySet {
@@ -149,19 +188,28 @@ impl PolicySet {
     /// line and column.
     pub fn compile(files: &[PolicySource]) -> Result<PolicySet, PolicyErrors> {
         let compiled = compile::compile(files)?;
-        Ok(Self {
-            cedar: compiled.cedar,
-            authorizer: cedar_policy::Authorizer::new(),
-            policies: compiled.policies,
-        })
+        Ok(Self::from_compiled(compiled.cedar, compiled.policies))
     }
 
     /// No policies: every request is denied.
     pub fn empty() -> Self {
+        Self::from_compiled(cedar_policy::PolicySet::new(), BTreeMap::new())
+    }
+
+    fn from_compiled(
+        cedar: cedar_policy::PolicySet,
+        policies: BTreeMap<String, CompiledPolicy>,
+    ) -> Self {
+        let slicer = slice::Slicer::new(
+            &cedar,
+            decide::Model::get().ok().map(decide::Model::types).as_ref(),
+        );
         Self {
-            cedar: cedar_policy::PolicySet::new(),
+            cedar,
             authorizer: cedar_policy::Authorizer::new(),
-            policies: BTreeMap::new(),
+            policies,
+            slicer,
+            entities: Arc::default(),
         }
     }
 
