@@ -420,23 +420,46 @@ impl Broker {
         }
     }
 
-    /// Writes every outcome at once (receipts or failures), so the store commits them
-    /// together. Returns (verified, failed), or the first store error.
+    /// Writes every outcome: the receipts in one store write, the failures beside it
+    /// (the store commits them together). Returns (verified, failed), or the first store
+    /// error.
     async fn record_all(
         self: &Arc<Self>,
         outcomes: Vec<(Grant, Outcome)>,
     ) -> Result<(usize, usize)> {
         let mut writes = tokio::task::JoinSet::new();
+        let mut receipts = Vec::new();
         for (grant, outcome) in outcomes {
+            match outcome {
+                Ok((revoked_at, method, evidence)) => receipts.push((
+                    grant.id,
+                    Receipt {
+                        revoked_at,
+                        verified_at: self.now(),
+                        method,
+                        evidence,
+                    },
+                )),
+                Err(error) => {
+                    let b = Arc::clone(self);
+                    writes.spawn(
+                        async move { b.record_failure(grant, error).await.map(|()| (0, 1)) },
+                    );
+                }
+            }
+        }
+        if !receipts.is_empty() {
             let b = Arc::clone(self);
-            writes.spawn(async move { b.record(grant, outcome).await });
+            writes.spawn(async move { b.record_receipts(receipts).await.map(|n| (n, 0)) });
         }
         let (mut verified, mut failed) = (0, 0);
         let mut first_error = None;
         while let Some(done) = writes.join_next().await {
             match done {
-                Ok(Ok(true)) => verified += 1,
-                Ok(Ok(false)) => failed += 1,
+                Ok(Ok((v, f))) => {
+                    verified += v;
+                    failed += f;
+                }
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -451,42 +474,44 @@ impl Broker {
         }
     }
 
-    /// The receipt of a verified job, or the failure of an attempt (retried with backoff).
-    /// `Ok(true)` when verified, `Ok(false)` when the failure was recorded for a retry.
-    async fn record(&self, grant: Grant, outcome: Outcome) -> Result<bool> {
-        match outcome {
-            Ok((revoked_at, method, evidence)) => {
-                let receipt = Receipt {
-                    revoked_at,
-                    verified_at: self.now(),
-                    method,
-                    evidence,
-                };
-                self.store.complete_revocation(&grant.id, &receipt).await?;
-                self.metrics.revoking_grants.dec();
-                self.metrics.revocations_verified.inc();
-                Ok(true)
-            }
-            Err(error) => {
-                let attempts = match &grant.state {
-                    GrantState::Ending { attempts, .. } => attempts.saturating_add(1),
-                    _ => 1,
-                };
-                let retry_at = self.now().plus(backoff(attempts));
-                self.store
-                    .fail_revocation(&grant.id, &error, retry_at)
-                    .await?;
-                self.metrics.revocation_failures.inc();
-                if attempts == self.settings.revocation_alarm_after {
-                    self.metrics.revocations_alarming.inc();
-                    tracing::error!(grant = %grant.id, attempts, %error,
-                        "revocation keeps failing; access may persist until it succeeds");
-                } else {
-                    tracing::warn!(grant = %grant.id, attempts, %error, "revocation failed; will retry");
+    /// Ending → Ended for each verified grant, in one store write. Returns how many.
+    async fn record_receipts(&self, receipts: Vec<(GrantId, Receipt)>) -> Result<usize> {
+        let results = self.store.complete_revocations(receipts).await?;
+        let mut verified = 0;
+        for result in results {
+            match result {
+                Ok(_) => {
+                    self.metrics.revoking_grants.dec();
+                    self.metrics.revocations_verified.inc();
+                    verified += 1;
                 }
-                Ok(false)
+                // Another worker completed it (an expired lease re-claimed): nothing lost.
+                Err(e) => tracing::warn!(error = %e, "a verified revocation could not be recorded"),
             }
         }
+        Ok(verified)
+    }
+
+    /// A failed attempt: recorded with its error, retried after a capped backoff; the alarm
+    /// is raised when it keeps failing.
+    async fn record_failure(&self, grant: Grant, error: String) -> Result<()> {
+        let attempts = match &grant.state {
+            GrantState::Ending { attempts, .. } => attempts.saturating_add(1),
+            _ => 1,
+        };
+        let retry_at = self.now().plus(backoff(attempts));
+        self.store
+            .fail_revocation(&grant.id, &error, retry_at)
+            .await?;
+        self.metrics.revocation_failures.inc();
+        if attempts == self.settings.revocation_alarm_after {
+            self.metrics.revocations_alarming.inc();
+            tracing::error!(grant = %grant.id, attempts, %error,
+                "revocation keeps failing; access may persist until it succeeds");
+        } else {
+            tracing::warn!(grant = %grant.id, attempts, %error, "revocation failed; will retry");
+        }
+        Ok(())
     }
 
     /// Runs the background loops until `shutdown` resolves: the expirer (driven by the

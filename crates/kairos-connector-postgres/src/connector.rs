@@ -197,25 +197,6 @@ impl PostgresConnector {
             .map_err(|e| self.err(&format!("looking up role {account}"), &e))
     }
 
-    /// Terminates every backend logged in as the role with this OID (by OID, so it works
-    /// after the role is dropped too). Returns how many were signalled.
-    async fn kill_sessions(
-        &self,
-        conn: &mut PgConnection,
-        oid: i64,
-    ) -> Result<u64, ConnectorError> {
-        // pg_terminate_backend runs only on the rows the WHERE clause selected.
-        let killed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) \
-             FROM pg_stat_activity WHERE usesysid = $1::int8::oid AND pid <> pg_backend_pid()",
-        )
-        .bind(oid)
-        .fetch_one(conn)
-        .await
-        .map_err(|e| self.err("terminating sessions", &e))?;
-        Ok(u64::try_from(killed).unwrap_or(0))
-    }
-
     fn salt(&self) -> Result<[u8; SCRAM_SALT_LEN], ConnectorError> {
         let mut salt = [0u8; SCRAM_SALT_LEN];
         SystemRandom::new()
@@ -323,16 +304,18 @@ async fn roles_named(
         .await
 }
 
-/// Terminates the backends of the roles with these OIDs; (oid, how many) per role.
+/// Terminates the backends of the roles with these OIDs (by OID, so it works after the
+/// roles are dropped too); (oid, pid) of each backend signalled.
 async fn terminate_backends(
     conn: &mut PgConnection,
     oids: Vec<i64>,
-) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+) -> Result<Vec<(i64, i32)>, sqlx::Error> {
+    // Materialized, so pg_terminate_backend runs only on the rows selected first.
     sqlx::query_as(
-        "SELECT usesysid::int8, count(*) FILTER (WHERE pg_terminate_backend(pid)) \
-         FROM pg_stat_activity \
-         WHERE usesysid = ANY($1::int8[]::oid[]) AND pid <> pg_backend_pid() \
-         GROUP BY usesysid",
+        "WITH s AS MATERIALIZED ( \
+           SELECT usesysid, pid FROM pg_stat_activity \
+           WHERE usesysid = ANY($1::int8[]::oid[]) AND pid <> pg_backend_pid()) \
+         SELECT usesysid::int8, pid FROM s WHERE pg_terminate_backend(pid)",
     )
     .bind(oids)
     .fetch_all(conn)
@@ -492,7 +475,9 @@ impl Connector for PostgresConnector {
             };
         }
         // 2. Live sessions, in every database of the cluster.
-        let mut sessions_killed = self.kill_sessions(&mut conn, oid).await?;
+        let (mut signalled, mut killed) = (HashSet::new(), HashMap::new());
+        self.kill_sessions_of(&mut conn, &[oid], &mut signalled, &mut killed)
+            .await?;
 
         // 3. Its objects go to the admin, its privileges go, then the role.
         let drop_role = async {
@@ -510,7 +495,7 @@ impl Connector for PostgresConnector {
         if let Err(e) = drop_role.await {
             return match sqlstate(&e).as_deref() {
                 Some("42704") => Ok(Revoked {
-                    sessions_killed,
+                    sessions_killed: killed.get(&oid).copied().unwrap_or(0),
                     account_existed: false,
                 }),
                 Some("2BP01") => Err(self.failed(format!(
@@ -524,7 +509,9 @@ impl Connector for PostgresConnector {
         }
 
         // 4. A login that passed authentication just before step 1 may have started since.
-        sessions_killed += self.kill_sessions(&mut conn, oid).await?;
+        self.kill_sessions_of(&mut conn, &[oid], &mut signalled, &mut killed)
+            .await?;
+        let sessions_killed = killed.get(&oid).copied().unwrap_or(0);
         tracing::info!(target_name = %self.core.target, %account, sessions_killed, "revoked PostgreSQL role");
         Ok(Revoked {
             sessions_killed,
@@ -764,16 +751,17 @@ impl PostgresConnector {
             .await
             .map_err(|e| self.err("disabling logins", &e))?;
         // 2. Live sessions.
-        let mut killed = self.kill_sessions_of(&mut conn, &oids).await?;
+        let (mut signalled, mut killed) = (HashSet::new(), HashMap::new());
+        self.kill_sessions_of(&mut conn, &oids, &mut signalled, &mut killed)
+            .await?;
         // 3. Objects, privileges, roles.
         let list = roles.join(", ");
         drop_together(&mut conn, &list)
             .await
             .map_err(|e| self.err(&format!("dropping {} roles", roles.len()), &e))?;
         // 4. Logins that were past authentication during step 2.
-        for (oid, n) in self.kill_sessions_of(&mut conn, &oids).await? {
-            *killed.entry(oid).or_default() += n;
-        }
+        self.kill_sessions_of(&mut conn, &oids, &mut signalled, &mut killed)
+            .await?;
         tracing::info!(target_name = %self.core.target, roles = present.len(), sessions_killed = killed.values().sum::<u64>(), "revoked PostgreSQL roles together");
         Ok(present
             .into_iter()
@@ -787,19 +775,24 @@ impl PostgresConnector {
             .collect())
     }
 
-    /// Terminates the backends of every role in `oids`; how many per role.
+    /// Terminates the backends of every role in `oids`, counting per role those not in
+    /// `signalled` already (a backend still exiting from an earlier pass is listed again).
     async fn kill_sessions_of(
         &self,
         conn: &mut PgConnection,
         oids: &[i64],
-    ) -> Result<HashMap<i64, u64>, ConnectorError> {
+        signalled: &mut HashSet<i32>,
+        killed: &mut HashMap<i64, u64>,
+    ) -> Result<(), ConnectorError> {
         let rows = terminate_backends(conn, oids.to_vec())
             .await
             .map_err(|e| self.err("terminating sessions", &e))?;
-        Ok(rows
-            .into_iter()
-            .map(|(oid, n)| (oid, u64::try_from(n).unwrap_or(0)))
-            .collect())
+        for (oid, pid) in rows {
+            if signalled.insert(pid) {
+                *killed.entry(oid).or_default() += 1;
+            }
+        }
+        Ok(())
     }
 
     /// A fresh connection (not pooled) as `account`, to the admin URL's host, port, database

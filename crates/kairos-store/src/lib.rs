@@ -111,6 +111,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Ending → Ended with the receipt; removes the job; audits `verified`.
     async fn complete_revocation(&self, id: &GrantId, receipt: &Receipt) -> Result<Grant>;
 
+    /// [`Self::complete_revocation`] for many grants in one write (revocations verified
+    /// together): one result per grant, in order. A grant that cannot take its receipt
+    /// (not ending, missing) gets its error and is left as it was; the others complete.
+    async fn complete_revocations(
+        &self,
+        done: Vec<(GrantId, Receipt)>,
+    ) -> Result<Vec<Result<Grant>>>;
+
     /// Records a failed attempt; the job is due again at `retry_at`; audits `revocation_failed`.
     async fn fail_revocation(
         &self,

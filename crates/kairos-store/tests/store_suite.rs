@@ -160,6 +160,7 @@ suite!(
     data_survives_reopening,
     provisioning_grants_activate_or_abort,
     concurrent_writes_commit_together_and_fail_alone,
+    revocations_complete_together_each_on_its_own,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -1659,4 +1660,85 @@ async fn concurrent_writes_commit_together_and_fail_alone(db: Arc<Db>) {
             .any(|id| r.grant_id.as_deref() == Some(id.as_str()))),
         "a refused write left an audit record"
     );
+}
+
+/// Receipts written together: each grant completes or fails on its own.
+async fn revocations_complete_together_each_on_its_own(db: Arc<Db>) {
+    let s = db.open().await;
+    let ending: Vec<Grant> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(insert_granted(&s, "etl", &format!("batch/{i}"), 1_000).await);
+        }
+        v
+    };
+    let still_active = insert_granted(&s, "etl", "batch/active", 900_000).await;
+    s.end_grants(
+        &EndSelector::ExpiredBy {
+            now: at(1_000),
+            limit: 10,
+        },
+        &end_by(EndReason::Expired, 1_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.claim_revocations(at(1_000), 10, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let before = all_audit(&s).await.len();
+
+    let results = s
+        .complete_revocations(vec![
+            (ending[0].id.clone(), receipt(1_100)),
+            (GrantId::generate(), receipt(1_100)),
+            (still_active.id.clone(), receipt(1_100)),
+            (ending[1].id.clone(), receipt(1_200)),
+            (ending[2].id.clone(), receipt(1_300)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 5);
+    assert!(
+        matches!(results[1], Err(StoreError::NotFound(_))),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[2], Err(StoreError::Transition(_))),
+        "{:?}",
+        results[2]
+    );
+    for (i, g) in [(0, &ending[0]), (3, &ending[1]), (4, &ending[2])] {
+        let done = results[i].as_ref().unwrap();
+        assert_eq!(done.id, g.id);
+        assert!(
+            matches!(done.state, GrantState::Ended { .. }),
+            "{:?}",
+            done.state
+        );
+        assert_eq!(s.get_grant(&g.id).await.unwrap().as_ref(), Some(done));
+    }
+    assert_eq!(
+        s.get_grant(&still_active.id).await.unwrap().unwrap().state,
+        GrantState::Active,
+        "the refused grant is left as it was"
+    );
+    assert!(
+        s.claim_revocations(at(900_000), 10, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let audit = all_audit(&s).await;
+    assert_eq!(audit.len(), before + 3);
+    assert!(
+        audit[before..]
+            .iter()
+            .all(|r| r.kind == AuditKind::Verified)
+    );
+    verify_chain(&audit).unwrap();
 }

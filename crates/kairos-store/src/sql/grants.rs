@@ -256,6 +256,50 @@ pub(super) async fn complete_revocation(
         .await
 }
 
+pub(super) async fn complete_revocations(
+    store: &SqlStore,
+    done: Vec<(GrantId, Receipt)>,
+) -> Result<Vec<Result<Grant>>> {
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move {
+                let mut results = Vec::with_capacity(done.len());
+                let mut drafts = Vec::with_capacity(done.len());
+                let mut at: Option<Timestamp> = None;
+                for (id, receipt) in done {
+                    let mut grant = match lock(tx, cx.backend, &id).await {
+                        Ok(g) => g,
+                        Err(StoreError::NotFound(what)) => {
+                            results.push(Err(StoreError::NotFound(what)));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    // Checked before anything of this grant is written.
+                    if let Err(e) = grant.verified(receipt) {
+                        results.push(Err(e.into()));
+                        continue;
+                    }
+                    write(tx, &id, &grant).await?;
+                    sqlx::query("DELETE FROM revocations WHERE grant_id = $1")
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    if let GrantState::Ended { end, receipt } = &grant.state {
+                        drafts.push(audit_of::verified(&grant, end, receipt));
+                        at = at.max(Some(receipt.verified_at));
+                    }
+                    results.push(Ok(grant));
+                }
+                if let Some(at) = at {
+                    audit::append(tx, cx.backend, drafts, at).await?;
+                }
+                Ok(results)
+            })
+        })
+        .await
+}
+
 pub(super) async fn fail_revocation(
     store: &SqlStore,
     id: &GrantId,

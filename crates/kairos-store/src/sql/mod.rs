@@ -317,6 +317,13 @@ impl Store for SqlStore {
         grants::complete_revocation(self, id, receipt).await
     }
 
+    async fn complete_revocations(
+        &self,
+        done: Vec<(GrantId, Receipt)>,
+    ) -> Result<Vec<Result<Grant>>> {
+        grants::complete_revocations(self, done).await
+    }
+
     async fn fail_revocation(
         &self,
         id: &GrantId,
