@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cpu::{Snapshot, Usage};
 use crate::stats::Latencies;
 
 /// Builds the next request; called once per request so each one is fresh.
@@ -18,6 +19,8 @@ pub struct LoadResult {
     pub latencies: Latencies,
     /// The first failure, to show why requests failed.
     pub first_failure: Option<String>,
+    /// Where the CPU went during the timed run (not the warm-up).
+    pub usage: Usage,
 }
 
 impl LoadResult {
@@ -26,18 +29,28 @@ impl LoadResult {
     }
 }
 
-/// Runs `clients` loops of `make` for `warmup` (discarded), then for `duration`.
+/// Runs `clients` loops of `make` for `warmup` (discarded), then for `duration`, noting
+/// the CPU used by `server_pid`, PostgreSQL, the bench and the machine meanwhile.
 pub async fn drive(
     clients: usize,
     warmup: Duration,
     duration: Duration,
+    server_pid: Option<u32>,
     make: MakeRequest,
 ) -> LoadResult {
-    let _ = run(clients, warmup, make.clone()).await;
-    run(clients, duration, make).await
+    if !warmup.is_zero() {
+        let _ = run(clients, warmup, server_pid, make.clone()).await;
+    }
+    run(clients, duration, server_pid, make).await
 }
 
-async fn run(clients: usize, duration: Duration, make: MakeRequest) -> LoadResult {
+async fn run(
+    clients: usize,
+    duration: Duration,
+    server_pid: Option<u32>,
+    make: MakeRequest,
+) -> LoadResult {
+    let snapshot = Snapshot::take(server_pid);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(clients);
@@ -93,12 +106,14 @@ async fn run(clients: usize, duration: Duration, make: MakeRequest) -> LoadResul
         }
     }
     let elapsed = start.elapsed();
+    let usage = snapshot.usage();
     LoadResult {
         ok: all.len() as u64,
         failed,
         elapsed,
         latencies: Latencies::new(all),
         first_failure,
+        usage,
     }
 }
 

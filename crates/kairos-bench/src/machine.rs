@@ -29,9 +29,7 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
-        let load_at_start = std::fs::read_to_string("/proc/loadavg")
-            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_else(|_| "unknown".into());
+        let load_at_start = load_average();
         let date = Command::new("date")
             .args(["-u", "+%Y-%m-%d %H:%M:%S UTC"])
             .output()
@@ -52,4 +50,11 @@ impl Machine {
             },
         }
     }
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }

@@ -5,12 +5,25 @@
 //! ```sh
 //! cargo build --release -p kairos && cargo run --release -p kairos-bench -- --quick
 //! ```
+//!
+//! Needs the machine's PostgreSQL at 127.0.0.1:5432 (user `postgres`, trust
+//! authentication) and `pgbench`/`psql` on PATH for the PostgreSQL figures; everything the
+//! run creates there (databases, roles) and elsewhere (processes, scratch directories) is
+//! removed at the end, on failure, and on Ctrl-C.
 
+mod accounts;
+mod api;
 mod cedar;
+mod cpu;
+mod expiry;
+mod guard;
 mod load;
 mod machine;
 mod noop;
+mod pg;
+mod pgbench;
 mod report;
+mod restart;
 mod server;
 mod stats;
 
@@ -21,49 +34,101 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
-use crate::load::{LoadResult, MakeRequest};
+use crate::guard::ScratchDir;
+use crate::load::MakeRequest;
 use crate::report::Report;
 
 /// Measures Kairos against same-run floors and writes BENCHMARKS.md.
 #[derive(Debug, Parser)]
 #[command(name = "kairos-bench")]
 struct Args {
-    /// Short phases: the whole run finishes in under two minutes.
+    /// Short phases and smaller sizes: the whole run finishes in under two minutes.
     #[arg(long)]
     quick: bool,
     /// Where to write the report.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: std::path::PathBuf,
-    /// Concurrent HTTP clients.
+    /// Concurrent HTTP clients (and pgbench clients for the PostgreSQL floors).
     #[arg(long, default_value_t = 16)]
     clients: usize,
+    /// Run only these sections (comma-separated): http, accounts, expiry, restart, cedar.
+    /// The report then says which figures were not run.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Section>,
+    /// Active grants in the restart figure's store (default: 100,000 quick, 1,000,000 full).
+    #[arg(long)]
+    restart_grants: Option<u64>,
+    /// Accounts provisioned and then revoked at once (default: 1,000 quick, 5,000 full).
+    #[arg(long)]
+    accounts: Option<usize>,
 }
 
-/// How long each phase runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    Http,
+    Accounts,
+    Expiry,
+    Restart,
+    Cedar,
+}
+
+/// Lengths and sizes of every phase, by mode.
 #[derive(Debug, Clone, Copy)]
-pub struct Durations {
+pub struct Plan {
+    pub quick: bool,
+    pub clients: usize,
     pub warmup: Duration,
     pub http: Duration,
     pub sign: Duration,
     pub cedar: Duration,
+    pub accounts: usize,
+    pub revoke_timeout: Duration,
+    pub expiry_rate: f64,
+    pub expiry_issue_for: Duration,
+    pub expiry_ttl_secs: u64,
+    pub restart_grants: u64,
+    pub restart_runs: usize,
 }
 
-impl Durations {
-    fn for_mode(quick: bool) -> Self {
-        if quick {
+impl Plan {
+    fn for_args(args: &Args) -> Self {
+        let base = if args.quick {
             Self {
+                quick: true,
+                clients: args.clients,
                 warmup: Duration::from_secs(1),
-                http: Duration::from_secs(8),
+                http: Duration::from_secs(5),
                 sign: Duration::from_secs(2),
-                cedar: Duration::from_secs(4),
+                cedar: Duration::from_secs(3),
+                accounts: 1_000,
+                revoke_timeout: Duration::from_secs(60),
+                expiry_rate: 500.0,
+                expiry_issue_for: Duration::from_secs(8),
+                expiry_ttl_secs: 3,
+                restart_grants: 100_000,
+                restart_runs: 1,
             }
         } else {
             Self {
+                quick: false,
+                clients: args.clients,
                 warmup: Duration::from_secs(3),
                 http: Duration::from_secs(30),
                 sign: Duration::from_secs(5),
                 cedar: Duration::from_secs(15),
+                accounts: 5_000,
+                revoke_timeout: Duration::from_secs(600),
+                expiry_rate: 500.0,
+                expiry_issue_for: Duration::from_secs(60),
+                expiry_ttl_secs: 10,
+                restart_grants: 1_000_000,
+                restart_runs: 3,
             }
+        };
+        Self {
+            accounts: args.accounts.unwrap_or(base.accounts).max(1),
+            restart_grants: args.restart_grants.unwrap_or(base.restart_grants).max(1),
+            ..base
         }
     }
 }
@@ -73,32 +138,87 @@ fn main() -> anyhow::Result<()> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    let durations = Durations::for_mode(args.quick);
+    guard::install_signal_handler()?;
+    let plan = Plan::for_args(&args);
+    let runs = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let started = Instant::now();
-    let mut report = Report::new(args.quick, args.clients, durations);
+    let mut report = Report::new(plan, args.only.clone());
     eprintln!(
         "kairos-bench: {} build, {} mode, {} clients",
         report.machine.profile,
-        if args.quick { "quick" } else { "full" },
-        args.clients
+        if plan.quick { "quick" } else { "full" },
+        plan.clients
     );
 
     // Located first, so a missing server binary fails before anything is measured.
     let kairos = server::kairos_binary()?;
 
-    eprintln!("ES256 signing floor...");
-    report.es256_signs_per_sec = Some(es256_signs_per_sec(durations.sign)?);
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the client runtime")?;
-    runtime.block_on(http_figures(&kairos, &args, durations, &mut report))?;
+    report.postgres = runtime.block_on(report::PostgresInfo::detect());
+    report.pgbench = pgbench::version().map_err(|e| format!("{e:#}"));
+
+    let issuer = server::Issuer::new()?;
+    // Valid for the whole run and then some; the server checks exp on every exchange.
+    let platform = issuer.mint(Duration::from_secs(6 * 3600))?;
+
+    if runs(Section::Http) {
+        eprintln!("ES256 signing and fdatasync floors...");
+        report.es256_signs_per_sec = Some(es256_signs_per_sec(plan.sign)?);
+        report.fsync_per_sec = Some(fsync_per_sec(plan.sign)?);
+        runtime.block_on(http_figures(&kairos, &issuer, &platform, plan, &mut report));
+    }
+
+    if runs(Section::Accounts) {
+        eprintln!("PostgreSQL accounts: issuance and revocation...");
+        let settings = accounts::Settings {
+            clients: plan.clients,
+            warmup: plan.warmup,
+            duration: plan.http,
+            population: plan.accounts,
+            revoke_timeout: plan.revoke_timeout,
+        };
+        report.accounts = Some(
+            runtime
+                .block_on(accounts::measure(&kairos, &issuer, &platform, settings))
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
+
+    if runs(Section::Expiry) {
+        eprintln!(
+            "expiry lateness at {}/s for {:?}...",
+            plan.expiry_rate, plan.expiry_issue_for
+        );
+        report.expiry = Some(
+            runtime
+                .block_on(expiry_figure(&kairos, &issuer, &platform, plan))
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
+
+    if runs(Section::Restart) {
+        eprintln!("restart with {} active grants...", plan.restart_grants);
+        let settings = restart::Settings {
+            grants: plan.restart_grants,
+            runs: plan.restart_runs,
+            settle: Duration::from_secs(1),
+        };
+        report.restart = Some(
+            runtime
+                .block_on(restart::measure(&kairos, &issuer, &platform, settings))
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
     drop(runtime);
 
-    for count in [3, 1_000] {
-        eprintln!("Cedar decisions with {count} policies...");
-        report.cedar.push(cedar::measure(count, durations.cedar)?);
+    if runs(Section::Cedar) {
+        for count in [3, 1_000] {
+            eprintln!("Cedar decisions with {count} policies...");
+            report.cedar.push(cedar::measure(count, plan.cedar)?);
+        }
     }
 
     report.total = started.elapsed();
@@ -135,43 +255,134 @@ fn es256_signs_per_sec(duration: Duration) -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// `fdatasync` calls per second after appending 4 KiB each, one thread, in a scratch
+/// directory on the filesystem the SQLite stores use: what one durable commit at a time
+/// can reach here.
+fn fsync_per_sec(duration: Duration) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let dir = ScratchDir::new("fsync")?;
+    let mut file = std::fs::File::create(dir.path().join("append"))?;
+    let block = [0u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The no-op floor, then token grants and introspection on the SQLite store, then token
+/// grants on the PostgreSQL store. A failing part is recorded and the rest still runs.
 async fn http_figures(
     kairos: &std::path::Path,
-    args: &Args,
-    d: Durations,
+    issuer: &server::Issuer,
+    platform: &str,
+    plan: Plan,
     report: &mut Report,
-) -> anyhow::Result<()> {
-    let clients = args.clients;
+) {
+    let clients = plan.clients;
+    let form = server::exchange_form(platform, "bench-run", "30m");
 
     // Floor: the no-op handler, same body size as a token exchange.
     eprintln!("no-op HTTP floor...");
-    let noop = noop::NoopServer::start()?;
-    let http = load::client(clients)?;
-    let issuer = server::Issuer::new()?;
-    // Valid for the whole run and then some; the server checks exp on every exchange.
-    let platform = issuer.mint(Duration::from_secs(3600))?;
-    let form = server::exchange_form(&platform);
-    let make: MakeRequest = {
-        let (http, url, form) = (http.clone(), noop.url(), form.clone());
-        Arc::new(move || http.post(&url).form(&form))
+    let noop = async {
+        let noop = noop::NoopServer::start()?;
+        let http = load::client(clients)?;
+        let make: MakeRequest = {
+            let (http, url, form) = (http.clone(), noop.url(), form.clone());
+            Arc::new(move || http.post(&url).form(&form))
+        };
+        anyhow::Ok(load::drive(clients, plan.warmup, plan.http, None, make).await)
     };
-    report.noop = Some(load::drive(clients, d.warmup, d.http, make).await);
-    drop(http);
-    drop(noop);
+    match noop.await {
+        Ok(r) => report.noop = Some(r),
+        Err(e) => report.errors.push(format!("no-op floor: {e:#}")),
+    }
 
     // The real server, SQLite store in a fresh directory.
-    let dir = tempfile::tempdir().context("creating a scratch directory")?;
-    let config = server::write_config(dir.path(), &issuer)?;
-    let log = dir.path().join("server.log");
-    let server = server::Server::start(kairos, &dir.path().join("data"), &config, &log)?;
+    if let Err(e) = sqlite_http(kairos, issuer, &form, plan, report).await {
+        report
+            .errors
+            .push(format!("SQLite-store HTTP figures: {e:#}"));
+    }
+
+    // The same token grants with the PostgreSQL store, on a fresh database.
+    eprintln!("token grants, PostgreSQL store...");
+    let pg = async {
+        let db = pg::ScratchDb::create().await?;
+        let dir = ScratchDir::new("pg-store")?;
+        let config = server::write_config(&dir.path().join("cfg"), issuer, &Default::default())?;
+        let server = server::Server::start(
+            kairos,
+            &server::ServerOptions {
+                data: dir.path().join("data"),
+                config,
+                log: dir.path().join("server.log"),
+                store: Some(db.url()),
+                envs: Vec::new(),
+            },
+        )?;
+        let http = load::client(clients)?;
+        let token_url = server.url("/v1/oauth/token");
+        http.post(&token_url)
+            .form(&form)
+            .send()
+            .await?
+            .error_for_status()
+            .context(
+                "the first token exchange on the PostgreSQL store failed; see the server log",
+            )?;
+        let make: MakeRequest = {
+            let (http, url, form) = (http.clone(), token_url, form.clone());
+            Arc::new(move || http.post(&url).form(&form))
+        };
+        let r = load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await;
+        let tail = server.log_tail(5);
+        drop(server);
+        drop(db);
+        anyhow::Ok((r, tail))
+    };
+    report.pg_grants = Some(match pg.await {
+        Ok((r, tail)) => {
+            report
+                .server_logs
+                .push(("PostgreSQL-store server".into(), tail));
+            Ok(r)
+        }
+        Err(e) => Err(format!("{e:#}")),
+    });
+}
+
+async fn sqlite_http(
+    kairos: &std::path::Path,
+    issuer: &server::Issuer,
+    form: &[(&'static str, String)],
+    plan: Plan,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let clients = plan.clients;
+    let dir = ScratchDir::new("sqlite")?;
+    let config = server::write_config(&dir.path().join("cfg"), issuer, &Default::default())?;
+    let server = server::Server::start(
+        kairos,
+        &server::ServerOptions {
+            data: dir.path().join("data"),
+            config,
+            log: dir.path().join("server.log"),
+            store: None,
+            envs: Vec::new(),
+        },
+    )?;
     eprintln!("kairos server at {} ({})", server.addr, kairos.display());
     let http = load::client(clients)?;
 
-    eprintln!("token grants...");
+    eprintln!("token grants, SQLite store...");
     let token_url = server.url("/v1/oauth/token");
     let first: serde_json::Value = http
         .post(&token_url)
-        .form(&form)
+        .form(form)
         .send()
         .await?
         .error_for_status()
@@ -183,10 +394,11 @@ async fn http_figures(
         .context("the token exchange answered no access_token")?
         .to_owned();
     let make: MakeRequest = {
-        let (http, url, form) = (http.clone(), token_url.clone(), form.clone());
+        let (http, url, form) = (http.clone(), token_url.clone(), form.to_vec());
         Arc::new(move || http.post(&url).form(&form))
     };
-    report.grants = Some(load::drive(clients, d.warmup, d.http, make).await);
+    report.grants =
+        Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
 
     eprintln!("introspection...");
     let introspect_url = server.url("/v1/oauth/introspect");
@@ -210,17 +422,43 @@ async fn http_figures(
                 .form(&[("token", token.as_str())])
         })
     };
-    let introspection: LoadResult = load::drive(clients, d.warmup, d.http, make).await;
-    report.introspection = Some(introspection);
-    report.server_log_tail = tail(&std::fs::read_to_string(&server.log).unwrap_or_default(), 5);
-    drop(server);
+    report.introspection =
+        Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
+    report
+        .server_logs
+        .push(("SQLite-store server".into(), server.log_tail(5)));
     Ok(())
 }
 
-fn tail(text: &str, lines: usize) -> Vec<String> {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
+/// Expiry lateness on a fresh SQLite-store server.
+async fn expiry_figure(
+    kairos: &std::path::Path,
+    issuer: &server::Issuer,
+    platform: &str,
+    plan: Plan,
+) -> anyhow::Result<expiry::ExpiryResult> {
+    let dir = ScratchDir::new("expiry")?;
+    let config = server::write_config(&dir.path().join("cfg"), issuer, &Default::default())?;
+    let server = server::Server::start(
+        kairos,
+        &server::ServerOptions {
+            data: dir.path().join("data"),
+            config,
+            log: dir.path().join("server.log"),
+            store: None,
+            envs: Vec::new(),
+        },
+    )?;
+    let settings = expiry::Settings {
+        rate: plan.expiry_rate,
+        issue_for: plan.expiry_issue_for,
+        ttl_secs: plan.expiry_ttl_secs,
+        max_in_flight: 256,
+        drain_timeout: if plan.quick {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(300)
+        },
+    };
+    expiry::measure(&server, platform, settings).await
 }

@@ -5,13 +5,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
+
+use crate::guard;
 
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 const ISSUER: &str = "https://ci.bench.example";
@@ -58,10 +60,19 @@ impl Issuer {
     }
 }
 
+/// What a configuration adds to the base one: more TOML (targets, entitlements) and more
+/// Cedar policies.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigExtras {
+    pub toml: String,
+    pub cedar: String,
+}
+
 /// Writes `kairos.toml`, the issuer's JWKS and the Cedar policy into `dir`.
-pub fn write_config(dir: &Path, issuer: &Issuer) -> anyhow::Result<PathBuf> {
+pub fn write_config(dir: &Path, issuer: &Issuer, extras: &ConfigExtras) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir.join("policies"))?;
     std::fs::write(dir.join("ci-jwks.json"), issuer.jwks.to_string())?;
+    let extra_toml = &extras.toml;
     let toml = format!(
         r#"
 [[issuer]]
@@ -93,7 +104,7 @@ target = "orders-api"
 tier = "low"
 max_ttl = "1h"
 scopes = ["orders:read"]
-
+{extra_toml}
 [policy]
 files = ["policies/*.cedar"]
 "#
@@ -102,12 +113,16 @@ files = ["policies/*.cedar"]
     std::fs::write(&path, toml)?;
     std::fs::write(
         dir.join("policies/base.cedar"),
-        r#"
+        format!(
+            r#"
 @id("ci-read-auto")
 @reason("CI jobs may read orders without approval")
 permit (principal, action == Kairos::Action::"request", resource == Kairos::Entitlement::"orders-api/read")
-when { context.task_kind == "job" };
+when {{ context.task_kind == "job" }};
+{}
 "#,
+            extras.cedar
+        ),
     )?;
     Ok(path)
 }
@@ -133,28 +148,54 @@ pub fn kairos_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `--data`: the dev-mode data directory (master key; the SQLite store unless `store`).
+    pub data: PathBuf,
+    pub config: PathBuf,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    /// `--store`, e.g. `postgres://postgres@127.0.0.1:5432/db`; default SQLite under `data`.
+    pub store: Option<String>,
+    /// Extra environment (target admin URLs).
+    pub envs: Vec<(String, String)>,
+}
+
 /// A running `kairos server --dev` on port 0; killed on drop.
 pub struct Server {
     child: Child,
     pub addr: String,
     pub log: PathBuf,
+    /// When the process was spawned.
+    pub spawned: Instant,
+    /// From spawning the process until it printed that it is listening.
+    pub until_listening: Duration,
 }
 
 impl Server {
-    pub fn start(bin: &Path, data: &Path, config: &Path, log: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
-            .args(["server", "--dev", "--listen", "127.0.0.1:0"])
+    pub fn start(bin: &Path, opts: &ServerOptions) -> anyhow::Result<Self> {
+        let spawned = Instant::now();
+        let mut cmd = Command::new(bin);
+        cmd.args(["server", "--dev", "--listen", "127.0.0.1:0"])
             .args(["--dev-admin-token", ADMIN_TOKEN])
             .arg("--data")
-            .arg(data)
+            .arg(&opts.data)
             .arg("--config")
-            .arg(config)
+            .arg(&opts.config)
             // Per-request info logs would measure the terminal, not the broker; the audit
             // log (in the store) is unaffected by this.
             .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()
+            .stderr(std::fs::File::create(&opts.log)?);
+        if let Some(store) = &opts.store {
+            cmd.arg("--store").arg(store);
+        }
+        for (k, v) in &opts.envs {
+            cmd.env(k, v);
+        }
+        let mut child = guard::spawn_tracked(&mut cmd)
             .with_context(|| format!("starting {}", bin.display()))?;
         let stdout = child.stdout.take().context("no stdout from the server")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -170,13 +211,18 @@ impl Server {
         let mut server = Self {
             child,
             addr: String::new(),
-            log: log.to_owned(),
+            log: opts.log.clone(),
+            spawned,
+            until_listening: Duration::ZERO,
         };
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => server.addr = addr,
+        match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(addr) => {
+                server.addr = addr;
+                server.until_listening = spawned.elapsed();
+            }
             Err(_) => bail!(
                 "the server did not start; its log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
+                std::fs::read_to_string(&opts.log).unwrap_or_default()
             ),
         }
         Ok(server)
@@ -185,17 +231,96 @@ impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.addr.trim_end_matches('/'))
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `host:port` of the listener.
+    pub fn host_port(&self) -> &str {
+        self.addr
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+    }
+
+    /// The last `lines` lines of the server's log.
+    pub fn log_tail(&self, lines: usize) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..]
+            .iter()
+            .map(|l| (*l).to_owned())
+            .collect()
+    }
+
+    /// SIGTERM, then wait for a graceful exit (SIGKILL after `patience`).
+    pub fn stop(mut self, patience: Duration) {
+        guard::kill_pid(self.child.id(), "-TERM");
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Drop kills it.
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        guard::untrack_pid(self.child.id());
     }
 }
 
+/// `VmRSS` and `VmHWM` (peak) of a process, in bytes, from `/proc/PID/status`.
+pub fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("malformed /proc status line")?
+            .parse()?;
+        Ok(kb * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// One `GET path` over a fresh connection; the status code (0 if none could be read).
+pub fn http_get_status(host_port: &str, path: &str, timeout: Duration) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(addr) = host_port.parse::<std::net::SocketAddr>() else {
+        return 0;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 12];
+    if stream.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The RFC 8693 token-exchange form for one auto-granted `orders-api/read` grant.
-pub fn exchange_form(platform_jwt: &str) -> Vec<(&'static str, String)> {
+pub fn exchange_form(platform_jwt: &str, task_ref: &str, ttl: &str) -> Vec<(&'static str, String)> {
     vec![
         (
             "grant_type",
@@ -208,8 +333,8 @@ pub fn exchange_form(platform_jwt: &str) -> Vec<(&'static str, String)> {
         ),
         ("scope", "orders-api/read".into()),
         ("task_kind", "job".into()),
-        ("task_ref", "bench-run".into()),
+        ("task_ref", task_ref.into()),
         ("task_reason", "benchmark".into()),
-        ("ttl", "30m".into()),
+        ("ttl", ttl.into()),
     ]
 }

@@ -52,8 +52,10 @@ pub fn human(d: Duration) -> String {
         format!("{ns} ns")
     } else if ns < 1_000_000 {
         format!("{:.1} µs", ns as f64 / 1e3)
-    } else {
+    } else if ns < 1_000_000_000 {
         format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.2} s", ns as f64 / 1e9)
     }
 }
 
@@ -89,5 +91,6 @@ mod tests {
         assert_eq!(thousands(999.0), "999");
         assert_eq!(human(Duration::from_nanos(850)), "850 ns");
         assert_eq!(human(Duration::from_micros(1500)), "1.50 ms");
+        assert_eq!(human(Duration::from_millis(1286)), "1.29 s");
     }
 }
