@@ -384,14 +384,14 @@ impl Broker {
                 tokens.push(grant);
             }
         }
-        let mut running = tokio::task::JoinSet::new();
+        let mut batches = Vec::new();
         for (target, grants) in by_target {
             let b = Arc::clone(self);
-            running.spawn(async move {
+            batches.push(tokio::spawn(async move {
                 let outcomes = b.propagate_accounts(&target, &grants).await;
                 b.record_all(grants.into_iter().zip(outcomes).collect())
                     .await
-            });
+            }));
         }
         let (mut verified, mut failed) = (0, 0);
         let mut first_error = None;
@@ -407,8 +407,17 @@ impl Broker {
                 &mut first_error,
             );
         }
-        while let Some(done) = running.join_next().await {
-            tally(done, &mut verified, &mut failed, &mut first_error);
+        // A slow or unreachable target must not hold back the next pass over the others:
+        // past the deadline its batch goes on by itself and records its own outcomes (its
+        // jobs stay claimed, under the lease, until then).
+        let deadline = tokio::time::Instant::now() + TARGET_BATCH_WAIT;
+        for batch in batches {
+            match tokio::time::timeout_at(deadline, batch).await {
+                Ok(done) => tally(done, &mut verified, &mut failed, &mut first_error),
+                Err(_) => tracing::debug!(
+                    "a target's revocation batch is still running; the next pass goes on without it"
+                ),
+            }
         }
         if verified > 0 {
             self.changed.notify_waiters();
@@ -428,18 +437,21 @@ impl Broker {
         outcomes: Vec<(Grant, Outcome)>,
     ) -> Result<(usize, usize)> {
         let mut writes = tokio::task::JoinSet::new();
-        let mut receipts = Vec::new();
+        let (mut receipts, mut verified_grants) = (Vec::new(), Vec::new());
         for (grant, outcome) in outcomes {
             match outcome {
-                Ok((revoked_at, method, evidence)) => receipts.push((
-                    grant.id,
-                    Receipt {
-                        revoked_at,
-                        verified_at: self.now(),
-                        method,
-                        evidence,
-                    },
-                )),
+                Ok((revoked_at, method, evidence)) => {
+                    receipts.push((
+                        grant.id.clone(),
+                        Receipt {
+                            revoked_at,
+                            verified_at: self.now(),
+                            method,
+                            evidence,
+                        },
+                    ));
+                    verified_grants.push(grant);
+                }
                 Err(error) => {
                     let b = Arc::clone(self);
                     writes.spawn(
@@ -450,7 +462,11 @@ impl Broker {
         }
         if !receipts.is_empty() {
             let b = Arc::clone(self);
-            writes.spawn(async move { b.record_receipts(receipts).await.map(|n| (n, 0)) });
+            writes.spawn(async move {
+                b.record_receipts(verified_grants, receipts)
+                    .await
+                    .map(|n| (n, 0))
+            });
         }
         let (mut verified, mut failed) = (0, 0);
         let mut first_error = None;
@@ -475,14 +491,30 @@ impl Broker {
     }
 
     /// Ending → Ended for each verified grant, in one store write. Returns how many.
-    async fn record_receipts(&self, receipts: Vec<(GrantId, Receipt)>) -> Result<usize> {
+    async fn record_receipts(
+        &self,
+        claimed: Vec<Grant>,
+        receipts: Vec<(GrantId, Receipt)>,
+    ) -> Result<usize> {
+        let alarming: std::collections::HashSet<GrantId> = claimed
+            .iter()
+            .filter(|g| {
+                matches!(&g.state, GrantState::Ending { attempts, .. }
+                    if *attempts >= self.settings.revocation_alarm_after)
+            })
+            .map(|g| g.id.clone())
+            .collect();
         let results = self.store.complete_revocations(receipts).await?;
         let mut verified = 0;
         for result in results {
             match result {
-                Ok(_) => {
+                Ok(g) => {
                     self.metrics.revoking_grants.dec();
                     self.metrics.revocations_verified.inc();
+                    if alarming.contains(&g.id) {
+                        // It alarmed and is now verified: the alarm clears.
+                        self.metrics.revocations_alarming.dec();
+                    }
                     verified += 1;
                 }
                 // Another worker completed it (an expired lease re-claimed): nothing lost.
@@ -627,6 +659,10 @@ impl Broker {
         let _ = tokio::join!(expirer, revoker, housekeeping, reconciler);
     }
 }
+
+/// How long a revocation pass waits for each target's batch before it lets the batch
+/// finish on its own.
+const TARGET_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 /// When a grant's access was revoked, and the method and evidence of its verification;
 /// or why the attempt failed.

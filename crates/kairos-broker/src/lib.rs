@@ -265,6 +265,11 @@ impl Broker {
         self.metrics
             .pending_requests
             .set(g(counts.pending_requests));
+        let alarming = self
+            .store
+            .failing_revocations(self.settings.revocation_alarm_after)
+            .await?;
+        self.metrics.revocations_alarming.set(g(alarming));
         Ok(())
     }
 

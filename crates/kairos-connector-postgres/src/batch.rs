@@ -15,7 +15,7 @@ use std::sync::Arc;
 use kairos_connectors::{AccountName, ConnectorError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connector::{Core, execute, execute_generated, lock_ddl};
+use crate::connector::{Core, execute, execute_generated, lock_ddl, unreachable_again};
 
 /// The most accounts created in one transaction.
 const MAX_BATCH: usize = 256;
@@ -63,6 +63,16 @@ async fn provision_batch(core: &Core, batch: Vec<Provision>) {
                 for job in batch {
                     let answer = Ok(existed.contains(job.account.as_str()));
                     let _ = job.reply.send(answer);
+                }
+                return;
+            }
+            // Down, or refusing Kairos: every account would get the same answer, each after
+            // its own connect timeout.
+            Err(e) if unreachable_again(&e).is_some() => {
+                for job in batch {
+                    let answer =
+                        unreachable_again(&e).unwrap_or_else(|| core.failed(e.to_string()));
+                    let _ = job.reply.send(Err(answer));
                 }
                 return;
             }

@@ -282,6 +282,22 @@ impl Core {
     }
 }
 
+/// For an error that says the target cannot be reached or refuses Kairos's admin
+/// connection, the same error again (for each account of a batch); None for others.
+pub(crate) fn unreachable_again(e: &ConnectorError) -> Option<ConnectorError> {
+    match e {
+        ConnectorError::Unreachable { target, reason } => Some(ConnectorError::Unreachable {
+            target: target.clone(),
+            reason: reason.clone(),
+        }),
+        ConnectorError::AdminRefused { target, reason } => Some(ConnectorError::AdminRefused {
+            target: target.clone(),
+            reason: reason.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// Runs several statements Kairos generated itself (quoted identifiers and literals only,
 /// never a configured template) in one simple-protocol round trip.
 pub(crate) async fn execute_generated(
@@ -606,6 +622,18 @@ impl Connector for PostgresConnector {
                             account_existed: false,
                         })
                     }));
+                }
+            }
+            // The target is down or refuses Kairos: one at a time would only wait for the
+            // same answer once per account (a connect timeout each), holding up the pass.
+            Err(e) if unreachable_again(&e).is_some() => {
+                for _ in accounts {
+                    out.push(Err(unreachable_again(&e).unwrap_or(
+                        ConnectorError::Unreachable {
+                            target: self.core.target.clone(),
+                            reason: e.to_string(),
+                        },
+                    )));
                 }
             }
             Err(e) => {

@@ -129,6 +129,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn counts(&self) -> Result<Counts>;
 
+    /// How many grants are revoking with at least `min_attempts` failed attempts (what the
+    /// alarm counts; derived from the store, so it survives restarts and clears itself).
+    async fn failing_revocations(&self, min_attempts: u32) -> Result<u64>;
+
     // ---- audit ----------------------------------------------------------------------
 
     async fn append_audit(&self, audit: Vec<AuditDraft>) -> Result<()>;

@@ -339,3 +339,12 @@ pub(super) async fn counts(store: &SqlStore) -> Result<Counts> {
         pending_requests: count(row.try_get("pending_requests")?),
     })
 }
+
+pub(super) async fn failing_revocations(store: &SqlStore, min_attempts: u32) -> Result<u64> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM grants WHERE state = 'ending' AND attempts >= $1")
+            .bind(i64::from(min_attempts))
+            .fetch_one(&store.reads)
+            .await?;
+    Ok(count(n))
+}

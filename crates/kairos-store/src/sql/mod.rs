@@ -337,6 +337,10 @@ impl Store for SqlStore {
         grants::counts(self).await
     }
 
+    async fn failing_revocations(&self, min_attempts: u32) -> Result<u64> {
+        grants::failing_revocations(self, min_attempts).await
+    }
+
     async fn append_audit(&self, audit: Vec<AuditDraft>) -> Result<()> {
         self.write(move |conn, cx| {
             Box::pin(async move { audit::append(conn, cx.backend, audit, cx.clock.now()).await })
