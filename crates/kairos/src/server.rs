@@ -47,6 +47,9 @@ pub struct ServerArgs {
     /// How long a claimed revocation job is held before another worker may retry it.
     #[arg(long, default_value = "30s", hide = true)]
     revocation_lease: kairos_domain::Ttl,
+    /// Failed attempts of one revocation after which the alarm metric and log fire.
+    #[arg(long, default_value_t = 5, hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    revocation_alarm_after: u32,
 }
 
 fn init_logging(json: bool) {
@@ -180,6 +183,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         pending_timeout: server_settings.pending_timeout.as_duration(),
         provisioning_grace: args.provisioning_grace.as_duration(),
         revocation_lease: args.revocation_lease.as_duration(),
+        revocation_alarm_after: args.revocation_alarm_after,
         // Crash tests only: a risky switch that says so in its name.
         danger_crash_at: std::env::var("KAIROS_DANGER_CRASH_AT")
             .ok()

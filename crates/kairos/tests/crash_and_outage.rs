@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, chown};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::pg::{SHARED_PG, SharedDb, managed_roles, psql};
+use common::private::PrivatePg;
 use common::*;
 use kairos_domain::Timestamp;
 use serde_json::{Value, json};
@@ -59,145 +59,6 @@ fn assert_active_grants_have_accounts(api: &Api, base: &str, prefix: &str) {
             "active grant without its account: {g}"
         );
     }
-}
-
-/// A private PostgreSQL cluster (`initdb` + `pg_ctl`, trust authentication, superuser
-/// `postgres`) on a free port, which a test may stop and start. initdb and postgres refuse
-/// to run as root: then the directory belongs to the `postgres` user and every server
-/// command runs through `runuser -u postgres --`. Stopped (`-m immediate`) when dropped;
-/// its roles go with its directory.
-struct PrivatePg {
-    dir: tempfile::TempDir,
-    bindir: PathBuf,
-    port: u16,
-}
-
-impl PrivatePg {
-    fn start() -> Self {
-        let bindir = Command::new("pg_config").arg("--bindir").output().unwrap();
-        assert!(bindir.status.success(), "{}", stderr(&bindir));
-        let dir = tempfile::Builder::new()
-            .prefix("kairos-it-pg-")
-            .tempdir()
-            .unwrap();
-        std::fs::create_dir(dir.path().join("sock")).unwrap();
-        if let Some((uid, gid)) = server_user() {
-            for p in ["", "sock"] {
-                chown(dir.path().join(p), Some(uid), Some(gid)).unwrap();
-            }
-        }
-        let mut pg = Self {
-            dir,
-            bindir: PathBuf::from(stdout(&bindir).trim()),
-            port: 0,
-        };
-        let out = pg
-            .server_cmd("initdb")
-            .arg("-D")
-            .arg(pg.data())
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
-            .args(["--no-sync", "--no-instructions"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {}", stderr(&out));
-        // A free port can be taken between the probe and the bind: try a few.
-        for _ in 0..5 {
-            pg.port = free_port();
-            if pg.pg_ctl_start().status.success() {
-                return pg;
-            }
-        }
-        panic!("private PostgreSQL did not start:\n{}", pg.log());
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn base_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}", self.port)
-    }
-
-    fn server_cmd(&self, program: &str) -> Command {
-        let path = self.bindir.join(program);
-        match server_user() {
-            Some(_) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(path);
-                c
-            }
-            None => Command::new(path),
-        }
-    }
-
-    fn pg_ctl_start(&self) -> Output {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().join("sock").display()
-        );
-        self.server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.path().join("server.log"))
-            .args(["-w", "-t", "60", "-o", &options, "start"])
-            .output()
-            .unwrap()
-    }
-
-    /// Starts it again after [`PrivatePg::stop`], on the same port and data.
-    fn restart(&self) {
-        let out = self.pg_ctl_start();
-        assert!(out.status.success(), "restart failed:\n{}", self.log());
-    }
-
-    /// `pg_ctl stop -m fast`: sessions are disconnected, the port stops answering.
-    fn stop(&self) {
-        let out = self
-            .server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "stop failed: {}", stderr(&out));
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = self
-            .server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-/// `Some((uid, gid))` of the `postgres` system user when we run as root, None otherwise.
-fn server_user() -> Option<(u32, u32)> {
-    if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
-        return None;
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
-        stdout(&out).trim().parse().ok()
-    };
-    Some((id("-u")?, id("-g")?))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---- Kairos from the outside --------------------------------------------------------
