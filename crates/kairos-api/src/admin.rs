@@ -1,9 +1,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use kairos_config::ConfigBundle;
-use kairos_crypto::issuer::SigningAlg;
-use kairos_domain::{AuditRecord, TeamName, Timestamp, UserName};
+use kairos_domain::{AuditRecord, Timestamp, UserName};
 use kairos_store::{AuditFilter, Role};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -12,16 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, Auth};
-
-/// A configuration file and the files it references, as `kairos apply` sends them.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigBundleBody {
-    /// Path of the main TOML file, as named in error messages.
-    main_path: String,
-    /// Every file by path (the main file, JWKS files, Cedar policies).
-    files: std::collections::BTreeMap<String, String>,
-}
+use crate::inputs::{check_add_user, check_rotate, config_bundle};
+use crate::views::{AddUserBody, ConfigBundleBody, RotateBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApplyResponse {
@@ -38,10 +28,7 @@ pub async fn apply_config(
     Auth(caller): Auth,
     ApiJson(body): ApiJson<ConfigBundleBody>,
 ) -> ApiResult<Json<ApplyResponse>> {
-    let bundle = ConfigBundle {
-        main_path: body.main_path,
-        files: body.files,
-    };
+    let bundle = config_bundle(body);
     let diff = s.broker.apply_config_as(&caller, bundle).await?;
     Ok(Json(ApplyResponse {
         created: diff.created,
@@ -51,6 +38,7 @@ pub async fn apply_config(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     identity: Option<String>,
@@ -60,6 +48,8 @@ pub struct AuditQuery {
     /// RFC 3339, e.g. `2026-11-26T10:00:00Z`.
     since: Option<String>,
     until: Option<String>,
+    /// At most this many, newest first.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
@@ -181,13 +171,6 @@ pub async fn keys(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Js
     }))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RotateBody {
-    /// `es256` (default) or `eddsa`.
-    alg: Option<String>,
-}
-
 /// Rotate the signing key; the old key stays in the JWKS until its tokens have expired.
 #[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = RotateBody,
     responses((status = 200, body = KeysView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -197,29 +180,13 @@ pub async fn rotate_keys(
     ApiJson(body): ApiJson<RotateBody>,
 ) -> ApiResult<Json<KeysView>> {
     caller.require_role(&[], "rotate keys")?;
-    let alg = body
-        .alg
-        .map(|a| {
-            a.parse::<SigningAlg>()
-                .map_err(|_| ApiError::bad_request("bad_alg", "alg must be es256 or eddsa"))
-        })
-        .transpose()?;
+    let alg = check_rotate(body)?;
     s.broker.rotate_keys(&caller.principal(), alg).await?;
     let ring = s.broker.key_ring();
     Ok(Json(KeysView {
         current_kid: ring.current_kid().to_owned(),
         jwks: ring.jwks(),
     }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddUserBody {
-    name: String,
-    /// `admin`, `operator`, `approver` or `auditor`.
-    role: String,
-    #[serde(default)]
-    teams: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -250,25 +217,20 @@ pub struct NewUserView {
 
 /// Add a person with a role and teams; the API token is shown once.
 #[utoipa::path(post, path = "/v1/users", tag = "admin", request_body = AddUserBody,
-    responses((status = 201, body = NewUserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = NewUserView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub async fn add_user(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiJson(body): ApiJson<AddUserBody>,
 ) -> ApiResult<(StatusCode, Json<NewUserView>)> {
-    let name =
-        UserName::parse(body.name).map_err(|e| ApiError::bad_request("bad_name", e.to_string()))?;
-    let role = Role::parse(&body.role).ok_or_else(|| {
+    let (name, role, teams) = check_add_user(body)?;
+    let role = Role::parse(&role).ok_or_else(|| {
         ApiError::bad_request(
             "bad_role",
             "role must be admin, operator, approver or auditor",
         )
     })?;
-    let teams = body
-        .teams
-        .into_iter()
-        .map(|t| TeamName::parse(t).map_err(|e| ApiError::bad_request("bad_team", e.to_string())))
-        .collect::<ApiResult<Vec<_>>>()?;
     let created = s.broker.add_user(&caller, name, role, teams).await?;
     Ok((
         StatusCode::CREATED,
@@ -304,7 +266,8 @@ pub struct RevokedView {
 
 /// Revoke every API token of a person.
 #[utoipa::path(post, path = "/v1/users/{name}/revoke", tag = "admin", params(("name" = String, Path)),
-    responses((status = 200, body = RevokedView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RevokedView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn revoke_user(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -3,8 +3,6 @@
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kairos_broker::BrokerError;
-use kairos_broker::ending::ErrorChain;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -49,8 +47,11 @@ impl ApiError {
     }
 }
 
-impl From<BrokerError> for ApiError {
-    fn from(e: BrokerError) -> Self {
+#[cfg(feature = "server")]
+impl From<kairos_broker::BrokerError> for ApiError {
+    fn from(e: kairos_broker::BrokerError) -> Self {
+        use kairos_broker::BrokerError;
+        use kairos_broker::ending::ErrorChain;
         match e {
             BrokerError::Unauthenticated(m) => {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)

@@ -4,10 +4,8 @@ use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use kairos_broker::Caller;
 use serde::de::DeserializeOwned;
 
-use crate::AppState;
 use crate::error::ApiError;
 
 /// JSON body; malformed JSON, a wrong content type or an oversized body is a clear 4xx.
@@ -39,22 +37,31 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let detail = match &rejection {
-                    JsonRejection::JsonDataError(e) => format!(
-                        "the JSON does not match what this endpoint takes: {}; see /v1/openapi.json",
-                        source_text(e)
-                    ),
-                    JsonRejection::JsonSyntaxError(e) => {
-                        format!("the body is not valid JSON: {}", source_text(e))
-                    }
-                    other => other.body_text(),
-                };
-                Err(body_error(status, detail))
-            }
+            Err(rejection) => Err(json_rejection(&rejection)),
         }
     }
+}
+
+/// Decodes a JSON body's bytes as [`ApiJson`] does once the content type and size are
+/// checked: with the same errors.
+pub(crate) fn json_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    axum::Json::<T>::from_bytes(bytes)
+        .map(|axum::Json(v)| v)
+        .map_err(|rejection| json_rejection(&rejection))
+}
+
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    let detail = match rejection {
+        JsonRejection::JsonDataError(e) => format!(
+            "the JSON does not match what this endpoint takes: {}; see /v1/openapi.json",
+            source_text(e)
+        ),
+        JsonRejection::JsonSyntaxError(e) => {
+            format!("the body is not valid JSON: {}", source_text(e))
+        }
+        other => other.body_text(),
+    };
+    body_error(rejection.status(), detail)
 }
 
 fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
@@ -127,8 +134,10 @@ where
 }
 
 /// The authenticated caller, from `Authorization: Bearer …`.
-pub struct Auth(pub Caller);
+#[cfg(feature = "server")]
+pub struct Auth(pub kairos_broker::Caller);
 
+#[cfg(feature = "server")]
 pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts
         .headers
@@ -153,12 +162,13 @@ pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     })
 }
 
-impl FromRequestParts<AppState> for Auth {
+#[cfg(feature = "server")]
+impl FromRequestParts<crate::AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &crate::AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         let caller = state.broker.authenticate(token).await?;

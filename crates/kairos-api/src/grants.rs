@@ -1,16 +1,18 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use kairos_broker::ending::RevokeScope;
-use kairos_domain::{GrantId, TaskRef};
+use kairos_domain::GrantId;
 use kairos_store::{GrantFilter, GrantStateFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, Auth};
-use crate::requests::{parse_entitlement, parse_identity};
+use crate::inputs::{
+    CheckedScope, check_revoke_scope, parse_entitlement, parse_identity, parse_task_ref, parse_ttl,
+};
 use crate::views::{BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody};
-use crate::{AppState, parse_ttl};
 
 pub(crate) fn parse_grant_id(id: &str) -> ApiResult<GrantId> {
     GrantId::parse(id).ok_or_else(|| {
@@ -22,6 +24,7 @@ pub(crate) fn parse_grant_id(id: &str) -> ApiResult<GrantId> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GrantQuery {
     /// `provisioning`, `active`, `revoking` or `ended`.
@@ -29,12 +32,14 @@ pub struct GrantQuery {
     identity: Option<String>,
     entitlement: Option<String>,
     task_ref: Option<String>,
+    /// At most this many, newest first.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
 /// List grants (a workload sees its own).
 #[utoipa::path(get, path = "/v1/grants", tag = "grants", params(GrantQuery),
-    responses((status = 200, body = GrantList), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = GrantList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -61,12 +66,7 @@ pub async fn list(
             .as_deref()
             .map(parse_entitlement)
             .transpose()?,
-        task_ref: q
-            .task_ref
-            .map(|t| {
-                TaskRef::parse(t).map_err(|e| ApiError::bad_request("bad_task_ref", e.to_string()))
-            })
-            .transpose()?,
+        task_ref: q.task_ref.map(parse_task_ref).transpose()?,
         limit: q.limit,
         ..GrantFilter::default()
     };
@@ -78,7 +78,7 @@ pub async fn list(
 
 /// One grant with its receipt.
 #[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path)),
-    responses((status = 200, body = GrantView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -92,7 +92,8 @@ pub async fn get(
 
 /// The workload's task is done: end the grant now.
 #[utoipa::path(post, path = "/v1/grants/{id}/release", tag = "grants", params(("id" = String, Path)),
-    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub async fn release(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -106,7 +107,8 @@ pub async fn release(
 
 /// An operator revokes one grant.
 #[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path)),
-    responses((status = 200, body = GrantList), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = GrantList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub async fn revoke_one(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -127,17 +129,9 @@ pub async fn revoke_bulk(
     Auth(caller): Auth,
     ApiJson(body): ApiJson<BulkRevokeBody>,
 ) -> ApiResult<Json<GrantList>> {
-    let scope = match (body.identity, body.task_ref) {
-        (Some(i), None) => RevokeScope::Identity(parse_identity(&i)?),
-        (None, Some(t)) => RevokeScope::TaskRef(
-            TaskRef::parse(t).map_err(|e| ApiError::bad_request("bad_task_ref", e.to_string()))?,
-        ),
-        _ => {
-            return Err(ApiError::bad_request(
-                "bad_scope",
-                "give exactly one of `identity` or `task_ref`",
-            ));
-        }
+    let scope = match check_revoke_scope(body)? {
+        CheckedScope::Identity(identity) => RevokeScope::Identity(identity),
+        CheckedScope::TaskRef(task_ref) => RevokeScope::TaskRef(task_ref),
     };
     let ended = s.broker.revoke(&caller, scope).await?;
     Ok(Json(GrantList {
@@ -154,7 +148,10 @@ pub struct RenewResponse {
 /// Extend an active grant up to its maximum; returns a fresh token.
 #[utoipa::path(post, path = "/v1/grants/{id}/renew", tag = "grants", params(("id" = String, Path)),
     request_body = RenewBody,
-    responses((status = 200, body = RenewResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RenewResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 502, description = "the target failed to move the account's expiry", body = ErrorBody),
+        (status = 503, description = "the target is unavailable", body = ErrorBody)))]
 pub async fn renew(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -11,9 +11,10 @@ use kairos_domain::{EntitlementName, Task, TaskKind, TaskRef};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::AppState;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{ApiForm, Auth};
-use crate::{AppState, parse_ttl};
+use crate::inputs::parse_ttl;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenForm {
@@ -166,8 +167,13 @@ fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) 
         (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 403, body = OAuthError)))]
 pub async fn token(
     State(s): State<AppState>,
-    ApiForm(form): ApiForm<TokenExchangeForm>,
+    form: Result<ApiForm<TokenExchangeForm>, crate::error::ApiError>,
 ) -> Response {
+    // A token endpoint answers every error in RFC 6749's shape, a malformed form too.
+    let form = match form {
+        Ok(ApiForm(form)) => form,
+        Err(e) => return oauth_error(e.status, "invalid_request", e.message),
+    };
     if form.grant_type != GRANT_TYPE_TOKEN_EXCHANGE {
         return oauth_error(
             StatusCode::BAD_REQUEST,

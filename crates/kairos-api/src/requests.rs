@@ -4,26 +4,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kairos_broker::NewRequest;
-use kairos_domain::{
-    EntitlementName, IdentityName, RequestId, RequestState, Task, TaskKind, TaskRef,
-};
+use kairos_domain::{RequestId, RequestState};
 use kairos_store::RequestFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, Auth};
-use crate::views::{
-    CreateRequestBody, ReasonBody, RequestList, RequestResponse, RequestView, TaskBody,
-};
-use crate::{AppState, parse_ttl};
-
-pub(crate) fn parse_task(t: &TaskBody) -> ApiResult<Task> {
-    let bad = |e: kairos_domain::TaskError| ApiError::bad_request("bad_task", e.to_string());
-    let kind: TaskKind = t.kind.parse().map_err(bad)?;
-    let reference = TaskRef::parse(t.reference.clone()).map_err(bad)?;
-    Task::new(kind, reference, t.reason.clone()).map_err(bad)
-}
+use crate::inputs::{check_create_request, check_reason, parse_identity, parse_ttl};
+use crate::views::{CreateRequestBody, ReasonBody, RequestList, RequestResponse, RequestView};
 
 pub(crate) fn parse_request_id(id: &str) -> ApiResult<RequestId> {
     RequestId::parse(id).ok_or_else(|| {
@@ -32,14 +22,6 @@ pub(crate) fn parse_request_id(id: &str) -> ApiResult<RequestId> {
             id.chars().take(64).collect::<String>()
         ))
     })
-}
-
-pub(crate) fn parse_entitlement(s: &str) -> ApiResult<EntitlementName> {
-    EntitlementName::parse(s).map_err(|e| ApiError::bad_request("bad_entitlement", e.to_string()))
-}
-
-pub(crate) fn parse_identity(s: &str) -> ApiResult<IdentityName> {
-    IdentityName::parse(s).map_err(|e| ApiError::bad_request("bad_identity", e.to_string()))
 }
 
 /// Ask for an entitlement for a task. Policy decides at once: 201 with the grant and its
@@ -51,17 +33,20 @@ pub(crate) fn parse_identity(s: &str) -> ApiResult<IdentityName> {
         (status = 202, description = "pending approvals", body = RequestResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, description = "denied by policy", body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 502, description = "the target failed to create the account", body = ErrorBody),
+        (status = 503, description = "the target is unavailable; nothing was created", body = ErrorBody)))]
 pub async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiJson(body): ApiJson<CreateRequestBody>,
 ) -> ApiResult<(StatusCode, Json<RequestResponse>)> {
+    let checked = check_create_request(&body)?;
     let input = NewRequest {
-        identity: body.identity.as_deref().map(parse_identity).transpose()?,
-        entitlement: parse_entitlement(&body.entitlement)?,
-        ttl: body.ttl.as_deref().map(parse_ttl).transpose()?,
-        task: parse_task(&body.task)?,
+        identity: checked.identity,
+        entitlement: checked.entitlement,
+        ttl: checked.ttl,
+        task: checked.task,
     };
     let outcome = s.broker.request(&caller, input).await?;
     let status = if outcome.grant.is_some() {
@@ -73,11 +58,14 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `pending`, `granted`, `denied`, `expired`.
     state: Option<String>,
     identity: Option<String>,
+    /// At most this many, newest first.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
@@ -113,6 +101,7 @@ pub async fn list(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Long-poll: wait up to this long (e.g. `30s`, at most 60s) while the request is pending.
@@ -121,7 +110,8 @@ pub struct WaitQuery {
 
 /// Read a request; its workload gets the credential once granted. `?wait=30s` long-polls.
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path), WaitQuery),
-    responses((status = 200, body = RequestResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RequestResponse), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -140,7 +130,10 @@ pub async fn get(
 /// Approve a pending request (approvers of the approving team; never the requester).
 #[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests", params(("id" = String, Path)),
     request_body = ReasonBody,
-    responses((status = 200, body = RequestResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RequestResponse), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 502, description = "the target failed to create the account", body = ErrorBody),
+        (status = 503, description = "the target is unavailable; nothing was created", body = ErrorBody)))]
 pub async fn approve(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -155,7 +148,8 @@ pub async fn approve(
 /// Deny a pending request.
 #[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests", params(("id" = String, Path)),
     request_body = ReasonBody,
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn deny(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -167,14 +161,4 @@ pub async fn deny(
     Ok(Json(RequestView::from(
         &s.broker.deny(&caller, &id, reason).await?,
     )))
-}
-
-fn check_reason(reason: String) -> ApiResult<String> {
-    if reason.trim().is_empty() || reason.chars().count() > 1000 {
-        return Err(ApiError::bad_request(
-            "bad_reason",
-            "reason must be 1-1000 characters: say why",
-        ));
-    }
-    Ok(reason)
 }

@@ -211,6 +211,7 @@ pub struct CredentialView {
     pub expires_at: String,
 }
 
+#[cfg(feature = "server")]
 impl From<kairos_broker::IssuedCredential> for CredentialView {
     fn from(c: kairos_broker::IssuedCredential) -> Self {
         use secrecy::ExposeSecret;
@@ -256,6 +257,7 @@ pub struct RequestResponse {
     pub ttl_capped: bool,
 }
 
+#[cfg(feature = "server")]
 impl From<kairos_broker::RequestOutcome> for RequestResponse {
     fn from(o: kairos_broker::RequestOutcome) -> Self {
         Self {
@@ -288,6 +290,33 @@ pub struct BulkRevokeBody {
     pub identity: Option<String>,
     /// Revoke every active grant for this task reference.
     pub task_ref: Option<String>,
+}
+
+/// A configuration file and the files it references, as `kairos apply` sends them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigBundleBody {
+    /// Path of the main TOML file, as named in error messages.
+    pub main_path: String,
+    /// Every file by path (the main file, JWKS files, Cedar policies).
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// `es256` (default) or `eddsa`.
+    pub alg: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddUserBody {
+    pub name: String,
+    /// `admin`, `operator`, `approver` or `auditor`.
+    pub role: String,
+    #[serde(default)]
+    pub teams: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -779,6 +779,10 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
             ));
         }
     }
+    // The server verifies workload tokens with these keys: refuse here, with the file and
+    // key, a JWKS it could not use.
+    kairos_crypto::workload::check_jwks(&value)
+        .map_err(|reason| format!("is unusable: {reason}"))?;
     Ok(value)
 }
 

@@ -14,7 +14,8 @@ use kairos_domain::{
 };
 use kairos_policy::PolicyInput;
 
-const JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"k1","n":"sXch","e":"AQAB"}]}"#;
+/// A JWKS with one usable RSA-2048 key (the loader refuses a JWKS the verifier could not use).
+const JWKS: &str = include_str!("fixtures/ci-jwks.json");
 const POLICY: &str = "@id(\"allow-all\")\npermit (principal, action, resource);\n";
 
 /// A bundle whose main file is `toml`, with a JWKS file and one policy file beside it.
@@ -487,6 +488,25 @@ fn issuers_need_exactly_one_valid_key_source() {
     with_jwks(
         r#"{"keys":[{"kty":"RSA","n":"x","e":"AQAB","d":"private"}]}"#,
         "key 0 holds private key material (\"d\")",
+    );
+    // Found by fuzzing (fuzz/ config_toml): a JWKS whose keys the workload verifier cannot
+    // use passed the loader, and then failed `kairos server --config` without a file or
+    // line. It is refused here, saying why for each key.
+    with_jwks(
+        r#"{"keys":[{"kty":"RSA","kid":"k1","n":"sXch","e":"AQAB"}]}"#,
+        "kairos.toml:5: issuer[0].jwks_file: \"ci-jwks.json\" is unusable: JWKS has no usable signing key (1 keys, none RSA >= 2048 bits, P-256 or Ed25519 for signatures): key 0 (\"k1\"): RSA modulus is shorter than 2048 bits",
+    );
+    with_jwks(
+        &JWKS.replace("\"sig\"", "\"enc\""),
+        "key 0 (\"ci-2026-01\"): `use` is \"enc\", not \"sig\"",
+    );
+    with_jwks(
+        &JWKS.replace("sXchDaQ", "sXch/aQ"),
+        "key 0 (\"ci-2026-01\"): `n` is not unpadded base64url",
+    );
+    with_jwks(
+        r#"{"keys":[{"kty":"EC","crv":"P-384","x":"AA","y":"AA"},{"kty":"oct","k2":"x"}]}"#,
+        "key 0: EC key is not on curve P-256; key 1: unsupported `kty` \"oct\"",
     );
     check(
         "[[issuer]]\nname = \"ci\"\nissuer = \"http://ci.example.com\"\naudience = \"kairos\"\njwks_url = \"http://localhost:8080/jwks\"\n",

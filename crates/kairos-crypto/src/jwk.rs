@@ -179,19 +179,42 @@ impl KeySet {
             .and_then(Value::as_array)
             .ok_or("JWKS is not a JSON object with a `keys` array")?;
         let mut keys = Vec::with_capacity(entries.len());
-        for entry in entries {
+        let mut skipped = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
             match Jwk::parse(entry) {
                 Ok(jwk) => keys.push(jwk),
-                Err(reason) => tracing::debug!(%reason, "skipping unusable JWK"),
+                Err(reason) => {
+                    tracing::debug!(%reason, "skipping unusable JWK");
+                    // Say why for the first few keys; the messages quote only excerpts.
+                    if skipped.len() < 3 {
+                        let kid = entry.get("kid").and_then(Value::as_str);
+                        skipped.push(match kid {
+                            Some(kid) => format!("key {index} ({:?}): {reason}", jws::excerpt(kid)),
+                            None => format!("key {index}: {reason}"),
+                        });
+                    }
+                }
             }
         }
         if keys.is_empty() {
+            let more = if entries.len() > skipped.len() {
+                "; …"
+            } else {
+                ""
+            };
             return Err(format!(
-                "JWKS has no usable signing key ({} keys, none RSA >= 2048 bits, P-256 or Ed25519 for signatures)",
-                entries.len()
+                "JWKS has no usable signing key ({} keys, none RSA >= 2048 bits, P-256 or Ed25519 for signatures){}{}{more}",
+                entries.len(),
+                if skipped.is_empty() { "" } else { ": " },
+                skipped.join("; "),
             ));
         }
         Ok(Self { keys })
+    }
+
+    /// How many keys are usable.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
     }
 
     /// The key to check a signature made with `alg`: the one named by `kid`, or, when the

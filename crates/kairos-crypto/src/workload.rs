@@ -195,6 +195,14 @@ impl From<jws::Malformed> for AuthnError {
     }
 }
 
+/// Checks a JWKS document as [`WorkloadVerifier::new`] checks an inline one: the number
+/// of keys usable for verifying workload tokens (unusable keys are skipped, as a real JWKS
+/// may mix in encryption keys or other curves), or why none is. The configuration loader
+/// calls it so that a catalog it accepts is one the verifier accepts too.
+pub fn check_jwks(document: &Value) -> Result<usize, String> {
+    KeySet::parse(document).map(|keys| keys.len())
+}
+
 /// Verifies workload tokens against a fixed set of trusted issuers.
 #[derive(Debug)]
 pub struct WorkloadVerifier {

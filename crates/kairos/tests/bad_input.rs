@@ -223,3 +223,51 @@ fn one_identity_cannot_touch_anothers_grant() {
     assert_eq!(s, 200);
     assert_eq!(api.introspect(ADMIN, token)["active"], false);
 }
+
+/// Found by schemathesis (scripts/schemathesis.sh): a malformed token-exchange form got the
+/// API's `{"error": {...}}` shape, not the RFC 6749 shape the endpoint documents.
+#[test]
+fn token_endpoint_refuses_malformed_forms_in_oauth_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None, None);
+    let api = Api::new(&server);
+    let oauth_error = |status: u16, body: &Value, want_status: u16| {
+        assert_eq!(status, want_status, "{body}");
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        assert!(
+            !body["error_description"].as_str().unwrap().is_empty(),
+            "{body}"
+        );
+    };
+    // No grant_type (and every other field empty).
+    let (s, b) = api.form(
+        None,
+        "/v1/oauth/token",
+        &[
+            ("scope", ""),
+            ("subject_token", ""),
+            ("subject_token_type", ""),
+            ("task_kind", ""),
+            ("task_reason", ""),
+            ("task_ref", ""),
+        ],
+    );
+    oauth_error(s, &b, 400);
+    assert!(
+        b["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("grant_type"),
+        "{b}"
+    );
+    // JSON instead of a form.
+    let r = api
+        .http
+        .post(server.url("/v1/oauth/token"))
+        .json(&json!({"grant_type": "x"}))
+        .send()
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().unwrap());
+    oauth_error(s, &b, 415);
+    assert!(!server.log_text().contains("panicked"));
+}

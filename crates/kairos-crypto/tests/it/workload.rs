@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kairos_crypto::workload::{
-    AuthnError, IssuerTrust, JwksSource, TrustConfigError, WorkloadVerifier,
+    AuthnError, IssuerTrust, JwksSource, TrustConfigError, WorkloadVerifier, check_jwks,
 };
 use ring::rand::SystemRandom;
 use ring::signature::{
@@ -399,6 +399,42 @@ async fn garbage_is_malformed() {
         })
         .await;
     }
+}
+
+/// The config loader asks `check_jwks` what the verifier would say (fuzzing found a
+/// catalog that validated but that the server then refused): the same verdict, and why
+/// each key is unusable.
+#[test]
+fn check_jwks_agrees_with_the_verifier_and_says_why() {
+    let rsa = PlatformKey::rsa();
+    let ed = PlatformKey::ed25519("ed-1");
+    assert_eq!(check_jwks(&jwks(&[&rsa, &ed])), Ok(2));
+    let mixed = json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0" }, ed.jwk.clone()] });
+    assert_eq!(check_jwks(&mixed), Ok(1));
+    assert!(WorkloadVerifier::new(vec![trust(JwksSource::Inline(mixed))]).is_ok());
+
+    let unusable = json!({ "keys": [
+        { "kty": "RSA", "kid": "short", "n": "sXch", "e": "AQAB" },
+        { "kty": "EC", "crv": "P-384", "x": "AA", "y": "AA" },
+        { "kty": "OKP", "crv": "Ed25519", "use": "enc", "x": "AA" },
+        { "kty": "oct", "k": "c2VjcmV0" },
+    ] });
+    let reason = check_jwks(&unusable).unwrap_err();
+    for part in [
+        "no usable signing key (4 keys",
+        "key 0 (\"short\"): RSA modulus is shorter than 2048 bits",
+        "key 1: EC key is not on curve P-256",
+        "key 2: `use` is \"enc\", not \"sig\"",
+        "; …",
+    ] {
+        assert!(reason.contains(part), "{part:?} not in {reason:?}");
+    }
+    assert!(!reason.contains("c2VjcmV0"), "{reason}");
+    match WorkloadVerifier::new(vec![trust(JwksSource::Inline(unusable))]) {
+        Err(TrustConfigError::InlineJwks { reason: said, .. }) => assert_eq!(said, reason),
+        other => panic!("expected InlineJwks, got {other:?}"),
+    }
+    assert!(check_jwks(&json!({ "keys": "none" })).is_err());
 }
 
 #[tokio::test]

@@ -1,0 +1,209 @@
+//! The HTTP server: the axum router over a [`Broker`], and the OpenAPI document generated
+//! from its handlers.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kairos_broker::Broker;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::{MAX_BODY_BYTES, admin, grants, oauth, requests, views};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Arc<Broker>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Kairos",
+        description = "Just-in-time access for non-human identities: time-bound, task-bound, revocable, and verified gone.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "requests", description = "Ask for an entitlement for a task; approvals"),
+        (name = "grants", description = "Issued access and how it ends"),
+        (name = "oauth", description = "RFC 7662 introspection, RFC 7009 revocation, RFC 8693 token exchange"),
+        (name = "admin", description = "Configuration, keys, people, audit"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of `/v1`, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    split(api_routes()).1
+}
+
+/// The router and its document, with the answers every operation of a kind can give.
+fn split(routes: OpenApiRouter<AppState>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = routes.split_for_parts();
+    add_common_responses(&mut doc);
+    (router, doc)
+}
+
+/// Documents the answers that come from the extractors rather than the handlers, on every
+/// operation they apply to (unless the handler documents its own): 401 where a bearer
+/// token is required, and 400 (malformed), 413 (over 64 KiB) and 415 (wrong content type)
+/// where there is a request body. The token endpoint answers these in OAuth's shape.
+fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let global_security = doc.security.as_ref().is_some_and(|s| !s.is_empty());
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let schema = if path == "/v1/oauth/token" {
+            "OAuthError"
+        } else {
+            "ErrorBody"
+        };
+        let response = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(schema)))
+                        .build(),
+                )
+                .build()
+        };
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let mut add = |status: &str, description: &str| {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| response(description).into());
+            };
+            // `security(())` on an operation lifts the global bearer requirement.
+            let needs_token = match &operation.security {
+                None => global_security,
+                Some(requirements) => requirements.iter().any(|r| {
+                    serde_json::to_value(r)
+                        .is_ok_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+                }),
+            };
+            if needs_token {
+                add(
+                    "401",
+                    "no `Authorization: Bearer` token, or one that is not valid (any more)",
+                );
+            }
+            if operation.request_body.is_some() {
+                add("400", "the body is malformed or a value in it is not valid");
+                add("413", "the body is larger than 64 KiB");
+                add(
+                    "415",
+                    "the body is not of the content type this operation takes",
+                );
+            }
+        }
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(requests::create, requests::list))
+        .routes(routes!(requests::get))
+        .routes(routes!(requests::approve))
+        .routes(routes!(requests::deny))
+        .routes(routes!(grants::list))
+        .routes(routes!(grants::get))
+        .routes(routes!(grants::release))
+        .routes(routes!(grants::revoke_one))
+        .routes(routes!(grants::renew))
+        .routes(routes!(grants::revoke_bulk))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(oauth::token))
+        .routes(routes!(admin::apply_config))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::audit_verify))
+        .routes(routes!(admin::keys, admin::rotate_keys))
+        .routes(routes!(admin::add_user, admin::list_users))
+        .routes(routes!(admin::revoke_user))
+}
+
+/// The whole application.
+pub fn router(broker: Arc<Broker>) -> Router {
+    let state = AppState { broker };
+    let (api, doc) = split(api_routes());
+    let doc = Arc::new(doc);
+    api.route(
+        "/v1/openapi.json",
+        get(move || {
+            let doc = Arc::clone(&doc);
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .route("/metrics", get(metrics))
+    .route("/.well-known/jwks.json", get(oauth::jwks))
+    .route("/.well-known/openid-configuration", get(oauth::discovery))
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see /v1/openapi.json",
+    )
+}
+
+/// Liveness and the store backend.
+#[utoipa::path(get, path = "/v1/health", tag = "admin", security(()),
+    responses((status = 200, body = views::HealthView)))]
+async fn health(State(s): State<AppState>) -> axum::Json<views::HealthView> {
+    axum::Json(views::HealthView {
+        status: "ok".into(),
+        store: s.broker.store().backend().into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.broker.metrics().render(),
+    )
+}

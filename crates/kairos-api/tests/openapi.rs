@@ -1,0 +1,94 @@
+//! The OpenAPI document says what the server does. Each check here is a mismatch that
+//! schemathesis (scripts/schemathesis.sh) found against the served document.
+#![cfg(feature = "server")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::Value;
+
+fn document() -> Value {
+    serde_json::to_value(kairos_api::openapi()).unwrap()
+}
+
+/// Every (path, method, operation) of the document.
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            out.push((path.clone(), method.clone(), operation.clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn query_strings_are_documented_as_optional_query_parameters() {
+    let doc = document();
+    let mut seen = 0;
+    for (path, method, operation) in operations(&doc) {
+        let Some(parameters) = operation["parameters"].as_array() else {
+            continue;
+        };
+        for p in parameters {
+            let name = p["name"].as_str().unwrap();
+            let in_path = path.contains(&format!("{{{name}}}"));
+            if in_path {
+                assert_eq!(p["in"], "path", "{method} {path} {name}");
+                continue;
+            }
+            seen += 1;
+            assert_eq!(p["in"], "query", "{method} {path} {name}: {p}");
+            assert_ne!(p["required"], true, "{method} {path} {name}: {p}");
+        }
+    }
+    assert!(seen >= 15, "only {seen} query parameters documented");
+}
+
+#[test]
+fn limits_are_documented_with_the_range_the_server_takes() {
+    let doc = document();
+    for path in ["/v1/grants", "/v1/requests", "/v1/audit"] {
+        let parameters = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let limit = parameters.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["minimum"], 0, "{path}: {limit}");
+        assert_eq!(
+            limit["schema"]["maximum"],
+            u64::from(u32::MAX),
+            "{path}: {limit}"
+        );
+        assert_ne!(limit["schema"]["format"], "int32", "{path}: {limit}");
+    }
+}
+
+#[test]
+fn authentication_and_body_errors_are_documented_everywhere() {
+    let doc = document();
+    let open = ["/v1/health", "/v1/oauth/token"];
+    for (path, method, operation) in operations(&doc) {
+        let responses = operation["responses"].as_object().unwrap();
+        if !open.contains(&path.as_str()) {
+            assert!(responses.contains_key("401"), "{method} {path} lacks 401");
+        }
+        if operation.get("requestBody").is_some() {
+            for status in ["400", "413", "415"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+    }
+    // The token endpoint documents its errors in OAuth's shape.
+    let token = &doc["paths"]["/v1/oauth/token"]["post"]["responses"];
+    for status in ["400", "401", "413", "415"] {
+        assert_eq!(
+            token[status]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/OAuthError",
+            "{status}"
+        );
+    }
+    assert_eq!(
+        doc["paths"]["/v1/grants"]["get"]["responses"]["401"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
+}
