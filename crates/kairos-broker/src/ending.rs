@@ -364,11 +364,10 @@ impl Broker {
     }
 
     /// Claims due revocation jobs and runs propagate → verify → receipt on each: token
-    /// grants one by one, account grants batched per target (ends that fell due together
-    /// are revoked together). Returns (verified, failed).
+    /// grants checked one by one with their receipts written together, account grants
+    /// batched per target (ends that fell due together are revoked together). Returns
+    /// (verified, failed).
     pub async fn revoke_due(self: &Arc<Self>) -> Result<(usize, usize)> {
-        /// Token jobs propagated at once; each target's batch runs beside them.
-        const CONCURRENCY: usize = 16;
         let now = self.now();
         let lease = i64::try_from(self.settings.revocation_lease.as_millis()).unwrap_or(30_000);
         let jobs = self.store.claim_revocations(now, 500, lease).await?;
@@ -395,10 +394,12 @@ impl Broker {
         }
         let (mut verified, mut failed) = (0, 0);
         let mut first_error = None;
-        for chunk in tokens.chunks(CONCURRENCY) {
-            let mut outcomes = Vec::with_capacity(chunk.len());
-            for grant in chunk {
-                outcomes.push((grant.clone(), self.propagate_token(grant).await));
+        if !tokens.is_empty() {
+            // Each token's check is one store read; their receipts go in one store write.
+            let mut outcomes = Vec::with_capacity(tokens.len());
+            for grant in tokens {
+                let outcome = self.propagate_token(&grant).await;
+                outcomes.push((grant, outcome));
             }
             tally(
                 Ok(self.record_all(outcomes).await),

@@ -161,6 +161,7 @@ suite!(
     provisioning_grants_activate_or_abort,
     concurrent_writes_commit_together_and_fail_alone,
     revocations_complete_together_each_on_its_own,
+    large_claims_come_in_queue_order,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -1741,4 +1742,41 @@ async fn revocations_complete_together_each_on_its_own(db: Arc<Db>) {
             .all(|r| r.kind == AuditKind::Verified)
     );
     verify_chain(&audit).unwrap();
+}
+
+/// A claim larger than one statement's chunk returns every job once, due first.
+async fn large_claims_come_in_queue_order(db: Arc<Db>) {
+    let s = db.open().await;
+    let mut issued = Vec::new();
+    for i in 0..300_i64 {
+        let g = insert_granted(&s, "etl", &format!("many/{i}"), 1_000 + i).await;
+        issued.push(g.id);
+    }
+    s.end_grants(
+        &EndSelector::ExpiredBy {
+            now: at(2_000),
+            limit: 1_000,
+        },
+        &end_by(EndReason::Expired, 2_000),
+    )
+    .await
+    .unwrap();
+    let claimed = s.claim_revocations(at(2_000), 500, 1_000).await.unwrap();
+    assert_eq!(claimed.len(), 300);
+    // All fell due at the same moment, so the queue's order is the grant id's.
+    let got = ids(&claimed);
+    let mut want = issued.clone();
+    want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(got, want, "every job exactly once, in queue order");
+    assert!(
+        claimed
+            .iter()
+            .all(|g| matches!(g.state, GrantState::Ending { .. }))
+    );
+    assert!(
+        s.claim_revocations(at(2_000), 500, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -210,25 +210,55 @@ async fn claim_in(
     .fetch_all(&mut *tx)
     .await?;
     let claimed_until = now.as_millis().saturating_add(lease_ms.max(0));
-    let mut grants = Vec::with_capacity(due.len());
-    for row in &due {
-        let id: String = row.try_get("grant_id")?;
-        sqlx::query(
-            "UPDATE revocations SET claimed_until = $2, attempts = attempts + 1 \
-             WHERE grant_id = $1",
-        )
-        .bind(id.as_str())
-        .bind(claimed_until)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        grants.push(grant_from_row(&row)?);
+    let ids: Vec<String> = due
+        .iter()
+        .map(|row| row.try_get("grant_id"))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut grants = Vec::with_capacity(ids.len());
+    // Two statements per chunk of jobs, not two per job.
+    for chunk in ids.chunks(CLAIM_CHUNK) {
+        let list = (2..chunk.len() + 2)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let update = format!(
+            "UPDATE revocations SET claimed_until = $1, attempts = attempts + 1 \
+             WHERE grant_id IN ({list})"
+        );
+        let mut q = sqlx::query(&update).bind(claimed_until);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        q.execute(&mut *tx).await?;
+        let list = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let select = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id IN ({list})");
+        let mut q = sqlx::query(&select);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        let mut by_id: std::collections::HashMap<String, Grant> = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| grant_from_row(row).map(|g| (g.id.as_str().to_owned(), g)))
+            .collect::<Result<_>>()?;
+        // In the queue's order (due first).
+        for id in chunk {
+            let grant = by_id.remove(id).ok_or_else(|| StoreError::Corrupt {
+                id: id.clone(),
+                problem: "a revocation job whose grant is missing".into(),
+            })?;
+            grants.push(grant);
+        }
     }
     Ok(grants)
 }
+
+/// Jobs claimed per pair of statements (well under every backend's parameter limit).
+const CLAIM_CHUNK: usize = 250;
 
 pub(super) async fn complete_revocation(
     store: &SqlStore,
