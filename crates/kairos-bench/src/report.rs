@@ -654,12 +654,16 @@ impl Report {
                 });
                 misses.push(format!(
                     "**PostgreSQL credentials ({}; target 2,000/s).** Evidence: {}.{}{floor_note}{scram_note} \
-                     Suspected mechanism: per account, Kairos derives the SCRAM verifier (CPU in \
-                     the Kairos process), writes the grant durably twice (intent `provisioning`, \
-                     then `active`, each with audit records) beside the request's own write, and \
-                     runs the role DDL (`CREATE ROLE … PASSWORD … VALID UNTIL`, the template's \
-                     `GRANT`) under Kairos's per-database advisory lock, so one database's role \
-                     changes are serialised, however many of them share a transaction.",
+                     Suspected mechanism: each request waits, one after another, for three \
+                     shared steps: the durable write of its intent (`provisioning`, with the \
+                     request and audit records; group-committed with concurrent requests), the \
+                     target's provisioning batch (one transaction under Kairos's per-database \
+                     advisory lock: the role statements in one round trip, then one round trip \
+                     per privilege template per account, so a batch's length grows with its \
+                     size), and the durable write that activates it. With 16 clients a batch \
+                     holds at most 16 accounts, so each commit and each batch is shared by few \
+                     requests; SCRAM verifiers use 256 iterations (Kairos's passwords are \
+                     random), so hashing is no longer the cost.",
                     rate(issue),
                     cpu_reading(&issue.usage),
                     position(issue.per_sec(), &a.create_floor, &a.create_floor_serial),
@@ -734,13 +738,14 @@ impl Report {
                     };
                     misses.push(format!(
                         "**Verified revocations ({}; target 5,000/s).** Evidence: {}.{}{batch_note}{login_note} \
-                         Suspected mechanism: per account, the revocation path runs the role DDL \
-                         (`ALTER ROLE … NOLOGIN`, session termination, `REASSIGN OWNED`, `DROP \
-                         OWNED`, `DROP ROLE`) under the per-database advisory lock, verifies \
-                         (catalog check; refused logins as counted above, a new PostgreSQL backend \
-                         each), and writes the receipt durably with its audit record; the DDL \
-                         batches well (see the batch floor), the logins and receipts cost per \
-                         account.",
+                         Suspected mechanism: the revocation worker ends grants, claims up to \
+                         500 due jobs a pass and revokes each target's share as one batch \
+                         (`ALTER ROLE … NOLOGIN` for all, one session-kill query, `REASSIGN/DROP \
+                         OWNED` and `DROP ROLE` for all in one transaction, one catalog check, \
+                         login probes for two), then writes the pass's receipts in one store \
+                         write; what remains per account is the store work (the grant row, the \
+                         job row, one audit record each, through the SQLite writer) and the \
+                         connector's per-role statements in the batch's NOLOGIN message.",
                         per_sec(r.per_sec()),
                         cpu_reading(&r.usage),
                         position(r.per_sec(), &a.drop_floor, &a.drop_floor_serial),
