@@ -327,11 +327,14 @@ impl MariaDbConnector {
         .await
     }
 
+    /// Kills the account's sessions, skipping (and not counting again) those in `killed`
+    /// already: a killed connection stays in the processlist until its thread exits.
     async fn kill_sessions(
         &self,
         conn: &mut MySqlConnection,
         account: &AccountName,
-    ) -> Result<u64, ConnectorError> {
+        killed: &mut std::collections::HashSet<u64>,
+    ) -> Result<(), ConnectorError> {
         let ids: Vec<u64> = sqlx::query_scalar(
             "SELECT CAST(ID AS UNSIGNED) FROM information_schema.PROCESSLIST \
              WHERE USER = ? AND ID <> CONNECTION_ID()",
@@ -340,20 +343,24 @@ impl MariaDbConnector {
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| self.err(&format!("listing sessions of {account}"), &e))?;
-        let mut killed = 0;
         for id in ids {
+            if killed.contains(&id) {
+                continue;
+            }
             match sqlx::query(&format!("KILL CONNECTION {id}"))
                 .persistent(false)
                 .execute(&mut *conn)
                 .await
             {
-                Ok(_) => killed += 1,
+                Ok(_) => {
+                    killed.insert(id);
+                }
                 // The session ended by itself in between.
                 Err(e) if error::server_code(&e) == Some(code::NO_SUCH_THREAD) => {}
                 Err(e) => return Err(self.err(&format!("killing session {id} of {account}"), &e)),
             }
         }
-        Ok(killed)
+        Ok(())
     }
 
     /// Lock, kill, drop, kill again, drop the event. Every step is idempotent.
@@ -371,14 +378,15 @@ impl MariaDbConnector {
                 .await?;
         }
         // Dropping a user does not end its sessions: kill them.
-        let mut killed = self.kill_sessions(&mut conn, account).await?;
+        let mut killed = std::collections::HashSet::new();
+        self.kill_sessions(&mut conn, account, &mut killed).await?;
         for who in &quoted {
             let statement = format!("DROP USER IF EXISTS {}", who.as_str());
             self.exec(&mut conn, &statement, &format!("dropping {account}"), &[])
                 .await?;
         }
         // A login that authenticated just before the lock may have opened since.
-        killed += self.kill_sessions(&mut conn, account).await?;
+        self.kill_sessions(&mut conn, account, &mut killed).await?;
         let event = sql::event_name(account);
         if self.event_exists(&mut conn, &event).await? {
             let statement = format!("DROP EVENT IF EXISTS {}", self.qualified_event(account));
@@ -391,7 +399,7 @@ impl MariaDbConnector {
             .await?;
         }
         Ok(Revoked {
-            sessions_killed: killed,
+            sessions_killed: u64::try_from(killed.len()).unwrap_or(u64::MAX),
             account_existed: !hosts.is_empty(),
         })
     }
