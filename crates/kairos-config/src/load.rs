@@ -1184,7 +1184,12 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
     let issuer = t.req(cx, "issuer", issuer_url);
     let audience = t.req(cx, "audience", text("audience", 512));
     let file = t.opt(cx, "jwks_file", file_path);
-    let url = t.opt(cx, "jwks_url", |s| https_url("jwks_url", s));
+    let url = t.opt(cx, "jwks_url", |s| -> Result<String, String> {
+        let url = https_url("jwks_url", s)?;
+        kairos_crypto::workload::check_jwks_url(&url)
+            .map_err(|why| format!("jwks_url {url:?} cannot be used to fetch keys: {why}"))?;
+        Ok(url)
+    });
     let jwks = match one_of(cx, &t, ("jwks_file", file), ("jwks_url", url)) {
         Ok(Some(Either::First(file))) => {
             let key = resolve(&cx.bundle.main_path, &file);

@@ -465,6 +465,13 @@ fn issuers_need_exactly_one_valid_key_source() {
             "kairos.toml:5: issuer[0].jwks_url: jwks_url \"http://ci.example.com/jwks\" must be an https:// URL",
         ],
     );
+    // Found by the config fuzzer: an https:// prefix alone is not a URL the verifier can use.
+    check(
+        &issuer("jwks_url = \"https://k8s.exampl\u{FFFD}\u{FFFD}e.com/jwks\"\n"),
+        &[
+            "kairos.toml:5: issuer[0].jwks_url: jwks_url \"https://k8s.exampl\u{FFFD}\u{FFFD}e.com/jwks\" cannot be used to fetch keys: not a valid URL",
+        ],
+    );
     check(
         &issuer("jwks_file = \"missing.json\"\n"),
         &["kairos.toml:5: issuer[0].jwks_file: \"missing.json\" is not in the bundle"],

@@ -203,6 +203,13 @@ pub fn check_jwks(document: &Value) -> Result<usize, String> {
     KeySet::parse(document).map(|keys| keys.len())
 }
 
+/// Whether the verifier can fetch keys from this JWKS URL (a parseable https:// URL, or
+/// plain http:// to a loopback address), or why not. The configuration loader calls it so
+/// that a catalog it accepts is one the verifier accepts too.
+pub fn check_jwks_url(url: &str) -> Result<(), &'static str> {
+    parse_jwks_url(url).map(|_| ())
+}
+
 /// Verifies workload tokens against a fixed set of trusted issuers.
 #[derive(Debug)]
 pub struct WorkloadVerifier {
