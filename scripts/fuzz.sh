@@ -41,6 +41,10 @@ if [[ $# -gt 0 ]]; then
 else
   mapfile -t targets < <(cargo fuzz list)
 fi
+if [[ ${#targets[@]} -eq 0 ]]; then
+  log "no fuzz targets found (cargo fuzz list)"
+  exit 1
+fi
 
 log "building ${targets[*]}"
 cargo fuzz build "${build_args[@]}"

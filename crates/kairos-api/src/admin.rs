@@ -218,6 +218,7 @@ pub struct NewUserView {
 /// Add a person with a role and teams; the API token is shown once.
 #[utoipa::path(post, path = "/v1/users", tag = "admin", request_body = AddUserBody,
     responses((status = 201, body = NewUserView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "a team is not defined in the configuration", body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub async fn add_user(
     State(s): State<AppState>,

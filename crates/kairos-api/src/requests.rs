@@ -34,6 +34,7 @@ pub(crate) fn parse_request_id(id: &str) -> ApiResult<RequestId> {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, description = "denied by policy", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 409, description = "the configuration changed under the request", body = ErrorBody),
         (status = 502, description = "the target failed to create the account", body = ErrorBody),
         (status = 503, description = "the target is unavailable; nothing was created", body = ErrorBody)))]
 pub async fn create(

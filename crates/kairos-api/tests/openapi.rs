@@ -92,3 +92,44 @@ fn authentication_and_body_errors_are_documented_everywhere() {
         "#/components/schemas/ErrorBody"
     );
 }
+
+#[test]
+fn answers_the_handlers_give_are_documented() {
+    let doc = document();
+    for (path, method, statuses) in [
+        // A user's team that the configuration does not define.
+        (
+            "/v1/users",
+            "post",
+            &["201", "400", "403", "404", "409"][..],
+        ),
+        (
+            "/v1/users/{name}/revoke",
+            "post",
+            &["200", "400", "403", "404"][..],
+        ),
+        (
+            "/v1/requests/{id}",
+            "get",
+            &["200", "400", "403", "404"][..],
+        ),
+        (
+            "/v1/requests/{id}/approve",
+            "post",
+            &["200", "400", "403", "404", "409"][..],
+        ),
+        (
+            "/v1/grants/{id}/renew",
+            "post",
+            &["200", "400", "403", "404", "409"][..],
+        ),
+    ] {
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        for status in statuses {
+            assert!(
+                responses.contains_key(*status),
+                "{method} {path} lacks {status}"
+            );
+        }
+    }
+}
