@@ -39,7 +39,7 @@ if [[ -n "${KAIROS_BIN:-}" ]]; then
 else
   log "building kairos (debug)"
   cargo build --quiet --locked -p kairos
-  kairos=target/debug/kairos
+  kairos="${CARGO_TARGET_DIR:-target}/debug/kairos"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kairos-schemathesis.XXXXXX")
