@@ -184,8 +184,12 @@ impl Server {
             .arg("--config")
             .arg(&opts.config)
             // Per-request info logs would measure the terminal, not the broker; the audit
-            // log (in the store) is unaffected by this.
-            .env("RUST_LOG", "warn")
+            // log (in the store) is unaffected by this. KAIROS_BENCH_SERVER_LOG overrides
+            // it when diagnosing a phase (the figures are then not comparable).
+            .env(
+                "RUST_LOG",
+                std::env::var("KAIROS_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&opts.log)?);

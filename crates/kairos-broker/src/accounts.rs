@@ -208,7 +208,7 @@ impl Broker {
         }
         self.metrics.grants_issued.inc();
         self.metrics.active_grants.inc();
-        self.changed.notify_waiters();
+        self.expiry_added(grant.expires_at);
         Ok(IssuedCredential::Account {
             kind,
             info,

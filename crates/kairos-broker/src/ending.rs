@@ -173,7 +173,6 @@ impl Broker {
                 self.metrics.ended(reason.as_str());
             }
             self.revoke_work.notify_one();
-            self.changed.notify_waiters();
         }
         Ok(ended)
     }
@@ -420,9 +419,6 @@ impl Broker {
                 ),
             }
         }
-        if verified > 0 {
-            self.changed.notify_waiters();
-        }
         match first_error {
             // A store failure: the jobs it touched stay claimed and are retried after the lease.
             Some(e) => Err(e),
@@ -555,16 +551,32 @@ impl Broker {
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
                 loop {
-                    if let Err(e) = b.expire_due().await {
-                        tracing::error!(error = %ErrorChain(&e), "expirer pass failed");
-                    }
+                    // A read decides; the write (a transaction) happens only when
+                    // something is due. At most a second between looks, for grants other
+                    // replicas issue and for clocks that jump.
+                    let now = b.now();
                     let sleep = match b.store.next_expiry().await {
-                        Ok(Some(next)) => next.since(b.now()).min(Duration::from_secs(1)),
+                        Ok(Some(next)) if next <= now => match b.expire_due().await {
+                            Ok(n) if n > 0 => continue,
+                            // Due but held by another replica's expirer right now.
+                            Ok(_) => Duration::from_millis(50),
+                            Err(e) => {
+                                tracing::error!(error = %ErrorChain(&e), "expirer pass failed");
+                                Duration::from_secs(1)
+                            }
+                        },
+                        Ok(Some(next)) => next.since(now).min(Duration::from_secs(1)),
                         Ok(None) => Duration::from_secs(1),
-                        Err(_) => Duration::from_secs(1),
+                        Err(e) => {
+                            tracing::error!(error = %ErrorChain(&e), "expirer cannot read the next expiry");
+                            Duration::from_secs(1)
+                        }
                     };
+                    let wake = now.plus(sleep);
+                    b.expirer_wakes_at
+                        .store(wake.as_millis(), std::sync::atomic::Ordering::Release);
                     tokio::select! {
-                        _ = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
+                        _ = tokio::time::sleep(sleep) => {}
                         _ = b.changed.notified() => {}
                         _ = shutdown.changed() => return,
                     }

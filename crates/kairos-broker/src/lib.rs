@@ -117,8 +117,11 @@ pub struct Broker {
     keys: RwLock<Arc<KeyRing>>,
     targets: RwLock<Arc<targets::Targets>>,
     metrics: Metrics,
-    /// Woken when a grant is created or ended, or a request changes.
+    /// Wakes the expirer early: a grant became active that expires before the expirer's
+    /// planned wake-up (see [`Broker::expiry_added`]).
     changed: tokio::sync::Notify,
+    /// When the expirer plans to look next, in ms since the epoch.
+    expirer_wakes_at: std::sync::atomic::AtomicI64,
     /// Woken when revocation work is queued.
     revoke_work: tokio::sync::Notify,
     /// Bumped on every request change, for long-polls.
@@ -171,6 +174,7 @@ impl Broker {
             targets: RwLock::new(Arc::new(targets)),
             metrics: Metrics::new(),
             changed: tokio::sync::Notify::new(),
+            expirer_wakes_at: std::sync::atomic::AtomicI64::new(i64::MAX),
             revoke_work: tokio::sync::Notify::new(),
             request_events,
         });
@@ -271,6 +275,18 @@ impl Broker {
             .await?;
         self.metrics.revocations_alarming.set(g(alarming));
         Ok(())
+    }
+
+    /// A grant became active that expires at `at`: the expirer is woken only if that is
+    /// before its planned wake-up, so issuance at a high rate does not keep it busy.
+    /// (`notify_one` keeps a permit if the expirer is between passes, so none is lost.)
+    fn expiry_added(&self, at: kairos_domain::Timestamp) {
+        let planned = self
+            .expirer_wakes_at
+            .load(std::sync::atomic::Ordering::Acquire);
+        if at.as_millis() < planned {
+            self.changed.notify_one();
+        }
     }
 
     fn notify_requests(&self) {

@@ -278,10 +278,10 @@ impl Broker {
             // Shown now, in this answer, and never again.
             self.record_delivery(g, caller).await?;
             grant = self.store.get_grant(&g.id).await?;
-        } else if grant.is_some() {
+        } else if let Some(g) = &grant {
             self.metrics.grants_issued.inc();
             self.metrics.active_grants.inc();
-            self.changed.notify_waiters();
+            self.expiry_added(g.expires_at);
         } else if matches!(decision.outcome, DecisionOutcome::Pending { .. }) {
             self.metrics.pending_requests.inc();
         }
@@ -500,10 +500,10 @@ impl Broker {
                         self.notify_requests();
                         self.provision(&g, acc).await?;
                     }
-                    (Some(_), None) => {
+                    (Some(g), None) => {
                         self.metrics.grants_issued.inc();
                         self.metrics.active_grants.inc();
-                        self.changed.notify_waiters();
+                        self.expiry_added(g.expires_at);
                     }
                     (None, _) => {}
                 }

@@ -21,4 +21,6 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store is closed")]
     Closed,
+    #[error("the store cannot start its writer thread")]
+    WriterThread(#[source] std::io::Error),
 }

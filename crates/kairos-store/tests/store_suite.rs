@@ -1779,4 +1779,38 @@ async fn large_claims_come_in_queue_order(db: Arc<Db>) {
             .unwrap()
             .is_empty()
     );
+
+    // Ending and completing more grants than one statement's chunk: every row written.
+    let ended_audit = all_audit(&s).await.len();
+    let results = s
+        .complete_revocations(
+            claimed
+                .iter()
+                .map(|g| (g.id.clone(), receipt(2_100)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 300);
+    for (g, r) in claimed.iter().zip(&results) {
+        let done = r.as_ref().unwrap();
+        assert_eq!(done.id, g.id);
+        let stored = s.get_grant(&g.id).await.unwrap().unwrap();
+        assert_eq!(&stored, done);
+        assert!(
+            matches!(&stored.state, GrantState::Ended { receipt: r, .. } if r.verified_at == at(2_105)),
+            "{:?}",
+            stored.state
+        );
+    }
+    assert!(
+        s.claim_revocations(at(900_000), 500, 1_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "every job is gone"
+    );
+    let audit = all_audit(&s).await;
+    assert_eq!(audit.len(), ended_audit + 300);
+    verify_chain(&audit).unwrap();
 }

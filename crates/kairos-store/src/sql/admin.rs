@@ -4,6 +4,7 @@ use kairos_domain::{AuditDraft, Timestamp, UserName};
 use sqlx::{AnyConnection, Row};
 
 use super::codec::{key_from_row, to_json, token_from_row, user_from_row};
+use super::writer::Ctx;
 use super::{SqlStore, audit, conflict};
 use crate::{Result, StoreError, StoredConfig, StoredKey, StoredToken, User};
 
@@ -54,14 +55,14 @@ pub(super) async fn rotate_key(
     let key = key.clone();
     store
         .write(move |tx, cx| {
-            Box::pin(async move { rotate_key_in(tx, cx.backend, &key, retire_until, draft).await })
+            Box::pin(async move { rotate_key_in(tx, &cx, &key, retire_until, draft).await })
         })
         .await
 }
 
 async fn rotate_key_in(
     tx: &mut AnyConnection,
-    backend: super::Backend,
+    cx: &Ctx,
     key: &StoredKey,
     retire_until: Timestamp,
     draft: AuditDraft,
@@ -89,7 +90,8 @@ async fn rotate_key_in(
             )
         })
     })?;
-    audit::append(tx, backend, vec![draft], key.created_at).await
+    cx.audit(vec![draft], key.created_at);
+    Ok(())
 }
 
 pub(super) async fn prune_keys(store: &SqlStore, now: Timestamp) -> Result<u64> {
@@ -118,14 +120,14 @@ pub(super) async fn create_user(
     let (user, token) = (user.clone(), token.clone());
     store
         .write(move |tx, cx| {
-            Box::pin(async move { create_user_in(tx, cx.backend, &user, &token, draft).await })
+            Box::pin(async move { create_user_in(tx, &cx, &user, &token, draft).await })
         })
         .await
 }
 
 async fn create_user_in(
     tx: &mut AnyConnection,
-    backend: super::Backend,
+    cx: &Ctx,
     user: &User,
     token: &StoredToken,
     draft: AuditDraft,
@@ -150,7 +152,8 @@ async fn create_user_in(
     .execute(&mut *tx)
     .await
     .map_err(|e| conflict(e, || format!("token id {} is already taken", token.id)))?;
-    audit::append(tx, backend, vec![draft], user.created_at).await
+    cx.audit(vec![draft], user.created_at);
+    Ok(())
 }
 
 /// Creates the bootstrap user or makes it an admin again, and stores its token
@@ -165,14 +168,14 @@ pub(super) async fn put_bootstrap_token(
     let (user, token) = (user.clone(), token.clone());
     store
         .write(move |tx, cx| {
-            Box::pin(async move { put_bootstrap_in(tx, cx.backend, &user, &token, draft).await })
+            Box::pin(async move { put_bootstrap_in(tx, &cx, &user, &token, draft).await })
         })
         .await
 }
 
 async fn put_bootstrap_in(
     tx: &mut AnyConnection,
-    backend: super::Backend,
+    cx: &Ctx,
     user: &User,
     token: &StoredToken,
     draft: AuditDraft,
@@ -201,7 +204,8 @@ async fn put_bootstrap_in(
     .bind(token.revoked_at.map(Timestamp::as_millis))
     .execute(&mut *tx)
     .await?;
-    audit::append(tx, backend, vec![draft], user.created_at).await
+    cx.audit(vec![draft], user.created_at);
+    Ok(())
 }
 
 /// A token is stored under the user it is created with.
@@ -259,21 +263,21 @@ pub(super) async fn revoke_user_tokens(
     let name = name.clone();
     store
         .write(move |tx, cx| {
-            Box::pin(async move { revoke_user_tokens_in(tx, cx.backend, &name, now, draft).await })
+            Box::pin(async move { revoke_user_tokens_in(tx, &cx, &name, now, draft).await })
         })
         .await
 }
 
 async fn revoke_user_tokens_in(
     tx: &mut AnyConnection,
-    backend: super::Backend,
+    cx: &Ctx,
     name: &UserName,
     now: Timestamp,
     draft: AuditDraft,
 ) -> Result<u64> {
     let exists = sqlx::query(&format!(
         "SELECT name FROM users WHERE name = $1{}",
-        backend.lock_clause()
+        cx.backend.lock_clause()
     ))
     .bind(name.as_str())
     .fetch_optional(&mut *tx)
@@ -289,7 +293,7 @@ async fn revoke_user_tokens_in(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    audit::append(tx, backend, vec![draft], now).await?;
+    cx.audit(vec![draft], now);
     Ok(revoked)
 }
 
@@ -316,21 +320,22 @@ pub(super) async fn save_config(
     let bundle_json = bundle_json.to_owned();
     store
         .write(move |tx, cx| {
-            Box::pin(async move { save_config_in(tx, cx.backend, &bundle_json, now, draft).await })
+            Box::pin(async move { save_config_in(tx, &cx, &bundle_json, now, draft).await })
         })
         .await
 }
 
 async fn save_config_in(
     tx: &mut AnyConnection,
-    backend: super::Backend,
+    cx: &Ctx,
     bundle_json: &str,
     now: Timestamp,
     draft: AuditDraft,
 ) -> Result<i64> {
     // The audit head is locked first here, so concurrent saves also serialize on it and
     // each reads the version the previous one wrote.
-    audit::append(tx, backend, vec![draft], now).await?;
+    audit::lock_head(tx, cx.backend).await?;
+    cx.audit(vec![draft], now);
     let latest = sqlx::query("SELECT version FROM config_versions ORDER BY version DESC LIMIT 1")
         .fetch_optional(&mut *tx)
         .await?;

@@ -1,24 +1,24 @@
-//! The audit chain: appended inside the caller's transaction, read page by page.
+//! The audit chain: sealed at the end of each write batch (see `writer`), read page by page.
 
 use kairos_domain::{AuditDraft, AuditRecord, Timestamp};
 use sqlx::{AnyConnection, Row};
 
 use super::codec::{AUDIT_COLUMNS, INSERT_AUDIT, audit_from_row, bind_audit};
 use super::filter::Filter;
-use super::{Backend, SqlStore};
+use super::{Backend, SqlStore, bulk};
 use crate::{AuditFilter, Result, StoreError};
 
-/// Seals `drafts` after the chain's head and stores them, all at time `at`.
+/// Seals a batch's drafts after the chain's head, in order, and stores them.
 ///
 /// The head row is read under a row lock (PostgreSQL) or inside the write transaction
 /// (SQLite), so concurrent appenders, even on several replicas, queue up behind it and the
-/// chain never forks; `audit.prev_hash` is UNIQUE as a second line of defence. Callers take
-/// the head last, after their own row locks, so lock order is the same everywhere.
-pub(super) async fn append(
+/// chain never forks; `audit.prev_hash` is UNIQUE as a second line of defence. The writer
+/// seals after the batch's last write, so the head is always the last lock taken and is
+/// held only until the commit.
+pub(super) async fn seal(
     conn: &mut AnyConnection,
     backend: Backend,
-    drafts: Vec<AuditDraft>,
-    at: Timestamp,
+    drafts: Vec<(AuditDraft, Timestamp)>,
 ) -> Result<()> {
     if drafts.is_empty() {
         return Ok(());
@@ -31,22 +31,51 @@ pub(super) async fn append(
     .await?;
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev_hash: String = head.try_get("hash")?;
-    for draft in drafts {
+    let mut records = Vec::with_capacity(drafts.len());
+    for (draft, at) in drafts {
         seq = seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
             id: "audit_head".into(),
             problem: "sequence exhausted".into(),
         })?;
         let record = draft.seal(seq, at, prev_hash);
         prev_hash = record.hash.clone();
-        bind_audit(sqlx::query(INSERT_AUDIT), record)
-            .execute(&mut *conn)
-            .await?;
+        records.push(record);
+    }
+    let (head_sql, row) = INSERT_AUDIT
+        .split_once(" VALUES ")
+        .unwrap_or((INSERT_AUDIT, ""));
+    let columns = AUDIT_COLUMNS.split(',').count();
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let chunk: Vec<AuditRecord> = records.by_ref().take(bulk::CHUNK).collect();
+        let sql = format!(
+            "{head_sql} VALUES {}",
+            bulk::values(backend, row, columns, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() == 1);
+        for record in chunk {
+            q = bind_audit(q, record);
+        }
+        q.execute(&mut *conn).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(prev_hash)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Locks the chain's head row until the transaction ends (PostgreSQL; a no-op read on
+/// SQLite, whose write transaction already excludes other writers): for writes that must
+/// serialize across replicas on more than the chain.
+pub(super) async fn lock_head(conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+    sqlx::query(&format!(
+        "SELECT seq FROM audit_head WHERE id = 1{}",
+        backend.lock_clause()
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -5,7 +5,8 @@ use sqlx::{AnyConnection, Row};
 
 use super::codec::{GRANT_COLUMNS, UPDATE_GRANT, bind_grant, grant_from_row};
 use super::filter::Filter;
-use super::{Backend, SqlStore, audit, count};
+use super::writer::Ctx;
+use super::{Backend, SqlStore, bulk, count};
 use crate::{Counts, EndSelector, GrantFilter, GrantStateFilter, GrantUpdate, Result, StoreError};
 
 pub(super) async fn get(store: &SqlStore, id: &GrantId) -> Result<Option<Grant>> {
@@ -73,7 +74,7 @@ pub(super) async fn update(store: &SqlStore, id: &GrantId, update: GrantUpdate) 
                 let drafts = update(&mut grant)?;
                 // The row is addressed by the id it was loaded with; the closure cannot move it.
                 write(conn, &id, &grant).await?;
-                audit::append(conn, cx.backend, drafts, cx.clock.now()).await?;
+                cx.audit(drafts, cx.clock.now());
                 grant.id = id;
                 Ok(grant)
             })
@@ -88,18 +89,17 @@ pub(super) async fn end(
 ) -> Result<Vec<Grant>> {
     let (selector, end) = (selector.clone(), end.clone());
     store
-        .write(move |conn, cx| {
-            Box::pin(async move { end_in(conn, cx.backend, &selector, &end).await })
-        })
+        .write(move |conn, cx| Box::pin(async move { end_in(conn, &cx, &selector, &end).await }))
         .await
 }
 
 async fn end_in(
     tx: &mut AnyConnection,
-    backend: Backend,
+    cx: &Ctx,
     selector: &EndSelector,
     end: &GrantEnd,
 ) -> Result<Vec<Grant>> {
+    let backend = cx.backend;
     let select = format!("SELECT {GRANT_COLUMNS} FROM grants");
     let row_lock = backend.lock_clause();
     let mut grants = match selector {
@@ -137,11 +137,13 @@ async fn end_in(
     let mut drafts = Vec::with_capacity(grants.len());
     for grant in &mut grants {
         grant.end(end.clone())?;
-        write(tx, &grant.id, grant).await?;
-        enqueue(tx, &grant.id, end.at).await?;
         drafts.push(audit_of::end(grant, end));
     }
-    audit::append(tx, backend, drafts, end.at).await?;
+    let ended: Vec<&Grant> = grants.iter().collect();
+    bulk::update_grants(tx, backend, &ended).await?;
+    let jobs: Vec<(&GrantId, Timestamp)> = grants.iter().map(|g| (&g.id, end.at)).collect();
+    bulk::enqueue(tx, backend, &jobs).await?;
+    cx.audit(drafts, end.at);
     Ok(grants)
 }
 
@@ -216,26 +218,21 @@ async fn claim_in(
         .collect::<std::result::Result<_, _>>()?;
     let mut grants = Vec::with_capacity(ids.len());
     // Two statements per chunk of jobs, not two per job.
-    for chunk in ids.chunks(CLAIM_CHUNK) {
-        let list = (2..chunk.len() + 2)
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+    for chunk in ids.chunks(bulk::CHUNK) {
+        let list = bulk::list(backend, 2, chunk.len());
         let update = format!(
-            "UPDATE revocations SET claimed_until = $1, attempts = attempts + 1 \
-             WHERE grant_id IN ({list})"
+            "UPDATE revocations SET claimed_until = {}1, attempts = attempts + 1 \
+             WHERE grant_id IN ({list})",
+            backend.placeholder()
         );
-        let mut q = sqlx::query(&update).bind(claimed_until);
+        let mut q = sqlx::query(&update).persistent(false).bind(claimed_until);
         for id in chunk {
             q = q.bind(id.as_str());
         }
         q.execute(&mut *tx).await?;
-        let list = (1..=chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = bulk::list(backend, 1, chunk.len());
         let select = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id IN ({list})");
-        let mut q = sqlx::query(&select);
+        let mut q = sqlx::query(&select).persistent(false);
         for id in chunk {
             q = q.bind(id.as_str());
         }
@@ -257,9 +254,6 @@ async fn claim_in(
     Ok(grants)
 }
 
-/// Jobs claimed per pair of statements (well under every backend's parameter limit).
-const CLAIM_CHUNK: usize = 250;
-
 pub(super) async fn complete_revocation(
     store: &SqlStore,
     id: &GrantId,
@@ -278,7 +272,7 @@ pub(super) async fn complete_revocation(
                     .await?;
                 if let GrantState::Ended { end, receipt } = &grant.state {
                     let draft = audit_of::verified(&grant, end, receipt);
-                    audit::append(tx, cx.backend, vec![draft], receipt.verified_at).await?;
+                    cx.audit(vec![draft], receipt.verified_at);
                 }
                 Ok(grant)
             })
@@ -286,6 +280,9 @@ pub(super) async fn complete_revocation(
         .await
 }
 
+/// Many receipts in one write: a statement per chunk of grants for each step (lock, update,
+/// job removal), not one per grant. A grant that is missing or cannot take its receipt
+/// answers its own error and is left as it was.
 pub(super) async fn complete_revocations(
     store: &SqlStore,
     done: Vec<(GrantId, Receipt)>,
@@ -293,36 +290,32 @@ pub(super) async fn complete_revocations(
     store
         .write(move |tx, cx| {
             Box::pin(async move {
+                let ids: Vec<&GrantId> = done.iter().map(|(id, _)| id).collect();
+                let mut found = bulk::lock_grants(tx, cx.backend, &ids).await?;
                 let mut results = Vec::with_capacity(done.len());
-                let mut drafts = Vec::with_capacity(done.len());
-                let mut at: Option<Timestamp> = None;
                 for (id, receipt) in done {
-                    let mut grant = match lock(tx, cx.backend, &id).await {
-                        Ok(g) => g,
-                        Err(StoreError::NotFound(what)) => {
-                            results.push(Err(StoreError::NotFound(what)));
-                            continue;
-                        }
-                        Err(e) => return Err(e),
+                    let Some(mut grant) = found.remove(id.as_str()) else {
+                        results.push(Err(bulk::missing(&id)));
+                        continue;
                     };
                     // Checked before anything of this grant is written.
-                    if let Err(e) = grant.verified(receipt) {
-                        results.push(Err(e.into()));
-                        continue;
+                    match grant.verified(receipt) {
+                        Ok(()) => results.push(Ok(grant)),
+                        Err(e) => results.push(Err(e.into())),
                     }
-                    write(tx, &id, &grant).await?;
-                    sqlx::query("DELETE FROM revocations WHERE grant_id = $1")
-                        .bind(id.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    if let GrantState::Ended { end, receipt } = &grant.state {
-                        drafts.push(audit_of::verified(&grant, end, receipt));
-                        at = at.max(Some(receipt.verified_at));
-                    }
-                    results.push(Ok(grant));
                 }
-                if let Some(at) = at {
-                    audit::append(tx, cx.backend, drafts, at).await?;
+                let verified: Vec<&Grant> =
+                    results.iter().filter_map(|r| r.as_ref().ok()).collect();
+                bulk::update_grants(tx, cx.backend, &verified).await?;
+                let ids: Vec<&GrantId> = verified.iter().map(|g| &g.id).collect();
+                bulk::delete_jobs(tx, cx.backend, &ids).await?;
+                for grant in verified.iter().copied() {
+                    if let GrantState::Ended { end, receipt } = &grant.state {
+                        cx.audit(
+                            vec![audit_of::verified(grant, end, receipt)],
+                            receipt.verified_at,
+                        );
+                    }
                 }
                 Ok(results)
             })
@@ -346,7 +339,7 @@ pub(super) async fn fail_revocation(
                 enqueue(tx, &id, retry_at).await?;
                 if let GrantState::Ending { attempts, .. } = &grant.state {
                     let draft = audit_of::revocation_failed(&grant, *attempts, &error);
-                    audit::append(tx, cx.backend, vec![draft], cx.clock.now()).await?;
+                    cx.audit(vec![draft], cx.clock.now());
                 }
                 Ok(grant)
             })

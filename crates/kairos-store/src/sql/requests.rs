@@ -8,7 +8,8 @@ use super::codec::{
     request_from_row,
 };
 use super::filter::Filter;
-use super::{SqlStore, audit, conflict};
+use super::writer::{Ctx, Insertion};
+use super::{SqlStore, bulk, conflict};
 use crate::{RequestFilter, RequestUpdate, Result, StoreError};
 
 pub(super) async fn insert(
@@ -17,23 +18,43 @@ pub(super) async fn insert(
     grant: Option<&Grant>,
     drafts: Vec<AuditDraft>,
 ) -> Result<()> {
-    let (request, grant) = (request.clone(), grant.cloned());
     store
-        .write(move |tx, cx| {
-            Box::pin(async move {
-                bind_request(sqlx::query(INSERT_REQUEST), &request.id, &request)?
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| {
-                        conflict(e, || format!("request {} already exists", request.id))
-                    })?;
-                if let Some(grant) = &grant {
-                    insert_grant(tx, grant).await?;
-                }
-                audit::append(tx, cx.backend, drafts, request.created_at).await
-            })
+        .writer
+        .insert(Insertion {
+            request: request.clone(),
+            grant: grant.cloned(),
+            drafts,
         })
         .await
+}
+
+/// One new request and its grant (the writer's path for an insertion on its own).
+pub(super) async fn insert_one(
+    conn: &mut AnyConnection,
+    request: &Request,
+    grant: Option<&Grant>,
+) -> Result<()> {
+    bind_request(sqlx::query(INSERT_REQUEST), &request.id, request)?
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| conflict(e, || format!("request {} already exists", request.id)))?;
+    if let Some(grant) = grant {
+        insert_grant(conn, grant).await?;
+    }
+    Ok(())
+}
+
+/// Many new requests and their grants, a multi-row insert per table. Any conflict fails
+/// them all (the writer then retries each with [`insert_one`]).
+pub(super) async fn insert_many(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    rows: &[&Insertion],
+) -> Result<()> {
+    let requests: Vec<&Request> = rows.iter().map(|i| &i.request).collect();
+    bulk::insert_requests(conn, backend, &requests).await?;
+    let grants: Vec<&Grant> = rows.iter().filter_map(|i| i.grant.as_ref()).collect();
+    bulk::insert_grants(conn, backend, &grants).await
 }
 
 pub(super) async fn insert_grant(conn: &mut AnyConnection, grant: &Grant) -> Result<()> {
@@ -97,7 +118,7 @@ pub(super) async fn update(
                 if let Some(grant) = &change.grant {
                     insert_grant(tx, grant).await?;
                 }
-                audit::append(tx, cx.backend, change.audit, cx.clock.now()).await?;
+                cx.audit(change.audit, cx.clock.now());
                 request.id = id;
                 Ok(request)
             })
@@ -112,15 +133,13 @@ pub(super) async fn expire_pending(
     limit: u32,
 ) -> Result<Vec<Request>> {
     store
-        .write(move |tx, cx| {
-            Box::pin(async move { expire_pending_in(tx, cx.backend, now, limit).await })
-        })
+        .write(move |tx, cx| Box::pin(async move { expire_pending_in(tx, &cx, now, limit).await }))
         .await
 }
 
 async fn expire_pending_in(
     tx: &mut AnyConnection,
-    backend: super::Backend,
+    cx: &Ctx,
     now: Timestamp,
     limit: u32,
 ) -> Result<Vec<Request>> {
@@ -128,7 +147,7 @@ async fn expire_pending_in(
         "SELECT {REQUEST_COLUMNS} FROM requests \
          WHERE state = 'pending' AND pending_until <= $1 \
          ORDER BY pending_until, id LIMIT $2{}",
-        backend.skip_locked_clause()
+        cx.backend.skip_locked_clause()
     ))
     .bind(now.as_millis())
     .bind(i64::from(limit))
@@ -145,7 +164,7 @@ async fn expire_pending_in(
         drafts.push(expired_audit(&request));
         expired.push(request);
     }
-    audit::append(tx, backend, drafts, now).await?;
+    cx.audit(drafts, now);
     Ok(expired)
 }
 

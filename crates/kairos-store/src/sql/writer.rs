@@ -8,18 +8,29 @@
 //! of queueing for one each, which is what bounded the SQLite store's throughput.
 //!
 //! Writes run one after another on the writer's connection, so within a batch each sees
-//! the ones before it (the audit chain's head moves write by write); across processes the
-//! usual locks (SQLite's write lock, PostgreSQL's row locks) still apply.
+//! the ones before it; across processes the usual locks (SQLite's write lock, PostgreSQL's
+//! row locks) still apply.
+//!
+//! The writer's cost is statements, not rows, so two kinds of work are shared by the batch:
+//! - **Audit records.** A write hands its drafts to the batch ([`Ctx::audit`]); they are
+//!   sealed onto the chain in the order the writes ran, after the last write, with one
+//!   read of the chain's head, multi-row inserts and one head update. A write that fails
+//!   takes its drafts back with it. The head row (locked on PostgreSQL) is held only from
+//!   then to the commit.
+//! - **New requests** ([`Writer::insert`], the issuance path): the batch's insertions go in
+//!   as one multi-row insert per table; if that fails (a duplicate id), each is retried on
+//!   its own so only the offending one fails.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use kairos_domain::{AuditDraft, Clock, Grant, Request, Timestamp};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Backend;
+use super::{Backend, audit, requests};
 use crate::{Result, StoreError};
 
 /// A boxed future borrowing the writer's connection.
@@ -32,16 +43,61 @@ const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer before callers queue on the channel.
 const QUEUE: usize = 4_096;
 
+/// The audit drafts of a batch's writes, with the time each is recorded at, in order.
+#[derive(Clone, Default)]
+pub(crate) struct AuditSink(Arc<Mutex<Vec<(AuditDraft, Timestamp)>>>);
+
+impl AuditSink {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<(AuditDraft, Timestamp)>> {
+        // Only the writer task touches it, one write at a time: never contended, and a
+        // panic elsewhere cannot leave it half-changed.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, drafts: Vec<AuditDraft>, at: Timestamp) {
+        self.entries().extend(drafts.into_iter().map(|d| (d, at)));
+    }
+
+    fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    fn truncate(&self, len: usize) {
+        self.entries().truncate(len);
+    }
+
+    fn take(&self) -> Vec<(AuditDraft, Timestamp)> {
+        std::mem::take(&mut *self.entries())
+    }
+}
+
 /// What a write sees besides the connection.
 #[derive(Clone)]
 pub(crate) struct Ctx {
     pub backend: Backend,
-    pub clock: Arc<dyn kairos_domain::Clock>,
+    pub clock: Arc<dyn Clock>,
+    audit: AuditSink,
+}
+
+impl Ctx {
+    /// Appends `drafts` to the audit chain, recorded at `at`, in this write's transaction:
+    /// they are sealed after the batch's last write and kept only if this write succeeds.
+    pub(crate) fn audit(&self, drafts: Vec<AuditDraft>, at: Timestamp) {
+        if !drafts.is_empty() {
+            self.audit.push(drafts, at);
+        }
+    }
 }
 
 /// One queued write, type-erased.
 trait Op: Send {
-    fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Box<dyn Done>>;
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut AnyConnection,
+        cx: Ctx,
+    ) -> BoxFuture<'c, Box<dyn Done>>;
     /// The write never ran (the batch could not begin).
     fn abort(self: Box<Self>, why: String);
 }
@@ -55,7 +111,7 @@ trait Done: Send {
 
 struct Queued<F, T> {
     f: F,
-    ctx: Ctx,
+    clock: Arc<dyn Clock>,
     reply: oneshot::Sender<Result<T>>,
 }
 
@@ -69,10 +125,14 @@ where
     F: for<'c> FnOnce(&'c mut AnyConnection, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Box<dyn Done>> {
-        let Queued { f, ctx, reply } = *self;
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut AnyConnection,
+        cx: Ctx,
+    ) -> BoxFuture<'c, Box<dyn Done>> {
+        let Queued { f, clock, reply } = *self;
         Box::pin(async move {
-            let result = f(conn, ctx).await;
+            let result = f(conn, Ctx { clock, ..cx }).await;
             Box::new(Ran { result, reply }) as Box<dyn Done>
         })
     }
@@ -99,45 +159,142 @@ impl<T: Send> Done for Ran<T> {
     }
 }
 
+/// A new request (with its grant, if granted at once) and its audit drafts: the one write
+/// the writer knows by shape, so a batch of them shares its statements.
+pub(crate) struct Insertion {
+    pub request: Request,
+    pub grant: Option<Grant>,
+    pub drafts: Vec<AuditDraft>,
+}
+
+struct Insert {
+    insertion: Insertion,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+impl Op for Insert {
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut AnyConnection,
+        cx: Ctx,
+    ) -> BoxFuture<'c, Box<dyn Done>> {
+        let Insert { insertion, reply } = *self;
+        Box::pin(async move {
+            let Insertion {
+                request,
+                grant,
+                drafts,
+            } = insertion;
+            let result = requests::insert_one(conn, &request, grant.as_ref()).await;
+            if result.is_ok() {
+                cx.audit(drafts, request.created_at);
+            }
+            Box::new(Ran { result, reply }) as Box<dyn Done>
+        })
+    }
+
+    fn abort(self: Box<Self>, why: String) {
+        let _ = self.reply.send(Err(StoreError::CommitFailed(why)));
+    }
+}
+
+/// What waits on the queue.
+enum Job {
+    Op(Box<dyn Op>),
+    Insert(Box<Insert>),
+}
+
+impl Job {
+    fn into_op(self) -> Box<dyn Op> {
+        match self {
+            Self::Op(op) => op,
+            Self::Insert(insert) => insert,
+        }
+    }
+}
+
 /// The handle the store keeps: a queue to the writer task and a way to stop it.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    queue: mpsc::Sender<Box<dyn Op>>,
+    queue: mpsc::Sender<Job>,
     stop: Arc<watch::Sender<bool>>,
-    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Answers (or drops) when the writer has finished.
+    finished: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Op(_) => "Job::Op",
+            Self::Insert(_) => "Job::Insert",
+        })
+    }
 }
 
 impl Writer {
-    /// Starts the writer task on `pool` (it holds one of its connections while running).
-    pub(crate) fn start(pool: AnyPool, backend: Backend) -> Self {
+    /// Starts the writer on `pool` (it holds one of its connections while running).
+    ///
+    /// The writer runs on a thread of its own. Every statement it runs is a wake-up from
+    /// outside the runtime (SQLite's worker thread, or the socket), and a task woken from
+    /// outside waits in the runtime's shared queue, which busy workers look at only every
+    /// few dozen tasks: on the request-serving runtime, under load, each statement of a
+    /// batch waited milliseconds behind request handlers. Its own thread answers at once.
+    pub(crate) fn start(pool: AnyPool, backend: Backend) -> Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(pool, backend, jobs, stopped));
-        Self {
+        let (done, finished) = oneshot::channel();
+        let work = async move {
+            run(pool, backend, jobs, stopped).await;
+            let _ = done.send(());
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StoreError::WriterThread)?;
+        std::thread::Builder::new()
+            .name("kairos-store-writer".into())
+            .spawn(move || runtime.block_on(work))
+            .map_err(StoreError::WriterThread)?;
+        Ok(Self {
             queue,
             stop: Arc::new(stop),
-            task: Arc::new(Mutex::new(Some(task))),
-        }
+            finished: Arc::new(Mutex::new(Some(finished))),
+        })
     }
 
     /// Runs `f` in the next batch and answers once that batch has committed.
-    pub(crate) async fn write<T, F>(&self, ctx: Ctx, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, clock: Arc<dyn Clock>, f: F) -> Result<T>
     where
         F: for<'c> FnOnce(&'c mut AnyConnection, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let op: Box<dyn Op> = Box::new(Queued { f, ctx, reply });
-        self.queue.send(op).await.map_err(|_| StoreError::Closed)?;
+        let op: Box<dyn Op> = Box::new(Queued { f, clock, reply });
+        self.queue
+            .send(Job::Op(op))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Inserts a new request in the next batch, sharing statements with the batch's other
+    /// insertions; answers once that batch has committed.
+    pub(crate) async fn insert(&self, insertion: Insertion) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job::Insert(Box::new(Insert { insertion, reply })))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Stops taking writes, finishes the batch in flight and releases the connection.
     pub(crate) async fn stop(&self) {
         let _ = self.stop.send(true);
-        let task = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            let _ = task.await;
+        let finished = self.finished.lock().ok().and_then(|mut f| f.take());
+        if let Some(finished) = finished {
+            // Dropped instead of answered only if the writer's thread died.
+            let _ = finished.await;
         }
     }
 }
@@ -145,7 +302,7 @@ impl Writer {
 async fn run(
     pool: AnyPool,
     backend: Backend,
-    mut jobs: mpsc::Receiver<Box<dyn Op>>,
+    mut jobs: mpsc::Receiver<Job>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut conn: Option<PoolConnection<Any>> = None;
@@ -172,14 +329,22 @@ async fn run(
                 Err(e) => {
                     let why = format!("no connection to the store: {e}");
                     tracing::error!(error = %why, "store writer cannot connect");
-                    for op in batch {
-                        op.abort(why.clone());
+                    for job in batch {
+                        job.into_op().abort(why.clone());
                     }
                     continue;
                 }
             },
         };
-        match run_batch(&mut c, backend, batch).await {
+        let (writes, started) = (batch.len(), std::time::Instant::now());
+        let outcome = run_batch(&mut c, backend, batch).await;
+        tracing::trace!(
+            writes,
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ok = outcome.is_ok(),
+            "store batch"
+        );
+        match outcome {
             Ok(()) => conn = Some(c),
             // The connection's state is unknown: let the pool replace it.
             Err(()) => {
@@ -187,10 +352,15 @@ async fn run(
             }
         }
     }
+    // The connection was opened on (or last used from) the writer's own runtime, which
+    // ends with this function: close it rather than hand it back to the pool.
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
     // Writes queued after the stop are refused by the closed channel.
     jobs.close();
-    while let Ok(op) = jobs.try_recv() {
-        op.abort("the store is closing".to_owned());
+    while let Ok(job) = jobs.try_recv() {
+        job.into_op().abort("the store is closing".to_owned());
     }
 }
 
@@ -198,43 +368,87 @@ async fn run(
 async fn run_batch(
     conn: &mut AnyConnection,
     backend: Backend,
-    batch: Vec<Box<dyn Op>>,
+    batch: Vec<Job>,
 ) -> std::result::Result<(), ()> {
     if let Err(e) = conn.execute(backend.begin_statement()).await {
         let why = format!("beginning a transaction: {e}");
-        for op in batch {
-            op.abort(why.clone());
+        for job in batch {
+            job.into_op().abort(why.clone());
         }
         return Err(());
     }
+    let cx = Ctx {
+        backend,
+        clock: Arc::new(kairos_domain::SystemClock),
+        audit: AuditSink::default(),
+    };
     // One write alone needs no savepoint: its error rolls back the whole transaction.
     let single = batch.len() == 1;
     let mut ran: Vec<Box<dyn Done>> = Vec::with_capacity(batch.len());
     let mut broken: Option<String> = None;
-    let mut ops = batch.into_iter();
-    for op in ops.by_ref() {
-        if !single && let Err(e) = conn.execute("SAVEPOINT kairos_write").await {
-            broken = Some(format!("opening a savepoint: {e}"));
-            op.abort(broken.clone().unwrap_or_default());
-            break;
-        }
-        let done = op.run(conn).await;
-        if !single {
-            let undo = if done.succeeded() {
-                conn.execute("RELEASE SAVEPOINT kairos_write").await
-            } else {
-                match conn.execute("ROLLBACK TO SAVEPOINT kairos_write").await {
-                    Ok(_) => conn.execute("RELEASE SAVEPOINT kairos_write").await,
-                    Err(e) => Err(e),
-                }
-            };
-            if let Err(e) = undo {
-                broken = Some(format!("closing a savepoint: {e}"));
-                ran.push(done);
-                break;
+    let (inserts, others): (Vec<Job>, Vec<Job>) = batch
+        .into_iter()
+        .partition(|job| matches!(job, Job::Insert(_)));
+    let mut ops: Vec<Box<dyn Op>> = Vec::with_capacity(inserts.len() + others.len());
+    if inserts.len() > 1 {
+        let inserts: Vec<Insert> = inserts
+            .into_iter()
+            .filter_map(|job| match job {
+                Job::Insert(insert) => Some(*insert),
+                Job::Op(_) => None,
+            })
+            .collect();
+        match insert_together(conn, &cx, inserts).await {
+            Together::Done(done) => ran.extend(done),
+            // Each on its own, so only the offending one fails.
+            Together::Failed(inserts) => {
+                ops.extend(inserts.into_iter().map(|i| Box::new(i) as Box<dyn Op>));
+            }
+            Together::Broken(why, inserts) => {
+                broken = Some(why);
+                ops.extend(inserts.into_iter().map(|i| Box::new(i) as Box<dyn Op>));
             }
         }
-        ran.push(done);
+    } else {
+        ops.extend(inserts.into_iter().map(Job::into_op));
+    }
+    ops.extend(others.into_iter().map(Job::into_op));
+    let mut ops = ops.into_iter();
+    if broken.is_none() {
+        for op in ops.by_ref() {
+            if !single && let Err(e) = conn.execute("SAVEPOINT kairos_write").await {
+                broken = Some(format!("opening a savepoint: {e}"));
+                op.abort(broken.clone().unwrap_or_default());
+                break;
+            }
+            let mark = cx.audit.len();
+            let done = op.run(conn, cx.clone()).await;
+            if !done.succeeded() {
+                cx.audit.truncate(mark);
+            }
+            if !single {
+                let undo = if done.succeeded() {
+                    conn.execute("RELEASE SAVEPOINT kairos_write").await
+                } else {
+                    match conn.execute("ROLLBACK TO SAVEPOINT kairos_write").await {
+                        Ok(_) => conn.execute("RELEASE SAVEPOINT kairos_write").await,
+                        Err(e) => Err(e),
+                    }
+                };
+                if let Err(e) = undo {
+                    broken = Some(format!("closing a savepoint: {e}"));
+                    ran.push(done);
+                    break;
+                }
+            }
+            ran.push(done);
+        }
+    }
+    if broken.is_none() {
+        let drafts = cx.audit.take();
+        if let Err(e) = audit::seal(conn, backend, drafts).await {
+            broken = Some(format!("appending to the audit chain: {e}"));
+        }
     }
     if let Some(why) = broken {
         for op in ops {
@@ -268,5 +482,107 @@ async fn run_batch(
             }
             Err(())
         }
+    }
+}
+
+/// How a batch's insertions fared as one multi-row insert.
+enum Together {
+    Done(Vec<Box<dyn Done>>),
+    /// Undone; retry each alone.
+    Failed(Vec<Insert>),
+    /// The savepoint could not be opened or undone: the transaction is lost.
+    Broken(String, Vec<Insert>),
+}
+
+async fn insert_together(conn: &mut AnyConnection, cx: &Ctx, inserts: Vec<Insert>) -> Together {
+    if let Err(e) = conn.execute("SAVEPOINT kairos_insert").await {
+        return Together::Broken(format!("opening a savepoint: {e}"), inserts);
+    }
+    let rows: Vec<&Insertion> = inserts.iter().map(|i| &i.insertion).collect();
+    match requests::insert_many(conn, cx.backend, &rows).await {
+        Ok(()) => {
+            if let Err(e) = conn.execute("RELEASE SAVEPOINT kairos_insert").await {
+                return Together::Broken(format!("closing a savepoint: {e}"), inserts);
+            }
+            let done = inserts
+                .into_iter()
+                .map(|Insert { insertion, reply }| {
+                    cx.audit(insertion.drafts, insertion.request.created_at);
+                    Box::new(Ran {
+                        result: Ok(()),
+                        reply,
+                    }) as Box<dyn Done>
+                })
+                .collect();
+            Together::Done(done)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "a batch's insertions failed together; retrying each");
+            let undone = match conn.execute("ROLLBACK TO SAVEPOINT kairos_insert").await {
+                Ok(_) => conn.execute("RELEASE SAVEPOINT kairos_insert").await,
+                Err(e) => Err(e),
+            };
+            match undone {
+                Ok(_) => Together::Failed(inserts),
+                Err(e) => Together::Broken(format!("closing a savepoint: {e}"), inserts),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use kairos_domain::{AuditKind, Principal, verify_chain};
+
+    use super::*;
+    use crate::Store;
+    use crate::sql::SqlStore;
+
+    fn draft(tag: &str) -> AuditDraft {
+        AuditDraft::new(AuditKind::Requested, Principal::System("test")).task_ref(tag)
+    }
+
+    /// Writes that ran in one batch: the drafts of the ones that failed — even drafts
+    /// handed over before the failure — are not sealed; the others' are, in one chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_takes_its_audit_records_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let fail = i % 4 == 0;
+                let tag = format!("w{i}");
+                let result = store
+                    .write(move |_conn, cx| {
+                        Box::pin(async move {
+                            cx.audit(vec![draft(&tag), draft(&tag)], cx.clock.now());
+                            if fail {
+                                Err(StoreError::Conflict(format!("{tag} refused")))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                    })
+                    .await;
+                (i, result.is_ok())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (i, ok) = done.unwrap();
+            assert_eq!(ok, i % 4 != 0, "write {i}");
+        }
+        let records = store.audit_page(0, 1_000).await.unwrap();
+        assert_eq!(verify_chain(&records).unwrap(), 60);
+        for r in &records {
+            let n: usize = r.task_ref.as_deref().unwrap()[1..].parse().unwrap();
+            assert_ne!(n % 4, 0, "record of a failed write {n} was sealed");
+        }
+        assert_eq!(store.audit_head_mismatch(60).await.unwrap(), None);
+        store.close().await;
     }
 }

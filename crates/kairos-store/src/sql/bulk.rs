@@ -1,0 +1,274 @@
+//! Many rows a statement. The writer's cost is statements, not rows: on SQLite each one
+//! is a hand-off to the connection's worker thread, on PostgreSQL a round trip. So work
+//! that touches many rows (a batch of issued grants, thousands of grants ended at once,
+//! a pass of receipts) writes them with multi-row `VALUES` lists, a chunk a statement.
+//!
+//! The row templates are the single-row statements' own (`INSERT_GRANT`, …), renumbered,
+//! so a column added there is added here too.
+
+use std::collections::HashMap;
+
+use kairos_domain::{Grant, GrantId, Request, Timestamp};
+use sqlx::AnyConnection;
+
+use super::Backend;
+use super::codec::{
+    GRANT_COLUMNS, INSERT_GRANT, INSERT_REQUEST, bind_grant, bind_request, grant_from_row,
+};
+use crate::{Result, StoreError};
+
+/// Rows a statement: 250 rows of the widest table (grants, 25 columns) bind 6,250
+/// values, well under SQLite's (32,766) and PostgreSQL's (65,535) limits.
+pub(super) const CHUNK: usize = 250;
+
+/// `template` (one row, `$1…$k`) repeated `rows` times, numbered on from the first.
+///
+/// On SQLite the placeholders become `?NNN`: SQLite takes `$NNN` for a *named* parameter
+/// and looks each one up among those before it while parsing, which makes preparing a
+/// statement of n parameters cost O(n²) — milliseconds for a few hundred. `?NNN` is
+/// numbered and costs nothing to look up.
+pub(super) fn values(backend: Backend, template: &str, columns: usize, rows: usize) -> String {
+    let mut out = String::with_capacity((template.len() + 2) * rows);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        renumber(backend, template, row * columns, &mut out);
+    }
+    out
+}
+
+/// Copies `template`, adding `offset` to every `$n` placeholder.
+fn renumber(backend: Backend, template: &str, offset: usize, out: &mut String) {
+    let mut chars = template.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while let Some(&(j, d)) = chars.peek() {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            end = j + 1;
+            chars.next();
+        }
+        match template[start..end].parse::<usize>() {
+            Ok(n) => {
+                out.push(backend.placeholder());
+                out.push_str(&(n + offset).to_string());
+            }
+            Err(_) => {
+                out.push('$');
+                out.push_str(&template[start..end]);
+            }
+        }
+    }
+}
+
+/// `$first, …` (`?first, …` on SQLite; see [`values`]): `n` placeholders.
+pub(super) fn list(backend: Backend, first: usize, n: usize) -> String {
+    let sigil = backend.placeholder();
+    (first..first + n)
+        .map(|i| format!("{sigil}{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Splits a single-row `INSERT … VALUES (…)` into its head and its row template.
+fn split_insert(insert: &'static str) -> (&'static str, &'static str) {
+    insert.split_once(" VALUES ").unwrap_or((insert, ""))
+}
+
+fn column_count(columns: &str) -> usize {
+    columns.split(',').count()
+}
+
+/// Inserts requests, a chunk a statement. A duplicate id fails the whole statement.
+pub(super) async fn insert_requests(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    requests: &[&Request],
+) -> Result<()> {
+    let (head, row) = split_insert(INSERT_REQUEST);
+    let columns = column_count(super::codec::REQUEST_COLUMNS);
+    for chunk in requests.chunks(CHUNK) {
+        let sql = format!(
+            "{head} VALUES {}",
+            values(backend, row, columns, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for r in chunk {
+            q = bind_request(q, &r.id, r)?;
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts grants, a chunk a statement. A duplicate id fails the whole statement.
+pub(super) async fn insert_grants(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    grants: &[&Grant],
+) -> Result<()> {
+    let (head, row) = split_insert(INSERT_GRANT);
+    let columns = column_count(GRANT_COLUMNS);
+    for chunk in grants.chunks(CHUNK) {
+        let sql = format!(
+            "{head} VALUES {}",
+            values(backend, row, columns, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for g in chunk {
+            q = bind_grant(q, &g.id, g)?;
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes every column of existing grants (as `UPDATE_GRANT` does one), a chunk a
+/// statement: the new rows go in as a `VALUES` list and update their rows by id. An ended
+/// grant keeps the attempt count it had while ending.
+pub(super) async fn update_grants(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    grants: &[&Grant],
+) -> Result<()> {
+    // Plain placeholders: INSERT_GRANT's row defaults attempts to 0, but a NULL here
+    // must keep the stored count.
+    let columns: Vec<&str> = GRANT_COLUMNS.split(',').map(str::trim).collect();
+    let plain = format!("({})", list(Backend::Postgres, 1, columns.len()));
+    let set = columns
+        .iter()
+        .filter(|c| **c != "id")
+        .map(|c| match *c {
+            "attempts" => "attempts = COALESCE(v.attempts, grants.attempts)".to_owned(),
+            c => format!("{c} = v.{c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = columns.join(", ");
+    for chunk in grants.chunks(CHUNK) {
+        let sql = format!(
+            "WITH v ({names}) AS (VALUES {}) UPDATE grants SET {set} FROM v WHERE grants.id = v.id",
+            values(backend, &plain, columns.len(), chunk.len())
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for g in chunk {
+            q = bind_grant(q, &g.id, g)?;
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Queues (or re-queues) revocation jobs, unclaimed, a chunk a statement.
+pub(super) async fn enqueue(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    jobs: &[(&GrantId, Timestamp)],
+) -> Result<()> {
+    for chunk in jobs.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO revocations (grant_id, due_at, claimed_until, attempts) VALUES {} \
+             ON CONFLICT (grant_id) DO UPDATE SET due_at = excluded.due_at, claimed_until = NULL",
+            values(backend, "($1, $2, NULL, 0)", 2, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for (id, due_at) in chunk {
+            q = q.bind(id.as_str().to_owned()).bind(due_at.as_millis());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the revocation jobs of these grants, a chunk a statement.
+pub(super) async fn delete_jobs(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &[&GrantId],
+) -> Result<()> {
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "DELETE FROM revocations WHERE grant_id IN ({})",
+            list(backend, 1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            q = q.bind(id.as_str().to_owned());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Loads grants by id under row locks (taken in id order, so two lockers never deadlock).
+/// Ids with no grant are absent from the map.
+pub(super) async fn lock_grants(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &[&GrantId],
+) -> Result<HashMap<String, Grant>> {
+    let mut sorted: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut found = HashMap::with_capacity(sorted.len());
+    for chunk in sorted.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE id IN ({}) ORDER BY id{}",
+            list(backend, 1, chunk.len()),
+            backend.lock_clause()
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            q = q.bind((*id).to_owned());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let grant = grant_from_row(&row)?;
+            found.insert(grant.id.as_str().to_owned(), grant);
+        }
+    }
+    Ok(found)
+}
+
+/// A grant the caller asked for that [`lock_grants`] did not find.
+pub(super) fn missing(id: &GrantId) -> StoreError {
+    StoreError::NotFound(format!("grant {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_numbered_on() {
+        let pg = Backend::Postgres;
+        assert_eq!(
+            values(pg, "($1, COALESCE($2, 0))", 2, 3),
+            "($1, COALESCE($2, 0)), ($3, COALESCE($4, 0)), ($5, COALESCE($6, 0))"
+        );
+        assert_eq!(values(pg, "($1, $10)", 10, 2), "($1, $10), ($11, $20)");
+        assert_eq!(list(pg, 2, 3), "$2, $3, $4");
+        let lite = Backend::Sqlite;
+        assert_eq!(values(lite, "($1, 'a$')", 1, 2), "(?1, 'a$'), (?2, 'a$')");
+        assert_eq!(list(lite, 1, 2), "?1, ?2");
+    }
+
+    #[test]
+    fn insert_templates_split() {
+        let (head, row) = split_insert(INSERT_GRANT);
+        assert!(head.starts_with("INSERT INTO grants ("));
+        assert!(row.starts_with('(') && row.ends_with(')'));
+        assert_eq!(row.matches('$').count(), column_count(GRANT_COLUMNS));
+        let (_, row) = split_insert(INSERT_REQUEST);
+        assert_eq!(
+            row.matches('$').count(),
+            column_count(super::super::codec::REQUEST_COLUMNS)
+        );
+    }
+}
