@@ -23,10 +23,11 @@ pub(super) const CHUNK: usize = 250;
 
 /// `template` (one row, `$1…$k`) repeated `rows` times, numbered on from the first.
 ///
-/// On SQLite the placeholders become `?NNN`: SQLite takes `$NNN` for a *named* parameter
-/// and looks each one up among those before it while parsing, which makes preparing a
-/// statement of n parameters cost O(n²) — milliseconds for a few hundred. `?NNN` is
-/// numbered and costs nothing to look up.
+/// On SQLite the placeholders become plain `?`, bound in the order they appear (every
+/// template numbers its placeholders in order; a test checks). SQLite keeps `$NNN` and
+/// `?NNN` in a list it searches linearly — while parsing, and again for each parameter
+/// when sqlx asks its name to bind it — so a statement of n of them costs O(n²): hundreds
+/// of milliseconds for a few thousand. Plain `?` has no name and costs nothing.
 pub(super) fn values(backend: Backend, template: &str, columns: usize, rows: usize) -> String {
     let mut out = String::with_capacity((template.len() + 2) * rows);
     for row in 0..rows {
@@ -56,10 +57,7 @@ fn renumber(backend: Backend, template: &str, offset: usize, out: &mut String) {
             chars.next();
         }
         match template[start..end].parse::<usize>() {
-            Ok(n) => {
-                out.push(backend.placeholder());
-                out.push_str(&(n + offset).to_string());
-            }
+            Ok(n) => out.push_str(&backend.placeholder(n + offset)),
             Err(_) => {
                 out.push('$');
                 out.push_str(&template[start..end]);
@@ -68,11 +66,10 @@ fn renumber(backend: Backend, template: &str, offset: usize, out: &mut String) {
     }
 }
 
-/// `$first, …` (`?first, …` on SQLite; see [`values`]): `n` placeholders.
+/// `$first, …` (`?, …` on SQLite; see [`values`]): `n` placeholders.
 pub(super) fn list(backend: Backend, first: usize, n: usize) -> String {
-    let sigil = backend.placeholder();
     (first..first + n)
-        .map(|i| format!("{sigil}{i}"))
+        .map(|i| backend.placeholder(i))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -255,8 +252,37 @@ mod tests {
         assert_eq!(values(pg, "($1, $10)", 10, 2), "($1, $10), ($11, $20)");
         assert_eq!(list(pg, 2, 3), "$2, $3, $4");
         let lite = Backend::Sqlite;
-        assert_eq!(values(lite, "($1, 'a$')", 1, 2), "(?1, 'a$'), (?2, 'a$')");
-        assert_eq!(list(lite, 1, 2), "?1, ?2");
+        assert_eq!(values(lite, "($1, 'a$')", 1, 2), "(?, 'a$'), (?, 'a$')");
+        assert_eq!(list(lite, 1, 2), "?, ?");
+    }
+
+    /// Plain `?` on SQLite binds in order of appearance, so every template must number
+    /// its placeholders 1, 2, 3, … in the order they appear.
+    #[test]
+    fn templates_number_placeholders_in_order() {
+        for template in [
+            INSERT_GRANT,
+            INSERT_REQUEST,
+            super::super::codec::INSERT_AUDIT,
+        ] {
+            let (_, row) = split_insert(template);
+            let numbers: Vec<usize> = row
+                .split('$')
+                .skip(1)
+                .map(|t| {
+                    t.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(
+                numbers,
+                (1..=numbers.len()).collect::<Vec<_>>(),
+                "{template}"
+            );
+        }
     }
 
     #[test]

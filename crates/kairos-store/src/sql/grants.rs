@@ -221,9 +221,9 @@ async fn claim_in(
     for chunk in ids.chunks(bulk::CHUNK) {
         let list = bulk::list(backend, 2, chunk.len());
         let update = format!(
-            "UPDATE revocations SET claimed_until = {}1, attempts = attempts + 1 \
+            "UPDATE revocations SET claimed_until = {}, attempts = attempts + 1 \
              WHERE grant_id IN ({list})",
-            backend.placeholder()
+            backend.placeholder(1)
         );
         let mut q = sqlx::query(&update).persistent(false).bind(claimed_until);
         for id in chunk {

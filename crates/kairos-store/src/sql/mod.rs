@@ -80,11 +80,12 @@ impl Backend {
         }
     }
 
-    /// How generated multi-row statements number their parameters (see `bulk::values`).
-    fn placeholder(self) -> char {
+    /// Parameter `n` of a generated multi-row statement (see `bulk::values`): `$n`, or on
+    /// SQLite a plain `?`, bound in order.
+    fn placeholder(self, n: usize) -> String {
         match self {
-            Self::Sqlite => '?',
-            Self::Postgres => '$',
+            Self::Sqlite => "?".to_owned(),
+            Self::Postgres => format!("${n}"),
         }
     }
 
