@@ -140,11 +140,17 @@ impl Broker {
 
     /// Creates the recorded account downstream, then activates the grant; on failure
     /// aborts it (its revocation cleans up whatever was half-created) and says why.
+    ///
+    /// `delivered_to`: the caller this answer shows the password to, now; its delivery is
+    /// recorded in the same write that activates the grant. `None` when the password is
+    /// shown later (an approved request's workload reads it once).
+    /// Returns the credential and the activated grant.
     pub(crate) async fn provision(
         &self,
         grant: &Grant,
         account: PreparedAccount,
-    ) -> Result<IssuedCredential> {
+        delivered_to: Option<&crate::Caller>,
+    ) -> Result<(IssuedCredential, Grant)> {
         let targets = self.targets();
         let Some(connector) = targets.get(&grant.target).cloned() else {
             self.abort(grant).await;
@@ -176,13 +182,14 @@ impl Broker {
         let kind = connector.kind();
         let revocability = connector.revocability();
         let connection = info.clone();
+        let delivered_by = delivered_to.map(crate::Caller::principal);
         let activated = self
             .store
             .update_grant(
                 &grant.id,
                 Box::new(move |g: &mut Grant| {
                     g.activate()?;
-                    Ok(vec![
+                    let mut drafts = vec![
                         AuditDraft::new(AuditKind::Issued, Principal::System("broker"))
                             .identity(&g.identity)
                             .request(&g.request_id)
@@ -198,23 +205,27 @@ impl Broker {
                                 "connection": connection,
                                 "revocability": revocability,
                             })),
-                    ])
+                    ];
+                    if let Some(by) = &delivered_by {
+                        drafts.push(delivery_audit(g, by));
+                    }
+                    Ok(drafts)
                 }),
             )
             .await;
-        if let Err(e) = activated {
-            // Ended meanwhile (e.g. revoked by an operator): its revocation removes the account.
-            return Err(e.into());
-        }
+        // An error: ended meanwhile (e.g. revoked by an operator); its revocation removes
+        // the account.
+        let activated = activated?;
         self.metrics.grants_issued.inc();
         self.metrics.active_grants.inc();
         self.expiry_added(grant.expires_at);
-        Ok(IssuedCredential::Account {
+        let credential = IssuedCredential::Account {
             kind,
             info,
             password: account.password,
             expires_at: grant.expires_at,
-        })
+        };
+        Ok((credential, activated))
     }
 
     /// The password of an account issued after approval, shown to its workload once: the
@@ -283,14 +294,7 @@ impl Broker {
         caller: &crate::Caller,
     ) -> Result<()> {
         self.store
-            .append_audit(vec![
-                AuditDraft::new(AuditKind::CredentialDelivered, caller.principal())
-                    .identity(&grant.identity)
-                    .request(&grant.request_id)
-                    .grant(&grant.id)
-                    .task_ref(&grant.task.reference)
-                    .data(serde_json::json!({ "account": grant.account })),
-            ])
+            .append_audit(vec![delivery_audit(grant, &caller.principal())])
             .await?;
         Ok(())
     }
@@ -332,4 +336,14 @@ fn secret_aad(grant: &Grant) -> Vec<u8> {
     let mut aad = SECRET_AAD.to_vec();
     aad.extend_from_slice(grant.id.as_str().as_bytes());
     aad
+}
+
+/// The record that an account's password was shown, and to whom.
+fn delivery_audit(grant: &Grant, to: &Principal) -> AuditDraft {
+    AuditDraft::new(AuditKind::CredentialDelivered, to)
+        .identity(&grant.identity)
+        .request(&grant.request_id)
+        .grant(&grant.id)
+        .task_ref(&grant.task.reference)
+        .data(serde_json::json!({ "account": grant.account }))
 }

@@ -274,10 +274,11 @@ impl Broker {
             .await?;
         if let (Some(g), Some(acc)) = (&grant, account) {
             self.notify_requests();
-            credential = Some(self.provision(g, acc).await?);
-            // Shown now, in this answer, and never again.
-            self.record_delivery(g, caller).await?;
-            grant = self.store.get_grant(&g.id).await?;
+            // Shown now, in this answer, and never again: the delivery is recorded with
+            // the activation.
+            let (issued, activated) = self.provision(g, acc, Some(caller)).await?;
+            credential = Some(issued);
+            grant = Some(activated);
         } else if let Some(g) = &grant {
             self.metrics.grants_issued.inc();
             self.metrics.active_grants.inc();
@@ -498,7 +499,7 @@ impl Broker {
                     // The password reaches the workload once, when it reads its request.
                     (Some(g), Some(acc)) => {
                         self.notify_requests();
-                        self.provision(&g, acc).await?;
+                        self.provision(&g, acc, None).await?;
                     }
                     (Some(g), None) => {
                         self.metrics.grants_issued.inc();
