@@ -12,9 +12,10 @@ use crate::{AuditFilter, Result, StoreError};
 ///
 /// The head row is read under a row lock (PostgreSQL) or inside the write transaction
 /// (SQLite), so concurrent appenders, even on several replicas, queue up behind it and the
-/// chain never forks; `audit.prev_hash` is UNIQUE as a second line of defence. The writer
-/// seals after the batch's last write, so the head is always the last lock taken and is
-/// held only until the commit.
+/// chain never forks (`seq` is the primary key; the hash columns carry no unique index,
+/// see migration 0002, and `kairos audit verify` checks every link). The writer seals
+/// after the batch's last write, so the head is always the last lock taken and is held
+/// only until the commit.
 pub(super) async fn seal(
     conn: &mut AnyConnection,
     backend: Backend,
