@@ -4,6 +4,7 @@
 //! still be in use. Retired keys keep only their public half: they verify and appear in
 //! the JWKS until every token they signed has expired, then [`KeyRing::prune`] drops them.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -376,6 +377,55 @@ pub struct KeyRing {
     issuer: String,
     current: SigningKey,
     retired: Vec<RetiredKey>,
+    checked: SignatureCache,
+}
+
+/// Tokens whose signature this ring has verified, by SHA-256 of the whole token, with
+/// their claims. A signature check is a pure function of the token and the ring's keys,
+/// and the costliest step of introspecting (an ECDSA verification, tens of µs); a
+/// resource server introspects the same token again and again. Only successful checks
+/// are kept; everything that can change — `exp`, `nbf` and (in the broker) whether the
+/// grant is still active — is checked on every call. Any change to the ring's keys
+/// empties it. Bounded: entries of expired tokens are dropped when it fills, and if that
+/// is not enough it starts over.
+#[derive(Debug, Default)]
+struct SignatureCache(std::sync::Mutex<HashMap<[u8; 32], AccessClaims>>);
+
+/// Tokens remembered by one ring.
+const SIGNATURE_CACHE_CAPACITY: usize = 100_000;
+
+impl SignatureCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], AccessClaims>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<AccessClaims> {
+        self.entries().get(key).cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], claims: &AccessClaims, now_unix_secs: i64) {
+        let mut entries = self.entries();
+        if entries.len() >= SIGNATURE_CACHE_CAPACITY {
+            entries.retain(|_, c| c.exp > now_unix_secs);
+            if entries.len() >= SIGNATURE_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(key, claims.clone());
+    }
+
+    fn clear(&self) {
+        self.entries().clear();
+    }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut key = [0_u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
 }
 
 impl KeyRing {
@@ -385,6 +435,7 @@ impl KeyRing {
             issuer: issuer.into(),
             current,
             retired: Vec::new(),
+            checked: SignatureCache::default(),
         }
     }
 
@@ -419,6 +470,7 @@ impl KeyRing {
         now_unix_secs: i64,
         max_token_lifetime: Duration,
     ) {
+        self.checked.clear();
         let old = std::mem::replace(&mut self.current, new_key);
         let lifetime = i64::try_from(max_token_lifetime.as_secs()).unwrap_or(i64::MAX);
         self.insert_retired(old.verifying, now_unix_secs.saturating_add(lifetime));
@@ -427,12 +479,14 @@ impl KeyRing {
     /// Adds a key that verifies until `retire_until` but no longer signs, e.g. when
     /// rebuilding the ring from storage after a restart.
     pub fn insert_retired(&mut self, key: VerifyingKey, retire_until: i64) {
+        self.checked.clear();
         self.retired.push(RetiredKey { key, retire_until });
     }
 
     /// Drops retired keys whose `retire_until` has been reached; returns their ids so the
     /// caller can delete them from storage.
     pub fn prune(&mut self, now_unix_secs: i64) -> Vec<String> {
+        self.checked.clear();
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
             .into_iter()
             .partition(|retired| retired.retire_until <= now_unix_secs);
@@ -478,6 +532,32 @@ impl KeyRing {
     ///
     /// The audience is not checked here: the caller compares `aud` with the target.
     pub fn verify(&self, token: &str, now_unix_secs: i64) -> Result<AccessClaims, TokenError> {
+        let digest = token_digest(token);
+        let claims = match self.checked.get(&digest) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signed(token)?;
+                self.checked.insert(digest, &claims, now_unix_secs);
+                claims
+            }
+        };
+        if now_unix_secs >= claims.exp {
+            return Err(TokenError::Expired {
+                exp: claims.exp,
+                now: now_unix_secs,
+            });
+        }
+        if now_unix_secs < claims.nbf {
+            return Err(TokenError::NotYetValid {
+                nbf: claims.nbf,
+                now: now_unix_secs,
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Everything [`Self::verify`] checks that does not depend on the time.
+    fn verify_signed(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let jws = jws::parse(token)?;
         let alg = match Alg::from_jws_name(&jws.header.alg) {
             Some(alg @ (Alg::Es256 | Alg::EdDsa)) => alg,
@@ -513,18 +593,6 @@ impl KeyRing {
             return Err(TokenError::WrongIssuer {
                 expected: self.issuer.clone(),
                 found: jws::excerpt(&claims.iss),
-            });
-        }
-        if now_unix_secs >= claims.exp {
-            return Err(TokenError::Expired {
-                exp: claims.exp,
-                now: now_unix_secs,
-            });
-        }
-        if now_unix_secs < claims.nbf {
-            return Err(TokenError::NotYetValid {
-                nbf: claims.nbf,
-                now: now_unix_secs,
             });
         }
         Ok(claims)
