@@ -369,7 +369,10 @@ impl Broker {
     pub async fn revoke_due(self: &Arc<Self>) -> Result<(usize, usize)> {
         let now = self.now();
         let lease = i64::try_from(self.settings.revocation_lease.as_millis()).unwrap_or(30_000);
-        let jobs = self.store.claim_revocations(now, 500, lease).await?;
+        let jobs = self
+            .store
+            .claim_revocations(now, REVOCATIONS_PER_PASS, lease)
+            .await?;
         let mut by_target: BTreeMap<TargetName, Vec<Grant>> = BTreeMap::new();
         let mut tokens = Vec::new();
         for grant in jobs {
@@ -715,3 +718,9 @@ impl std::fmt::Display for ErrorChain<'_> {
         Ok(())
     }
 }
+
+/// Revocation jobs one pass claims. Each pass pays fixed costs (the claim, per target a
+/// PostgreSQL transaction, a catalog check and two login probes, the receipts' write)
+/// whatever its size, and passes run one after another, so larger passes revoke more per
+/// second when thousands of grants end at once; the store writes 250 grants a statement.
+const REVOCATIONS_PER_PASS: u32 = 2_000;
