@@ -13,7 +13,8 @@ use sqlx::AnyConnection;
 
 use super::Backend;
 use super::codec::{
-    GRANT_COLUMNS, INSERT_GRANT, INSERT_REQUEST, bind_grant, bind_request, grant_from_row,
+    GRANT_COLUMNS, GRANT_STATE_COLUMNS, INSERT_GRANT, INSERT_REQUEST, bind_grant, bind_grant_state,
+    bind_request, grant_from_row,
 };
 use crate::{Result, StoreError};
 
@@ -127,18 +128,20 @@ pub(super) async fn insert_grants(
     Ok(())
 }
 
-/// Writes every column of existing grants (as `UPDATE_GRANT` does one), a chunk a
-/// statement: the new rows go in as a `VALUES` list and update their rows by id. An ended
-/// grant keeps the attempt count it had while ending.
-pub(super) async fn update_grants(
+/// Writes the state of existing grants — [`GRANT_STATE_COLUMNS`] and `sealed_secret`, all
+/// that ending, failing or verifying a grant changes — a chunk a statement: the new values
+/// go in as a `VALUES` list and update their rows by id. Only these columns are set, so
+/// SQLite touches only the indexes over them (setting every column rewrote every index
+/// entry of every row). An ended grant keeps the attempt count it had while ending.
+pub(super) async fn update_grant_states(
     conn: &mut AnyConnection,
     backend: Backend,
     grants: &[&Grant],
 ) -> Result<()> {
-    // Plain placeholders: INSERT_GRANT's row defaults attempts to 0, but a NULL here
-    // must keep the stored count.
-    let columns: Vec<&str> = GRANT_COLUMNS.split(',').map(str::trim).collect();
-    let plain = format!("({})", list(Backend::Postgres, 1, columns.len()));
+    let mut columns: Vec<&str> = vec!["id"];
+    columns.extend(GRANT_STATE_COLUMNS.split(',').map(str::trim));
+    columns.push("sealed_secret");
+    let row = format!("({})", list(Backend::Postgres, 1, columns.len()));
     let set = columns
         .iter()
         .filter(|c| **c != "id")
@@ -152,11 +155,11 @@ pub(super) async fn update_grants(
     for chunk in grants.chunks(CHUNK) {
         let sql = format!(
             "WITH v ({names}) AS (VALUES {}) UPDATE grants SET {set} FROM v WHERE grants.id = v.id",
-            values(backend, &plain, columns.len(), chunk.len())
+            values(backend, &row, columns.len(), chunk.len())
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for g in chunk {
-            q = bind_grant(q, &g.id, g)?;
+            q = bind_grant_state(q.bind(g.id.as_str().to_owned()), g).bind(g.sealed_secret.clone());
         }
         q.execute(&mut *conn).await?;
     }
@@ -283,6 +286,16 @@ mod tests {
                 "{template}"
             );
         }
+    }
+
+    /// `bind_grant` binds the state columns in the middle of the row: they must sit there,
+    /// in order, in `GRANT_COLUMNS` too.
+    #[test]
+    fn state_columns_are_a_run_of_grant_columns() {
+        let all: Vec<&str> = GRANT_COLUMNS.split(',').map(str::trim).collect();
+        let state: Vec<&str> = GRANT_STATE_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(all[13..23], state[..]);
+        assert_eq!(all[24], "sealed_secret");
     }
 
     #[test]

@@ -208,6 +208,32 @@ pub(super) fn grant_state_column(state: &GrantState) -> &'static str {
 
 /// Binds a grant as `$1…$25` of [`INSERT_GRANT`] / [`UPDATE_GRANT`], with `id` as `$1`.
 pub(super) fn bind_grant<'q>(q: AnyQuery<'q>, id: &GrantId, g: &Grant) -> Result<AnyQuery<'q>> {
+    let q = q
+        .bind(id.as_str().to_owned())
+        .bind(g.request_id.as_str().to_owned())
+        .bind(g.identity.as_str().to_owned())
+        .bind(g.entitlement.as_str().to_owned())
+        .bind(g.target.as_str().to_owned())
+        .bind(g.audience.clone())
+        .bind(to_json(&g.scopes)?)
+        .bind(g.task.kind.as_str())
+        .bind(g.task.reference.as_str().to_owned())
+        .bind(g.task.reason.clone())
+        .bind(g.issued_at.as_millis())
+        .bind(g.expires_at.as_millis())
+        .bind(g.max_expires_at.as_millis());
+    Ok(bind_grant_state(q, g)
+        .bind(g.account.clone())
+        .bind(g.sealed_secret.clone()))
+}
+
+/// The columns a grant's state change writes, in [`GRANT_COLUMNS`]'s order (the 14th to
+/// the 23rd): what ending, failing and verifying a grant change besides `sealed_secret`.
+pub(super) const GRANT_STATE_COLUMNS: &str = "state, end_reason, ended_by, ended_at, \
+     attempts, last_error, revoked_at, verified_at, verify_method, evidence";
+
+/// Binds [`GRANT_STATE_COLUMNS`]. An ended grant binds no attempt count (NULL).
+pub(super) fn bind_grant_state<'q>(q: AnyQuery<'q>, g: &Grant) -> AnyQuery<'q> {
     let end = g.state.end();
     let (attempts, last_error) = match &g.state {
         GrantState::Provisioning | GrantState::Active => (Some(0), None),
@@ -222,20 +248,7 @@ pub(super) fn bind_grant<'q>(q: AnyQuery<'q>, id: &GrantId, g: &Grant) -> Result
         GrantState::Ended { receipt, .. } => Some(receipt),
         _ => None,
     };
-    Ok(q.bind(id.as_str().to_owned())
-        .bind(g.request_id.as_str().to_owned())
-        .bind(g.identity.as_str().to_owned())
-        .bind(g.entitlement.as_str().to_owned())
-        .bind(g.target.as_str().to_owned())
-        .bind(g.audience.clone())
-        .bind(to_json(&g.scopes)?)
-        .bind(g.task.kind.as_str())
-        .bind(g.task.reference.as_str().to_owned())
-        .bind(g.task.reason.clone())
-        .bind(g.issued_at.as_millis())
-        .bind(g.expires_at.as_millis())
-        .bind(g.max_expires_at.as_millis())
-        .bind(grant_state_column(&g.state))
+    q.bind(grant_state_column(&g.state))
         .bind(end.map(|e| e.reason.as_str()))
         .bind(end.map(|e| e.by.to_string()))
         .bind(end.map(|e| e.at.as_millis()))
@@ -245,8 +258,6 @@ pub(super) fn bind_grant<'q>(q: AnyQuery<'q>, id: &GrantId, g: &Grant) -> Result
         .bind(receipt.map(|r| r.verified_at.as_millis()))
         .bind(receipt.map(|r| r.method.clone()))
         .bind(receipt.map(|r| r.evidence.clone()))
-        .bind(g.account.clone())
-        .bind(g.sealed_secret.clone()))
 }
 
 pub(super) fn grant_from_row(row: &AnyRow) -> Result<Grant> {

@@ -140,7 +140,7 @@ async fn end_in(
         drafts.push(audit_of::end(grant, end));
     }
     let ended: Vec<&Grant> = grants.iter().collect();
-    bulk::update_grants(tx, backend, &ended).await?;
+    bulk::update_grant_states(tx, backend, &ended).await?;
     let jobs: Vec<(&GrantId, Timestamp)> = grants.iter().map(|g| (&g.id, end.at)).collect();
     bulk::enqueue(tx, backend, &jobs).await?;
     cx.audit(drafts, end.at);
@@ -306,7 +306,7 @@ pub(super) async fn complete_revocations(
                 }
                 let verified: Vec<&Grant> =
                     results.iter().filter_map(|r| r.as_ref().ok()).collect();
-                bulk::update_grants(tx, cx.backend, &verified).await?;
+                bulk::update_grant_states(tx, cx.backend, &verified).await?;
                 let ids: Vec<&GrantId> = verified.iter().map(|g| &g.id).collect();
                 bulk::delete_jobs(tx, cx.backend, &ids).await?;
                 for grant in verified.iter().copied() {
