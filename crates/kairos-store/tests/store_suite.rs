@@ -151,6 +151,7 @@ suite!(
     audit_filters,
     tampering_breaks_the_chain_at_the_edited_record,
     concurrent_appends_keep_one_chain,
+    replicas_append_to_one_chain,
     deleted_tail_is_caught_by_the_head,
     replicas_share_work_without_doing_it_twice,
     signing_keys_lifecycle,
@@ -1086,6 +1087,42 @@ async fn concurrent_appends_keep_one_chain(db: Arc<Db>) {
             pair[1].grant_id.as_deref().unwrap()
         );
     }
+}
+
+/// Two stores on one database (replicas) append at once: each writer remembers the head it
+/// last committed, finds it moved by the other, and seals after the real head — one chain.
+async fn replicas_append_to_one_chain(db: Arc<Db>) {
+    let (a, b) = (db.open().await, db.open().await);
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let s = if task % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    let drafts = vec![
+                        AuditDraft::new(AuditKind::Renewed, format!("workload:w{task}"))
+                            .grant(format!("g{task}-{i}")),
+                        AuditDraft::new(AuditKind::Renewed, format!("workload:w{task}"))
+                            .grant(format!("g{task}-{i}b")),
+                    ];
+                    s.append_audit(drafts).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let audit = all_audit(&a).await;
+    assert_eq!(verify_chain(&audit).unwrap(), 160);
+    for pair in audit.chunks(2) {
+        assert_eq!(
+            format!("{}b", pair[0].grant_id.as_deref().unwrap()),
+            pair[1].grant_id.as_deref().unwrap()
+        );
+    }
+    assert_eq!(a.audit_head_mismatch(160).await.unwrap(), None);
+    assert_eq!(b.audit_head_mismatch(160).await.unwrap(), None);
+    b.close().await;
 }
 
 async fn deleted_tail_is_caught_by_the_head(db: Arc<Db>) {

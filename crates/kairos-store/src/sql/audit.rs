@@ -8,40 +8,93 @@ use super::filter::Filter;
 use super::{Backend, SqlStore, bulk};
 use crate::{AuditFilter, Result, StoreError};
 
-/// Seals a batch's drafts after the chain's head, in order, and stores them.
+/// The chain's head: the last record's `seq` and hash.
+pub(crate) type Head = (i64, String);
+
+/// Seals a batch's drafts after the chain's head, in order, and stores them. Returns the
+/// new head.
 ///
-/// The head row is read under a row lock (PostgreSQL) or inside the write transaction
-/// (SQLite), so concurrent appenders, even on several replicas, queue up behind it and the
-/// chain never forks (`seq` is the primary key; the hash columns carry no unique index,
-/// see migration 0002, and `kairos audit verify` checks every link). The writer seals
-/// after the batch's last write, so the head is always the last lock taken and is held
-/// only until the commit.
+/// `known` is the head as this writer last committed it. The head row moves only with a
+/// compare-and-set on that value (under the row's lock on PostgreSQL, inside the write
+/// transaction on SQLite); if another writer (a replica, another process) moved it since,
+/// the head is read under the lock and the drafts are sealed again after it. So concurrent
+/// appenders queue up behind the one head row and the chain never forks (`seq` is the
+/// primary key; the hash columns carry no unique index, see migration 0002, and `kairos
+/// audit verify` checks every link). The writer seals after the batch's last write, so the
+/// head is always the last lock taken and is held only until the commit.
 pub(super) async fn seal(
     conn: &mut AnyConnection,
     backend: Backend,
     drafts: Vec<(AuditDraft, Timestamp)>,
-) -> Result<()> {
+    known: Option<Head>,
+) -> Result<Option<Head>> {
     if drafts.is_empty() {
-        return Ok(());
+        return Ok(known);
     }
-    let head = sqlx::query(&format!(
+    let moved = match known {
+        Some((seq, hash)) => {
+            let (records, head) = seal_after(&drafts, seq, hash.clone())?;
+            let swapped = sqlx::query(
+                "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4",
+            )
+            .bind(head.0)
+            .bind(head.1.clone())
+            .bind(seq)
+            .bind(hash)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if swapped == 1 {
+                insert(conn, backend, records).await?;
+                return Ok(Some(head));
+            }
+            true
+        }
+        None => false,
+    };
+    if moved {
+        tracing::debug!("the audit chain's head moved under this writer; re-reading it");
+    }
+    let row = sqlx::query(&format!(
         "SELECT seq, hash FROM audit_head WHERE id = 1{}",
         backend.lock_clause()
     ))
     .fetch_one(&mut *conn)
     .await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev_hash: String = head.try_get("hash")?;
+    let (records, head) = seal_after(&drafts, row.try_get("seq")?, row.try_get("hash")?)?;
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(head.0)
+        .bind(head.1.clone())
+        .execute(&mut *conn)
+        .await?;
+    insert(conn, backend, records).await?;
+    Ok(Some(head))
+}
+
+/// The drafts sealed after `(seq, hash)`, and the head they end at.
+fn seal_after(
+    drafts: &[(AuditDraft, Timestamp)],
+    mut seq: i64,
+    mut prev_hash: String,
+) -> Result<(Vec<AuditRecord>, Head)> {
     let mut records = Vec::with_capacity(drafts.len());
     for (draft, at) in drafts {
         seq = seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
             id: "audit_head".into(),
             problem: "sequence exhausted".into(),
         })?;
-        let record = draft.seal(seq, at, prev_hash);
+        let record = draft.clone().seal(seq, *at, prev_hash);
         prev_hash = record.hash.clone();
         records.push(record);
     }
+    Ok((records, (seq, prev_hash)))
+}
+
+async fn insert(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    records: Vec<AuditRecord>,
+) -> Result<()> {
     let (head_sql, row) = INSERT_AUDIT
         .split_once(" VALUES ")
         .unwrap_or((INSERT_AUDIT, ""));
@@ -59,11 +112,6 @@ pub(super) async fn seal(
         }
         q.execute(&mut *conn).await?;
     }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(prev_hash)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 

@@ -306,6 +306,8 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut conn: Option<PoolConnection<Any>> = None;
+    // The audit chain's head as this writer last committed it (see `audit::seal`).
+    let mut head: Option<audit::Head> = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -337,7 +339,7 @@ async fn run(
             },
         };
         let (writes, started) = (batch.len(), std::time::Instant::now());
-        let outcome = run_batch(&mut c, backend, batch).await;
+        let outcome = run_batch(&mut c, backend, batch, &mut head).await;
         tracing::trace!(
             writes,
             micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -365,11 +367,15 @@ async fn run(
 }
 
 /// One transaction for the batch. `Err` when the connection should not be reused.
+/// `head`: the chain's head as the last committed batch left it; updated when this one
+/// commits, forgotten when it does not.
 async fn run_batch(
     conn: &mut AnyConnection,
     backend: Backend,
     batch: Vec<Job>,
+    head: &mut Option<audit::Head>,
 ) -> std::result::Result<(), ()> {
+    let known = head.take();
     if let Err(e) = conn.execute(backend.begin_statement()).await {
         let why = format!("beginning a transaction: {e}");
         for job in batch {
@@ -398,7 +404,10 @@ async fn run_batch(
                 Job::Op(_) => None,
             })
             .collect();
-        match insert_together(conn, &cx, inserts).await {
+        // With nothing else in the batch, the transaction itself can be undone instead of
+        // a savepoint (two statements fewer, round trips on PostgreSQL).
+        let alone = others.is_empty();
+        match insert_together(conn, &cx, inserts, alone).await {
             Together::Done(done) => ran.extend(done),
             // Each on its own, so only the offending one fails.
             Together::Failed(inserts) => {
@@ -444,10 +453,12 @@ async fn run_batch(
             ran.push(done);
         }
     }
+    let mut sealed = None;
     if broken.is_none() {
         let drafts = cx.audit.take();
-        if let Err(e) = audit::seal(conn, backend, drafts).await {
-            broken = Some(format!("appending to the audit chain: {e}"));
+        match audit::seal(conn, backend, drafts, known).await {
+            Ok(new_head) => sealed = new_head,
+            Err(e) => broken = Some(format!("appending to the audit chain: {e}")),
         }
     }
     if let Some(why) = broken {
@@ -469,6 +480,7 @@ async fn run_batch(
     }
     match conn.execute("COMMIT").await {
         Ok(_) => {
+            *head = sealed;
             for done in ran {
                 done.finish(Ok(()));
             }
@@ -494,14 +506,21 @@ enum Together {
     Broken(String, Vec<Insert>),
 }
 
-async fn insert_together(conn: &mut AnyConnection, cx: &Ctx, inserts: Vec<Insert>) -> Together {
-    if let Err(e) = conn.execute("SAVEPOINT kairos_insert").await {
+/// `alone`: the insertions are the whole batch, so on failure the transaction is rolled
+/// back and begun again rather than undone to a savepoint.
+async fn insert_together(
+    conn: &mut AnyConnection,
+    cx: &Ctx,
+    inserts: Vec<Insert>,
+    alone: bool,
+) -> Together {
+    if !alone && let Err(e) = conn.execute("SAVEPOINT kairos_insert").await {
         return Together::Broken(format!("opening a savepoint: {e}"), inserts);
     }
     let rows: Vec<&Insertion> = inserts.iter().map(|i| &i.insertion).collect();
     match requests::insert_many(conn, cx.backend, &rows).await {
         Ok(()) => {
-            if let Err(e) = conn.execute("RELEASE SAVEPOINT kairos_insert").await {
+            if !alone && let Err(e) = conn.execute("RELEASE SAVEPOINT kairos_insert").await {
                 return Together::Broken(format!("closing a savepoint: {e}"), inserts);
             }
             let done = inserts
@@ -518,9 +537,16 @@ async fn insert_together(conn: &mut AnyConnection, cx: &Ctx, inserts: Vec<Insert
         }
         Err(e) => {
             tracing::debug!(error = %e, "a batch's insertions failed together; retrying each");
-            let undone = match conn.execute("ROLLBACK TO SAVEPOINT kairos_insert").await {
-                Ok(_) => conn.execute("RELEASE SAVEPOINT kairos_insert").await,
-                Err(e) => Err(e),
+            let undone = if alone {
+                match conn.execute("ROLLBACK").await {
+                    Ok(_) => conn.execute(cx.backend.begin_statement()).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                match conn.execute("ROLLBACK TO SAVEPOINT kairos_insert").await {
+                    Ok(_) => conn.execute("RELEASE SAVEPOINT kairos_insert").await,
+                    Err(e) => Err(e),
+                }
             };
             match undone {
                 Ok(_) => Together::Failed(inserts),
