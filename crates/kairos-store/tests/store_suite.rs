@@ -1057,11 +1057,11 @@ async fn tampering_breaks_the_chain_at_the_edited_record(db: Arc<Db>) {
     assert_eq!(err.seq, 3, "{err}");
 }
 
-async fn concurrent_appends_keep_one_chain(db: Arc<Db>) {
-    let s = db.open().await;
+/// Eight tasks, spread over `stores`, each append ten transactions of two records.
+async fn append_pairs(stores: &[SqlStore]) {
     let tasks: Vec<_> = (0..8)
         .map(|task| {
-            let s = s.clone();
+            let s = stores[task % stores.len()].clone();
             tokio::spawn(async move {
                 for i in 0..10 {
                     let drafts = vec![
@@ -1078,9 +1078,12 @@ async fn concurrent_appends_keep_one_chain(db: Arc<Db>) {
     for t in tasks {
         t.await.unwrap();
     }
-    let audit = all_audit(&s).await;
-    assert_eq!(verify_chain(&audit).unwrap(), 160);
-    // Each transaction's records stay adjacent.
+}
+
+/// What [`append_pairs`] wrote is one intact chain in which each transaction's records
+/// stay adjacent.
+fn assert_one_chain_of_pairs(audit: &[kairos_domain::AuditRecord]) {
+    assert_eq!(verify_chain(audit).unwrap(), 160);
     for pair in audit.chunks(2) {
         assert_eq!(
             format!("{}b", pair[0].grant_id.as_deref().unwrap()),
@@ -1089,37 +1092,18 @@ async fn concurrent_appends_keep_one_chain(db: Arc<Db>) {
     }
 }
 
+async fn concurrent_appends_keep_one_chain(db: Arc<Db>) {
+    let s = db.open().await;
+    append_pairs(std::slice::from_ref(&s)).await;
+    assert_one_chain_of_pairs(&all_audit(&s).await);
+}
+
 /// Two stores on one database (replicas) append at once: each writer remembers the head it
 /// last committed, finds it moved by the other, and seals after the real head — one chain.
 async fn replicas_append_to_one_chain(db: Arc<Db>) {
     let (a, b) = (db.open().await, db.open().await);
-    let tasks: Vec<_> = (0..8)
-        .map(|task| {
-            let s = if task % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move {
-                for i in 0..10 {
-                    let drafts = vec![
-                        AuditDraft::new(AuditKind::Renewed, format!("workload:w{task}"))
-                            .grant(format!("g{task}-{i}")),
-                        AuditDraft::new(AuditKind::Renewed, format!("workload:w{task}"))
-                            .grant(format!("g{task}-{i}b")),
-                    ];
-                    s.append_audit(drafts).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let audit = all_audit(&a).await;
-    assert_eq!(verify_chain(&audit).unwrap(), 160);
-    for pair in audit.chunks(2) {
-        assert_eq!(
-            format!("{}b", pair[0].grant_id.as_deref().unwrap()),
-            pair[1].grant_id.as_deref().unwrap()
-        );
-    }
+    append_pairs(&[a.clone(), b.clone()]).await;
+    assert_one_chain_of_pairs(&all_audit(&a).await);
     assert_eq!(a.audit_head_mismatch(160).await.unwrap(), None);
     assert_eq!(b.audit_head_mismatch(160).await.unwrap(), None);
     b.close().await;

@@ -95,24 +95,15 @@ async fn insert(
     backend: Backend,
     records: Vec<AuditRecord>,
 ) -> Result<()> {
-    let (head_sql, row) = INSERT_AUDIT
-        .split_once(" VALUES ")
-        .unwrap_or((INSERT_AUDIT, ""));
-    let columns = AUDIT_COLUMNS.split(',').count();
-    let mut records = records.into_iter().peekable();
-    while records.peek().is_some() {
-        let chunk: Vec<AuditRecord> = records.by_ref().take(bulk::CHUNK).collect();
-        let sql = format!(
-            "{head_sql} VALUES {}",
-            bulk::values(backend, row, columns, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).persistent(chunk.len() == 1);
-        for record in chunk {
-            q = bind_audit(q, record);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
+    bulk::insert_rows(
+        conn,
+        backend,
+        INSERT_AUDIT,
+        AUDIT_COLUMNS,
+        &records,
+        |q, r: &AuditRecord| Ok(bind_audit(q, r.clone())),
+    )
+    .await
 }
 
 /// Locks the chain's head row until the transaction ends (PostgreSQL; a no-op read on

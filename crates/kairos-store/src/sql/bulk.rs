@@ -13,8 +13,8 @@ use sqlx::AnyConnection;
 
 use super::Backend;
 use super::codec::{
-    GRANT_COLUMNS, GRANT_STATE_COLUMNS, INSERT_GRANT, INSERT_REQUEST, bind_grant, bind_grant_state,
-    bind_request, grant_from_row,
+    AnyQuery, GRANT_COLUMNS, GRANT_STATE_COLUMNS, INSERT_GRANT, INSERT_REQUEST, REQUEST_COLUMNS,
+    bind_grant, bind_grant_state, bind_request, grant_from_row,
 };
 use crate::{Result, StoreError};
 
@@ -84,26 +84,49 @@ fn column_count(columns: &str) -> usize {
     columns.split(',').count()
 }
 
+/// Inserts `rows` with the single-row statement `insert` (`INSERT … VALUES ($1, …)`,
+/// `columns` wide), a chunk a statement; `bind` binds one row's values in order. A
+/// conflict fails the whole statement.
+pub(super) async fn insert_rows<T: Sync>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    insert: &'static str,
+    columns: &str,
+    rows: &[T],
+    bind: for<'q> fn(AnyQuery<'q>, &T) -> Result<AnyQuery<'q>>,
+) -> Result<()> {
+    let (head, row) = split_insert(insert);
+    let columns = column_count(columns);
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
+            "{head} VALUES {}",
+            values(backend, row, columns, chunk.len())
+        );
+        // A one-row statement is the same text every time: worth caching.
+        let mut q = sqlx::query(&sql).persistent(chunk.len() == 1);
+        for r in chunk {
+            q = bind(q, r)?;
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Inserts requests, a chunk a statement. A duplicate id fails the whole statement.
 pub(super) async fn insert_requests(
     conn: &mut AnyConnection,
     backend: Backend,
     requests: &[&Request],
 ) -> Result<()> {
-    let (head, row) = split_insert(INSERT_REQUEST);
-    let columns = column_count(super::codec::REQUEST_COLUMNS);
-    for chunk in requests.chunks(CHUNK) {
-        let sql = format!(
-            "{head} VALUES {}",
-            values(backend, row, columns, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).persistent(false);
-        for r in chunk {
-            q = bind_request(q, &r.id, r)?;
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
+    insert_rows(
+        conn,
+        backend,
+        INSERT_REQUEST,
+        REQUEST_COLUMNS,
+        requests,
+        |q, r: &&Request| bind_request(q, &r.id, r),
+    )
+    .await
 }
 
 /// Inserts grants, a chunk a statement. A duplicate id fails the whole statement.
@@ -112,20 +135,15 @@ pub(super) async fn insert_grants(
     backend: Backend,
     grants: &[&Grant],
 ) -> Result<()> {
-    let (head, row) = split_insert(INSERT_GRANT);
-    let columns = column_count(GRANT_COLUMNS);
-    for chunk in grants.chunks(CHUNK) {
-        let sql = format!(
-            "{head} VALUES {}",
-            values(backend, row, columns, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).persistent(false);
-        for g in chunk {
-            q = bind_grant(q, &g.id, g)?;
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
+    insert_rows(
+        conn,
+        backend,
+        INSERT_GRANT,
+        GRANT_COLUMNS,
+        grants,
+        |q, g: &&Grant| bind_grant(q, &g.id, g),
+    )
+    .await
 }
 
 /// Writes the state of existing grants — [`GRANT_STATE_COLUMNS`] and `sealed_secret`, all
@@ -305,9 +323,6 @@ mod tests {
         assert!(row.starts_with('(') && row.ends_with(')'));
         assert_eq!(row.matches('$').count(), column_count(GRANT_COLUMNS));
         let (_, row) = split_insert(INSERT_REQUEST);
-        assert_eq!(
-            row.matches('$').count(),
-            column_count(super::super::codec::REQUEST_COLUMNS)
-        );
+        assert_eq!(row.matches('$').count(), column_count(REQUEST_COLUMNS));
     }
 }
