@@ -1,9 +1,10 @@
 //! Extractors whose rejections speak the API's error format.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -35,16 +36,60 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(body_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                String::new(),
+            ));
         }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))?;
+        json_from_bytes(&bytes).map(Self)
     }
 }
 
+/// `application/json`, or a `+json` type under `application/`, parameters allowed.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype
+                .len()
+                .checked_sub(5)
+                .and_then(|at| subtype.get(at..))
+                .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json")))
+}
+
 /// Decodes a JSON body's bytes as [`ApiJson`] does once the content type and size are
-/// checked: with the same errors.
+/// checked: with the same errors. Every body the API takes is a JSON object; serde would
+/// otherwise also read a struct from an array of its fields (`[null]`), which the
+/// document does not allow.
 pub(crate) fn json_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if let Some(first) = first.filter(|b| **b != b'{') {
+        let what = match first {
+            b'[' => "an array",
+            b'"' => "a string",
+            b'n' => "null",
+            b't' | b'f' => "a boolean",
+            b'-' | b'0'..=b'9' => "a number",
+            _ => "not an object",
+        };
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!("the body must be a JSON object, and this one is {what}; see /v1/openapi.json"),
+        ));
+    }
     axum::Json::<T>::from_bytes(bytes)
         .map(|axum::Json(v)| v)
         .map_err(|rejection| json_rejection(&rejection))

@@ -60,6 +60,45 @@ fn malformed_requests_are_refused_clearly() {
         .unwrap();
     let (s, b) = (r.status().as_u16(), r.json::<Value>().unwrap());
     assert_error(s, &b, 413, "body_too_large");
+    // A body that is not a JSON object, though serde would read a struct from an array of
+    // its fields: refused everywhere, and the key is not rotated.
+    let keys_before = api.get(ADMIN, "/v1/keys").1["current_kid"].clone();
+    for (path, body) in [
+        ("/v1/keys", "[null]"),
+        ("/v1/requests", "[\"orders-api/read\", null]"),
+        ("/v1/users", " 42"),
+        ("/v1/grants/revoke", "null"),
+    ] {
+        let r = api
+            .http
+            .post(server.url(path))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let (s, b) = (r.status().as_u16(), r.json::<Value>().unwrap());
+        assert_error(s, &b, 400, "invalid_json");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("must be a JSON object"),
+            "{path}: {b}"
+        );
+    }
+    assert_eq!(api.get(ADMIN, "/v1/keys").1["current_kid"], keys_before);
+    // A `+json` content type with parameters is JSON.
+    let r = api
+        .http
+        .post(&url)
+        .bearer_auth(&platform)
+        .header("content-type", "application/vnd.kairos+json; charset=utf-8")
+        .body(json!({"entitlement": "orders-api/root", "task": task()}).to_string())
+        .send()
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().unwrap());
+    assert_error(s, &b, 404, "not_found");
     // Unknown field.
     let (s, b) = api.post(
         &platform,
