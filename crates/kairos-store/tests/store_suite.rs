@@ -161,6 +161,7 @@ suite!(
     data_survives_reopening,
     provisioning_grants_activate_or_abort,
     concurrent_writes_commit_together_and_fail_alone,
+    grant_updates_in_one_batch_fail_alone,
     revocations_complete_together_each_on_its_own,
     large_claims_come_in_queue_order,
 );
@@ -1689,6 +1690,116 @@ async fn concurrent_writes_commit_together_and_fail_alone(db: Arc<Db>) {
             .any(|id| r.grant_id.as_deref() == Some(id.as_str()))),
         "a refused write left an audit record"
     );
+}
+
+/// Grant updates queued while the store is held (so the writer takes them as one batch):
+/// each lands or fails on its own — a refused change, a row the database refuses, a
+/// missing grant — and a second update of a grant applies on top of the first.
+async fn grant_updates_in_one_batch_fail_alone(db: Arc<Db>) {
+    let s = db.open().await;
+    let mut grants = Vec::new();
+    for i in 0..5 {
+        grants.push(insert_granted(&s, "etl", &format!("upd/{i}"), 900_000).await);
+    }
+    let audit_before = all_audit(&s).await.len();
+
+    // Hold the store so the updates queue up behind the writer's first batch.
+    let mut holder = db.raw().await;
+    let hold: &[&str] = if db.postgres.is_some() {
+        &["BEGIN", "SELECT id FROM grants FOR UPDATE"]
+    } else {
+        &["BEGIN IMMEDIATE"]
+    };
+    for statement in hold {
+        sqlx::query(statement).execute(&mut holder).await.unwrap();
+    }
+
+    let minute = std::time::Duration::from_secs(60);
+    let renew_by_a_minute = move || -> kairos_store::GrantUpdate {
+        Box::new(move |g: &mut Grant| {
+            g.renew(g.expires_at.plus(minute), at(500))?;
+            Ok(vec![
+                AuditDraft::new(AuditKind::Renewed, "workload:etl").grant(&g.id),
+            ])
+        })
+    };
+    let refused: kairos_store::GrantUpdate =
+        Box::new(|_g: &mut Grant| Err(TransitionError::RenewInPast));
+    // Past the maximum end without the domain's check: the database's CHECK refuses it.
+    let unwritable: kairos_store::GrantUpdate = Box::new(move |g: &mut Grant| {
+        g.expires_at = g.max_expires_at.plus(minute);
+        Ok(vec![
+            AuditDraft::new(AuditKind::Renewed, "workload:etl").grant(&g.id),
+        ])
+    });
+    let missing = GrantId::generate();
+    let jobs: Vec<(GrantId, kairos_store::GrantUpdate)> = vec![
+        (grants[0].id.clone(), renew_by_a_minute()),
+        (grants[1].id.clone(), refused),
+        (grants[2].id.clone(), unwritable),
+        (missing.clone(), renew_by_a_minute()),
+        (grants[3].id.clone(), renew_by_a_minute()),
+        (grants[0].id.clone(), renew_by_a_minute()),
+        (grants[4].id.clone(), renew_by_a_minute()),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, (id, update)) in jobs.into_iter().enumerate() {
+        let s = s.clone();
+        tasks.spawn(async move { (n, s.update_grant(&id, update).await) });
+        // In order, so the second update of grants[0] queues after the first.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+
+    let mut results: Vec<_> = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        results.push(done.unwrap());
+    }
+    results.sort_by_key(|(n, _)| *n);
+    let outcome: Vec<&str> = results
+        .iter()
+        .map(|(_, r)| match r {
+            Ok(_) => "ok",
+            Err(StoreError::Transition(_)) => "refused",
+            Err(StoreError::NotFound(_)) => "missing",
+            Err(_) => "failed",
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        ["ok", "refused", "failed", "missing", "ok", "ok", "ok"],
+        "{results:?}"
+    );
+    let expires = |g: &Grant| g.expires_at;
+    let now = |i: usize| {
+        let s = s.clone();
+        let id = grants[i].id.clone();
+        async move { s.get_grant(&id).await.unwrap().unwrap() }
+    };
+    assert_eq!(
+        expires(&now(0).await),
+        grants[0].expires_at.plus(minute).plus(minute)
+    );
+    assert_eq!(now(1).await, grants[1]);
+    assert_eq!(now(2).await, grants[2], "a refused row was written");
+    assert_eq!(expires(&now(3).await), grants[3].expires_at.plus(minute));
+    assert_eq!(expires(&now(4).await), grants[4].expires_at.plus(minute));
+    let audit = all_audit(&s).await;
+    assert_eq!(verify_chain(&audit).unwrap() as usize, audit_before + 4);
+    let renewed: Vec<&str> = audit[audit_before..]
+        .iter()
+        .map(|r| r.grant_id.as_deref().unwrap())
+        .collect();
+    for (i, times) in [(0, 2), (1, 0), (2, 0), (3, 1), (4, 1)] {
+        let id = grants[i].id.as_str();
+        assert_eq!(
+            renewed.iter().filter(|r| **r == id).count(),
+            times,
+            "audit records of grant {i}"
+        );
+    }
 }
 
 /// Receipts written together: each grant completes or fails on its own.

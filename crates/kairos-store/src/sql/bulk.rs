@@ -147,10 +147,9 @@ pub(super) async fn insert_grants(
 }
 
 /// Writes the state of existing grants — [`GRANT_STATE_COLUMNS`] and `sealed_secret`, all
-/// that ending, failing or verifying a grant changes — a chunk a statement: the new values
-/// go in as a `VALUES` list and update their rows by id. Only these columns are set, so
-/// SQLite touches only the indexes over them (setting every column rewrote every index
-/// entry of every row). An ended grant keeps the attempt count it had while ending.
+/// that ending, failing or verifying a grant changes — a chunk a statement. Only these
+/// columns are set, so SQLite touches only the indexes over them (setting every column
+/// rewrote every index entry of every row).
 pub(super) async fn update_grant_states(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -159,6 +158,36 @@ pub(super) async fn update_grant_states(
     let mut columns: Vec<&str> = vec!["id"];
     columns.extend(GRANT_STATE_COLUMNS.split(',').map(str::trim));
     columns.push("sealed_secret");
+    update_by_id(conn, backend, grants, &columns, |q, g| {
+        Ok(bind_grant_state(q.bind(g.id.as_str().to_owned()), g).bind(g.sealed_secret.clone()))
+    })
+    .await
+}
+
+/// Writes every column of existing grants (what a read-modify-write may change), a chunk
+/// a statement. Each grant must appear once.
+pub(super) async fn update_grants(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    grants: &[&Grant],
+) -> Result<()> {
+    let columns: Vec<&str> = GRANT_COLUMNS.split(',').map(str::trim).collect();
+    update_by_id(conn, backend, grants, &columns, |q, g| {
+        bind_grant(q, &g.id, g)
+    })
+    .await
+}
+
+/// `columns` (the id first) of existing grants, a chunk a statement: the new values go in
+/// as a `VALUES` list and update their rows by id. `bind` binds one grant's `columns` in
+/// order. An ended grant (no attempt count) keeps the count it had while ending.
+async fn update_by_id(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    grants: &[&Grant],
+    columns: &[&str],
+    bind: for<'q> fn(AnyQuery<'q>, &Grant) -> Result<AnyQuery<'q>>,
+) -> Result<()> {
     let row = format!("({})", list(Backend::Postgres, 1, columns.len()));
     let set = columns
         .iter()
@@ -177,7 +206,7 @@ pub(super) async fn update_grant_states(
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for g in chunk {
-            q = bind_grant_state(q.bind(g.id.as_str().to_owned()), g).bind(g.sealed_secret.clone());
+            q = bind(q, g)?;
         }
         q.execute(&mut *conn).await?;
     }

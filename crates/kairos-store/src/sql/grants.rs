@@ -1,5 +1,7 @@
 //! Grants, their end, and the durable revocation queue.
 
+use std::sync::Arc;
+
 use kairos_domain::{Grant, GrantEnd, GrantId, GrantState, Receipt, Timestamp, audit_of};
 use sqlx::{AnyConnection, Row};
 
@@ -58,28 +60,37 @@ async fn lock(conn: &mut AnyConnection, backend: Backend, id: &GrantId) -> Resul
     grant_from_row(&row)
 }
 
-async fn write(conn: &mut AnyConnection, id: &GrantId, grant: &Grant) -> Result<()> {
+pub(super) async fn write(conn: &mut AnyConnection, id: &GrantId, grant: &Grant) -> Result<()> {
     bind_grant(sqlx::query(UPDATE_GRANT), id, grant)?
         .execute(conn)
         .await?;
     Ok(())
 }
 
+/// A read-modify-write of one grant; the writer batches concurrent ones (see
+/// [`super::writer::Update`]).
 pub(super) async fn update(store: &SqlStore, id: &GrantId, update: GrantUpdate) -> Result<Grant> {
-    let id = id.clone();
     store
-        .write(move |conn, cx| {
-            Box::pin(async move {
-                let mut grant = lock(conn, cx.backend, &id).await?;
-                let drafts = update(&mut grant)?;
-                // The row is addressed by the id it was loaded with; the closure cannot move it.
-                write(conn, &id, &grant).await?;
-                cx.audit(drafts, cx.clock.now());
-                grant.id = id;
-                Ok(grant)
-            })
-        })
+        .writer
+        .update(id.clone(), update, Arc::clone(&store.clock))
         .await
+}
+
+/// One grant's read-modify-write in the writer's transaction; its audit records at `at`.
+pub(super) async fn update_one(
+    conn: &mut AnyConnection,
+    cx: &Ctx,
+    id: GrantId,
+    update: GrantUpdate,
+    at: Timestamp,
+) -> Result<Grant> {
+    let mut grant = lock(conn, cx.backend, &id).await?;
+    let drafts = update(&mut grant)?;
+    // The row is addressed by the id it was loaded with; the closure cannot move it.
+    write(conn, &id, &grant).await?;
+    cx.audit(drafts, at);
+    grant.id = id;
+    Ok(grant)
 }
 
 pub(super) async fn end(

@@ -20,18 +20,26 @@
 //! - **New requests** ([`Writer::insert`], the issuance path): the batch's insertions go in
 //!   as one multi-row insert per table; if that fails (a duplicate id), each is retried on
 //!   its own so only the offending one fails.
+//! - **Grant updates** ([`Writer::update`], a read-modify-write by closure: activating a
+//!   provisioned grant, renewing): the batch's updates load their grants in one statement
+//!   (under row locks on PostgreSQL, taken outside any savepoint so an undo cannot drop
+//!   them), apply their closures in order on what the ones before left, and write the
+//!   changed grants back in one statement; if that fails, each grant is written on its own
+//!   so only the offending one's updates fail.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use kairos_domain::{AuditDraft, Clock, Grant, Request, Timestamp};
+use std::collections::{HashMap, HashSet};
+
+use kairos_domain::{AuditDraft, Clock, Grant, GrantId, Request, Timestamp};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Backend, audit, requests};
-use crate::{Result, StoreError};
+use super::{Backend, audit, bulk, grants, requests};
+use crate::{GrantUpdate, Result, StoreError};
 
 /// A boxed future borrowing the writer's connection.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -198,10 +206,44 @@ impl Op for Insert {
     }
 }
 
+/// A read-modify-write of one grant: the writer's other shape, so a batch's updates share
+/// their statements.
+pub(crate) struct Update {
+    id: GrantId,
+    update: GrantUpdate,
+    /// The time of its audit records.
+    clock: Arc<dyn Clock>,
+    reply: oneshot::Sender<Result<Grant>>,
+}
+
+impl Op for Update {
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut AnyConnection,
+        cx: Ctx,
+    ) -> BoxFuture<'c, Box<dyn Done>> {
+        let Update {
+            id,
+            update,
+            clock,
+            reply,
+        } = *self;
+        Box::pin(async move {
+            let result = grants::update_one(conn, &cx, id, update, clock.now()).await;
+            Box::new(Ran { result, reply }) as Box<dyn Done>
+        })
+    }
+
+    fn abort(self: Box<Self>, why: String) {
+        let _ = self.reply.send(Err(StoreError::CommitFailed(why)));
+    }
+}
+
 /// What waits on the queue.
 enum Job {
     Op(Box<dyn Op>),
     Insert(Box<Insert>),
+    Update(Box<Update>),
 }
 
 impl Job {
@@ -209,6 +251,7 @@ impl Job {
         match self {
             Self::Op(op) => op,
             Self::Insert(insert) => insert,
+            Self::Update(update) => update,
         }
     }
 }
@@ -227,6 +270,7 @@ impl std::fmt::Debug for Job {
         f.write_str(match self {
             Self::Op(_) => "Job::Op",
             Self::Insert(_) => "Job::Insert",
+            Self::Update(_) => "Job::Update",
         })
     }
 }
@@ -283,6 +327,28 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job::Insert(Box::new(Insert { insertion, reply })))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `update` on grant `id` in the next batch (loading and writing back together
+    /// with the batch's other updates); answers once that batch has committed.
+    pub(crate) async fn update(
+        &self,
+        id: GrantId,
+        update: GrantUpdate,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Grant> {
+        let (reply, answer) = oneshot::channel();
+        let job = Update {
+            id,
+            update,
+            clock,
+            reply,
+        };
+        self.queue
+            .send(Job::Update(Box::new(job)))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -392,21 +458,19 @@ async fn run_batch(
     let single = batch.len() == 1;
     let mut ran: Vec<Box<dyn Done>> = Vec::with_capacity(batch.len());
     let mut broken: Option<String> = None;
-    let (inserts, others): (Vec<Job>, Vec<Job>) = batch
-        .into_iter()
-        .partition(|job| matches!(job, Job::Insert(_)));
-    let mut ops: Vec<Box<dyn Op>> = Vec::with_capacity(inserts.len() + others.len());
+    let mut ops: Vec<Box<dyn Op>> = Vec::with_capacity(batch.len());
+    let (mut inserts, mut updates, mut others) = (Vec::new(), Vec::new(), Vec::new());
+    for job in batch {
+        match job {
+            Job::Insert(insert) => inserts.push(*insert),
+            Job::Update(update) => updates.push(*update),
+            Job::Op(op) => others.push(op),
+        }
+    }
     if inserts.len() > 1 {
-        let inserts: Vec<Insert> = inserts
-            .into_iter()
-            .filter_map(|job| match job {
-                Job::Insert(insert) => Some(*insert),
-                Job::Op(_) => None,
-            })
-            .collect();
         // With nothing else in the batch, the transaction itself can be undone instead of
         // a savepoint (two statements fewer, round trips on PostgreSQL).
-        let alone = others.is_empty();
+        let alone = others.is_empty() && updates.is_empty();
         match insert_together(conn, &cx, inserts, alone).await {
             Together::Done(done) => ran.extend(done),
             // Each on its own, so only the offending one fails.
@@ -419,9 +483,27 @@ async fn run_batch(
             }
         }
     } else {
-        ops.extend(inserts.into_iter().map(Job::into_op));
+        ops.extend(inserts.into_iter().map(|i| Box::new(i) as Box<dyn Op>));
     }
-    ops.extend(others.into_iter().map(Job::into_op));
+    // A grant's first update of the batch goes with the others; a later one of the same
+    // grant runs on its own afterwards, on what the first left, and fails alone.
+    let mut seen = HashSet::new();
+    let (updates, again): (Vec<Update>, Vec<Update>) = updates
+        .into_iter()
+        .partition(|u| seen.insert(u.id.as_str().to_owned()));
+    if updates.len() > 1 && broken.is_none() {
+        match update_together(conn, &cx, updates).await {
+            Ok(done) => ran.extend(done),
+            Err((why, done)) => {
+                broken = Some(why);
+                ran.extend(done);
+            }
+        }
+    } else {
+        ops.extend(updates.into_iter().map(|u| Box::new(u) as Box<dyn Op>));
+    }
+    ops.extend(again.into_iter().map(|u| Box::new(u) as Box<dyn Op>));
+    ops.extend(others);
     let mut ops = ops.into_iter();
     if broken.is_none() {
         for op in ops.by_ref() {
@@ -554,6 +636,167 @@ async fn insert_together(
             }
         }
     }
+}
+
+/// One update, applied: its answer, and what its audit records are if it is written.
+struct Applied {
+    id: GrantId,
+    result: Result<Grant>,
+    drafts: Vec<AuditDraft>,
+    at: Timestamp,
+    reply: oneshot::Sender<Result<Grant>>,
+}
+
+/// Runs a batch's grant updates together (see the module's notes), at most one a grant.
+/// `Err` when the transaction is lost (a load or a savepoint failed): every update then
+/// fails with it.
+async fn update_together(
+    conn: &mut AnyConnection,
+    cx: &Ctx,
+    updates: Vec<Update>,
+) -> std::result::Result<Vec<Box<dyn Done>>, (String, Vec<Box<dyn Done>>)> {
+    let fail_all = |why: String, replies: Vec<oneshot::Sender<Result<Grant>>>| {
+        let done = replies
+            .into_iter()
+            .map(|reply| {
+                Box::new(Ran {
+                    result: Err(StoreError::CommitFailed(why.clone())),
+                    reply,
+                }) as Box<dyn Done>
+            })
+            .collect();
+        (why, done)
+    };
+    let ids: Vec<&GrantId> = updates.iter().map(|u| &u.id).collect();
+    // Outside any savepoint: undoing one on PostgreSQL would release the row locks taken
+    // after it. A failed load leaves the transaction unusable anyway.
+    let current = match bulk::lock_grants(conn, cx.backend, &ids).await {
+        Ok(found) => found,
+        Err(e) => {
+            let replies = updates.into_iter().map(|u| u.reply).collect();
+            return Err(fail_all(format!("loading grants: {e}"), replies));
+        }
+    };
+    let mut applied = Vec::with_capacity(updates.len());
+    for Update {
+        id,
+        update,
+        clock,
+        reply,
+    } in updates
+    {
+        let mut drafts = Vec::new();
+        let result = match current.get(id.as_str()) {
+            None => Err(bulk::missing(&id)),
+            Some(grant) => {
+                let mut next = grant.clone();
+                match update(&mut next) {
+                    Ok(d) => {
+                        drafts = d;
+                        // Addressed by the id it was loaded with; the closure cannot move it.
+                        next.id = id.clone();
+                        Ok(next)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        };
+        applied.push(Applied {
+            id,
+            result,
+            drafts,
+            at: clock.now(),
+            reply,
+        });
+    }
+    let written: Vec<&Grant> = applied
+        .iter()
+        .filter_map(|a| a.result.as_ref().ok())
+        .collect();
+    let mut failed: HashMap<String, String> = HashMap::new();
+    // Activations change only a grant's state: then only the state columns are set, and
+    // SQLite leaves the indexes over the others alone.
+    let state_only = written.iter().all(|g| {
+        current.get(g.id.as_str()).is_some_and(|loaded| {
+            let mut probe = loaded.clone();
+            probe.state = g.state.clone();
+            probe.sealed_secret.clone_from(&g.sealed_secret);
+            probe == **g
+        })
+    });
+    let together = match conn.execute("SAVEPOINT kairos_update").await {
+        Ok(_) if state_only => bulk::update_grant_states(conn, cx.backend, &written).await,
+        Ok(_) => bulk::update_grants(conn, cx.backend, &written).await,
+        Err(e) => {
+            let replies = applied.into_iter().map(|a| a.reply).collect();
+            return Err(fail_all(format!("opening a savepoint: {e}"), replies));
+        }
+    };
+    let closed = match together {
+        Ok(()) => conn
+            .execute("RELEASE SAVEPOINT kairos_update")
+            .await
+            .map(|_| ()),
+        Err(e) => {
+            tracing::debug!(error = %e, "a batch's grant updates failed together; writing each");
+            let undone = match conn.execute("ROLLBACK TO SAVEPOINT kairos_update").await {
+                Ok(_) => conn
+                    .execute("RELEASE SAVEPOINT kairos_update")
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match undone {
+                Ok(()) => write_each(conn, &written, &mut failed).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Err(e) = closed {
+        let replies = applied.into_iter().map(|a| a.reply).collect();
+        return Err(fail_all(format!("closing a savepoint: {e}"), replies));
+    }
+    Ok(applied
+        .into_iter()
+        .map(|a| {
+            let result = match (a.result, failed.get(a.id.as_str())) {
+                (Ok(_), Some(why)) => Err(StoreError::CommitFailed(why.clone())),
+                (Ok(grant), None) => {
+                    cx.audit(a.drafts, a.at);
+                    Ok(grant)
+                }
+                (Err(e), _) => Err(e),
+            };
+            Box::new(Ran {
+                result,
+                reply: a.reply,
+            }) as Box<dyn Done>
+        })
+        .collect())
+}
+
+/// Writes each grant in its own savepoint; a grant the database refuses is named in
+/// `failed` with why. `Err` only when a savepoint itself fails.
+async fn write_each(
+    conn: &mut AnyConnection,
+    grants_to_write: &[&Grant],
+    failed: &mut HashMap<String, String>,
+) -> std::result::Result<(), sqlx::Error> {
+    for grant in grants_to_write {
+        conn.execute("SAVEPOINT kairos_update").await?;
+        match grants::write(conn, &grant.id, grant).await {
+            Ok(()) => {}
+            Err(e) => {
+                failed.insert(
+                    grant.id.as_str().to_owned(),
+                    format!("writing grant {}: {e}", grant.id),
+                );
+                conn.execute("ROLLBACK TO SAVEPOINT kairos_update").await?;
+            }
+        }
+        conn.execute("RELEASE SAVEPOINT kairos_update").await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
