@@ -277,26 +277,21 @@ impl Broker {
             database: info.database,
             username: info.username,
         };
-        self.record_delivery(grant, caller).await?;
+        // Of concurrent first reads (here or on another replica), one claims the delivery.
+        let audit = delivery_audit(grant, &caller.principal());
+        if !self
+            .store
+            .claim_delivery(&grant.id, self.now(), audit)
+            .await?
+        {
+            return Ok(None);
+        }
         Ok(Some(IssuedCredential::Account {
             kind,
             info,
             password,
             expires_at: grant.expires_at,
         }))
-    }
-
-    /// Records that an account's password was shown to its workload; later reads of the
-    /// request find this record and show nothing.
-    pub(crate) async fn record_delivery(
-        &self,
-        grant: &Grant,
-        caller: &crate::Caller,
-    ) -> Result<()> {
-        self.store
-            .append_audit(vec![delivery_audit(grant, &caller.principal())])
-            .await?;
-        Ok(())
     }
 
     async fn abort(&self, grant: &Grant) {

@@ -90,6 +90,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Read-modify-write of one grant under a row lock (renew).
     async fn update_grant(&self, id: &GrantId, update: GrantUpdate) -> Result<Grant>;
 
+    /// Marks a database grant's password as shown to its workload, at `at`, with `audit`
+    /// — unless it was shown already. True for the one caller that may show it: of any
+    /// number of concurrent claims (on one replica or several) exactly one wins.
+    async fn claim_delivery(&self, id: &GrantId, at: Timestamp, audit: AuditDraft) -> Result<bool>;
+
     /// Ends every active grant the selector matches: Active → Ending, a revocation job
     /// queued for each, and one audit record each (kind from the end reason). Atomic.
     /// A grant that is missing or no longer active is not matched, so ending the same

@@ -162,6 +162,8 @@ suite!(
     provisioning_grants_activate_or_abort,
     concurrent_writes_commit_together_and_fail_alone,
     grant_updates_in_one_batch_fail_alone,
+    a_password_delivery_is_claimed_once,
+    deliveries_from_before_0003_stay_claimed,
     revocations_complete_together_each_on_its_own,
     large_claims_come_in_queue_order,
 );
@@ -1800,6 +1802,86 @@ async fn grant_updates_in_one_batch_fail_alone(db: Arc<Db>) {
             "audit records of grant {i}"
         );
     }
+}
+
+/// Concurrent claims to show an account's password: exactly one wins, with one audit
+/// record; a grant with no account has no password to claim.
+async fn a_password_delivery_is_claimed_once(db: Arc<Db>) {
+    let s = db.open().await;
+    let grant = insert_granted(&s, "etl", "deliver/1", 900_000).await;
+    let audit_before = all_audit(&s).await.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (s, id) = (s.clone(), grant.id.clone());
+        tasks.spawn(async move {
+            let draft = AuditDraft::new(AuditKind::CredentialDelivered, "workload:etl").grant(&id);
+            s.claim_delivery(&id, at(10), draft).await.unwrap()
+        });
+    }
+    let mut won = 0;
+    while let Some(done) = tasks.join_next().await {
+        won += usize::from(done.unwrap());
+    }
+    assert_eq!(won, 1, "claims that won");
+    let audit = all_audit(&s).await;
+    assert_eq!(audit.len(), audit_before + 1);
+    assert_eq!(audit.last().unwrap().kind, AuditKind::CredentialDelivered);
+    // Also on a second store over the same database (another replica).
+    let replica = db.open().await;
+    let draft = AuditDraft::new(AuditKind::CredentialDelivered, "workload:etl").grant(&grant.id);
+    assert!(
+        !replica
+            .claim_delivery(&grant.id, at(20), draft)
+            .await
+            .unwrap()
+    );
+
+    let (request, mut token_grant) = granted("etl", "deliver/2", 900_000);
+    token_grant.account = None;
+    token_grant.sealed_secret = None;
+    s.insert_request(&request, Some(&token_grant), vec![])
+        .await
+        .unwrap();
+    let draft =
+        AuditDraft::new(AuditKind::CredentialDelivered, "workload:etl").grant(&token_grant.id);
+    assert!(
+        !s.claim_delivery(&token_grant.id, at(30), draft)
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_audit(&s).await.len(), audit_before + 1);
+}
+
+/// A store upgraded to 0003 knows which passwords were shown before (from the audit).
+async fn deliveries_from_before_0003_stay_claimed(db: Arc<Db>) {
+    let s = db.open().await;
+    let shown = insert_granted(&s, "etl", "old/1", 900_000).await;
+    let not_shown = insert_granted(&s, "etl", "old/2", 900_000).await;
+    let delivered =
+        |id: &GrantId| AuditDraft::new(AuditKind::CredentialDelivered, "workload:etl").grant(id);
+    s.append_audit(vec![delivered(&shown.id)]).await.unwrap();
+    s.close().await;
+    // Back to the schema before 0003.
+    let mut raw = db.raw().await;
+    for statement in [
+        "ALTER TABLE grants DROP COLUMN delivered_at",
+        "DELETE FROM _sqlx_migrations WHERE version = 3",
+    ] {
+        sqlx::query(statement).execute(&mut raw).await.unwrap();
+    }
+    raw.close().await.unwrap();
+
+    let s = db.open().await;
+    assert!(
+        !s.claim_delivery(&shown.id, at(5), delivered(&shown.id))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_delivery(&not_shown.id, at(5), delivered(&not_shown.id))
+            .await
+            .unwrap()
+    );
 }
 
 /// Receipts written together: each grant completes or fails on its own.

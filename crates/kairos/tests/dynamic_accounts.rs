@@ -363,12 +363,30 @@ grants = ["GRANT SELECT ON {db}.orders TO {{{{role}}}}"]
     let grant = r["grant"]["id"].as_str().unwrap().to_owned();
     assert_eq!(r["grant"]["state"], "active", "{r}");
 
-    // The workload reads its request: the password, once.
-    let (_, first) = api.get(&platform, &format!("/v1/requests/{req}"));
-    let cred = first["credential"].clone();
-    assert_eq!(cred["kind"], "mariadb", "{first}");
-    let (_, second) = api.get(&platform, &format!("/v1/requests/{req}"));
-    assert!(second["credential"].is_null(), "shown once: {second}");
+    // The workload reads its request, eight times at once: the password, once.
+    let path = format!("/v1/requests/{req}");
+    let reads: Vec<Value> = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| api.get(&platform, &path)))
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| {
+                let (status, body) = r.join().unwrap();
+                assert_eq!(status, 200, "{body}");
+                body
+            })
+            .collect()
+    });
+    let shown: Vec<&Value> = reads
+        .iter()
+        .filter(|r| !r["credential"].is_null())
+        .collect();
+    assert_eq!(shown.len(), 1, "shown once: {reads:?}");
+    let cred = shown[0]["credential"].clone();
+    assert_eq!(cred["kind"], "mariadb", "{cred}");
+    let (_, later) = api.get(&platform, &path);
+    assert!(later["credential"].is_null(), "shown once: {later}");
 
     let url = format!(
         "mysql://{}:{}@127.0.0.1:{}/{}",

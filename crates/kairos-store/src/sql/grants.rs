@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use kairos_domain::{Grant, GrantEnd, GrantId, GrantState, Receipt, Timestamp, audit_of};
+use kairos_domain::{
+    AuditDraft, Grant, GrantEnd, GrantId, GrantState, Receipt, Timestamp, audit_of,
+};
 use sqlx::{AnyConnection, Row};
 
 use super::codec::{GRANT_COLUMNS, UPDATE_GRANT, bind_grant, grant_from_row};
@@ -91,6 +93,38 @@ pub(super) async fn update_one(
     cx.audit(drafts, at);
     grant.id = id;
     Ok(grant)
+}
+
+/// Sets `delivered_at` where it is still NULL: the row lock (PostgreSQL re-checks the
+/// condition on the row a concurrent claim committed) or SQLite's one writer lets one
+/// claim through. The winner's audit record goes in the same write.
+pub(super) async fn claim_delivery(
+    store: &SqlStore,
+    id: &GrantId,
+    at: Timestamp,
+    audit: AuditDraft,
+) -> Result<bool> {
+    let id = id.clone();
+    store
+        .write(move |conn, cx| {
+            Box::pin(async move {
+                let claimed = sqlx::query(
+                    "UPDATE grants SET delivered_at = $1 \
+                     WHERE id = $2 AND account IS NOT NULL AND delivered_at IS NULL",
+                )
+                .bind(at.as_millis())
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                    == 1;
+                if claimed {
+                    cx.audit(vec![audit], at);
+                }
+                Ok(claimed)
+            })
+        })
+        .await
 }
 
 pub(super) async fn end(

@@ -313,6 +313,10 @@ impl Store for SqlStore {
         grants::update(self, id, update).await
     }
 
+    async fn claim_delivery(&self, id: &GrantId, at: Timestamp, audit: AuditDraft) -> Result<bool> {
+        grants::claim_delivery(self, id, at, audit).await
+    }
+
     async fn end_grants(&self, selector: &EndSelector, end: &GrantEnd) -> Result<Vec<Grant>> {
         grants::end(self, selector, end).await
     }
