@@ -16,6 +16,9 @@ pub enum StoreError {
     Migration(#[source] sqlx::migrate::MigrateError),
     #[error("the store failed")]
     Backend(#[from] sqlx::Error),
+    /// SQLite's direct read path (see `sql/direct.rs`).
+    #[error("the store failed")]
+    Sqlite(#[from] rusqlite::Error),
     /// The transaction a write ran in did not commit, so the write did not happen.
     #[error("the store failed to commit: {0}")]
     CommitFailed(String),

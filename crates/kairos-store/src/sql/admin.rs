@@ -236,20 +236,24 @@ pub(super) async fn list_users(store: &SqlStore) -> Result<Vec<User>> {
 
 /// The token whatever its revocation (the caller checks `revoked_at`), with its user
 /// unless the user is disabled.
+/// An API token by id with its (enabled) user, the user's columns prefixed `u_`.
+pub(super) const FIND_TOKEN: &str = "SELECT t.id, t.user_name, t.secret_hash, t.created_at, \
+     t.revoked_at, u.name AS u_name, u.role AS u_role, u.teams AS u_teams, \
+     u.created_at AS u_created_at \
+     FROM api_tokens t JOIN users u ON u.name = t.user_name \
+     WHERE t.id = $1 AND u.disabled_at IS NULL";
+
 pub(super) async fn find_token(
     store: &SqlStore,
     token_id: &str,
 ) -> Result<Option<(StoredToken, User)>> {
-    let row = sqlx::query(
-        "SELECT t.id, t.user_name, t.secret_hash, t.created_at, t.revoked_at, \
-                u.name AS u_name, u.role AS u_role, u.teams AS u_teams, \
-                u.created_at AS u_created_at \
-         FROM api_tokens t JOIN users u ON u.name = t.user_name \
-         WHERE t.id = $1 AND u.disabled_at IS NULL",
-    )
-    .bind(token_id)
-    .fetch_optional(&store.reads)
-    .await?;
+    if let Some(direct) = &store.direct {
+        return direct.token(token_id);
+    }
+    let row = sqlx::query(FIND_TOKEN)
+        .bind(token_id)
+        .fetch_optional(&store.reads)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some((token_from_row(&row)?, user_from_row(&row, "u_")?)))
 }

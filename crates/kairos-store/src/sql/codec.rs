@@ -19,15 +19,60 @@ pub(super) fn to_json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Backend(sqlx::Error::Encode(Box::new(e))))
 }
 
+/// A stored row's columns by name: a sqlx row, or a rusqlite row on SQLite's direct read
+/// path (see [`super::direct`]). The decoders below take either.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> Result<String>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+}
+
+impl Columns for AnyRow {
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.try_get::<String, _>(column)?)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get::<Option<String>, _>(column)?)
+    }
+
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get::<i64, _>(column)?)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get::<Option<i64>, _>(column)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.get::<_, String>(column)?)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.get::<_, Option<String>>(column)?)
+    }
+
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.get::<_, i64>(column)?)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.get::<_, Option<i64>>(column)?)
+    }
+}
+
 /// Reads the columns of one stored record, naming the record in every error.
-struct Reader<'r> {
-    row: &'r AnyRow,
+struct Reader<'r, R: Columns> {
+    row: &'r R,
     id: String,
 }
 
-impl<'r> Reader<'r> {
-    fn new(row: &'r AnyRow, id_column: &str) -> Result<Self> {
-        let id = row.try_get::<String, _>(id_column)?;
+impl<'r, R: Columns> Reader<'r, R> {
+    fn new(row: &'r R, id_column: &str) -> Result<Self> {
+        let id = row.text(id_column)?;
         Ok(Self { row, id })
     }
 
@@ -39,19 +84,19 @@ impl<'r> Reader<'r> {
     }
 
     fn text(&self, column: &str) -> Result<String> {
-        Ok(self.row.try_get::<String, _>(column)?)
+        self.row.text(column)
     }
 
     fn opt_text(&self, column: &str) -> Result<Option<String>> {
-        Ok(self.row.try_get::<Option<String>, _>(column)?)
+        self.row.opt_text(column)
     }
 
     fn int(&self, column: &str) -> Result<i64> {
-        Ok(self.row.try_get::<i64, _>(column)?)
+        self.row.int(column)
     }
 
     fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-        Ok(self.row.try_get::<Option<i64>, _>(column)?)
+        self.row.opt_int(column)
     }
 
     fn time(&self, column: &str) -> Result<Timestamp> {
@@ -260,7 +305,7 @@ pub(super) fn bind_grant_state<'q>(q: AnyQuery<'q>, g: &Grant) -> AnyQuery<'q> {
         .bind(receipt.map(|r| r.evidence.clone()))
 }
 
-pub(super) fn grant_from_row(row: &AnyRow) -> Result<Grant> {
+pub(super) fn grant_from_row(row: &impl Columns) -> Result<Grant> {
     let r = Reader::new(row, "id")?;
     let end = || -> Result<GrantEnd> {
         Ok(GrantEnd {
@@ -376,7 +421,7 @@ pub(super) fn key_from_row(row: &AnyRow) -> Result<StoredKey> {
 }
 
 /// Reads a user from columns `name`, `role`, `teams`, `created_at` under `prefix`.
-pub(super) fn user_from_row(row: &AnyRow, prefix: &str) -> Result<User> {
+pub(super) fn user_from_row(row: &impl Columns, prefix: &str) -> Result<User> {
     let col = |c: &str| format!("{prefix}{c}");
     let r = Reader::new(row, &col("name"))?;
     Ok(User {
@@ -387,7 +432,7 @@ pub(super) fn user_from_row(row: &AnyRow, prefix: &str) -> Result<User> {
     })
 }
 
-pub(super) fn token_from_row(row: &AnyRow) -> Result<StoredToken> {
+pub(super) fn token_from_row(row: &impl Columns) -> Result<StoredToken> {
     let r = Reader::new(row, "id")?;
     Ok(StoredToken {
         id: r.text("id")?,

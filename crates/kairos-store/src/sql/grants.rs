@@ -14,6 +14,9 @@ use super::{Backend, SqlStore, bulk, count};
 use crate::{Counts, EndSelector, GrantFilter, GrantStateFilter, GrantUpdate, Result, StoreError};
 
 pub(super) async fn get(store: &SqlStore, id: &GrantId) -> Result<Option<Grant>> {
+    if let Some(direct) = &store.direct {
+        return direct.grant(id);
+    }
     let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
         .bind(id.as_str())
         .fetch_optional(&store.reads)

@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod bulk;
 mod codec;
+mod direct;
 mod filter;
 mod grants;
 mod requests;
@@ -109,6 +110,8 @@ pub struct SqlStore {
     /// Plain reads. On SQLite a few read-only connections beside the writer (WAL lets them
     /// read committed data while it writes); on PostgreSQL the same pool.
     reads: AnyPool,
+    /// SQLite: the hottest point reads on the caller's thread (see [`direct`]).
+    direct: Option<Arc<direct::DirectReads>>,
     backend: Backend,
     /// The time of audit records whose operation carries none (see [`Self::with_clock`]).
     clock: Arc<dyn Clock>,
@@ -163,15 +166,25 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(StoreError::Migration)?;
-        let reads = match backend {
-            Backend::Sqlite => sqlite_readers(&url).await?.unwrap_or_else(|| pool.clone()),
-            Backend::Postgres => pool.clone(),
+        let (reads, direct) = match backend {
+            Backend::Sqlite => match sqlite_readers(&url).await? {
+                Some(readers) => {
+                    let direct = direct::DirectReads::for_url(&url).map(Arc::new);
+                    if let Some(d) = &direct {
+                        d.check()?;
+                    }
+                    (readers, direct)
+                }
+                None => (pool.clone(), None),
+            },
+            Backend::Postgres => (pool.clone(), None),
         };
         tracing::debug!(backend = backend.name(), "store opened");
         Ok(Self {
             writer: Writer::start(pool.clone(), backend)?,
             pool,
             reads,
+            direct,
             backend,
             clock: Arc::new(SystemClock),
         })
