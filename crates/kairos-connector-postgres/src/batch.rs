@@ -5,9 +5,14 @@
 //! account (a template the server refuses) fails alone and its error names it.
 //!
 //! The role statements joined into one simple-protocol message are generated here (quoted
-//! identifiers, quoted literals Kairos produced); privilege templates from the
-//! configuration still run one prepared statement each, so a template can never smuggle a
-//! second command.
+//! identifiers, quoted literals Kairos produced). A privilege template from the
+//! configuration runs as one prepared statement (extended protocol), where the server
+//! refuses a text of more than one command, until it has once succeeded that way: from
+//! then on it is known to be one command, and rendering changes only the role, a quoted
+//! identifier of `[a-z0-9_]`, so its renderings join the simple-protocol message too, each
+//! after a line break (which ends a trailing `--` comment) and a `;`. One round trip per
+//! batch instead of one per template per account. A batch that fails is retried one
+//! account at a time, all templates as prepared statements again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +37,8 @@ pub(crate) struct Provision {
     pub(crate) credentials: String,
     /// The rendered privilege statements.
     pub(crate) grants: Vec<String>,
+    /// The templates they were rendered from, in the same order.
+    pub(crate) templates: Vec<String>,
     /// Whether the role existed already (a converged retry), or why it failed.
     pub(crate) reply: oneshot::Sender<Result<bool, ConnectorError>>,
 }
@@ -58,8 +65,12 @@ async fn run(core: Arc<Core>, mut jobs: mpsc::Receiver<Provision>) {
 
 async fn provision_batch(core: &Core, batch: Vec<Provision>) {
     if batch.len() > 1 {
+        let started = std::time::Instant::now();
         match create_together(core, &batch).await {
             Ok(existed) => {
+                tracing::trace!(target_name = %core.target, accounts = batch.len(),
+                    micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "provisioned a batch");
                 for job in batch {
                     let answer = Ok(existed.contains(job.account.as_str()));
                     let _ = job.reply.send(answer);
@@ -117,30 +128,46 @@ async fn create_together(
     .map_err(|e| core.err("looking up roles", &e))?
     .into_iter()
     .collect();
-    let mut roles = String::new();
+    let proven = core.proven.lock().map(|p| p.clone()).unwrap_or_default();
+    let mut statements = String::new();
     for job in batch {
         let verb = if existed.contains(job.account.as_str()) {
             "ALTER"
         } else {
             "CREATE"
         };
-        roles.push_str(&format!(
+        statements.push_str(&format!(
             "{verb} ROLE {} WITH {};\n",
             job.role, job.credentials
         ));
     }
-    execute_generated(&mut tx, &roles)
+    // (template index, template, rendered) of the templates not yet proven one command.
+    let mut unproven = Vec::new();
+    for job in batch {
+        for (i, (grant, template)) in job.grants.iter().zip(&job.templates).enumerate() {
+            if proven.contains(template) {
+                statements.push_str(grant);
+                statements.push_str("\n;\n");
+            } else {
+                unproven.push((i, template, grant));
+            }
+        }
+    }
+    execute_generated(&mut tx, &statements)
         .await
         .map_err(|e| core.err(&format!("creating {} roles", batch.len()), &e))?;
-    for job in batch {
-        for (i, grant) in job.grants.iter().enumerate() {
-            execute(&mut tx, grant)
-                .await
-                .map_err(|e| core.template_error(i, &e))?;
-        }
+    for (i, _, grant) in &unproven {
+        execute(&mut tx, grant)
+            .await
+            .map_err(|e| core.template_error(*i, &e))?;
     }
     tx.commit()
         .await
         .map_err(|e| core.err(&format!("committing {} roles", batch.len()), &e))?;
+    if !unproven.is_empty()
+        && let Ok(mut proven) = core.proven.lock()
+    {
+        proven.extend(unproven.into_iter().map(|(_, t, _)| t.clone()));
+    }
     Ok(existed)
 }

@@ -152,7 +152,11 @@ impl PostgresConnector {
             .get_database()
             .unwrap_or(admin.get_username())
             .to_owned();
-        let core = Arc::new(Core { target, pool });
+        let core = Arc::new(Core {
+            target,
+            pool,
+            proven: std::sync::Mutex::default(),
+        });
         Ok(Self {
             connect_host: connect_host.unwrap_or_else(|| admin.get_host().to_owned()),
             port: admin.get_port(),
@@ -211,6 +215,9 @@ pub(crate) struct Core {
     /// The target's name in Kairos's configuration (used in errors and logs).
     pub(crate) target: String,
     pub(crate) pool: PgPool,
+    /// Privilege templates (as configured, before rendering) that the server has run as one
+    /// prepared statement: each is one command. See [`crate::batch`].
+    pub(crate) proven: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Core {
@@ -262,6 +269,9 @@ impl Core {
         tx.commit()
             .await
             .map_err(|e| self.err(&format!("committing role {account}"), &e))?;
+        if let Ok(mut proven) = self.proven.lock() {
+            proven.extend(job.templates.iter().cloned());
+        }
         Ok(existed)
     }
 
@@ -404,6 +414,10 @@ impl Connector for PostgresConnector {
         self.ensure_managed(account)?;
         let role = quote_ident(account.as_str());
         let grants = render_privileges(req.privileges, &role)?;
+        let templates = match req.privileges {
+            kairos_connectors::Privileges::Sql(templates) => templates.clone(),
+            kairos_connectors::Privileges::RedisAcl(_) => Vec::new(),
+        };
 
         let password = req.password.expose_secret();
         if !password.bytes().all(|b| (b' '..=b'~').contains(&b)) {
@@ -425,6 +439,7 @@ impl Connector for PostgresConnector {
             role,
             credentials,
             grants,
+            templates,
             reply,
         };
         let stopped = || self.failed("the provisioning worker has stopped".to_owned());

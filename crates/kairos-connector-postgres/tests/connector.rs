@@ -632,3 +632,93 @@ async fn batched_provision_revoke_and_verify() {
     );
     pg.revoke(&survivor).await.unwrap();
 }
+
+/// A template that has run once as a prepared statement joins later batches' one message:
+/// the accounts so made get their privileges (a trailing comment does not swallow the
+/// next statement), and a template of two commands is still refused, alone.
+#[tokio::test]
+async fn proven_templates_join_the_batch_and_smuggling_still_fails() {
+    const N: usize = 20;
+    let db = TestDb::new().await;
+    let pg = Arc::new(db.connector());
+    let good = Arc::new(sql(&[
+        SELECT_ON_T,
+        "GRANT SELECT ON t TO {{role}} -- read t",
+    ]));
+    let smuggler = Arc::new(sql(&[
+        SELECT_ON_T,
+        "GRANT SELECT ON t TO {{role}}; DROP TABLE t",
+    ]));
+    let smuggling = 7;
+    for round in 0..3 {
+        let accounts: Vec<AccountName> = (0..N)
+            .map(|i| db.account(&format!("p{round}{i:02}")))
+            .collect();
+        let passwords: Vec<SecretString> = (0..N).map(|_| password()).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (account, pw)) in accounts.iter().zip(&passwords).enumerate() {
+            let (pg, account, pw) = (pg.clone(), account.clone(), pw.clone());
+            let privileges = if i == smuggling {
+                smuggler.clone()
+            } else {
+                good.clone()
+            };
+            tasks.spawn(async move {
+                let r = pg
+                    .provision(&request(&account, &pw, &privileges, in_one_hour()))
+                    .await;
+                (i, r)
+            });
+        }
+        let mut infos = vec![None; N];
+        while let Some(done) = tasks.join_next().await {
+            let (i, r) = done.unwrap();
+            if i == smuggling {
+                assert!(
+                    matches!(&r, Err(ConnectorError::BadPrivileges(m)) if m.contains("multiple commands")),
+                    "round {round}: {r:?}"
+                );
+            } else {
+                infos[i] = Some(r.unwrap());
+            }
+        }
+        assert!(
+            db.table_exists("t").await,
+            "round {round}: the smuggled DROP ran"
+        );
+        assert!(!db.role_exists(accounts[smuggling].as_str()).await);
+        for i in [0, N - 1] {
+            let info = infos[i].clone().unwrap();
+            let mut s = login(
+                &info.host,
+                info.port,
+                info.database.as_deref().unwrap(),
+                &info.username,
+                passwords[i].expose_secret(),
+            )
+            .await
+            .unwrap();
+            let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 1")
+                .fetch_one(&mut s)
+                .await
+                .unwrap();
+            assert_eq!(v, "one", "round {round}, account {i}");
+            assert!(
+                sqlx::query("CREATE TABLE p_not_granted (x int)")
+                    .execute(&mut s)
+                    .await
+                    .is_err(),
+                "round {round}: more than the granted privilege"
+            );
+        }
+        let made: Vec<AccountName> = accounts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != smuggling)
+            .map(|(_, a)| a.clone())
+            .collect();
+        for r in pg.revoke_many(&made).await {
+            r.unwrap();
+        }
+    }
+}
