@@ -419,16 +419,18 @@ impl Report {
                      Evidence: {}.{} The ES256 floor ({}/s on one thread) shows signing (and the \
                      platform token's verification, about as costly) is not the limit. Suspected \
                      mechanism: every grant is a durable write (its request, its grant, three \
-                     audit records). Writes go through one writer (WAL, `synchronous = FULL`) that \
-                     commits whatever is waiting together: a batch's new grants in one multi-row \
-                     insert per table, its audit records sealed in one insert and one head update, \
-                     one commit. A batch of 14 takes about 4 ms here, most of it SQLite writing \
-                     and syncing index pages (three tables, twelve indexes, about ten dirty pages \
-                     a grant); a client's grant waits for the batch in progress and then its own, \
-                     so with N clients the rate is about N ÷ two batches. The rest of the CPU is \
-                     per request: the platform token's ES256 verification and the new token's \
-                     signature, Cedar, HTTP and JSON (about 0.4 ms of server CPU a grant here, \
-                     which caps the rate near 4,000/s on these cores even with no waiting).",
+                     audit records). Writes go through one writer thread (WAL, `synchronous = \
+                     FULL`) that commits whatever is waiting together: a batch's new grants in \
+                     one multi-row insert per table, its audit records sealed in one insert and \
+                     one head update, one commit. Each of a batch's statements is handed to \
+                     sqlx's SQLite worker thread and back (two thread switches; the profile's \
+                     largest item is the scheduler), and the commit waits for its fsync, so a \
+                     batch costs a fixed millisecond or two however few grants it carries; a \
+                     client's grant waits for the batch in progress and then its own. The rest \
+                     is CPU per request on the same two cores: the platform token's ES256 \
+                     verification and the new token's signature, Cedar, HTTP and JSON, and the \
+                     load generator itself. Running the writer's statements on its own thread \
+                     without the hand-off (as the hot reads now do) is the next step.",
                     rate(g),
                     ratio.map_or("—".into(), pct),
                     cpu_reading(&g.usage),
@@ -493,15 +495,15 @@ impl Report {
                 let floor_short = noop.is_some_and(|n| n.per_sec() < INTROSPECTION_TARGET);
                 misses.push(format!(
                     "**Introspection ({}, p99 {}; target 50,000/s, p99 ≤ 2 ms).** Evidence: {}. \
-                     Suspected mechanism: each check authenticates the caller's API token (a \
-                     store read) and reads the grant from the store to see it is still active, \
-                     so a grant ended on any replica answers inactive at once; with SQLite each \
-                     read is a hand-off to one of a few read-only connections' worker threads \
-                     (in the profile: thread switches, allocation, SQLite) — CPU per check, not \
-                     waiting. The token's ES256 signature is verified once and remembered (by \
-                     its SHA-256) until the key ring changes. An in-memory view of active grants \
-                     would remove the grant read but must stay coherent across replicas; it is \
-                     not built.{}",
+                     Suspected mechanism: each check authenticates the caller's API token and \
+                     reads the grant from the store to see it is still active, so a grant ended \
+                     on any replica answers inactive at once. On SQLite both are primary-key \
+                     reads on the request's own thread over read-only connections (no worker \
+                     thread hand-off; that hand-off was most of a check's cost), and the token's \
+                     ES256 signature is verified once and remembered by its SHA-256 until the \
+                     key ring changes, so a check costs about a no-op request plus two B-tree \
+                     lookups and two SHA-256s: CPU, shared with the load generator on the same \
+                     two cores.{}",
                     rate(i),
                     human(p99),
                     cpu_reading(&i.usage),
@@ -613,8 +615,11 @@ impl Report {
                     } else if x < m.tps * 0.8 {
                         "above one serial client but well below the concurrent floor: partly \
                          serialised"
-                    } else {
+                    } else if x <= m.tps * 1.2 {
                         "close to the concurrent floor: PostgreSQL itself is the limit"
+                    } else {
+                        "above the concurrent floor, since Kairos batches what the floor does \
+                         one statement at a time: the limit is Kairos's own path"
                     };
                     format!(
                         " Kairos's {} is {} of the concurrent floor ({}) and {} of the \
@@ -667,9 +672,9 @@ impl Report {
                 };
                 let scram_note = a.scram_per_sec.map_or(String::new(), |x| {
                     format!(
-                        " Each account needs one SCRAM-SHA-256 derivation, which runs at {} on \
-                         one core here: {} accounts a second would take {:.1} of the {} cores \
-                         for that alone, in Kairos or (for the floor) in PostgreSQL.",
+                        " The floor's server derives a SCRAM-SHA-256 verifier for every role \
+                         (4,096 iterations), which runs at {} on one core here: {} roles a \
+                         second would take {:.1} of the {} cores for that alone.",
                         per_sec(x),
                         thousands(ACCOUNTS_TARGET),
                         ACCOUNTS_TARGET / x.max(1e-9),
@@ -678,18 +683,21 @@ impl Report {
                 });
                 misses.push(format!(
                     "**PostgreSQL credentials ({}; target 2,000/s).** Evidence: {}.{}{floor_note}{scram_note} \
-                     Suspected mechanism: each request waits, one after another, for three \
-                     shared steps, measured in the server at about 8–12 ms, 7 ms and 3–10 ms: \
-                     the durable write of its intent (`provisioning`, with the request and audit \
-                     records), the target's provisioning batch (one transaction under Kairos's \
-                     per-database advisory lock: the role statements in one round trip, then one \
-                     round trip per privilege template per account, so a batch's length grows \
-                     with its size), and the durable write that activates it and records the \
-                     password's delivery. Each store write waits for the batch in progress and \
-                     then its own, with PostgreSQL's commits syncing the same disk; with 16 \
-                     clients a batch holds at most 16 accounts, so each commit and each batch is \
-                     shared by few requests. SCRAM verifiers use 256 iterations (Kairos's \
-                     passwords are random), so hashing is not the cost.",
+                     Suspected mechanism: each request passes, one after another, three shared \
+                     steps: the durable write of its intent (`provisioning`, with the request and \
+                     audit records), the target's provisioning batch (one transaction under \
+                     Kairos's per-database advisory lock: role statements and privilege \
+                     templates in one round trip once each template has been proven a single \
+                     command), and the durable write that activates it and records the \
+                     password's delivery (a batch's activations load and write their grants in \
+                     one statement each). In a traced run on this machine the store's writer \
+                     thread was about 90% busy (batches of about five writes, about 2 ms each: \
+                     the commit's fsync, and every statement a hand-off to sqlx's SQLite worker \
+                     thread) and the provisioning worker about 70% (batches of about six \
+                     accounts, about 3.5 ms): with 16 clients spread over three steps, batches \
+                     stay small and the writer's fixed cost per batch sets the rate. Kairos's \
+                     SCRAM verifiers use 256 iterations (its passwords are random), so hashing \
+                     is not the cost.",
                     rate(issue),
                     cpu_reading(&issue.usage),
                     position(issue.per_sec(), &a.create_floor, &a.create_floor_serial),
@@ -766,12 +774,12 @@ impl Report {
                         "**Verified revocations ({}; target 5,000/s).** Evidence: {}.{}{batch_note}{login_note} \
                          Suspected mechanism: the operator call ends every grant in one store \
                          write (multi-row updates, 250 grants a statement); the revocation worker \
-                         claims up to 500 due jobs a pass and revokes each target's share as one \
+                         claims up to 2,000 due jobs a pass and revokes each target's share as one \
                          batch (`ALTER ROLE … NOLOGIN` for all, one session-kill query, \
                          `REASSIGN/DROP OWNED` and `DROP ROLE` for all in one transaction, one \
                          catalog check, login probes for two), then writes the pass's receipts in \
                          one store write, again a statement per 250 grants. Passes run one after \
-                         another, so the rate is 500 ÷ (claim + PostgreSQL batch + receipts); \
+                         another, so the rate is 2,000 ÷ (claim + PostgreSQL batch + receipts); \
                          what remains per account is decoding and re-encoding its grant row and \
                          sealing its audit record, and the per-role statements of the batch.",
                         per_sec(r.per_sec()),

@@ -335,7 +335,7 @@ impl Broker {
                 None => None,
             };
             // A token can be minted again for its workload; an account's password is
-            // shown once, at issuance (approved database grants: see the README's limits).
+            // shown once: at issuance, or after approval to the first read that claims it.
             let credential = match (&grant, caller) {
                 (Some(g), Caller::Workload { identity })
                     if *identity == g.identity
