@@ -19,6 +19,9 @@ use crate::pgbench::{self, Job, Length, PgbenchResult};
 use crate::server::{self, ADMIN_TOKEN, ConfigExtras, Issuer, Server, ServerOptions};
 use crate::stats::Latencies;
 
+/// The credentials figure is measured again with this many times the clients.
+pub const WIDE: usize = 3;
+
 /// The environment variable that carries the target's admin URL to the server.
 const ADMIN_URL_ENV: &str = "KAIROS_BENCH_PG_ADMIN";
 pub const ENTITLEMENT: &str = "bench-db/read";
@@ -135,6 +138,9 @@ pub struct AccountsResult {
     pub privilege: String,
     /// Kairos: `POST /v1/requests` for a PostgreSQL account, closed loop.
     pub issue: Option<LoadResult>,
+    /// The same with [`WIDE`] times the clients, and how many: each shared step (the store's
+    /// writes, the target's provisioning batch) then serves more requests at once.
+    pub issue_wide: Option<(usize, LoadResult)>,
     /// pgbench `CREATE ROLE … LOGIN PASSWORD` + `DROP ROLE`, as many clients as Kairos's.
     pub create_floor: Result<PgbenchResult, String>,
     /// The same with one client: what a fully serialised issuer could reach.
@@ -281,6 +287,20 @@ pub async fn measure(
     };
     let issue = load::drive(s.clients, s.warmup, s.duration, Some(server.pid()), make).await;
 
+    let wide = s.clients * WIDE;
+    eprintln!("  the same with {wide} clients...");
+    let wide_http = load::client(wide)?;
+    let make: MakeRequest = {
+        let (http, url, platform, body) = (
+            wide_http.clone(),
+            url.clone(),
+            platform.to_owned(),
+            request_body("bench-issue-wide"),
+        );
+        Arc::new(move || http.post(&url).bearer_auth(&platform).json(&body))
+    };
+    let issue_wide = load::drive(wide, s.warmup, s.duration, Some(server.pid()), make).await;
+
     eprintln!("  provisioning {} accounts to revoke...", s.population);
     let (provisioned, usernames) = provision(&http, &server, platform, s).await;
     let revocation = if provisioned.accounts == 0 {
@@ -328,6 +348,7 @@ pub async fn measure(
         refused_logins,
         privilege: privilege(&db),
         issue: Some(issue),
+        issue_wide: Some((wide, issue_wide)),
         create_floor,
         create_floor_serial,
         provisioned: Some(provisioned),

@@ -656,7 +656,40 @@ impl Report {
                 )),
                 verdict(met),
             );
+            let wide = a.issue_wide.as_ref().map(|(clients, w)| {
+                let wide_met = w.per_sec() >= ACCOUNTS_TARGET;
+                let _ = writeln!(
+                    s,
+                    "| PostgreSQL credentials as above, {clients} clients instead of {}, p50 {} / p99 {} | {} | the same floors ({} clients) | {} | ≥ 2,000/s | {} |",
+                    self.plan.clients,
+                    human(w.latencies.percentile(50.0)),
+                    human(w.latencies.percentile(99.0)),
+                    rate(w),
+                    self.plan.clients,
+                    match &a.create_floor {
+                        Ok(f) => pct(w.per_sec() / f.tps.max(1e-9)),
+                        Err(_) => "—".into(),
+                    },
+                    verdict(wide_met),
+                );
+                (*clients, w, wide_met)
+            });
             if !met {
+                let wide_note = match wide {
+                    Some((clients, w, wide_met)) => format!(
+                        " With {clients} clients the same path issues {} ({}): every shared step \
+                         batches whatever is waiting, so more concurrent requests share each \
+                         commit and each provisioning transaction, and the rate follows the \
+                         concurrency until a step's cost per request, not per batch, dominates.",
+                        rate(w),
+                        if wide_met {
+                            "the target met"
+                        } else {
+                            "still short of the target"
+                        },
+                    ),
+                    None => String::new(),
+                };
                 let floor_note = match &a.create_floor {
                     Ok(f) if f.tps < ACCOUNTS_TARGET => format!(
                         " The concurrent floor itself — PostgreSQL creating and dropping login \
@@ -682,7 +715,7 @@ impl Report {
                     )
                 });
                 misses.push(format!(
-                    "**PostgreSQL credentials ({}; target 2,000/s).** Evidence: {}.{}{floor_note}{scram_note} \
+                    "**PostgreSQL credentials ({}; target 2,000/s).** Evidence: {}.{}{floor_note}{scram_note}{wide_note} \
                      Suspected mechanism: each request passes, one after another, three shared \
                      steps: the durable write of its intent (`provisioning`, with the request and \
                      audit records), the target's provisioning batch (one transaction under \
@@ -1023,6 +1056,19 @@ impl Report {
                 i.usage.describe(),
             );
         }
+        if let Some((clients, i)) = &a.issue_wide {
+            let _ = writeln!(
+                s,
+                "| Kairos: the same, {clients} clients | {} | {} | {:.1} | {} | {} | {} | {} |",
+                thousands(i.ok as f64),
+                i.failed,
+                i.elapsed.as_secs_f64(),
+                thousands(i.per_sec()),
+                human(i.latencies.percentile(50.0)),
+                human(i.latencies.percentile(99.0)),
+                i.usage.describe(),
+            );
+        }
         pgbench_row(
             s,
             "floor: pgbench `CREATE ROLE … LOGIN PASSWORD` + `DROP ROLE` (two autocommit statements a transaction)",
@@ -1139,6 +1185,17 @@ impl Report {
         }
         if let Some(f) = a.issue.as_ref().and_then(|i| i.first_failure.as_ref()) {
             let _ = writeln!(s, "First failure in Kairos issuance: `{}`\n", one_line(f));
+        }
+        if let Some((clients, f)) = a
+            .issue_wide
+            .as_ref()
+            .and_then(|(c, i)| i.first_failure.as_ref().map(|f| (c, f)))
+        {
+            let _ = writeln!(
+                s,
+                "First failure in Kairos issuance with {clients} clients: `{}`\n",
+                one_line(f)
+            );
         }
         if let Some(f) = a
             .provisioned
