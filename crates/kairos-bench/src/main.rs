@@ -400,6 +400,16 @@ async fn sqlite_http(
     report.grants =
         Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
 
+    let wide = clients * accounts::WIDE;
+    eprintln!("token grants, SQLite store, {wide} clients...");
+    let wide_http = load::client(wide)?;
+    let make: MakeRequest = {
+        let (http, url, form) = (wide_http.clone(), token_url.clone(), form.to_vec());
+        Arc::new(move || http.post(&url).form(&form))
+    };
+    let r = load::drive(wide, plan.warmup, plan.http, Some(server.pid()), make).await;
+    report.grants_wide = Some((wide, r));
+
     eprintln!("introspection...");
     let introspect_url = server.url("/v1/oauth/introspect");
     let check: serde_json::Value = http
