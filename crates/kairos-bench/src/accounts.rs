@@ -276,29 +276,21 @@ pub async fn measure(
 
     eprintln!("  Kairos PostgreSQL credentials (POST /v1/requests)...");
     let url = server.url("/v1/requests");
-    let make: MakeRequest = {
+    let requests = |http: &reqwest::Client, task_ref: &str| -> MakeRequest {
         let (http, url, platform, body) = (
             http.clone(),
             url.clone(),
             platform.to_owned(),
-            request_body("bench-issue"),
+            request_body(task_ref),
         );
         Arc::new(move || http.post(&url).bearer_auth(&platform).json(&body))
     };
+    let make = requests(&http, "bench-issue");
     let issue = load::drive(s.clients, s.warmup, s.duration, Some(server.pid()), make).await;
 
     let wide = s.clients * WIDE;
     eprintln!("  the same with {wide} clients...");
-    let wide_http = load::client(wide)?;
-    let make: MakeRequest = {
-        let (http, url, platform, body) = (
-            wide_http.clone(),
-            url.clone(),
-            platform.to_owned(),
-            request_body("bench-issue-wide"),
-        );
-        Arc::new(move || http.post(&url).bearer_auth(&platform).json(&body))
-    };
+    let make = requests(&load::client(wide)?, "bench-issue-wide");
     let issue_wide = load::drive(wide, s.warmup, s.duration, Some(server.pid()), make).await;
 
     eprintln!("  provisioning {} accounts to revoke...", s.population);

@@ -273,6 +273,12 @@ fn fsync_per_sec(duration: Duration) -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Requests that each POST `form` to `url`.
+fn form_posts(http: &reqwest::Client, url: String, form: &[(&'static str, String)]) -> MakeRequest {
+    let (http, form) = (http.clone(), form.to_vec());
+    Arc::new(move || http.post(&url).form(&form))
+}
+
 /// The no-op floor, then token grants and introspection on the SQLite store, then token
 /// grants on the PostgreSQL store. A failing part is recorded and the rest still runs.
 async fn http_figures(
@@ -290,10 +296,7 @@ async fn http_figures(
     let noop = async {
         let noop = noop::NoopServer::start()?;
         let http = load::client(clients)?;
-        let make: MakeRequest = {
-            let (http, url, form) = (http.clone(), noop.url(), form.clone());
-            Arc::new(move || http.post(&url).form(&form))
-        };
+        let make = form_posts(&http, noop.url(), &form);
         anyhow::Ok(load::drive(clients, plan.warmup, plan.http, None, make).await)
     };
     match noop.await {
@@ -334,10 +337,7 @@ async fn http_figures(
             .context(
                 "the first token exchange on the PostgreSQL store failed; see the server log",
             )?;
-        let make: MakeRequest = {
-            let (http, url, form) = (http.clone(), token_url, form.clone());
-            Arc::new(move || http.post(&url).form(&form))
-        };
+        let make = form_posts(&http, token_url, &form);
         let r = load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await;
         let tail = server.log_tail(5);
         drop(server);
@@ -393,20 +393,13 @@ async fn sqlite_http(
         .as_str()
         .context("the token exchange answered no access_token")?
         .to_owned();
-    let make: MakeRequest = {
-        let (http, url, form) = (http.clone(), token_url.clone(), form.to_vec());
-        Arc::new(move || http.post(&url).form(&form))
-    };
+    let make = form_posts(&http, token_url.clone(), form);
     report.grants =
         Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
 
     let wide = clients * accounts::WIDE;
     eprintln!("token grants, SQLite store, {wide} clients...");
-    let wide_http = load::client(wide)?;
-    let make: MakeRequest = {
-        let (http, url, form) = (wide_http.clone(), token_url.clone(), form.to_vec());
-        Arc::new(move || http.post(&url).form(&form))
-    };
+    let make = form_posts(&load::client(wide)?, token_url.clone(), form);
     let r = load::drive(wide, plan.warmup, plan.http, Some(server.pid()), make).await;
     report.grants_wide = Some((wide, r));
 

@@ -1095,11 +1095,10 @@ impl Report {
             s,
             "| phase | done | failed | seconds | per second | p50 | p99 | CPU (cores) |\n|---|---|---|---|---|---|---|---|"
         );
-        if let Some(i) = &a.issue {
+        let issue_row = |s: &mut String, phase: String, i: &LoadResult| {
             let _ = writeln!(
                 s,
-                "| Kairos: `POST /v1/requests`, {} clients, closed loop (each answer a working account) | {} | {} | {:.1} | {} | {} | {} | {} |",
-                self.plan.clients,
+                "| {phase} | {} | {} | {:.1} | {} | {} | {} | {} |",
                 thousands(i.ok as f64),
                 i.failed,
                 i.elapsed.as_secs_f64(),
@@ -1108,19 +1107,16 @@ impl Report {
                 human(i.latencies.percentile(99.0)),
                 i.usage.describe(),
             );
+        };
+        if let Some(i) = &a.issue {
+            let phase = format!(
+                "Kairos: `POST /v1/requests`, {} clients, closed loop (each answer a working account)",
+                self.plan.clients
+            );
+            issue_row(s, phase, i);
         }
         if let Some((clients, i)) = &a.issue_wide {
-            let _ = writeln!(
-                s,
-                "| Kairos: the same, {clients} clients | {} | {} | {:.1} | {} | {} | {} | {} |",
-                thousands(i.ok as f64),
-                i.failed,
-                i.elapsed.as_secs_f64(),
-                thousands(i.per_sec()),
-                human(i.latencies.percentile(50.0)),
-                human(i.latencies.percentile(99.0)),
-                i.usage.describe(),
-            );
+            issue_row(s, format!("Kairos: the same, {clients} clients"), i);
         }
         pgbench_row(
             s,

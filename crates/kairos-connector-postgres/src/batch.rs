@@ -128,7 +128,6 @@ async fn create_together(
     .map_err(|e| core.err("looking up roles", &e))?
     .into_iter()
     .collect();
-    let proven = core.proven.lock().map(|p| p.clone()).unwrap_or_default();
     let mut statements = String::new();
     for job in batch {
         let verb = if existed.contains(job.account.as_str()) {
@@ -143,13 +142,16 @@ async fn create_together(
     }
     // (template index, template, rendered) of the templates not yet proven one command.
     let mut unproven = Vec::new();
-    for job in batch {
-        for (i, (grant, template)) in job.grants.iter().zip(&job.templates).enumerate() {
-            if proven.contains(template) {
-                statements.push_str(grant);
-                statements.push_str("\n;\n");
-            } else {
-                unproven.push((i, template, grant));
+    {
+        let proven = core.proven.lock().ok();
+        for job in batch {
+            for (i, (grant, template)) in job.grants.iter().zip(&job.templates).enumerate() {
+                if proven.as_ref().is_some_and(|p| p.contains(template)) {
+                    statements.push_str(grant);
+                    statements.push_str("\n;\n");
+                } else {
+                    unproven.push((i, template, grant));
+                }
             }
         }
     }

@@ -495,6 +495,30 @@ async fn two_hundred_accounts() {
     );
 }
 
+/// Provisions every account at once (so the worker takes them in batches), account `i`
+/// with `privileges(i)`; the answers in the accounts' order.
+async fn provision_all<'p>(
+    pg: &Arc<PostgresConnector>,
+    accounts: &[AccountName],
+    passwords: &[SecretString],
+    privileges: impl Fn(usize) -> &'p Arc<Privileges>,
+) -> Vec<Result<kairos_connectors::ConnectionInfo, ConnectorError>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (account, pw)) in accounts.iter().zip(passwords).enumerate() {
+        let (pg, account, pw) = (pg.clone(), account.clone(), pw.clone());
+        let privileges = Arc::clone(privileges(i));
+        tasks.spawn(async move {
+            let r = pg
+                .provision(&request(&account, &pw, &privileges, in_one_hour()))
+                .await;
+            (i, r)
+        });
+    }
+    let mut results: Vec<_> = tasks.join_all().await;
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Concurrent provisions are created together (one transaction per batch); a batch with a
 /// bad template falls back to one account at a time so only that account fails. Revoking
 /// and verifying many accounts at once gives each its own answer.
@@ -510,24 +534,12 @@ async fn batched_provision_revoke_and_verify() {
     let bad_one = 17;
 
     // All at once, so the worker takes them in a few batches.
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, (account, pw)) in accounts.iter().zip(&passwords).enumerate() {
-        let (pg, account, pw) = (pg.clone(), account.clone(), pw.clone());
-        let privileges = if i == bad_one {
-            bad.clone()
-        } else {
-            good.clone()
-        };
-        tasks.spawn(async move {
-            let r = pg
-                .provision(&request(&account, &pw, &privileges, in_one_hour()))
-                .await;
-            (i, r)
-        });
-    }
+    let results = provision_all(&pg, &accounts, &passwords, |i| {
+        if i == bad_one { &bad } else { &good }
+    })
+    .await;
     let mut infos = vec![None; N];
-    while let Some(done) = tasks.join_next().await {
-        let (i, r) = done.unwrap();
+    for (i, r) in results.into_iter().enumerate() {
         if i == bad_one {
             assert!(
                 matches!(r, Err(ConnectorError::BadPrivileges(ref m)) if m.contains("#1")),
@@ -655,24 +667,12 @@ async fn proven_templates_join_the_batch_and_smuggling_still_fails() {
             .map(|i| db.account(&format!("p{round}{i:02}")))
             .collect();
         let passwords: Vec<SecretString> = (0..N).map(|_| password()).collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, (account, pw)) in accounts.iter().zip(&passwords).enumerate() {
-            let (pg, account, pw) = (pg.clone(), account.clone(), pw.clone());
-            let privileges = if i == smuggling {
-                smuggler.clone()
-            } else {
-                good.clone()
-            };
-            tasks.spawn(async move {
-                let r = pg
-                    .provision(&request(&account, &pw, &privileges, in_one_hour()))
-                    .await;
-                (i, r)
-            });
-        }
+        let results = provision_all(&pg, &accounts, &passwords, |i| {
+            if i == smuggling { &smuggler } else { &good }
+        })
+        .await;
         let mut infos = vec![None; N];
-        while let Some(done) = tasks.join_next().await {
-            let (i, r) = done.unwrap();
+        for (i, r) in results.into_iter().enumerate() {
             if i == smuggling {
                 assert!(
                     matches!(&r, Err(ConnectorError::BadPrivileges(m)) if m.contains("multiple commands")),

@@ -305,6 +305,10 @@ pub(super) fn bind_grant_state<'q>(q: AnyQuery<'q>, g: &Grant) -> AnyQuery<'q> {
         .bind(receipt.map(|r| r.evidence.clone()))
 }
 
+/// One grant by id (`$1`): introspection's read, on either read path.
+pub(super) static GRANT_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"));
+
 pub(super) fn grant_from_row(row: &impl Columns) -> Result<Grant> {
     let r = Reader::new(row, "id")?;
     let end = || -> Result<GrantEnd> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use kairos_domain::{Grant, GrantId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::codec::{GRANT_COLUMNS, grant_from_row, token_from_row, user_from_row};
+use super::codec::{GRANT_BY_ID, grant_from_row, token_from_row, user_from_row};
 use super::{SQLITE_BUSY_TIMEOUT_MS, admin};
 use crate::{Result, StoredToken, User};
 
@@ -69,8 +69,7 @@ impl DirectReads {
 
     pub(super) fn grant(&self, id: &GrantId) -> Result<Option<Grant>> {
         self.with(|conn| {
-            let mut statement =
-                conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))?;
+            let mut statement = conn.prepare_cached(&GRANT_BY_ID)?;
             let mut rows = statement.query([id.as_str()])?;
             rows.next()?.map(grant_from_row).transpose()
         })

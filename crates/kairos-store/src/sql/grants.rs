@@ -7,7 +7,7 @@ use kairos_domain::{
 };
 use sqlx::{AnyConnection, Row};
 
-use super::codec::{GRANT_COLUMNS, UPDATE_GRANT, bind_grant, grant_from_row};
+use super::codec::{GRANT_BY_ID, GRANT_COLUMNS, UPDATE_GRANT, bind_grant, grant_from_row};
 use super::filter::Filter;
 use super::writer::Ctx;
 use super::{Backend, SqlStore, bulk, count};
@@ -17,7 +17,7 @@ pub(super) async fn get(store: &SqlStore, id: &GrantId) -> Result<Option<Grant>>
     if let Some(direct) = &store.direct {
         return direct.grant(id);
     }
-    let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
+    let row = sqlx::query(&GRANT_BY_ID)
         .bind(id.as_str())
         .fetch_optional(&store.reads)
         .await?;
