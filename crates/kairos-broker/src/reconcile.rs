@@ -110,9 +110,12 @@ impl Broker {
             if backed {
                 continue;
             }
-            self.remove_residue(target, &*connector, account, grants.first())
-                .await?;
-            report.residue_removed.push(account.to_string());
+            if self
+                .remove_residue(target, &*connector, account, grants.first())
+                .await?
+            {
+                report.residue_removed.push(account.to_string());
+            }
         }
 
         // Active grants whose account is missing downstream.
@@ -160,13 +163,14 @@ impl Broker {
         Ok(report)
     }
 
+    /// Revokes, verifies and audits a residual account; false when it was already gone.
     async fn remove_residue(
         &self,
         target: &TargetName,
         connector: &dyn Connector,
         account: &AccountName,
         grant: Option<&kairos_domain::Grant>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let found = match grant {
             None => "listed downstream with the managed prefix; no grant ever named it (a crash before the grant was recorded, or made by hand)".to_owned(),
             Some(g) => format!("listed downstream although grant {} is {}", g.id, g.state.name()),
@@ -176,6 +180,12 @@ impl Broker {
             .revoke(account)
             .await
             .map_err(crate::accounts::target_error)?;
+        if !revoked.account_existed {
+            // Gone since it was listed: its grant's revocation (or a person) got there
+            // first, between the listing and this look. Nothing remained to remove.
+            tracing::debug!(target = %target, account = %account, "listed account already gone");
+            return Ok(false);
+        }
         let verification = connector
             .verify_gone(account, grant.and_then(|g| self.unseal_secret(g)).as_ref())
             .await
@@ -198,6 +208,6 @@ impl Broker {
                 .task_ref(&g.task.reference);
         }
         self.store.append_audit(vec![draft]).await?;
-        Ok(())
+        Ok(true)
     }
 }
