@@ -1,7 +1,10 @@
 //! Signing keys, people and their API tokens, declarative configuration versions.
 
 use kairos_domain::{AuditDraft, Timestamp, UserName};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
+
+use super::codec::Columns;
+use super::db::{Db, RunIn};
 
 use super::codec::{key_from_row, to_json, token_from_row, user_from_row};
 use super::writer::Ctx;
@@ -37,9 +40,8 @@ pub(super) async fn insert_first_key(store: &SqlStore, key: &StoredKey) -> Resul
                 .bind(key.alg)
                 .bind(key.sealed_private)
                 .bind(key.created_at.as_millis())
-                .execute(conn)
-                .await?
-                .rows_affected();
+                .execute_in(conn)
+                .await?;
                 Ok(inserted == 1)
             })
         })
@@ -61,7 +63,7 @@ pub(super) async fn rotate_key(
 }
 
 async fn rotate_key_in(
-    tx: &mut AnyConnection,
+    tx: &mut Db,
     cx: &Ctx,
     key: &StoredKey,
     retire_until: Timestamp,
@@ -69,7 +71,7 @@ async fn rotate_key_in(
 ) -> Result<()> {
     sqlx::query("UPDATE signing_keys SET retire_until = $1 WHERE retire_until IS NULL")
         .bind(retire_until.as_millis())
-        .execute(&mut *tx)
+        .execute_in(&mut *tx)
         .await?;
     sqlx::query(
         "INSERT INTO signing_keys (kid, alg, sealed_private, created_at, retire_until) \
@@ -79,7 +81,7 @@ async fn rotate_key_in(
     .bind(key.alg.clone())
     .bind(key.sealed_private.clone())
     .bind(key.created_at.as_millis())
-    .execute(&mut *tx)
+    .execute_in(&mut *tx)
     .await
     .map_err(|e| {
         conflict(e, || {
@@ -102,9 +104,8 @@ pub(super) async fn prune_keys(store: &SqlStore, now: Timestamp) -> Result<u64> 
                     "DELETE FROM signing_keys WHERE retire_until IS NOT NULL AND retire_until <= $1",
                 )
                 .bind(now.as_millis())
-                .execute(conn)
-                .await?
-                .rows_affected())
+                .execute_in(conn)
+                .await?)
             })
         })
         .await
@@ -126,7 +127,7 @@ pub(super) async fn create_user(
 }
 
 async fn create_user_in(
-    tx: &mut AnyConnection,
+    tx: &mut Db,
     cx: &Ctx,
     user: &User,
     token: &StoredToken,
@@ -137,7 +138,7 @@ async fn create_user_in(
         .bind(user.role.as_str())
         .bind(to_json(&user.teams)?)
         .bind(user.created_at.as_millis())
-        .execute(&mut *tx)
+        .execute_in(&mut *tx)
         .await
         .map_err(|e| conflict(e, || format!("user {} already exists", user.name)))?;
     sqlx::query(
@@ -149,7 +150,7 @@ async fn create_user_in(
     .bind(token.secret_hash.clone())
     .bind(token.created_at.as_millis())
     .bind(token.revoked_at.map(Timestamp::as_millis))
-    .execute(&mut *tx)
+    .execute_in(&mut *tx)
     .await
     .map_err(|e| conflict(e, || format!("token id {} is already taken", token.id)))?;
     cx.audit(vec![draft], user.created_at);
@@ -174,7 +175,7 @@ pub(super) async fn put_bootstrap_token(
 }
 
 async fn put_bootstrap_in(
-    tx: &mut AnyConnection,
+    tx: &mut Db,
     cx: &Ctx,
     user: &User,
     token: &StoredToken,
@@ -188,7 +189,7 @@ async fn put_bootstrap_in(
     .bind(user.role.as_str())
     .bind(to_json(&user.teams)?)
     .bind(user.created_at.as_millis())
-    .execute(&mut *tx)
+    .execute_in(&mut *tx)
     .await?;
     sqlx::query(
         "INSERT INTO api_tokens (id, user_name, secret_hash, created_at, revoked_at) \
@@ -202,7 +203,7 @@ async fn put_bootstrap_in(
     .bind(token.secret_hash.clone())
     .bind(token.created_at.as_millis())
     .bind(token.revoked_at.map(Timestamp::as_millis))
-    .execute(&mut *tx)
+    .execute_in(&mut *tx)
     .await?;
     cx.audit(vec![draft], user.created_at);
     Ok(())
@@ -273,7 +274,7 @@ pub(super) async fn revoke_user_tokens(
 }
 
 async fn revoke_user_tokens_in(
-    tx: &mut AnyConnection,
+    tx: &mut Db,
     cx: &Ctx,
     name: &UserName,
     now: Timestamp,
@@ -284,7 +285,7 @@ async fn revoke_user_tokens_in(
         cx.backend.lock_clause()
     ))
     .bind(name.as_str())
-    .fetch_optional(&mut *tx)
+    .fetch_optional_in(&mut *tx)
     .await?;
     if exists.is_none() {
         return Err(StoreError::NotFound(format!("user {name}")));
@@ -294,9 +295,8 @@ async fn revoke_user_tokens_in(
     )
     .bind(now.as_millis())
     .bind(name.as_str())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .execute_in(&mut *tx)
+    .await?;
     cx.audit(vec![draft], now);
     Ok(revoked)
 }
@@ -330,7 +330,7 @@ pub(super) async fn save_config(
 }
 
 async fn save_config_in(
-    tx: &mut AnyConnection,
+    tx: &mut Db,
     cx: &Ctx,
     bundle_json: &str,
     now: Timestamp,
@@ -341,17 +341,17 @@ async fn save_config_in(
     audit::lock_head(tx, cx.backend).await?;
     cx.audit(vec![draft], now);
     let latest = sqlx::query("SELECT version FROM config_versions ORDER BY version DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
+        .fetch_optional_in(&mut *tx)
         .await?;
     let version = match latest {
-        Some(row) => row.try_get::<i64, _>("version")?.saturating_add(1),
+        Some(row) => row.int("version")?.saturating_add(1),
         None => 1,
     };
     sqlx::query("INSERT INTO config_versions (version, bundle, applied_at) VALUES ($1, $2, $3)")
         .bind(version)
         .bind(bundle_json)
         .bind(now.as_millis())
-        .execute(&mut *tx)
+        .execute_in(&mut *tx)
         .await
         .map_err(|e| {
             conflict(e, || {

@@ -1,7 +1,10 @@
 //! The audit chain: sealed at the end of each write batch (see `writer`), read page by page.
 
 use kairos_domain::{AuditDraft, AuditRecord, Timestamp};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
+
+use super::codec::Columns;
+use super::db::{Db, RunIn};
 
 use super::codec::{AUDIT_COLUMNS, INSERT_AUDIT, audit_from_row, bind_audit};
 use super::filter::Filter;
@@ -23,7 +26,7 @@ pub(crate) type Head = (i64, String);
 /// audit verify` checks every link). The writer seals after the batch's last write, so the
 /// head is always the last lock taken and is held only until the commit.
 pub(super) async fn seal(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     drafts: Vec<(AuditDraft, Timestamp)>,
     known: Option<Head>,
@@ -41,9 +44,8 @@ pub(super) async fn seal(
             .bind(head.1.clone())
             .bind(seq)
             .bind(hash)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            .execute_in(&mut *conn)
+            .await?;
             if swapped == 1 {
                 insert(conn, backend, records).await?;
                 return Ok(Some(head));
@@ -59,13 +61,13 @@ pub(super) async fn seal(
         "SELECT seq, hash FROM audit_head WHERE id = 1{}",
         backend.lock_clause()
     ))
-    .fetch_one(&mut *conn)
+    .fetch_one_in(&mut *conn)
     .await?;
-    let (records, head) = seal_after(&drafts, row.try_get("seq")?, row.try_get("hash")?)?;
+    let (records, head) = seal_after(&drafts, row.int("seq")?, row.text("hash")?)?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(head.0)
         .bind(head.1.clone())
-        .execute(&mut *conn)
+        .execute_in(&mut *conn)
         .await?;
     insert(conn, backend, records).await?;
     Ok(Some(head))
@@ -91,7 +93,7 @@ fn seal_after(
 }
 
 async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     records: Vec<AuditRecord>,
 ) -> Result<()> {
@@ -109,12 +111,12 @@ async fn insert(
 /// Locks the chain's head row until the transaction ends (PostgreSQL; a no-op read on
 /// SQLite, whose write transaction already excludes other writers): for writes that must
 /// serialize across replicas on more than the chain.
-pub(super) async fn lock_head(conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+pub(super) async fn lock_head(conn: &mut Db, backend: Backend) -> Result<()> {
     sqlx::query(&format!(
         "SELECT seq FROM audit_head WHERE id = 1{}",
         backend.lock_clause()
     ))
-    .fetch_one(&mut *conn)
+    .fetch_one_in(&mut *conn)
     .await?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use kairos_domain::{Grant, GrantId, Request, Timestamp};
-use sqlx::AnyConnection;
+use super::db::{Db, RunIn};
 
 use super::Backend;
 use super::codec::{
@@ -88,7 +88,7 @@ fn column_count(columns: &str) -> usize {
 /// `columns` wide), a chunk a statement; `bind` binds one row's values in order. A
 /// conflict fails the whole statement.
 pub(super) async fn insert_rows<T: Sync>(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     insert: &'static str,
     columns: &str,
@@ -107,14 +107,14 @@ pub(super) async fn insert_rows<T: Sync>(
         for r in chunk {
             q = bind(q, r)?;
         }
-        q.execute(&mut *conn).await?;
+        q.execute_in(&mut *conn).await?;
     }
     Ok(())
 }
 
 /// Inserts requests, a chunk a statement. A duplicate id fails the whole statement.
 pub(super) async fn insert_requests(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     requests: &[&Request],
 ) -> Result<()> {
@@ -131,7 +131,7 @@ pub(super) async fn insert_requests(
 
 /// Inserts grants, a chunk a statement. A duplicate id fails the whole statement.
 pub(super) async fn insert_grants(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     grants: &[&Grant],
 ) -> Result<()> {
@@ -151,7 +151,7 @@ pub(super) async fn insert_grants(
 /// columns are set, so SQLite touches only the indexes over them (setting every column
 /// rewrote every index entry of every row).
 pub(super) async fn update_grant_states(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     grants: &[&Grant],
 ) -> Result<()> {
@@ -167,7 +167,7 @@ pub(super) async fn update_grant_states(
 /// Writes every column of existing grants (what a read-modify-write may change), a chunk
 /// a statement. Each grant must appear once.
 pub(super) async fn update_grants(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     grants: &[&Grant],
 ) -> Result<()> {
@@ -182,7 +182,7 @@ pub(super) async fn update_grants(
 /// as a `VALUES` list and update their rows by id. `bind` binds one grant's `columns` in
 /// order. An ended grant (no attempt count) keeps the count it had while ending.
 async fn update_by_id(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     grants: &[&Grant],
     columns: &[&str],
@@ -208,14 +208,14 @@ async fn update_by_id(
         for g in chunk {
             q = bind(q, g)?;
         }
-        q.execute(&mut *conn).await?;
+        q.execute_in(&mut *conn).await?;
     }
     Ok(())
 }
 
 /// Queues (or re-queues) revocation jobs, unclaimed, a chunk a statement.
 pub(super) async fn enqueue(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     jobs: &[(&GrantId, Timestamp)],
 ) -> Result<()> {
@@ -229,14 +229,14 @@ pub(super) async fn enqueue(
         for (id, due_at) in chunk {
             q = q.bind(id.as_str().to_owned()).bind(due_at.as_millis());
         }
-        q.execute(&mut *conn).await?;
+        q.execute_in(&mut *conn).await?;
     }
     Ok(())
 }
 
 /// Deletes the revocation jobs of these grants, a chunk a statement.
 pub(super) async fn delete_jobs(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     ids: &[&GrantId],
 ) -> Result<()> {
@@ -249,7 +249,7 @@ pub(super) async fn delete_jobs(
         for id in chunk {
             q = q.bind(id.as_str().to_owned());
         }
-        q.execute(&mut *conn).await?;
+        q.execute_in(&mut *conn).await?;
     }
     Ok(())
 }
@@ -257,7 +257,7 @@ pub(super) async fn delete_jobs(
 /// Loads grants by id under row locks (taken in id order, so two lockers never deadlock).
 /// Ids with no grant are absent from the map.
 pub(super) async fn lock_grants(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     ids: &[&GrantId],
 ) -> Result<HashMap<String, Grant>> {
@@ -275,7 +275,7 @@ pub(super) async fn lock_grants(
         for id in chunk {
             q = q.bind((*id).to_owned());
         }
-        for row in q.fetch_all(&mut *conn).await? {
+        for row in q.fetch_all_in(&mut *conn).await? {
             let grant = grant_from_row(&row)?;
             found.insert(grant.id.as_str().to_owned(), grant);
         }

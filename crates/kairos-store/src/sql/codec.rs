@@ -189,7 +189,7 @@ pub(super) fn bind_request<'q>(
         .bind(r.grant_id.as_ref().map(|g| g.as_str().to_owned())))
 }
 
-pub(super) fn request_from_row(row: &AnyRow) -> Result<Request> {
+pub(super) fn request_from_row(row: &impl Columns) -> Result<Request> {
     let r = Reader::new(row, "id")?;
     let ttl_secs = r.int("ttl_secs")?;
     Ok(Request {
@@ -390,8 +390,8 @@ pub(super) fn bind_audit(q: AnyQuery<'_>, a: AuditRecord) -> AnyQuery<'_> {
 
 /// Reads a record as stored, without checking its hash: that is the verifier's job, and
 /// a tampered record must reach it unchanged.
-pub(super) fn audit_from_row(row: &AnyRow) -> Result<AuditRecord> {
-    let seq = row.try_get::<i64, _>("seq")?;
+pub(super) fn audit_from_row(row: &impl Columns) -> Result<AuditRecord> {
+    let seq = row.int("seq")?;
     let r = Reader {
         row,
         id: format!("audit #{seq}"),
@@ -413,7 +413,7 @@ pub(super) fn audit_from_row(row: &AnyRow) -> Result<AuditRecord> {
 
 // ---- keys, users, tokens ---------------------------------------------------------------
 
-pub(super) fn key_from_row(row: &AnyRow) -> Result<StoredKey> {
+pub(super) fn key_from_row(row: &impl Columns) -> Result<StoredKey> {
     let r = Reader::new(row, "kid")?;
     Ok(StoredKey {
         kid: r.text("kid")?,

@@ -33,12 +33,8 @@ impl DirectReads {
     /// For the file of a `sqlite://PATH?…` URL; None where the sqlx readers must serve
     /// (an in-memory database, or a path this module would have to decode).
     pub(super) fn for_url(url: &str) -> Option<Self> {
-        let path = url.strip_prefix("sqlite://")?.split('?').next()?;
-        if path.is_empty() || path.contains(['%', '#']) || path.contains(":memory:") {
-            return None;
-        }
         Some(Self {
-            path: PathBuf::from(path),
+            path: super::sqlite_file(url)?,
             idle: Mutex::new(Vec::new()),
         })
     }

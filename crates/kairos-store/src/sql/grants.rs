@@ -5,7 +5,10 @@ use std::sync::Arc;
 use kairos_domain::{
     AuditDraft, Grant, GrantEnd, GrantId, GrantState, Receipt, Timestamp, audit_of,
 };
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
+
+use super::codec::Columns;
+use super::db::{Db, RunIn};
 
 use super::codec::{GRANT_BY_ID, GRANT_COLUMNS, UPDATE_GRANT, bind_grant, grant_from_row};
 use super::filter::Filter;
@@ -53,21 +56,21 @@ pub(super) async fn list(store: &SqlStore, f: &GrantFilter) -> Result<Vec<Grant>
 }
 
 /// Loads one grant under a row lock.
-async fn lock(conn: &mut AnyConnection, backend: Backend, id: &GrantId) -> Result<Grant> {
+async fn lock(conn: &mut Db, backend: Backend, id: &GrantId) -> Result<Grant> {
     let row = sqlx::query(&format!(
         "SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1{}",
         backend.lock_clause()
     ))
     .bind(id.as_str())
-    .fetch_optional(&mut *conn)
+    .fetch_optional_in(&mut *conn)
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("grant {id}")))?;
     grant_from_row(&row)
 }
 
-pub(super) async fn write(conn: &mut AnyConnection, id: &GrantId, grant: &Grant) -> Result<()> {
+pub(super) async fn write(conn: &mut Db, id: &GrantId, grant: &Grant) -> Result<()> {
     bind_grant(sqlx::query(UPDATE_GRANT), id, grant)?
-        .execute(conn)
+        .execute_in(conn)
         .await?;
     Ok(())
 }
@@ -83,7 +86,7 @@ pub(super) async fn update(store: &SqlStore, id: &GrantId, update: GrantUpdate) 
 
 /// One grant's read-modify-write in the writer's transaction; its audit records at `at`.
 pub(super) async fn update_one(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     cx: &Ctx,
     id: GrantId,
     update: GrantUpdate,
@@ -117,9 +120,8 @@ pub(super) async fn claim_delivery(
                 )
                 .bind(at.as_millis())
                 .bind(id.as_str())
-                .execute(&mut *conn)
+                .execute_in(&mut *conn)
                 .await?
-                .rows_affected()
                     == 1;
                 if claimed {
                     cx.audit(vec![audit], at);
@@ -142,7 +144,7 @@ pub(super) async fn end(
 }
 
 async fn end_in(
-    tx: &mut AnyConnection,
+    tx: &mut Db,
     cx: &Ctx,
     selector: &EndSelector,
     end: &GrantEnd,
@@ -196,15 +198,15 @@ async fn end_in(
 }
 
 async fn fetch_grants(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     q: super::codec::AnyQuery<'_>,
 ) -> Result<Vec<Grant>> {
-    let rows = q.fetch_all(&mut *conn).await?;
+    let rows = q.fetch_all_in(&mut *conn).await?;
     rows.iter().map(grant_from_row).collect()
 }
 
 /// Queues (or re-queues) the revocation job of a grant, due at `due_at` and unclaimed.
-async fn enqueue(conn: &mut AnyConnection, id: &GrantId, due_at: Timestamp) -> Result<()> {
+async fn enqueue(conn: &mut Db, id: &GrantId, due_at: Timestamp) -> Result<()> {
     sqlx::query(
         "INSERT INTO revocations (grant_id, due_at, claimed_until, attempts) \
          VALUES ($1, $2, NULL, 0) \
@@ -212,7 +214,7 @@ async fn enqueue(conn: &mut AnyConnection, id: &GrantId, due_at: Timestamp) -> R
     )
     .bind(id.as_str())
     .bind(due_at.as_millis())
-    .execute(conn)
+    .execute_in(conn)
     .await?;
     Ok(())
 }
@@ -243,7 +245,7 @@ pub(super) async fn claim_revocations(
 }
 
 async fn claim_in(
-    tx: &mut AnyConnection,
+    tx: &mut Db,
     backend: Backend,
     now: Timestamp,
     limit: u32,
@@ -257,12 +259,12 @@ async fn claim_in(
     ))
     .bind(now.as_millis())
     .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
+    .fetch_all_in(&mut *tx)
     .await?;
     let claimed_until = now.as_millis().saturating_add(lease_ms.max(0));
     let ids: Vec<String> = due
         .iter()
-        .map(|row| row.try_get("grant_id"))
+        .map(|row| row.text("grant_id"))
         .collect::<std::result::Result<_, _>>()?;
     let mut grants = Vec::with_capacity(ids.len());
     // Two statements per chunk of jobs, not two per job.
@@ -277,7 +279,7 @@ async fn claim_in(
         for id in chunk {
             q = q.bind(id.as_str());
         }
-        q.execute(&mut *tx).await?;
+        q.execute_in(&mut *tx).await?;
         let list = bulk::list(backend, 1, chunk.len());
         let select = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id IN ({list})");
         let mut q = sqlx::query(&select).persistent(false);
@@ -285,7 +287,7 @@ async fn claim_in(
             q = q.bind(id.as_str());
         }
         let mut by_id: std::collections::HashMap<String, Grant> = q
-            .fetch_all(&mut *tx)
+            .fetch_all_in(&mut *tx)
             .await?
             .iter()
             .map(|row| grant_from_row(row).map(|g| (g.id.as_str().to_owned(), g)))
@@ -316,7 +318,7 @@ pub(super) async fn complete_revocation(
                 write(tx, &id, &grant).await?;
                 sqlx::query("DELETE FROM revocations WHERE grant_id = $1")
                     .bind(id.as_str())
-                    .execute(&mut *tx)
+                    .execute_in(&mut *tx)
                     .await?;
                 if let GrantState::Ended { end, receipt } = &grant.state {
                     let draft = audit_of::verified(&grant, end, receipt);

@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod bulk;
 mod codec;
+mod db;
 mod direct;
 mod filter;
 mod grants;
@@ -24,7 +25,9 @@ use kairos_domain::{
 };
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{AnyConnection, AnyPool, Executor};
+use sqlx::{AnyPool, Executor};
+
+use db::Db;
 
 use crate::{
     AuditFilter, Counts, EndSelector, GrantFilter, GrantUpdate, RequestFilter, RequestUpdate,
@@ -179,9 +182,14 @@ impl SqlStore {
             },
             Backend::Postgres => (pool.clone(), None),
         };
+        // On a SQLite file the writer runs SQLite on its own thread (see `db`).
+        let source = match (backend, sqlite_file(&url)) {
+            (Backend::Sqlite, Some(path)) => writer::Source::SqliteFile(path),
+            _ => writer::Source::Pool(pool.clone()),
+        };
         tracing::debug!(backend = backend.name(), "store opened");
         Ok(Self {
-            writer: Writer::start(pool.clone(), backend)?,
+            writer: Writer::start(source, backend)?,
             pool,
             reads,
             direct,
@@ -209,7 +217,7 @@ impl SqlStore {
     /// commit), answered once it has committed. An `Err` from `f` undoes only `f`.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
-        F: for<'c> FnOnce(&'c mut AnyConnection, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut Db, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
         T: Send + 'static,
     {
         self.writer.write(Arc::clone(&self.clock), f).await
@@ -235,6 +243,19 @@ async fn sqlite_readers(url: &str) -> Result<Option<AnyPool>> {
         .connect(&ro)
         .await?;
     Ok(Some(pool))
+}
+
+/// The file of a `sqlite://PATH?…` URL; None for an in-memory database, or a path the
+/// rusqlite connections would have to decode (sqlx's pool serves those).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+    if path.is_empty() || path.contains(['%', '#']) || path.contains(":memory:") {
+        return None;
+    }
+    if url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
 }
 
 /// The writer's page cache: index pages of a large store stay in memory instead of
@@ -272,10 +293,20 @@ fn parse_url(url: &str) -> Result<(Backend, String)> {
 }
 
 /// A unique-constraint violation becomes [`StoreError::Conflict`] with `sentence`.
-fn conflict(e: sqlx::Error, sentence: impl FnOnce() -> String) -> StoreError {
-    match e.as_database_error() {
-        Some(db) if db.is_unique_violation() => StoreError::Conflict(sentence()),
-        _ => StoreError::Backend(e),
+fn conflict(e: StoreError, sentence: impl FnOnce() -> String) -> StoreError {
+    let unique = match &e {
+        StoreError::Backend(e) => e.as_database_error().is_some_and(|db| db.is_unique_violation()),
+        // What sqlx counts as a unique violation on SQLite (the writer's rusqlite path).
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+            failure.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        ),
+        _ => false,
+    };
+    if unique {
+        StoreError::Conflict(sentence())
+    } else {
+        e
     }
 }
 

@@ -1,7 +1,7 @@
 //! Access requests.
 
 use kairos_domain::{AuditDraft, AuditKind, Grant, Principal, Request, RequestId, Timestamp};
-use sqlx::AnyConnection;
+use super::db::{Db, RunIn};
 
 use super::codec::{
     INSERT_GRANT, INSERT_REQUEST, REQUEST_COLUMNS, UPDATE_REQUEST, bind_grant, bind_request,
@@ -30,12 +30,12 @@ pub(super) async fn insert(
 
 /// One new request and its grant (the writer's path for an insertion on its own).
 pub(super) async fn insert_one(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     request: &Request,
     grant: Option<&Grant>,
 ) -> Result<()> {
     bind_request(sqlx::query(INSERT_REQUEST), &request.id, request)?
-        .execute(&mut *conn)
+        .execute_in(&mut *conn)
         .await
         .map_err(|e| conflict(e, || format!("request {} already exists", request.id)))?;
     if let Some(grant) = grant {
@@ -47,7 +47,7 @@ pub(super) async fn insert_one(
 /// Many new requests and their grants, a multi-row insert per table. Any conflict fails
 /// them all (the writer then retries each with [`insert_one`]).
 pub(super) async fn insert_many(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: super::Backend,
     rows: &[&Insertion],
 ) -> Result<()> {
@@ -57,9 +57,9 @@ pub(super) async fn insert_many(
     bulk::insert_grants(conn, backend, &grants).await
 }
 
-pub(super) async fn insert_grant(conn: &mut AnyConnection, grant: &Grant) -> Result<()> {
+pub(super) async fn insert_grant(conn: &mut Db, grant: &Grant) -> Result<()> {
     bind_grant(sqlx::query(INSERT_GRANT), &grant.id, grant)?
-        .execute(conn)
+        .execute_in(conn)
         .await
         .map_err(|e| conflict(e, || format!("grant {} already exists", grant.id)))?;
     Ok(())
@@ -106,14 +106,14 @@ pub(super) async fn update(
                     cx.backend.lock_clause()
                 ))
                 .bind(id.as_str())
-                .fetch_optional(&mut *tx)
+                .fetch_optional_in(&mut *tx)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("request {id}")))?;
                 let mut request = request_from_row(&row)?;
                 let change = update(&mut request)?;
                 // The row is addressed by the id it was loaded with; the closure cannot move it.
                 bind_request(sqlx::query(UPDATE_REQUEST), &id, &request)?
-                    .execute(&mut *tx)
+                    .execute_in(&mut *tx)
                     .await?;
                 if let Some(grant) = &change.grant {
                     insert_grant(tx, grant).await?;
@@ -138,7 +138,7 @@ pub(super) async fn expire_pending(
 }
 
 async fn expire_pending_in(
-    tx: &mut AnyConnection,
+    tx: &mut Db,
     cx: &Ctx,
     now: Timestamp,
     limit: u32,
@@ -151,7 +151,7 @@ async fn expire_pending_in(
     ))
     .bind(now.as_millis())
     .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
+    .fetch_all_in(&mut *tx)
     .await?;
     let mut expired = Vec::with_capacity(rows.len());
     let mut drafts = Vec::with_capacity(rows.len());
@@ -159,7 +159,7 @@ async fn expire_pending_in(
         let mut request = request_from_row(row)?;
         request.expire(now)?;
         bind_request(sqlx::query(UPDATE_REQUEST), &request.id, &request)?
-            .execute(&mut *tx)
+            .execute_in(&mut *tx)
             .await?;
         drafts.push(expired_audit(&request));
         expired.push(request);

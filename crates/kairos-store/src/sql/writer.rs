@@ -34,8 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::collections::{HashMap, HashSet};
 
 use kairos_domain::{AuditDraft, Clock, Grant, GrantId, Request, Timestamp};
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use sqlx::AnyPool;
+
+use super::db::Db;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Backend, audit, bulk, grants, requests};
@@ -103,7 +104,7 @@ impl Ctx {
 trait Op: Send {
     fn run<'c>(
         self: Box<Self>,
-        conn: &'c mut AnyConnection,
+        conn: &'c mut Db,
         cx: Ctx,
     ) -> BoxFuture<'c, Box<dyn Done>>;
     /// The write never ran (the batch could not begin).
@@ -130,12 +131,12 @@ struct Ran<T> {
 
 impl<F, T> Op for Queued<F, T>
 where
-    F: for<'c> FnOnce(&'c mut AnyConnection, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    F: for<'c> FnOnce(&'c mut Db, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
     T: Send + 'static,
 {
     fn run<'c>(
         self: Box<Self>,
-        conn: &'c mut AnyConnection,
+        conn: &'c mut Db,
         cx: Ctx,
     ) -> BoxFuture<'c, Box<dyn Done>> {
         let Queued { f, clock, reply } = *self;
@@ -183,7 +184,7 @@ struct Insert {
 impl Op for Insert {
     fn run<'c>(
         self: Box<Self>,
-        conn: &'c mut AnyConnection,
+        conn: &'c mut Db,
         cx: Ctx,
     ) -> BoxFuture<'c, Box<dyn Done>> {
         let Insert { insertion, reply } = *self;
@@ -219,7 +220,7 @@ pub(crate) struct Update {
 impl Op for Update {
     fn run<'c>(
         self: Box<Self>,
-        conn: &'c mut AnyConnection,
+        conn: &'c mut Db,
         cx: Ctx,
     ) -> BoxFuture<'c, Box<dyn Done>> {
         let Update {
@@ -256,6 +257,26 @@ impl Job {
     }
 }
 
+/// Where the writer gets its connection.
+pub(crate) enum Source {
+    /// A connection of the store's sqlx pool (PostgreSQL, an in-memory SQLite database).
+    Pool(AnyPool),
+    /// Its own rusqlite connection to this SQLite file (see [`super::db`]).
+    SqliteFile(std::path::PathBuf),
+}
+
+impl Source {
+    async fn open(&self) -> std::result::Result<Db, String> {
+        match self {
+            Self::Pool(pool) => pool.acquire().await.map(Db::Any).map_err(|e| e.to_string()),
+            Self::SqliteFile(path) => Db::open_sqlite(path).map_err(|e| match e {
+                StoreError::Sqlite(e) => e.to_string(),
+                e => e.to_string(),
+            }),
+        }
+    }
+}
+
 /// The handle the store keeps: a queue to the writer task and a way to stop it.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
@@ -276,19 +297,20 @@ impl std::fmt::Debug for Job {
 }
 
 impl Writer {
-    /// Starts the writer on `pool` (it holds one of its connections while running).
+    /// Starts the writer on a connection from `source`, held while it runs.
     ///
-    /// The writer runs on a thread of its own. Every statement it runs is a wake-up from
-    /// outside the runtime (SQLite's worker thread, or the socket), and a task woken from
+    /// The writer runs on a thread of its own. Through sqlx every statement it runs is a
+    /// wake-up from outside the runtime (the socket, or SQLite's worker thread on an
+    /// in-memory database), and a task woken from
     /// outside waits in the runtime's shared queue, which busy workers look at only every
     /// few dozen tasks: on the request-serving runtime, under load, each statement of a
     /// batch waited milliseconds behind request handlers. Its own thread answers at once.
-    pub(crate) fn start(pool: AnyPool, backend: Backend) -> Result<Self> {
+    pub(crate) fn start(source: Source, backend: Backend) -> Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (stop, stopped) = watch::channel(false);
         let (done, finished) = oneshot::channel();
         let work = async move {
-            run(pool, backend, jobs, stopped).await;
+            run(source, backend, jobs, stopped).await;
             let _ = done.send(());
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -309,7 +331,7 @@ impl Writer {
     /// Runs `f` in the next batch and answers once that batch has committed.
     pub(crate) async fn write<T, F>(&self, clock: Arc<dyn Clock>, f: F) -> Result<T>
     where
-        F: for<'c> FnOnce(&'c mut AnyConnection, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut Db, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
@@ -366,12 +388,12 @@ impl Writer {
 }
 
 async fn run(
-    pool: AnyPool,
+    source: Source,
     backend: Backend,
     mut jobs: mpsc::Receiver<Job>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut conn: Option<PoolConnection<Any>> = None;
+    let mut conn: Option<Db> = None;
     // The audit chain's head as this writer last committed it (see `audit::seal`).
     let mut head: Option<audit::Head> = None;
     loop {
@@ -392,7 +414,7 @@ async fn run(
         }
         let mut c = match conn.take() {
             Some(c) => c,
-            None => match pool.acquire().await {
+            None => match source.open().await {
                 Ok(c) => c,
                 Err(e) => {
                     let why = format!("no connection to the store: {e}");
@@ -414,16 +436,14 @@ async fn run(
         );
         match outcome {
             Ok(()) => conn = Some(c),
-            // The connection's state is unknown: let the pool replace it.
-            Err(()) => {
-                let _ = c.close().await;
-            }
+            // The connection's state is unknown: open another for the next batch.
+            Err(()) => c.close().await,
         }
     }
     // The connection was opened on (or last used from) the writer's own runtime, which
     // ends with this function: close it rather than hand it back to the pool.
     if let Some(c) = conn {
-        let _ = c.close().await;
+        c.close().await;
     }
     // Writes queued after the stop are refused by the closed channel.
     jobs.close();
@@ -436,13 +456,13 @@ async fn run(
 /// `head`: the chain's head as the last committed batch left it; updated when this one
 /// commits, forgotten when it does not.
 async fn run_batch(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     batch: Vec<Job>,
     head: &mut Option<audit::Head>,
 ) -> std::result::Result<(), ()> {
     let known = head.take();
-    if let Err(e) = conn.execute(backend.begin_statement()).await {
+    if let Err(e) = conn.run(backend.begin_statement()).await {
         let why = format!("beginning a transaction: {e}");
         for job in batch {
             job.into_op().abort(why.clone());
@@ -507,7 +527,7 @@ async fn run_batch(
     let mut ops = ops.into_iter();
     if broken.is_none() {
         for op in ops.by_ref() {
-            if !single && let Err(e) = conn.execute("SAVEPOINT kairos_write").await {
+            if !single && let Err(e) = conn.run("SAVEPOINT kairos_write").await {
                 broken = Some(format!("opening a savepoint: {e}"));
                 op.abort(broken.clone().unwrap_or_default());
                 break;
@@ -519,10 +539,10 @@ async fn run_batch(
             }
             if !single {
                 let undo = if done.succeeded() {
-                    conn.execute("RELEASE SAVEPOINT kairos_write").await
+                    conn.run("RELEASE SAVEPOINT kairos_write").await
                 } else {
-                    match conn.execute("ROLLBACK TO SAVEPOINT kairos_write").await {
-                        Ok(_) => conn.execute("RELEASE SAVEPOINT kairos_write").await,
+                    match conn.run("ROLLBACK TO SAVEPOINT kairos_write").await {
+                        Ok(_) => conn.run("RELEASE SAVEPOINT kairos_write").await,
                         Err(e) => Err(e),
                     }
                 };
@@ -547,20 +567,20 @@ async fn run_batch(
         for op in ops {
             op.abort(why.clone());
         }
-        let _ = conn.execute("ROLLBACK").await;
+        let _ = conn.run("ROLLBACK").await;
         for done in ran {
             done.finish(Err(why.clone()));
         }
         return Err(());
     }
     if single && ran.iter().all(|d| !d.succeeded()) {
-        let rolled_back = conn.execute("ROLLBACK").await;
+        let rolled_back = conn.run("ROLLBACK").await;
         for done in ran {
             done.finish(Ok(()));
         }
         return rolled_back.map(|_| ()).map_err(|_| ());
     }
-    match conn.execute("COMMIT").await {
+    match conn.run("COMMIT").await {
         Ok(_) => {
             *head = sealed;
             for done in ran {
@@ -570,7 +590,7 @@ async fn run_batch(
         }
         Err(e) => {
             let why = format!("committing: {e}");
-            let _ = conn.execute("ROLLBACK").await;
+            let _ = conn.run("ROLLBACK").await;
             for done in ran {
                 done.finish(Err(why.clone()));
             }
@@ -591,18 +611,18 @@ enum Together {
 /// `alone`: the insertions are the whole batch, so on failure the transaction is rolled
 /// back and begun again rather than undone to a savepoint.
 async fn insert_together(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     cx: &Ctx,
     inserts: Vec<Insert>,
     alone: bool,
 ) -> Together {
-    if !alone && let Err(e) = conn.execute("SAVEPOINT kairos_insert").await {
+    if !alone && let Err(e) = conn.run("SAVEPOINT kairos_insert").await {
         return Together::Broken(format!("opening a savepoint: {e}"), inserts);
     }
     let rows: Vec<&Insertion> = inserts.iter().map(|i| &i.insertion).collect();
     match requests::insert_many(conn, cx.backend, &rows).await {
         Ok(()) => {
-            if !alone && let Err(e) = conn.execute("RELEASE SAVEPOINT kairos_insert").await {
+            if !alone && let Err(e) = conn.run("RELEASE SAVEPOINT kairos_insert").await {
                 return Together::Broken(format!("closing a savepoint: {e}"), inserts);
             }
             let done = inserts
@@ -620,13 +640,13 @@ async fn insert_together(
         Err(e) => {
             tracing::debug!(error = %e, "a batch's insertions failed together; retrying each");
             let undone = if alone {
-                match conn.execute("ROLLBACK").await {
-                    Ok(_) => conn.execute(cx.backend.begin_statement()).await,
+                match conn.run("ROLLBACK").await {
+                    Ok(_) => conn.run(cx.backend.begin_statement()).await,
                     Err(e) => Err(e),
                 }
             } else {
-                match conn.execute("ROLLBACK TO SAVEPOINT kairos_insert").await {
-                    Ok(_) => conn.execute("RELEASE SAVEPOINT kairos_insert").await,
+                match conn.run("ROLLBACK TO SAVEPOINT kairos_insert").await {
+                    Ok(_) => conn.run("RELEASE SAVEPOINT kairos_insert").await,
                     Err(e) => Err(e),
                 }
             };
@@ -651,7 +671,7 @@ struct Applied {
 /// `Err` when the transaction is lost (a load or a savepoint failed): every update then
 /// fails with it.
 async fn update_together(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     cx: &Ctx,
     updates: Vec<Update>,
 ) -> std::result::Result<Vec<Box<dyn Done>>, (String, Vec<Box<dyn Done>>)> {
@@ -724,7 +744,7 @@ async fn update_together(
             probe == **g
         })
     });
-    let together = match conn.execute("SAVEPOINT kairos_update").await {
+    let together = match conn.run("SAVEPOINT kairos_update").await {
         Ok(_) if state_only => bulk::update_grant_states(conn, cx.backend, &written).await,
         Ok(_) => bulk::update_grants(conn, cx.backend, &written).await,
         Err(e) => {
@@ -733,15 +753,13 @@ async fn update_together(
         }
     };
     let closed = match together {
-        Ok(()) => conn
-            .execute("RELEASE SAVEPOINT kairos_update")
+        Ok(()) => conn.run("RELEASE SAVEPOINT kairos_update")
             .await
             .map(|_| ()),
         Err(e) => {
             tracing::debug!(error = %e, "a batch's grant updates failed together; writing each");
-            let undone = match conn.execute("ROLLBACK TO SAVEPOINT kairos_update").await {
-                Ok(_) => conn
-                    .execute("RELEASE SAVEPOINT kairos_update")
+            let undone = match conn.run("ROLLBACK TO SAVEPOINT kairos_update").await {
+                Ok(_) => conn.run("RELEASE SAVEPOINT kairos_update")
                     .await
                     .map(|_| ()),
                 Err(e) => Err(e),
@@ -778,12 +796,12 @@ async fn update_together(
 /// Writes each grant in its own savepoint; a grant the database refuses is named in
 /// `failed` with why. `Err` only when a savepoint itself fails.
 async fn write_each(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     grants_to_write: &[&Grant],
     failed: &mut HashMap<String, String>,
-) -> std::result::Result<(), sqlx::Error> {
+) -> std::result::Result<(), String> {
     for grant in grants_to_write {
-        conn.execute("SAVEPOINT kairos_update").await?;
+        conn.run("SAVEPOINT kairos_update").await?;
         match grants::write(conn, &grant.id, grant).await {
             Ok(()) => {}
             Err(e) => {
@@ -791,10 +809,10 @@ async fn write_each(
                     grant.id.as_str().to_owned(),
                     format!("writing grant {}: {e}", grant.id),
                 );
-                conn.execute("ROLLBACK TO SAVEPOINT kairos_update").await?;
+                conn.run("ROLLBACK TO SAVEPOINT kairos_update").await?;
             }
         }
-        conn.execute("RELEASE SAVEPOINT kairos_update").await?;
+        conn.run("RELEASE SAVEPOINT kairos_update").await?;
     }
     Ok(())
 }
