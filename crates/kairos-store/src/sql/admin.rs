@@ -100,12 +100,12 @@ pub(super) async fn prune_keys(store: &SqlStore, now: Timestamp) -> Result<u64> 
     store
         .write(move |conn, _| {
             Box::pin(async move {
-                Ok(sqlx::query(
+                sqlx::query(
                     "DELETE FROM signing_keys WHERE retire_until IS NOT NULL AND retire_until <= $1",
                 )
                 .bind(now.as_millis())
                 .execute_in(conn)
-                .await?)
+                .await
             })
         })
         .await

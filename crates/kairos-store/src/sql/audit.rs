@@ -92,11 +92,7 @@ fn seal_after(
     Ok((records, (seq, prev_hash)))
 }
 
-async fn insert(
-    conn: &mut Db,
-    backend: Backend,
-    records: Vec<AuditRecord>,
-) -> Result<()> {
+async fn insert(conn: &mut Db, backend: Backend, records: Vec<AuditRecord>) -> Result<()> {
     bulk::insert_rows(
         conn,
         backend,

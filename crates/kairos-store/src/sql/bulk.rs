@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use kairos_domain::{Grant, GrantId, Request, Timestamp};
 use super::db::{Db, RunIn};
+use kairos_domain::{Grant, GrantId, Request, Timestamp};
 
 use super::Backend;
 use super::codec::{
@@ -235,11 +235,7 @@ pub(super) async fn enqueue(
 }
 
 /// Deletes the revocation jobs of these grants, a chunk a statement.
-pub(super) async fn delete_jobs(
-    conn: &mut Db,
-    backend: Backend,
-    ids: &[&GrantId],
-) -> Result<()> {
+pub(super) async fn delete_jobs(conn: &mut Db, backend: Backend, ids: &[&GrantId]) -> Result<()> {
     for chunk in ids.chunks(CHUNK) {
         let sql = format!(
             "DELETE FROM revocations WHERE grant_id IN ({})",

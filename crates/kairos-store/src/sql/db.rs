@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyArguments, AnyRow};
-use sqlx_core::any::AnyValueKind;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, Execute, Executor};
+use sqlx_core::any::AnyValueKind;
 
 use super::codec::{AnyQuery, Columns};
 use super::{SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB};
@@ -57,7 +57,11 @@ impl Db {
     /// is the database's own message, for the writer's reasons.
     pub(crate) async fn run(&mut self, sql: &str) -> std::result::Result<(), String> {
         match self {
-            Self::Any(conn) => conn.execute(sql).await.map(|_| ()).map_err(|e| e.to_string()),
+            Self::Any(conn) => conn
+                .execute(sql)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Self::Lite(conn) => conn
                 .prepare_cached(sql)
                 .and_then(|mut s| s.raw_execute())
@@ -234,9 +238,8 @@ impl LiteRow {
 
 impl Columns for LiteRow {
     fn text(&self, column: &str) -> Result<String> {
-        self.opt_text(column)?.ok_or_else(|| {
-            self.wrong_type(column, &rusqlite::types::Value::Null)
-        })
+        self.opt_text(column)?
+            .ok_or_else(|| self.wrong_type(column, &rusqlite::types::Value::Null))
     }
 
     fn opt_text(&self, column: &str) -> Result<Option<String>> {

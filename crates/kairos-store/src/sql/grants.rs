@@ -197,10 +197,7 @@ async fn end_in(
     Ok(grants)
 }
 
-async fn fetch_grants(
-    conn: &mut Db,
-    q: super::codec::AnyQuery<'_>,
-) -> Result<Vec<Grant>> {
+async fn fetch_grants(conn: &mut Db, q: super::codec::AnyQuery<'_>) -> Result<Vec<Grant>> {
     let rows = q.fetch_all_in(&mut *conn).await?;
     rows.iter().map(grant_from_row).collect()
 }

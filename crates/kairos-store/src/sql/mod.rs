@@ -295,7 +295,9 @@ fn parse_url(url: &str) -> Result<(Backend, String)> {
 /// A unique-constraint violation becomes [`StoreError::Conflict`] with `sentence`.
 fn conflict(e: StoreError, sentence: impl FnOnce() -> String) -> StoreError {
     let unique = match &e {
-        StoreError::Backend(e) => e.as_database_error().is_some_and(|db| db.is_unique_violation()),
+        StoreError::Backend(e) => e
+            .as_database_error()
+            .is_some_and(|db| db.is_unique_violation()),
         // What sqlx counts as a unique violation on SQLite (the writer's rusqlite path).
         StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
             failure.extended_code,

@@ -1,7 +1,7 @@
 //! Access requests.
 
-use kairos_domain::{AuditDraft, AuditKind, Grant, Principal, Request, RequestId, Timestamp};
 use super::db::{Db, RunIn};
+use kairos_domain::{AuditDraft, AuditKind, Grant, Principal, Request, RequestId, Timestamp};
 
 use super::codec::{
     INSERT_GRANT, INSERT_REQUEST, REQUEST_COLUMNS, UPDATE_REQUEST, bind_grant, bind_request,

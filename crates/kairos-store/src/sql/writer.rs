@@ -102,11 +102,7 @@ impl Ctx {
 
 /// One queued write, type-erased.
 trait Op: Send {
-    fn run<'c>(
-        self: Box<Self>,
-        conn: &'c mut Db,
-        cx: Ctx,
-    ) -> BoxFuture<'c, Box<dyn Done>>;
+    fn run<'c>(self: Box<Self>, conn: &'c mut Db, cx: Ctx) -> BoxFuture<'c, Box<dyn Done>>;
     /// The write never ran (the batch could not begin).
     fn abort(self: Box<Self>, why: String);
 }
@@ -134,11 +130,7 @@ where
     F: for<'c> FnOnce(&'c mut Db, Ctx) -> BoxFuture<'c, Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    fn run<'c>(
-        self: Box<Self>,
-        conn: &'c mut Db,
-        cx: Ctx,
-    ) -> BoxFuture<'c, Box<dyn Done>> {
+    fn run<'c>(self: Box<Self>, conn: &'c mut Db, cx: Ctx) -> BoxFuture<'c, Box<dyn Done>> {
         let Queued { f, clock, reply } = *self;
         Box::pin(async move {
             let result = f(conn, Ctx { clock, ..cx }).await;
@@ -182,11 +174,7 @@ struct Insert {
 }
 
 impl Op for Insert {
-    fn run<'c>(
-        self: Box<Self>,
-        conn: &'c mut Db,
-        cx: Ctx,
-    ) -> BoxFuture<'c, Box<dyn Done>> {
+    fn run<'c>(self: Box<Self>, conn: &'c mut Db, cx: Ctx) -> BoxFuture<'c, Box<dyn Done>> {
         let Insert { insertion, reply } = *self;
         Box::pin(async move {
             let Insertion {
@@ -218,11 +206,7 @@ pub(crate) struct Update {
 }
 
 impl Op for Update {
-    fn run<'c>(
-        self: Box<Self>,
-        conn: &'c mut Db,
-        cx: Ctx,
-    ) -> BoxFuture<'c, Box<dyn Done>> {
+    fn run<'c>(self: Box<Self>, conn: &'c mut Db, cx: Ctx) -> BoxFuture<'c, Box<dyn Done>> {
         let Update {
             id,
             update,
@@ -610,12 +594,7 @@ enum Together {
 
 /// `alone`: the insertions are the whole batch, so on failure the transaction is rolled
 /// back and begun again rather than undone to a savepoint.
-async fn insert_together(
-    conn: &mut Db,
-    cx: &Ctx,
-    inserts: Vec<Insert>,
-    alone: bool,
-) -> Together {
+async fn insert_together(conn: &mut Db, cx: &Ctx, inserts: Vec<Insert>, alone: bool) -> Together {
     if !alone && let Err(e) = conn.run("SAVEPOINT kairos_insert").await {
         return Together::Broken(format!("opening a savepoint: {e}"), inserts);
     }
@@ -753,13 +732,15 @@ async fn update_together(
         }
     };
     let closed = match together {
-        Ok(()) => conn.run("RELEASE SAVEPOINT kairos_update")
+        Ok(()) => conn
+            .run("RELEASE SAVEPOINT kairos_update")
             .await
             .map(|_| ()),
         Err(e) => {
             tracing::debug!(error = %e, "a batch's grant updates failed together; writing each");
             let undone = match conn.run("ROLLBACK TO SAVEPOINT kairos_update").await {
-                Ok(_) => conn.run("RELEASE SAVEPOINT kairos_update")
+                Ok(_) => conn
+                    .run("RELEASE SAVEPOINT kairos_update")
                     .await
                     .map(|_| ()),
                 Err(e) => Err(e),
