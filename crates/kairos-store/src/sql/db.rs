@@ -295,3 +295,134 @@ impl Columns for DbRow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn scratch() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER, note TEXT)")
+            .unwrap();
+        let db = Db::open_sqlite(&path).unwrap();
+        (dir, db)
+    }
+
+    /// Values are bound as sqlx binds them: `$N` to value N wherever it stands and however
+    /// often, a plain `?` to the next value in order, a missing value as NULL.
+    #[tokio::test]
+    async fn values_bind_as_sqlx_binds_them() {
+        let (_dir, mut db) = scratch();
+        let changed = sqlx::query("INSERT INTO t (n, id, note) VALUES ($2, $1, $1 || '-' || $2)")
+            .bind("a")
+            .bind(7_i64)
+            .execute_in(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(changed, 1);
+        sqlx::query("INSERT INTO t (id, n, note) VALUES (?, ?, ?), (?, ?, ?)")
+            .bind("b")
+            .bind(8_i64)
+            .bind(Option::<String>::None)
+            .bind("c")
+            .bind(9_i64)
+            .bind("nine")
+            .execute_in(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t (id, n, note) VALUES ($1, $2, $3)")
+            .bind("d")
+            .execute_in(&mut db)
+            .await
+            .unwrap();
+        let rows = sqlx::query("SELECT id, n, note FROM t ORDER BY id")
+            .fetch_all_in(&mut db)
+            .await
+            .unwrap();
+        let seen: Vec<(String, Option<i64>, Option<String>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.text("id").unwrap(),
+                    r.opt_int("n").unwrap(),
+                    r.opt_text("note").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("a".into(), Some(7), Some("a-7".into())),
+                ("b".into(), Some(8), None),
+                ("c".into(), Some(9), Some("nine".into())),
+                ("d".into(), None, None),
+            ]
+        );
+    }
+
+    /// A row read with the wrong type, a missing column, or no row where one is required is
+    /// an error, not a default; a duplicate key is the constraint error callers map to a
+    /// conflict.
+    #[tokio::test]
+    async fn wrong_reads_and_duplicates_are_errors() {
+        let (_dir, mut db) = scratch();
+        sqlx::query("INSERT INTO t (id, n) VALUES ($1, $2)")
+            .bind("a")
+            .bind(1_i64)
+            .execute_in(&mut db)
+            .await
+            .unwrap();
+        let row = sqlx::query("SELECT id, n, note FROM t")
+            .fetch_one_in(&mut db)
+            .await
+            .unwrap();
+        assert!(row.int("id").is_err());
+        assert!(row.text("n").is_err());
+        assert!(row.text("note").is_err(), "NULL is not text");
+        assert!(row.text("nope").is_err());
+        let none = sqlx::query("SELECT id FROM t WHERE id = $1")
+            .bind("zz")
+            .fetch_one_in(&mut db)
+            .await;
+        assert!(matches!(
+            none,
+            Err(StoreError::Backend(sqlx::Error::RowNotFound))
+        ));
+        let dup = sqlx::query("INSERT INTO t (id) VALUES ($1)")
+            .bind("a")
+            .execute_in(&mut db)
+            .await
+            .unwrap_err();
+        let conflict = super::super::conflict(dup, || "taken".into());
+        assert!(matches!(conflict, StoreError::Conflict(_)), "{conflict:?}");
+    }
+
+    /// Statements without parameters (the writer's transaction control) run, and their
+    /// errors carry the database's message.
+    #[tokio::test]
+    async fn transaction_control_runs_and_explains_failures() {
+        let (_dir, mut db) = scratch();
+        db.run("BEGIN IMMEDIATE").await.unwrap();
+        db.run("SAVEPOINT s").await.unwrap();
+        sqlx::query("INSERT INTO t (id) VALUES ($1)")
+            .bind("x")
+            .execute_in(&mut db)
+            .await
+            .unwrap();
+        db.run("ROLLBACK TO SAVEPOINT s").await.unwrap();
+        db.run("RELEASE SAVEPOINT s").await.unwrap();
+        db.run("COMMIT").await.unwrap();
+        let rows = sqlx::query("SELECT id FROM t")
+            .fetch_all_in(&mut db)
+            .await
+            .unwrap();
+        assert!(rows.is_empty());
+        let why = db.run("RELEASE SAVEPOINT nowhere").await.unwrap_err();
+        assert!(why.contains("no such savepoint"), "{why}");
+    }
+}
