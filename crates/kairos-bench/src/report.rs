@@ -460,15 +460,20 @@ impl Report {
                      audit records). Writes go through one writer thread (WAL, `synchronous = \
                      FULL`) that commits whatever is waiting together: a batch's new grants in \
                      one multi-row insert per table, its audit records sealed in one insert and \
-                     one head update, one commit. Each of a batch's statements is handed to \
-                     sqlx's SQLite worker thread and back (two thread switches; the profile's \
-                     largest item is the scheduler), and the commit waits for its fsync, so a \
-                     batch costs a fixed millisecond or two however few grants it carries; a \
-                     client's grant waits for the batch in progress and then its own. The rest \
-                     is CPU per request on the same two cores: the platform token's ES256 \
-                     verification and the new token's signature, Cedar, HTTP and JSON, and the \
-                     load generator itself. Running the writer's statements on its own thread \
-                     without the hand-off (as the hot reads now do) is the next step.",
+                     one head update, one commit. The writer thread runs SQLite itself (through \
+                     rusqlite; until November 2026 every statement was a hand-off to sqlx's \
+                     worker thread, and taking it out raised this figure by about half). In a \
+                     traced run at 16 clients a batch carried about five grants and took about \
+                     1.2 ms, back to back, and the writer was nearly half of the server's CPU, \
+                     more than half of that in the kernel: a commit appends every page it \
+                     changed to the WAL (about twenty: each table and index a grant, its \
+                     request and its audit records touch, two `pwrite` calls a page) and waits \
+                     for `fdatasync`. The rest is CPU per request on the same two cores: the \
+                     platform token's ES256 verification and the new token's signature (together \
+                     about a quarter of the server's CPU), Cedar, HTTP and JSON, and the load \
+                     generator itself. Fewer pages per commit (tables keyed by their text id \
+                     `WITHOUT ROWID`, so the separate primary-key indexes go) is the next step \
+                     on the writer's side.",
                     rate(g),
                     ratio.map_or("—".into(), pct),
                     cpu_reading(&g.usage),
@@ -766,10 +771,10 @@ impl Report {
                      templates in one round trip once each template has been proven a single \
                      command), and the durable write that activates it and records the \
                      password's delivery (a batch's activations load and write their grants in \
-                     one statement each). In a traced run on this machine the store's writer \
-                     thread was about 90% busy (batches of about five writes, about 2 ms each: \
-                     the commit's fsync, and every statement a hand-off to sqlx's SQLite worker \
-                     thread) and the provisioning worker about 70% (batches of about six \
+                     one statement each). In a traced run on this machine (before the writer \
+                     ran SQLite on its own thread, when every statement was a hand-off to sqlx's \
+                     worker thread) the store's writer thread was about 90% busy (batches of \
+                     about five writes, about 2 ms each) and the provisioning worker about 70% (batches of about six \
                      accounts, about 3.5 ms): with 16 clients spread over three steps, batches \
                      stay small and the writer's fixed cost per batch sets the rate. Kairos's \
                      SCRAM verifiers use 256 iterations (its passwords are random), so hashing \
