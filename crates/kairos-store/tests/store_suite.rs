@@ -161,6 +161,7 @@ suite!(
     data_survives_reopening,
     provisioning_grants_activate_or_abort,
     concurrent_writes_commit_together_and_fail_alone,
+    concurrent_new_requests_and_grants_round_trip,
     grant_updates_in_one_batch_fail_alone,
     a_password_delivery_is_claimed_once,
     deliveries_from_before_0003_stay_claimed,
@@ -1632,6 +1633,50 @@ async fn provisioning_grants_activate_or_abort(db: Arc<Db>) {
 
 /// Writes from many tasks at once share transactions (group commit); one that fails is
 /// undone alone — its grant and audit records are not written — and the rest commit.
+/// New requests written together (on PostgreSQL requests and grants share one statement)
+/// come back exactly as written, granted or pending alike, each with its audit records.
+async fn concurrent_new_requests_and_grants_round_trip(db: Arc<Db>) {
+    let s = db.open().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let task = format!("batch/{i}");
+            let (request, grant) = if i % 4 == 0 {
+                (pending("etl", &task, 1), None)
+            } else {
+                let (r, g) = granted("etl", &task, 900_000);
+                (r, Some(g))
+            };
+            let mut audit = vec![
+                AuditDraft::new(AuditKind::Requested, &request.requester).request(&request.id),
+            ];
+            if let Some(g) = &grant {
+                audit.push(AuditDraft::new(AuditKind::Issued, "system:broker").grant(&g.id));
+            }
+            s.insert_request(&request, grant.as_ref(), audit)
+                .await
+                .unwrap();
+            (request, grant)
+        });
+    }
+    let mut records = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (request, grant) = done.unwrap();
+        assert_eq!(
+            s.get_request(&request.id).await.unwrap(),
+            Some(request.clone())
+        );
+        records += 1;
+        if let Some(grant) = grant {
+            assert_eq!(s.get_grant(&grant.id).await.unwrap(), Some(grant));
+            records += 1;
+        }
+    }
+    assert_eq!(records, 12 + 2 * 36);
+    assert_eq!(verify_chain(&all_audit(&s).await).unwrap(), records);
+}
+
 async fn concurrent_writes_commit_together_and_fail_alone(db: Arc<Db>) {
     let s = db.open().await;
     let (first, first_grant) = granted("etl", "run/1", 900_000);

@@ -1,7 +1,12 @@
-//! Many rows a statement. The writer's cost is statements, not rows: on SQLite each one
-//! is a hand-off to the connection's worker thread, on PostgreSQL a round trip. So work
+//! Many rows a statement. The writer's cost is statements, not rows: on PostgreSQL each
+//! one is a round trip, on SQLite a pass through the parser's cache and the VDBE. So work
 //! that touches many rows (a batch of issued grants, thousands of grants ended at once,
 //! a pass of receipts) writes them with multi-row `VALUES` lists, a chunk a statement.
+//!
+//! The statements are prepared and cached like any other (sqlx's per-connection cache on
+//! PostgreSQL, rusqlite's on SQLite, both bounded and least-recently-used). A text differs
+//! only by its row count, and under steady load the same counts recur; uncached, every
+//! statement cost PostgreSQL a parse and a plan and sqlx an extra round trip to describe it.
 //!
 //! The row templates are the single-row statements' own (`INSERT_GRANT`, …), renumbered,
 //! so a column added there is added here too.
@@ -30,12 +35,24 @@ pub(super) const CHUNK: usize = 250;
 /// when sqlx asks its name to bind it — so a statement of n of them costs O(n²): hundreds
 /// of milliseconds for a few thousand. Plain `?` has no name and costs nothing.
 pub(super) fn values(backend: Backend, template: &str, columns: usize, rows: usize) -> String {
+    values_after(backend, template, columns, rows, 0)
+}
+
+/// As [`values`], numbered on from parameter `offset + 1`: for a second list in the same
+/// statement.
+pub(super) fn values_after(
+    backend: Backend,
+    template: &str,
+    columns: usize,
+    rows: usize,
+    offset: usize,
+) -> String {
     let mut out = String::with_capacity((template.len() + 2) * rows);
     for row in 0..rows {
         if row > 0 {
             out.push_str(", ");
         }
-        renumber(backend, template, row * columns, &mut out);
+        renumber(backend, template, offset + row * columns, &mut out);
     }
     out
 }
@@ -76,7 +93,7 @@ pub(super) fn list(backend: Backend, first: usize, n: usize) -> String {
 }
 
 /// Splits a single-row `INSERT … VALUES (…)` into its head and its row template.
-fn split_insert(insert: &'static str) -> (&'static str, &'static str) {
+pub(super) fn split_insert(insert: &'static str) -> (&'static str, &'static str) {
     insert.split_once(" VALUES ").unwrap_or((insert, ""))
 }
 
@@ -102,8 +119,7 @@ pub(super) async fn insert_rows<T: Sync>(
             "{head} VALUES {}",
             values(backend, row, columns, chunk.len())
         );
-        // A one-row statement is the same text every time: worth caching.
-        let mut q = sqlx::query(&sql).persistent(chunk.len() == 1);
+        let mut q = sqlx::query(&sql);
         for r in chunk {
             q = bind(q, r)?;
         }
@@ -127,6 +143,48 @@ pub(super) async fn insert_requests(
         |q, r: &&Request| bind_request(q, &r.id, r),
     )
     .await
+}
+
+/// Inserts new requests and their grants. On PostgreSQL, when both fit in a chunk, in one
+/// statement (the requests in a data-modifying `WITH`, which the grants' foreign key sees):
+/// one round trip instead of two. A duplicate id fails the whole statement.
+pub(super) async fn insert_requests_and_grants(
+    conn: &mut Db,
+    backend: Backend,
+    requests: &[&Request],
+    grants: &[&Grant],
+) -> Result<()> {
+    if backend != Backend::Postgres
+        || grants.is_empty()
+        || requests.len() > CHUNK
+        || grants.len() > CHUNK
+    {
+        insert_requests(conn, backend, requests).await?;
+        return insert_grants(conn, backend, grants).await;
+    }
+    let (request_head, request_row) = split_insert(INSERT_REQUEST);
+    let (grant_head, grant_row) = split_insert(INSERT_GRANT);
+    let request_columns = column_count(REQUEST_COLUMNS);
+    let sql = format!(
+        "WITH new_requests AS ({request_head} VALUES {}) {grant_head} VALUES {}",
+        values(backend, request_row, request_columns, requests.len()),
+        values_after(
+            backend,
+            grant_row,
+            column_count(GRANT_COLUMNS),
+            grants.len(),
+            request_columns * requests.len()
+        ),
+    );
+    let mut q = sqlx::query(&sql);
+    for r in requests {
+        q = bind_request(q, &r.id, r)?;
+    }
+    for g in grants {
+        q = bind_grant(q, &g.id, g)?;
+    }
+    q.execute_in(&mut *conn).await?;
+    Ok(())
 }
 
 /// Inserts grants, a chunk a statement. A duplicate id fails the whole statement.
@@ -204,7 +262,7 @@ async fn update_by_id(
             "WITH v ({names}) AS (VALUES {}) UPDATE grants SET {set} FROM v WHERE grants.id = v.id",
             values(backend, &row, columns.len(), chunk.len())
         );
-        let mut q = sqlx::query(&sql).persistent(false);
+        let mut q = sqlx::query(&sql);
         for g in chunk {
             q = bind(q, g)?;
         }
@@ -225,7 +283,7 @@ pub(super) async fn enqueue(
              ON CONFLICT (grant_id) DO UPDATE SET due_at = excluded.due_at, claimed_until = NULL",
             values(backend, "($1, $2, NULL, 0)", 2, chunk.len())
         );
-        let mut q = sqlx::query(&sql).persistent(false);
+        let mut q = sqlx::query(&sql);
         for (id, due_at) in chunk {
             q = q.bind(id.as_str().to_owned()).bind(due_at.as_millis());
         }
@@ -241,7 +299,7 @@ pub(super) async fn delete_jobs(conn: &mut Db, backend: Backend, ids: &[&GrantId
             "DELETE FROM revocations WHERE grant_id IN ({})",
             list(backend, 1, chunk.len())
         );
-        let mut q = sqlx::query(&sql).persistent(false);
+        let mut q = sqlx::query(&sql);
         for id in chunk {
             q = q.bind(id.as_str().to_owned());
         }
@@ -267,7 +325,7 @@ pub(super) async fn lock_grants(
             list(backend, 1, chunk.len()),
             backend.lock_clause()
         );
-        let mut q = sqlx::query(&sql).persistent(false);
+        let mut q = sqlx::query(&sql);
         for id in chunk {
             q = q.bind((*id).to_owned());
         }

@@ -272,14 +272,14 @@ async fn claim_in(
              WHERE grant_id IN ({list})",
             backend.placeholder(1)
         );
-        let mut q = sqlx::query(&update).persistent(false).bind(claimed_until);
+        let mut q = sqlx::query(&update).bind(claimed_until);
         for id in chunk {
             q = q.bind(id.as_str());
         }
         q.execute_in(&mut *tx).await?;
         let list = bulk::list(backend, 1, chunk.len());
         let select = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id IN ({list})");
-        let mut q = sqlx::query(&select).persistent(false);
+        let mut q = sqlx::query(&select);
         for id in chunk {
             q = q.bind(id.as_str());
         }

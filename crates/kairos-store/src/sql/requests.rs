@@ -52,9 +52,8 @@ pub(super) async fn insert_many(
     rows: &[&Insertion],
 ) -> Result<()> {
     let requests: Vec<&Request> = rows.iter().map(|i| &i.request).collect();
-    bulk::insert_requests(conn, backend, &requests).await?;
     let grants: Vec<&Grant> = rows.iter().filter_map(|i| i.grant.as_ref()).collect();
-    bulk::insert_grants(conn, backend, &grants).await
+    bulk::insert_requests_and_grants(conn, backend, &requests, &grants).await
 }
 
 pub(super) async fn insert_grant(conn: &mut Db, grant: &Grant) -> Result<()> {
