@@ -443,9 +443,9 @@ impl Report {
                         } else {
                             ", no faster: more waiting grants make larger batches but not more \
                              grants a second, so the bound is throughput — the writer thread's \
-                             cost per grant (its rows and audit records bound value by value and \
-                             written by SQLite, one statement after another) and the CPU each \
-                             request needs — not waiting for a commit."
+                             cost per grant (the index and table pages its rows and audit records \
+                             change, appended to the WAL at each commit) and the CPU each request \
+                             needs — not waiting for a commit."
                         }
                     )
                 }
