@@ -112,11 +112,15 @@ fn lite_rows(
         .unwrap_or_default();
     let mut statement = conn.prepare_cached(q.sql())?;
     bind(&mut statement, &args)?;
-    let names: Arc<[String]> = statement
-        .column_names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let names: Arc<[String]> = if keep {
+        statement
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        Arc::from([])
+    };
     let mut out = Vec::new();
     let mut rows = statement.raw_query();
     while let Some(row) = rows.next()? {
@@ -152,17 +156,18 @@ fn bind(statement: &mut rusqlite::CachedStatement<'_>, args: &AnyArguments<'_>) 
         let Some(value) = n.checked_sub(1).and_then(|i| values.get(i)) else {
             continue;
         };
-        use rusqlite::types::Value;
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        // Text and blobs are bound by reference: SQLite copies them itself.
         let value = match value {
-            AnyValueKind::Null(_) => Value::Null,
-            AnyValueKind::Bool(b) => Value::Integer(i64::from(*b)),
-            AnyValueKind::SmallInt(i) => Value::Integer(i64::from(*i)),
-            AnyValueKind::Integer(i) => Value::Integer(i64::from(*i)),
-            AnyValueKind::BigInt(i) => Value::Integer(*i),
-            AnyValueKind::Real(f) => Value::Real(f64::from(*f)),
-            AnyValueKind::Double(f) => Value::Real(*f),
-            AnyValueKind::Text(s) => Value::Text(s.to_string()),
-            AnyValueKind::Blob(b) => Value::Blob(b.to_vec()),
+            AnyValueKind::Null(_) => ToSqlOutput::Owned(Value::Null),
+            AnyValueKind::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(*b))),
+            AnyValueKind::SmallInt(i) => ToSqlOutput::Owned(Value::Integer(i64::from(*i))),
+            AnyValueKind::Integer(i) => ToSqlOutput::Owned(Value::Integer(i64::from(*i))),
+            AnyValueKind::BigInt(i) => ToSqlOutput::Owned(Value::Integer(*i)),
+            AnyValueKind::Real(f) => ToSqlOutput::Owned(Value::Real(f64::from(*f))),
+            AnyValueKind::Double(f) => ToSqlOutput::Owned(Value::Real(*f)),
+            AnyValueKind::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            AnyValueKind::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
             other => return Err(unsupported(format!("cannot bind {other:?}"))),
         };
         statement.raw_bind_parameter(index, value)?;
