@@ -10,13 +10,13 @@
 //! the sqlx readers give. The SQL text is the sqlx path's own (`$1` binds by position).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use kairos_domain::{Grant, GrantId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::codec::{GRANT_BY_ID, grant_from_row, token_from_row, user_from_row};
+use super::codec::{GRANT_BY_ID, NamedRow, grant_from_row, token_from_row, user_from_row};
 use super::{SQLITE_BUSY_TIMEOUT_MS, admin};
 use crate::{Result, StoredToken, User};
 
@@ -27,6 +27,23 @@ const IDLE: usize = 8;
 pub(super) struct DirectReads {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// The column names of each read's statement: its SQL text is fixed, so are they.
+    grant_columns: OnceLock<Vec<String>>,
+    token_columns: OnceLock<Vec<String>>,
+}
+
+/// `statement`'s column names, read from it the first time and kept in `cell`.
+fn names_of<'c>(
+    cell: &'c OnceLock<Vec<String>>,
+    statement: &rusqlite::Statement<'_>,
+) -> &'c [String] {
+    cell.get_or_init(|| {
+        statement
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    })
 }
 
 impl DirectReads {
@@ -36,6 +53,8 @@ impl DirectReads {
         Some(Self {
             path: super::sqlite_file(url)?,
             idle: Mutex::new(Vec::new()),
+            grant_columns: OnceLock::new(),
+            token_columns: OnceLock::new(),
         })
     }
 
@@ -66,17 +85,25 @@ impl DirectReads {
     pub(super) fn grant(&self, id: &GrantId) -> Result<Option<Grant>> {
         self.with(|conn| {
             let mut statement = conn.prepare_cached(&GRANT_BY_ID)?;
+            let names = names_of(&self.grant_columns, &statement);
             let mut rows = statement.query([id.as_str()])?;
-            rows.next()?.map(grant_from_row).transpose()
+            match rows.next()? {
+                Some(row) => Ok(Some(grant_from_row(&NamedRow { row, names })?)),
+                None => Ok(None),
+            }
         })
     }
 
     pub(super) fn token(&self, token_id: &str) -> Result<Option<(StoredToken, User)>> {
         self.with(|conn| {
             let mut statement = conn.prepare_cached(admin::FIND_TOKEN)?;
+            let names = names_of(&self.token_columns, &statement);
             let mut rows = statement.query([token_id])?;
             match rows.next()? {
-                Some(row) => Ok(Some((token_from_row(row)?, user_from_row(row, "u_")?))),
+                Some(row) => {
+                    let row = NamedRow { row, names };
+                    Ok(Some((token_from_row(&row)?, user_from_row(&row, "u_")?)))
+                }
                 None => Ok(None),
             }
         })
