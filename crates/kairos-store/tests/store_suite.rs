@@ -1488,7 +1488,13 @@ async fn data_survives_reopening(db: Arc<Db>) {
 
 #[tokio::test]
 async fn unsupported_urls_are_refused_without_echoing_secrets() {
-    for url in ["mysql://root:hunter2@db/kairos", "sqlite://", "kairos.db"] {
+    for url in [
+        "mysql://root:hunter2@db/kairos",
+        "sqlite://",
+        "kairos.db",
+        "sqlite://:memory:",
+        "sqlite://kairos.db?mode=memory",
+    ] {
         let err = SqlStore::connect(url).await.unwrap_err();
         assert!(
             matches!(err, StoreError::UnsupportedUrl(_)),

@@ -269,7 +269,9 @@ const SQLITE_READERS: u32 = 4;
 fn parse_url(url: &str) -> Result<(Backend, String)> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let path = rest.split('?').next().unwrap_or_default();
-        if path.is_empty() {
+        // An in-memory store would lose every grant at exit (and its readers would each
+        // see a database of their own): refused, as any URL without a file path.
+        if path.is_empty() || path.contains(":memory:") || rest.contains("mode=memory") {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         }
         let url = if rest.contains("mode=") {
