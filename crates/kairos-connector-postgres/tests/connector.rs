@@ -21,6 +21,27 @@ use support::{
 
 const SELECT_ON_T: &str = "GRANT SELECT ON t TO {{role}}";
 
+/// Logs in as an issued account and reads the fixture row every template grants.
+async fn login_and_read(
+    info: &kairos_connectors::ConnectionInfo,
+    password: &SecretString,
+) -> (sqlx::PgConnection, String) {
+    let mut session = login(
+        &info.host,
+        info.port,
+        info.database.as_deref().unwrap(),
+        &info.username,
+        password.expose_secret(),
+    )
+    .await
+    .unwrap();
+    let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 1")
+        .fetch_one(&mut session)
+        .await
+        .unwrap();
+    (session, v)
+}
+
 #[tokio::test]
 async fn issue_use_revoke_verify() {
     let db = TestDb::new().await;
@@ -45,19 +66,7 @@ async fn issue_use_revoke_verify() {
     assert_eq!(pg.list_managed().await.unwrap(), vec![account.clone()]);
 
     let database = info.database.clone().unwrap();
-    let mut session = login(
-        &info.host,
-        info.port,
-        &database,
-        &info.username,
-        pw.expose_secret(),
-    )
-    .await
-    .unwrap();
-    let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 1")
-        .fetch_one(&mut session)
-        .await
-        .unwrap();
+    let (mut session, v) = login_and_read(&info, &pw).await;
     assert_eq!(v, "one");
     let insert = sqlx::query("INSERT INTO t VALUES (2, 'two')")
         .execute(&mut session)
@@ -565,20 +574,7 @@ async fn batched_provision_revoke_and_verify() {
     // Two accounts hold open sessions that use their privilege.
     let mut sessions = Vec::new();
     for i in [3, 29] {
-        let info = infos[i].clone().unwrap();
-        let mut s = login(
-            &info.host,
-            info.port,
-            info.database.as_deref().unwrap(),
-            &info.username,
-            passwords[i].expose_secret(),
-        )
-        .await
-        .unwrap();
-        let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 1")
-            .fetch_one(&mut s)
-            .await
-            .unwrap();
+        let (s, v) = login_and_read(infos[i].as_ref().unwrap(), &passwords[i]).await;
         assert_eq!(v, "one");
         sessions.push(s);
     }
@@ -688,20 +684,7 @@ async fn proven_templates_join_the_batch_and_smuggling_still_fails() {
         );
         assert!(!db.role_exists(accounts[smuggling].as_str()).await);
         for i in [0, N - 1] {
-            let info = infos[i].clone().unwrap();
-            let mut s = login(
-                &info.host,
-                info.port,
-                info.database.as_deref().unwrap(),
-                &info.username,
-                passwords[i].expose_secret(),
-            )
-            .await
-            .unwrap();
-            let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 1")
-                .fetch_one(&mut s)
-                .await
-                .unwrap();
+            let (mut s, v) = login_and_read(infos[i].as_ref().unwrap(), &passwords[i]).await;
             assert_eq!(v, "one", "round {round}, account {i}");
             assert!(
                 sqlx::query("CREATE TABLE p_not_granted (x int)")

@@ -241,63 +241,74 @@ impl LiteRow {
     }
 }
 
-impl Columns for LiteRow {
-    fn text(&self, column: &str) -> Result<String> {
-        self.opt_text(column)?
-            .ok_or_else(|| self.wrong_type(column, &rusqlite::types::Value::Null))
-    }
-
-    fn opt_text(&self, column: &str) -> Result<Option<String>> {
-        use rusqlite::types::Value;
+impl LiteRow {
+    /// `column`'s value, NULL as None; `pick` takes the one storage class it must be.
+    fn opt<T>(
+        &self,
+        column: &str,
+        pick: impl FnOnce(&rusqlite::types::Value) -> Option<T>,
+    ) -> Result<Option<T>> {
         match self.value(column)? {
-            Value::Null => Ok(None),
-            Value::Text(s) => Ok(Some(s.clone())),
-            other => Err(self.wrong_type(column, other)),
+            rusqlite::types::Value::Null => Ok(None),
+            value => pick(value)
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(column, value)),
         }
     }
 
+    fn required<T>(&self, column: &str, value: Option<T>) -> Result<T> {
+        value.ok_or_else(|| self.wrong_type(column, &rusqlite::types::Value::Null))
+    }
+}
+
+impl Columns for LiteRow {
+    fn text(&self, column: &str) -> Result<String> {
+        self.required(column, self.opt_text(column)?)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        self.opt(column, |v| match v {
+            rusqlite::types::Value::Text(s) => Some(s.clone()),
+            _ => None,
+        })
+    }
+
     fn int(&self, column: &str) -> Result<i64> {
-        self.opt_int(column)?
-            .ok_or_else(|| self.wrong_type(column, &rusqlite::types::Value::Null))
+        self.required(column, self.opt_int(column)?)
     }
 
     fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-        use rusqlite::types::Value;
-        match self.value(column)? {
-            Value::Null => Ok(None),
-            Value::Integer(i) => Ok(Some(*i)),
-            other => Err(self.wrong_type(column, other)),
+        self.opt(column, |v| match v {
+            rusqlite::types::Value::Integer(i) => Some(*i),
+            _ => None,
+        })
+    }
+}
+
+impl DbRow {
+    fn columns(&self) -> &dyn Columns {
+        match self {
+            Self::Any(row) => row,
+            Self::Lite(row) => row,
         }
     }
 }
 
 impl Columns for DbRow {
     fn text(&self, column: &str) -> Result<String> {
-        match self {
-            Self::Any(row) => row.text(column),
-            Self::Lite(row) => row.text(column),
-        }
+        self.columns().text(column)
     }
 
     fn opt_text(&self, column: &str) -> Result<Option<String>> {
-        match self {
-            Self::Any(row) => row.opt_text(column),
-            Self::Lite(row) => row.opt_text(column),
-        }
+        self.columns().opt_text(column)
     }
 
     fn int(&self, column: &str) -> Result<i64> {
-        match self {
-            Self::Any(row) => row.int(column),
-            Self::Lite(row) => row.int(column),
-        }
+        self.columns().int(column)
     }
 
     fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-        match self {
-            Self::Any(row) => row.opt_int(column),
-            Self::Lite(row) => row.opt_int(column),
-        }
+        self.columns().opt_int(column)
     }
 }
 

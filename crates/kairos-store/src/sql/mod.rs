@@ -225,9 +225,9 @@ impl SqlStore {
 }
 
 /// Read-only connections to the same SQLite file, opened after the writer has created it
-/// and set WAL. None for an in-memory database (a second pool would see another one).
+/// and set WAL. None where the URL names its own mode (in-memory URLs are refused earlier).
 async fn sqlite_readers(url: &str) -> Result<Option<AnyPool>> {
-    if url.contains(":memory:") || url.contains("mode=memory") || !url.contains("mode=rwc") {
+    if !url.contains("mode=rwc") {
         return Ok(None);
     }
     let ro = url.replace("mode=rwc", "mode=ro");
@@ -245,14 +245,11 @@ async fn sqlite_readers(url: &str) -> Result<Option<AnyPool>> {
     Ok(Some(pool))
 }
 
-/// The file of a `sqlite://PATH?…` URL; None for an in-memory database, or a path the
-/// rusqlite connections would have to decode (sqlx's pool serves those).
+/// The file of a `sqlite://PATH?…` URL; None for a path the rusqlite connections would
+/// have to decode (sqlx's pool serves those). In-memory URLs never get here (`parse_url`).
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let path = url.strip_prefix("sqlite://")?.split('?').next()?;
-    if path.is_empty() || path.contains(['%', '#']) || path.contains(":memory:") {
-        return None;
-    }
-    if url.contains("mode=memory") {
+    if path.is_empty() || path.contains(['%', '#']) {
         return None;
     }
     Some(std::path::PathBuf::from(path))

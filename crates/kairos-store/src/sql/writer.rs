@@ -253,6 +253,7 @@ impl Source {
     async fn open(&self) -> std::result::Result<Db, String> {
         match self {
             Self::Pool(pool) => pool.acquire().await.map(Db::Any).map_err(|e| e.to_string()),
+            // SQLite's own message: `StoreError::Sqlite` displays only "the store failed".
             Self::SqliteFile(path) => Db::open_sqlite(path).map_err(|e| match e {
                 StoreError::Sqlite(e) => e.to_string(),
                 e => e.to_string(),
