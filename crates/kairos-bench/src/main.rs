@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
     report.postgres = runtime.block_on(report::PostgresInfo::detect());
     report.pgbench = pgbench::version().map_err(|e| format!("{e:#}"));
 
-    let issuer = server::Issuer::new()?;
+    let issuer = Arc::new(server::Issuer::new()?);
     // Valid for the whole run and then some; the server checks exp on every exchange.
     let platform = issuer.mint(Duration::from_secs(6 * 3600))?;
 
@@ -283,7 +283,7 @@ fn form_posts(http: &reqwest::Client, url: String, form: &[(&'static str, String
 /// grants on the PostgreSQL store. A failing part is recorded and the rest still runs.
 async fn http_figures(
     kairos: &std::path::Path,
-    issuer: &server::Issuer,
+    issuer: &Arc<server::Issuer>,
     platform: &str,
     plan: Plan,
     report: &mut Report,
@@ -357,7 +357,7 @@ async fn http_figures(
 
 async fn sqlite_http(
     kairos: &std::path::Path,
-    issuer: &server::Issuer,
+    issuer: &Arc<server::Issuer>,
     form: &[(&'static str, String)],
     plan: Plan,
     report: &mut Report,
@@ -395,6 +395,22 @@ async fn sqlite_http(
         .to_owned();
     let make = form_posts(&http, token_url.clone(), form);
     report.grants =
+        Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
+
+    // A workload that fetches a new platform token for every exchange (a CI job's OIDC
+    // token): each exchange's signature is verified, none is remembered from before.
+    eprintln!("token grants, SQLite store, a new platform token each...");
+    let make: MakeRequest = {
+        let (http, url, issuer) = (http.clone(), token_url.clone(), Arc::clone(issuer));
+        Arc::new(move || {
+            // A failed mint sends an empty token, which the server refuses: a failure
+            // the phase reports, not a crash.
+            let platform = issuer.mint(Duration::from_secs(3600)).unwrap_or_default();
+            http.post(&url)
+                .form(&server::exchange_form(&platform, "bench-run", "30m"))
+        })
+    };
+    report.grants_fresh =
         Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
 
     let wide = clients * accounts::WIDE;

@@ -4,7 +4,6 @@
 //! still be in use. Retired keys keep only their public half: they verify and appear in
 //! the JWKS until every token they signed has expired, then [`KeyRing::prune`] drops them.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use secrecy::SecretSlice;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::checked::Checked;
 use crate::jwk::PublicKey;
 use crate::jws::{self, Alg};
 use crate::random::{self, RandomUnavailable};
@@ -377,56 +377,12 @@ pub struct KeyRing {
     issuer: String,
     current: SigningKey,
     retired: Vec<RetiredKey>,
-    checked: SignatureCache,
+    checked: Checked<AccessClaims>,
 }
 
-/// Tokens whose signature this ring has verified, by SHA-256 of the whole token, with
-/// their claims. A signature check is a pure function of the token and the ring's keys,
-/// and the costliest step of introspecting (an ECDSA verification, tens of µs); a
-/// resource server introspects the same token again and again. Only successful checks
-/// are kept; everything that can change — `exp`, `nbf` and (in the broker) whether the
-/// grant is still active — is checked on every call. Any change to the ring's keys
-/// empties it. Bounded: entries of expired tokens are dropped when it fills, and if that
-/// is not enough it starts over.
-#[derive(Debug, Default)]
-struct SignatureCache(std::sync::Mutex<HashMap<[u8; 32], AccessClaims>>);
-
-/// Tokens remembered by one ring.
+/// Tokens remembered by one ring (see [`Checked`]): a resource server introspects the
+/// same token again and again. Any change to the ring's keys empties it.
 const SIGNATURE_CACHE_CAPACITY: usize = 100_000;
-
-impl SignatureCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], AccessClaims>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self, key: &[u8; 32]) -> Option<AccessClaims> {
-        self.entries().get(key).cloned()
-    }
-
-    fn insert(&self, key: [u8; 32], claims: &AccessClaims, now_unix_secs: i64) {
-        let mut entries = self.entries();
-        if entries.len() >= SIGNATURE_CACHE_CAPACITY {
-            entries.retain(|_, c| c.exp > now_unix_secs);
-            if entries.len() >= SIGNATURE_CACHE_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(key, claims.clone());
-    }
-
-    fn clear(&self) {
-        self.entries().clear();
-    }
-}
-
-fn token_digest(token: &str) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut key = [0_u8; 32];
-    key.copy_from_slice(digest.as_ref());
-    key
-}
 
 impl KeyRing {
     /// A ring that signs for `issuer` (the `iss` of every token) with `current`.
@@ -435,7 +391,7 @@ impl KeyRing {
             issuer: issuer.into(),
             current,
             retired: Vec::new(),
-            checked: SignatureCache::default(),
+            checked: Checked::new(SIGNATURE_CACHE_CAPACITY),
         }
     }
 
@@ -532,12 +488,13 @@ impl KeyRing {
     ///
     /// The audience is not checked here: the caller compares `aud` with the target.
     pub fn verify(&self, token: &str, now_unix_secs: i64) -> Result<AccessClaims, TokenError> {
-        let digest = token_digest(token);
+        let digest = Checked::<AccessClaims>::digest(token);
         let claims = match self.checked.get(&digest) {
             Some(claims) => claims,
             None => {
                 let claims = self.verify_signed(token)?;
-                self.checked.insert(digest, &claims, now_unix_secs);
+                self.checked
+                    .insert(digest, claims.clone(), claims.exp, now_unix_secs);
                 claims
             }
         };

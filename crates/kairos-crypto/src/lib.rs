@@ -17,6 +17,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod api_token;
+mod checked;
 pub mod issuer;
 mod jwk;
 mod jws;

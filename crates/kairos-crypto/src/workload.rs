@@ -10,6 +10,10 @@
 //! issuer every 30 s, so forged `kid`s cannot turn Kairos into a load generator against
 //! the platform. When a refetch fails, the cached keys stay in use.
 //!
+//! A token whose signature verified is remembered (by its SHA-256, with the key that
+//! verified it), so presenting it again costs no second signature check while that key
+//! is still the issuer's key for its `kid`; its claims are checked on every call.
+//!
 //! All times are unix seconds supplied by the caller: the `now` given to
 //! [`WorkloadVerifier::verify`] also drives the cache.
 
@@ -20,6 +24,7 @@ use reqwest::Url;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::checked::Checked;
 use crate::jwk::{KeySet, PublicKey};
 use crate::jws::{self, Alg};
 
@@ -218,7 +223,13 @@ pub struct WorkloadVerifier {
     clock_skew_secs: i64,
     refresh_interval_secs: i64,
     min_refetch_interval_secs: i64,
+    /// Platform tokens whose signature verified, with the key that verified it: a
+    /// workload presents the same platform token for every exchange while it lives.
+    verified: Checked<PublicKey>,
 }
+
+/// Platform tokens remembered (see [`Checked`]).
+const VERIFIED_CAPACITY: usize = 20_000;
 
 #[derive(Debug)]
 struct TrustedIssuer {
@@ -300,6 +311,7 @@ impl WorkloadVerifier {
             clock_skew_secs: 60,
             refresh_interval_secs: 300,
             min_refetch_interval_secs: 30,
+            verified: Checked::new(VERIFIED_CAPACITY),
         })
     }
 
@@ -348,7 +360,11 @@ impl WorkloadVerifier {
 
         let kid = jws.header.kid.as_deref();
         let key = self.key_for(trusted, kid, alg, now_unix_secs).await?;
-        if !key.verify(alg, jws.signing_input, &jws.signature) {
+        // Remembered only with the key that verified it: if the issuer's key for this
+        // `kid` has changed since, the signature is checked again.
+        let digest = Checked::<PublicKey>::digest(token);
+        let known = self.verified.get(&digest).is_some_and(|k| k == key);
+        if !known && !key.verify(alg, jws.signing_input, &jws.signature) {
             return Err(AuthnError::BadSignature {
                 issuer_name: trusted.name.clone(),
             });
@@ -384,6 +400,10 @@ impl WorkloadVerifier {
             });
         }
         let sub = string_claim(&claims, "sub")?.to_owned();
+        if !known {
+            self.verified
+                .insert(digest, key, exp.saturating_add(skew_secs), now_unix_secs);
+        }
         Ok(WorkloadClaims {
             issuer_name: trusted.name.clone(),
             sub,

@@ -621,6 +621,50 @@ async fn url_jwks_is_refreshed_and_survives_fetch_failures() {
     assert_eq!(server.hits(), 5);
 }
 
+/// A platform token is verified once and then remembered, but only with the key that
+/// verified it, and never past its time.
+#[tokio::test]
+async fn a_remembered_token_is_still_checked_for_time_and_key() {
+    let key = PlatformKey::es256("k1");
+    let server = JwksServer::start(&jwks(&[&key])).await;
+    let verifier = WorkloadVerifier::new(vec![trust(JwksSource::Url(server.url.clone()))])
+        .unwrap()
+        .with_jwks_refresh_interval(std::time::Duration::from_secs(1))
+        .with_jwks_min_refetch_interval(std::time::Duration::ZERO);
+    let token = key.mint(&claims());
+    for now in [NOW, NOW + 1, NOW + 2] {
+        let claims = verifier.verify(&token, now).await.unwrap();
+        assert_eq!(claims.sub, "repo:acme/billing:ref:refs/heads/main");
+    }
+    // The platform replaces the key behind the same kid (a compromised key swapped out):
+    // the token signed by the old key fails, although it verified before.
+    let replacement = PlatformKey::es256("k1");
+    server.serve(200, &jwks(&[&replacement]));
+    check_rejected(&verifier, &token, NOW + 10, |err| {
+        matches!(err, AuthnError::BadSignature { .. })
+    })
+    .await;
+    assert!(
+        verifier
+            .verify(&replacement.mint(&claims()), NOW + 11)
+            .await
+            .is_ok()
+    );
+    // And the old key's token stays refused when the new key's token was just accepted.
+    check_rejected(&verifier, &token, NOW + 12, |err| {
+        matches!(err, AuthnError::BadSignature { .. })
+    })
+    .await;
+
+    // A remembered token's time runs out as if it had never been seen.
+    let fresh = replacement.mint(&claims());
+    assert!(verifier.verify(&fresh, NOW + 13).await.is_ok());
+    check_rejected(&verifier, &fresh, NOW + 300 + 60, |err| {
+        matches!(err, AuthnError::Expired { .. })
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn url_jwks_unavailable_without_cache() {
     let key = PlatformKey::rsa();
