@@ -162,6 +162,7 @@ suite!(
     provisioning_grants_activate_or_abort,
     concurrent_writes_commit_together_and_fail_alone,
     concurrent_new_requests_and_grants_round_trip,
+    replicas_issue_to_one_chain,
     grant_updates_in_one_batch_fail_alone,
     a_password_delivery_is_claimed_once,
     deliveries_from_before_0003_stay_claimed,
@@ -1643,28 +1644,51 @@ async fn provisioning_grants_activate_or_abort(db: Arc<Db>) {
 /// come back exactly as written, granted or pending alike, each with its audit records.
 async fn concurrent_new_requests_and_grants_round_trip(db: Arc<Db>) {
     let s = db.open().await;
+    issue_concurrently(&[s]).await;
+}
+
+/// Two replicas issue at once: each writer's batches find the chain's head moved by the
+/// other (on PostgreSQL, the one-statement batch then writes nothing and the batch runs
+/// again after the real head), and every issued grant and record is in one chain.
+async fn replicas_issue_to_one_chain(db: Arc<Db>) {
+    let (a, b) = (db.open().await, db.open().await);
+    let records = i64::try_from(issue_concurrently(&[a.clone(), b.clone()]).await).unwrap();
+    assert_eq!(a.audit_head_mismatch(records).await.unwrap(), None);
+    assert_eq!(b.audit_head_mismatch(records).await.unwrap(), None);
+    b.close().await;
+}
+
+/// 48 insertions over `stores`, a quarter pending and the rest granted: the first 8 one
+/// after another (so with two stores each writer finds the head moved by the other), the
+/// rest at once. Each is read back equal and the chain holds all their records. Returns
+/// how many records.
+async fn issue_concurrently(stores: &[SqlStore]) -> u64 {
+    async fn issue(s: SqlStore, i: usize) -> (Request, Option<Grant>) {
+        let task = format!("batch/{i}");
+        let (request, grant) = if i % 4 == 0 {
+            (pending("etl", &task, 1), None)
+        } else {
+            let (r, g) = granted("etl", &task, 900_000);
+            (r, Some(g))
+        };
+        let mut audit =
+            vec![AuditDraft::new(AuditKind::Requested, &request.requester).request(&request.id)];
+        if let Some(g) = &grant {
+            audit.push(AuditDraft::new(AuditKind::Issued, "system:broker").grant(&g.id));
+        }
+        s.insert_request(&request, grant.as_ref(), audit)
+            .await
+            .unwrap();
+        (request, grant)
+    }
+    let s = stores[0].clone();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..48 {
-        let s = s.clone();
-        tasks.spawn(async move {
-            let task = format!("batch/{i}");
-            let (request, grant) = if i % 4 == 0 {
-                (pending("etl", &task, 1), None)
-            } else {
-                let (r, g) = granted("etl", &task, 900_000);
-                (r, Some(g))
-            };
-            let mut audit = vec![
-                AuditDraft::new(AuditKind::Requested, &request.requester).request(&request.id),
-            ];
-            if let Some(g) = &grant {
-                audit.push(AuditDraft::new(AuditKind::Issued, "system:broker").grant(&g.id));
-            }
-            s.insert_request(&request, grant.as_ref(), audit)
-                .await
-                .unwrap();
-            (request, grant)
-        });
+    for i in 0..8 {
+        let done = issue(stores[i % stores.len()].clone(), i).await;
+        tasks.spawn(async move { done });
+    }
+    for i in 8..48 {
+        tasks.spawn(issue(stores[i % stores.len()].clone(), i));
     }
     let mut records = 0;
     while let Some(done) = tasks.join_next().await {
@@ -1681,6 +1705,7 @@ async fn concurrent_new_requests_and_grants_round_trip(db: Arc<Db>) {
     }
     assert_eq!(records, 12 + 2 * 36);
     assert_eq!(verify_chain(&all_audit(&s).await).unwrap(), records);
+    records
 }
 
 async fn concurrent_writes_commit_together_and_fail_alone(db: Arc<Db>) {

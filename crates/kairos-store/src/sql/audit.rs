@@ -116,7 +116,7 @@ async fn swap_and_insert(
 }
 
 /// The drafts sealed after `(seq, hash)`, and the head they end at.
-fn seal_after(
+pub(super) fn seal_after(
     drafts: &[(AuditDraft, Timestamp)],
     mut seq: i64,
     mut prev_hash: String,

@@ -14,12 +14,14 @@
 use std::collections::HashMap;
 
 use super::db::{Db, RunIn};
-use kairos_domain::{Grant, GrantId, Request, Timestamp};
+use kairos_domain::{AuditRecord, Grant, GrantId, Request, Timestamp};
 
 use super::Backend;
+use super::audit::Head;
 use super::codec::{
-    AnyQuery, GRANT_COLUMNS, GRANT_STATE_COLUMNS, INSERT_GRANT, INSERT_REQUEST, REQUEST_COLUMNS,
-    bind_grant, bind_grant_state, bind_request, grant_from_row,
+    AUDIT_COLUMNS, AnyQuery, GRANT_COLUMNS, GRANT_STATE_COLUMNS, INSERT_AUDIT, INSERT_GRANT,
+    INSERT_REQUEST, REQUEST_COLUMNS, bind_audit, bind_grant, bind_grant_state, bind_request,
+    grant_from_row,
 };
 use crate::{Result, StoreError};
 
@@ -185,6 +187,77 @@ pub(super) async fn insert_requests_and_grants(
     }
     q.execute_in(&mut *conn).await?;
     Ok(())
+}
+
+/// PostgreSQL: new requests, their grants and their audit records (sealed after the
+/// chain's head `known`, ending at `head`) in **one** statement, run outside a transaction
+/// so that it commits itself: one round trip instead of four (begin, insert, seal,
+/// commit). Every row goes in only if the head row was still `known`, and the head moves
+/// with them; `Ok(false)`, with nothing written, when it had moved. A duplicate id fails
+/// the whole statement, which also writes nothing. Each list must fit in a chunk, and
+/// there must be records (their count is how success is read).
+pub(super) async fn insert_sealed(
+    conn: &mut Db,
+    requests: &[&Request],
+    grants: &[&Grant],
+    records: Vec<AuditRecord>,
+    head: &Head,
+    known: &Head,
+) -> Result<bool> {
+    let count = records.len() as u64;
+    let backend = Backend::Postgres;
+    let (request_head, request_row) = split_insert(INSERT_REQUEST);
+    let (grant_head, grant_row) = split_insert(INSERT_GRANT);
+    let (audit_head, audit_row) = split_insert(INSERT_AUDIT);
+    let (request_columns, grant_columns) =
+        (column_count(REQUEST_COLUMNS), column_count(GRANT_COLUMNS));
+    let swapped = "WHERE EXISTS (SELECT 1 FROM swapped)";
+    let mut offset = 4;
+    let mut sql = format!(
+        "WITH swapped AS (UPDATE audit_head SET seq = $1, hash = $2 \
+         WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1), \
+         new_requests AS ({request_head} SELECT * FROM (VALUES {}) AS v {swapped}) ",
+        values_after(
+            backend,
+            request_row,
+            request_columns,
+            requests.len(),
+            offset
+        )
+    );
+    offset += request_columns * requests.len();
+    if !grants.is_empty() {
+        sql.push_str(&format!(
+            ", new_grants AS ({grant_head} SELECT * FROM (VALUES {}) AS v {swapped}) ",
+            values_after(backend, grant_row, grant_columns, grants.len(), offset)
+        ));
+        offset += grant_columns * grants.len();
+    }
+    sql.push_str(&format!(
+        "{audit_head} SELECT * FROM (VALUES {}) AS v {swapped}",
+        values_after(
+            backend,
+            audit_row,
+            column_count(AUDIT_COLUMNS),
+            records.len(),
+            offset
+        )
+    ));
+    let mut q = sqlx::query(&sql)
+        .bind(head.0)
+        .bind(head.1.clone())
+        .bind(known.0)
+        .bind(known.1.clone());
+    for r in requests {
+        q = bind_request(q, &r.id, r)?;
+    }
+    for g in grants {
+        q = bind_grant(q, &g.id, g)?;
+    }
+    for r in records {
+        q = bind_audit(q, r);
+    }
+    Ok(q.execute_in(&mut *conn).await? == count)
 }
 
 /// Inserts grants, a chunk a statement. A duplicate id fails the whole statement.

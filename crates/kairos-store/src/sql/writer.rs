@@ -26,6 +26,11 @@
 //!   them), apply their closures in order on what the ones before left, and write the
 //!   changed grants back in one statement; if that fails, each grant is written on its own
 //!   so only the offending one's updates fail.
+//!
+//! On PostgreSQL, a batch of new requests only (the issuance path under load) is first
+//! tried as **one** statement that commits itself: requests, grants, audit records and the
+//! head's compare-and-set together, one round trip instead of four. If the head had moved
+//! or the statement failed, it wrote nothing, and the batch runs the usual way.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -446,7 +451,23 @@ async fn run_batch(
     batch: Vec<Job>,
     head: &mut Option<audit::Head>,
 ) -> std::result::Result<(), ()> {
-    let known = head.take();
+    let mut known = head.take();
+    let batch = match &known {
+        Some(at) if backend == Backend::Postgres => {
+            match insert_in_one_statement(conn, batch, at).await {
+                OneStatement::Committed(new_head) => {
+                    *head = Some(new_head);
+                    return Ok(());
+                }
+                OneStatement::Moved(batch) => {
+                    known = None;
+                    batch
+                }
+                OneStatement::Unsuitable(batch) | OneStatement::Failed(batch) => batch,
+            }
+        }
+        _ => batch,
+    };
     if let Err(e) = conn.run(backend.begin_statement()).await {
         let why = format!("beginning a transaction: {e}");
         for job in batch {
@@ -580,6 +601,73 @@ async fn run_batch(
                 done.finish(Err(why.clone()));
             }
             Err(())
+        }
+    }
+}
+
+/// How a batch fared as one self-committing statement (PostgreSQL).
+enum OneStatement {
+    /// Written and committed, every caller answered: the chain's new head.
+    Committed(audit::Head),
+    /// Not a batch of insertions only, or too large for one statement.
+    Unsuitable(Vec<Job>),
+    /// The chain's head had moved (another replica appended): nothing was written.
+    Moved(Vec<Job>),
+    /// The statement failed (a duplicate id, a lost connection): nothing was written.
+    Failed(Vec<Job>),
+}
+
+/// PostgreSQL, a batch of new requests only (the issuance path under load): their rows
+/// and audit records, sealed after `known`, in one statement that commits itself (see
+/// `bulk::insert_sealed`). A batch it cannot write is handed back whole, to run the usual
+/// way: in a transaction, each insertion that fails failing alone.
+async fn insert_in_one_statement(
+    conn: &mut Db,
+    batch: Vec<Job>,
+    known: &audit::Head,
+) -> OneStatement {
+    let insertions: Vec<&Insertion> = batch
+        .iter()
+        .filter_map(|job| match job {
+            Job::Insert(insert) => Some(&insert.insertion),
+            Job::Op(_) | Job::Update(_) => None,
+        })
+        .collect();
+    let drafts: Vec<(AuditDraft, Timestamp)> = insertions
+        .iter()
+        .flat_map(|i| i.drafts.iter().map(|d| (d.clone(), i.request.created_at)))
+        .collect();
+    let requests: Vec<&Request> = insertions.iter().map(|i| &i.request).collect();
+    let grants: Vec<&Grant> = insertions.iter().filter_map(|i| i.grant.as_ref()).collect();
+    if insertions.len() != batch.len()
+        || drafts.is_empty()
+        || [requests.len(), grants.len(), drafts.len()]
+            .iter()
+            .any(|&n| n > bulk::CHUNK)
+    {
+        return OneStatement::Unsuitable(batch);
+    }
+    let written = match audit::seal_after(&drafts, known.0, known.1.clone()) {
+        Ok((records, new_head)) => {
+            bulk::insert_sealed(conn, &requests, &grants, records, &new_head, known)
+                .await
+                .map(|swapped| swapped.then_some(new_head))
+        }
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(Some(new_head)) => {
+            for job in batch {
+                if let Job::Insert(insert) = job {
+                    let _ = insert.reply.send(Ok(()));
+                }
+            }
+            OneStatement::Committed(new_head)
+        }
+        Ok(None) => OneStatement::Moved(batch),
+        Err(e) => {
+            tracing::debug!(error = %e, "a batch's insertions failed as one statement; retrying in a transaction");
+            OneStatement::Failed(batch)
         }
     }
 }
