@@ -1665,7 +1665,7 @@ async fn replicas_issue_to_one_chain(db: Arc<Db>) {
 async fn issue_concurrently(stores: &[SqlStore]) -> u64 {
     async fn issue(s: SqlStore, i: usize) -> (Request, Option<Grant>) {
         let task = format!("batch/{i}");
-        let (request, grant) = if i % 4 == 0 {
+        let (request, grant) = if i.is_multiple_of(4) {
             (pending("etl", &task, 1), None)
         } else {
             let (r, g) = granted("etl", &task, 900_000);
