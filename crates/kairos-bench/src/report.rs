@@ -483,26 +483,29 @@ impl Report {
             if !met {
                 misses.push(format!(
                     "**Token grants, SQLite store ({}, {} of the no-op floor; target 20,000/s and 50%).** \
-                     Evidence: {}.{}{wide_note}{fresh_note} The ES256 floor ({}/s on one thread) shows signing (and the \
-                     platform token's verification, about as costly) is not the limit. Suspected \
-                     mechanism: every grant is a durable write (its request, its grant, three \
-                     audit records). Writes go through one writer thread (WAL, `synchronous = \
-                     FULL`) that commits whatever is waiting together: a batch's new grants in \
-                     one multi-row insert per table, its audit records sealed in one insert and \
-                     one head update, one commit. The writer thread runs SQLite itself (through \
-                     rusqlite; until November 2026 every statement was a hand-off to sqlx's \
-                     worker thread, and taking it out raised this figure by about half). In a \
-                     traced run at 16 clients a batch carried about five grants and took about \
-                     1.2 ms, back to back, and the writer was nearly half of the server's CPU, \
-                     more than half of that in the kernel: a commit appends every page it \
-                     changed to the WAL (about twenty: each table and index a grant, its \
-                     request and its audit records touch, two `pwrite` calls a page) and waits \
-                     for `fdatasync`. The rest is CPU per request on the same two cores: the \
-                     platform token's ES256 verification and the new token's signature (together \
-                     about a quarter of the server's CPU), Cedar, HTTP and JSON, and the load \
-                     generator itself. Fewer pages per commit (tables keyed by their text id \
-                     `WITHOUT ROWID`, so the separate primary-key indexes go) is the next step \
-                     on the writer's side.",
+                     Evidence: {}.{}{wide_note}{fresh_note} The ES256 floor ({}/s on one thread) is \
+                     far above the figure: one signature per grant is not the limit. Suspected \
+                     mechanism: the store's writer thread, busy 98% of the time in a traced \
+                     run. Every grant is a durable write (its request, its grant, three audit \
+                     records, about 2.5 KB of rows and index entries). Writes go through one \
+                     writer thread (WAL, `synchronous = FULL`) that commits whatever is waiting \
+                     together: a batch's new grants in one multi-row insert per table, its audit \
+                     records sealed in one insert and one head update, one commit. The writer \
+                     runs SQLite itself (through rusqlite). Fitted over the batches of a traced \
+                     run at 16 clients (November 2026), a batch costs about 280 µs plus 55 µs a \
+                     grant and carried about seven grants: the fixed part is the commit (the \
+                     WAL frames of every page the batch changed, two `pwrite` calls each, and \
+                     `fdatasync`, whose wait and whose VM exits are most of it); the part per \
+                     grant is SQLite inserting five rows and about twenty index entries, and \
+                     sealing three records (SHA-256 over their JSON). Writes cannot overlap \
+                     (SQLite has one writer), so 1 / 55 µs, about 18,000/s, is this writer's \
+                     ceiling at any batch size on this machine, before the CPU the requests \
+                     themselves need on the same two cores (HTTP and JSON, Cedar, the new \
+                     token's ES256 signature, and the load generator) takes its share. Migration \
+                     0004 took four index entries off each token grant without a change \
+                     measurable through this machine's noise; what is left is what the product \
+                     records (three audit records a grant, each indexed five ways for the audit \
+                     queries).",
                     rate(g),
                     ratio.map_or("—".into(), pct),
                     cpu_reading(&g.usage),
@@ -529,11 +532,15 @@ impl Report {
                     misses.push(format!(
                         "**Token grants, PostgreSQL store ({}, {} of the no-op floor; target 20,000/s and 50%).** \
                          Evidence: {}.{} Suspected mechanism: as with SQLite, one writer \
-                         commits the waiting grants together (multi-row inserts, the audit chain's \
-                         head row locked only from the batch's sealing to its commit); each of a \
-                         batch's statements is a round trip to PostgreSQL and its commit a WAL \
-                         flush, so a batch takes a few milliseconds and a grant waits for about two \
-                         of them.",
+                         commits the waiting grants together. A batch of new grants only is one \
+                         statement that commits itself (requests, grants, audit records and the \
+                         chain head's compare-and-set), one round trip whose commit waits for \
+                         PostgreSQL's WAL flush. In a traced run at 16 clients (November 2026) \
+                         every batch carried eight grants and took about 1 ms, back to back (the \
+                         writer busy 98%): the clients move as two groups of eight, one in the \
+                         store while the other is in the HTTP pipeline. The writer has one \
+                         connection, so batches do not overlap; overlapping them would need a \
+                         second connection and a chain head both could append after.",
                         rate(g),
                         ratio.map_or("—".into(), pct),
                         cpu_reading(&g.usage),
