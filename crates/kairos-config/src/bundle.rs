@@ -46,17 +46,17 @@ impl ConfigBundle {
                     files.insert(normalize(file), contents);
                 }
             }
-            if let Some(policy) = get(&root, "policy") {
-                if let Some(Value::Array(globs)) = get(policy, "files").map(|n| &n.value) {
-                    for (i, node) in globs.iter().enumerate() {
-                        let Value::String(pattern) = &node.value else {
-                            continue;
-                        };
-                        let where_ = at(node, format!("policy.files[{i}]"));
-                        for (key, file) in glob_files(base, pattern, &where_)? {
-                            let contents = read(&file, &key, Some(&where_))?;
-                            files.insert(key, contents);
-                        }
+            if let Some(policy) = get(&root, "policy")
+                && let Some(Value::Array(globs)) = get(policy, "files").map(|n| &n.value)
+            {
+                for (i, node) in globs.iter().enumerate() {
+                    let Value::String(pattern) = &node.value else {
+                        continue;
+                    };
+                    let where_ = at(node, format!("policy.files[{i}]"));
+                    for (key, file) in glob_files(base, pattern, &where_)? {
+                        let contents = read(&file, &key, Some(&where_))?;
+                        files.insert(key, contents);
                     }
                 }
             }

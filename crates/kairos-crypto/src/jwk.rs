@@ -102,10 +102,10 @@ impl Jwk {
             let text = member(name).ok_or_else(|| format!("no `{name}` member"))?;
             jws::unb64(text).ok_or_else(|| format!("`{name}` is not unpadded base64url"))
         };
-        if let Some(usage) = member("use") {
-            if usage != "sig" {
-                return Err(format!("`use` is {:?}, not \"sig\"", jws::excerpt(usage)));
-            }
+        if let Some(usage) = member("use")
+            && usage != "sig"
+        {
+            return Err(format!("`use` is {:?}, not \"sig\"", jws::excerpt(usage)));
         }
         let kid = member("kid").map(str::to_owned);
         let alg = match member("alg") {
@@ -151,13 +151,13 @@ impl Jwk {
             Some(other) => return Err(format!("unsupported `kty` {:?}", jws::excerpt(other))),
             None => return Err("no `kty` member".to_owned()),
         };
-        if let Some(pinned) = alg {
-            if !key.supports(pinned) {
-                return Err(format!(
-                    "`alg` {} does not fit the key type",
-                    pinned.jws_name()
-                ));
-            }
+        if let Some(pinned) = alg
+            && !key.supports(pinned)
+        {
+            return Err(format!(
+                "`alg` {} does not fit the key type",
+                pinned.jws_name()
+            ));
         }
         Ok(Self { kid, alg, key })
     }

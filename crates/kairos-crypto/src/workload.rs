@@ -379,14 +379,14 @@ impl WorkloadVerifier {
                 skew_secs,
             });
         }
-        if let Some(nbf) = numeric_date(&claims, "nbf")? {
-            if now_unix_secs.saturating_add(skew_secs) < nbf {
-                return Err(AuthnError::NotYetValid {
-                    nbf,
-                    now: now_unix_secs,
-                    skew_secs,
-                });
-            }
+        if let Some(nbf) = numeric_date(&claims, "nbf")?
+            && now_unix_secs.saturating_add(skew_secs) < nbf
+        {
+            return Err(AuthnError::NotYetValid {
+                nbf,
+                now: now_unix_secs,
+                skew_secs,
+            });
         }
         let audience_ok = match claims.get("aud") {
             None => return Err(AuthnError::MissingClaim("aud")),
