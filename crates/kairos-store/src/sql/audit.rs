@@ -161,6 +161,16 @@ pub(super) async fn lock_head(conn: &mut Db, backend: Backend) -> Result<()> {
 
 /// Newest first.
 pub(super) async fn list(store: &SqlStore, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+    let (sql, filter) = list_query(f);
+    let rows = filter
+        .bind(sqlx::query(&sql))
+        .fetch_all(&store.reads)
+        .await?;
+    rows.iter().map(audit_from_row).collect()
+}
+
+/// The query of [`list`] and the values it binds.
+pub(super) fn list_query(f: &AuditFilter) -> (String, Filter) {
     let mut filter = Filter::default();
     filter
         .text("identity =", f.identity.as_ref())
@@ -173,11 +183,7 @@ pub(super) async fn list(store: &SqlStore, f: &AuditFilter) -> Result<Vec<AuditR
         "SELECT {AUDIT_COLUMNS} FROM audit{}",
         filter.tail("seq DESC", f.limit)
     );
-    let rows = filter
-        .bind(sqlx::query(&sql))
-        .fetch_all(&store.reads)
-        .await?;
-    rows.iter().map(audit_from_row).collect()
+    (sql, filter)
 }
 
 pub(super) async fn page(store: &SqlStore, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>> {

@@ -498,3 +498,51 @@ impl Store for SqlStore {
         admin::save_config(self, bundle_json, now, audit).await
     }
 }
+
+/// The hot queries read the indexes meant for them (SQLite's plan; a query rewritten so
+/// that a partial index no longer applies would scan the table instead, silently).
+#[cfg(test)]
+mod plans {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::AuditFilter;
+
+    fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let unbound = std::iter::repeat_n(rusqlite::types::Null, statement.parameter_count());
+        let details: Vec<String> = statement
+            .query_map(rusqlite::params_from_iter(unbound), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(|d| d.unwrap())
+            .collect();
+        details.join("; ")
+    }
+
+    #[tokio::test]
+    async fn hot_queries_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kairos.db");
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+
+        let expirer = plan(&conn, &requests::pending_due(Backend::Sqlite));
+        assert!(
+            expirer.contains("USING INDEX requests_pending_until"),
+            "{expirer}"
+        );
+        let by_grant = AuditFilter {
+            grant_id: Some("grt_1".into()),
+            limit: Some(50),
+            ..AuditFilter::default()
+        };
+        let (sql, _) = audit::list_query(&by_grant);
+        let by_grant = plan(&conn, &sql);
+        assert!(by_grant.contains("USING INDEX audit_grant"), "{by_grant}");
+        store.close().await;
+    }
+}

@@ -136,22 +136,28 @@ pub(super) async fn expire_pending(
         .await
 }
 
+/// Pending requests whose time to be decided is up (`$1`: now), oldest deadline first, at
+/// most `$2`. Reads only the partial index of pending requests.
+pub(super) fn pending_due(backend: super::Backend) -> String {
+    format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests \
+         WHERE state = 'pending' AND pending_until <= $1 \
+         ORDER BY pending_until, id LIMIT $2{}",
+        backend.skip_locked_clause()
+    )
+}
+
 async fn expire_pending_in(
     tx: &mut Db,
     cx: &Ctx,
     now: Timestamp,
     limit: u32,
 ) -> Result<Vec<Request>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests \
-         WHERE state = 'pending' AND pending_until <= $1 \
-         ORDER BY pending_until, id LIMIT $2{}",
-        cx.backend.skip_locked_clause()
-    ))
-    .bind(now.as_millis())
-    .bind(i64::from(limit))
-    .fetch_all_in(&mut *tx)
-    .await?;
+    let rows = sqlx::query(&pending_due(cx.backend))
+        .bind(now.as_millis())
+        .bind(i64::from(limit))
+        .fetch_all_in(&mut *tx)
+        .await?;
     let mut expired = Vec::with_capacity(rows.len());
     let mut drafts = Vec::with_capacity(rows.len());
     for row in &rows {
