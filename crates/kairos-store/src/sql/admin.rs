@@ -117,44 +117,7 @@ pub(super) async fn create_user(
     token: &StoredToken,
     draft: AuditDraft,
 ) -> Result<()> {
-    check_owner(user, token)?;
-    let (user, token) = (user.clone(), token.clone());
-    store
-        .write(move |tx, cx| {
-            Box::pin(async move { create_user_in(tx, &cx, &user, &token, draft).await })
-        })
-        .await
-}
-
-async fn create_user_in(
-    tx: &mut Db,
-    cx: &Ctx,
-    user: &User,
-    token: &StoredToken,
-    draft: AuditDraft,
-) -> Result<()> {
-    sqlx::query("INSERT INTO users (name, role, teams, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(user.name.as_str().to_owned())
-        .bind(user.role.as_str())
-        .bind(to_json(&user.teams)?)
-        .bind(user.created_at.as_millis())
-        .execute_in(&mut *tx)
-        .await
-        .map_err(|e| conflict(e, || format!("user {} already exists", user.name)))?;
-    sqlx::query(
-        "INSERT INTO api_tokens (id, user_name, secret_hash, created_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(token.id.clone())
-    .bind(user.name.as_str().to_owned())
-    .bind(token.secret_hash.clone())
-    .bind(token.created_at.as_millis())
-    .bind(token.revoked_at.map(Timestamp::as_millis))
-    .execute_in(&mut *tx)
-    .await
-    .map_err(|e| conflict(e, || format!("token id {} is already taken", token.id)))?;
-    cx.audit(vec![draft], user.created_at);
-    Ok(())
+    write_user(store, user, token, draft, Existing::Conflict).await
 }
 
 /// Creates the bootstrap user or makes it an admin again, and stores its token
@@ -165,46 +128,79 @@ pub(super) async fn put_bootstrap_token(
     token: &StoredToken,
     draft: AuditDraft,
 ) -> Result<()> {
+    write_user(store, user, token, draft, Existing::Replace).await
+}
+
+/// What writing a user and its token does to a user or token id that exists already.
+#[derive(Clone, Copy)]
+enum Existing {
+    /// Refused as a conflict (a new user).
+    Conflict,
+    /// The user made active with the new role, the token replaced (the bootstrap admin).
+    Replace,
+}
+
+const INSERT_USER: &str =
+    "INSERT INTO users (name, role, teams, created_at) VALUES ($1, $2, $3, $4)";
+
+const INSERT_TOKEN: &str = "INSERT INTO api_tokens (id, user_name, secret_hash, created_at, \
+     revoked_at) VALUES ($1, $2, $3, $4, $5)";
+
+async fn write_user(
+    store: &SqlStore,
+    user: &User,
+    token: &StoredToken,
+    draft: AuditDraft,
+    existing: Existing,
+) -> Result<()> {
     check_owner(user, token)?;
     let (user, token) = (user.clone(), token.clone());
     store
         .write(move |tx, cx| {
-            Box::pin(async move { put_bootstrap_in(tx, &cx, &user, &token, draft).await })
+            Box::pin(async move { write_user_in(tx, &cx, &user, &token, draft, existing).await })
         })
         .await
 }
 
-async fn put_bootstrap_in(
+async fn write_user_in(
     tx: &mut Db,
     cx: &Ctx,
     user: &User,
     token: &StoredToken,
     draft: AuditDraft,
+    existing: Existing,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO users (name, role, teams, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (name) DO UPDATE SET role = excluded.role, disabled_at = NULL",
-    )
-    .bind(user.name.as_str().to_owned())
-    .bind(user.role.as_str())
-    .bind(to_json(&user.teams)?)
-    .bind(user.created_at.as_millis())
-    .execute_in(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO api_tokens (id, user_name, secret_hash, created_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (id) DO UPDATE SET user_name = excluded.user_name, \
-         secret_hash = excluded.secret_hash, created_at = excluded.created_at, \
-         revoked_at = excluded.revoked_at",
-    )
-    .bind(token.id.clone())
-    .bind(user.name.as_str().to_owned())
-    .bind(token.secret_hash.clone())
-    .bind(token.created_at.as_millis())
-    .bind(token.revoked_at.map(Timestamp::as_millis))
-    .execute_in(&mut *tx)
-    .await?;
+    let (insert_user, insert_token) = match existing {
+        Existing::Conflict => (INSERT_USER.to_owned(), INSERT_TOKEN.to_owned()),
+        Existing::Replace => (
+            format!(
+                "{INSERT_USER} ON CONFLICT (name) DO UPDATE SET role = excluded.role, \
+                 disabled_at = NULL"
+            ),
+            format!(
+                "{INSERT_TOKEN} ON CONFLICT (id) DO UPDATE SET user_name = excluded.user_name, \
+                 secret_hash = excluded.secret_hash, created_at = excluded.created_at, \
+                 revoked_at = excluded.revoked_at"
+            ),
+        ),
+    };
+    sqlx::query(&insert_user)
+        .bind(user.name.as_str().to_owned())
+        .bind(user.role.as_str())
+        .bind(to_json(&user.teams)?)
+        .bind(user.created_at.as_millis())
+        .execute_in(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || format!("user {} already exists", user.name)))?;
+    sqlx::query(&insert_token)
+        .bind(token.id.clone())
+        .bind(user.name.as_str().to_owned())
+        .bind(token.secret_hash.clone())
+        .bind(token.created_at.as_millis())
+        .bind(token.revoked_at.map(Timestamp::as_millis))
+        .execute_in(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || format!("token id {} is already taken", token.id)))?;
     cx.audit(vec![draft], user.created_at);
     Ok(())
 }
