@@ -15,8 +15,8 @@ use kairos_connectors::{AccountName, Connector, ConnectorError, Privileges, Revo
 use kairos_domain::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use support::{
-    PrivatePg, TestDb, free_port, in_one_hour, login, now, password, random_hex, request, run, sql,
-    sqlstate,
+    PgAuth, PrivatePg, PrivatePgExt, TestDb, free_port, in_one_hour, login, now, password,
+    random_hex, request, run, sql, sqlstate,
 };
 
 const SELECT_ON_T: &str = "GRANT SELECT ON t TO {{role}}";
@@ -175,7 +175,7 @@ async fn privilege_templates_cannot_smuggle_statements() {
 
 #[tokio::test]
 async fn wrong_admin_password_is_refused_and_never_echoed() {
-    let private = PrivatePg::start();
+    let private = PrivatePg::start(PgAuth::AdminPassword);
     let wrong = "wrong-admin-pw-77e0d2";
     let settings = PostgresSettings {
         target: "pg-private".to_owned(),
@@ -255,7 +255,7 @@ async fn unreachable_target() {
 /// private scram-sha-256 instance.
 #[tokio::test]
 async fn private_instance_outage_then_revoke_and_verify() {
-    let private = PrivatePg::start();
+    let private = PrivatePg::start(PgAuth::AdminPassword);
     run(&mut private.admin().await, "CREATE TABLE t (id int)").await;
     let prefix = format!("kt{}_", random_hex(8));
     let pg = PostgresConnector::new(PostgresSettings {
@@ -316,7 +316,7 @@ async fn private_instance_outage_then_revoke_and_verify() {
 /// `VALID UNTIL` is enforced by PostgreSQL itself (only under password authentication).
 #[tokio::test]
 async fn native_expiry_refuses_login_without_kairos() {
-    let private = PrivatePg::start();
+    let private = PrivatePg::start(PgAuth::AdminPassword);
     let prefix = format!("kt{}_", random_hex(8));
     let pg = PostgresConnector::new(PostgresSettings {
         target: "pg-private".to_owned(),

@@ -658,7 +658,7 @@ fn kill_anywhere_leaves_no_residual_access() {
     println!("chaos seed: {seed} (replay with KAIROS_CHAOS_SEED={seed})");
     let mut rng = Rng::new(seed);
 
-    let pg = PrivatePg::start_with(PgAuth::Passwords);
+    let pg = PrivatePg::start(PgAuth::Passwords);
     psql(
         &pg.base_url(),
         "postgres",
@@ -1076,7 +1076,7 @@ fn kill_anywhere_leaves_no_residual_access() {
 
 #[test]
 fn downstream_outage_raises_the_alarm_and_receipts_tell_when_access_ended() {
-    let pg = PrivatePg::start_with(PgAuth::Passwords);
+    let pg = PrivatePg::start(PgAuth::Passwords);
     let base = pg.base_url();
     psql(
         &base,
@@ -1356,7 +1356,7 @@ fn downstream_outage_raises_the_alarm_and_receipts_tell_when_access_ended() {
 /// and a broker restart in the middle of the outage must not silence the alarm.
 #[test]
 fn an_outage_neither_holds_back_other_targets_nor_loses_its_alarm_across_a_restart() {
-    let pg = PrivatePg::start_with(PgAuth::Passwords);
+    let pg = PrivatePg::start(PgAuth::Passwords);
     let base = pg.base_url();
     psql(
         &base,

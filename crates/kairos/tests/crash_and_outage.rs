@@ -13,7 +13,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::pg::{SHARED_PG, SharedDb, managed_roles, psql};
-use common::private::PrivatePg;
+use common::private::{PgAuth, PrivatePg};
 use common::*;
 use kairos_domain::Timestamp;
 use serde_json::{Value, json};
@@ -411,7 +411,7 @@ fn sigkill_between_revoke_and_verify_completes_after_restart() {
 
 #[test]
 fn target_down_at_expiry_is_revoked_when_it_returns() {
-    let pg = PrivatePg::start();
+    let pg = PrivatePg::start(PgAuth::Trust);
     let base = pg.base_url();
     psql(
         &base,

@@ -3,10 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::os::unix::fs::{MetadataExt, chown};
-use std::path::PathBuf;
-use std::process::{Command, Output};
+pub use kairos_testkit::{PgAuth, PrivatePg, free_port};
+
 use std::str::FromStr;
 
 use kairos_connector_postgres::{PostgresConnector, PostgresSettings};
@@ -83,15 +81,6 @@ pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
     e.as_database_error()
         .and_then(|d| d.code())
         .map(|c| c.into_owned())
-}
-
-/// A port nothing listens on (bound once by the OS, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A database `kairos_ct_<uuid>` on the shared server with a table `t (id, v)` holding one
@@ -231,128 +220,28 @@ pub async fn run(conn: &mut PgConnection, statement: &str) {
         .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
 
-/// A private PostgreSQL cluster (`initdb` + `pg_ctl` from `pg_config --bindir`) with
-/// `scram-sha-256` authentication, superuser [`PrivatePg::ADMIN`] with
-/// [`PrivatePg::ADMIN_PASSWORD`], listening on 127.0.0.1 on a free port and on a Unix
-/// socket inside its temporary directory. Stopped (`-m immediate`) when dropped.
-///
-/// initdb and postgres refuse to run as root. When the tests run as root, the temporary
-/// directory is chowned to the `postgres` system user and every server command runs
-/// through `runuser -u postgres --`; otherwise they run as the current user.
-pub struct PrivatePg {
-    dir: tempfile::TempDir,
-    bindir: PathBuf,
-    pub port: u16,
+/// The private-cluster conveniences these tests use, over the shared [`PrivatePg`]
+/// (started with [`PgAuth::AdminPassword`]: every login needs its password).
+pub trait PrivatePgExt {
+    fn url(&self, user: &str, password: &str, database: &str) -> SecretString;
+    fn admin_url(&self) -> SecretString;
+    async fn admin(&self) -> PgConnection;
+    async fn login(&self, user: &str, password: &str) -> Result<PgConnection, sqlx::Error>;
 }
 
-impl PrivatePg {
-    pub const ADMIN: &str = "kairos_admin";
-    pub const ADMIN_PASSWORD: &str = "private-admin-pw-3b1f9c";
-
-    pub fn start() -> Self {
-        let bindir = PathBuf::from(stdout(
-            Command::new("pg_config").arg("--bindir").output().unwrap(),
-        ));
-        let dir = tempfile::Builder::new()
-            .prefix("kairos-pg-")
-            .tempdir()
-            .unwrap();
-        let owner = server_user();
-        std::fs::write(dir.path().join("pwfile"), Self::ADMIN_PASSWORD).unwrap();
-        std::fs::create_dir(dir.path().join("sock")).unwrap();
-        if let Some((uid, gid)) = owner {
-            for p in ["", "pwfile", "sock"] {
-                chown(dir.path().join(p), Some(uid), Some(gid)).unwrap();
-            }
-        }
-        let mut pg = Self {
-            dir,
-            bindir,
-            port: 0,
-        };
-        let data = pg.data();
-        let pwfile = pg.dir.path().join("pwfile");
-        pg.server_cmd("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", Self::ADMIN, "--auth=scram-sha-256", "-E", "UTF8"])
-            .args(["--no-sync", "--no-instructions"])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .check();
-
-        // A free port can be taken between the probe and the bind: try a few.
-        for _ in 0..5 {
-            pg.port = free_port();
-            if pg.pg_ctl_start().status.success() {
-                return pg;
-            }
-        }
-        panic!("private PostgreSQL did not start:\n{}", pg.log());
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    /// A command for one of the server binaries, as the `postgres` user when we are root.
-    fn server_cmd(&self, program: &str) -> Command {
-        let path = self.bindir.join(program);
-        match server_user() {
-            Some(_) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(path);
-                c
-            }
-            None => Command::new(path),
-        }
-    }
-
-    fn pg_ctl_start(&self) -> Output {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().join("sock").display()
-        );
-        self.server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.path().join("server.log"))
-            .args(["-w", "-t", "60", "-o", &options, "start"])
-            .output()
-            .unwrap()
-    }
-
-    /// Starts the instance again after [`PrivatePg::stop`] (same port and data).
-    pub fn restart(&self) {
-        let out = self.pg_ctl_start();
-        assert!(out.status.success(), "restart failed:\n{}", self.log());
-    }
-
-    pub fn stop(&self) {
-        self.server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"])
-            .check();
-    }
-
-    pub fn url(&self, user: &str, password: &str, database: &str) -> SecretString {
+impl PrivatePgExt for PrivatePg {
+    fn url(&self, user: &str, password: &str, database: &str) -> SecretString {
         SecretString::from(format!(
             "postgres://{user}:{password}@127.0.0.1:{}/{database}",
             self.port
         ))
     }
 
-    pub fn admin_url(&self) -> SecretString {
+    fn admin_url(&self) -> SecretString {
         self.url(Self::ADMIN, Self::ADMIN_PASSWORD, "postgres")
     }
 
-    pub async fn admin(&self) -> PgConnection {
+    async fn admin(&self) -> PgConnection {
         let opts =
             PgConnectOptions::from_str(secrecy::ExposeSecret::expose_secret(&self.admin_url()))
                 .unwrap()
@@ -360,58 +249,7 @@ impl PrivatePg {
         PgConnection::connect_with(&opts).await.unwrap()
     }
 
-    pub async fn login(&self, user: &str, password: &str) -> Result<PgConnection, sqlx::Error> {
+    async fn login(&self, user: &str, password: &str) -> Result<PgConnection, sqlx::Error> {
         login("127.0.0.1", self.port, "postgres", user, password).await
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = self
-            .server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-/// `Some((uid, gid))` of the `postgres` system user when we run as root (the server
-/// binaries must then run as that user), None otherwise.
-fn server_user() -> Option<(u32, u32)> {
-    let me = std::fs::metadata("/proc/self").ok()?;
-    if me.uid() != 0 {
-        return None;
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
-        stdout(out).parse().ok()
-    };
-    Some((id("-u")?, id("-g")?))
-}
-
-fn stdout(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-trait Check {
-    fn check(&mut self);
-}
-
-impl Check for Command {
-    fn check(&mut self) {
-        let out = self.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{:?} failed:\n{}{}",
-            self,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 }
