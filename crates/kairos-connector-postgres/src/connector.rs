@@ -511,19 +511,7 @@ impl Connector for PostgresConnector {
             .await?;
 
         // 3. Its objects go to the admin, its privileges go, then the role.
-        let drop_role = async {
-            let mut tx = Connection::begin(&mut *conn).await?;
-            lock_ddl(&mut tx).await?;
-            execute(
-                &mut tx,
-                &format!("REASSIGN OWNED BY {role} TO CURRENT_USER"),
-            )
-            .await?;
-            execute(&mut tx, &format!("DROP OWNED BY {role}")).await?;
-            execute(&mut tx, &format!("DROP ROLE IF EXISTS {role}")).await?;
-            tx.commit().await
-        };
-        if let Err(e) = drop_role.await {
+        if let Err(e) = drop_together(&mut conn, &role).await {
             return match sqlstate(&e).as_deref() {
                 Some("42704") => Ok(Revoked {
                     sessions_killed: killed.get(&oid).copied().unwrap_or(0),

@@ -705,3 +705,62 @@ async fn proven_templates_join_the_batch_and_smuggling_still_fails() {
         }
     }
 }
+
+/// REASSIGN/DROP OWNED act only in the connector's database: a role that owns something in
+/// another database of the cluster cannot be dropped. The revocation says so (naming the
+/// connector's database), leaves the role unable to log in, and succeeds once the object
+/// is gone.
+#[tokio::test]
+async fn a_role_owning_objects_elsewhere_is_refused_with_the_reason() {
+    let db = TestDb::new().await;
+    let pg = db.connector();
+    let account = db.account("elsewhere");
+    let pw = password();
+    pg.provision(&request(&account, &pw, &sql(&[SELECT_ON_T]), in_one_hour()))
+        .await
+        .unwrap();
+
+    // Dropped by `TestDb` too, should this test fail before its end.
+    let other = format!("{}_other", db.name);
+    let mut server = db.admin().await;
+    run(&mut server, &format!("CREATE DATABASE {other}")).await;
+    let mut elsewhere = login("127.0.0.1", 5432, &other, "postgres", "")
+        .await
+        .unwrap();
+    run(&mut elsewhere, "CREATE TABLE owned (id int)").await;
+    run(
+        &mut elsewhere,
+        &format!("ALTER TABLE owned OWNER TO {}", account.as_str()),
+    )
+    .await;
+
+    let refused = pg.revoke(&account).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, ConnectorError::Failed { .. })
+            && message.contains("another database")
+            && message.contains(&db.name),
+        "{message}"
+    );
+    assert!(
+        db.role_exists(account.as_str()).await,
+        "the role is still there"
+    );
+    let login_refused = login(
+        "127.0.0.1",
+        5432,
+        &db.name,
+        account.as_str(),
+        pw.expose_secret(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&login_refused).as_deref(), Some("28000"));
+
+    run(&mut elsewhere, "DROP TABLE owned").await;
+    drop(elsewhere);
+    run(&mut server, &format!("DROP DATABASE {other} WITH (FORCE)")).await;
+    let revoked = pg.revoke(&account).await.unwrap();
+    assert!(revoked.account_existed);
+    assert!(!db.role_exists(account.as_str()).await);
+}

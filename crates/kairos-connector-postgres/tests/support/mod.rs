@@ -85,8 +85,9 @@ pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
 
 /// A database `kairos_ct_<uuid>` on the shared server with a table `t (id, v)` holding one
 /// row, and a random managed prefix `kt<8 hex>_` for this test alone (roles are
-/// cluster-global). Dropping it drops the database (WITH (FORCE)) and every role whose
-/// name starts with the prefix's stem `kt<8 hex>`.
+/// cluster-global). Dropping it drops the database (WITH (FORCE)), a second one named
+/// `<name>_other` if a test made it, and every role whose name starts with the prefix's
+/// stem `kt<8 hex>`.
 pub struct TestDb {
     pub name: String,
     pub prefix: String,
@@ -169,9 +170,13 @@ impl TestDb {
             eprintln!("cleanup: cannot reach the shared server; {name} and roles {stem}* remain");
             return;
         };
-        let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        if let Err(e) = sqlx::query(&drop_db).execute(&mut conn).await {
-            eprintln!("cleanup: {drop_db}: {e}");
+        // The test database, and the second one a test may make beside it (`<name>_other`:
+        // its objects would keep the roles from being dropped).
+        for database in [format!("{name}_other"), name.clone()] {
+            let drop_db = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+            if let Err(e) = sqlx::query(&drop_db).execute(&mut conn).await {
+                eprintln!("cleanup: {drop_db}: {e}");
+            }
         }
         let roles: Vec<String> =
             sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
