@@ -764,3 +764,88 @@ async fn a_role_owning_objects_elsewhere_is_refused_with_the_reason() {
     assert!(revoked.account_existed);
     assert!(!db.role_exists(account.as_str()).await);
 }
+
+/// An admin URL with `sslmode=verify-full` reaches the server over TLS and checks its
+/// certificate: every connection the connector makes (its pool, and the login that
+/// verifies an account is gone) is encrypted, and a server whose certificate another CA
+/// signed is refused without the URL's password in the error.
+#[tokio::test]
+async fn admin_connections_use_tls_and_check_the_certificate() {
+    let private = PrivatePg::start(PgAuth::AdminPassword);
+    let ca = private.enable_tls();
+    let tls_url = |ca: &std::path::Path| {
+        SecretString::from(format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            private.admin_url().expose_secret(),
+            ca.display()
+        ))
+    };
+    let prefix = format!("kt{}_", random_hex(8));
+    let settings = |admin_url| PostgresSettings {
+        target: "pg-tls".to_owned(),
+        admin_url,
+        managed_prefix: prefix.clone(),
+        connect_host: None,
+    };
+    let pg = PostgresConnector::new(settings(tls_url(&ca))).unwrap();
+    let account = AccountName::parse(format!("{prefix}tls")).unwrap();
+    let pw = password();
+    pg.provision(&request(&account, &pw, &sql(&[]), in_one_hour()))
+        .await
+        .unwrap();
+
+    // The connector's own sessions, seen by the server.
+    let mut admin = private.admin().await;
+    let plain: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.usename = $1 AND a.pid <> pg_backend_pid() AND NOT s.ssl",
+    )
+    .bind(PrivatePg::ADMIN)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    let encrypted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.usename = $1 AND a.pid <> pg_backend_pid() AND s.ssl",
+    )
+    .bind(PrivatePg::ADMIN)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!((plain, encrypted > 0), (0, true), "{encrypted} encrypted");
+
+    pg.revoke(&account).await.unwrap();
+    let verification = pg.verify_gone(&account, Some(&pw)).await.unwrap();
+    assert_eq!(verification.method, "pg_roles+login");
+
+    // Trusting another CA only: the server's certificate does not verify, and nothing is
+    // done.
+    let elsewhere = PrivatePg::start(PgAuth::AdminPassword);
+    let other_ca = elsewhere.enable_tls();
+    let impostor = PostgresConnector::new(settings(tls_url(&other_ca))).unwrap();
+    let refused = impostor
+        .provision(&request(&account, &pw, &sql(&[]), in_one_hour()))
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, ConnectorError::Unreachable { .. }) && message.contains("certificate"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(PrivatePg::ADMIN_PASSWORD),
+        "the error echoes the password: {message}"
+    );
+    assert!(
+        !db_role_exists(&mut admin, account.as_str()).await,
+        "{message}"
+    );
+}
+
+async fn db_role_exists(conn: &mut sqlx::PgConnection, role: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(role)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}

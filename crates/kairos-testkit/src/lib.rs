@@ -149,6 +149,88 @@ impl PrivatePg {
             .unwrap()
     }
 
+    /// Turns TLS on: a new CA signs a server certificate for 127.0.0.1 (openssl), the
+    /// server restarts with `ssl = on`. Returns the CA's certificate, for clients'
+    /// `sslrootcert` (`sslmode=verify-full` then checks the server is who it says).
+    pub fn enable_tls(&self) -> PathBuf {
+        let tls = self.dir.path().join("tls");
+        std::fs::create_dir(&tls).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kairos test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(tls.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        // The server reads its key only if no one else may (0600, its own user).
+        for file in ["server.crt", "server.key"] {
+            let to = self.data().join(file);
+            std::fs::copy(tls.join(file), &to).unwrap();
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some((uid, gid)) = server_user() {
+                chown(&to, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let conf = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        self.stop();
+        self.restart();
+        tls.join("ca.crt")
+    }
+
     /// Starts it again after [`PrivatePg::stop`], on the same port and data.
     pub fn restart(&self) {
         let out = self.pg_ctl_start();
