@@ -51,8 +51,8 @@ pub struct MariaDbConnector {
     port: u16,
     /// The admin URL's database: expiry events live here; workloads are told to use it.
     database: String,
-    /// The admin URL's host, port, socket and TLS mode, without credentials: the template
-    /// for verification logins.
+    /// The admin URL's host, port, socket and TLS settings (mode and files), without
+    /// credentials or database: the template for verification logins.
     login: MySqlConnectOptions,
     pool: MySqlPool,
     scheduler: AtomicU8,
@@ -136,6 +136,18 @@ impl MariaDbConnector {
             .disable_statement_logging();
         if let Some(socket) = admin.get_socket() {
             login = login.socket(socket);
+        }
+        // The TLS files too (sqlx has no getters for them), read from the URL as sqlx
+        // reads them: the login trusts the same CA and shows the same client certificate.
+        if let Ok(parsed) = url::Url::parse(url) {
+            for (key, value) in parsed.query_pairs() {
+                login = match key.as_ref() {
+                    "sslca" | "ssl-ca" => login.ssl_ca(&*value),
+                    "sslcert" | "ssl-cert" => login.ssl_client_cert(&*value),
+                    "sslkey" | "ssl-key" => login.ssl_client_key(&*value),
+                    _ => login,
+                };
+            }
         }
         let pool = MySqlPoolOptions::new()
             .max_connections(MAX_ADMIN_CONNECTIONS)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kairos_connector_mariadb::{EventScheduler, MariaDbConnector, MariaDbSettings};
 use kairos_connectors::{AccountName, Connector, ConnectorError, Privileges};
 use secrecy::SecretString;
-use sqlx::Connection;
+use sqlx::{ConnectOptions as _, Connection};
 use support::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -466,4 +466,78 @@ async fn the_event_scheduler_drops_an_expired_account_by_itself() {
     c.verify_gone(&account, Some(&pw)).await.unwrap();
     let event = c.expiry_event_name(&account);
     assert_eq!(event_execute_at(server.port, &world.db, &event).await, None);
+}
+
+/// An admin URL with `ssl-mode=VERIFY_IDENTITY` reaches the server over TLS and checks its
+/// certificate. The admin user here may only log in over TLS (`REQUIRE SSL`), so every
+/// step succeeding shows every admin connection was encrypted; trusting another CA only,
+/// the connector is refused without the URL's password in the error.
+#[tokio::test]
+async fn admin_connections_use_tls_and_check_the_certificate() {
+    let (server, ca) = PrivateMariaDb::start_tls().await;
+    let world = World::private(&server).await;
+    let admin_pw = "tls-admin-pw-5e1d";
+    let mut root = root(server.port).await;
+    sqlx::raw_sql(&format!(
+        "CREATE USER 'tls_admin'@'127.0.0.1' IDENTIFIED BY '{admin_pw}' REQUIRE SSL; \
+         GRANT ALL PRIVILEGES ON *.* TO 'tls_admin'@'127.0.0.1' WITH GRANT OPTION"
+    ))
+    .execute(&mut root)
+    .await
+    .unwrap();
+    let connector = |ca: &std::path::Path| {
+        let url = format!(
+            "mysql://tls_admin:{admin_pw}@127.0.0.1:{}/{}?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+            server.port,
+            world.db,
+            ca.display()
+        );
+        let mut settings = MariaDbSettings::new("maria-tls", SecretString::from(url));
+        settings.managed_prefix = world.prefix.clone();
+        MariaDbConnector::new(settings).unwrap()
+    };
+    // Without TLS the admin user is refused (so the checks below mean something).
+    let plain = options(server.port, "tls_admin", admin_pw, None)
+        .ssl_mode(sqlx::mysql::MySqlSslMode::Disabled)
+        .connect()
+        .await;
+    assert!(plain.is_err(), "a plain login of a REQUIRE SSL user worked");
+
+    let c = connector(&ca);
+    let account = world.account("tls");
+    let pw = password();
+    c.provision(&request(
+        &account,
+        &pw,
+        now().plus(HOUR),
+        &world.select_on_t(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(world.users().await.len(), 1);
+    c.revoke(&account).await.unwrap();
+    c.verify_gone(&account, Some(&pw)).await.unwrap();
+    assert!(world.users().await.is_empty());
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other_ca = kairos_testkit::Certificates::make(elsewhere.path()).ca;
+    let refused = connector(&other_ca)
+        .provision(&request(
+            &account,
+            &pw,
+            now().plus(HOUR),
+            &world.select_on_t(),
+        ))
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, ConnectorError::Unreachable { .. }) && message.contains("certificate"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(admin_pw),
+        "the error echoes the password: {message}"
+    );
+    assert!(world.users().await.is_empty());
 }

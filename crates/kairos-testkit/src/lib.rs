@@ -3,7 +3,8 @@
 //! [`PrivatePg`]: a PostgreSQL cluster a test owns alone and may stop, start or kill
 //! (`initdb` + `pg_ctl` from `pg_config --bindir`), on a free port under a temporary
 //! directory, torn down when dropped (even when the test panics). The machine's shared
-//! PostgreSQL is never touched.
+//! PostgreSQL is never touched. [`Certificates`]: a CA and a server certificate, for
+//! servers that speak TLS.
 
 // Test support: a failed setup step is a failed test, said loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -149,16 +150,80 @@ impl PrivatePg {
             .unwrap()
     }
 
-    /// Turns TLS on: a new CA signs a server certificate for 127.0.0.1 (openssl), the
-    /// server restarts with `ssl = on`. Returns the CA's certificate, for clients'
-    /// `sslrootcert` (`sslmode=verify-full` then checks the server is who it says).
+    /// Turns TLS on with new [`Certificates`] and restarts with `ssl = on`. Returns the
+    /// CA's certificate, for clients' `sslrootcert` (`sslmode=verify-full` then checks the
+    /// server is who it says).
     pub fn enable_tls(&self) -> PathBuf {
         let tls = self.dir.path().join("tls");
         std::fs::create_dir(&tls).unwrap();
+        let certificates = Certificates::make(&tls);
+        // The server reads its key only if no one else may (0600, its own user).
+        for (from, file) in [
+            (&certificates.cert, "server.crt"),
+            (&certificates.key, "server.key"),
+        ] {
+            let to = self.data().join(file);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some((uid, gid)) = server_user() {
+                chown(&to, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let conf = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        self.stop();
+        self.restart();
+        certificates.ca
+    }
+
+    /// Starts it again after [`PrivatePg::stop`], on the same port and data.
+    pub fn restart(&self) {
+        let out = self.pg_ctl_start();
+        assert!(out.status.success(), "restart failed:\n{}", self.log());
+    }
+
+    /// `pg_ctl stop -m fast`: sessions are disconnected, the port stops answering.
+    pub fn stop(&self) {
+        let out = self
+            .server_cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "stop failed: {}", stderr(&out));
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .server_cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+/// A new CA (P-256, a day long) and a server certificate it signed for 127.0.0.1, made
+/// with openssl: PEM files in a directory.
+pub struct Certificates {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Certificates {
+    /// Writes them into `dir`.
+    pub fn make(dir: &std::path::Path) -> Self {
         let openssl = |args: &[&str]| {
             let out = Command::new("openssl")
                 .args(args)
-                .current_dir(&tls)
+                .current_dir(dir)
                 .output()
                 .unwrap();
             assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
@@ -194,7 +259,7 @@ impl PrivatePg {
             "-out",
             "server.csr",
         ]);
-        std::fs::write(tls.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+        std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
         openssl(&[
             "x509",
             "-req",
@@ -212,52 +277,11 @@ impl PrivatePg {
             "-out",
             "server.crt",
         ]);
-        // The server reads its key only if no one else may (0600, its own user).
-        for file in ["server.crt", "server.key"] {
-            let to = self.data().join(file);
-            std::fs::copy(tls.join(file), &to).unwrap();
-            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .unwrap();
-            if let Some((uid, gid)) = server_user() {
-                chown(&to, Some(uid), Some(gid)).unwrap();
-            }
+        Self {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
         }
-        let conf = self.data().join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).unwrap();
-        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
-        std::fs::write(&conf, text).unwrap();
-        self.stop();
-        self.restart();
-        tls.join("ca.crt")
-    }
-
-    /// Starts it again after [`PrivatePg::stop`], on the same port and data.
-    pub fn restart(&self) {
-        let out = self.pg_ctl_start();
-        assert!(out.status.success(), "restart failed:\n{}", self.log());
-    }
-
-    /// `pg_ctl stop -m fast`: sessions are disconnected, the port stops answering.
-    pub fn stop(&self) {
-        let out = self
-            .server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "stop failed: {}", stderr(&out));
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = self
-            .server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
     }
 }
 

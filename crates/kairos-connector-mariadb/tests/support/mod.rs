@@ -261,10 +261,33 @@ pub struct PrivateMariaDb {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// More `mariadbd` options, kept for restarts.
+    extra: Vec<String>,
+    /// Where its certificates are, if it speaks TLS.
+    tls: Option<tempfile::TempDir>,
 }
 
 impl PrivateMariaDb {
     pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// With TLS: a server certificate for 127.0.0.1 from a new CA, whose certificate is
+    /// returned (for clients' `ssl-ca`).
+    pub async fn start_tls() -> (Self, std::path::PathBuf) {
+        let tls = tempfile::tempdir().unwrap();
+        let certificates = kairos_testkit::Certificates::make(tls.path());
+        let mut server = Self::start_with(vec![
+            format!("--ssl-ca={}", certificates.ca.display()),
+            format!("--ssl-cert={}", certificates.cert.display()),
+            format!("--ssl-key={}", certificates.key.display()),
+        ])
+        .await;
+        server.tls = Some(tls);
+        (server, certificates.ca)
+    }
+
+    pub async fn start_with(extra: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         // Its own tmpdir: two bootstraps sharing /tmp collide on temporary table names.
@@ -291,6 +314,8 @@ impl PrivateMariaDb {
             port: free_port(),
             child: None,
             dir,
+            extra,
+            tls: None,
         };
         server.run().await;
         server
@@ -322,6 +347,7 @@ impl PrivateMariaDb {
             .arg("--skip-log-bin")
             .arg("--event-scheduler=ON")
             .arg("--innodb-buffer-pool-size=32M")
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
