@@ -406,32 +406,38 @@ impl Report {
             }
         };
 
-        if let Some(g) = &self.grants {
-            let ratio = ratio_of(g);
+        // One token-grant row of the table: the figure, its floor, the ratio and the verdict
+        // against the grants target. Returns the ratio and whether the target was met.
+        let grants_row = |s: &mut String, what: &str, r: &LoadResult, floor: &str| {
+            let ratio = ratio_of(r);
             let met =
-                g.per_sec() >= GRANTS_TARGET && ratio.is_some_and(|r| r >= GRANTS_FLOOR_SHARE);
+                r.per_sec() >= GRANTS_TARGET && ratio.is_some_and(|x| x >= GRANTS_FLOOR_SHARE);
             let _ = writeln!(
                 s,
-                "| token grants over HTTP (SQLite store, auto-granted by Cedar, durable, signed; every client presents the same platform token, as a workload does while its token lives), p50 {} / p99 {} | {} | {floor_text}{es}{fsync} | {} | ≥ 20,000/s and ≥ 50% of the no-op floor | {} |",
-                human(g.latencies.percentile(50.0)),
-                human(g.latencies.percentile(99.0)),
-                rate(g),
+                "| {what}, p50 {} / p99 {} | {} | {floor} | {} | ≥ 20,000/s and ≥ 50% of the no-op floor | {} |",
+                human(r.latencies.percentile(50.0)),
+                human(r.latencies.percentile(99.0)),
+                rate(r),
                 ratio.map_or("—".into(), pct),
                 verdict(met),
             );
+            (ratio, met)
+        };
+
+        if let Some(g) = &self.grants {
+            let (ratio, met) = grants_row(
+                s,
+                "token grants over HTTP (SQLite store, auto-granted by Cedar, durable, signed; every client presents the same platform token, as a workload does while its token lives)",
+                g,
+                &format!("{floor_text}{es}{fsync}"),
+            );
             let fresh_note = match &self.grants_fresh {
                 Some(f) => {
-                    let fresh_ratio = ratio_of(f);
-                    let fresh_met = f.per_sec() >= GRANTS_TARGET
-                        && fresh_ratio.is_some_and(|r| r >= GRANTS_FLOOR_SHARE);
-                    let _ = writeln!(
+                    grants_row(
                         s,
-                        "| token grants as above, a new platform token for every exchange (the bench signs one per request), p50 {} / p99 {} | {} | the same no-op floor | {} | ≥ 20,000/s and ≥ 50% of the no-op floor | {} |",
-                        human(f.latencies.percentile(50.0)),
-                        human(f.latencies.percentile(99.0)),
-                        rate(f),
-                        fresh_ratio.map_or("—".into(), pct),
-                        verdict(fresh_met),
+                        "token grants as above, a new platform token for every exchange (the bench signs one per request)",
+                        f,
+                        "the same no-op floor",
                     );
                     format!(
                         " With a new platform token for every exchange the server grants {} \
@@ -447,19 +453,14 @@ impl Report {
             };
             let wide_note = match &self.grants_wide {
                 Some((clients, w)) => {
-                    let wide_ratio = ratio_of(w);
-                    let wide_met = w.per_sec() >= GRANTS_TARGET
-                        && wide_ratio.is_some_and(|r| r >= GRANTS_FLOOR_SHARE);
-                    let _ = writeln!(
+                    grants_row(
                         s,
-                        "| token grants as above, {clients} clients instead of {}, p50 {} / p99 {} | {} | the same no-op floor ({} clients) | {} | ≥ 20,000/s and ≥ 50% of the no-op floor | {} |",
-                        self.plan.clients,
-                        human(w.latencies.percentile(50.0)),
-                        human(w.latencies.percentile(99.0)),
-                        rate(w),
-                        self.plan.clients,
-                        wide_ratio.map_or("—".into(), pct),
-                        verdict(wide_met),
+                        &format!(
+                            "token grants as above, {clients} clients instead of {}",
+                            self.plan.clients
+                        ),
+                        w,
+                        &format!("the same no-op floor ({} clients)", self.plan.clients),
                     );
                     let scaled = w.per_sec() > g.per_sec() * 1.2;
                     format!(
@@ -516,17 +517,11 @@ impl Report {
         }
         match &self.pg_grants {
             Some(Ok(g)) => {
-                let ratio = ratio_of(g);
-                let met =
-                    g.per_sec() >= GRANTS_TARGET && ratio.is_some_and(|r| r >= GRANTS_FLOOR_SHARE);
-                let _ = writeln!(
+                let (ratio, met) = grants_row(
                     s,
-                    "| token grants over HTTP (PostgreSQL store on the machine's PostgreSQL, otherwise as above), p50 {} / p99 {} | {} | {floor_text} | {} | ≥ 20,000/s and ≥ 50% of the no-op floor | {} |",
-                    human(g.latencies.percentile(50.0)),
-                    human(g.latencies.percentile(99.0)),
-                    rate(g),
-                    ratio.map_or("—".into(), pct),
-                    verdict(met),
+                    "token grants over HTTP (PostgreSQL store on the machine's PostgreSQL, otherwise as above)",
+                    g,
+                    &floor_text,
                 );
                 if !met {
                     misses.push(format!(

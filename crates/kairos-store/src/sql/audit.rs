@@ -36,8 +36,9 @@ pub(super) async fn seal(
     }
     let moved = match known {
         Some((seq, hash)) if backend == Backend::Postgres && drafts.len() <= bulk::CHUNK => {
-            let (records, head) = seal_after(&drafts, seq, hash.clone())?;
-            if swap_and_insert(conn, &records, &head, seq, hash).await? {
+            let known = (seq, hash);
+            let (records, head) = seal_after(&drafts, known.0, known.1.clone())?;
+            if bulk::insert_sealed(conn, &[], &[], records, &head, &known).await? {
                 return Ok(Some(head));
             }
             true
@@ -78,41 +79,6 @@ pub(super) async fn seal(
         .await?;
     insert(conn, backend, records).await?;
     Ok(Some(head))
-}
-
-/// PostgreSQL: the head's compare-and-set and the records' insert in one statement (one
-/// round trip instead of two). The records go in only if the head was still `(seq, hash)`;
-/// false (nothing written) when it had moved.
-async fn swap_and_insert(
-    conn: &mut Db,
-    records: &[AuditRecord],
-    head: &Head,
-    seq: i64,
-    hash: String,
-) -> Result<bool> {
-    let (insert, row) = bulk::split_insert(INSERT_AUDIT);
-    let sql = format!(
-        "WITH swapped AS (UPDATE audit_head SET seq = $1, hash = $2 \
-         WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1) \
-         {insert} SELECT * FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM swapped)",
-        bulk::values_after(
-            Backend::Postgres,
-            row,
-            AUDIT_COLUMNS.split(',').count(),
-            records.len(),
-            4
-        )
-    );
-    let mut q = sqlx::query(&sql)
-        .bind(head.0)
-        .bind(head.1.clone())
-        .bind(seq)
-        .bind(hash);
-    for r in records {
-        q = bind_audit(q, r.clone());
-    }
-    let inserted = q.execute_in(&mut *conn).await?;
-    Ok(inserted == records.len() as u64)
 }
 
 /// The drafts sealed after `(seq, hash)`, and the head they end at.

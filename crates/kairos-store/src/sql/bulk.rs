@@ -190,12 +190,14 @@ pub(super) async fn insert_requests_and_grants(
 }
 
 /// PostgreSQL: new requests, their grants and their audit records (sealed after the
-/// chain's head `known`, ending at `head`) in **one** statement, run outside a transaction
-/// so that it commits itself: one round trip instead of four (begin, insert, seal,
-/// commit). Every row goes in only if the head row was still `known`, and the head moves
-/// with them; `Ok(false)`, with nothing written, when it had moved. A duplicate id fails
-/// the whole statement, which also writes nothing. Each list must fit in a chunk, and
-/// there must be records (their count is how success is read).
+/// chain's head `known`, ending at `head`) in **one** statement. Outside a transaction it
+/// commits itself: one round trip instead of four (begin, insert, seal, commit). Inside
+/// one (the seal of the writer's usual path, with no requests or grants) it is the head's
+/// compare-and-set and the records' insert in one round trip. Every row goes in only if
+/// the head row was still `known`, and the head moves with them; `Ok(false)`, with nothing
+/// written, when it had moved. A duplicate id fails the whole statement, which also writes
+/// nothing. Each list must fit in a chunk, and there must be records (their count is how
+/// success is read).
 pub(super) async fn insert_sealed(
     conn: &mut Db,
     requests: &[&Request],
@@ -213,19 +215,22 @@ pub(super) async fn insert_sealed(
         (column_count(REQUEST_COLUMNS), column_count(GRANT_COLUMNS));
     let swapped = "WHERE EXISTS (SELECT 1 FROM swapped)";
     let mut offset = 4;
-    let mut sql = format!(
-        "WITH swapped AS (UPDATE audit_head SET seq = $1, hash = $2 \
-         WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1), \
-         new_requests AS ({request_head} SELECT * FROM (VALUES {}) AS v {swapped}) ",
-        values_after(
-            backend,
-            request_row,
-            request_columns,
-            requests.len(),
-            offset
-        )
-    );
-    offset += request_columns * requests.len();
+    let mut sql = "WITH swapped AS (UPDATE audit_head SET seq = $1, hash = $2 \
+         WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1) "
+        .to_owned();
+    if !requests.is_empty() {
+        sql.push_str(&format!(
+            ", new_requests AS ({request_head} SELECT * FROM (VALUES {}) AS v {swapped}) ",
+            values_after(
+                backend,
+                request_row,
+                request_columns,
+                requests.len(),
+                offset
+            )
+        ));
+        offset += request_columns * requests.len();
+    }
     if !grants.is_empty() {
         sql.push_str(&format!(
             ", new_grants AS ({grant_head} SELECT * FROM (VALUES {}) AS v {swapped}) ",

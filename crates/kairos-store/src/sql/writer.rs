@@ -633,20 +633,21 @@ async fn insert_in_one_statement(
             Job::Op(_) | Job::Update(_) => None,
         })
         .collect();
-    let drafts: Vec<(AuditDraft, Timestamp)> = insertions
-        .iter()
-        .flat_map(|i| i.drafts.iter().map(|d| (d.clone(), i.request.created_at)))
-        .collect();
     let requests: Vec<&Request> = insertions.iter().map(|i| &i.request).collect();
     let grants: Vec<&Grant> = insertions.iter().filter_map(|i| i.grant.as_ref()).collect();
+    let records: usize = insertions.iter().map(|i| i.drafts.len()).sum();
     if insertions.len() != batch.len()
-        || drafts.is_empty()
-        || [requests.len(), grants.len(), drafts.len()]
+        || records == 0
+        || [requests.len(), grants.len(), records]
             .iter()
             .any(|&n| n > bulk::CHUNK)
     {
         return OneStatement::Unsuitable(batch);
     }
+    let drafts: Vec<(AuditDraft, Timestamp)> = insertions
+        .iter()
+        .flat_map(|i| i.drafts.iter().map(|d| (d.clone(), i.request.created_at)))
+        .collect();
     let written = match audit::seal_after(&drafts, known.0, known.1.clone()) {
         Ok((records, new_head)) => {
             bulk::insert_sealed(conn, &requests, &grants, records, &new_head, known)
