@@ -1,0 +1,164 @@
+//! README's walk-throughs run as written: the `sh` blocks of "Quickstart" and "Dynamic database
+//! accounts" are extracted in order and run in one bash session (`set -e`, so every line must
+//! succeed), against the machine's PostgreSQL, MariaDB and Redis.
+//!
+//! Only three things are changed, each standing in for what a person does by hand:
+//! - `cargo build …` becomes putting the test's own `kairos` binary on PATH (the build is done);
+//! - `kairos server …` ("leave it running; use a second terminal") starts in the background, and a
+//!   later `kairos server …` first stops the earlier one (the README says: Ctrl-C, then start);
+//! - the scratch directory `/tmp/kairos-demo` becomes a fresh temporary directory.
+//!
+//! The names the README uses on the shared servers (database `kairos_demo`, account prefixes
+//! `demo_pg_`, `demo_my_`, `demo_rd_`) belong to this test: it removes them before and after.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SECTIONS: [&str; 2] = ["## Quickstart", "## Dynamic database accounts"];
+const SCRATCH: &str = "/tmp/kairos-demo";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The `sh` blocks of a `## ` section, in order.
+fn sh_blocks(readme: &str, heading: &str) -> Vec<String> {
+    let start = readme
+        .find(&format!("\n{heading}"))
+        .unwrap_or_else(|| panic!("README has no section {heading:?}"));
+    let body = &readme[start + 1..];
+    let end = body[heading.len()..]
+        .find("\n## ")
+        .map_or(body.len(), |e| e + heading.len());
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in body[..end].lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), l) => {
+                block.push_str(l);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(current.is_none(), "unclosed sh block in {heading}");
+    blocks
+}
+
+/// One bash script from the blocks, with the three stand-ins described at the top.
+fn script(blocks: &[String], bin_dir: &Path, scratch: &Path) -> String {
+    let mut out = String::from(
+        r#"set -euo pipefail
+__kairos_server_pid=
+__stop_server() {
+  if [[ -n "$__kairos_server_pid" ]]; then
+    kill "$__kairos_server_pid" 2>/dev/null || true
+    wait "$__kairos_server_pid" 2>/dev/null || true
+    __kairos_server_pid=
+  fi
+}
+trap __stop_server EXIT
+__start_server() {
+  __stop_server
+  kairos "$@" >>"$__scratch/server.log" 2>&1 &
+  __kairos_server_pid=$!
+  for _ in $(seq 1 200); do
+    if curl -sf http://127.0.0.1:8740/v1/health >/dev/null; then return 0; fi
+    if ! kill -0 "$__kairos_server_pid" 2>/dev/null; then cat "$__scratch/server.log" >&2; return 1; fi
+    sleep 0.1
+  done
+  echo "the server did not answer" >&2; cat "$__scratch/server.log" >&2; return 1
+}
+"#,
+    );
+    out.push_str(&format!("__scratch='{}'\n", scratch.display()));
+    let scratch = scratch.display().to_string();
+    for block in blocks {
+        for line in block.lines() {
+            let line = line.replace(SCRATCH, &scratch);
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("cargo build") {
+                out.push_str(&format!("export PATH='{}':\"$PATH\"\n", bin_dir.display()));
+            } else if let Some(args) = trimmed.strip_prefix("kairos server ") {
+                out.push_str(&format!("__start_server server {args}\n"));
+            } else {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn sh(cmd: &str) {
+    // Cleanup of what the walk-through leaves on the shared servers; failures are fine
+    // (nothing to remove).
+    let _ = Command::new("bash").arg("-c").arg(cmd).output();
+}
+
+fn cleanup_servers() {
+    sh("psql -h 127.0.0.1 -U postgres -d postgres -Atc \"SELECT rolname FROM pg_roles WHERE rolname LIKE 'demo\\_pg\\_%'\" \
+        | while read -r r; do psql -h 127.0.0.1 -U postgres -d kairos_demo -c \"DROP OWNED BY \\\"$r\\\"\"; \
+          psql -h 127.0.0.1 -U postgres -d postgres -c \"DROP ROLE IF EXISTS \\\"$r\\\"\"; done");
+    sh("psql -h 127.0.0.1 -U postgres -d postgres -c 'DROP DATABASE IF EXISTS kairos_demo WITH (FORCE)'");
+    sh("mariadb -h 127.0.0.1 -u root -Nse \"SELECT CONCAT('DROP USER ''', user, '''@''', host, ''';') FROM mysql.user WHERE user LIKE 'demo\\_my\\_%'\" \
+        | mariadb -h 127.0.0.1 -u root");
+    sh("mariadb -h 127.0.0.1 -u root -e 'DROP DATABASE IF EXISTS kairos_demo'");
+    sh("redis-cli -h 127.0.0.1 ACL USERS | grep '^demo_rd_' | while read -r u; do redis-cli -h 127.0.0.1 ACL DELUSER \"$u\"; done");
+}
+
+#[test]
+fn readme_walkthroughs_run_as_written() {
+    let root = repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks: Vec<String> = SECTIONS.iter().flat_map(|s| sh_blocks(&readme, s)).collect();
+    assert!(
+        blocks.len() >= 8,
+        "expected the walk-throughs' blocks, found {}",
+        blocks.len()
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kairos"));
+    let text = script(&blocks, bin.parent().unwrap(), scratch.path());
+
+    cleanup_servers();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&text)
+        .current_dir(&root)
+        .env_remove("KAIROS_ADDR")
+        .env_remove("KAIROS_TOKEN")
+        .output()
+        .unwrap();
+    cleanup_servers();
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log = std::fs::read_to_string(scratch.path().join("server.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "README walk-through failed ({}).\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{log}",
+        out.status
+    );
+    // What the comments beside the commands promise.
+    for promise in [
+        "intact",                       // kairos audit verify
+        "pg_roles+login",               // the PostgreSQL receipt
+        "refused: the account is gone", // the released account no longer logs in
+        "mysql.user+login",             // the MariaDB receipt
+    ] {
+        assert!(
+            stdout.contains(promise),
+            "README walk-through did not show {promise:?}.\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        );
+    }
+    // Introspection answers active before the release and inactive after it.
+    let active = stdout.find("active").expect("introspection output");
+    assert!(stdout[active..].contains("false"), "{stdout}");
+}
