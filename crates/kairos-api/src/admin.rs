@@ -7,6 +7,8 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use kairos_broker::{ApplyMode, ApplyOptions, RemoveAll};
+
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, Auth};
@@ -18,22 +20,74 @@ pub struct ApplyResponse {
     pub created: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
+    /// True when nothing was changed (`dry_run=true`): the lists say what would be.
+    pub dry_run: bool,
+    /// Live grants whose identity, team, target or entitlement the configuration removes:
+    /// ended as `config_removed` (or, on a dry run, that would end).
+    pub grants_ending: Vec<OrphanView>,
 }
 
-/// Validate and apply a configuration, all or nothing; reports what changed.
-#[utoipa::path(post, path = "/v1/config/apply", tag = "admin", request_body = ConfigBundleBody,
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrphanView {
+    pub grant_id: String,
+    pub identity: String,
+    pub entitlement: String,
+    pub target: String,
+    /// What the configuration removed, e.g. `target orders-db removed`.
+    pub because: String,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyQuery {
+    /// Validate and report what would change and which grants would end; change nothing.
+    dry_run: Option<bool>,
+    /// Allow a configuration that removes every identity or every target (refused
+    /// otherwise: an empty or truncated file is likelier than an intended wipe).
+    allow_remove_all: Option<bool>,
+}
+
+/// Validate and apply a configuration, all or nothing; reports what changed and which
+/// live grants it ended because it removed what they stand on.
+#[utoipa::path(post, path = "/v1/config/apply", tag = "admin", request_body = ConfigBundleBody, params(ApplyQuery),
     responses((status = 200, body = ApplyResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn apply_config(
     State(s): State<AppState>,
     Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<ApplyQuery>,
     ApiJson(body): ApiJson<ConfigBundleBody>,
 ) -> ApiResult<Json<ApplyResponse>> {
     let bundle = config_bundle(body);
-    let diff = s.broker.apply_config_as(&caller, bundle).await?;
+    let options = ApplyOptions {
+        mode: if q.dry_run == Some(true) {
+            ApplyMode::DryRun
+        } else {
+            ApplyMode::Apply
+        },
+        remove_all: if q.allow_remove_all == Some(true) {
+            RemoveAll::DangerAllow
+        } else {
+            RemoveAll::Refuse
+        },
+    };
+    let report = s.broker.apply_config_as(&caller, bundle, options).await?;
     Ok(Json(ApplyResponse {
-        created: diff.created,
-        changed: diff.changed,
-        removed: diff.removed,
+        created: report.diff.created,
+        changed: report.diff.changed,
+        removed: report.diff.removed,
+        dry_run: report.mode == ApplyMode::DryRun,
+        grants_ending: report
+            .ending
+            .into_iter()
+            .map(|o| OrphanView {
+                grant_id: o.grant.to_string(),
+                identity: o.identity.to_string(),
+                entitlement: o.entitlement.to_string(),
+                target: o.target.to_string(),
+                because: o.because,
+            })
+            .collect(),
     }))
 }
 
@@ -278,4 +332,124 @@ pub async fn revoke_user(
         UserName::parse(name).map_err(|e| ApiError::bad_request("bad_name", e.to_string()))?;
     let n = s.broker.revoke_user(&caller, &name).await?;
     Ok(Json(RevokedView { revoked_tokens: n }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigView {
+    /// The stored configuration version in force (none before the first apply).
+    pub version: Option<i64>,
+    pub applied_at: Option<String>,
+    /// Secrets appear only as the names of their references (`{"env": "VAR"}`,
+    /// `{"file": "/path"}`), never as values.
+    #[schema(value_type = Object)]
+    pub tiers: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub issuers: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub teams: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub identities: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub targets: Vec<serde_json::Value>,
+    pub entitlements: Vec<EntitlementView>,
+    pub policies: Vec<PolicyView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntitlementView {
+    pub name: String,
+    pub target: String,
+    pub tier: String,
+    /// The longest grant: the smaller of its `max_ttl` and its tier's cap.
+    pub max_ttl: String,
+    /// `scopes`, `grants` (SQL) or `acl` (Redis).
+    pub privileges_kind: String,
+    pub privileges: Vec<String>,
+    /// Who approves; for a workload's own list, resolved for its identity.
+    pub approval_team: Option<String>,
+}
+
+fn entitlement_view(
+    catalog: &kairos_config::Catalog,
+    e: &kairos_config::Entitlement,
+    identity: Option<&kairos_domain::IdentityName>,
+) -> EntitlementView {
+    let team = match identity.and_then(|i| catalog.identity(i)) {
+        Some(i) => Some(catalog.approval_team(e, i).to_string()),
+        None => e.approval_team.as_ref().map(ToString::to_string),
+    };
+    EntitlementView {
+        name: e.name.to_string(),
+        target: e.target.to_string(),
+        tier: serde_json::to_value(e.tier)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        max_ttl: catalog.effective_cap(e).to_string(),
+        privileges_kind: e.privileges.key().into(),
+        privileges: e.privileges.entries().to_vec(),
+        approval_team: team,
+    }
+}
+
+fn values<'a, T: Serialize + 'a>(items: impl Iterator<Item = &'a T>) -> Vec<serde_json::Value> {
+    items.filter_map(|i| serde_json::to_value(i).ok()).collect()
+}
+
+/// The configuration in force: issuers, teams, identities, targets, entitlements,
+/// policies. Admins, operators and auditors; it holds no secret values.
+#[utoipa::path(get, path = "/v1/config", tag = "admin",
+    responses((status = 200, body = ConfigView), (status = 403, body = ErrorBody)))]
+pub async fn config(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<ConfigView>> {
+    let (catalog, stored) = s.broker.config_for(&caller).await?;
+    Ok(Json(ConfigView {
+        version: stored.as_ref().map(|c| c.version),
+        applied_at: stored.as_ref().map(|c| c.applied_at.to_rfc3339()),
+        tiers: serde_json::to_value(catalog.tier_caps()).unwrap_or_default(),
+        issuers: values(catalog.issuers()),
+        teams: values(catalog.teams()),
+        identities: values(catalog.identities()),
+        targets: values(catalog.targets()),
+        entitlements: catalog
+            .entitlements()
+            .map(|e| entitlement_view(&catalog, e, None))
+            .collect(),
+        policies: catalog
+            .policies()
+            .policies()
+            .map(|p| PolicyView {
+                id: p.id.clone(),
+                text: p.text.clone(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntitlementList {
+    pub entitlements: Vec<EntitlementView>,
+}
+
+/// The entitlements one may ask for, with their target, tier and effective cap; called
+/// by a workload, each names the team that would approve it for its identity. Policy
+/// decides each request, so a listed entitlement may still be denied.
+#[utoipa::path(get, path = "/v1/entitlements", tag = "admin",
+    responses((status = 200, body = EntitlementList), (status = 401, body = ErrorBody)))]
+pub async fn entitlements(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<EntitlementList>> {
+    let (catalog, identity) = s.broker.entitlements_for(&caller)?;
+    Ok(Json(EntitlementList {
+        entitlements: catalog
+            .entitlements()
+            .map(|e| entitlement_view(&catalog, e, identity.as_ref()))
+            .collect(),
+    }))
 }

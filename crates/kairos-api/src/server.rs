@@ -147,6 +147,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(oauth::revoke))
         .routes(routes!(oauth::token))
         .routes(routes!(admin::apply_config))
+        .routes(routes!(admin::config))
+        .routes(routes!(admin::entitlements))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::audit_verify))
         .routes(routes!(admin::keys, admin::rotate_keys))

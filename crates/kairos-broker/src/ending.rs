@@ -165,16 +165,21 @@ impl Broker {
             at: self.now(),
         };
         let ended = self.store.end_grants(&selector, &end).await?;
+        self.note_ended(&ended, reason);
+        Ok(ended)
+    }
+
+    /// Counts grants that just ended and wakes the revocation worker.
+    pub(crate) fn note_ended(&self, ended: &[Grant], reason: EndReason) {
         if !ended.is_empty() {
             let n = i64::try_from(ended.len()).unwrap_or(i64::MAX);
             self.metrics.active_grants.dec_by(n);
             self.metrics.revoking_grants.inc_by(n);
-            for _ in &ended {
+            for _ in ended {
                 self.metrics.ended(reason.as_str());
             }
             self.revoke_work.notify_one();
         }
-        Ok(ended)
     }
 
     /// The workload says its task is done.
@@ -620,6 +625,15 @@ impl Broker {
                     n = n.wrapping_add(1);
                     if let Err(e) = b.expire_pending().await {
                         tracing::error!(error = %ErrorChain(&e), "pending-request expiry failed");
+                    }
+                    match b.prune_removed_targets().await {
+                        Ok(done) if !done.is_empty() => {
+                            tracing::info!(targets = ?done, "removed targets' grants are all verified gone; their connectors are closed");
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %ErrorChain(&e), "checking removed targets failed; will retry");
+                        }
                     }
                     if n.is_multiple_of(30) {
                         if let Err(e) = b.reload_keys().await {

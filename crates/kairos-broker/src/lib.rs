@@ -8,6 +8,7 @@
 //! SQL (the store owns it); time comes only from the injected [`Clock`].
 
 mod accounts;
+pub mod apply;
 mod auth;
 mod connector;
 pub mod ending;
@@ -29,6 +30,7 @@ use kairos_crypto::workload::WorkloadVerifier;
 use kairos_domain::{Clock, Timestamp};
 use kairos_store::Store;
 
+pub use apply::{ApplyMode, ApplyOptions, ApplyReport, OrphanedGrant, RemoveAll};
 pub use auth::Caller;
 
 pub use connector::{Connector, Revocability, TokenConnector};
@@ -250,6 +252,17 @@ impl Broker {
         match self.catalog.write() {
             Ok(mut c) => *c = Arc::new(catalog),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(catalog),
+        }
+    }
+
+    /// Forgets the connectors of removed targets whose grants are all verified gone.
+    fn drop_retired(&self, names: &[kairos_domain::TargetName]) {
+        match self.targets.write() {
+            Ok(mut t) => *t = Arc::new(t.without_retired(names)),
+            Err(poisoned) => {
+                let mut t = poisoned.into_inner();
+                *t = Arc::new(t.without_retired(names));
+            }
         }
     }
 

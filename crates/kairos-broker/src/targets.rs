@@ -15,10 +15,13 @@ use secrecy::SecretString;
 
 use crate::{BrokerError, Result};
 
-/// Connectors by target name, with each target's reconcile settings.
+/// Connectors by target name: the catalog's database targets, and removed ones kept until
+/// every grant on them is verified gone (the revocation worker needs them; the reconciler
+/// does not list or remove accounts on them).
 #[derive(Debug, Default, Clone)]
 pub struct Targets {
     by_name: BTreeMap<TargetName, Arc<dyn Connector>>,
+    retired: BTreeMap<TargetName, Arc<dyn Connector>>,
 }
 
 fn read_secret(target: &TargetName, r: &SecretRef) -> Result<SecretString> {
@@ -87,14 +90,47 @@ impl Targets {
                 by_name.insert(t.name.clone(), connector(&t.name, &t.kind, db)?);
             }
         }
-        Ok(Self { by_name })
+        Ok(Self {
+            by_name,
+            retired: BTreeMap::new(),
+        })
     }
 
+    /// These connectors, with `retired` kept for targets the catalog no longer has.
+    pub fn with_retired(mut self, retired: BTreeMap<TargetName, Arc<dyn Connector>>) -> Self {
+        self.retired = retired
+            .into_iter()
+            .filter(|(name, _)| !self.by_name.contains_key(name))
+            .collect();
+        self
+    }
+
+    /// These connectors without the retired ones named.
+    pub fn without_retired(&self, names: &[TargetName]) -> Self {
+        let mut out = self.clone();
+        for n in names {
+            out.retired.remove(n);
+        }
+        out
+    }
+
+    /// The connector of a configured target, or of a removed one still ending grants.
     pub fn get(&self, name: &TargetName) -> Option<&Arc<dyn Connector>> {
-        self.by_name.get(name)
+        self.by_name.get(name).or_else(|| self.retired.get(name))
     }
 
+    /// The configured targets' connectors (what the reconciler walks).
     pub fn iter(&self) -> impl Iterator<Item = (&TargetName, &Arc<dyn Connector>)> {
         self.by_name.iter()
+    }
+
+    /// Configured and retired connectors.
+    pub fn all(&self) -> impl Iterator<Item = (&TargetName, &Arc<dyn Connector>)> {
+        self.by_name.iter().chain(self.retired.iter())
+    }
+
+    /// Removed targets whose connectors are kept for their ending grants.
+    pub fn retired_names(&self) -> impl Iterator<Item = &TargetName> {
+        self.retired.keys()
     }
 }

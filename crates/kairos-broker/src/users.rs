@@ -1,6 +1,6 @@
 //! People, their API tokens, the declarative configuration and the audit log.
 
-use kairos_config::{Catalog, ConfigBundle, ConfigDiff};
+use kairos_config::{ConfigBundle, ConfigDiff};
 use kairos_crypto::api_token::{self, TokenHash, TokenSecret};
 use kairos_domain::{
     AuditDraft, AuditKind, AuditRecord, ChainVerifier, Principal, TeamName, UserName,
@@ -8,6 +8,7 @@ use kairos_domain::{
 use kairos_store::{AuditFilter, Role, StoredToken, User};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::apply::{ApplyOptions, ApplyReport};
 use crate::auth::BOOTSTRAP_TOKEN_ID;
 use crate::{Broker, BrokerError, Caller, Result};
 
@@ -124,25 +125,15 @@ impl Broker {
         Ok(())
     }
 
-    /// Validates and applies a configuration bundle; all or nothing.
+    /// Validates and applies a configuration bundle; all or nothing. Grants whose
+    /// identity, team, target or entitlement it removes end as `config_removed`; a bundle
+    /// that removes every identity or every target is refused (see
+    /// [`Broker::apply_config_with`] for a dry run or to allow that).
     pub async fn apply_config(&self, by: &Principal, bundle: ConfigBundle) -> Result<ConfigDiff> {
-        let catalog = Catalog::from_bundle(&bundle)
-            .map_err(|errors| BrokerError::invalid("invalid_config", errors.to_string()))?;
-        let verifier = Self::verifier_for(&catalog)?;
-        let targets = crate::targets::Targets::from_catalog(&catalog)?;
-        let diff = Catalog::diff(&self.catalog(), &catalog);
-        let json = serde_json::to_string(&bundle).map_err(BrokerError::internal)?;
-        let audit = AuditDraft::new(AuditKind::ConfigApplied, by).data(serde_json::json!({
-            "file": bundle.main_path,
-            "created": diff.created,
-            "changed": diff.changed,
-            "removed": diff.removed,
-        }));
-        if !diff.is_empty() || self.store.current_config().await?.is_none() {
-            self.store.save_config(&json, self.now(), audit).await?;
-        }
-        self.swap_catalog(catalog, verifier, targets);
-        Ok(diff)
+        let report = self
+            .apply_config_with(by, bundle, ApplyOptions::default())
+            .await?;
+        Ok(report.diff)
     }
 
     /// Applies a configuration by a person (admin).
@@ -150,9 +141,11 @@ impl Broker {
         &self,
         caller: &Caller,
         bundle: ConfigBundle,
-    ) -> Result<ConfigDiff> {
+        options: ApplyOptions,
+    ) -> Result<ApplyReport> {
         caller.require_role(&[], "apply configuration")?;
-        self.apply_config(&caller.principal(), bundle).await
+        self.apply_config_with(&caller.principal(), bundle, options)
+            .await
     }
 
     pub async fn audit(&self, caller: &Caller, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {

@@ -49,11 +49,20 @@ pub enum Command {
     },
     /// List access requests.
     Requests(RequestsArgs),
-    /// Show one access request.
+    /// Show one access request (and, once, the credential it delivers to its workload).
     #[command(visible_alias = "request-status")]
     ShowRequest {
         /// The request id (req_…).
         id: String,
+        /// While it is pending, wait for the decision (default 5m), e.g. `--wait=2m`.
+        #[arg(
+            long,
+            value_name = "DURATION",
+            num_args = 0..=1,
+            default_missing_value = "5m",
+            value_parser = parse_duration
+        )]
+        wait: Option<Duration>,
     },
     /// The task is done: end a grant now.
     Release {
@@ -68,10 +77,31 @@ pub enum Command {
     Approve(DecideArgs),
     /// Deny a pending request.
     Deny(DecideArgs),
-    /// Validate and apply a configuration file (and the files it references).
+    /// Validate and apply a configuration file (and the files it references). Live grants
+    /// whose identity, team, target or entitlement it removes are ended and verified gone.
     Apply {
         /// The main TOML configuration file.
         file: PathBuf,
+        /// Show what would be created, changed and removed, and which live grants would
+        /// end; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a configuration that removes every identity or every target (refused
+        /// otherwise: an empty or truncated file is likelier than an intended wipe).
+        #[arg(long)]
+        allow_remove_all: bool,
+    },
+    /// Show what is configured (admins, operators, auditors).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// List the entitlements one may ask for, with target, tier and longest TTL.
+    Entitlements {
+        /// As a workload (its platform JWT as --token): also name the team that would
+        /// approve each for this identity. Policy still decides each request.
+        #[arg(long)]
+        mine: bool,
     },
     /// Search the audit log, or verify its hash chain (`kairos audit verify`).
     Audit(AuditArgs),
@@ -93,6 +123,13 @@ pub enum Command {
     Exchange(ExchangeArgs),
     /// Is the server up?
     Health,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Issuers, teams, identities, targets, entitlements and policies in force (secrets
+    /// appear only as the names of their env vars or files).
+    Show,
 }
 
 /// What the task is: every request names one.
@@ -131,7 +168,8 @@ pub struct RequestArgs {
         value_parser = parse_duration
     )]
     pub wait: Option<Duration>,
-    /// Print only the access token (nothing else on stdout); fails if none was issued.
+    /// Print only the access token on stdout (the grant id goes to stderr as `grant: ID`,
+    /// for `kairos release`); fails if none was issued.
     #[arg(long)]
     pub token_only: bool,
 }
@@ -158,10 +196,13 @@ pub struct GrantsArgs {
     /// Only grants in this state.
     #[arg(long, value_enum)]
     pub state: Option<GrantStateArg>,
+    /// Only grants of this identity.
     #[arg(long)]
     pub identity: Option<String>,
+    /// Only grants for this task reference (ticket, incident, run id).
     #[arg(long)]
     pub task_ref: Option<String>,
+    /// Only grants of this entitlement, `target/role`.
     #[arg(long)]
     pub entitlement: Option<String>,
     /// At most this many.
@@ -193,6 +234,7 @@ pub struct RequestsArgs {
     /// Only requests in this state.
     #[arg(long, value_enum)]
     pub state: Option<RequestStateArg>,
+    /// Only requests of this identity.
     #[arg(long)]
     pub identity: Option<String>,
     /// At most this many.
@@ -220,7 +262,7 @@ pub struct RenewArgs {
     /// Extend to now + this, e.g. `10m`.
     #[arg(long)]
     pub ttl: String,
-    /// Print only the new access token.
+    /// Print only the new access token on stdout (`grant: ID` on stderr).
     #[arg(long)]
     pub token_only: bool,
 }
@@ -251,6 +293,7 @@ pub enum AuditCommand {
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct AuditFilterArgs {
+    /// Only records about this identity.
     #[arg(long)]
     pub identity: Option<String>,
     /// Grant id.
@@ -259,6 +302,7 @@ pub struct AuditFilterArgs {
     /// Request id.
     #[arg(long)]
     pub request: Option<String>,
+    /// Only records for this task reference.
     #[arg(long)]
     pub task_ref: Option<String>,
     /// From this time: RFC 3339 (`2026-11-26T10:00:00Z`) or a duration ago (`1h`, `2d ago`).
@@ -282,6 +326,7 @@ pub struct KeysArgs {
 pub enum KeysCommand {
     /// Make a new signing key current; the old one stays published until its tokens expire.
     Rotate {
+        /// Algorithm of the new key (default: the server's, es256 unless configured).
         #[arg(long, value_enum)]
         alg: Option<KeyAlg>,
     },
@@ -306,7 +351,10 @@ impl KeyAlg {
 pub enum UserCommand {
     /// Add a person; their API token is shown once.
     Add {
+        /// The person's user name.
         name: String,
+        /// What they may do: admin (everything), operator (request on behalf, revoke,
+        /// read), approver (decide their teams' requests), auditor (read).
         #[arg(long, value_enum)]
         role: UserRole,
         /// A team the person belongs to (repeat for several).
@@ -316,7 +364,10 @@ pub enum UserCommand {
     /// List people.
     List,
     /// Revoke every API token of a person.
-    Revoke { name: String },
+    Revoke {
+        /// The person's user name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -350,7 +401,7 @@ pub struct ExchangeArgs {
     /// How long the access should last, e.g. `15m`.
     #[arg(long)]
     pub ttl: Option<String>,
-    /// Print only the access token.
+    /// Print only the access token on stdout (`grant: ID` on stderr).
     #[arg(long)]
     pub token_only: bool,
 }
@@ -485,8 +536,39 @@ mod tests {
     #[test]
     fn show_request_has_an_alias() {
         for args in ["show-request req_1", "request-status req_1"] {
-            assert!(matches!(ok(args).1, Command::ShowRequest { id } if id == "req_1"));
+            assert!(matches!(ok(args).1, Command::ShowRequest { id, wait: None } if id == "req_1"));
         }
+        assert!(matches!(
+            ok("request-status req_1 --wait").1,
+            Command::ShowRequest { wait: Some(w), .. } if w == Duration::from_secs(300)
+        ));
+    }
+
+    /// Every option and subcommand says what it is for in `--help`.
+    #[test]
+    fn every_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.is_hide_set() || a.get_id() == "help" || a.get_id() == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&TestCli::command(), "kairos", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 
     #[test]
@@ -628,8 +710,26 @@ mod tests {
             matches!(ok("release grt_1").1, Command::Release { grant_id } if grant_id == "grt_1")
         );
         assert!(
-            matches!(ok("apply kairos.toml").1, Command::Apply { file } if file.ends_with("kairos.toml"))
+            matches!(ok("apply kairos.toml").1, Command::Apply { file, dry_run: false, allow_remove_all: false } if file.ends_with("kairos.toml"))
         );
+        assert!(matches!(
+            ok("apply kairos.toml --dry-run --allow-remove-all").1,
+            Command::Apply {
+                dry_run: true,
+                allow_remove_all: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ok("config show").1,
+            Command::Config {
+                command: ConfigCommand::Show
+            }
+        ));
+        assert!(matches!(
+            ok("entitlements --mine").1,
+            Command::Entitlements { mine: true }
+        ));
         assert!(matches!(
             ok("requests --state pending").1,
             Command::Requests(RequestsArgs {

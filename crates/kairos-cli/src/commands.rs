@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::api::{Answer, Api, Auth, Body, CliError, Exit};
 use crate::cli::{
-    AuditArgs, AuditCommand, Command, DecideArgs, ExchangeArgs, GrantsArgs, KeysArgs, KeysCommand,
-    RenewArgs, RequestArgs, RequestsArgs, RevokeArgs, UserCommand,
+    AuditArgs, AuditCommand, Command, ConfigCommand, DecideArgs, ExchangeArgs, GrantsArgs,
+    KeysArgs, KeysCommand, RenewArgs, RequestArgs, RequestsArgs, RevokeArgs, UserCommand,
 };
 use crate::{render, time, wire};
 
@@ -94,11 +94,14 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
             Ok(Exit::Success)
         }
         Command::Requests(a) => requests(api, a, io).await,
-        Command::ShowRequest { id } => {
-            let ans = api.get(&["v1", "requests", &id], &[]).await?;
+        Command::ShowRequest { id, wait } => {
+            let ans = match wait {
+                Some(wait) => wait_for_decision(api, &id, wait).await?.0,
+                None => api.get(&["v1", "requests", &id], &[]).await?,
+            };
             io.show(&ans, || {
                 let r: wire::RequestResponse = ans.decode()?;
-                Ok(render::request_detail(&r.request))
+                Ok(render::request_status(&r))
             })?;
             Ok(Exit::Success)
         }
@@ -113,7 +116,26 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Renew(a) => renew(api, a, io).await,
         Command::Approve(a) => decide(api, a, Decision::Approve, io).await,
         Command::Deny(a) => decide(api, a, Decision::Deny, io).await,
-        Command::Apply { file } => apply(api, &file, io).await,
+        Command::Apply {
+            file,
+            dry_run,
+            allow_remove_all,
+        } => apply(api, &file, dry_run, allow_remove_all, io).await,
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            let ans = api.get(&["v1", "config"], &[]).await?;
+            io.show(&ans, || Ok(render::config(&ans.json)))?;
+            Ok(Exit::Success)
+        }
+        Command::Entitlements { mine } => {
+            let ans = api.get(&["v1", "entitlements"], &[]).await?;
+            if mine && !io.json() {
+                io.err("as the workload of this token:\n")?;
+            }
+            io.show(&ans, || Ok(render::entitlements_table(&ans.decode()?)))?;
+            Ok(Exit::Success)
+        }
         Command::Audit(a) => audit(api, a, io).await,
         Command::Keys(a) => keys(api, a, io).await,
         Command::User { command } => user(api, command, io).await,
@@ -191,9 +213,9 @@ async fn request(api: &Api, a: RequestArgs, io: &mut Io<'_>) -> Result<Exit, Cli
         let Some(wait) = a.wait else {
             if show == Show::TokenOnly {
                 return Err(CliError::Failed(format!(
-                    "no token: request {} is pending approval ({} needed); add --wait to wait for it",
-                    render::clean(&resp.request.id),
-                    resp.request.approvals_needed()
+                    "no token: request {id} is pending approval ({} needed); wait for it with `kairos request-status {id} --wait`",
+                    resp.request.approvals_needed(),
+                    id = render::clean(&resp.request.id),
                 )));
             }
             io.show(&ans, || Ok(render::pending(&resp.request)))?;
@@ -269,6 +291,13 @@ fn settled(
                     )));
                 };
                 io.out(&format!("{}\n", c.secret_line()))?;
+                grant_on_stderr(
+                    resp.grant
+                        .as_ref()
+                        .map(|g| g.id.as_str())
+                        .or(r.grant_id.as_deref()),
+                    io,
+                )?;
             } else {
                 io.show(ans, || Ok(render::granted(resp)))?;
             }
@@ -388,6 +417,7 @@ async fn renew(api: &Api, a: RenewArgs, io: &mut Io<'_>) -> Result<Exit, CliErro
     if Show::from_flag(a.token_only) == Show::TokenOnly {
         let resp: wire::RenewResponse = ans.decode()?;
         io.out(&format!("{}\n", resp.credential.secret_line()))?;
+        grant_on_stderr(Some(&resp.grant.id), io)?;
     } else {
         io.show(&ans, || Ok(render::renewed(&ans.decode()?)))?;
     }
@@ -422,10 +452,39 @@ async fn decide(api: &Api, a: DecideArgs, d: Decision, io: &mut Io<'_>) -> Resul
     Ok(Exit::Success)
 }
 
-async fn apply(api: &Api, file: &std::path::Path, io: &mut Io<'_>) -> Result<Exit, CliError> {
+/// `--token-only` keeps stdout for the secret; the grant id that `release` needs goes to
+/// stderr.
+fn grant_on_stderr(id: Option<&str>, io: &mut Io<'_>) -> Result<(), CliError> {
+    match id.filter(|id| !id.is_empty()) {
+        Some(id) => io.err(&format!("grant: {}\n", render::clean(id))),
+        None => Ok(()),
+    }
+}
+
+async fn apply(
+    api: &Api,
+    file: &std::path::Path,
+    dry_run: bool,
+    allow_remove_all: bool,
+    io: &mut Io<'_>,
+) -> Result<Exit, CliError> {
     let body = crate::bundle::read(file).map_err(CliError::Usage)?;
+    let mut query = Vec::new();
+    if dry_run {
+        query.push(("dry_run", "true".to_owned()));
+    }
+    if allow_remove_all {
+        query.push(("allow_remove_all", "true".to_owned()));
+    }
     let ans = api
-        .send(Method::POST, &["v1", "config", "apply"], Some(&body))
+        .call(
+            Method::POST,
+            &["v1", "config", "apply"],
+            &query,
+            Body::Json(&body),
+            Auth::Required,
+            Duration::ZERO,
+        )
         .await?;
     io.show(&ans, || Ok(render::applied(&ans.decode()?)))?;
     Ok(Exit::Success)
@@ -574,6 +633,7 @@ async fn exchange(api: &Api, a: ExchangeArgs, io: &mut Io<'_>) -> Result<Exit, C
     let x: wire::TokenExchange = ans.decode()?;
     if show == Show::TokenOnly {
         io.out(&format!("{}\n", x.access_token))?;
+        grant_on_stderr(Some(&x.grant_id), io)?;
     } else {
         io.show(&ans, || Ok(render::exchanged(&x)))?;
     }

@@ -61,21 +61,37 @@ impl Table {
     }
 }
 
-/// Server-supplied text could carry newlines or terminal escape sequences; show them
-/// escaped so a cell stays one line and cannot drive the terminal.
+/// Server-supplied text could carry newlines, terminal escape sequences or Unicode
+/// bidirectional controls (U+202E turns the rest of a line around); show them escaped
+/// (`\u{202e}`) so a cell stays one line, reads as sent, and cannot drive the terminal.
 pub fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(needs_escape) {
         return s.to_owned();
     }
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if needs_escape(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// Control characters, and the invisible formatting characters that reorder or hide text:
+/// bidi embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069), marks
+/// (U+200E, U+200F, U+061C), zero-width characters and the byte-order mark.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 const NONE: &str = "-";
@@ -297,19 +313,7 @@ pub fn granted(resp: &wire::RequestResponse) -> String {
     }
     let mut out = t.render();
     match &resp.credential {
-        Some(c) if c.kind != "token" && !c.kind.is_empty() => {
-            let _ = writeln!(
-                out,
-                "{} account (password shown once; Kairos keeps it only sealed):",
-                clean(&c.kind)
-            );
-            out.push_str(&c.secret_line());
-            out.push('\n');
-        }
-        Some(c) => {
-            out.push_str(&c.access_token);
-            out.push('\n');
-        }
+        Some(c) => credential_lines(&mut out, c),
         None => {
             let _ = writeln!(
                 out,
@@ -337,10 +341,34 @@ pub fn pending(r: &wire::Request) -> String {
     let mut out = t.render();
     let _ = writeln!(
         out,
-        "check with `kairos request-status {}` (or ask again with --wait)",
-        clean(&r.id)
+        "check with `kairos request-status {id}`, or wait for the decision with `kairos request-status {id} --wait`",
+        id = clean(&r.id)
     );
     out
+}
+
+/// `request-status`: the request, and the credential when this answer carries it (an
+/// account's password is in exactly one answer: it must be printed, whatever the form).
+pub fn request_status(resp: &wire::RequestResponse) -> String {
+    let mut out = request_detail(&resp.request);
+    if let Some(c) = &resp.credential {
+        credential_lines(&mut out, c);
+    }
+    out
+}
+
+fn credential_lines(out: &mut String, c: &wire::Credential) {
+    if c.kind != "token" && !c.kind.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} account (password shown once; Kairos keeps it only sealed):",
+            clean(&c.kind)
+        );
+        out.push_str(&c.secret_line());
+    } else {
+        out.push_str(&c.access_token);
+    }
+    out.push('\n');
 }
 
 /// After `approve`.
@@ -377,6 +405,9 @@ pub fn renewed(resp: &wire::RenewResponse) -> String {
 
 pub fn applied(a: &wire::ApplyResponse) -> String {
     let mut out = String::new();
+    if a.dry_run {
+        out.push_str("dry run: nothing was changed; applying would do this\n");
+    }
     for (label, items) in [
         ("created", &a.created),
         ("changed", &a.changed),
@@ -387,9 +418,206 @@ pub fn applied(a: &wire::ApplyResponse) -> String {
             let _ = writeln!(out, "{label}: {}", items.join(", "));
         }
     }
-    if out.is_empty() {
+    if a.created.is_empty() && a.changed.is_empty() && a.removed.is_empty() {
         out.push_str("no changes\n");
     }
+    if !a.grants_ending.is_empty() {
+        let n = a.grants_ending.len();
+        let _ = writeln!(
+            out,
+            "{} {n} live grant{} (config_removed; each is revoked and verified gone):",
+            if a.dry_run { "would end" } else { "ended" },
+            plural(n)
+        );
+        let mut t = Table::new(["GRANT", "IDENTITY", "ENTITLEMENT", "TARGET", "BECAUSE"]);
+        for g in &a.grants_ending {
+            t.row([
+                g.grant_id.as_str(),
+                &g.identity,
+                &g.entitlement,
+                &g.target,
+                &g.because,
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+pub fn entitlements_table(list: &wire::EntitlementList) -> String {
+    if list.entitlements.is_empty() {
+        return "no entitlements\n".into();
+    }
+    let mut t = Table::new([
+        "ENTITLEMENT",
+        "TARGET",
+        "TIER",
+        "MAX TTL",
+        "APPROVED BY",
+        "ALLOWS",
+    ]);
+    for e in &list.entitlements {
+        t.row([
+            e.name.as_str(),
+            &e.target,
+            &e.tier,
+            &e.max_ttl,
+            or_none(e.approval_team.as_deref()),
+            &format!("{}: {}", e.privileges_kind, e.privileges.join(" ")),
+        ]);
+    }
+    t.render()
+}
+
+/// `config show`: one section per kind, one line per entry.
+pub fn config(c: &Value) -> String {
+    let mut out = String::new();
+    if let Some(v) = c.get("version").and_then(Value::as_i64) {
+        let at = c.get("applied_at").and_then(Value::as_str).unwrap_or("?");
+        let _ = writeln!(out, "version {v}, applied {}", clean(at));
+    } else {
+        out.push_str("no configuration applied yet\n");
+    }
+    let str_of = |v: &Value, key: &str| -> String {
+        match v.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Some(Value::Null) | None => NONE.to_owned(),
+            Some(other) => other.to_string(),
+        }
+    };
+    let list = |key: &str| {
+        c.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut section = |title: &str, header: &[&str], rows: Vec<Vec<String>>| {
+        let _ = writeln!(out, "\n{title} ({})", rows.len());
+        if rows.is_empty() {
+            return;
+        }
+        let mut t = Table::plain();
+        t.row(header.iter().map(|h| h.to_uppercase()));
+        for r in rows {
+            t.row(r);
+        }
+        out.push_str(&t.render());
+    };
+    section(
+        "issuers",
+        &["name", "issuer", "audience", "keys"],
+        list("issuers")
+            .iter()
+            .map(|i| {
+                let keys = match i.get("jwks") {
+                    Some(j) => match (j.get("url"), j.get("inline")) {
+                        (Some(u), _) => format!("url {}", u.as_str().unwrap_or("?")),
+                        (_, Some(f)) => format!("file {}", str_of(f, "file")),
+                        _ => j.to_string(),
+                    },
+                    None => NONE.into(),
+                };
+                vec![
+                    str_of(i, "name"),
+                    str_of(i, "issuer"),
+                    str_of(i, "audience"),
+                    keys,
+                ]
+            })
+            .collect(),
+    );
+    section(
+        "teams",
+        &["name", "owners", "approvers"],
+        list("teams")
+            .iter()
+            .map(|t| {
+                vec![
+                    str_of(t, "name"),
+                    str_of(t, "owners"),
+                    str_of(t, "approvers"),
+                ]
+            })
+            .collect(),
+    );
+    section(
+        "identities",
+        &["name", "owner", "kind", "issuer", "subject"],
+        list("identities")
+            .iter()
+            .map(|i| {
+                ["name", "owner", "kind", "issuer", "subject"]
+                    .iter()
+                    .map(|k| str_of(i, k))
+                    .collect()
+            })
+            .collect(),
+    );
+    section(
+        "targets",
+        &[
+            "name",
+            "kind",
+            "owner",
+            "audience / admin url from",
+            "managed prefix",
+        ],
+        list("targets")
+            .iter()
+            .map(|t| {
+                // `{"kind": "postgres", "admin_url": {"env": "VAR"}, "managed_prefix": …}`
+                let kind = t.get("kind").cloned().unwrap_or(Value::Null);
+                let kind_name = str_of(&kind, "kind");
+                let from = match (kind.get("audience"), kind.get("admin_url")) {
+                    (Some(a), _) => a.as_str().unwrap_or("?").to_owned(),
+                    (_, Some(r)) => match (r.get("env"), r.get("file")) {
+                        (Some(e), _) => format!("env {}", e.as_str().unwrap_or("?")),
+                        (_, Some(f)) => format!("file {}", f.as_str().unwrap_or("?")),
+                        _ => r.to_string(),
+                    },
+                    _ => NONE.into(),
+                };
+                let prefix = kind
+                    .get("managed_prefix")
+                    .and_then(Value::as_str)
+                    .unwrap_or(NONE)
+                    .to_owned();
+                vec![
+                    str_of(t, "name"),
+                    kind_name,
+                    str_of(t, "owner"),
+                    from,
+                    prefix,
+                ]
+            })
+            .collect(),
+    );
+    section(
+        "entitlements",
+        &["name", "target", "tier", "max ttl", "approved by"],
+        list("entitlements")
+            .iter()
+            .map(|e| {
+                ["name", "target", "tier", "max_ttl", "approval_team"]
+                    .iter()
+                    .map(|k| str_of(e, k))
+                    .collect()
+            })
+            .collect(),
+    );
+    section(
+        "policies",
+        &["id"],
+        list("policies")
+            .iter()
+            .map(|p| vec![str_of(p, "id")])
+            .collect(),
+    );
     out
 }
 
@@ -723,7 +951,7 @@ mod tests {
              why:               prod writes need two approvers\n\
              policies:          prod-write-needs-two\n\
              pending until:     2026-11-26T11:00:00Z\n\
-             check with `kairos request-status req_9` (or ask again with --wait)\n",
+             check with `kairos request-status req_9`, or wait for the decision with `kairos request-status req_9 --wait`\n",
         );
         check(
             approved(&wire::RequestResponse {

@@ -177,6 +177,37 @@ pub struct ApplyResponse {
     pub created: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
+    pub dry_run: bool,
+    pub grants_ending: Vec<OrphanedGrant>,
+}
+
+/// A live grant an applied configuration ends (or would end) as `config_removed`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OrphanedGrant {
+    pub grant_id: String,
+    pub identity: String,
+    pub entitlement: String,
+    pub target: String,
+    pub because: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct EntitlementList {
+    pub entitlements: Vec<Entitlement>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Entitlement {
+    pub name: String,
+    pub target: String,
+    pub tier: String,
+    pub max_ttl: String,
+    pub privileges_kind: String,
+    pub privileges: Vec<String>,
+    pub approval_team: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -35,10 +35,13 @@ pub enum AuditKind {
     AccountMissing,
     /// An account's password was shown to its workload (once).
     CredentialDelivered,
+    /// A grant ended because an applied configuration removed its identity, team,
+    /// target or entitlement.
+    ConfigRemoved,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 20] = [
+    pub const ALL: [AuditKind; 21] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -59,6 +62,7 @@ impl AuditKind {
         Self::ResidueRemoved,
         Self::AccountMissing,
         Self::CredentialDelivered,
+        Self::ConfigRemoved,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -82,6 +86,7 @@ impl AuditKind {
             Self::ResidueRemoved => "residue_removed",
             Self::AccountMissing => "account_missing",
             Self::CredentialDelivered => "credential_delivered",
+            Self::ConfigRemoved => "config_removed",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

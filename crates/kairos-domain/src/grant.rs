@@ -41,16 +41,26 @@ pub enum EndReason {
     Revoked,
     /// It never became active: provisioning its account failed or was interrupted.
     Aborted,
+    /// An applied configuration removed its identity (or the identity's team), its
+    /// target or its entitlement.
+    ConfigRemoved,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 4] = [Self::Expired, Self::Released, Self::Revoked, Self::Aborted];
+    pub const ALL: [EndReason; 5] = [
+        Self::Expired,
+        Self::Released,
+        Self::Revoked,
+        Self::Aborted,
+        Self::ConfigRemoved,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Expired => "expired",
             Self::Released => "released",
             Self::Revoked => "revoked",
             Self::Aborted => "aborted",
+            Self::ConfigRemoved => "config_removed",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -413,6 +423,7 @@ pub mod audit_of {
             EndReason::Released => AuditKind::Released,
             EndReason::Revoked => AuditKind::Revoked,
             EndReason::Aborted => AuditKind::Aborted,
+            EndReason::ConfigRemoved => AuditKind::ConfigRemoved,
         };
         base(kind, end.by.to_string(), g).data(serde_json::json!({
             "entitlement": g.entitlement,

@@ -51,6 +51,9 @@ pub enum EndSelector {
         now: Timestamp,
         limit: u32,
     },
+    /// These grants, those of them still active or provisioning (an applied configuration
+    /// removed what they stand on).
+    Ids(Vec<GrantId>),
 }
 
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
@@ -216,4 +219,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
         audit: AuditDraft,
     ) -> Result<i64>;
+
+    /// Saves a new config version and, in the same transaction, ends the grants it
+    /// orphans (those of `orphans` still active or provisioning) through the end path:
+    /// Ending, a revocation job and an audit record each. Returns the version and the
+    /// grants it ended.
+    async fn save_config_ending(
+        &self,
+        bundle_json: &str,
+        now: Timestamp,
+        audit: AuditDraft,
+        orphans: &[GrantId],
+        end: &GrantEnd,
+    ) -> Result<(i64, Vec<Grant>)>;
 }

@@ -138,6 +138,7 @@ macro_rules! suite {
 
 suite!(
     request_round_trips_every_field,
+    config_save_ends_its_orphans,
     lists_filter_requests_and_grants,
     approval_issues_a_grant,
     refused_change_writes_nothing,
@@ -1449,6 +1450,67 @@ async fn config_versions(db: Arc<Db>) {
         kinds(&all_audit(&s).await),
         [AuditKind::ConfigApplied, AuditKind::ConfigApplied]
     );
+}
+
+/// A configuration that removes what grants stand on ends them in the transaction that
+/// saves it: each becomes Ending as `config_removed` with a revocation job and a record.
+async fn config_save_ends_its_orphans(db: Arc<Db>) {
+    let s = db.open().await;
+    let orphan = insert_granted(&s, "gone", "T-1", 10_000).await;
+    let ended_before = insert_granted(&s, "gone", "T-2", 10_000).await;
+    let bystander = insert_granted(&s, "stays", "T-3", 10_000).await;
+    s.end_grants(
+        &EndSelector::One(ended_before.id.clone()),
+        &end_by(EndReason::Released, 50),
+    )
+    .await
+    .unwrap();
+    let before = all_audit(&s).await.len();
+    let end = end_by(EndReason::ConfigRemoved, 100);
+    let (version, ended) = s
+        .save_config_ending(
+            r#"{"v":1}"#,
+            at(100),
+            AuditDraft::new(AuditKind::ConfigApplied, "user:admin"),
+            &[
+                orphan.id.clone(),
+                ended_before.id.clone(),
+                GrantId::generate(),
+            ],
+            &end,
+        )
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+    // Only the one still active ends; the one that already ended keeps its reason.
+    assert_eq!(ids(&ended), vec![orphan.id.clone()]);
+    let stored = s.get_grant(&orphan.id).await.unwrap().unwrap();
+    assert_eq!(stored.state.end(), Some(&end));
+    let released = s.get_grant(&ended_before.id).await.unwrap().unwrap();
+    assert_eq!(
+        released.state.end().map(|e| e.reason),
+        Some(EndReason::Released)
+    );
+    assert_eq!(
+        s.get_grant(&bystander.id).await.unwrap().unwrap().state,
+        GrantState::Active
+    );
+    let audit = all_audit(&s).await;
+    assert_eq!(
+        kinds(&audit[before..]),
+        [AuditKind::ConfigApplied, AuditKind::ConfigRemoved]
+    );
+    let mut jobs = ids(&s.claim_revocations(at(100), 100, 1_000).await.unwrap());
+    jobs.sort();
+    let mut expected = vec![orphan.id.clone(), ended_before.id.clone()];
+    expected.sort();
+    assert_eq!(jobs, expected);
+    // It goes on to be verified gone like any other end.
+    let done = s
+        .complete_revocation(&orphan.id, &receipt(200))
+        .await
+        .unwrap();
+    assert!(matches!(done.state, GrantState::Ended { .. }));
 }
 
 async fn data_survives_reopening(db: Arc<Db>) {

@@ -19,6 +19,7 @@ const JWKS_FILE: &str = "dev-issuer-jwks.json";
 pub enum DevIssuer {
     /// Create a signing key (dev-issuer.key) and its JWKS (dev-issuer-jwks.json) in DIR.
     Init {
+        /// Directory for the key and the JWKS (created if missing).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
@@ -27,6 +28,7 @@ pub enum DevIssuer {
         /// The `sub` claim: what the platform says the workload is.
         #[arg(long)]
         sub: String,
+        /// Directory holding the dev issuer's key (from `dev-issuer init`).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         /// The `iss` claim; must match the [[issuer]] in the Kairos configuration.

@@ -325,7 +325,7 @@ pub(super) async fn save_config(
         .await
 }
 
-async fn save_config_in(
+pub(super) async fn save_config_in(
     tx: &mut Db,
     cx: &Ctx,
     bundle_json: &str,

@@ -143,7 +143,7 @@ pub(super) async fn end(
         .await
 }
 
-async fn end_in(
+pub(super) async fn end_in(
     tx: &mut Db,
     cx: &Ctx,
     selector: &EndSelector,
@@ -182,6 +182,26 @@ async fn end_in(
                 .bind(now.as_millis())
                 .bind(i64::from(*limit));
             fetch_grants(tx, q).await?
+        }
+        EndSelector::Ids(ids) => {
+            let mut sorted: Vec<&GrantId> = ids.iter().collect();
+            sorted.sort();
+            sorted.dedup();
+            let mut found = Vec::with_capacity(sorted.len());
+            for chunk in sorted.chunks(bulk::CHUNK) {
+                let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "{select} WHERE state IN ('active', 'provisioning') AND id IN ({}) \
+                     ORDER BY id{row_lock}",
+                    marks.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
+                found.extend(fetch_grants(tx, q).await?);
+            }
+            found
         }
     };
     let mut drafts = Vec::with_capacity(grants.len());

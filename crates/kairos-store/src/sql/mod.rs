@@ -497,6 +497,25 @@ impl Store for SqlStore {
     ) -> Result<i64> {
         admin::save_config(self, bundle_json, now, audit).await
     }
+
+    async fn save_config_ending(
+        &self,
+        bundle_json: &str,
+        now: Timestamp,
+        audit: AuditDraft,
+        orphans: &[GrantId],
+        end: &GrantEnd,
+    ) -> Result<(i64, Vec<Grant>)> {
+        let (bundle_json, orphans, end) = (bundle_json.to_owned(), orphans.to_vec(), end.clone());
+        self.write(move |tx, cx| {
+            Box::pin(async move {
+                let version = admin::save_config_in(tx, &cx, &bundle_json, now, audit).await?;
+                let ended = grants::end_in(tx, &cx, &EndSelector::Ids(orphans), &end).await?;
+                Ok((version, ended))
+            })
+        })
+        .await
+    }
 }
 
 /// The hot queries read the indexes meant for them (SQLite's plan; a query rewritten so
