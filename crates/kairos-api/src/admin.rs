@@ -18,6 +18,9 @@ pub struct ApplyResponse {
     pub created: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
+    /// What an operator should know, one sentence each naming its target (e.g. MariaDB's
+    /// event scheduler is off, so accounts get no native expiry).
+    pub warnings: Vec<String>,
 }
 
 /// Validate and apply a configuration, all or nothing; reports what changed.
@@ -29,11 +32,12 @@ pub async fn apply_config(
     ApiJson(body): ApiJson<ConfigBundleBody>,
 ) -> ApiResult<Json<ApplyResponse>> {
     let bundle = config_bundle(body);
-    let diff = s.broker.apply_config_as(&caller, bundle).await?;
+    let applied = s.broker.apply_config_as(&caller, bundle).await?;
     Ok(Json(ApplyResponse {
-        created: diff.created,
-        changed: diff.changed,
-        removed: diff.removed,
+        created: applied.diff.created,
+        changed: applied.diff.changed,
+        removed: applied.diff.removed,
+        warnings: applied.warnings,
     }))
 }
 

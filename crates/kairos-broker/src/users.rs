@@ -26,6 +26,15 @@ impl std::fmt::Debug for NewUserToken {
 }
 
 /// The outcome of walking the audit chain.
+/// What applying a configuration did, and what an operator should know about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub diff: ConfigDiff,
+    /// One sentence each, naming its target: e.g. MariaDB's event scheduler is off (no
+    /// native expiry), or a target's server could not be asked which server it is.
+    pub warnings: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ChainReport {
     pub records: u64,
@@ -125,11 +134,24 @@ impl Broker {
     }
 
     /// Validates and applies a configuration bundle; all or nothing.
-    pub async fn apply_config(&self, by: &Principal, bundle: ConfigBundle) -> Result<ConfigDiff> {
+    ///
+    /// Every database target's server is asked which server it is: two targets of one kind
+    /// on one server with overlapping managed prefixes are refused (`invalid_config`, both
+    /// named), nothing applied. What the servers warn about (and targets that could not be
+    /// asked) comes back in [`ApplyOutcome::warnings`] and goes to the log.
+    pub async fn apply_config(&self, by: &Principal, bundle: ConfigBundle) -> Result<ApplyOutcome> {
         let catalog = Catalog::from_bundle(&bundle)
             .map_err(|errors| BrokerError::invalid("invalid_config", errors.to_string()))?;
         let verifier = Self::verifier_for(&catalog)?;
         let targets = crate::targets::Targets::from_catalog(&catalog)?;
+        let check = targets.check_servers().await;
+        if !check.overlaps.is_empty() {
+            let all: Vec<String> = check.overlaps.iter().map(ToString::to_string).collect();
+            return Err(BrokerError::invalid("invalid_config", all.join("; ")));
+        }
+        for warning in &check.warnings {
+            tracing::warn!(warning = %warning, "configuration applied with a warning");
+        }
         let diff = Catalog::diff(&self.catalog(), &catalog);
         let json = serde_json::to_string(&bundle).map_err(BrokerError::internal)?;
         let audit = AuditDraft::new(AuditKind::ConfigApplied, by).data(serde_json::json!({
@@ -142,7 +164,10 @@ impl Broker {
             self.store.save_config(&json, self.now(), audit).await?;
         }
         self.swap_catalog(catalog, verifier, targets);
-        Ok(diff)
+        Ok(ApplyOutcome {
+            diff,
+            warnings: check.warnings,
+        })
     }
 
     /// Applies a configuration by a person (admin).
@@ -150,7 +175,7 @@ impl Broker {
         &self,
         caller: &Caller,
         bundle: ConfigBundle,
-    ) -> Result<ConfigDiff> {
+    ) -> Result<ApplyOutcome> {
         caller.require_role(&[], "apply configuration")?;
         self.apply_config(&caller.principal(), bundle).await
     }

@@ -177,6 +177,7 @@ pub struct ApplyResponse {
     pub created: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
