@@ -25,6 +25,9 @@ pub struct ApplyResponse {
     /// Live grants whose identity, team, target or entitlement the configuration removes:
     /// ended as `config_removed` (or, on a dry run, that would end).
     pub grants_ending: Vec<OrphanView>,
+    /// What an operator should know, one sentence each naming its target (e.g. MariaDB's
+    /// event scheduler is off, so accounts get no native expiry).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -88,6 +91,7 @@ pub async fn apply_config(
                 because: o.because,
             })
             .collect(),
+        warnings: report.warnings,
     }))
 }
 

@@ -60,6 +60,10 @@ pub struct ApplyReport {
     /// The grants it ended (or would end) as `config_removed`.
     pub ending: Vec<OrphanedGrant>,
     pub mode: ApplyMode,
+    /// What an operator should know, one sentence each naming its target: e.g. MariaDB's
+    /// event scheduler is off (no native expiry), or a target's server could not be asked
+    /// which server it is.
+    pub warnings: Vec<String>,
 }
 
 /// Why `grant` cannot stand under `new` (`old` names the team of a removed identity), or
@@ -115,6 +119,14 @@ impl Broker {
             .map_err(|errors| BrokerError::invalid("invalid_config", errors.to_string()))?;
         let verifier = Self::verifier_for(&catalog)?;
         let live_targets = Targets::from_catalog(&catalog)?;
+        // Every database target's server is asked which server it is: two targets of one
+        // kind on one server with overlapping managed prefixes are refused, both named.
+        let check = live_targets.check_servers().await;
+        if !check.overlaps.is_empty() {
+            let all: Vec<String> = check.overlaps.iter().map(ToString::to_string).collect();
+            return Err(BrokerError::invalid("invalid_config", all.join("; ")));
+        }
+        let warnings = check.warnings;
         let old = self.catalog();
         let diff = Catalog::diff(&old, &catalog);
         if let Some(what) = removes_everything(&old, &catalog)
@@ -134,7 +146,11 @@ impl Broker {
                 diff,
                 ending,
                 mode: ApplyMode::DryRun,
+                warnings,
             });
+        }
+        for warning in &warnings {
+            tracing::warn!(warning = %warning, "configuration applied with a warning");
         }
         let json = serde_json::to_string(&bundle).map_err(BrokerError::internal)?;
         let audit = AuditDraft::new(AuditKind::ConfigApplied, by).data(serde_json::json!({
@@ -178,6 +194,7 @@ impl Broker {
             diff,
             ending,
             mode: ApplyMode::Apply,
+            warnings,
         })
     }
 

@@ -164,6 +164,21 @@ impl Broker {
             WorkloadVerifier::new(auth::issuer_trusts(&catalog)).map_err(BrokerError::internal)?;
         let keys = keys::load_or_create(&*store, &*clock, &master, &settings).await?;
         let targets = targets::Targets::from_catalog(&catalog)?;
+        // Which server each target reaches, in the background: a target that is down must
+        // not hold up the start. A stored configuration whose targets now overlap on one
+        // server is not refused here (the operator could not apply a fix then): the
+        // reconciler removes nothing on those targets until it is fixed (it checks again
+        // before every pass, see `Targets::removal_allowed`), and this logs why.
+        let at_start = targets.clone();
+        tokio::spawn(async move {
+            let check = at_start.check_servers().await;
+            for o in &check.overlaps {
+                tracing::error!(problem = %o, "stored configuration: targets overlap on one server; the reconciler removes nothing on them until it is fixed");
+            }
+            for w in &check.warnings {
+                tracing::warn!(warning = %w, "target check at start");
+            }
+        });
         let (request_events, _) = tokio::sync::watch::channel(0);
         let broker = Arc::new(Self {
             store,

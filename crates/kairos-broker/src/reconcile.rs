@@ -24,6 +24,11 @@ pub struct ReconcileReport {
     pub residue_removed: Vec<String>,
     pub missing_accounts: Vec<String>,
     pub provisioning_aborted: usize,
+    /// Why residue was not removed on this target this pass (its server could not be
+    /// identified, or another target on its server has an overlapping managed prefix).
+    pub removal_blocked: Option<String>,
+    /// Listed accounts left alone because a live grant of another target names them.
+    pub other_targets_accounts: Vec<String>,
 }
 
 impl Broker {
@@ -90,28 +95,43 @@ impl Broker {
         report.accounts_seen = existing.len();
         let existing_names: BTreeSet<String> = existing.iter().map(ToString::to_string).collect();
 
-        for account in &existing {
+        // Only when no other target on this server could own these accounts.
+        if let Err(reason) = self.targets().removal_allowed(target).await {
+            tracing::error!(target = %target, reason = %reason, "the reconciler removes nothing on this target");
+            report.removal_blocked = Some(reason);
+        }
+
+        let removal_on = report.removal_blocked.is_none();
+        for account in existing.iter().filter(|_| removal_on) {
+            // Every target's grants: accounts are server-wide, and a live grant of any
+            // target (another target on this server, or this one under its former name)
+            // backs the account, whatever the configuration check concluded.
             let grants = self
                 .store
                 .list_grants(&GrantFilter {
-                    target: Some(target.clone()),
                     account: Some(account.to_string()),
                     ..GrantFilter::default()
                 })
                 .await?;
             // Backed: an active grant, one still provisioning, or one whose revocation is
             // queued (the revocation worker owns it).
-            let backed = grants.iter().any(|g| {
+            let backing = grants.iter().find(|g| {
                 matches!(
                     g.state,
                     GrantState::Active | GrantState::Provisioning | GrantState::Ending { .. }
                 )
             });
-            if backed {
+            if let Some(g) = backing {
+                if &g.target != target {
+                    tracing::warn!(target = %target, account = %account, grant = %g.id, owner = %g.target,
+                        "a listed account backs a live grant of another target; left alone");
+                    report.other_targets_accounts.push(account.to_string());
+                }
                 continue;
             }
+            let own = grants.iter().find(|g| &g.target == target);
             if self
-                .remove_residue(target, &*connector, account, grants.first())
+                .remove_residue(target, &*connector, account, own)
                 .await?
             {
                 report.residue_removed.push(account.to_string());

@@ -1,6 +1,6 @@
 //! People, their API tokens, the declarative configuration and the audit log.
 
-use kairos_config::{ConfigBundle, ConfigDiff};
+use kairos_config::ConfigBundle;
 use kairos_crypto::api_token::{self, TokenHash, TokenSecret};
 use kairos_domain::{
     AuditDraft, AuditKind, AuditRecord, ChainVerifier, Principal, TeamName, UserName,
@@ -129,11 +129,9 @@ impl Broker {
     /// identity, team, target or entitlement it removes end as `config_removed`; a bundle
     /// that removes every identity or every target is refused (see
     /// [`Broker::apply_config_with`] for a dry run or to allow that).
-    pub async fn apply_config(&self, by: &Principal, bundle: ConfigBundle) -> Result<ConfigDiff> {
-        let report = self
-            .apply_config_with(by, bundle, ApplyOptions::default())
-            .await?;
-        Ok(report.diff)
+    pub async fn apply_config(&self, by: &Principal, bundle: ConfigBundle) -> Result<ApplyReport> {
+        self.apply_config_with(by, bundle, ApplyOptions::default())
+            .await
     }
 
     /// Applies a configuration by a person (admin).

@@ -441,6 +441,9 @@ pub fn applied(a: &wire::ApplyResponse) -> String {
         }
         out.push_str(&t.render());
     }
+    for warning in &a.warnings {
+        let _ = writeln!(out, "warning: {}", clean(warning));
+    }
     out
 }
 
@@ -1015,6 +1018,12 @@ mod tests {
             "created: identity ci, target db\nremoved: team old\n",
         );
         check(applied(&wire::ApplyResponse::default()), "no changes\n");
+        let a: wire::ApplyResponse = from(json!({"created": [], "changed": ["target m"],
+            "removed": [], "warnings": ["target m: MariaDB's event scheduler is off"]}));
+        check(
+            applied(&a),
+            "changed: target m\nwarning: target m: MariaDB's event scheduler is off\n",
+        );
     }
 
     fn audit_sample() -> Value {

@@ -179,6 +179,7 @@ pub struct ApplyResponse {
     pub removed: Vec<String>,
     pub dry_run: bool,
     pub grants_ending: Vec<OrphanedGrant>,
+    pub warnings: Vec<String>,
 }
 
 /// A live grant an applied configuration ends (or would end) as `config_removed`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kairos_connectors::{
     AccountName, AccountRequest, ConnectionInfo, Connector, ConnectorError, Revocability, Revoked,
-    Verification,
+    ServerFacts, ServerIdentity, Verification,
 };
 use kairos_domain::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
@@ -658,6 +658,34 @@ impl Connector for MariaDbConnector {
         Ok(Verification {
             method: VERIFICATION_METHOD.to_owned(),
             evidence,
+        })
+    }
+
+    async fn server_facts(&self) -> Result<ServerFacts, ConnectorError> {
+        // MariaDB has no server UUID; its host name, port and data directory together
+        // single out one server (two on one machine differ by port and data directory).
+        let mut conn = self.acquire("asking which server this is").await?;
+        let (hostname, port, datadir): (String, String, String) = sqlx::query_as(
+            "SELECT CAST(@@hostname AS CHAR), CAST(@@port AS CHAR), CAST(@@datadir AS CHAR)",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| self.err("reading @@hostname, @@port and @@datadir", &e))?;
+        let mut warnings = Vec::new();
+        if self.read_scheduler(&mut conn).await? == EventScheduler::Off {
+            warnings.push(format!(
+                "target {}: MariaDB's event scheduler is off, so accounts get no expiry event: \
+                 the native second line of defence (the account dropped at the grant's end \
+                 even while Kairos is down) is off; turn it on with \
+                 SET GLOBAL event_scheduler = ON and event_scheduler = ON in the server's config",
+                self.target
+            ));
+        }
+        Ok(ServerFacts {
+            identity: ServerIdentity::new([format!(
+                "mariadb host {hostname} port {port} datadir {datadir}"
+            )]),
+            warnings,
         })
     }
 

@@ -541,3 +541,45 @@ async fn admin_connections_use_tls_and_check_the_certificate() {
     );
     assert!(world.users().await.is_empty());
 }
+
+/// Users are server-wide: two targets on one server (their own databases) reach the same
+/// server, the shared server is another one; with the event scheduler off the connector
+/// warns, naming the target, that the native expiry is off.
+#[tokio::test]
+async fn server_identity_and_the_event_scheduler_warning() {
+    let server = PrivateMariaDb::start().await;
+    let a = World::private(&server).await;
+    let b = World::private(&server).await;
+    let shared = World::shared().await;
+    let fa = a.connector.server_facts().await.unwrap();
+    let fb = b.connector.server_facts().await.unwrap();
+    let fs = shared.connector.server_facts().await.unwrap();
+    assert!(
+        fa.identity.same_server(&fb.identity),
+        "{} / {}",
+        fa.identity,
+        fb.identity
+    );
+    assert!(
+        !fa.identity.same_server(&fs.identity),
+        "{} / {}",
+        fa.identity,
+        fs.identity
+    );
+    assert!(fa.warnings.is_empty(), "{:?}", fa.warnings);
+
+    exec(
+        &mut root(server.port).await,
+        "SET GLOBAL event_scheduler = OFF",
+    )
+    .await;
+    let off = a.connector.server_facts().await.unwrap();
+    assert_eq!(off.warnings.len(), 1, "{:?}", off.warnings);
+    assert!(
+        off.warnings[0].contains("maria-test")
+            && off.warnings[0].contains("event scheduler is off"),
+        "{}",
+        off.warnings[0]
+    );
+    assert!(a.connector.revocability().native_expiry.is_none());
+}

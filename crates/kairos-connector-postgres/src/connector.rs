@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kairos_connectors::{
     AccountName, AccountRequest, ConnectionInfo, Connector, ConnectorError, Revocability, Revoked,
-    Verification,
+    ServerFacts, ServerIdentity, Verification,
 };
 use kairos_domain::Timestamp;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -579,6 +579,34 @@ impl Connector for PostgresConnector {
                 ),
             }),
         }
+    }
+
+    async fn server_facts(&self) -> Result<ServerFacts, ConnectorError> {
+        // Two facts: the cluster's system identifier (fixed at initdb, kept across restarts;
+        // executable by PUBLIC by default, but a DBA may revoke it) and the postmaster's start
+        // time with its port (anyone may read them; unique to one running server). A target
+        // whose admin reads only the second still matches one that reads both.
+        let (readable, port, started): (bool, String, i64) = sqlx::query_as(
+            "SELECT has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE'), \
+             current_setting('port'), \
+             (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8",
+        )
+        .fetch_one(&self.core.pool)
+        .await
+        .map_err(|e| self.err("asking which server this is", &e))?;
+        let mut facts = vec![format!("postgres port {port} started {started}")];
+        if readable {
+            let id: String =
+                sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()")
+                    .fetch_one(&self.core.pool)
+                    .await
+                    .map_err(|e| self.err("reading the system identifier", &e))?;
+            facts.push(format!("postgres system_identifier {id}"));
+        }
+        Ok(ServerFacts {
+            identity: ServerIdentity::new(facts),
+            warnings: Vec::new(),
+        })
     }
 
     async fn list_managed(&self) -> Result<Vec<AccountName>, ConnectorError> {

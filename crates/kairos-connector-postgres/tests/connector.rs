@@ -224,12 +224,13 @@ async fn unreachable_target() {
     let req = request(&account, &pw, &privileges, in_one_hour());
 
     // Concurrently: each waits out the 5 s connect deadline.
-    let (provision, renew, revoke, verify, list) = tokio::join!(
+    let (provision, renew, revoke, verify, list, facts) = tokio::join!(
         pg.provision(&req),
         pg.renew(&account, in_one_hour()),
         pg.revoke(&account),
         pg.verify_gone(&account, Some(&pw)),
         pg.list_managed(),
+        pg.server_facts(),
     );
     let errors = [
         provision.map(|_| ()).unwrap_err(),
@@ -237,6 +238,7 @@ async fn unreachable_target() {
         revoke.map(|_| ()).unwrap_err(),
         verify.map(|_| ()).unwrap_err(),
         list.map(|_| ()).unwrap_err(),
+        facts.map(|_| ()).unwrap_err(),
     ];
     for e in errors {
         let text = format!("{e} {e:?}");
@@ -848,4 +850,73 @@ async fn db_role_exists(conn: &mut sqlx::PgConnection, role: &str) -> bool {
         .fetch_one(conn)
         .await
         .unwrap()
+}
+
+/// Roles are cluster-wide: two targets on two databases of one server reach the same server,
+/// a private cluster is another one, and an admin that may not read the system identifier
+/// still matches one that may (by the postmaster's start time and port).
+#[tokio::test]
+async fn server_identity_tells_servers_apart() {
+    let (one, two) = tokio::join!(TestDb::new(), TestDb::new());
+    let a = one.connector().server_facts().await.unwrap();
+    let b = two.connector().server_facts().await.unwrap();
+    assert!(
+        a.identity.same_server(&b.identity),
+        "{} / {}",
+        a.identity,
+        b.identity
+    );
+    assert!(
+        a.identity.to_string().contains("system_identifier"),
+        "{}",
+        a.identity
+    );
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+
+    let private = PrivatePg::start(PgAuth::AdminPassword);
+    let mut admin = private.admin().await;
+    run(
+        &mut admin,
+        "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC",
+    )
+    .await;
+    run(
+        &mut admin,
+        "CREATE ROLE lowly LOGIN PASSWORD 'lowly-pw-5e0a'",
+    )
+    .await;
+    let full = PostgresConnector::new(PostgresSettings::new("pg-private", private.admin_url()))
+        .unwrap()
+        .server_facts()
+        .await
+        .unwrap();
+    let lowly = PostgresConnector::new(PostgresSettings::new(
+        "pg-private-lowly",
+        SecretString::from(format!(
+            "postgres://lowly:lowly-pw-5e0a@127.0.0.1:{}/postgres",
+            private.port
+        )),
+    ))
+    .unwrap()
+    .server_facts()
+    .await
+    .unwrap();
+    assert!(
+        !lowly.identity.to_string().contains("system_identifier"),
+        "{}",
+        lowly.identity
+    );
+    assert!(
+        full.identity.same_server(&lowly.identity),
+        "{} / {}",
+        full.identity,
+        lowly.identity
+    );
+    assert!(
+        !full.identity.same_server(&a.identity),
+        "{} / {}",
+        full.identity,
+        a.identity
+    );
+    assert!(!lowly.identity.same_server(&a.identity));
 }

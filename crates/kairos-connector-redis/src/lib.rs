@@ -73,7 +73,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kairos_connectors::{
     AccountName, AccountRequest, ConnectionInfo, Connector, ConnectorError, Revocability, Revoked,
-    Verification,
+    ServerFacts, ServerIdentity, Verification,
 };
 use kairos_domain::Timestamp;
 use redis::aio::MultiplexedConnection;
@@ -147,6 +147,8 @@ pub struct RedisConnector {
     admin: Client,
     /// The same server without any credentials: the fresh connection of `verify_gone`.
     probe: Client,
+    /// The admin URL's `host:port` (one fact of the server's identity).
+    admin_addr: String,
     /// Host and port handed to workloads.
     host: String,
     port: u16,
@@ -228,6 +230,7 @@ impl RedisConnector {
         let probe = Client::open(info.set_redis_settings(probe_settings))
             .map_err(|_| failed("the admin URL could not be used"))?;
         Ok(Self {
+            admin_addr: format!("{admin_host}:{port}"),
             host: connect_host.unwrap_or(admin_host),
             port,
             target,
@@ -553,6 +556,40 @@ impl Connector for RedisConnector {
                  grant's password on a fresh connection was refused with WRONGPASS",
                 self.target
             ),
+        })
+    }
+
+    async fn server_facts(&self) -> Result<ServerFacts, ConnectorError> {
+        // The admin URL's address (one address from one Kairos is one server) and, when the
+        // admin may run INFO, the server's run_id (random per server process) with its port.
+        let mut connection = self.admin().await?;
+        let mut facts = vec![format!("redis address {}", self.admin_addr)];
+        match self
+            .run::<String>(&mut connection, redis::cmd("INFO").arg("server"))
+            .await
+        {
+            Ok(info) => {
+                let field = |name: &str| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                        .map(str::trim)
+                };
+                if let (Some(run_id), Some(port)) = (field("run_id"), field("tcp_port")) {
+                    facts.push(format!("redis run_id {run_id} port {port}"));
+                }
+            }
+            Err(e) if classify(&e) == Class::Unreachable => {
+                return Err(self.error("INFO server", &e));
+            }
+            Err(e) => tracing::debug!(
+                target_name = %self.target,
+                error = %self.error("INFO server", &e),
+                "the admin may not run INFO: the server is known by its address alone"
+            ),
+        }
+        Ok(ServerFacts {
+            identity: ServerIdentity::new(facts),
+            warnings: Vec::new(),
         })
     }
 

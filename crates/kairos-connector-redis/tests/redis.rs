@@ -363,6 +363,7 @@ async fn a_down_target_is_unreachable_quickly() {
         redis.revoke(&acct).await.err(),
         redis.verify_gone(&acct, Some(&pw)).await.err(),
         redis.list_managed().await.err(),
+        redis.server_facts().await.err(),
     ];
     for err in errors {
         let err = err.expect("the operation must fail");
@@ -566,4 +567,70 @@ async fn secrets_stay_out_of_debug() {
     let s = SecretString::from("redis://:dbg-pw-77@127.0.0.1:6379".to_owned());
     let redis = RedisConnector::new(kairos_connector_redis::RedisSettings::new("t", s)).unwrap();
     assert!(!format!("{redis:?}").contains("dbg-pw-77"));
+}
+
+/// ACL users are server-wide: two targets on one Redis reach the same server (by run_id,
+/// whatever address they use), a private Redis is another one, and an admin that may not
+/// run INFO is known by its address.
+#[tokio::test]
+async fn server_identity_tells_servers_apart() {
+    let a = connector(SHARED_URL, &unique_prefix())
+        .server_facts()
+        .await
+        .unwrap();
+    let b = connector("redis://localhost:6379", &unique_prefix())
+        .server_facts()
+        .await
+        .unwrap();
+    assert!(
+        a.identity.same_server(&b.identity),
+        "{} / {}",
+        a.identity,
+        b.identity
+    );
+    assert!(a.identity.to_string().contains("run_id"), "{}", a.identity);
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+
+    let private = PrivateRedis::start(&[]);
+    let other = connector(&private.url(), &unique_prefix())
+        .server_facts()
+        .await
+        .unwrap();
+    assert!(
+        !other.identity.same_server(&a.identity),
+        "{} / {}",
+        other.identity,
+        a.identity
+    );
+
+    // An admin without INFO: the address alone, which still matches the same address.
+    let mut admin = admin(&private.url());
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("noinfo")
+        .arg("on")
+        .arg(">noinfo-pw")
+        .arg("+@all")
+        .arg("-info")
+        .arg("~*")
+        .exec(&mut admin)
+        .unwrap();
+    let noinfo_url = private
+        .url()
+        .replacen("redis://", "redis://noinfo:noinfo-pw@", 1);
+    let limited = connector(&noinfo_url, &unique_prefix())
+        .server_facts()
+        .await
+        .unwrap();
+    assert!(
+        !limited.identity.to_string().contains("run_id"),
+        "{}",
+        limited.identity
+    );
+    assert!(
+        limited.identity.same_server(&other.identity),
+        "{} / {}",
+        limited.identity,
+        other.identity
+    );
 }

@@ -81,6 +81,54 @@ pub struct Verification {
     pub evidence: String,
 }
 
+/// Which server a target reaches, as facts the server tells about itself (e.g. PostgreSQL's
+/// `system_identifier`, Redis's `run_id`). Accounts are server-wide (PostgreSQL roles,
+/// MariaDB users, Redis ACL users), so two targets that reach one server share them even
+/// when their admin URLs differ. Two identities name the same server when they share a
+/// fact: a connector whose admin may read only some facts still matches one that reads all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerIdentity {
+    facts: std::collections::BTreeSet<String>,
+}
+
+impl ServerIdentity {
+    /// An identity from facts that each, alone, single out one server (one running server at
+    /// least), e.g. `postgres system_identifier 7715874339604256922`. Empty facts are dropped.
+    pub fn new(facts: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            facts: facts.into_iter().filter(|f| !f.is_empty()).collect(),
+        }
+    }
+
+    /// True when both identities share a fact: the same server.
+    pub fn same_server(&self, other: &Self) -> bool {
+        !self.facts.is_disjoint(&other.facts)
+    }
+}
+
+impl std::fmt::Display for ServerIdentity {
+    /// The facts, `; `-separated (no secret is among them).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, fact) in self.facts.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            f.write_str(fact)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a target's server says about itself when Kairos asks (at start, at apply, and before
+/// the reconciler first removes anything there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFacts {
+    pub identity: ServerIdentity,
+    /// Conditions an operator should fix, in a sentence each (e.g. MariaDB's event
+    /// scheduler is off, so its native expiry will not run). They do not stop anything.
+    pub warnings: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     /// The target cannot be reached (down, refused, timed out): retry later.
@@ -133,6 +181,10 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
         password: Option<&SecretString>,
     ) -> Result<Verification, ConnectorError>;
 
+    /// Which server the admin URL reaches, and what should be fixed there. Asks the server
+    /// (an admin connection); `Unreachable` when it cannot be reached.
+    async fn server_facts(&self) -> Result<ServerFacts, ConnectorError>;
+
     /// Every account with the managed prefix that exists now.
     async fn list_managed(&self) -> Result<Vec<AccountName>, ConnectorError>;
 
@@ -160,5 +212,23 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
             out.push(self.verify_gone(account, password.as_ref()).await);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerIdentity;
+
+    fn id(facts: &[&str]) -> ServerIdentity {
+        ServerIdentity::new(facts.iter().map(|f| (*f).to_owned()))
+    }
+
+    #[test]
+    fn one_shared_fact_is_one_server() {
+        assert!(id(&["sys 1", "started 5"]).same_server(&id(&["started 5"])));
+        assert!(!id(&["sys 1"]).same_server(&id(&["sys 2"])));
+        // No facts match nothing, not even each other.
+        assert!(!id(&[""]).same_server(&id(&[])));
+        assert_eq!(id(&["b", "a"]).to_string(), "a; b");
     }
 }

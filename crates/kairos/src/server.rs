@@ -198,7 +198,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let diff = broker
             .apply_config(&Principal::System("bootstrap"), bundle)
             .await
-            .context("applying the configuration")?;
+            .context("applying the configuration")?
+            .diff;
         tracing::info!(
             created = diff.created.len(),
             changed = diff.changed.len(),

@@ -103,21 +103,32 @@ fn sh(cmd: &str) {
 }
 
 fn cleanup_servers() {
-    sh("psql -h 127.0.0.1 -U postgres -d postgres -Atc \"SELECT rolname FROM pg_roles WHERE rolname LIKE 'demo\\_pg\\_%'\" \
+    sh(
+        "psql -h 127.0.0.1 -U postgres -d postgres -Atc \"SELECT rolname FROM pg_roles WHERE rolname LIKE 'demo\\_pg\\_%'\" \
         | while read -r r; do psql -h 127.0.0.1 -U postgres -d kairos_demo -c \"DROP OWNED BY \\\"$r\\\"\"; \
-          psql -h 127.0.0.1 -U postgres -d postgres -c \"DROP ROLE IF EXISTS \\\"$r\\\"\"; done");
-    sh("psql -h 127.0.0.1 -U postgres -d postgres -c 'DROP DATABASE IF EXISTS kairos_demo WITH (FORCE)'");
-    sh("mariadb -h 127.0.0.1 -u root -Nse \"SELECT CONCAT('DROP USER ''', user, '''@''', host, ''';') FROM mysql.user WHERE user LIKE 'demo\\_my\\_%'\" \
-        | mariadb -h 127.0.0.1 -u root");
+          psql -h 127.0.0.1 -U postgres -d postgres -c \"DROP ROLE IF EXISTS \\\"$r\\\"\"; done",
+    );
+    sh(
+        "psql -h 127.0.0.1 -U postgres -d postgres -c 'DROP DATABASE IF EXISTS kairos_demo WITH (FORCE)'",
+    );
+    sh(
+        "mariadb -h 127.0.0.1 -u root -Nse \"SELECT CONCAT('DROP USER ''', user, '''@''', host, ''';') FROM mysql.user WHERE user LIKE 'demo\\_my\\_%'\" \
+        | mariadb -h 127.0.0.1 -u root",
+    );
     sh("mariadb -h 127.0.0.1 -u root -e 'DROP DATABASE IF EXISTS kairos_demo'");
-    sh("redis-cli -h 127.0.0.1 ACL USERS | grep '^demo_rd_' | while read -r u; do redis-cli -h 127.0.0.1 ACL DELUSER \"$u\"; done");
+    sh(
+        "redis-cli -h 127.0.0.1 ACL USERS | grep '^demo_rd_' | while read -r u; do redis-cli -h 127.0.0.1 ACL DELUSER \"$u\"; done",
+    );
 }
 
 #[test]
 fn readme_walkthroughs_run_as_written() {
     let root = repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let blocks: Vec<String> = SECTIONS.iter().flat_map(|s| sh_blocks(&readme, s)).collect();
+    let blocks: Vec<String> = SECTIONS
+        .iter()
+        .flat_map(|s| sh_blocks(&readme, s))
+        .collect();
     assert!(
         blocks.len() >= 8,
         "expected the walk-throughs' blocks, found {}",
