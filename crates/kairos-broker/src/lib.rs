@@ -9,6 +9,7 @@
 
 mod accounts;
 mod auth;
+pub mod checkpoints;
 mod connector;
 pub mod ending;
 mod error;
@@ -30,6 +31,7 @@ use kairos_domain::{Clock, Timestamp};
 use kairos_store::Store;
 
 pub use auth::Caller;
+pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus};
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
@@ -58,6 +60,10 @@ pub struct BrokerSettings {
     pub revocation_lease: Duration,
     /// For crash tests only: abort the process at this point (see [`CrashPoint`]).
     pub danger_crash_at: Option<CrashPoint>,
+    /// Where signed audit checkpoints are appended (besides the log), if anywhere.
+    pub audit_checkpoint_file: Option<std::path::PathBuf>,
+    /// How often a checkpoint is made when the audit head has moved.
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// Points where a crash test asks the broker to die abruptly, as a SIGKILL would:
@@ -102,6 +108,8 @@ impl Default for BrokerSettings {
             provisioning_grace: Duration::from_secs(60),
             revocation_lease: Duration::from_secs(30),
             danger_crash_at: None,
+            audit_checkpoint_file: None,
+            audit_checkpoint_interval: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -126,6 +134,8 @@ pub struct Broker {
     revoke_work: tokio::sync::Notify,
     /// Bumped on every request change, for long-polls.
     request_events: tokio::sync::watch::Sender<u64>,
+    /// Signed audit checkpoints: where they go, and the head verified so far.
+    checkpointer: checkpoints::Checkpointer,
 }
 
 impl std::fmt::Debug for Broker {
@@ -163,6 +173,7 @@ impl Broker {
         let keys = keys::load_or_create(&*store, &*clock, &master, &settings).await?;
         let targets = targets::Targets::from_catalog(&catalog)?;
         let (request_events, _) = tokio::sync::watch::channel(0);
+        let checkpointer = checkpoints::Checkpointer::new(settings.audit_checkpoint_file.clone());
         let broker = Arc::new(Self {
             store,
             clock,
@@ -177,6 +188,7 @@ impl Broker {
             expirer_wakes_at: std::sync::atomic::AtomicI64::new(i64::MAX),
             revoke_work: tokio::sync::Notify::new(),
             request_events,
+            checkpointer,
         });
         broker.refresh_gauges().await?;
         Ok(broker)
