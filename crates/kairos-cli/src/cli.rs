@@ -253,6 +253,9 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         checkpoints: Option<std::path::PathBuf>,
     },
+    /// Sign the chain's head now: the server appends the checkpoint to its checkpoint
+    /// file and log, and it is printed here.
+    Checkpoint,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -550,6 +553,13 @@ mod tests {
                 command: Some(AuditCommand::Verify { checkpoints: Some(f) }),
                 ..
             }) if f.to_str() == Some("cp.jsonl")
+        ));
+        assert!(matches!(
+            ok("audit checkpoint").1,
+            Command::Audit(AuditArgs {
+                command: Some(AuditCommand::Checkpoint),
+                ..
+            })
         ));
         assert!(matches!(
             ok("audit").1,

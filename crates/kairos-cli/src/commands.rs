@@ -432,6 +432,26 @@ async fn apply(api: &Api, file: &std::path::Path, io: &mut Io<'_>) -> Result<Exi
 }
 
 async fn audit(api: &Api, a: AuditArgs, io: &mut Io<'_>) -> Result<Exit, CliError> {
+    if let Some(AuditCommand::Checkpoint) = a.command {
+        let ans = api
+            .send(
+                Method::POST,
+                &["v1", "audit", "checkpoints"],
+                Some(&json!({})),
+            )
+            .await?;
+        io.show(&ans, || {
+            let line = json!({
+                "seq": ans.json["seq"],
+                "hash": ans.json["hash"],
+                "at": ans.json["at"],
+                "kid": ans.json["kid"],
+                "checkpoint": ans.json["checkpoint"],
+            });
+            Ok(format!("{line}\n"))
+        })?;
+        return Ok(Exit::Success);
+    }
     if let Some(AuditCommand::Verify {
         checkpoints: Some(file),
     }) = &a.command

@@ -174,6 +174,14 @@ fn an_untouched_chain_extends_every_checkpoint() {
         "{out}"
     );
 
+    // The CLI makes one on demand and prints the line the file got.
+    let made = s.server.cli(ADMIN, &["audit", "checkpoint"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let printed: Value = serde_json::from_str(stdout(&made).trim()).unwrap();
+    let lines = checkpoint_lines(&s.file);
+    assert_eq!(lines.len(), n + 1);
+    assert_eq!(lines[n], printed);
+
     // Who may make one: admin, operator, auditor; an approver may not.
     for (name, role, status) in [
         ("olga", "operator", 201),
