@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, Auth};
 use crate::inputs::{check_add_user, check_rotate, config_bundle};
-use crate::views::{AddUserBody, ConfigBundleBody, RotateBody};
+use crate::views::{AddUserBody, ConfigBundleBody, RotateBody, VerifyCheckpointsBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApplyResponse {
@@ -207,6 +207,95 @@ pub async fn audit_verify(
         records: report.records,
         broken_at: report.broken.as_ref().map(|b| b.seq),
         problem: report.broken.map(|b| b.problem),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// The head record signed.
+    pub seq: i64,
+    pub hash: String,
+    pub at: String,
+    /// The key that signed it (in the JWKS).
+    pub kid: String,
+    /// The compact JWS over `{iss, seq, hash, at}`.
+    pub checkpoint: String,
+}
+
+/// Sign the audit chain's head now (admin, operator, auditor); the checkpoint is also
+/// appended to the checkpoint file and logged.
+#[utoipa::path(post, path = "/v1/audit/checkpoints", tag = "admin",
+    responses((status = 201, body = CheckpointView), (status = 403, body = ErrorBody),
+        (status = 409, description = "the audit log is empty or its chain is broken", body = ErrorBody)))]
+pub async fn audit_checkpoint(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<(StatusCode, Json<CheckpointView>)> {
+    let c = s.broker.checkpoint(&caller).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CheckpointView {
+            seq: c.seq,
+            hash: c.hash,
+            at: c.at.to_rfc3339(),
+            kid: c.kid,
+            checkpoint: c.jws,
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointVerdictView {
+    /// Position of the checkpoint in the request (0-based).
+    pub index: usize,
+    /// The record it signed, when its signature verified.
+    pub seq: Option<i64>,
+    pub kid: Option<String>,
+    /// `extended`, `not_extended` (the chain was rewritten or cut), `forged`,
+    /// `key_gone` (unverifiable: the key is no longer in the JWKS) or `malformed`.
+    pub status: String,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointsVerifyView {
+    /// True when the chain is intact and extends every checkpoint.
+    pub ok: bool,
+    pub records: u64,
+    pub broken_at: Option<i64>,
+    pub problem: Option<String>,
+    pub checkpoints: Vec<CheckpointVerdictView>,
+}
+
+/// Walk the hash chain and check that it still extends every signed checkpoint given.
+#[utoipa::path(post, path = "/v1/audit/verify", tag = "admin", request_body = VerifyCheckpointsBody,
+    responses((status = 200, body = CheckpointsVerifyView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn audit_verify_checkpoints(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<VerifyCheckpointsBody>,
+) -> ApiResult<Json<CheckpointsVerifyView>> {
+    let report = s
+        .broker
+        .verify_checkpoints(&caller, &body.checkpoints)
+        .await?;
+    let ok = report.ok();
+    Ok(Json(CheckpointsVerifyView {
+        ok,
+        records: report.chain.records,
+        broken_at: report.chain.broken.as_ref().map(|b| b.seq),
+        problem: report.chain.broken.map(|b| b.problem),
+        checkpoints: report
+            .checkpoints
+            .into_iter()
+            .map(|c| CheckpointVerdictView {
+                index: c.index,
+                seq: c.seq,
+                kid: c.kid,
+                status: c.status.as_str().into(),
+                problem: c.problem,
+            })
+            .collect(),
     }))
 }
 

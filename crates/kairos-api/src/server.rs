@@ -150,7 +150,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::config))
         .routes(routes!(admin::entitlements))
         .routes(routes!(admin::audit))
-        .routes(routes!(admin::audit_verify))
+        .routes(routes!(
+            admin::audit_verify,
+            admin::audit_verify_checkpoints
+        ))
+        .routes(routes!(admin::audit_checkpoint))
         .routes(routes!(admin::keys, admin::rotate_keys))
         .routes(routes!(admin::add_user, admin::list_users))
         .routes(routes!(admin::revoke_user))

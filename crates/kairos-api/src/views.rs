@@ -309,6 +309,15 @@ pub struct RotateBody {
     pub alg: Option<String>,
 }
 
+/// Checkpoints to check the audit chain against.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyCheckpointsBody {
+    /// Compact JWS checkpoints as published (the `checkpoint` member of each line of the
+    /// checkpoint file).
+    pub checkpoints: Vec<String>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddUserBody {

@@ -552,7 +552,8 @@ impl Broker {
     }
 
     /// Runs the background loops until `shutdown` resolves: the expirer (driven by the
-    /// store's expiry index), the revocation worker, pending-request expiry, key reload.
+    /// store's expiry index), the revocation worker, pending-request expiry, key reload,
+    /// the reconciler and the audit checkpointer.
     pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let expirer = {
             let b = Arc::clone(&self);
@@ -612,6 +613,7 @@ impl Broker {
             })
         };
         let shutdown_reconciler = shutdown.clone();
+        let shutdown_checkpointer = shutdown.clone();
         let housekeeping = {
             let b = Arc::clone(&self);
             tokio::spawn(async move {
@@ -686,7 +688,28 @@ impl Broker {
                 }
             })
         };
-        let _ = tokio::join!(expirer, revoker, housekeeping, reconciler);
+        let checkpointer = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown_checkpointer;
+            tokio::spawn(async move {
+                // The first tick is at once: a start signs the head it finds.
+                let mut tick = tokio::time::interval(b.settings.audit_checkpoint_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    if let Err(e) = b
+                        .publish_checkpoint(crate::checkpoints::Unmoved::Skip)
+                        .await
+                    {
+                        tracing::error!(error = %ErrorChain(&e), "audit checkpoint failed");
+                    }
+                }
+            })
+        };
+        let _ = tokio::join!(expirer, revoker, housekeeping, reconciler, checkpointer);
     }
 }
 

@@ -10,6 +10,7 @@
 mod accounts;
 pub mod apply;
 mod auth;
+pub mod checkpoints;
 mod connector;
 pub mod ending;
 mod error;
@@ -32,6 +33,7 @@ use kairos_store::Store;
 
 pub use apply::{ApplyMode, ApplyOptions, ApplyReport, OrphanedGrant, RemoveAll};
 pub use auth::Caller;
+pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus};
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
@@ -60,6 +62,10 @@ pub struct BrokerSettings {
     pub revocation_lease: Duration,
     /// For crash tests only: abort the process at this point (see [`CrashPoint`]).
     pub danger_crash_at: Option<CrashPoint>,
+    /// Where signed audit checkpoints are appended (besides the log), if anywhere.
+    pub audit_checkpoint_file: Option<std::path::PathBuf>,
+    /// How often a checkpoint is made when the audit head has moved.
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// Points where a crash test asks the broker to die abruptly, as a SIGKILL would:
@@ -104,6 +110,8 @@ impl Default for BrokerSettings {
             provisioning_grace: Duration::from_secs(60),
             revocation_lease: Duration::from_secs(30),
             danger_crash_at: None,
+            audit_checkpoint_file: None,
+            audit_checkpoint_interval: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -128,6 +136,8 @@ pub struct Broker {
     revoke_work: tokio::sync::Notify,
     /// Bumped on every request change, for long-polls.
     request_events: tokio::sync::watch::Sender<u64>,
+    /// Signed audit checkpoints: where they go, and the head verified so far.
+    checkpointer: checkpoints::Checkpointer,
 }
 
 impl std::fmt::Debug for Broker {
@@ -180,6 +190,7 @@ impl Broker {
             }
         });
         let (request_events, _) = tokio::sync::watch::channel(0);
+        let checkpointer = checkpoints::Checkpointer::new(settings.audit_checkpoint_file.clone());
         let broker = Arc::new(Self {
             store,
             clock,
@@ -194,6 +205,7 @@ impl Broker {
             expirer_wakes_at: std::sync::atomic::AtomicI64::new(i64::MAX),
             revoke_work: tokio::sync::Notify::new(),
             request_events,
+            checkpointer,
         });
         broker.refresh_gauges().await?;
         Ok(broker)

@@ -2,10 +2,8 @@
 
 use kairos_config::ConfigBundle;
 use kairos_crypto::api_token::{self, TokenHash, TokenSecret};
-use kairos_domain::{
-    AuditDraft, AuditKind, AuditRecord, ChainVerifier, Principal, TeamName, UserName,
-};
-use kairos_store::{AuditFilter, Role, StoredToken, User};
+use kairos_domain::{AuditDraft, AuditKind, AuditRecord, Principal, TeamName, UserName};
+use kairos_store::{AuditFilter, BootstrapOutcome, Role, StoredToken, User};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::apply::{ApplyOptions, ApplyReport};
@@ -100,9 +98,10 @@ impl Broker {
         Ok(n)
     }
 
-    /// Installs the bootstrap admin token (dev mode's printed token, or
-    /// `KAIROS_ADMIN_TOKEN`), replacing any earlier one.
-    pub async fn install_bootstrap_token(&self, token: &SecretString) -> Result<()> {
+    /// Installs the bootstrap admin token (dev mode's token, or `KAIROS_ADMIN_TOKEN`), but
+    /// only into a store where no admin has a live token, and never a secret that was
+    /// revoked. Says in the log what it did and, when it did nothing, why.
+    pub async fn install_bootstrap_token(&self, token: &SecretString) -> Result<BootstrapOutcome> {
         let now = self.now();
         let user = User {
             name: UserName::parse("admin").map_err(BrokerError::internal)?,
@@ -119,10 +118,37 @@ impl Broker {
         };
         let audit = AuditDraft::new(AuditKind::UserCreated, Principal::System("bootstrap"))
             .data(serde_json::json!({ "user": "admin", "role": "admin", "bootstrap": true }));
-        self.store
+        let outcome = self
+            .store
             .put_bootstrap_token(&user, &stored, audit)
             .await?;
-        Ok(())
+        match &outcome {
+            BootstrapOutcome::Installed => tracing::info!(
+                "bootstrap admin token installed for user admin: the store had no admin with a live token"
+            ),
+            BootstrapOutcome::AlreadyInstalled => {
+                tracing::info!("bootstrap admin token already installed; nothing to do")
+            }
+            BootstrapOutcome::AdminExists { admins } => {
+                let admins: Vec<&str> = admins.iter().map(UserName::as_str).collect();
+                tracing::warn!(
+                    admins = %admins.join(", "),
+                    "the admin token given at start was ignored: the store already has an admin with a live token; \
+                     create more people with `kairos user add` instead"
+                );
+            }
+            BootstrapOutcome::Revoked { at } => tracing::warn!(
+                revoked_at = %at.to_rfc3339(),
+                "the admin token given at start was ignored: it was revoked and stays revoked; \
+                 to recover a store with no admin, start once with a new KAIROS_ADMIN_TOKEN"
+            ),
+        }
+        Ok(outcome)
+    }
+
+    /// True when some enabled admin has a live API token.
+    pub async fn has_live_admin(&self) -> Result<bool> {
+        Ok(self.store.has_live_admin().await?)
     }
 
     /// Validates and applies a configuration bundle; all or nothing. Grants whose
@@ -152,39 +178,5 @@ impl Broker {
         let mut records = self.store.list_audit(filter).await?;
         records.reverse();
         Ok(records)
-    }
-
-    /// Walks the whole chain and names the first bad record.
-    pub async fn verify_audit(&self, caller: &Caller) -> Result<ChainReport> {
-        caller.require_role(&[Role::Auditor, Role::Operator], "verify the audit log")?;
-        let mut verifier = ChainVerifier::default();
-        let mut after = 0;
-        loop {
-            let page = self.store.audit_page(after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for r in &page {
-                if let Err(e) = verifier.push(r) {
-                    return Ok(ChainReport {
-                        records: verifier.checked,
-                        broken: Some(e),
-                    });
-                }
-            }
-        }
-        // A deleted tail is caught by the head row the store keeps.
-        if let Some(problem) = self.store.audit_head_mismatch(after).await? {
-            return Ok(ChainReport {
-                records: verifier.checked,
-                broken: Some(kairos_domain::ChainError {
-                    seq: after + 1,
-                    problem,
-                }),
-            });
-        }
-        Ok(ChainReport {
-            records: verifier.checked,
-            broken: None,
-        })
     }
 }

@@ -288,7 +288,16 @@ pub struct AuditArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain and name the first tampered record.
-    Verify,
+    Verify {
+        /// Also prove the chain still extends every signed checkpoint in this file (the
+        /// server's --audit-checkpoints / [server] audit_checkpoint_file): catches a
+        /// store writer who cut the tail or recomputed every hash.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<std::path::PathBuf>,
+    },
+    /// Sign the chain's head now: the server appends the checkpoint to its checkpoint
+    /// file and log, and it is printed here.
+    Checkpoint,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -616,7 +625,21 @@ mod tests {
         assert!(matches!(
             ok("audit verify").1,
             Command::Audit(AuditArgs {
-                command: Some(AuditCommand::Verify),
+                command: Some(AuditCommand::Verify { checkpoints: None }),
+                ..
+            })
+        ));
+        assert!(matches!(
+            ok("audit verify --checkpoints cp.jsonl").1,
+            Command::Audit(AuditArgs {
+                command: Some(AuditCommand::Verify { checkpoints: Some(f) }),
+                ..
+            }) if f.to_str() == Some("cp.jsonl")
+        ));
+        assert!(matches!(
+            ok("audit checkpoint").1,
+            Command::Audit(AuditArgs {
+                command: Some(AuditCommand::Checkpoint),
                 ..
             })
         ));

@@ -491,7 +491,56 @@ async fn apply(
 }
 
 async fn audit(api: &Api, a: AuditArgs, io: &mut Io<'_>) -> Result<Exit, CliError> {
-    if let Some(AuditCommand::Verify) = a.command {
+    if let Some(AuditCommand::Checkpoint) = a.command {
+        let ans = api
+            .send(
+                Method::POST,
+                &["v1", "audit", "checkpoints"],
+                Some(&json!({})),
+            )
+            .await?;
+        io.show(&ans, || {
+            let line = json!({
+                "seq": ans.json["seq"],
+                "hash": ans.json["hash"],
+                "at": ans.json["at"],
+                "kid": ans.json["kid"],
+                "checkpoint": ans.json["checkpoint"],
+            });
+            Ok(format!("{line}\n"))
+        })?;
+        return Ok(Exit::Success);
+    }
+    if let Some(AuditCommand::Verify {
+        checkpoints: Some(file),
+    }) = &a.command
+    {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            CliError::Usage(format!(
+                "cannot read checkpoint file {}: {e}",
+                file.display()
+            ))
+        })?;
+        let lines = checkpoint_lines(&file.display().to_string(), &text)?;
+        let body = json!({ "checkpoints": lines.iter().map(|(_, c)| c).collect::<Vec<_>>() });
+        let ans = api
+            .send(Method::POST, &["v1", "audit", "verify"], Some(&body))
+            .await?;
+        let v: wire::CheckpointsVerify = ans.decode()?;
+        let places: Vec<String> = lines
+            .iter()
+            .map(|(n, _)| format!("{}:{n}", file.display()))
+            .collect();
+        let (out, err) = render::checkpoints_verified(&v, &places);
+        if io.json() {
+            io.out(&render::pretty(&ans.json))?;
+        } else {
+            io.out(&out)?;
+        }
+        io.err(&err)?;
+        return Ok(if v.ok { Exit::Success } else { Exit::Failure });
+    }
+    if let Some(AuditCommand::Verify { checkpoints: None }) = a.command {
         let ans = api.get(&["v1", "audit", "verify"], &[]).await?;
         let v: wire::Verify = ans.decode()?;
         let (out, err) = render::verified(&v);
@@ -640,11 +689,56 @@ async fn exchange(api: &Api, a: ExchangeArgs, io: &mut Io<'_>) -> Result<Exit, C
     Ok(Exit::Success)
 }
 
+/// The checkpoints of a checkpoint file with their line numbers: one JSON object a
+/// line with a `checkpoint` string (as `kairos server` writes them); blank lines skipped.
+fn checkpoint_lines(file: &str, text: &str) -> Result<Vec<(usize, String)>, CliError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let checkpoint = serde_json::from_str::<Value>(line)
+            .ok()
+            .and_then(|v| v.get("checkpoint").and_then(Value::as_str).map(str::to_owned))
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{file}:{}: not a checkpoint line: expected a JSON object with a \"checkpoint\" string, as kairos server writes them",
+                    i + 1
+                ))
+            })?;
+        out.push((i + 1, checkpoint));
+    }
+    if out.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{file} holds no checkpoints; the server writes them with --audit-checkpoints FILE or [server] audit_checkpoint_file"
+        )));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn checkpoint_files_are_read_line_by_line() {
+        let text = "{\"seq\":1,\"checkpoint\":\"a.b.c\"}\n\n{\"checkpoint\":\"d.e.f\"}\n";
+        let lines = checkpoint_lines("cp.jsonl", text)
+            .map_err(|e| e.to_string())
+            .unwrap();
+        assert_eq!(lines, [(1, "a.b.c".to_owned()), (3, "d.e.f".to_owned())]);
+        let bad = checkpoint_lines("cp.jsonl", "{\"checkpoint\":\"a.b.c\"}\nnope\n")
+            .map_err(|e| e.to_string())
+            .unwrap_err();
+        assert!(
+            bad.starts_with("cp.jsonl:2: not a checkpoint line"),
+            "{bad}"
+        );
+        assert!(checkpoint_lines("cp.jsonl", "\n").is_err());
+    }
 
     fn run_settled(
         json: Value,

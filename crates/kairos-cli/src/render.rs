@@ -661,6 +661,46 @@ pub fn verified(v: &wire::Verify) -> (String, String) {
     }
 }
 
+/// `audit verify --checkpoints`: (stdout, stderr). `places` names each checkpoint
+/// (`file:line`) in the order sent.
+pub fn checkpoints_verified(v: &wire::CheckpointsVerify, places: &[String]) -> (String, String) {
+    let (mut out, mut err) = verified(&wire::Verify {
+        ok: v.broken_at.is_none() && v.problem.is_none(),
+        records: v.records,
+        broken_at: v.broken_at,
+        problem: v.problem.clone(),
+    });
+    let good = v
+        .checkpoints
+        .iter()
+        .filter(|c| c.status == "extended")
+        .count();
+    for c in v.checkpoints.iter().filter(|c| c.status != "extended") {
+        let place = places
+            .get(c.index)
+            .map_or_else(|| format!("checkpoint {}", c.index + 1), Clone::clone);
+        let record = c.seq.map(|s| format!(" (record {s})")).unwrap_or_default();
+        let what = match c.status.as_str() {
+            "not_extended" => "CHAIN DOES NOT EXTEND IT",
+            "forged" => "FORGED",
+            "key_gone" => "UNVERIFIABLE (key gone)",
+            _ => "NOT A CHECKPOINT",
+        };
+        let problem = clean(c.problem.as_deref().unwrap_or("unknown problem"));
+        err.push_str(&format!("checkpoint {place}{record}: {what}: {problem}\n"));
+    }
+    let n = v.checkpoints.len() as u64;
+    if v.ok {
+        out.push_str(&format!("extends all {n} checkpoint{}\n", plural_u64(n)));
+    } else if good > 0 {
+        err.push_str(&format!(
+            "{good} of {n} checkpoint{} extended\n",
+            plural_u64(n)
+        ));
+    }
+    (out, err)
+}
+
 fn plural_u64(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
@@ -1072,6 +1112,30 @@ mod tests {
                 String::new(),
                 "AUDIT CHAIN BROKEN at record 17: hash does not match its contents\n".into()
             )
+        );
+    }
+
+    #[test]
+    fn checkpoint_verdicts_name_file_line_and_why() {
+        let places = ["cp.jsonl:1".to_owned(), "cp.jsonl:2".to_owned()];
+        let ok: wire::CheckpointsVerify = from(json!({"ok": true, "records": 9,
+            "checkpoints": [{"index": 0, "seq": 4, "status": "extended"},
+                            {"index": 1, "seq": 9, "status": "extended"}]}));
+        assert_eq!(
+            checkpoints_verified(&ok, &places),
+            (
+                "audit chain intact: 9 records\nextends all 2 checkpoints\n".into(),
+                String::new()
+            )
+        );
+        let bad: wire::CheckpointsVerify = from(json!({"ok": false, "records": 9,
+            "checkpoints": [{"index": 0, "seq": 4, "status": "extended"},
+                            {"index": 1, "status": "forged", "problem": "forged: bad signature"}]}));
+        let (out, err) = checkpoints_verified(&bad, &places);
+        assert_eq!(out, "audit chain intact: 9 records\n");
+        assert_eq!(
+            err,
+            "checkpoint cp.jsonl:2: FORGED: forged: bad signature\n1 of 2 checkpoints extended\n"
         );
     }
 

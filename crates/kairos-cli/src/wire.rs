@@ -241,6 +241,26 @@ pub struct Verify {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
+pub struct CheckpointVerdict {
+    pub index: usize,
+    pub seq: Option<i64>,
+    pub kid: Option<String>,
+    pub status: String,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CheckpointsVerify {
+    pub ok: bool,
+    pub records: u64,
+    pub broken_at: Option<i64>,
+    pub problem: Option<String>,
+    pub checkpoints: Vec<CheckpointVerdict>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct Keys {
     pub current_kid: String,
     pub jwks: Jwks,

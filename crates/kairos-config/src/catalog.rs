@@ -89,6 +89,11 @@ pub struct ServerSettings {
     pub pending_timeout: Ttl,
     /// The key that seals secrets at rest; `None` leaves the choice to the server.
     pub master_key: Option<SecretRef>,
+    /// Where signed audit checkpoints are appended (relative paths: to the server's
+    /// working directory); `None`: the log only.
+    pub audit_checkpoint_file: Option<String>,
+    /// How often the audit head is signed when it has moved.
+    pub audit_checkpoint_interval: Ttl,
 }
 
 impl Default for ServerSettings {
@@ -98,6 +103,8 @@ impl Default for ServerSettings {
             store: StoreLocation::Url("sqlite://.kairos/kairos.db".into()),
             pending_timeout: const_ttl(3600),
             master_key: None,
+            audit_checkpoint_file: None,
+            audit_checkpoint_interval: const_ttl(300),
         }
     }
 }

@@ -1052,6 +1052,8 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
     let pending_timeout = t.opt(cx, "pending_timeout", Ttl::parse);
     let key_file = t.opt(cx, "master_key_file", file_path);
     let key_env = t.opt(cx, "master_key_env", env_name);
+    let checkpoint_file = t.opt(cx, "audit_checkpoint_file", file_path);
+    let checkpoint_interval = t.opt(cx, "audit_checkpoint_interval", Ttl::parse);
     let store = one_of(cx, &t, ("store", store), ("store_env", store_env));
     let master_key = one_of(
         cx,
@@ -1068,11 +1070,26 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
             "pending_timeout",
             "master_key_file",
             "master_key_env",
+            "audit_checkpoint_file",
+            "audit_checkpoint_interval",
         ],
     );
     let defaults = ServerSettings::default();
-    let (Ok(listen), Ok(store), Ok(pending_timeout), Ok(master_key)) =
-        (listen, store, pending_timeout, master_key)
+    let (
+        Ok(listen),
+        Ok(store),
+        Ok(pending_timeout),
+        Ok(master_key),
+        Ok(checkpoint_file),
+        Ok(checkpoint_interval),
+    ) = (
+        listen,
+        store,
+        pending_timeout,
+        master_key,
+        checkpoint_file,
+        checkpoint_interval,
+    )
     else {
         return None;
     };
@@ -1088,6 +1105,9 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
             Either::First(path) => SecretRef::File(path),
             Either::Second(var) => SecretRef::Env(var),
         }),
+        audit_checkpoint_file: checkpoint_file.map(|f| f.value),
+        audit_checkpoint_interval: checkpoint_interval
+            .map_or(defaults.audit_checkpoint_interval, |a| a.value),
     })
 }
 

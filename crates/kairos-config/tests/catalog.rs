@@ -1302,3 +1302,24 @@ fn diff_sees_changed_grants_and_target_settings() {
     let rotated = load(&dbs(DB_ENTITLEMENTS).replace("CACHE_ADMIN_URL", "CACHE_ADMIN_URL_V2"));
     assert_eq!(Catalog::diff(&old, &rotated).changed, ["target cache"]);
 }
+
+#[test]
+fn audit_checkpoint_settings() {
+    let defaults = load("[server]\n");
+    let server = defaults.server().unwrap();
+    assert_eq!(server.audit_checkpoint_file, None);
+    assert_eq!(server.audit_checkpoint_interval, Ttl::parse("5m").unwrap());
+    let set = load(
+        "[server]\naudit_checkpoint_file = \"/var/lib/kairos/checkpoints.jsonl\"\naudit_checkpoint_interval = \"30s\"\n",
+    );
+    let server = set.server().unwrap();
+    assert_eq!(
+        server.audit_checkpoint_file.as_deref(),
+        Some("/var/lib/kairos/checkpoints.jsonl")
+    );
+    assert_eq!(server.audit_checkpoint_interval, Ttl::parse("30s").unwrap());
+    check(
+        "[server]\naudit_checkpoint_interval = \"often\"\n",
+        &["kairos.toml:2: server.audit_checkpoint_interval:"],
+    );
+}

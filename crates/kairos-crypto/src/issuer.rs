@@ -16,6 +16,10 @@ use secrecy::SecretSlice;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod checkpoint;
+
+pub use checkpoint::{CheckpointClaims, CheckpointError};
+
 use crate::checked::Checked;
 use crate::jwk::PublicKey;
 use crate::jws::{self, Alg};

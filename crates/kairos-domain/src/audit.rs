@@ -250,6 +250,12 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// The last record verified so far: its `seq` and `hash` (0 and the genesis hash
+    /// before the first).
+    pub fn head(&self) -> (i64, &str) {
+        (self.expected_seq - 1, &self.prev_hash)
+    }
+
     pub fn push(&mut self, r: &AuditRecord) -> Result<(), ChainError> {
         if r.seq != self.expected_seq {
             return Err(ChainError {
@@ -279,6 +285,36 @@ impl ChainVerifier {
     }
 }
 
+/// Whether the chain still extends a signed checkpoint of record `seq` with `hash`:
+/// `found` is the hash the chain holds at `seq` now (None if it has no such record),
+/// `head_seq` the last record of the chain. None when it extends the checkpoint,
+/// otherwise what was done to the chain. Only the chain's own checks
+/// ([`verify_chain`]) prove that the records *before* `seq` are unchanged too.
+pub fn checkpoint_problem(
+    seq: i64,
+    hash: &str,
+    found: Option<&str>,
+    head_seq: i64,
+) -> Option<String> {
+    if seq < 1 {
+        return Some(format!(
+            "it signs record {seq}, and records are numbered from 1"
+        ));
+    }
+    match found {
+        Some(found) if found == hash => None,
+        Some(found) => Some(format!(
+            "record {seq} now has hash {found} but the checkpoint signed {hash}: \
+             the chain was rewritten at or before record {seq}"
+        )),
+        None if seq > head_seq => Some(format!(
+            "the chain ends at record {head_seq} but the checkpoint signed record {seq}: \
+             records were deleted from the end"
+        )),
+        None => Some(format!("record {seq} is missing: records were deleted")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +338,27 @@ mod tests {
             (Err(e), Some(seq)) => assert_eq!(e.seq, seq, "{e}"),
             (got, want) => panic!("got {got:?}, wanted break at {want:?}"),
         }
+    }
+
+    #[test]
+    fn checkpoints_are_extended_or_say_why_not() {
+        let c = chain(5);
+        let (seq, hash) = (3, c[2].hash.as_str());
+        assert_eq!(checkpoint_problem(seq, hash, Some(hash), 5), None);
+        let rewritten = checkpoint_problem(seq, hash, Some(&c[1].hash), 5).unwrap();
+        assert!(
+            rewritten.contains("rewritten at or before record 3"),
+            "{rewritten}"
+        );
+        let cut = checkpoint_problem(seq, hash, None, 2).unwrap();
+        assert!(cut.contains("ends at record 2"), "{cut}");
+        assert!(checkpoint_problem(0, hash, None, 5).is_some());
+        let mut v = ChainVerifier::default();
+        assert_eq!(v.head(), (0, GENESIS_HASH));
+        for r in &c {
+            v.push(r).unwrap();
+        }
+        assert_eq!(v.head(), (5, c[4].hash.as_str()));
     }
 
     #[test]

@@ -13,7 +13,8 @@ mod task;
 mod ttl;
 
 pub use audit::{
-    AuditDraft, AuditKind, AuditRecord, ChainError, ChainVerifier, GENESIS_HASH, verify_chain,
+    AuditDraft, AuditKind, AuditRecord, ChainError, ChainVerifier, GENESIS_HASH,
+    checkpoint_problem, verify_chain,
 };
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use grant::{

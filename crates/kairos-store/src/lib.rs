@@ -181,17 +181,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Creates a user with its first token. Conflict if the name exists.
     async fn create_user(&self, user: &User, token: &StoredToken, audit: AuditDraft) -> Result<()>;
 
-    /// Installs the bootstrap admin token: creates `user` (or makes the existing one an
-    /// admin again) and stores `token` under its id, replacing an earlier token with that
-    /// id and un-revoking it. Audited.
+    /// Installs the bootstrap admin token, but only while no enabled admin has a live
+    /// token (an empty store, or every admin revoked) and never a secret that was revoked
+    /// before: creates `user` (or makes the
+    /// existing one an admin again) and stores `token` under its id, replacing an earlier
+    /// token with that id and un-revoking it. Audited when installed. Otherwise nothing
+    /// changes and the outcome says why.
     async fn put_bootstrap_token(
         &self,
         user: &User,
         token: &StoredToken,
         audit: AuditDraft,
-    ) -> Result<()>;
+    ) -> Result<BootstrapOutcome>;
 
     async fn get_user(&self, name: &kairos_domain::UserName) -> Result<Option<User>>;
+
+    /// True when some enabled admin has a live (unrevoked) API token.
+    async fn has_live_admin(&self) -> Result<bool>;
 
     async fn list_users(&self) -> Result<Vec<User>>;
 

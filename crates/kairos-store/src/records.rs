@@ -116,6 +116,20 @@ pub struct StoredToken {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// What installing the bootstrap admin token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapOutcome {
+    /// No enabled admin had a live token: the token was installed.
+    Installed,
+    /// This very token is already the bootstrap admin's live token: nothing changed.
+    AlreadyInstalled,
+    /// These admins have live tokens: nothing changed (the token is not reinstated).
+    AdminExists { admins: Vec<UserName> },
+    /// This secret was the bootstrap token once and was revoked at `at`: it stays
+    /// revoked (a store left with no admin is recovered with a new secret).
+    Revoked { at: Timestamp },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredConfig {
     pub version: i64,

@@ -17,8 +17,8 @@ use kairos_domain::{
     TeamName, Timestamp, TransitionError, Ttl, UserName, verify_chain,
 };
 use kairos_store::{
-    AuditFilter, Counts, EndSelector, GrantFilter, GrantStateFilter, RequestChange, RequestFilter,
-    Role, SqlStore, Store, StoreError, StoredKey, StoredToken, User,
+    AuditFilter, BootstrapOutcome, Counts, EndSelector, GrantFilter, GrantStateFilter,
+    RequestChange, RequestFilter, Role, SqlStore, Store, StoreError, StoredKey, StoredToken, User,
 };
 use sqlx::Connection;
 
@@ -1385,15 +1385,40 @@ async fn bootstrap_token_is_replaced(db: Arc<Db>) {
     let bootstrap = || AuditDraft::new(AuditKind::UserCreated, "system:bootstrap");
     let (admin, mut token) = person("admin", Role::Admin);
     token.id = "bootstrap".into();
-    s.put_bootstrap_token(&admin, &token, bootstrap())
-        .await
-        .unwrap();
+    assert!(!s.has_live_admin().await.unwrap());
+    assert_eq!(
+        s.put_bootstrap_token(&admin, &token, bootstrap())
+            .await
+            .unwrap(),
+        BootstrapOutcome::Installed
+    );
+    assert!(s.has_live_admin().await.unwrap());
     assert_eq!(
         s.find_token("bootstrap").await.unwrap(),
         Some((token.clone(), admin.clone()))
     );
+    // The next start with the same secret changes nothing.
+    assert_eq!(
+        s.put_bootstrap_token(&admin, &token, bootstrap())
+            .await
+            .unwrap(),
+        BootstrapOutcome::AlreadyInstalled
+    );
+    // Another secret while the admin is live is not installed.
+    let other = StoredToken {
+        secret_hash: "1".repeat(64),
+        ..token.clone()
+    };
+    assert_eq!(
+        s.put_bootstrap_token(&admin, &other, bootstrap())
+            .await
+            .unwrap(),
+        BootstrapOutcome::AdminExists {
+            admins: vec![admin.name.clone()]
+        }
+    );
 
-    // The next start installs a new secret; a revoked bootstrap token comes back.
+    // Revoked, the same secret does not come back.
     s.revoke_user_tokens(
         &admin.name,
         at(5),
@@ -1401,6 +1426,17 @@ async fn bootstrap_token_is_replaced(db: Arc<Db>) {
     )
     .await
     .unwrap();
+    assert_eq!(
+        s.put_bootstrap_token(&admin, &token, bootstrap())
+            .await
+            .unwrap(),
+        BootstrapOutcome::Revoked { at: at(5) }
+    );
+    let (found, _) = s.find_token("bootstrap").await.unwrap().unwrap();
+    assert_eq!(found.revoked_at, Some(at(5)));
+    assert!(!s.has_live_admin().await.unwrap());
+
+    // A store left with no live admin is recovered with a new secret.
     let replaced = StoredToken {
         secret_hash: "0".repeat(64),
         created_at: at(10),
@@ -1410,9 +1446,12 @@ async fn bootstrap_token_is_replaced(db: Arc<Db>) {
         created_at: at(10),
         ..admin.clone()
     };
-    s.put_bootstrap_token(&later, &replaced, bootstrap())
-        .await
-        .unwrap();
+    assert_eq!(
+        s.put_bootstrap_token(&later, &replaced, bootstrap())
+            .await
+            .unwrap(),
+        BootstrapOutcome::Installed
+    );
     assert_eq!(
         s.find_token("bootstrap").await.unwrap(),
         Some((replaced, admin.clone()))

@@ -11,7 +11,7 @@ use kairos_broker::{Broker, BrokerSettings};
 use kairos_config::{Catalog, ConfigBundle, SecretRef, StoreLocation};
 use kairos_crypto::seal::MasterKey;
 use kairos_domain::{Principal, SystemClock};
-use kairos_store::SqlStore;
+use kairos_store::{BootstrapOutcome, SqlStore};
 use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +41,11 @@ pub struct ServerArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Append signed audit checkpoints to this file (created 0600, append-only), besides
+    /// the log. Overrides [server] audit_checkpoint_file. Keep it where the store's
+    /// writers cannot rewrite it; check with `kairos audit verify --checkpoints FILE`.
+    #[arg(long, value_name = "FILE")]
+    audit_checkpoints: Option<PathBuf>,
     /// Abort a provisioning grant left `provisioning` this long (an interrupted issuance).
     #[arg(long, default_value = "60s", hide = true)]
     provisioning_grace: kairos_domain::Ttl,
@@ -53,10 +58,13 @@ pub struct ServerArgs {
 }
 
 fn init_logging(json: bool) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // Colour only for a person at a terminal: a log file or a pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -188,6 +196,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         danger_crash_at: std::env::var("KAIROS_DANGER_CRASH_AT")
             .ok()
             .and_then(|v| kairos_broker::CrashPoint::parse(&v)),
+        audit_checkpoint_file: args.audit_checkpoints.clone().or_else(|| {
+            server_settings
+                .audit_checkpoint_file
+                .as_ref()
+                .map(PathBuf::from)
+        }),
+        audit_checkpoint_interval: server_settings.audit_checkpoint_interval.as_duration(),
         ..BrokerSettings::default()
     };
     let broker = Broker::start(Arc::new(store), Arc::new(SystemClock), master, settings)
@@ -219,11 +234,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .ok()
             .map(SecretString::from)
     };
+    let mut dev_token_installed = false;
     if let Some(token) = &admin_token {
         if token.expose_secret().len() < 16 {
             bail!("the admin token must be at least 16 characters");
         }
-        broker.install_bootstrap_token(token).await?;
+        dev_token_installed = matches!(
+            broker.install_bootstrap_token(token).await?,
+            BootstrapOutcome::Installed
+        );
+    } else if !broker.has_live_admin().await? {
+        tracing::warn!(
+            "the store has no admin with a live token, so nobody can administer this broker: \
+             start it once with KAIROS_ADMIN_TOKEN set to a secret of at least 16 characters \
+             (e.g. `openssl rand -base64 32`); that creates the user admin with that token"
+        );
     }
 
     println!(
@@ -231,11 +256,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         broker.store().backend()
     );
     if args.dev {
-        if let (None, Some(token)) = (&args.dev_admin_token, &admin_token) {
-            println!(
+        match (&args.dev_admin_token, &admin_token) {
+            (None, Some(token)) if dev_token_installed => println!(
                 "kairos: dev admin token (shown once): {}",
                 token.expose_secret()
-            );
+            ),
+            (None, Some(_)) => println!(
+                "kairos: the store already has an admin; use the token printed at its first start"
+            ),
+            _ => {}
         }
         println!("kairos: export KAIROS_ADDR=http://{addr}");
     }

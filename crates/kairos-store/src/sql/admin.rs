@@ -9,7 +9,7 @@ use super::db::{Db, RunIn};
 use super::codec::{key_from_row, to_json, token_from_row, user_from_row};
 use super::writer::Ctx;
 use super::{SqlStore, audit, conflict};
-use crate::{Result, StoreError, StoredConfig, StoredKey, StoredToken, User};
+use crate::{BootstrapOutcome, Result, StoreError, StoredConfig, StoredKey, StoredToken, User};
 
 const KEY_COLUMNS: &str = "kid, alg, sealed_private, created_at, retire_until";
 const USER_COLUMNS: &str = "name, role, teams, created_at";
@@ -120,15 +120,68 @@ pub(super) async fn create_user(
     write_user(store, user, token, draft, Existing::Conflict).await
 }
 
-/// Creates the bootstrap user or makes it an admin again, and stores its token
-/// (replacing, and un-revoking, an earlier token with the same id).
+/// Installs the bootstrap admin token only while no enabled admin has a live token, and
+/// never a secret that was revoked:
+/// creates the bootstrap user or makes it an admin again, and stores its token (replacing,
+/// and un-revoking, an earlier token with the same id). The look and the write are one
+/// transaction, so replicas starting together cannot both install one.
 pub(super) async fn put_bootstrap_token(
     store: &SqlStore,
     user: &User,
     token: &StoredToken,
     draft: AuditDraft,
-) -> Result<()> {
-    write_user(store, user, token, draft, Existing::Replace).await
+) -> Result<BootstrapOutcome> {
+    check_owner(user, token)?;
+    let (user, token) = (user.clone(), token.clone());
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move {
+                let live = sqlx::query(&format!(
+                    "SELECT u.name AS name, t.id AS id, t.secret_hash AS secret_hash \
+                     FROM users u JOIN api_tokens t ON t.user_name = u.name \
+                     WHERE u.role = 'admin' AND u.disabled_at IS NULL AND t.revoked_at IS NULL \
+                     ORDER BY u.name, t.id{}",
+                    cx.backend.lock_clause()
+                ))
+                .fetch_all_in(&mut *tx)
+                .await?;
+                if live.is_empty() {
+                    // A revoked secret stays revoked: recovery takes a new one.
+                    let earlier =
+                        sqlx::query("SELECT secret_hash, revoked_at FROM api_tokens WHERE id = $1")
+                            .bind(token.id.clone())
+                            .fetch_optional_in(&mut *tx)
+                            .await?;
+                    if let Some(row) = earlier
+                        && row.text("secret_hash")? == token.secret_hash
+                        && let Some(at) = row.opt_int("revoked_at")?
+                    {
+                        return Ok(BootstrapOutcome::Revoked {
+                            at: Timestamp::from_millis(at),
+                        });
+                    }
+                    write_user_in(tx, &cx, &user, &token, draft, Existing::Replace).await?;
+                    return Ok(BootstrapOutcome::Installed);
+                }
+                let mut admins = Vec::with_capacity(live.len());
+                for row in &live {
+                    let (name, id, hash) =
+                        (row.text("name")?, row.text("id")?, row.text("secret_hash")?);
+                    if id == token.id && hash == token.secret_hash && name == user.name.as_str() {
+                        return Ok(BootstrapOutcome::AlreadyInstalled);
+                    }
+                    let name = UserName::parse(name).map_err(|e| StoreError::Corrupt {
+                        id: "user".into(),
+                        problem: e.to_string(),
+                    })?;
+                    if !admins.contains(&name) {
+                        admins.push(name);
+                    }
+                }
+                Ok(BootstrapOutcome::AdminExists { admins })
+            })
+        })
+        .await
 }
 
 /// What writing a user and its token does to a user or token id that exists already.
@@ -222,6 +275,16 @@ pub(super) async fn get_user(store: &SqlStore, name: &UserName) -> Result<Option
         .fetch_optional(&store.reads)
         .await?;
     row.as_ref().map(|r| user_from_row(r, "")).transpose()
+}
+
+pub(super) async fn has_live_admin(store: &SqlStore) -> Result<bool> {
+    let row = sqlx::query(
+        "SELECT u.name FROM users u JOIN api_tokens t ON t.user_name = u.name \
+         WHERE u.role = 'admin' AND u.disabled_at IS NULL AND t.revoked_at IS NULL LIMIT 1",
+    )
+    .fetch_optional(&store.reads)
+    .await?;
+    Ok(row.is_some())
 }
 
 pub(super) async fn list_users(store: &SqlStore) -> Result<Vec<User>> {

@@ -460,12 +460,16 @@ impl Store for SqlStore {
         user: &User,
         token: &StoredToken,
         audit: AuditDraft,
-    ) -> Result<()> {
+    ) -> Result<crate::BootstrapOutcome> {
         admin::put_bootstrap_token(self, user, token, audit).await
     }
 
     async fn get_user(&self, name: &UserName) -> Result<Option<User>> {
         admin::get_user(self, name).await
+    }
+
+    async fn has_live_admin(&self) -> Result<bool> {
+        admin::has_live_admin(self).await
     }
 
     async fn list_users(&self) -> Result<Vec<User>> {
