@@ -18,6 +18,8 @@ pub enum AuditKind {
     Denied,
     RequestExpired,
     Issued,
+    /// A renewal was asked for (its decision follows as `decided`).
+    RenewRequested,
     Renewed,
     Released,
     Revoked,
@@ -38,13 +40,14 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 20] = [
+    pub const ALL: [AuditKind; 21] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
         Self::Denied,
         Self::RequestExpired,
         Self::Issued,
+        Self::RenewRequested,
         Self::Renewed,
         Self::Released,
         Self::Revoked,
@@ -68,6 +71,7 @@ impl AuditKind {
             Self::Denied => "denied",
             Self::RequestExpired => "request_expired",
             Self::Issued => "issued",
+            Self::RenewRequested => "renew_requested",
             Self::Renewed => "renewed",
             Self::Released => "released",
             Self::Revoked => "revoked",
