@@ -15,7 +15,7 @@ use crate::error::{PolicyError, PolicyErrorKind};
 use crate::slice::{ModelTypes, RequestIds, Slice};
 use crate::{CompiledPolicy, PolicyAction, PolicyInput, PolicySet};
 
-/// The Kairos entity types and the one action, parsed once per process rather than
+/// The Kairos entity types and the two actions, parsed once per process rather than
 /// for every request.
 pub(crate) struct Model {
     identity: EntityTypeName,
