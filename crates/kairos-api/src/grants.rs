@@ -1,5 +1,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use kairos_broker::Renewal;
 use kairos_broker::ending::RevokeScope;
 use kairos_domain::GrantId;
 use kairos_store::{GrantFilter, GrantStateFilter};
@@ -12,7 +14,7 @@ use crate::extract::{ApiJson, ApiQuery, Auth};
 use crate::inputs::{
     CheckedScope, check_revoke_scope, parse_entitlement, parse_identity, parse_task_ref, parse_ttl,
 };
-use crate::views::{BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody};
+use crate::views::{BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody, RequestView};
 
 pub(crate) fn parse_grant_id(id: &str) -> ApiResult<GrantId> {
     GrantId::parse(id).ok_or_else(|| {
@@ -142,13 +144,24 @@ pub async fn revoke_bulk(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RenewResponse {
     pub grant: GrantView,
-    pub credential: CredentialView,
+    /// A fresh credential when the grant was renewed at once; null while pending.
+    pub credential: Option<CredentialView>,
+    /// The renewal request when it waits for approvals (202); it names the grant in
+    /// `renews`, and extends it once approved. Null when renewed at once.
+    pub request: Option<RequestView>,
 }
 
-/// Extend an active grant up to its maximum; returns a fresh token.
+/// Ask to extend an active grant (to now + ttl, never past its maximum). Policy decides it
+/// as action `Kairos::Action::"renew"` with `context.ttl_secs` the grant's whole lifetime
+/// after the renewal: 200 renewed with a fresh credential, 202 pending approvals (a
+/// request that names the grant in `renews`), or 403 denied. A workload renews only its
+/// own grants (another identity's grant is 404); people need the operator role.
 #[utoipa::path(post, path = "/v1/grants/{id}/renew", tag = "grants", params(("id" = String, Path)),
     request_body = RenewBody,
-    responses((status = 200, body = RenewResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, description = "renewed", body = RenewResponse),
+        (status = 202, description = "pending approvals", body = RenewResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "denied by policy, or the caller may not renew", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 502, description = "the target failed to move the account's expiry", body = ErrorBody),
         (status = 503, description = "the target is unavailable", body = ErrorBody)))]
@@ -157,12 +170,25 @@ pub async fn renew(
     Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RenewBody>,
-) -> ApiResult<Json<RenewResponse>> {
+) -> ApiResult<(StatusCode, Json<RenewResponse>)> {
     let id = parse_grant_id(&id)?;
     let ttl = parse_ttl(&body.ttl)?;
-    let (grant, cred) = s.broker.renew(&caller, &id, ttl).await?;
-    Ok(Json(RenewResponse {
-        grant: GrantView::from(&grant),
-        credential: CredentialView::from(cred),
-    }))
+    Ok(match s.broker.renew(&caller, &id, ttl).await? {
+        Renewal::Renewed { grant, credential } => (
+            StatusCode::OK,
+            Json(RenewResponse {
+                grant: GrantView::from(&grant),
+                credential: Some(CredentialView::from(credential)),
+                request: None,
+            }),
+        ),
+        Renewal::Pending { grant, request } => (
+            StatusCode::ACCEPTED,
+            Json(RenewResponse {
+                grant: GrantView::from(&grant),
+                credential: None,
+                request: Some(RequestView::from(&*request)),
+            }),
+        ),
+    })
 }

@@ -59,6 +59,9 @@ pub struct RequestView {
     pub created_at: String,
     pub pending_until: Option<String>,
     pub grant_id: Option<String>,
+    /// For a renewal waiting for approvals: the grant it extends once approved (its
+    /// `ttl` is then the grant's whole lifetime after the renewal).
+    pub renews: Option<String>,
 }
 
 impl From<&Request> for RequestView {
@@ -92,6 +95,7 @@ impl From<&Request> for RequestView {
             created_at: r.created_at.to_rfc3339(),
             pending_until: r.pending_until.map(|t| t.to_rfc3339()),
             grant_id: r.grant_id.as_ref().map(ToString::to_string),
+            renews: r.renews.as_ref().map(ToString::to_string),
         }
     }
 }

@@ -63,6 +63,7 @@ pub fn policy_text(count: usize) -> String {
 
 fn input() -> anyhow::Result<PolicyInput> {
     Ok(PolicyInput {
+        action: kairos_policy::PolicyAction::Request,
         identity: IdentityFacts {
             name: IdentityName::parse("nightly-backup")?,
             kind: "ci-job".into(),

@@ -11,13 +11,12 @@ use std::time::Duration;
 use kairos_connectors::AccountName;
 use kairos_crypto::issuer::AccessClaims;
 use kairos_domain::{
-    AuditDraft, AuditKind, EndReason, Grant, GrantEnd, GrantId, GrantState, Principal, Receipt,
-    TargetName, TaskRef, Ttl,
+    EndReason, Grant, GrantEnd, GrantId, GrantState, Principal, Receipt, TargetName, TaskRef,
 };
 use kairos_store::{EndSelector, GrantFilter, Role};
 
 use crate::connector::{Connector, TokenConnector};
-use crate::{Broker, BrokerError, Caller, IssuedCredential, Result};
+use crate::{Broker, BrokerError, Caller, Result};
 
 /// Which grants an operator revokes.
 #[derive(Debug, Clone)]
@@ -227,70 +226,6 @@ impl Broker {
         };
         self.end(selector, EndReason::Revoked, caller.principal())
             .await
-    }
-
-    /// Extends a grant by `ttl` from now, never past its maximum; returns a fresh token.
-    pub async fn renew(
-        &self,
-        caller: &Caller,
-        id: &GrantId,
-        ttl: Ttl,
-    ) -> Result<(Grant, IssuedCredential)> {
-        let grant = self.get_grant(caller, id).await?;
-        if !matches!(caller, Caller::Workload { .. }) {
-            caller.require_role(&[Role::Operator], "renew a grant")?;
-        }
-        let now = self.now();
-        let new_end = now.plus(ttl.as_duration());
-        if new_end > grant.max_expires_at {
-            return Err(BrokerError::invalid(
-                "ttl_over_cap",
-                format!(
-                    "renewing by {ttl} would end at {new_end}, past the grant's maximum {} (its entitlement's cap); ask for less or request a new grant",
-                    grant.max_expires_at
-                ),
-            ));
-        }
-        // An account's native expiry moves first: if the target cannot, the grant stays as it was.
-        if let Some(account) = &grant.account {
-            let targets = self.targets();
-            let connector = targets
-                .get(&grant.target)
-                .ok_or_else(|| BrokerError::Target {
-                    unavailable: true,
-                    message: format!("target {} is not configured", grant.target),
-                })?;
-            let name = kairos_connectors::AccountName::parse(account.clone())
-                .map_err(|e| BrokerError::Internal(e.to_string().into()))?;
-            connector
-                .renew(&name, new_end)
-                .await
-                .map_err(crate::accounts::target_error)?;
-        }
-        let by = caller.principal();
-        let updated = self
-            .store
-            .update_grant(
-                id,
-                Box::new(move |g: &mut Grant| {
-                    let old = g.expires_at;
-                    g.renew(new_end, now)?;
-                    Ok(vec![
-                        AuditDraft::new(AuditKind::Renewed, &by)
-                            .identity(&g.identity)
-                            .request(&g.request_id)
-                            .grant(&g.id)
-                            .task_ref(&g.task.reference)
-                            .data(serde_json::json!({
-                                "old_expires_at": old.to_rfc3339(),
-                                "new_expires_at": g.expires_at.to_rfc3339(),
-                            })),
-                    ])
-                }),
-            )
-            .await?;
-        let credential = self.mint(&updated)?;
-        Ok((updated, credential))
     }
 
     /// RFC 7662: is this token honoured right now? Inactive the moment its grant ends.

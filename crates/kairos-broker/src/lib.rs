@@ -17,6 +17,7 @@ mod error;
 mod keys;
 mod metrics;
 pub mod reconcile;
+mod renewal;
 mod requests;
 pub mod targets;
 pub mod users;
@@ -38,6 +39,7 @@ pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, Checkpoin
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
 pub use metrics::Metrics;
+pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
 pub use users::{ChainReport, NewUserToken};
 

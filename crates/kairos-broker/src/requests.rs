@@ -9,7 +9,7 @@ use kairos_domain::{
     Grant, GrantId, GrantState, IdentityName, Principal, Request, RequestId, RequestState, Task,
     Timestamp, Ttl,
 };
-use kairos_policy::PolicyInput;
+use kairos_policy::{PolicyAction, PolicyInput};
 use kairos_store::{RequestChange, RequestFilter, Role};
 
 use crate::{Broker, BrokerError, Caller, Result};
@@ -190,6 +190,7 @@ impl Broker {
         let decision = catalog
             .policies()
             .decide(&PolicyInput {
+                action: PolicyAction::Request,
                 identity: catalog.identity_facts(identity),
                 entitlement: catalog.entitlement_facts(entitlement),
                 ttl,
@@ -227,6 +228,7 @@ impl Broker {
             created_at: now,
             pending_until: None,
             grant_id: None,
+            renews: None,
         };
         let base = |kind| {
             AuditDraft::new(kind, &requester)
@@ -413,10 +415,12 @@ impl Broker {
         let listed = catalog
             .team(&team)
             .is_some_and(|t| t.approvers.contains(&user.name));
-        if !(listed || user.teams.contains(&team) || user.role == Role::Admin) {
+        // Only the team's approvers count, whatever their role: an admin who is not one
+        // would otherwise be a second approval nobody on the team gave.
+        if !(listed || user.teams.contains(&team)) {
             return Err(BrokerError::Forbidden(format!(
-                "{} is not an approver of team {team}, which approves this request",
-                user.name
+                "{} is not an approver of team {team}, which approves this request; only the team's approvers count (admins included): list {} in the team's `approvers` in the configuration, or give the user the team",
+                user.name, user.name
             )));
         }
         Ok(user.name.clone())
@@ -435,6 +439,11 @@ impl Broker {
             .await?
             .ok_or_else(|| BrokerError::NotFound(format!("request {id} not found")))?;
         let approver = self.check_may_approve(caller, &current)?;
+        if let Some(grant) = current.renews.clone() {
+            return self
+                .approve_renewal(caller, current, grant, approver, reason)
+                .await;
+        }
         let catalog = self.catalog();
         let now = self.now();
         let by = caller.principal();
@@ -542,6 +551,7 @@ impl Broker {
                     })?;
                     Ok(RequestChange {
                         grant: None,
+                        renewal: None,
                         audit: vec![
                             AuditDraft::new(AuditKind::Denied, &by)
                                 .identity(&req.identity)

@@ -216,6 +216,13 @@ async fn pending_requests_expire_on_the_injected_clock() {
     assert_eq!(r.state, RequestState::Expired);
 }
 
+fn renewed(r: kairos_broker::Renewal) -> kairos_domain::Grant {
+    match r {
+        kairos_broker::Renewal::Renewed { grant, .. } => grant,
+        other => panic!("expected a renewal, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn renewal_stops_at_the_cap_on_the_injected_clock() {
     let f = fixture().await;
@@ -227,11 +234,12 @@ async fn renewal_stops_at_the_cap_on_the_injected_clock() {
     let id = out.grant.unwrap().id;
     f.clock.advance(Duration::from_secs(20 * 60));
     // 20 min in: 30 more minutes would end at 50m, inside the 1h cap.
-    let (g, _) = f
-        .broker
-        .renew(&workload(), &id, Ttl::parse("30m").unwrap())
-        .await
-        .unwrap();
+    let g = renewed(
+        f.broker
+            .renew(&workload(), &id, Ttl::parse("30m").unwrap())
+            .await
+            .unwrap(),
+    );
     assert_eq!(g.expires_at, f.clock.now().plus(Duration::from_secs(1800)));
     // 45 min in: 30 more would pass the cap at 60m.
     f.clock.advance(Duration::from_secs(25 * 60));
@@ -241,11 +249,12 @@ async fn renewal_stops_at_the_cap_on_the_injected_clock() {
             .await
             .is_err()
     );
-    let (g, _) = f
-        .broker
-        .renew(&workload(), &id, Ttl::parse("15m").unwrap())
-        .await
-        .unwrap();
+    let g = renewed(
+        f.broker
+            .renew(&workload(), &id, Ttl::parse("15m").unwrap())
+            .await
+            .unwrap(),
+    );
     assert_eq!(g.expires_at, g.max_expires_at);
 }
 

@@ -416,7 +416,14 @@ async fn renew(api: &Api, a: RenewArgs, io: &mut Io<'_>) -> Result<Exit, CliErro
         .await?;
     if Show::from_flag(a.token_only) == Show::TokenOnly {
         let resp: wire::RenewResponse = ans.decode()?;
-        io.out(&format!("{}\n", resp.credential.secret_line()))?;
+        let Some(credential) = resp.credential else {
+            return Err(CliError::Failed(format!(
+                "no token: the renewal of {} is pending approval as request {}; check with `kairos request-status`",
+                render::clean(&resp.grant.id),
+                render::clean(resp.request.as_ref().map_or("?", |r| r.id.as_str()))
+            )));
+        };
+        io.out(&format!("{}\n", credential.secret_line()))?;
         grant_on_stderr(Some(&resp.grant.id), io)?;
     } else {
         io.show(&ans, || Ok(render::renewed(&ans.decode()?)))?;

@@ -393,12 +393,18 @@ pub fn approved(resp: &wire::RequestResponse) -> String {
 }
 
 pub fn renewed(resp: &wire::RenewResponse) -> String {
+    let Some(credential) = &resp.credential else {
+        return match &resp.request {
+            Some(r) => format!("renewal of {} {}", clean(&resp.grant.id), pending(r)),
+            None => format!("{} was not renewed\n", clean(&resp.grant.id)),
+        };
+    };
     let mut t = Table::plain();
     t.row(["renewed:", &resp.grant.id])
-        .row(["expires:", &resp.credential.expires_at])
+        .row(["expires:", &credential.expires_at])
         .row(["max expires:", &resp.grant.max_expires_at]);
     let mut out = t.render();
-    out.push_str(&resp.credential.access_token);
+    out.push_str(&credential.access_token);
     out.push('\n');
     out
 }
@@ -1047,6 +1053,20 @@ mod tests {
             renewed(&resp),
             "renewed:      grt_1\nexpires:      2026-11-26T10:25:00Z\nmax expires:  2026-11-26T11:00:00Z\neyJ.new\n",
         );
+    }
+
+    #[test]
+    fn a_pending_renewal_names_its_request() {
+        let resp: wire::RenewResponse = from(json!({
+            "grant": grant("grt_1", "active", Value::Null),
+            "credential": null,
+            "request": {"id": "req_2", "state": "pending", "renews": "grt_1",
+                        "decision": {"outcome": "pending", "approvals_required": 2,
+                                     "policies": ["p"], "reason": "needs two"}}
+        }));
+        let out = renewed(&resp);
+        assert!(out.starts_with("renewal of grt_1 pending:"), "{out}");
+        assert!(out.contains("req_2") && out.contains("needs two"), "{out}");
     }
 
     #[test]

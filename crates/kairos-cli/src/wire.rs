@@ -50,6 +50,8 @@ pub struct Request {
     pub created_at: String,
     pub pending_until: Option<String>,
     pub grant_id: Option<String>,
+    /// A renewal's grant.
+    pub renews: Option<String>,
 }
 
 impl Request {
@@ -156,7 +158,10 @@ pub struct RequestResponse {
 #[serde(default)]
 pub struct RenewResponse {
     pub grant: Grant,
-    pub credential: Credential,
+    /// Present when the grant was renewed at once.
+    pub credential: Option<Credential>,
+    /// Present when the renewal waits for approvals.
+    pub request: Option<Request>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

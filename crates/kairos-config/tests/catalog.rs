@@ -194,6 +194,7 @@ fn the_sample_catalog_loads() {
     );
     let decide = |entitlement, kind| {
         let input = PolicyInput {
+            action: kairos_policy::PolicyAction::Request,
             identity: catalog.identity_facts(backup),
             entitlement: catalog.entitlement_facts(entitlement),
             ttl: Ttl::parse("10m").unwrap(),

@@ -145,6 +145,10 @@ pub struct Request {
     /// A pending request expires at this time.
     pub pending_until: Option<Timestamp>,
     pub grant_id: Option<GrantId>,
+    /// For a renewal that waits for approvals: the grant it extends. Its `ttl` is then
+    /// the grant's whole lifetime after the renewal (from the grant's issue time), and
+    /// once approved `grant_id` is that grant, extended rather than issued.
+    pub renews: Option<GrantId>,
 }
 
 /// What an approval did to a request.
@@ -213,6 +217,16 @@ impl Request {
         self.check_pending(denial.at)?;
         self.state = RequestState::Denied;
         self.denial = Some(denial);
+        Ok(())
+    }
+
+    /// Ends a pending renewal whose grant ended before it was approved: it can no longer
+    /// extend anything.
+    pub fn lapse(&mut self) -> Result<(), TransitionError> {
+        if self.state != RequestState::Pending {
+            return Err(TransitionError::RequestNotPending(self.state));
+        }
+        self.state = RequestState::Expired;
         Ok(())
     }
 

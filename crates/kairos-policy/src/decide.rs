@@ -13,16 +13,17 @@ use kairos_domain::{Decision, DecisionOutcome, Principal};
 
 use crate::error::{PolicyError, PolicyErrorKind};
 use crate::slice::{ModelTypes, RequestIds, Slice};
-use crate::{CompiledPolicy, PolicyInput, PolicySet};
+use crate::{CompiledPolicy, PolicyAction, PolicyInput, PolicySet};
 
-/// The Kairos entity types and the one action, parsed once per process rather than
+/// The Kairos entity types and the two actions, parsed once per process rather than
 /// for every request.
 pub(crate) struct Model {
     identity: EntityTypeName,
     team: EntityTypeName,
     target: EntityTypeName,
     entitlement: EntityTypeName,
-    action: EntityUid,
+    request: EntityUid,
+    renew: EntityUid,
 }
 
 impl Model {
@@ -33,11 +34,22 @@ impl Model {
             team: name("Kairos::Team")?,
             target: name("Kairos::Target")?,
             entitlement: name("Kairos::Entitlement")?,
-            action: EntityUid::from_type_name_and_id(
+            request: EntityUid::from_type_name_and_id(
                 name("Kairos::Action")?,
-                EntityId::new("request"),
+                EntityId::new(PolicyAction::Request.as_str()),
+            ),
+            renew: EntityUid::from_type_name_and_id(
+                name("Kairos::Action")?,
+                EntityId::new(PolicyAction::Renew.as_str()),
             ),
         })
+    }
+
+    fn action(&self, action: PolicyAction) -> &EntityUid {
+        match action {
+            PolicyAction::Request => &self.request,
+            PolicyAction::Renew => &self.renew,
+        }
     }
 
     /// The model's entity types, or why they could not be built (a bug, never seen).
@@ -144,10 +156,17 @@ pub(crate) fn decide_in(
         cedar_policy::Decision::Deny if determining.is_empty() => Decision {
             outcome: DecisionOutcome::Deny,
             policies,
-            reason: with_errors(format!(
-                "no policy permits {} to request {}",
-                input.identity.name, input.entitlement.name
-            )),
+            reason: with_errors(match input.action {
+                PolicyAction::Request => format!(
+                    "no policy permits {} to request {}",
+                    input.identity.name, input.entitlement.name
+                ),
+                PolicyAction::Renew => format!(
+                    "no policy permits {} to renew its grant of {} to a lifetime of {} \
+                     (policies decide renewals as action Kairos::Action::\"renew\")",
+                    input.identity.name, input.entitlement.name, input.ttl
+                ),
+            }),
         },
         cedar_policy::Decision::Deny => {
             let reason = annotated_reason(&determining)
@@ -280,12 +299,16 @@ fn to_request(model: &Model, input: &PolicyInput) -> Result<Request, String> {
         ("reason".to_owned(), string(&input.task.reason)),
         ("requester".to_owned(), string(&input.requester.to_string())),
         ("requester_kind".to_owned(), string(requester_kind)),
+        (
+            "renewal".to_owned(),
+            RestrictedExpression::new_bool(input.action == PolicyAction::Renew),
+        ),
     ])
     .map_err(|e| e.to_string())?;
 
     Request::new(
         uid(&model.identity, input.identity.name.as_str()),
-        model.action.clone(),
+        model.action(input.action).clone(),
         uid(&model.entitlement, input.entitlement.name.as_str()),
         context,
         None,

@@ -60,12 +60,38 @@ pub struct EntitlementFacts {
     pub max_ttl: Ttl,
 }
 
+/// What is being decided: a new request, or the renewal of an existing grant. Policies
+/// see it as `action == Kairos::Action::"request"` / `Kairos::Action::"renew"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PolicyAction {
+    /// A new grant is asked for; `ttl` is its lifetime.
+    #[default]
+    Request,
+    /// An existing grant is to be extended; `ttl` is its whole lifetime after the
+    /// renewal, counted from its issue time, so that a `context.ttl_secs <= 300` condition
+    /// bounds renewed grants as it bounds new ones.
+    Renew,
+}
+
+impl PolicyAction {
+    /// The Cedar action id: `request` or `renew`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Renew => "renew",
+        }
+    }
+}
+
 /// Everything a decision is based on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyInput {
+    /// A request or a renewal.
+    pub action: PolicyAction,
     pub identity: IdentityFacts,
     pub entitlement: EntitlementFacts,
-    /// The TTL asked for.
+    /// The TTL asked for; for a renewal, the grant's whole lifetime after it (from its
+    /// issue time to its new end).
     pub ttl: Ttl,
     pub task: Task,
     /// Who sent the request: the workload itself or a person on its behalf.

@@ -7,16 +7,26 @@
 //! # The entity model policies are written against
 //!
 //! Every request is evaluated as one Cedar request
-//! `(principal, Kairos::Action::"request", resource, context)`:
+//! `(principal, Kairos::Action::"request", resource, context)`, and every renewal of a
+//! grant as `(principal, Kairos::Action::"renew", resource, context)` with the same
+//! principal, resource and context shape:
 //!
 //! | Cedar | Kairos | Attributes |
 //! |---|---|---|
 //! | `principal`: `Kairos::Identity::"<name>"` | the registered identity asking | `kind: String` (`ci-job`, `service`, ...), `owner: String` (team name), `issuer: String` (issuer name) |
 //! | parent of the principal: `Kairos::Team::"<owner>"` | its owning team | none |
 //! | `action`: `Kairos::Action::"request"` | asking for an entitlement | |
+//! | `action`: `Kairos::Action::"renew"` | extending a grant of it | |
 //! | `resource`: `Kairos::Entitlement::"<target>/<role>"` | the entitlement asked for | `target: String`, `role: String`, `tier: String` (`low`, `medium`, `high`, `critical`), `max_ttl_secs: Long` (the entitlement's effective cap) |
 //! | parent of the resource: `Kairos::Target::"<target>"` | the downstream system | none |
-//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`) |
+//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`), `renewal: Bool` (true for `renew`) |
+//!
+//! For `renew`, `ttl_secs` is the grant's whole lifetime after the renewal (from its issue
+//! time to its new end), the task fields are the grant's, and `requester` is who renews
+//! (the workload itself, or an operator as `user:<name>`). So a policy written for
+//! `action == Kairos::Action::"request"` says nothing about renewals (no policy permits
+//! one, so it is denied), and a policy with an unconstrained `action` bounds a renewed
+//! grant's lifetime as it bounds a new one's.
 //!
 //! The same model as a Cedar schema is [`SCHEMA`]; every policy is validated against it
 //! (strict mode) when compiled, so a misspelt attribute (`resource.teir`), an unknown
@@ -104,7 +114,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, SourceLocation};
-pub use input::{EntitlementFacts, IdentityFacts, PolicyInput, Tier};
+pub use input::{EntitlementFacts, IdentityFacts, PolicyAction, PolicyInput, Tier};
 
 /// The most approvals a policy may ask for.
 pub const MAX_APPROVALS: u32 = 10;
@@ -125,17 +135,24 @@ pub const SCHEMA: &str = r#"namespace Kairos {
     tier: String,
     max_ttl_secs: Long,
   };
+  type Context = {
+    ttl_secs: Long,
+    task_kind: String,
+    task_ref: String,
+    reason: String,
+    requester: String,
+    requester_kind: String,
+    renewal: Bool,
+  };
   action "request" appliesTo {
     principal: [Identity],
     resource: [Entitlement],
-    context: {
-      ttl_secs: Long,
-      task_kind: String,
-      task_ref: String,
-      reason: String,
-      requester: String,
-      requester_kind: String,
-    }
+    context: Context
+  };
+  action "renew" appliesTo {
+    principal: [Identity],
+    resource: [Entitlement],
+    context: Context
   };
 }
 "#;

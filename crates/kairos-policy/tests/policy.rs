@@ -6,11 +6,13 @@ use kairos_domain::{
     TeamName, Ttl, UserName,
 };
 use kairos_policy::{
-    EntitlementFacts, IdentityFacts, PolicyInput, PolicySet, PolicySource, SCHEMA, Tier,
+    EntitlementFacts, IdentityFacts, PolicyAction, PolicyInput, PolicySet, PolicySource, SCHEMA,
+    Tier,
 };
 
 fn input() -> PolicyInput {
     PolicyInput {
+        action: PolicyAction::Request,
         identity: IdentityFacts {
             name: IdentityName::parse("nightly-backup").unwrap(),
             kind: "ci-job".into(),
@@ -395,4 +397,54 @@ fn no_files_is_an_empty_set_and_the_schema_parses() {
     let set = PolicySet::compile(&[]).unwrap();
     assert!(set.is_empty());
     assert!(SCHEMA.contains("namespace Kairos"));
+}
+
+fn renewal(ttl: &str) -> PolicyInput {
+    with(|i| {
+        i.action = PolicyAction::Renew;
+        i.ttl = Ttl::parse(ttl).unwrap();
+    })
+}
+
+#[test]
+fn renewals_are_decided_as_their_own_action() {
+    // A policy for requests says nothing about renewals: they are denied.
+    let request_only = r#"@id("short") permit (principal, action == Kairos::Action::"request", resource)
+        when { context.ttl_secs <= 300 };"#;
+    check(
+        request_only,
+        with(|i| i.ttl = Ttl::parse("5m").unwrap()),
+        DecisionOutcome::Grant,
+    );
+    let d = check(request_only, renewal("5m"), DecisionOutcome::Deny);
+    assert!(d.reason.contains("renew"), "{}", d.reason);
+
+    // A policy with an unconstrained action bounds the renewed grant's whole lifetime.
+    let any_action = r#"@id("short") permit (principal, action, resource)
+        when { context.ttl_secs <= 300 };"#;
+    check(any_action, renewal("5m"), DecisionOutcome::Grant);
+    check(any_action, renewal("55m"), DecisionOutcome::Deny);
+
+    // Policies may name the renewal action and read `context.renewal`.
+    let renew_rules = r#"
+        @id("renew-approved") @approvals("1")
+        permit (principal, action == Kairos::Action::"renew", resource)
+        when { context.renewal && context.ttl_secs <= 3600 };
+        @id("no-renewal-by-people") forbid (principal, action, resource)
+        when { context.renewal && context.requester_kind == "user" };
+    "#;
+    check(
+        renew_rules,
+        renewal("55m"),
+        DecisionOutcome::Pending { approvals: 1 },
+    );
+    check(renew_rules, input(), DecisionOutcome::Deny);
+    check(
+        renew_rules,
+        with(|i| {
+            i.action = PolicyAction::Renew;
+            i.requester = Principal::User(UserName::parse("olga").unwrap());
+        }),
+        DecisionOutcome::Deny,
+    );
 }

@@ -33,7 +33,24 @@ pub type RequestUpdate =
 pub struct RequestChange {
     /// A grant issued because of this change (the last approval landed).
     pub grant: Option<Grant>,
+    /// An existing grant changed because of this change (the last approval of a
+    /// renewal landed), in the same transaction, under the grant's row lock.
+    pub renewal: Option<GrantChange>,
     pub audit: Vec<AuditDraft>,
+}
+
+/// A read-modify-write of one existing grant, as part of another write.
+pub struct GrantChange {
+    pub grant: GrantId,
+    pub update: GrantUpdate,
+}
+
+impl std::fmt::Debug for GrantChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantChange")
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A change to one grant decided while the store holds the row locked.
@@ -78,7 +95,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Newest first (`created_at`); every match when `filter.limit` is None.
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<Request>>;
 
-    /// Read-modify-write of one request under a row lock (approve, deny).
+    /// Read-modify-write of one request under a row lock (approve, deny); with the
+    /// change's renewal, also of the grant it extends (its row locked after the request's).
     async fn update_request(&self, id: &RequestId, update: RequestUpdate) -> Result<Request>;
 
     /// Expires pending requests whose `pending_until <= now`; one `request_expired` audit

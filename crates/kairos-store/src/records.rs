@@ -38,6 +38,8 @@ pub struct GrantFilter {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub identity: Option<String>,
+    /// The grant's records, with those of the request that issued it and of its
+    /// renewals that waited for approvals.
     pub grant_id: Option<String>,
     pub request_id: Option<String>,
     pub task_ref: Option<String>,

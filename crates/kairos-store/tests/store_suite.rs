@@ -169,6 +169,7 @@ suite!(
     deliveries_from_before_0003_stay_claimed,
     revocations_complete_together_each_on_its_own,
     large_claims_come_in_queue_order,
+    an_approved_renewal_extends_its_grant_and_the_grant_s_audit_has_its_requests,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -212,6 +213,7 @@ fn pending(identity: &str, task_ref: &str, approvals: u32) -> Request {
         created_at: at(0),
         pending_until: Some(at(3_600_000)),
         grant_id: None,
+        renews: None,
     }
 }
 
@@ -484,6 +486,7 @@ async fn approval_issues_a_grant(db: Arc<Db>) {
                 ];
                 Ok(RequestChange {
                     grant: Some(issued),
+                    renewal: None,
                     audit,
                 })
             }),
@@ -508,6 +511,113 @@ async fn approval_issues_a_grant(db: Arc<Db>) {
             pending_requests: 0
         }
     );
+}
+
+/// An approval that completes a renewal extends the grant it names in the same write; a
+/// grant's audit records include those of the request that issued it and of its
+/// renewals, and no one else's.
+async fn an_approved_renewal_extends_its_grant_and_the_grant_s_audit_has_its_requests(db: Arc<Db>) {
+    let s = db.open().await;
+    let grant = insert_granted(&s, "etl", "run/9", 1_000).await;
+    let other = insert_granted(&s, "etl", "run/10", 1_000).await;
+    let renew_to = |expires: i64, grant: &Grant| {
+        let mut renewal = pending("etl", "run/9", 1);
+        renewal.renews = Some(grant.id.clone());
+        (renewal, at(expires))
+    };
+    let (renewal, new_end) = renew_to(5_000, &grant);
+    s.insert_request(
+        &renewal,
+        None,
+        vec![AuditDraft::new(AuditKind::RenewRequested, "workload:etl").request(&renewal.id)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_request(&renewal.id).await.unwrap().as_ref(),
+        Some(&renewal)
+    );
+
+    let approve = |gid: GrantId, end: Timestamp| -> kairos_store::RequestUpdate {
+        Box::new(move |r: &mut Request| {
+            r.approve(Approval {
+                approver: user("alice"),
+                at: at(100),
+                reason: "ok".into(),
+            })?;
+            r.mark_granted(gid.clone())?;
+            Ok(RequestChange {
+                audit: vec![AuditDraft::new(AuditKind::Approved, "user:alice").request(&r.id)],
+                renewal: Some(kairos_store::GrantChange {
+                    grant: gid,
+                    update: Box::new(move |g: &mut Grant| {
+                        g.renew(end, at(100))?;
+                        Ok(vec![
+                            AuditDraft::new(AuditKind::Renewed, "user:alice").grant(&g.id),
+                        ])
+                    }),
+                }),
+                ..RequestChange::default()
+            })
+        })
+    };
+    let updated = s
+        .update_request(&renewal.id, approve(grant.id.clone(), new_end))
+        .await
+        .unwrap();
+    assert_eq!(updated.state, RequestState::Granted);
+    assert_eq!(updated.grant_id.as_ref(), Some(&grant.id));
+    assert_eq!(
+        s.get_grant(&grant.id).await.unwrap().unwrap().expires_at,
+        new_end
+    );
+    assert_eq!(s.get_grant(&other.id).await.unwrap(), Some(other.clone()));
+
+    let for_grant = s
+        .list_audit(&AuditFilter {
+            grant_id: Some(grant.id.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&for_grant),
+        [
+            AuditKind::Renewed,
+            AuditKind::Approved,
+            AuditKind::RenewRequested,
+            AuditKind::Issued,
+            AuditKind::Requested,
+        ]
+    );
+    assert_eq!(
+        for_grant[4].request_id.as_deref(),
+        Some(grant.request_id.as_str())
+    );
+
+    // A renewal whose grant has ended cannot land: nothing is written.
+    s.end_grants(
+        &EndSelector::One(other.id.clone()),
+        &end_by(EndReason::Revoked, 200),
+    )
+    .await
+    .unwrap();
+    let (late, late_end) = renew_to(5_000, &other);
+    s.insert_request(
+        &late,
+        None,
+        vec![AuditDraft::new(AuditKind::RenewRequested, "workload:etl").request(&late.id)],
+    )
+    .await
+    .unwrap();
+    let before = all_audit(&s).await;
+    assert!(
+        s.update_request(&late.id, approve(other.id.clone(), late_end))
+            .await
+            .is_err()
+    );
+    assert_eq!(s.get_request(&late.id).await.unwrap(), Some(late));
+    assert_eq!(all_audit(&s).await, before);
 }
 
 async fn refused_change_writes_nothing(db: Arc<Db>) {

@@ -170,6 +170,14 @@ fn renew_extends_only_up_to_the_cap_and_revoke_by_task_ref() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = TestIssuer::new("k1");
     let config = write_config(&dir.path().join("cfg"), &issuer, "");
+    // Renewals are decided by policy as their own action.
+    std::fs::write(
+        dir.path().join("cfg/policies/renew.cedar"),
+        r#"@id("ci-read-renew")
+permit (principal, action == Kairos::Action::"renew", resource == Kairos::Entitlement::"orders-api/read")
+when { context.task_kind == "job" };"#,
+    )
+    .unwrap();
     let server = Server::start(&dir.path().join("data"), Some(&config), None);
     let api = Api::new(&server);
     let platform = issuer.mint(SUBJECT, json!({}));

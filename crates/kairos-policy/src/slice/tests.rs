@@ -190,6 +190,7 @@ fn policy_files(rng: &mut Rng, count: usize) -> Vec<PolicySource> {
 fn request(rng: &mut Rng) -> PolicyInput {
     let identity = rng.pick(&IDENTITIES[..4]);
     PolicyInput {
+        action: crate::PolicyAction::Request,
         identity: IdentityFacts {
             name: IdentityName::parse(identity).unwrap(),
             kind: rng.pick(&["ci-job", "bot", "service"]).to_owned(),
@@ -294,6 +295,7 @@ fn several_failing_policies_keep_their_order() {
 
 fn bench_request() -> PolicyInput {
     PolicyInput {
+        action: crate::PolicyAction::Request,
         identity: IdentityFacts {
             name: IdentityName::parse("nightly-backup").unwrap(),
             kind: "ci-job".into(),

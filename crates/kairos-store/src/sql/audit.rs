@@ -140,7 +140,15 @@ pub(super) fn list_query(f: &AuditFilter) -> (String, Filter) {
     let mut filter = Filter::default();
     filter
         .text("identity =", f.identity.as_ref())
-        .text("grant_id =", f.grant_id.as_ref())
+        // A grant's records, and those of the request that issued it and of the renewals
+        // that waited for approvals (`requested`, `decided`, `approved`, ...), which name
+        // the request only.
+        .text_each(
+            "(grant_id = {} \
+             OR request_id IN (SELECT request_id FROM grants WHERE id = {}) \
+             OR request_id IN (SELECT id FROM requests WHERE renews = {}))",
+            f.grant_id.as_ref(),
+        )
         .text("request_id =", f.request_id.as_ref())
         .text("task_ref =", f.task_ref.as_ref())
         .int("at >=", f.since.map(Timestamp::as_millis))

@@ -170,21 +170,21 @@ fn known<T>(value: Option<T>, what: &str) -> Result<T, String> {
 
 pub(super) const REQUEST_COLUMNS: &str = "id, identity, entitlement, ttl_secs, task_kind, \
      task_ref, task_reason, requester, decision, state, approvals, denial, created_at, \
-     pending_until, grant_id";
+     pending_until, grant_id, renews";
 
-/// `INSERT` with every column of [`REQUEST_COLUMNS`] as `$1…$15`.
+/// `INSERT` with every column of [`REQUEST_COLUMNS`] as `$1…$16`.
 pub(super) const INSERT_REQUEST: &str = "INSERT INTO requests (id, identity, entitlement, \
      ttl_secs, task_kind, task_ref, task_reason, requester, decision, state, approvals, denial, \
-     created_at, pending_until, grant_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     created_at, pending_until, grant_id, renews) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 /// `UPDATE` of every column but the id (`$1`), numbered as in [`INSERT_REQUEST`].
 pub(super) const UPDATE_REQUEST: &str = "UPDATE requests SET identity = $2, entitlement = $3, \
      ttl_secs = $4, task_kind = $5, task_ref = $6, task_reason = $7, requester = $8, \
      decision = $9, state = $10, approvals = $11, denial = $12, created_at = $13, \
-     pending_until = $14, grant_id = $15 WHERE id = $1";
+     pending_until = $14, grant_id = $15, renews = $16 WHERE id = $1";
 
-/// Binds a request as `$1…$15` of [`INSERT_REQUEST`] / [`UPDATE_REQUEST`], with `id` as `$1`.
+/// Binds a request as `$1…$16` of [`INSERT_REQUEST`] / [`UPDATE_REQUEST`], with `id` as `$1`.
 pub(super) fn bind_request<'q>(
     q: AnyQuery<'q>,
     id: &RequestId,
@@ -205,7 +205,8 @@ pub(super) fn bind_request<'q>(
         .bind(denial)
         .bind(r.created_at.as_millis())
         .bind(r.pending_until.map(Timestamp::as_millis))
-        .bind(r.grant_id.as_ref().map(|g| g.as_str().to_owned())))
+        .bind(r.grant_id.as_ref().map(|g| g.as_str().to_owned()))
+        .bind(r.renews.as_ref().map(|g| g.as_str().to_owned())))
 }
 
 pub(super) fn request_from_row(row: &impl Columns) -> Result<Request> {
@@ -230,6 +231,12 @@ pub(super) fn request_from_row(row: &impl Columns) -> Result<Request> {
             None => None,
             Some(g) => {
                 Some(known(GrantId::parse(&g), "grant id").map_err(|e| r.corrupt("grant_id", e))?)
+            }
+        },
+        renews: match r.opt_text("renews")? {
+            None => None,
+            Some(g) => {
+                Some(known(GrantId::parse(&g), "grant id").map_err(|e| r.corrupt("renews", e))?)
             }
         },
     })

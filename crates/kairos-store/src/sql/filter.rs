@@ -35,6 +35,28 @@ impl Filter {
         self
     }
 
+    /// A whole condition in which the value is used several times: each `{}` in
+    /// `condition` becomes a placeholder bound to `value`.
+    pub(super) fn text_each(&mut self, condition: &str, value: Option<impl ToString>) -> &mut Self {
+        let Some(v) = value else {
+            return self;
+        };
+        let v = v.to_string();
+        let mut parts = condition.split("{}");
+        let mut sql = parts.next().unwrap_or_default().to_owned();
+        for part in parts {
+            self.args.push(Arg::Text(v.clone()));
+            sql.push_str(&format!("${}{part}", self.args.len()));
+        }
+        let joiner = if self.sql.is_empty() {
+            " WHERE "
+        } else {
+            " AND "
+        };
+        self.sql.push_str(&format!("{joiner}{sql}"));
+        self
+    }
+
     pub(super) fn int(&mut self, condition: &str, value: Option<i64>) -> &mut Self {
         if let Some(v) = value {
             self.push(condition, Arg::Int(v));

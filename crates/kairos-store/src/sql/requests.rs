@@ -117,7 +117,11 @@ pub(super) async fn update(
                 if let Some(grant) = &change.grant {
                     insert_grant(tx, grant).await?;
                 }
-                cx.audit(change.audit, cx.clock.now());
+                let at = cx.clock.now();
+                cx.audit(change.audit, at);
+                if let Some(renewal) = change.renewal {
+                    super::grants::update_one(tx, &cx, renewal.grant, renewal.update, at).await?;
+                }
                 request.id = id;
                 Ok(request)
             })
