@@ -43,7 +43,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 21] = [
+    pub const ALL: [AuditKind; 22] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
