@@ -33,7 +33,7 @@ pub use auth::Caller;
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
-pub use metrics::Metrics;
+pub use metrics::{HttpLabels, Metrics};
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
 pub use users::{ChainReport, NewUserToken};
 
