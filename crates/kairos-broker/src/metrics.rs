@@ -284,7 +284,7 @@ mod tests {
         assert!(!text.contains("# UNIT"), "{text}");
         assert!(!text.contains("_created"), "{text}");
         assert!(
-            text.contains("# HELP kairos_grants_issued_total Grants issued\n# TYPE kairos_grants_issued_total counter\nkairos_grants_issued_total 1\n"),
+            text.contains("# HELP kairos_grants_issued_total Grants issued.\n# TYPE kairos_grants_issued_total counter\nkairos_grants_issued_total 1\n"),
             "{text}"
         );
         assert!(
