@@ -341,6 +341,9 @@ pub struct UserView {
     pub name: String,
     pub role: String,
     pub teams: Vec<String>,
+    /// A resource server's token targets (absent for people).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     pub created_at: String,
 }
 
@@ -350,6 +353,7 @@ impl From<&kairos_store::User> for UserView {
             name: u.name.to_string(),
             role: u.role.as_str().into(),
             teams: u.teams.iter().map(ToString::to_string).collect(),
+            targets: u.targets.iter().map(ToString::to_string).collect(),
             created_at: u.created_at.to_rfc3339(),
         }
     }
@@ -372,14 +376,17 @@ pub async fn add_user(
     Auth(caller): Auth,
     ApiJson(body): ApiJson<AddUserBody>,
 ) -> ApiResult<(StatusCode, Json<NewUserView>)> {
-    let (name, role, teams) = check_add_user(body)?;
-    let role = Role::parse(&role).ok_or_else(|| {
+    let input = check_add_user(body)?;
+    let role = Role::parse(&input.role).ok_or_else(|| {
         ApiError::bad_request(
             "bad_role",
-            "role must be admin, operator, approver or auditor",
+            "role must be admin, operator, approver, auditor or resource-server",
         )
     })?;
-    let created = s.broker.add_user(&caller, name, role, teams).await?;
+    let created = s
+        .broker
+        .add_user(&caller, input.name, role, input.teams, input.targets)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(NewUserView {

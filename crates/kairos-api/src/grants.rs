@@ -40,7 +40,7 @@ pub struct GrantQuery {
 }
 
 /// List grants (a workload sees its own).
-#[utoipa::path(get, path = "/v1/grants", tag = "grants", params(GrantQuery),
+#[utoipa::path(get, path = "/v1/grants", tag = "grants", operation_id = "list_grants", params(GrantQuery),
     responses((status = 200, body = GrantList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(s): State<AppState>,
@@ -79,7 +79,7 @@ pub async fn list(
 }
 
 /// One grant with its receipt.
-#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", operation_id = "get_grant", params(("id" = String, Path)),
     responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,

@@ -6,7 +6,7 @@
 
 use kairos_crypto::issuer::SigningAlg;
 use kairos_domain::{
-    EntitlementName, IdentityName, Task, TaskKind, TaskRef, TeamName, Ttl, UserName,
+    EntitlementName, IdentityName, TargetName, Task, TaskKind, TaskRef, TeamName, Ttl, UserName,
 };
 
 use crate::error::{ApiError, ApiResult};
@@ -139,8 +139,16 @@ pub fn check_rotate(body: RotateBody) -> ApiResult<Option<SigningAlg>> {
         .transpose()
 }
 
-/// The name and teams of a `POST /v1/users` body, checked; its role is left as written.
-pub fn check_add_user(body: AddUserBody) -> ApiResult<(UserName, String, Vec<TeamName>)> {
+/// A checked `POST /v1/users` body; its role is left as written.
+pub struct NewUserInput {
+    pub name: UserName,
+    pub role: String,
+    pub teams: Vec<TeamName>,
+    pub targets: Vec<TargetName>,
+}
+
+/// The name, teams and targets of a `POST /v1/users` body, checked.
+pub fn check_add_user(body: AddUserBody) -> ApiResult<NewUserInput> {
     let name =
         UserName::parse(body.name).map_err(|e| ApiError::bad_request("bad_name", e.to_string()))?;
     let teams = body
@@ -148,7 +156,19 @@ pub fn check_add_user(body: AddUserBody) -> ApiResult<(UserName, String, Vec<Tea
         .into_iter()
         .map(|t| TeamName::parse(t).map_err(|e| ApiError::bad_request("bad_team", e.to_string())))
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok((name, body.role, teams))
+    let targets = body
+        .targets
+        .into_iter()
+        .map(|t| {
+            TargetName::parse(t).map_err(|e| ApiError::bad_request("bad_target", e.to_string()))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(NewUserInput {
+        name,
+        role: body.role,
+        teams,
+        targets,
+    })
 }
 
 /// An approval's or a denial's reason.

@@ -1,19 +1,32 @@
 //! OAuth endpoints. These answer in the RFC shapes their clients expect: introspection
-//! per RFC 7662, revocation per RFC 7009, and token exchange (RFC 8693) with RFC 6749
-//! §5.2 errors (`{"error": "...", "error_description": "..."}`).
+//! per RFC 7662, revocation per RFC 7009, and token exchange (RFC 8693), every error in
+//! RFC 6749 §5.2's shape (`{"error": "...", "error_description": "..."}`), a failed
+//! client authentication too (401 `invalid_client` with `WWW-Authenticate`).
+//!
+//! Introspection and revocation authenticate their caller as an OAuth client: HTTP Basic
+//! with `client_id` = a user's name and `client_secret` = that user's API token (how a
+//! resource server, a user with the role `resource-server`, presents itself), or a Bearer
+//! API token or platform JWT. What the caller may learn or end is [`Broker::introspect_as`]
+//! and [`Broker::revoke_token`]'s business; a token it may not see answers exactly as an
+//! unknown one.
+//!
+//! [`Broker::introspect_as`]: kairos_broker::Broker::introspect_as
+//! [`Broker::revoke_token`]: kairos_broker::Broker::revoke_token
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use kairos_broker::{BrokerError, Caller, NewRequest};
 use kairos_domain::{EntitlementName, Task, TaskKind, TaskRef};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{ApiForm, Auth};
+use crate::error::ApiError;
+use crate::extract::ApiForm;
 use crate::inputs::parse_ttl;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -36,7 +49,12 @@ pub struct IntrospectionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The client the token was issued to: the identity (RFC 9068 `client_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,15 +66,36 @@ pub struct IntrospectionView {
 }
 
 /// Is this Kairos token honoured right now? `active: false` the moment its grant ends.
+///
+/// The caller authenticates as an OAuth client: HTTP Basic (`client_id` = user name,
+/// `client_secret` = its API token) or a Bearer API token. A resource server (role
+/// `resource-server`) learns `active: true` only for tokens of its targets; people (admin,
+/// operator, approver, auditor) for any token; a workload (Bearer platform JWT) only for
+/// its own. Every other token answers `{"active": false}`, exactly as an unknown one.
 #[utoipa::path(post, path = "/v1/oauth/introspect", tag = "oauth",
+    operation_id = "oauth_introspect",
+    security(("basic" = []), ("bearer" = [])),
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, body = IntrospectionView), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = IntrospectionView),
+        (status = 400, description = "the form is malformed", body = OAuthError),
+        (status = 401, description = "client authentication failed (`invalid_client`)", body = OAuthError)))]
 pub async fn introspect(
     State(s): State<AppState>,
-    Auth(_caller): Auth,
-    ApiForm(form): ApiForm<TokenForm>,
-) -> ApiResult<Json<IntrospectionView>> {
-    let i = s.broker.introspect(&form.token).await?;
+    client: Result<OAuthClient, Response>,
+    form: Result<ApiForm<TokenForm>, ApiError>,
+) -> Response {
+    let caller = match client {
+        Ok(OAuthClient(c)) => c,
+        Err(r) => return r,
+    };
+    let form = match form {
+        Ok(ApiForm(f)) => f,
+        Err(e) => return form_error(e),
+    };
+    let i = match s.broker.introspect_as(&caller, &form.token).await {
+        Ok(i) => i,
+        Err(e) => return broker_error(e),
+    };
     let view = match i.claims {
         Some(c) if i.active => IntrospectionView {
             active: true,
@@ -64,6 +103,12 @@ pub async fn introspect(
             token_type: Some("Bearer".into()),
             exp: Some(c.exp),
             iat: Some(c.iat),
+            nbf: Some(c.nbf),
+            client_id: Some(if c.client_id.is_empty() {
+                c.sub.clone()
+            } else {
+                c.client_id
+            }),
             sub: Some(c.sub),
             aud: Some(c.aud),
             iss: Some(c.iss),
@@ -76,27 +121,176 @@ pub async fn introspect(
             token_type: None,
             exp: None,
             iat: None,
+            nbf: None,
             sub: None,
+            client_id: None,
             aud: None,
             iss: None,
             jti: None,
             entitlement: None,
         },
     };
-    Ok(Json(view))
+    no_store(Json(view).into_response())
 }
 
-/// RFC 7009: revoke a token (its holder, or an operator). Always 200 for unknown tokens.
+/// RFC 7009: revoke a token. Always 200 with an empty body, whether the token was
+/// revoked, unknown, already ended, or one the caller may not revoke (then nothing
+/// happens): the answer tells nothing about the token.
+///
+/// Who may revoke: the token's own workload (Bearer platform JWT), admins and operators,
+/// and the resource server (role `resource-server`) of the token's target. The caller
+/// authenticates as for introspection.
 #[utoipa::path(post, path = "/v1/oauth/revoke", tag = "oauth",
+    operation_id = "oauth_revoke",
+    security(("basic" = []), ("bearer" = [])),
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "revoked, or nothing to revoke for this caller"),
+        (status = 400, description = "the form is malformed", body = OAuthError),
+        (status = 401, description = "client authentication failed (`invalid_client`)", body = OAuthError)))]
 pub async fn revoke(
     State(s): State<AppState>,
-    Auth(caller): Auth,
-    ApiForm(form): ApiForm<TokenForm>,
-) -> ApiResult<StatusCode> {
-    s.broker.revoke_token(&caller, &form.token).await?;
-    Ok(StatusCode::OK)
+    client: Result<OAuthClient, Response>,
+    form: Result<ApiForm<TokenForm>, ApiError>,
+) -> Response {
+    let caller = match client {
+        Ok(OAuthClient(c)) => c,
+        Err(r) => return r,
+    };
+    let form = match form {
+        Ok(ApiForm(f)) => f,
+        Err(e) => return form_error(e),
+    };
+    match s.broker.revoke_token(&caller, &form.token).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => broker_error(e),
+    }
+}
+
+/// The caller of introspection or revocation, authenticated as an OAuth client (RFC 7662
+/// §2.1, RFC 7009 §2.1): HTTP Basic with `client_id` = a user's name and `client_secret`
+/// = that user's API token, or `Bearer` with an API token or a platform JWT. Refused with
+/// RFC 6749 §5.2's 401 `invalid_client`.
+pub struct OAuthClient(pub Caller);
+
+/// `WWW-Authenticate` of a 401 on the OAuth endpoints: both schemes they take.
+const OAUTH_CHALLENGE: &str = "Basic realm=\"kairos\", Bearer realm=\"kairos\"";
+
+impl FromRequestParts<AppState> for OAuthClient {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(invalid_client(
+                "authenticate with HTTP Basic (client_id = your Kairos user name, client_secret = its API token) or `Authorization: Bearer <token>`",
+            ));
+        };
+        let value = value.to_str().unwrap_or_default();
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return match state.broker.authenticate(rest).await {
+                Ok(c) => Ok(Self(c)),
+                Err(BrokerError::Unauthenticated(m)) => Err(invalid_client(m)),
+                Err(e) => Err(broker_error(e)),
+            };
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(invalid_client(
+                "the Authorization header must be `Basic <client_id:client_secret in base64>` or `Bearer <token>`",
+            ));
+        }
+        let Some((client_id, secret)) = basic_credentials(rest.trim()) else {
+            return Err(invalid_client(
+                "the Basic credentials must be base64 of `client_id:client_secret` (each form-urlencoded)",
+            ));
+        };
+        // The secret is an API token; a platform JWT is not a client secret.
+        let refused = || {
+            invalid_client(
+                "unknown client or wrong client_secret; the secret is the client's Kairos API token",
+            )
+        };
+        if secret.split('.').count() == 3 {
+            return Err(refused());
+        }
+        match state.broker.authenticate(&secret).await {
+            Ok(Caller::User(u)) if u.name.as_str() == client_id => Ok(Self(Caller::User(u))),
+            Ok(_) | Err(BrokerError::Unauthenticated(_)) => Err(refused()),
+            Err(e) => Err(broker_error(e)),
+        }
+    }
+}
+
+/// `client_id` and `client_secret` of a Basic credential, each form-urlencoded inside the
+/// base64 (RFC 6749 §2.3.1).
+fn basic_credentials(encoded: &str) -> Option<(String, String)> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((form_decode(id)?, form_decode(secret)?))
+}
+
+/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
+fn form_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = char::from(bytes.next()?).to_digit(16)?;
+                let lo = char::from(bytes.next()?).to_digit(16)?;
+                out.push(u8::try_from(hi * 16 + lo).ok()?);
+            }
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn invalid_client(description: impl Into<String>) -> Response {
+    let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(OAUTH_CHALLENGE),
+    );
+    r
+}
+
+/// A malformed form on an OAuth endpoint: RFC 6749 §5.2's `invalid_request`, 400.
+fn form_error(e: ApiError) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_request", e.message)
+}
+
+/// A broker error in OAuth's shape: the caller's mistakes are 400, Kairos's own failures
+/// keep their 5xx (`server_error`, or `temporarily_unavailable` when a target is down).
+fn broker_error(e: BrokerError) -> Response {
+    let e = ApiError::from(e);
+    let code = match e.status {
+        StatusCode::UNAUTHORIZED => return invalid_client(e.message),
+        StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+        s if s.is_server_error() => "server_error",
+        StatusCode::FORBIDDEN => "access_denied",
+        _ => "invalid_request",
+    };
+    let status = if e.status.is_server_error() {
+        e.status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    oauth_error(status, code, e.message)
+}
+
+/// RFC 6749 §5.1: token responses (and introspection's, which carry claims) are not cached.
+fn no_store(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
 }
 
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -145,7 +339,11 @@ pub struct OAuthError {
     pub policies: Option<Vec<String>>,
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
+pub(crate) fn oauth_error(
+    status: StatusCode,
+    error: &str,
+    description: impl Into<String>,
+) -> Response {
     (
         status,
         Json(OAuthError {
@@ -159,31 +357,42 @@ fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) 
 }
 
 /// RFC 8693: trade a platform JWT plus entitlement and task for a Kairos token.
+///
+/// The workload is a public client (`token_endpoint_auth_methods_supported: ["none"]`):
+/// it proves itself with its `subject_token`. Every answer carries `Cache-Control:
+/// no-store` and `Pragma: no-cache`; every error is RFC 6749 §5.2's shape with status 400
+/// (an invalid `subject_token` is `invalid_request`, RFC 8693 §2.2.2). A request that
+/// needs approval answers 400 `authorization_pending` with its `request_id`, as RFC 8628
+/// clients understand: wait with `GET /v1/requests/{id}?wait=30s` (or poll this endpoint
+/// again); a denial is `access_denied`.
 #[utoipa::path(post, path = "/v1/oauth/token", tag = "oauth", security(()),
+    operation_id = "oauth_token",
     request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, body = TokenExchangeResponse),
-        (status = 202, description = "approval needed", body = OAuthError),
-        (status = 400, body = OAuthError), (status = 401, body = OAuthError), (status = 403, body = OAuthError)))]
+        (status = 400, description = "RFC 6749 §5.2 / RFC 8693 §2.2.2 error; `authorization_pending` (with `request_id`) when approval is needed, `access_denied` (with `policies`) when denied", body = OAuthError)))]
 pub async fn token(
     State(s): State<AppState>,
-    form: Result<ApiForm<TokenExchangeForm>, crate::error::ApiError>,
+    form: Result<ApiForm<TokenExchangeForm>, ApiError>,
 ) -> Response {
+    no_store(exchange(&s, form).await)
+}
+
+async fn exchange(s: &AppState, form: Result<ApiForm<TokenExchangeForm>, ApiError>) -> Response {
     // A token endpoint answers every error in RFC 6749's shape, a malformed form too.
     let form = match form {
         Ok(ApiForm(form)) => form,
-        Err(e) => return oauth_error(e.status, "invalid_request", e.message),
+        Err(e) => return form_error(e),
     };
+    let bad = |error: &str, m: String| oauth_error(StatusCode::BAD_REQUEST, error, m);
     if form.grant_type != GRANT_TYPE_TOKEN_EXCHANGE {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+        return bad(
             "unsupported_grant_type",
             format!("grant_type must be {GRANT_TYPE_TOKEN_EXCHANGE}"),
         );
     }
     if form.subject_token_type != TOKEN_TYPE_JWT {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+        return bad(
             "invalid_request",
             format!("subject_token_type must be {TOKEN_TYPE_JWT}"),
         );
@@ -191,18 +400,20 @@ pub async fn token(
     let caller = match s.broker.authenticate(&form.subject_token).await {
         Ok(c @ Caller::Workload { .. }) => c,
         Ok(Caller::User(_)) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
+            return bad(
                 "invalid_request",
-                "subject_token must be a workload's platform JWT, not an API token",
+                "subject_token must be a workload's platform JWT, not an API token".into(),
             );
         }
-        Err(e) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", e.to_string()),
+        // RFC 8693 §2.2.2: an invalid subject_token is `invalid_request`.
+        Err(BrokerError::Unauthenticated(m)) => {
+            return bad("invalid_request", format!("subject_token: {m}"));
+        }
+        Err(e) => return broker_error(e),
     };
-    let bad = |m: String| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", m);
     let entitlement = match EntitlementName::parse(form.scope.trim()) {
         Ok(e) => e,
-        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()),
+        Err(e) => return bad("invalid_scope", e.to_string()),
     };
     // Token exchange issues tokens; a database account goes through POST /v1/requests,
     // where its password can be shown once.
@@ -212,8 +423,7 @@ pub async fn token(
         .and_then(|e| catalog.target(&e.target))
         .is_some_and(|t| t.kind.db().is_some());
     if issues_account {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+        return bad(
             "invalid_scope",
             format!(
                 "{entitlement} issues a database account, not a token; use POST /v1/requests (or `kairos request`)"
@@ -222,17 +432,17 @@ pub async fn token(
     }
     let kind: TaskKind = match form.task_kind.parse() {
         Ok(k) => k,
-        Err(e) => return bad(format!("task_kind: {e}")),
+        Err(e) => return bad("invalid_request", format!("task_kind: {e}")),
     };
     let task = match TaskRef::parse(form.task_ref.clone())
         .and_then(|r| Task::new(kind, r, form.task_reason.clone()))
     {
         Ok(t) => t,
-        Err(e) => return bad(e.to_string()),
+        Err(e) => return bad("invalid_request", e.to_string()),
     };
     let ttl = match form.ttl.as_deref().map(parse_ttl).transpose() {
         Ok(t) => t,
-        Err(e) => return bad(e.message),
+        Err(e) => return bad("invalid_request", e.message),
     };
     let input = NewRequest {
         identity: None,
@@ -261,13 +471,12 @@ pub async fn token(
                 })
                 .into_response()
             }
-            (Some(_), Some(_)) => oauth_error(
-                StatusCode::BAD_REQUEST,
+            (Some(_), Some(_)) => bad(
                 "invalid_scope",
-                "this entitlement does not issue tokens; use POST /v1/requests",
+                "this entitlement does not issue tokens; use POST /v1/requests".into(),
             ),
             _ => (
-                StatusCode::ACCEPTED,
+                StatusCode::BAD_REQUEST,
                 Json(OAuthError {
                     error: "authorization_pending".into(),
                     error_description: format!(
@@ -283,7 +492,7 @@ pub async fn token(
                 .into_response(),
         },
         Err(BrokerError::Denied(d)) => (
-            StatusCode::FORBIDDEN,
+            StatusCode::BAD_REQUEST,
             Json(OAuthError {
                 error: "access_denied".into(),
                 error_description: d.reason,
@@ -292,12 +501,8 @@ pub async fn token(
             }),
         )
             .into_response(),
-        Err(BrokerError::Invalid { message, .. }) => {
-            oauth_error(StatusCode::BAD_REQUEST, "invalid_request", message)
-        }
-        Err(BrokerError::NotFound(m)) => oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", m),
-        Err(BrokerError::Forbidden(m)) => oauth_error(StatusCode::FORBIDDEN, "access_denied", m),
-        Err(e) => crate::error::ApiError::from(e).into_response(),
+        Err(BrokerError::NotFound(m)) => bad("invalid_scope", m),
+        Err(e) => broker_error(e),
     }
 }
 
@@ -306,8 +511,9 @@ pub async fn jwks(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(s.broker.key_ring().jwks())
 }
 
-/// OpenID Provider metadata, enough for resource servers to find the JWKS and endpoints.
-pub async fn discovery(State(s): State<AppState>) -> Json<serde_json::Value> {
+/// RFC 8414 authorization server metadata: where resource servers and clients find the
+/// JWKS and the endpoints, and how to authenticate to each.
+pub async fn metadata(State(s): State<AppState>) -> Response {
     let iss = s
         .broker
         .settings()
@@ -318,12 +524,16 @@ pub async fn discovery(State(s): State<AppState>) -> Json<serde_json::Value> {
         "issuer": iss,
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),
         "token_endpoint": format!("{iss}/v1/oauth/token"),
-        "introspection_endpoint": format!("{iss}/v1/oauth/introspect"),
-        "revocation_endpoint": format!("{iss}/v1/oauth/revoke"),
-        "grant_types_supported": [GRANT_TYPE_TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["none"],
-        "id_token_signing_alg_values_supported": ["ES256", "EdDSA"],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
+        "grant_types_supported": [GRANT_TYPE_TOKEN_EXCHANGE],
+        // REQUIRED by RFC 8414, yet Kairos has no authorization endpoint (token exchange
+        // is its only grant): `none`, the registered response type that issues nothing.
+        "response_types_supported": ["none"],
+        "introspection_endpoint": format!("{iss}/v1/oauth/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "revocation_endpoint": format!("{iss}/v1/oauth/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "service_documentation": format!("{iss}/v1/openapi.json"),
     }))
+    .into_response()
 }

@@ -71,7 +71,7 @@ pub struct ListQuery {
 }
 
 /// List requests (people with a reading role).
-#[utoipa::path(get, path = "/v1/requests", tag = "requests", params(ListQuery),
+#[utoipa::path(get, path = "/v1/requests", tag = "requests", operation_id = "list_requests", params(ListQuery),
     responses((status = 200, body = RequestList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(s): State<AppState>,
@@ -110,7 +110,7 @@ pub struct WaitQuery {
 }
 
 /// Read a request; its workload gets the credential once granted. `?wait=30s` long-polls.
-#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path), WaitQuery),
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", operation_id = "get_request", params(("id" = String, Path), WaitQuery),
     responses((status = 200, body = RequestResponse), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(

@@ -49,6 +49,11 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // Introspection and revocation: client_id = user name, client_secret = API token.
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
     }
 }
 
@@ -73,11 +78,8 @@ fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
 
     let global_security = doc.security.as_ref().is_some_and(|s| !s.is_empty());
     for (path, item) in doc.paths.paths.iter_mut() {
-        let schema = if path == "/v1/oauth/token" {
-            "OAuthError"
-        } else {
-            "ErrorBody"
-        };
+        let oauth = path.starts_with("/v1/oauth/");
+        let schema = if oauth { "OAuthError" } else { "ErrorBody" };
         let response = |description: &str| {
             ResponseBuilder::new()
                 .description(description)
@@ -118,7 +120,8 @@ fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
                     "no `Authorization: Bearer` token, or one that is not valid (any more)",
                 );
             }
-            if operation.request_body.is_some() {
+            // The OAuth endpoints answer a bad form with 400 `invalid_request`.
+            if operation.request_body.is_some() && !oauth {
                 add("400", "the body is malformed or a value in it is not valid");
                 add("413", "the body is larger than 64 KiB");
                 add(
@@ -174,11 +177,54 @@ pub fn router(broker: Arc<Broker>) -> Router {
     )
     .route("/metrics", get(metrics))
     .route("/.well-known/jwks.json", get(oauth::jwks))
-    .route("/.well-known/openid-configuration", get(oauth::discovery))
+    .route(
+        "/.well-known/oauth-authorization-server",
+        get(oauth::metadata),
+    )
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        count_request,
+    ))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .with_state(state)
+}
+
+/// Counts every answer in `kairos_http_requests_total` and times it in
+/// `kairos_http_request_duration_seconds`, by route template (`unmatched` when no route
+/// matched), method and status.
+async fn count_request(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", axum::extract::MatchedPath::as_str)
+        .to_owned();
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    s.broker.metrics().http_request(
+        kairos_broker::HttpLabels {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        },
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 async fn not_found() -> ApiError {
@@ -204,12 +250,33 @@ async fn health(State(s): State<AppState>) -> axum::Json<views::HealthView> {
     })
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.broker.metrics().render(),
-    )
+/// Prometheus metrics: OpenMetrics when the `Accept` header asks for
+/// `application/openmetrics-text`, else the classic text format 0.0.4.
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let media = t.split(';').next().unwrap_or_default().trim();
+            media.eq_ignore_ascii_case("application/openmetrics-text")
+        });
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            s.broker.metrics().render(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            s.broker.metrics().render_classic(),
+        )
+    }
 }

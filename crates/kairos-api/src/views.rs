@@ -326,10 +326,13 @@ pub struct VerifyCheckpointsBody {
 #[serde(deny_unknown_fields)]
 pub struct AddUserBody {
     pub name: String,
-    /// `admin`, `operator`, `approver` or `auditor`.
+    /// `admin`, `operator`, `approver`, `auditor` or `resource-server`.
     pub role: String,
     #[serde(default)]
     pub teams: Vec<String>,
+    /// For a `resource-server`: the token targets whose tokens it may introspect and revoke.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

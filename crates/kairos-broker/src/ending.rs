@@ -229,32 +229,55 @@ impl Broker {
     }
 
     /// RFC 7662: is this token honoured right now? Inactive the moment its grant ends.
+    /// This is the truth for any token, whoever asks; callers over the API go through
+    /// [`Broker::introspect_as`].
     pub async fn introspect(&self, token: &str) -> Result<Introspection> {
+        Ok(self.introspect_grant(token).await?.0)
+    }
+
+    /// RFC 7662 for `caller`: active only for a token it may learn about (see
+    /// [`may_see_token`]); any other token answers exactly as an unknown one.
+    pub async fn introspect_as(&self, caller: &Caller, token: &str) -> Result<Introspection> {
+        match self.introspect_grant(token).await? {
+            (i, Some(grant)) if may_see_token(caller, &grant) => Ok(i),
+            _ => Ok(Introspection {
+                active: false,
+                claims: None,
+            }),
+        }
+    }
+
+    /// The introspection of `token`, with its grant when active.
+    async fn introspect_grant(&self, token: &str) -> Result<(Introspection, Option<Grant>)> {
         let now = self.now();
         let inactive = Introspection {
             active: false,
             claims: None,
         };
         let Ok(claims) = self.key_ring().verify(token, now.as_secs()) else {
-            return Ok(inactive);
+            return Ok((inactive, None));
         };
         let Some(id) = GrantId::parse(&claims.jti) else {
-            return Ok(inactive);
+            return Ok((inactive, None));
         };
         match self.store.get_grant(&id).await? {
-            Some(g) if g.is_active_at(now) => Ok(Introspection {
-                active: true,
-                claims: Some(AccessClaims {
-                    exp: claims.exp.min(g.expires_at.as_secs()),
-                    ..claims
-                }),
-            }),
-            _ => Ok(inactive),
+            Some(g) if g.is_active_at(now) => Ok((
+                Introspection {
+                    active: true,
+                    claims: Some(AccessClaims {
+                        exp: claims.exp.min(g.expires_at.as_secs()),
+                        ..claims
+                    }),
+                },
+                Some(g),
+            )),
+            _ => Ok((inactive, None)),
         }
     }
 
-    /// RFC 7009: the holder (or an operator) revokes a token. Unknown or inactive tokens
-    /// are not an error.
+    /// RFC 7009: revokes a token if `caller` may (see [`may_revoke_token`]). Unknown,
+    /// inactive and other callers' tokens are not an error and change nothing, so the
+    /// answer is the same for all of them.
     pub async fn revoke_token(&self, caller: &Caller, token: &str) -> Result<()> {
         let Ok(claims) = self.key_ring().verify(token, self.now().as_secs()) else {
             return Ok(());
@@ -265,21 +288,20 @@ impl Broker {
         let Some(grant) = self.store.get_grant(&id).await? else {
             return Ok(());
         };
-        match caller {
-            Caller::Workload { identity } if *identity == grant.identity => {}
-            Caller::Workload { identity } => {
-                return Err(BrokerError::Forbidden(format!(
-                    "workload {identity} cannot revoke a token of identity {}",
-                    grant.identity
-                )));
-            }
-            Caller::User(_) => {
-                caller.require_role(&[Role::Operator], "revoke tokens")?;
-            }
+        if !may_revoke_token(caller, &grant) {
+            tracing::debug!(caller = %caller.principal(), grant = %grant.id,
+                "RFC 7009 revocation by a caller who may not revoke this token: nothing done");
+            return Ok(());
         }
         if matches!(grant.state, GrantState::Active) {
-            self.end(EndSelector::One(id), EndReason::Revoked, caller.principal())
-                .await?;
+            match self
+                .end(EndSelector::One(id), EndReason::Revoked, caller.principal())
+                .await
+            {
+                // Ended concurrently: as for an inactive token, nothing to do.
+                Ok(_) | Err(BrokerError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -451,6 +473,11 @@ impl Broker {
                 Ok(g) => {
                     self.metrics.revoking_grants.dec();
                     self.metrics.revocations_verified.inc();
+                    if let GrantState::Ended { end, receipt } = &g.state {
+                        self.metrics
+                            .grant_verified_gone_seconds
+                            .observe(receipt.verified_at.since(end.at).as_secs_f64());
+                    }
                     if alarming.contains(&g.id) {
                         // It alarmed and is now verified: the alarm clears.
                         self.metrics.revocations_alarming.dec();
@@ -696,3 +723,29 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// whatever its size, and passes run one after another, so larger passes revoke more per
 /// second when thousands of grants end at once; the store writes 250 grants a statement.
 const REVOCATIONS_PER_PASS: u32 = 2_000;
+
+/// Who may learn about a token by introspection: people (admin, operator, approver and
+/// auditor, who may read every grant anyway, and whom `kairos introspect` serves), a
+/// resource server for the tokens of its targets, a workload for its own tokens.
+pub fn may_see_token(caller: &Caller, grant: &Grant) -> bool {
+    match caller {
+        Caller::Workload { identity } => *identity == grant.identity,
+        Caller::User(u) => match u.role {
+            Role::ResourceServer => u.targets.contains(&grant.target),
+            Role::Admin | Role::Operator | Role::Approver | Role::Auditor => true,
+        },
+    }
+}
+
+/// Who may revoke a token (RFC 7009): its own workload, admins and operators, and the
+/// resource server of its target.
+pub fn may_revoke_token(caller: &Caller, grant: &Grant) -> bool {
+    match caller {
+        Caller::Workload { identity } => *identity == grant.identity,
+        Caller::User(u) => match u.role {
+            Role::Admin | Role::Operator => true,
+            Role::ResourceServer => u.targets.contains(&grant.target),
+            Role::Approver | Role::Auditor => false,
+        },
+    }
+}

@@ -19,6 +19,22 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// An HTTP request's route (the matched route template, never the raw path), method and
+/// status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+fn http_duration_histogram() -> Histogram {
+    // 50 µs .. ~26 s (a long-poll waits up to 60 s and lands in +Inf).
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+type HttpHistograms = Family<HttpLabels, Histogram, fn() -> Histogram>;
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +55,16 @@ pub struct Metrics {
     pub residue_removed: Counter,
     /// Active grants whose downstream account was missing at the last reconcile pass.
     pub accounts_missing: Gauge,
+    /// From a grant's end (expiry, release, revocation) to its verification that access
+    /// is gone.
+    pub grant_verified_gone_seconds: Histogram,
+    /// From a request's arrival to its credential (token signed or account created),
+    /// for requests granted without approval.
+    pub issuance_seconds: Histogram,
+    /// HTTP requests answered, by route, method and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP request latency, by route, method and status.
+    pub http_request_seconds: HttpHistograms,
 }
 
 impl Default for Metrics {
@@ -64,6 +90,14 @@ impl Metrics {
             revocations_alarming: Gauge::default(),
             residue_removed: Counter::default(),
             accounts_missing: Gauge::default(),
+            // 10 ms .. ~5.8 h: a verification usually follows its end within a second,
+            // a failing target's retries stretch it.
+            grant_verified_gone_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 22)),
+            // 50 µs .. ~13 s: a token is signed in microseconds, an account takes a
+            // round trip or more to its target.
+            issuance_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 19)),
+            http_requests: Family::default(),
+            http_request_seconds: Family::new_with_constructor(http_duration_histogram),
             registry: Registry::default(),
         };
         registry.register("grants_issued", "Grants issued", m.grants_issued.clone());
@@ -127,10 +161,30 @@ impl Metrics {
             "Active grants whose downstream account was missing at the last reconcile pass",
             m.accounts_missing.clone(),
         );
+        registry.register(
+            "grant_verified_gone_seconds",
+            "Time from a grant's end to its verification that access is gone",
+            m.grant_verified_gone_seconds.clone(),
+        );
+        registry.register(
+            "issuance_seconds",
+            "Time from a request's arrival to its credential, for requests granted at once",
+            m.issuance_seconds.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency, by route template, method and status",
+            m.http_request_seconds.clone(),
+        );
         Self { registry, ..m }
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition (`application/openmetrics-text; version=1.0.0`).
     pub fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -139,11 +193,120 @@ impl Metrics {
         out
     }
 
+    /// The classic Prometheus text exposition (`text/plain; version=0.0.4`).
+    pub fn render_classic(&self) -> String {
+        classic_from_openmetrics(&self.render())
+    }
+
+    /// Counts one answered HTTP request and its latency.
+    pub fn http_request(&self, labels: HttpLabels, seconds: f64) {
+        self.http_request_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+        self.http_requests.get_or_create(&labels).inc();
+    }
+
     pub fn ended(&self, reason: &str) {
         self.grants_ended
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+}
+
+/// Rewrites an OpenMetrics text exposition in the classic Prometheus text format 0.0.4:
+/// no `# EOF` nor `# UNIT`; a counter family is named after its `_total` sample (its
+/// `# HELP` and `# TYPE` lines too) and loses its `_created` sample; exemplars are
+/// dropped; types the classic format lacks (info, stateset, gaugehistogram, unknown)
+/// become `untyped`.
+pub fn classic_from_openmetrics(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // A family's `# HELP` comes before its `# TYPE`; it is written once the type is known.
+    let mut help: Option<(&str, &str)> = None;
+    let mut counter: Option<&str> = None;
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, doc));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "gauge" | "histogram" | "summary" => (name.to_owned(), kind),
+                _ => (name.to_owned(), "untyped"),
+            };
+            counter = (kind == "counter").then_some(rest.split(' ').next().unwrap_or(rest));
+            if let Some((_, doc)) = help.take() {
+                out.push_str(&format!("# HELP {name} {doc}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        // A sample; a counter's `_created` is OpenMetrics only.
+        if let Some(family) = counter
+            && line
+                .strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with("_created"))
+        {
+            continue;
+        }
+        let sample = match line.find(" # {") {
+            Some(at) => &line[..at],
+            None => line,
+        };
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_has_no_openmetrics_only_lines() {
+        let m = Metrics::new();
+        m.grants_issued.inc();
+        m.ended("expired");
+        m.decision_seconds.observe(0.001);
+        let text = m.render_classic();
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(!text.contains("# UNIT"), "{text}");
+        assert!(!text.contains("_created"), "{text}");
+        assert!(
+            text.contains("# HELP kairos_grants_issued_total Grants issued.\n# TYPE kairos_grants_issued_total counter\nkairos_grants_issued_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kairos_grants_ended_total{reason=\"expired\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE kairos_decision_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(text.contains("kairos_decision_seconds_count 1\n"), "{text}");
+    }
+
+    #[test]
+    fn classic_drops_created_exemplars_and_unknown_types() {
+        let om = "# HELP a_things Things.\n# TYPE a_things counter\n# UNIT a_things things\n\
+                  a_things_total 3 # {trace=\"x\"} 1.0\na_things_created 1.7e9\n\
+                  # HELP b_info Build.\n# TYPE b_info info\nb_info{v=\"1\"} 1\n# EOF\n";
+        assert_eq!(
+            classic_from_openmetrics(om),
+            "# HELP a_things_total Things.\n# TYPE a_things_total counter\na_things_total 3\n\
+             # HELP b_info Build.\n# TYPE b_info untyped\nb_info{v=\"1\"} 1\n"
+        );
     }
 }

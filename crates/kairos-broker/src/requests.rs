@@ -89,6 +89,7 @@ impl Broker {
         let claims = AccessClaims {
             iss: self.settings.issuer_url.clone(),
             sub: grant.identity.to_string(),
+            client_id: grant.identity.to_string(),
             aud: grant.audience.clone(),
             exp: grant.expires_at.as_secs(),
             iat: grant.issued_at.as_secs(),
@@ -170,6 +171,7 @@ impl Broker {
     /// Files a request: policy decides at once; a grant is issued now, later (after
     /// approvals), or never.
     pub async fn request(&self, caller: &Caller, input: NewRequest) -> Result<RequestOutcome> {
+        let arrived = Instant::now();
         let catalog = self.catalog();
         let identity_name = self.resolve_identity(caller, input.identity.as_ref())?;
         let identity = catalog.identity(&identity_name).ok_or_else(|| {
@@ -281,7 +283,13 @@ impl Broker {
             let (issued, activated) = self.provision(g, acc, Some(caller)).await?;
             credential = Some(issued);
             grant = Some(activated);
+            self.metrics
+                .issuance_seconds
+                .observe(arrived.elapsed().as_secs_f64());
         } else if let Some(g) = &grant {
+            self.metrics
+                .issuance_seconds
+                .observe(arrived.elapsed().as_secs_f64());
             self.metrics.grants_issued.inc();
             self.metrics.active_grants.inc();
             self.expiry_added(g.expires_at);

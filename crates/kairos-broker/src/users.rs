@@ -2,7 +2,9 @@
 
 use kairos_config::ConfigBundle;
 use kairos_crypto::api_token::{self, TokenHash, TokenSecret};
-use kairos_domain::{AuditDraft, AuditKind, AuditRecord, Principal, TeamName, UserName};
+use kairos_domain::{
+    AuditDraft, AuditKind, AuditRecord, Principal, TargetName, TeamName, UserName,
+};
 use kairos_store::{AuditFilter, BootstrapOutcome, Role, StoredToken, User};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -32,14 +34,70 @@ pub struct ChainReport {
     pub broken: Option<kairos_domain::ChainError>,
 }
 
+/// A resource server is bound to one or more token targets and to no team; people are
+/// bound to no target.
+fn check_user_targets(
+    catalog: &Catalog,
+    role: Role,
+    teams: &[TeamName],
+    targets: &[TargetName],
+) -> Result<()> {
+    if role != Role::ResourceServer {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        return Err(BrokerError::invalid(
+            "bad_target",
+            format!(
+                "only a resource-server is bound to targets; a user with role {} takes none",
+                role.as_str()
+            ),
+        ));
+    }
+    if targets.is_empty() {
+        return Err(BrokerError::invalid(
+            "bad_target",
+            "a resource-server needs at least one token target whose tokens it checks (`--target <target>`)",
+        ));
+    }
+    if !teams.is_empty() {
+        return Err(BrokerError::invalid(
+            "bad_team",
+            "a resource-server belongs to no team; give it only targets",
+        ));
+    }
+    for target in targets {
+        match catalog.target(target) {
+            None => {
+                return Err(BrokerError::NotFound(format!(
+                    "target {target} is not defined in the configuration; add a [[target]] first"
+                )));
+            }
+            Some(t) if t.kind.db().is_some() => {
+                return Err(BrokerError::invalid(
+                    "bad_target",
+                    format!(
+                        "target {target} is a {} target and issues accounts, not tokens; a resource-server checks tokens of `kind = \"token\"` targets",
+                        t.kind.as_str()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 impl Broker {
-    /// Creates a person with a role and teams; the token is returned once.
+    /// Creates a person with a role and teams, or a resource server (role
+    /// `resource-server`) bound to token targets; the token is returned once.
     pub async fn add_user(
         &self,
         caller: &Caller,
         name: UserName,
         role: Role,
         teams: Vec<TeamName>,
+        targets: Vec<TargetName>,
     ) -> Result<NewUserToken> {
         caller.require_role(&[], "add users")?;
         let catalog = self.catalog();
@@ -48,6 +106,7 @@ impl Broker {
                 "team {unknown} is not defined in the configuration; add a [[team]] first"
             )));
         }
+        check_user_targets(&catalog, role, &teams, &targets)?;
         let now = self.now();
         let api_token::NewApiToken {
             token: plain,
@@ -58,6 +117,7 @@ impl Broker {
             name: name.clone(),
             role,
             teams: teams.clone(),
+            targets: targets.clone(),
             created_at: now,
         };
         let token = StoredToken {
@@ -67,8 +127,13 @@ impl Broker {
             created_at: now,
             revoked_at: None,
         };
-        let audit = AuditDraft::new(AuditKind::UserCreated, caller.principal())
-            .data(serde_json::json!({ "user": name, "role": role.as_str(), "teams": teams }));
+        let audit = AuditDraft::new(AuditKind::UserCreated, caller.principal()).data(
+            if targets.is_empty() {
+                serde_json::json!({ "user": name, "role": role.as_str(), "teams": teams })
+            } else {
+                serde_json::json!({ "user": name, "role": role.as_str(), "targets": targets })
+            },
+        );
         self.store.create_user(&user, &token, audit).await?;
         Ok(NewUserToken {
             user,
@@ -107,6 +172,7 @@ impl Broker {
             name: UserName::parse("admin").map_err(BrokerError::internal)?,
             role: Role::Admin,
             teams: Vec::new(),
+            targets: Vec::new(),
             created_at: now,
         };
         let stored = StoredToken {

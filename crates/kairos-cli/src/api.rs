@@ -237,7 +237,11 @@ impl Api {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        if status.is_success() {
+        // The token endpoint answers "approval needed" as RFC 8628's 400
+        // `authorization_pending`: an outcome to show, not a failure.
+        if status.is_success()
+            || (status == StatusCode::BAD_REQUEST && json["error"] == "authorization_pending")
+        {
             Ok(Answer { status, json })
         } else {
             Err(api_error(status, &json))

@@ -358,7 +358,8 @@ impl KeyAlg {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum UserCommand {
-    /// Add a person; their API token is shown once.
+    /// Add a person, or a resource server (`--role resource-server --target T`); the API
+    /// token is shown once.
     Add {
         /// The person's user name.
         name: String,
@@ -369,6 +370,10 @@ pub enum UserCommand {
         /// A team the person belongs to (repeat for several).
         #[arg(long = "team", value_name = "TEAM")]
         teams: Vec<String>,
+        /// For a resource server: a token target whose tokens it may introspect and revoke
+        /// (repeat for several). It authenticates as HTTP Basic `name:token` or as Bearer.
+        #[arg(long = "target", value_name = "TARGET")]
+        targets: Vec<String>,
     },
     /// List people.
     List,
@@ -385,6 +390,7 @@ pub enum UserRole {
     Operator,
     Approver,
     Auditor,
+    ResourceServer,
 }
 
 impl UserRole {
@@ -394,6 +400,7 @@ impl UserRole {
             Self::Operator => "operator",
             Self::Approver => "approver",
             Self::Auditor => "auditor",
+            Self::ResourceServer => "resource-server",
         }
     }
 }
@@ -676,7 +683,13 @@ mod tests {
     #[test]
     fn user_commands() {
         let Command::User {
-            command: UserCommand::Add { name, role, teams },
+            command:
+                UserCommand::Add {
+                    name,
+                    role,
+                    teams,
+                    targets,
+                },
         } = ok("user add alice --role approver --team payments --team sre").1
         else {
             panic!("not user add")
@@ -684,6 +697,15 @@ mod tests {
         assert_eq!(name, "alice");
         assert_eq!(role, UserRole::Approver);
         assert_eq!(teams, ["payments", "sre"]);
+        assert!(targets.is_empty());
+        let Command::User {
+            command: UserCommand::Add { role, targets, .. },
+        } = ok("user add orders-rs --role resource-server --target orders-api").1
+        else {
+            panic!("not user add")
+        };
+        assert_eq!(role, UserRole::ResourceServer);
+        assert_eq!(targets, ["orders-api"]);
         assert!(matches!(
             ok("user list").1,
             Command::User {

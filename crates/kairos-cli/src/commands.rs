@@ -614,8 +614,15 @@ async fn keys(api: &Api, a: KeysArgs, io: &mut Io<'_>) -> Result<Exit, CliError>
 
 async fn user(api: &Api, command: UserCommand, io: &mut Io<'_>) -> Result<Exit, CliError> {
     match command {
-        UserCommand::Add { name, role, teams } => {
-            let body = json!({ "name": name, "role": role.as_str(), "teams": teams });
+        UserCommand::Add {
+            name,
+            role,
+            teams,
+            targets,
+        } => {
+            let body = json!({
+                "name": name, "role": role.as_str(), "teams": teams, "targets": targets,
+            });
             let ans = api
                 .send(Method::POST, &["v1", "users"], Some(&body))
                 .await?;
@@ -674,7 +681,7 @@ async fn exchange(api: &Api, a: ExchangeArgs, io: &mut Io<'_>) -> Result<Exit, C
             Duration::ZERO,
         )
         .await?;
-    if ans.status == StatusCode::ACCEPTED {
+    if ans.json["error"] == "authorization_pending" {
         let pending: wire::OAuthError = ans.decode()?;
         if show == Show::TokenOnly {
             return Err(CliError::Failed(format!(

@@ -735,7 +735,12 @@ pub fn users_table(users: &[wire::User]) -> String {
     }
     let mut t = Table::new(["NAME", "ROLE", "TEAMS", "CREATED"]);
     for u in users {
-        let teams = u.teams.join(",");
+        // A resource server has no teams; its targets are shown in their place.
+        let teams = if u.targets.is_empty() {
+            u.teams.join(",")
+        } else {
+            format!("targets:{}", u.targets.join(","))
+        };
         t.row([
             u.name.as_str(),
             &u.role,
@@ -747,7 +752,9 @@ pub fn users_table(users: &[wire::User]) -> String {
 }
 
 pub fn new_user(n: &wire::NewUser) -> String {
-    let teams = if n.user.teams.is_empty() {
+    let teams = if !n.user.targets.is_empty() {
+        format!("; targets: {}", n.user.targets.join(", "))
+    } else if n.user.teams.is_empty() {
         String::new()
     } else {
         format!("; teams: {}", n.user.teams.join(", "))

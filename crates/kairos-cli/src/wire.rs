@@ -292,6 +292,8 @@ pub struct User {
     pub name: String,
     pub role: String,
     pub teams: Vec<String>,
+    /// A resource server's token targets.
+    pub targets: Vec<String>,
     pub created_at: String,
 }
 

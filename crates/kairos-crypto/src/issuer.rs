@@ -192,6 +192,11 @@ pub struct AccessClaims {
     pub iss: String,
     /// The identity the grant was issued to.
     pub sub: String,
+    /// RFC 9068 `client_id`: the OAuth client the token was issued to, which is the
+    /// identity (the same as `sub`; a workload is its own client). Empty in tokens
+    /// signed before the claim existed.
+    #[serde(default)]
+    pub client_id: String,
     /// The target the token is meant for.
     pub aud: String,
     /// Expiry.

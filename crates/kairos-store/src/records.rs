@@ -1,7 +1,7 @@
 //! Rows that are not domain objects: filters, keys, users, config versions.
 
 use kairos_domain::{
-    EntitlementName, IdentityName, RequestState, TaskRef, TeamName, Timestamp, UserName,
+    EntitlementName, IdentityName, RequestState, TargetName, TaskRef, TeamName, Timestamp, UserName,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -82,16 +82,27 @@ pub enum Role {
     Approver,
     /// Reads grants, requests and the audit log.
     Auditor,
+    /// A resource server (not a person): introspects and revokes only the tokens whose
+    /// audience is one of its targets (`User::targets`), and nothing else.
+    #[serde(rename = "resource-server")]
+    ResourceServer,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Self::Admin, Self::Operator, Self::Approver, Self::Auditor];
+    pub const ALL: [Role; 5] = [
+        Self::Admin,
+        Self::Operator,
+        Self::Approver,
+        Self::Auditor,
+        Self::ResourceServer,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
             Self::Operator => "operator",
             Self::Approver => "approver",
             Self::Auditor => "auditor",
+            Self::ResourceServer => "resource-server",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -104,6 +115,9 @@ pub struct User {
     pub name: UserName,
     pub role: Role,
     pub teams: Vec<TeamName>,
+    /// For a resource server: the token targets whose tokens it may introspect and revoke
+    /// (a token's `aud`). Empty for people.
+    pub targets: Vec<TargetName>,
     pub created_at: Timestamp,
 }
 

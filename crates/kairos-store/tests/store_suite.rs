@@ -1392,6 +1392,7 @@ fn person(name: &str, role: Role) -> (User, StoredToken) {
             TeamName::parse("payments").unwrap(),
             TeamName::parse("sre").unwrap(),
         ],
+        targets: Vec::new(),
         created_at: at(0),
     };
     let token = StoredToken {
@@ -1456,6 +1457,25 @@ async fn users_and_tokens(db: Arc<Db>) {
     );
     assert_eq!(s.find_token("tok_nobody").await.unwrap(), None);
 
+    // A resource server keeps the targets it is bound to.
+    let (mut orders_rs, orders_token) = person("orders-rs", Role::ResourceServer);
+    orders_rs.teams = Vec::new();
+    orders_rs.targets = vec![
+        TargetName::parse("orders-api").unwrap(),
+        TargetName::parse("billing-api").unwrap(),
+    ];
+    s.create_user(&orders_rs, &orders_token, created())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_token("tok_orders-rs").await.unwrap(),
+        Some((orders_token, orders_rs.clone()))
+    );
+    assert_eq!(
+        s.get_user(&orders_rs.name).await.unwrap(),
+        Some(orders_rs.clone())
+    );
+
     let revoked = s
         .revoke_user_tokens(
             &alice.name,
@@ -1483,6 +1503,7 @@ async fn users_and_tokens(db: Arc<Db>) {
     assert_eq!(
         kinds(&all_audit(&s).await),
         [
+            AuditKind::UserCreated,
             AuditKind::UserCreated,
             AuditKind::UserCreated,
             AuditKind::UserTokenRevoked

@@ -31,9 +31,9 @@ fn two_distinct_approvers_issue_the_grant_and_the_workload_gets_it() {
     let dave = add_user(&api, "dave", "approver", &[]); // not in the payments team
     let platform = issuer.mint(SUBJECT, json!({}));
 
-    // The exchange answers authorization_pending with the request id.
+    // The exchange answers RFC 8628's 400 authorization_pending with the request id.
     let (status, body) = api.exchange(&platform, "orders-api/admin", Some("10m"));
-    assert_eq!(status, 202, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "authorization_pending");
     assert_eq!(body["policies"], json!(["admin-two-approvals"]));
     let req = body["request_id"].as_str().unwrap().to_owned();
@@ -172,7 +172,8 @@ fn pending_requests_expire() {
     let alice = add_user(&api, "alice", "approver", &[]);
     let platform = issuer.mint(SUBJECT, json!({}));
     let (status, body) = api.exchange(&platform, "orders-api/admin", None);
-    assert_eq!(status, 202, "{body}");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "authorization_pending", "{body}");
     let req = body["request_id"].as_str().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {

@@ -46,7 +46,7 @@ fn full_loop(store: Option<&str>) {
     assert_eq!(claims["task"]["kind"], "job");
     assert_eq!(claims["task"]["ref"], "run-42");
     assert_eq!(claims["iss"], server.addr.as_str());
-    let (_, disco) = api.get(ADMIN, "/.well-known/openid-configuration");
+    let (_, disco) = api.get(ADMIN, "/.well-known/oauth-authorization-server");
     assert_eq!(
         disco["jwks_uri"],
         format!("{}/.well-known/jwks.json", server.addr)

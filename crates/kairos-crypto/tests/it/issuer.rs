@@ -18,6 +18,7 @@ fn claims(now: i64) -> AccessClaims {
     AccessClaims {
         iss: ISSUER.to_owned(),
         sub: "billing-batch".to_owned(),
+        client_id: "billing-batch".to_owned(),
         aud: "postgres-prod".to_owned(),
         exp: now + 900,
         iat: now,

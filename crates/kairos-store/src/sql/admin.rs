@@ -12,7 +12,7 @@ use super::{SqlStore, audit, conflict};
 use crate::{BootstrapOutcome, Result, StoreError, StoredConfig, StoredKey, StoredToken, User};
 
 const KEY_COLUMNS: &str = "kid, alg, sealed_private, created_at, retire_until";
-const USER_COLUMNS: &str = "name, role, teams, created_at";
+const USER_COLUMNS: &str = "name, role, teams, targets, created_at";
 
 /// The current key first, then retired keys newest first.
 pub(super) async fn signing_keys(store: &SqlStore) -> Result<Vec<StoredKey>> {
@@ -194,7 +194,7 @@ enum Existing {
 }
 
 const INSERT_USER: &str =
-    "INSERT INTO users (name, role, teams, created_at) VALUES ($1, $2, $3, $4)";
+    "INSERT INTO users (name, role, teams, targets, created_at) VALUES ($1, $2, $3, $4, $5)";
 
 const INSERT_TOKEN: &str = "INSERT INTO api_tokens (id, user_name, secret_hash, created_at, \
      revoked_at) VALUES ($1, $2, $3, $4, $5)";
@@ -228,7 +228,7 @@ async fn write_user_in(
         Existing::Replace => (
             format!(
                 "{INSERT_USER} ON CONFLICT (name) DO UPDATE SET role = excluded.role, \
-                 disabled_at = NULL"
+                 targets = excluded.targets, disabled_at = NULL"
             ),
             format!(
                 "{INSERT_TOKEN} ON CONFLICT (id) DO UPDATE SET user_name = excluded.user_name, \
@@ -241,6 +241,7 @@ async fn write_user_in(
         .bind(user.name.as_str().to_owned())
         .bind(user.role.as_str())
         .bind(to_json(&user.teams)?)
+        .bind(to_json(&user.targets)?)
         .bind(user.created_at.as_millis())
         .execute_in(&mut *tx)
         .await
@@ -299,7 +300,7 @@ pub(super) async fn list_users(store: &SqlStore) -> Result<Vec<User>> {
 /// An API token by id with its (enabled) user, the user's columns prefixed `u_`.
 pub(super) const FIND_TOKEN: &str = "SELECT t.id, t.user_name, t.secret_hash, t.created_at, \
      t.revoked_at, u.name AS u_name, u.role AS u_role, u.teams AS u_teams, \
-     u.created_at AS u_created_at \
+     u.targets AS u_targets, u.created_at AS u_created_at \
      FROM api_tokens t JOIN users u ON u.name = t.user_name \
      WHERE t.id = $1 AND u.disabled_at IS NULL";
 

@@ -450,7 +450,7 @@ pub(super) fn key_from_row(row: &impl Columns) -> Result<StoredKey> {
     })
 }
 
-/// Reads a user from columns `name`, `role`, `teams`, `created_at` under `prefix`.
+/// Reads a user from columns `name`, `role`, `teams`, `targets`, `created_at` under `prefix`.
 pub(super) fn user_from_row(row: &impl Columns, prefix: &str) -> Result<User> {
     let col = |c: &str| format!("{prefix}{c}");
     let r = Reader::new(row, &col("name"))?;
@@ -458,6 +458,7 @@ pub(super) fn user_from_row(row: &impl Columns, prefix: &str) -> Result<User> {
         name: r.parsed(&col("name"), UserName::parse)?,
         role: r.parsed(&col("role"), |s| known(Role::parse(&s), "role"))?,
         teams: r.json::<Vec<TeamName>>(&col("teams"))?,
+        targets: r.json::<Vec<TargetName>>(&col("targets"))?,
         created_at: r.time(&col("created_at"))?,
     })
 }
