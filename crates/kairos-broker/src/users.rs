@@ -1,6 +1,6 @@
 //! People, their API tokens, the declarative configuration and the audit log.
 
-use kairos_config::ConfigBundle;
+use kairos_config::{Catalog, ConfigBundle};
 use kairos_crypto::api_token::{self, TokenHash, TokenSecret};
 use kairos_domain::{
     AuditDraft, AuditKind, AuditRecord, Principal, TargetName, TeamName, UserName,
