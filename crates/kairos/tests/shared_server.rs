@@ -240,18 +240,36 @@ fn two_targets_on_one_server_keep_each_others_accounts() {
     let later = issue(&api, &platform, "billing-db/readonly");
     assert!(later.user.starts_with(&two.prefix), "{}", later.user);
 
-    // Defence in depth: billing-db renamed (same server, same prefix). Its live grants
-    // still name the old target; the renamed target's reconciler must not take their
-    // accounts for residue.
+    // billing-db renamed (same server, same prefix): the catalog no longer knows the target
+    // its live grants stand on, so they end as `config_removed` through the one end path
+    // and their accounts are verified gone; the renamed target's reconciler takes nothing
+    // of orders-db's, and orders-db's account keeps working through three more passes.
     let renamed = targets("ledger-db", &two.prefix);
     let out = server.cli(ADMIN, &["apply", renamed.to_str().unwrap()]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     for round in ["4", "5", "6"] {
         wait_reconcile_pass(&one.name, &[&one.prefix, &two.prefix], round);
     }
-    for account in [&orders, &billing, &later] {
-        works(&rt, account);
-        assert_active(&api, account);
+    works(&rt, &orders);
+    assert_active(&api, &orders);
+    for account in [&billing, &later] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, g) = api.get(ADMIN, &format!("/v1/grants/{}", account.grant));
+            assert_eq!(status, 200, "{g}");
+            if g["state"] == "ended" {
+                assert_eq!(g["receipt"]["reason"], "config_removed", "{g}");
+                assert!(g["receipt"]["verified_at"].is_string(), "{g}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not verified gone: {g}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !managed_roles(SHARED_PG, &account.user).contains(&account.user),
+            "{} is still there",
+            account.user
+        );
     }
     let records = audit_kinds(&api);
     assert!(
