@@ -449,6 +449,7 @@ mod tests {
 
     #[derive(Debug, Subcommand)]
     enum TestTop {
+        /// Stands in for the binary's `server`.
         Server,
         #[command(flatten)]
         Client(Command),

@@ -803,7 +803,8 @@ mod tests {
         );
         assert_eq!(exit, Ok(Exit::Success));
         assert_eq!(out, "eyJ.t\n");
-        assert_eq!(err, "");
+        // The grant id `release` needs, kept off stdout.
+        assert_eq!(err, "grant: grt_1\n");
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod server;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,8 +28,46 @@ enum Top {
     /// A development stand-in for a CI/OIDC provider: mint platform JWTs locally.
     #[command(subcommand)]
     DevIssuer(dev_issuer::DevIssuer),
+    /// Print a shell completion script: `kairos completions bash > /etc/bash_completion.d/kairos`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Client(kairos_cli::Command),
+}
+
+/// The client options (`--addr`, `--token`, `--json`) are global to the client commands
+/// but mean nothing to `kairos server`: it gets hidden options of the same ids, so they are
+/// not shown in its help and are refused with a pointer to what the server takes instead.
+fn command() -> clap::Command {
+    const CLIENT_ONLY: [(&str, &str); 3] = [
+        (
+            "addr",
+            "--addr is a client option; the server listens on --listen",
+        ),
+        (
+            "token",
+            "--token is a client option; the server's admin token is KAIROS_ADMIN_TOKEN or --dev-admin-token",
+        ),
+        (
+            "json",
+            "--json is a client option; the server logs JSON with --log-json",
+        ),
+    ];
+    Cli::command().mut_subcommand("server", |server| {
+        CLIENT_ONLY.into_iter().fold(server, |server, (id, why)| {
+            server.arg(
+                clap::Arg::new(id)
+                    .long(id)
+                    .hide(true)
+                    .num_args(0..=1)
+                    .default_missing_value("")
+                    .value_parser(move |_: &str| Err::<String, _>(why)),
+            )
+        })
+    })
 }
 
 /// mimalloc: per-thread free lists instead of glibc's locked arenas, for a server that
@@ -38,7 +76,11 @@ enum Top {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut matches = command().get_matches();
+    let cli = match Cli::from_arg_matches_mut(&mut matches) {
+        Ok(cli) => cli,
+        Err(e) => e.format(&mut command()).exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,6 +107,10 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             },
+            Top::Completions { shell } => {
+                clap_complete::generate(shell, &mut command(), "kairos", &mut std::io::stdout());
+                ExitCode::SUCCESS
+            }
             Top::Client(cmd) => match kairos_cli::run(cli.global, cmd).await {
                 Ok(code) => code,
                 Err(e) => {

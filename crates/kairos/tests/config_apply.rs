@@ -266,3 +266,71 @@ fn cli_shows_config_entitlements_grant_ids_and_escapes_bidi() {
         assert!(text.contains("\\u{202e}"), "{args:?}: {text}");
     }
 }
+
+/// Every option line of these commands' `--help` says what it is for; `server` shows no
+/// client-only options (and refuses them); completions print a script.
+#[test]
+fn help_is_complete_server_has_only_server_options_and_completions_print() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(kairos_bin())
+            .args(args)
+            .env_remove("KAIROS_ADDR")
+            .env_remove("KAIROS_TOKEN")
+            .output()
+            .unwrap()
+    };
+    for cmd in [
+        vec!["server"],
+        vec!["dev-issuer", "init"],
+        vec!["dev-issuer", "mint"],
+        vec!["completions"],
+        vec!["apply"],
+        vec!["request-status"],
+        vec!["keys", "rotate"],
+        vec!["user", "add"],
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let help = ok(&run(&args));
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, raw) in lines.iter().enumerate() {
+            let line = raw.trim_start();
+            if line.starts_with('-') {
+                // Described on the same line, or (clap's long form) on the next, indented deeper.
+                let same = line.split("  ").filter(|p| !p.trim().is_empty()).count() > 1;
+                let indent = raw.len() - line.len();
+                let next = lines.get(i + 1).is_some_and(|n| {
+                    let t = n.trim_start();
+                    !t.is_empty() && !t.starts_with('-') && n.len() - t.len() > indent
+                });
+                assert!(same || next, "{cmd:?}: no help for `{line}`\n{help}");
+            }
+        }
+        if cmd == ["server"] {
+            for client_only in ["--addr", "--token", "--json"] {
+                assert!(
+                    !help.contains(client_only),
+                    "server shows {client_only}:\n{help}"
+                );
+            }
+        }
+    }
+    let refused = run(&["server", "--addr", "http://x"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--listen"),
+        "{}",
+        stderr(&refused)
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&run(&["completions", shell]));
+        assert!(
+            script.contains("kairos") && script.contains("request-status"),
+            "{shell}: {script}"
+        );
+    }
+    // The client still takes its options anywhere.
+    let o = run(&["--addr", "http://127.0.0.1:9", "health", "--json"]);
+    assert!(!o.status.success(), "nothing listens on port 9");
+    assert!(!stderr(&o).contains("client option"), "{}", stderr(&o));
+}
