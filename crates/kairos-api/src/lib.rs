@@ -30,3 +30,7 @@ pub use server::{AppState, openapi, router};
 
 /// Request bodies above this size are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The most request-header bytes (names and values) the API reads; more is refused with
+/// a JSON 431 (hyper itself refuses far larger headers, without a body).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::{MAX_BODY_BYTES, admin, grants, oauth, requests, views};
+use crate::{MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, grants, oauth, requests, views};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -71,8 +71,9 @@ fn split(routes: OpenApiRouter<AppState>) -> (Router<AppState>, utoipa::openapi:
 
 /// Documents the answers that come from the extractors rather than the handlers, on every
 /// operation they apply to (unless the handler documents its own): 401 where a bearer
-/// token is required, and 400 (malformed), 413 (over 64 KiB) and 415 (wrong content type)
-/// where there is a request body. The token endpoint answers these in OAuth's shape.
+/// token is required, 400 (malformed), 413 (over 64 KiB) and 415 (wrong content type)
+/// where there is a request body (the token endpoint answers these in OAuth's shape), and
+/// 431 (headers over 16 KiB, in the API's shape) everywhere.
 fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
@@ -99,6 +100,23 @@ fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
             &mut item.patch,
         ];
         for operation in operations.into_iter().flatten() {
+            // Answered before any handler, so in the API's own error shape everywhere.
+            operation
+                .responses
+                .responses
+                .entry("431".to_owned())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("the request's headers are larger than 16 KiB in total")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build()
+                        .into()
+                });
             let mut add = |status: &str, description: &str| {
                 operation
                     .responses
@@ -188,6 +206,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         count_request,
     ))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(axum::middleware::from_fn(limit_headers))
     .with_state(state)
 }
 
@@ -227,6 +246,30 @@ async fn count_request(
     resp
 }
 
+/// Refuses a request whose headers (names and values) exceed [`MAX_HEADER_BYTES`] with a
+/// JSON 431 that says the limit, before any handler or extractor reads them.
+async fn limit_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request's headers are {size} bytes, over the {MAX_HEADER_BYTES} this server reads; send fewer or shorter headers (a bearer token fits in a few KiB)"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see /v1/openapi.json")
 }
@@ -239,14 +282,28 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Liveness and the store backend.
+/// Liveness, the store backend, and whether revocations alarm: `degraded` (still 200)
+/// names the targets whose revocations keep failing. It reads no store: the list is the
+/// outage prober's last look (every 2 s).
 #[utoipa::path(get, path = "/v1/health", tag = "admin", security(()),
-    responses((status = 200, body = views::HealthView)))]
+    responses((status = 200, description = "serving; `status` is `ok`, or `degraded` with the targets whose revocations keep failing", body = views::HealthView)))]
 async fn health(State(s): State<AppState>) -> axum::Json<views::HealthView> {
+    let degraded: Vec<String> = s
+        .broker
+        .degraded_targets()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     axum::Json(views::HealthView {
-        status: "ok".into(),
+        status: if degraded.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
         store: s.broker.store().backend().into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        degraded_targets: degraded,
     })
 }
 

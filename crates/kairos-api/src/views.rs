@@ -347,7 +347,12 @@ pub struct RequestList {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthView {
+    /// `ok`, or `degraded` while revocations on some target keep failing (they alarm:
+    /// access there may persist until they succeed).
+    #[schema(example = "ok")]
     pub status: String,
     pub store: String,
     pub version: String,
+    /// The targets whose revocations alarm (empty when `status` is `ok`).
+    pub degraded_targets: Vec<String>,
 }

@@ -57,6 +57,7 @@ pub(crate) fn issuer_trusts(catalog: &Catalog) -> Vec<IssuerTrust> {
                 kairos_config::JwksRef::Inline { jwks, .. } => JwksSource::Inline(jwks.clone()),
                 kairos_config::JwksRef::Url(u) => JwksSource::Url(u.clone()),
             },
+            max_token_age: i.max_token_age.as_duration(),
         })
         .collect()
 }

@@ -36,9 +36,24 @@ pub struct Introspection {
 
 /// Backoff before retry `attempts` (1-based): 1 s, 2 s, 4 s … capped at 5 minutes.
 pub fn backoff(attempts: u32) -> Duration {
-    let exp = attempts.saturating_sub(1).min(20);
-    Duration::from_secs((1u64 << exp).min(300))
+    backoff_from(Duration::from_secs(1), attempts)
 }
+
+/// Backoff before retry `attempts` (1-based) when the first wait is `unit`: `unit`,
+/// twice it, four times … capped at 5 minutes.
+pub fn backoff_from(unit: Duration, attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(20);
+    unit.saturating_mul(1u32 << exp).min(MAX_BACKOFF)
+}
+
+/// The longest wait between two attempts of one revocation (while its target answers;
+/// an unreachable target is probed every `outage_probe_interval` instead).
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// After a target with failing revocations answers a probe again, this many answering
+/// probes in a row each retry its backlog at once: a batch that was already under way
+/// when the target came back may still fail after the first.
+const RECOVERY_PROBES: u32 = 3;
 
 impl Broker {
     /// Propagates a token grant's end and verifies it: after it, introspection answers
@@ -498,7 +513,10 @@ impl Broker {
             GrantState::Ending { attempts, .. } => attempts.saturating_add(1),
             _ => 1,
         };
-        let retry_at = self.now().plus(backoff(attempts));
+        let retry_at = self.now().plus(backoff_from(
+            self.settings.revocation_backoff_unit,
+            attempts,
+        ));
         self.store
             .fail_revocation(&grant.id, &error, retry_at)
             .await?;
@@ -509,6 +527,63 @@ impl Broker {
                 "revocation keeps failing; access may persist until it succeeds");
         } else {
             tracing::warn!(grant = %grant.id, attempts, %error, "revocation failed; will retry");
+        }
+        Ok(())
+    }
+
+    /// One look of the outage prober: reads which targets have failing revocations (and
+    /// which of them alarm, for `/v1/health`), probes each with a cheap `list_managed`,
+    /// and when one answers after it did not (or for the first time since its
+    /// revocations started failing), makes its whole backlog due now and wakes the
+    /// revocation worker. `answering` keeps, per failing target, how many probes in a row
+    /// it answered.
+    async fn probe_failing_targets(
+        self: &Arc<Self>,
+        answering: &mut BTreeMap<TargetName, u32>,
+    ) -> Result<()> {
+        let failing = self.store.failing_targets(1).await?;
+        self.set_degraded(
+            failing
+                .iter()
+                .filter(|(_, attempts)| *attempts >= self.settings.revocation_alarm_after)
+                .map(|(t, _)| t.clone())
+                .collect(),
+        );
+        answering.retain(|t, _| failing.iter().any(|(f, _)| f == t));
+        let targets = self.targets();
+        let wait = self
+            .settings
+            .outage_probe_interval
+            .max(Duration::from_secs(1));
+        let mut probes = tokio::task::JoinSet::new();
+        for (name, _) in failing {
+            let Some(connector) = targets.get(&name).cloned() else {
+                continue;
+            };
+            probes.spawn(async move {
+                let answered = matches!(
+                    tokio::time::timeout(wait, connector.list_managed()).await,
+                    Ok(Ok(_))
+                );
+                (name, answered)
+            });
+        }
+        while let Some(done) = probes.join_next().await {
+            let Ok((name, answered)) = done else { continue };
+            let streak = answering.entry(name.clone()).or_insert(0);
+            if !answered {
+                *streak = 0;
+                continue;
+            }
+            *streak = streak.saturating_add(1);
+            if *streak <= RECOVERY_PROBES {
+                let moved = self.store.retry_target_now(&name, self.now()).await?;
+                if moved > 0 {
+                    tracing::info!(target = %name, jobs = moved,
+                        "target answers again: retrying its failed revocations now");
+                    self.revoke_work.notify_one();
+                }
+            }
         }
         Ok(())
     }
@@ -569,6 +644,22 @@ impl Broker {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                         _ = b.revoke_work.notified() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            })
+        };
+        let prober = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut answering = BTreeMap::new();
+                loop {
+                    if let Err(e) = b.probe_failing_targets(&mut answering).await {
+                        tracing::warn!(error = %ErrorChain(&e), "outage probe failed; will retry");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(b.settings.outage_probe_interval) => {}
                         _ = shutdown.changed() => return,
                     }
                 }
@@ -671,7 +762,14 @@ impl Broker {
                 }
             })
         };
-        let _ = tokio::join!(expirer, revoker, housekeeping, reconciler, checkpointer);
+        let _ = tokio::join!(
+            expirer,
+            revoker,
+            prober,
+            housekeeping,
+            reconciler,
+            checkpointer
+        );
     }
 }
 

@@ -62,6 +62,12 @@ pub struct BrokerSettings {
     /// How long a revocation worker holds a claimed job before another may take it over
     /// (after a crash).
     pub revocation_lease: Duration,
+    /// The first retry's wait after a failed revocation; each further failure doubles
+    /// it, up to 5 minutes (see [`ending::backoff`]).
+    pub revocation_backoff_unit: Duration,
+    /// How often a target with failing revocations is probed (a cheap `list_managed`);
+    /// when it answers again, its whole backlog is retried at once.
+    pub outage_probe_interval: Duration,
     /// For crash tests only: abort the process at this point (see [`CrashPoint`]).
     pub danger_crash_at: Option<CrashPoint>,
     /// Where signed audit checkpoints are appended (besides the log), if anywhere.
@@ -111,6 +117,8 @@ impl Default for BrokerSettings {
             default_ttl: Duration::from_secs(15 * 60),
             provisioning_grace: Duration::from_secs(60),
             revocation_lease: Duration::from_secs(30),
+            revocation_backoff_unit: Duration::from_secs(1),
+            outage_probe_interval: Duration::from_secs(2),
             danger_crash_at: None,
             audit_checkpoint_file: None,
             audit_checkpoint_interval: Duration::from_secs(5 * 60),
@@ -140,6 +148,9 @@ pub struct Broker {
     request_events: tokio::sync::watch::Sender<u64>,
     /// Signed audit checkpoints: where they go, and the head verified so far.
     checkpointer: checkpoints::Checkpointer,
+    /// Targets whose revocations are alarming, as the outage prober last read them from
+    /// the store (what `/v1/health` reports without a store read of its own).
+    degraded: RwLock<Arc<Vec<kairos_domain::TargetName>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -208,6 +219,7 @@ impl Broker {
             revoke_work: tokio::sync::Notify::new(),
             request_events,
             checkpointer,
+            degraded: RwLock::new(Arc::new(Vec::new())),
         });
         broker.refresh_gauges().await?;
         Ok(broker)
@@ -295,6 +307,22 @@ impl Broker {
         }
     }
 
+    /// Targets whose revocations keep failing (at least `revocation_alarm_after`
+    /// attempts), as last read by the outage prober (every `outage_probe_interval`).
+    pub fn degraded_targets(&self) -> Arc<Vec<kairos_domain::TargetName>> {
+        match self.degraded.read() {
+            Ok(d) => Arc::clone(&d),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn set_degraded(&self, targets: Vec<kairos_domain::TargetName>) {
+        match self.degraded.write() {
+            Ok(mut d) => *d = Arc::new(targets),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(targets),
+        }
+    }
+
     fn set_keys(&self, ring: KeyRing) {
         match self.keys.write() {
             Ok(mut k) => *k = Arc::new(ring),
@@ -316,6 +344,11 @@ impl Broker {
             .failing_revocations(self.settings.revocation_alarm_after)
             .await?;
         self.metrics.revocations_alarming.set(g(alarming));
+        let degraded = self
+            .store
+            .failing_targets(self.settings.revocation_alarm_after)
+            .await?;
+        self.set_degraded(degraded.into_iter().map(|(t, _)| t).collect());
         Ok(())
     }
 

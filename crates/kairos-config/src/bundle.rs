@@ -108,7 +108,11 @@ fn glob_files(
     at: &Location,
 ) -> Result<Vec<(String, PathBuf)>, ConfigError> {
     let escaped_base = glob::Pattern::escape(&base.to_string_lossy());
-    let full = if base.as_os_str().is_empty() || Path::new(pattern).is_absolute() {
+    // An absolute pattern is used as written, and so are the keys of what it matches (the
+    // catalog matches the pattern against them as written); a relative one is relative to
+    // the config file's directory, and so are its keys.
+    let absolute = Path::new(pattern).is_absolute();
+    let full = if base.as_os_str().is_empty() || absolute {
         pattern.to_owned()
     } else {
         format!("{escaped_base}/{pattern}")
@@ -122,7 +126,11 @@ fn glob_files(
         if !path.is_file() {
             continue;
         }
-        let relative = path.strip_prefix(base).unwrap_or(&path);
+        let relative = if absolute {
+            &path
+        } else {
+            path.strip_prefix(base).unwrap_or(&path)
+        };
         let key = normalize(&relative.to_string_lossy().replace('\\', "/"));
         found.push((key, path));
     }

@@ -179,6 +179,9 @@ pub struct Issuer {
     /// The `aud` claim its tokens must carry.
     pub audience: String,
     pub jwks: JwksRef,
+    /// The longest lifetime Kairos accepts in one of its tokens (`exp` − `iat`, or
+    /// `exp` − now without `iat`); default 24 h.
+    pub max_token_age: Ttl,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

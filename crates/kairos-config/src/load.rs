@@ -203,6 +203,24 @@ impl<'n> Table<'n> {
         );
     }
 
+    /// An optional boolean key.
+    fn flag(&mut self, cx: &mut Cx<'_>, key: &str) -> Result<Option<bool>, Invalid> {
+        let Some(node) = self.node(key) else {
+            return Ok(None);
+        };
+        match &node.value {
+            Value::Boolean(b) => Ok(Some(*b)),
+            other => {
+                cx.error(
+                    &node.span,
+                    &self.key(key),
+                    format!("expected true or false, found {}", other.type_name()),
+                );
+                Err(Invalid)
+            }
+        }
+    }
+
     /// An optional array of strings, each converted by `parse`.
     fn list<T, E: Display>(
         &mut self,
@@ -599,6 +617,181 @@ fn grant_template(s: &str) -> Result<String, String> {
     match why {
         Some(why) => Err(format!("grant template {} {why}", quoted(s))),
         None => Ok(s.to_owned()),
+    }
+}
+
+/// Reports each entry of `key` that hands out administration (the entitlement did not
+/// say `danger_allow_admin_grants = true`). The entry itself is not echoed: a statement
+/// that changes an account may carry a password.
+fn refuse_admin(
+    cx: &mut Cx<'_>,
+    t: &Table<'_>,
+    key: &str,
+    entries: &Result<Option<Vec<At<String>>>, Invalid>,
+    problem: fn(&str) -> Option<String>,
+) {
+    let Ok(Some(entries)) = entries else { return };
+    for (i, entry) in entries.iter().enumerate() {
+        if let Some(why) = problem(&entry.value) {
+            cx.error(
+                &entry.span,
+                &format!("{}[{i}]", t.key(key)),
+                format!(
+                    "{why}: an account Kairos hands out must not administer the target or change accounts; \
+                     grant only what the task needs, or, if this entitlement really must hand out administration, \
+                     say so with `danger_allow_admin_grants = true` in it"
+                ),
+            );
+        }
+    }
+}
+
+/// The SQL a privilege template is made of, for the admin check: comments become spaces
+/// (the text of MariaDB's executable `/*! … */` comments is kept, as MariaDB runs it),
+/// identifier quotes (`"`, `` ` ``) go, and the rest is upper-cased words and the
+/// punctuation between them, e.g. `alter/**/"role" x` → ["ALTER", "ROLE", "X"].
+fn sql_words(sql: &str) -> Vec<String> {
+    let mut text = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.find('\n').map_or("", |n| &after[n..]);
+            text.push(' ');
+        } else if let Some(after) = rest.strip_prefix('#') {
+            rest = after.find('\n').map_or("", |n| &after[n..]);
+            text.push(' ');
+        } else if let Some(after) = rest.strip_prefix("/*!") {
+            // Executable comment: its version number, then SQL that runs.
+            let body = after.trim_start_matches(|c: char| c.is_ascii_digit());
+            rest = body;
+            text.push(' ');
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.find("*/").map_or("", |n| &after[n + 2..]);
+            text.push(' ');
+        } else if let Some(after) = rest.strip_prefix("*/") {
+            rest = after;
+            text.push(' ');
+        } else {
+            if !matches!(c, '"' | '`') {
+                text.push(c);
+            }
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    let mut words = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() || matches!(c, '_' | '$') {
+            word.extend(c.to_uppercase());
+        } else {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            if !c.is_whitespace() {
+                words.push(c.to_string());
+            }
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Why a SQL privilege template hands out administration or changes accounts, if it does.
+fn admin_grant_problem(sql: &str) -> Option<String> {
+    let words = sql_words(sql);
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let has = |seq: &[&str]| w.windows(seq.len()).any(|win| win == seq);
+    for (verb, what) in [
+        ("ALTER", "changes an account"),
+        ("CREATE", "creates an account"),
+        ("DROP", "drops an account"),
+        ("RENAME", "renames an account"),
+    ] {
+        for object in ["ROLE", "USER", "GROUP"] {
+            if has(&[verb, object]) {
+                return Some(format!("{verb} {object} {what}"));
+            }
+        }
+    }
+    if has(&["SET", "PASSWORD"]) {
+        return Some("SET PASSWORD changes an account's password".to_owned());
+    }
+    for attribute in [
+        "SUPERUSER",
+        "CREATEROLE",
+        "CREATEDB",
+        "BYPASSRLS",
+        "REPLICATION",
+        "SUPER",
+        "SHUTDOWN",
+        "PROXY",
+    ] {
+        if w.contains(&attribute) {
+            return Some(format!("{attribute} is an administrative privilege"));
+        }
+    }
+    for option in [
+        &["WITH", "ADMIN"][..],
+        &["WITH", "GRANT", "OPTION"],
+        &["GRANT", "OPTION"],
+    ] {
+        if has(option) {
+            return Some(format!(
+                "{} lets the account hand its privileges to others",
+                option.join(" ")
+            ));
+        }
+    }
+    for role in [
+        "PG_EXECUTE_SERVER_PROGRAM",
+        "PG_READ_SERVER_FILES",
+        "PG_WRITE_SERVER_FILES",
+    ] {
+        if w.contains(&role) {
+            return Some(format!(
+                "{} is as powerful as a superuser",
+                role.to_ascii_lowercase()
+            ));
+        }
+    }
+    // MariaDB global privileges: `ON *.*` with ALL (or ALL PRIVILEGES).
+    if has(&["ON", "*", ".", "*"]) && w.contains(&"ALL") {
+        return Some("ALL ON *.* hands out every privilege on the whole server".to_owned());
+    }
+    None
+}
+
+/// Why a Redis ACL rule hands out administration, if it does.
+fn admin_acl_problem(rule: &str) -> Option<String> {
+    let lower = rule.to_ascii_lowercase();
+    if lower == "allcommands" || lower == "+@all" {
+        return Some(format!(
+            "{rule} allows every command, administration included"
+        ));
+    }
+    if lower == "+@admin" || lower == "+@dangerous" {
+        return Some(format!("{rule} allows administrative commands"));
+    }
+    const ADMIN_COMMANDS: [&str; 8] = [
+        "acl",
+        "config",
+        "module",
+        "debug",
+        "shutdown",
+        "replicaof",
+        "slaveof",
+        "failover",
+    ];
+    let command = lower
+        .strip_prefix('+')
+        .map(|c| c.split('|').next().unwrap_or(c));
+    match command {
+        Some(c) if ADMIN_COMMANDS.contains(&c) => {
+            Some(format!("{rule} allows an administrative command"))
+        }
+        _ => None,
     }
 }
 
@@ -1196,7 +1389,14 @@ fn item<T>(t: &Table<'_>, keys: &[&'static str], value: T) -> Item<T> {
     }
 }
 
-const ISSUER_KEYS: [&str; 5] = ["name", "issuer", "audience", "jwks_file", "jwks_url"];
+const ISSUER_KEYS: [&str; 6] = [
+    "name",
+    "issuer",
+    "audience",
+    "jwks_file",
+    "jwks_url",
+    "max_token_age",
+];
 
 fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>> {
     let mut t = Table::of(cx, path.into(), node)?;
@@ -1210,6 +1410,7 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
             .map_err(|why| format!("jwks_url {url:?} cannot be used to fetch keys: {why}"))?;
         Ok(url)
     });
+    let max_token_age = t.opt(cx, "max_token_age", Ttl::parse);
     let jwks = match one_of(cx, &t, ("jwks_file", file), ("jwks_url", url)) {
         Ok(Some(Either::First(file))) => {
             let key = resolve(&cx.bundle.main_path, &file);
@@ -1247,7 +1448,9 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &ISSUER_KEYS);
-    let (Ok(name), Ok(issuer), Ok(audience), Ok(jwks)) = (name, issuer, audience, jwks) else {
+    let (Ok(name), Ok(issuer), Ok(audience), Ok(jwks), Ok(max_token_age)) =
+        (name, issuer, audience, jwks, max_token_age)
+    else {
         return None;
     };
     Some(item(
@@ -1258,9 +1461,16 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
             issuer: issuer.value,
             audience: audience.value,
             jwks,
+            max_token_age: match max_token_age {
+                Some(age) => age.value,
+                None => Ttl::from_secs(DEFAULT_MAX_TOKEN_AGE_SECS).ok()?,
+            },
         },
     ))
 }
+
+/// The longest platform-token lifetime accepted by default: 24 h.
+const DEFAULT_MAX_TOKEN_AGE_SECS: u64 = 24 * 3600;
 
 const TEAM_KEYS: [&str; 3] = ["name", "owners", "approvers"];
 
@@ -1544,7 +1754,7 @@ fn check_prefixes(cx: &mut Cx<'_>, targets: &[Item<Target>]) {
     }
 }
 
-const ENTITLEMENT_KEYS: [&str; 9] = [
+const ENTITLEMENT_KEYS: [&str; 10] = [
     "name",
     "target",
     "tier",
@@ -1554,6 +1764,7 @@ const ENTITLEMENT_KEYS: [&str; 9] = [
     "acl",
     "over_cap",
     "approval_team",
+    "danger_allow_admin_grants",
 ];
 
 /// An entitlement as read, before its target's kind says which privilege key it needs.
@@ -1580,6 +1791,11 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
     let acl = t.list(cx, "acl", acl_rule);
     let over_cap = t.opt(cx, "over_cap", over_cap);
     let approval_team = t.opt(cx, "approval_team", TeamName::parse);
+    let allow_admin = t.flag(cx, "danger_allow_admin_grants");
+    if !matches!(allow_admin, Ok(Some(true))) {
+        refuse_admin(cx, &t, "grants", &grants, admin_grant_problem);
+        refuse_admin(cx, &t, "acl", &acl, admin_acl_problem);
+    }
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &ENTITLEMENT_KEYS);
@@ -1593,6 +1809,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         Ok(acl),
         Ok(over_cap),
         Ok(approval_team),
+        Ok(_),
     ) = (
         name,
         target,
@@ -1603,6 +1820,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         acl,
         over_cap,
         approval_team,
+        allow_admin,
     )
     else {
         return None;

@@ -19,7 +19,7 @@ pub(crate) enum Value {
     // say what was found instead.
     Integer,
     Float,
-    Boolean,
+    Boolean(bool),
     Datetime,
     Array(Vec<Node>),
     Table(Vec<Entry>),
@@ -37,7 +37,7 @@ impl Value {
             Self::String(_) => "a string",
             Self::Integer => "an integer",
             Self::Float => "a float",
-            Self::Boolean => "a boolean",
+            Self::Boolean(_) => "a boolean",
             Self::Datetime => "a date-time",
             Self::Array(_) => "an array",
             Self::Table(_) => "a table",
@@ -183,8 +183,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a TOML value")
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
-        Ok(Value::Boolean)
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Boolean(v))
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value, E> {
         Ok(Value::Integer)

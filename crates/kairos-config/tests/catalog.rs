@@ -1324,3 +1324,166 @@ fn audit_checkpoint_settings() {
         &["kairos.toml:2: server.audit_checkpoint_interval:"],
     );
 }
+
+#[test]
+fn admin_grants_are_refused_unless_the_entitlement_allows_them() {
+    let grants = |list: &str| entitlement("orders-db/rw", &format!("grants = [{list}]\n"));
+    let way_out = "say so with `danger_allow_admin_grants = true` in it";
+    for (template, why) in [
+        (
+            "ALTER ROLE {{role}} SUPERUSER",
+            "ALTER ROLE changes an account",
+        ),
+        (
+            "alter  user {{role}} with password 'x'",
+            "ALTER USER changes an account",
+        ),
+        (
+            "ALTER/* hidden */\\\"ROLE\\\" {{role}} CREATEROLE",
+            "ALTER ROLE changes an account",
+        ),
+        (
+            "GRANT pg_read_all_data TO {{role}} -- fine\\n WITH ADMIN OPTION",
+            "WITH ADMIN lets the account hand",
+        ),
+        (
+            "GRANT SELECT ON orders TO {{role}} WITH GRANT OPTION",
+            "WITH GRANT OPTION lets the account",
+        ),
+        (
+            "GRANT pg_execute_server_program TO {{role}}",
+            "pg_execute_server_program is as powerful as a superuser",
+        ),
+        (
+            "CREATE ROLE x IN ROLE {{role}}",
+            "CREATE ROLE creates an account",
+        ),
+        ("DROP USER {{role}}", "DROP USER drops an account"),
+        (
+            "SET PASSWORD FOR {{role}} = PASSWORD('x')",
+            "SET PASSWORD changes",
+        ),
+        (
+            "GRANT ALL PRIVILEGES ON *.* TO {{role}}",
+            "ALL ON *.* hands out every privilege",
+        ),
+        (
+            "GRANT all on * . * TO {{role}}",
+            "ALL ON *.* hands out every privilege",
+        ),
+        (
+            "GRANT /*!50000 SUPER */ ON *.* TO {{role}}",
+            "SUPER is an administrative privilege",
+        ),
+        (
+            "GRANT REPLICATION SLAVE ON *.* TO {{role}}",
+            "REPLICATION is an administrative privilege",
+        ),
+    ] {
+        check(
+            &grants(&format!(
+                "\"GRANT SELECT ON orders TO {{{{role}}}}\", \"{template}\""
+            )),
+            &[
+                &format!("kairos.toml:39: entitlement[0].grants[1]: {why}"),
+                way_out,
+            ],
+        );
+    }
+    // The statement is not echoed: it may carry a password.
+    let errors = Catalog::from_bundle(&bundle(&grants(
+        "\"ALTER ROLE {{role}} PASSWORD 'hunter2-secret'\"",
+    )))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(!errors.contains("hunter2-secret"), "{errors}");
+    // Ordinary grants load; so do admin ones when the entitlement says so.
+    load(&grants(
+        "\"GRANT CONNECT ON DATABASE orders TO {{role}}\", \"GRANT SELECT, INSERT ON superusers_report TO {{role}}\"",
+    ));
+    load(&entitlement(
+        "orders-db/rw",
+        "grants = [\"ALTER ROLE {{role}} CREATEDB\", \"GRANT ALL ON *.* TO {{role}} WITH GRANT OPTION\"]\ndanger_allow_admin_grants = true\n",
+    ));
+    check(
+        &entitlement(
+            "orders-db/rw",
+            "grants = [\"GRANT SELECT ON orders TO {{role}}\"]\ndanger_allow_admin_grants = \"yes\"\n",
+        ),
+        &[
+            "kairos.toml:40: entitlement[0].danger_allow_admin_grants: expected true or false, found a string",
+        ],
+    );
+
+    // Redis: administration through ACL rules.
+    let acl = |list: &str| {
+        entitlement(
+            "cache/rw",
+            &format!("target = \"cache\"\nacl = [\"~s:*\", {list}]\n"),
+        )
+    };
+    for (rule, why) in [
+        ("+@admin", "+@admin allows administrative commands"),
+        ("+@DANGEROUS", "+@DANGEROUS allows administrative commands"),
+        ("+acl", "+acl allows an administrative command"),
+        (
+            "+config|set",
+            "+config|set allows an administrative command",
+        ),
+        ("allcommands", "allcommands allows every command"),
+        ("+@all", "+@all allows every command"),
+    ] {
+        check(
+            &acl(&format!("\"{rule}\"")),
+            &[
+                &format!("kairos.toml:40: entitlement[0].acl[1]: {why}"),
+                way_out,
+            ],
+        );
+    }
+    load(&acl("\"+get\", \"-@admin\""));
+    load(&entitlement(
+        "cache/rw",
+        "target = \"cache\"\nacl = [\"allkeys\", \"+@all\"]\ndanger_allow_admin_grants = true\n",
+    ));
+}
+
+#[test]
+fn issuers_cap_token_lifetimes_and_refuse_duplicated_kids() {
+    let catalog = load(PRE);
+    let ci = catalog.issuers().next().unwrap();
+    assert_eq!(ci.max_token_age, Ttl::parse("24h").unwrap(), "the default");
+    let capped = PRE.replace(
+        "jwks_file = \"ci-jwks.json\"",
+        "jwks_file = \"ci-jwks.json\"\nmax_token_age = \"1h\"",
+    );
+    let catalog = load(&capped);
+    assert_eq!(
+        catalog.issuers().next().unwrap().max_token_age,
+        Ttl::parse("1h").unwrap()
+    );
+    check(
+        &PRE.replace(
+            "jwks_file = \"ci-jwks.json\"",
+            "jwks_file = \"ci-jwks.json\"\nmax_token_age = \"soon\"",
+        ),
+        &["kairos.toml:6: issuer[0].max_token_age:"],
+    );
+
+    // The fixture's key twice under its kid.
+    let mut doc: serde_json::Value = serde_json::from_str(JWKS).unwrap();
+    let key = doc["keys"][0].clone();
+    doc["keys"].as_array_mut().unwrap().push(key);
+    let twice = doc.to_string();
+    check_bundle(
+        &bundle_with(
+            PRE,
+            &[("ci-jwks.json", &twice), ("policies/base.cedar", POLICY)],
+        ),
+        &[
+            "kairos.toml:5: issuer[0].jwks_file:",
+            "two keys with kid \"ci-2026-01\"",
+        ],
+    );
+}

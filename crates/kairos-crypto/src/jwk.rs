@@ -178,6 +178,19 @@ impl KeySet {
             .get("keys")
             .and_then(Value::as_array)
             .ok_or("JWKS is not a JSON object with a `keys` array")?;
+        // Two keys under one `kid`: which one a token naming it means is ambiguous (and a
+        // key could be slipped in beside the real one), so the document is refused.
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            if let Some(kid) = entry.get("kid").and_then(Value::as_str)
+                && let Some(first) = seen.insert(kid, index)
+            {
+                return Err(format!(
+                    "JWKS has two keys with kid {:?} (keys {first} and {index}); each key needs its own kid",
+                    jws::excerpt(kid)
+                ));
+            }
+        }
         let mut keys = Vec::with_capacity(entries.len());
         let mut skipped = Vec::new();
         for (index, entry) in entries.iter().enumerate() {

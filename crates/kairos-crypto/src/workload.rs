@@ -42,6 +42,9 @@ pub struct IssuerTrust {
     pub audience: String,
     /// Where its public keys come from.
     pub jwks: JwksSource,
+    /// The longest lifetime accepted in one of its tokens: `exp` − `iat`, or `exp` − now
+    /// when it has no `iat`. A token valid for longer is refused, however it was signed.
+    pub max_token_age: Duration,
 }
 
 /// Where an issuer's JWKS comes from.
@@ -147,6 +150,20 @@ pub enum AuthnError {
         /// The clock skew allowed.
         skew_secs: i64,
     },
+    /// The token is valid for longer than its issuer's `max_token_age`.
+    #[error(
+        "workload token is valid for {lifetime_secs} s ({from}), longer than the {max_secs} s issuer {issuer_name:?} allows (its max_token_age); mint a shorter-lived platform token"
+    )]
+    LifetimeTooLong {
+        /// The token's lifetime in seconds.
+        lifetime_secs: i64,
+        /// What it was measured from.
+        from: &'static str,
+        /// The issuer's cap in seconds.
+        max_secs: i64,
+        /// The trusted issuer's name.
+        issuer_name: String,
+    },
     /// `nbf` is in the future, even allowing for clock skew.
     #[error(
         "workload token is not valid before unix time {nbf} (now {now}, {skew_secs} s clock skew allowed); check the clocks"
@@ -237,6 +254,7 @@ struct TrustedIssuer {
     issuer: String,
     audience: String,
     keys: Keys,
+    max_token_age: Duration,
 }
 
 #[derive(Debug)]
@@ -299,6 +317,7 @@ impl WorkloadVerifier {
                 issuer: trust.issuer,
                 audience: trust.audience,
                 keys,
+                max_token_age: trust.max_token_age,
             });
         }
         let http = reqwest::Client::builder()
@@ -377,6 +396,22 @@ impl WorkloadVerifier {
                 exp,
                 now: now_unix_secs,
                 skew_secs,
+            });
+        }
+        let (lifetime_secs, from) = match numeric_date(&claims, "iat")? {
+            Some(iat) => (exp.saturating_sub(iat), "exp - iat"),
+            None => (
+                exp.saturating_sub(now_unix_secs),
+                "exp - now, as it has no iat",
+            ),
+        };
+        let max_secs = secs(trusted.max_token_age);
+        if lifetime_secs > max_secs {
+            return Err(AuthnError::LifetimeTooLong {
+                lifetime_secs,
+                from,
+                max_secs,
+                issuer_name: trusted.name.clone(),
             });
         }
         if let Some(nbf) = numeric_date(&claims, "nbf")?

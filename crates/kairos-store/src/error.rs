@@ -24,6 +24,13 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store is closed")]
     Closed,
+    /// The SQLite file (or its WAL) could not be created or made private (mode 0600).
+    #[error("cannot make the store file {path} private (mode 0600)")]
+    Private {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the store cannot start its writer thread")]
     WriterThread(#[source] std::io::Error),
 }

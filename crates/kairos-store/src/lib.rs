@@ -17,8 +17,8 @@ pub use sql::SqlStore;
 
 use async_trait::async_trait;
 use kairos_domain::{
-    AuditDraft, AuditRecord, Grant, GrantEnd, GrantId, Receipt, Request, RequestId, Timestamp,
-    TransitionError,
+    AuditDraft, AuditRecord, Grant, GrantEnd, GrantId, Receipt, Request, RequestId, TargetName,
+    Timestamp, TransitionError,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -158,6 +158,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// How many grants are revoking with at least `min_attempts` failed attempts (what the
     /// alarm counts; derived from the store, so it survives restarts and clears itself).
     async fn failing_revocations(&self, min_attempts: u32) -> Result<u64>;
+
+    /// The targets with revoking grants that failed at least `min_attempts` times, each
+    /// with the most attempts any of its grants has failed (from the revocation queue,
+    /// which holds only what is still revoking, so this stays cheap).
+    async fn failing_targets(&self, min_attempts: u32) -> Result<Vec<(TargetName, u32)>>;
+
+    /// Makes every revocation job of `target` that waits for a later retry (and is not
+    /// held by a worker right now) due at `now`: the target answers again, so its backlog
+    /// is retried without waiting out the backoff. Returns how many jobs it moved.
+    async fn retry_target_now(&self, target: &TargetName, now: Timestamp) -> Result<u64>;
 
     // ---- audit ----------------------------------------------------------------------
 

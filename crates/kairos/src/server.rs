@@ -55,6 +55,12 @@ pub struct ServerArgs {
     /// Failed attempts of one revocation after which the alarm metric and log fire.
     #[arg(long, default_value_t = 5, hide = true, value_parser = clap::value_parser!(u32).range(1..))]
     revocation_alarm_after: u32,
+    /// Wait before the first retry of a failed revocation, in ms (doubles per failure).
+    #[arg(long, default_value_t = 1000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    revocation_backoff_ms: u64,
+    /// How often a target with failing revocations is probed, in ms.
+    #[arg(long, default_value_t = 2000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
+    outage_probe_ms: u64,
 }
 
 fn init_logging(json: bool) {
@@ -85,6 +91,44 @@ fn master_key_from_file(path: &Path, create: bool) -> anyhow::Result<MasterKey> 
         }
         Err(e) => Err(e).with_context(|| format!("cannot read master key {}", path.display())),
     }
+}
+
+/// Creates missing directories as 0700 (before the umask).
+fn dir_builder() -> std::fs::DirBuilder {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b
+}
+
+/// The dev data directory (store, master key) is its owner's alone (0700), whatever the
+/// umask it was created under or the mode an earlier run left it with.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("cannot read data directory {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o777 != 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
+                || {
+                    format!(
+                        "cannot make data directory {} private (mode 0700)",
+                        dir.display()
+                    )
+                },
+            )?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -132,8 +176,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Store, master key and listen address. Dev mode keeps everything under --data and
     // ignores [server] store/listen; production reads them from [server] (flags win).
     let (store_url, master, listen) = if args.dev {
-        std::fs::create_dir_all(&args.data)
+        dir_builder()
+            .create(&args.data)
             .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
+        private_dir(&args.data)?;
         let url = args
             .store
             .clone()
@@ -192,6 +238,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         provisioning_grace: args.provisioning_grace.as_duration(),
         revocation_lease: args.revocation_lease.as_duration(),
         revocation_alarm_after: args.revocation_alarm_after,
+        revocation_backoff_unit: Duration::from_millis(args.revocation_backoff_ms),
+        outage_probe_interval: Duration::from_millis(args.outage_probe_ms),
         // Crash tests only: a risky switch that says so in its name.
         danger_crash_at: std::env::var("KAIROS_DANGER_CRASH_AT")
             .ok()

@@ -507,3 +507,102 @@ fn target_down_at_expiry_is_revoked_when_it_returns() {
     assert_audit_verifies(&server);
     assert_no_residual_access("target_down_at_expiry", &api, &base, &prefix);
 }
+
+#[test]
+fn released_accounts_go_within_10s_of_the_target_returning() {
+    let pg = PrivatePg::start(PgAuth::Trust);
+    let base = pg.base_url();
+    psql(
+        &base,
+        "postgres",
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
+    );
+    let prefix = format!("kit{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_pg_config(&dir.path().join("cfg"), &issuer, "postgres", &prefix);
+    let admin_url = format!("{base}/postgres");
+    // Retries wait 10 s, then 20 s, 40 s …: after two failures the next retry is 20 s
+    // away, so only the outage probe can revoke within 10 s of the target's return.
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&config),
+        None,
+        &[
+            "--revocation-backoff-ms",
+            "10000",
+            "--revocation-alarm-after",
+            "2",
+        ],
+        &env_of(&admin_url, None),
+    );
+    let api = Api::new(&server);
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let health = || {
+        let (status, h) = api.get(ADMIN, "/v1/health");
+        assert_eq!(status, 200, "{h}");
+        h
+    };
+    assert_eq!(health()["status"], "ok");
+
+    let (status, body) = api.post(&platform, "/v1/requests", request_body("10m"));
+    assert_eq!(status, 201, "{body}");
+    let id = body["grant"]["id"].as_str().unwrap().to_owned();
+    let cred = &body["credential"];
+    let user = cred["username"].as_str().unwrap().to_owned();
+    let url = format!(
+        "postgres://{user}:{}@{}:{}/{}",
+        cred["password"].as_str().unwrap(),
+        cred["host"].as_str().unwrap(),
+        cred["port"],
+        cred["database"].as_str().unwrap()
+    );
+    let logs_in = || rt.block_on(async { sqlx::PgConnection::connect(&url).await.is_ok() });
+    assert!(logs_in());
+
+    // Down, then released: the revocation fails, twice, and the backoff grows to 20 s.
+    pg.stop();
+    let (status, body) = api.post(&platform, &format!("/v1/grants/{id}/release"), json!({}));
+    assert_eq!(status, 200, "{body}");
+    let g = api.wait_grant(ADMIN, &id, Duration::from_secs(60), |g| {
+        g["state"] == "revoking" && g["receipt"]["attempts"].as_u64().unwrap_or(0) >= 2
+    });
+    assert_eq!(g["receipt"]["reason"], "released", "{g}");
+    // Alarming: health says degraded and names the target.
+    let h = eventually(Duration::from_secs(10), "health says degraded", || {
+        let h = health();
+        (h["status"] == "degraded").then_some(h)
+    });
+    assert_eq!(h["degraded_targets"], json!(["orders-db"]), "{h}");
+
+    // Back: within 10 s the account no longer logs in, with a verified receipt.
+    pg.restart();
+    let back = Instant::now();
+    let returned_at = now_millis();
+    eventually(
+        Duration::from_secs(10),
+        "the released role is dropped within 10 s of the target's return",
+        || (!managed_roles(&base, &prefix).contains(&user)).then_some(()),
+    );
+    assert!(!logs_in(), "a login must fail");
+    let gone_after = back.elapsed();
+    println!("released role gone {gone_after:?} after the target returned");
+    assert!(gone_after < Duration::from_secs(10), "{gone_after:?}");
+    let g = api.wait_grant(ADMIN, &id, Duration::from_secs(10), |g| {
+        g["state"] == "ended"
+    });
+    let receipt = &g["receipt"];
+    assert_eq!(receipt["method"], "pg_roles+login", "{g}");
+    assert!(millis(&receipt["verified_at"]) >= returned_at, "{g}");
+    assert!(
+        millis(&receipt["verified_at"]) < returned_at + 10_000,
+        "{g}"
+    );
+    eventually(Duration::from_secs(10), "health is ok again", || {
+        let h = health();
+        (h["status"] == "ok" && h["degraded_targets"] == json!([])).then_some(())
+    });
+    assert_audit_verifies(&server);
+    assert_no_residual_access("released_during_outage", &api, &base, &prefix);
+}

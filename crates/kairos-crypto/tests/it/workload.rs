@@ -119,6 +119,7 @@ fn trust(jwks: JwksSource) -> IssuerTrust {
         issuer: ISSUER.to_owned(),
         audience: AUDIENCE.to_owned(),
         jwks,
+        max_token_age: std::time::Duration::from_secs(24 * 3600),
     }
 }
 
@@ -689,4 +690,76 @@ async fn url_jwks_unavailable_without_cache() {
     server.serve(200, &jwks(&[&key]));
     assert!(verifier.verify(&token, NOW + 30).await.is_ok());
     assert_eq!(server.hits(), 2);
+}
+
+/// A platform token valid for longer than its issuer's `max_token_age` is refused, with
+/// `iat` or, without it, from now: `exp` 2^62 was accepted.
+#[tokio::test]
+async fn lifetimes_past_the_issuers_max_token_age_are_refused() {
+    let key = PlatformKey::es256("es-1");
+    let verifier = inline_verifier(&[&key]);
+    let day = 24 * 3600;
+    let too_long = |e: &AuthnError| matches!(e, AuthnError::LifetimeTooLong { .. });
+    // exp 2^62 (and without iat).
+    let huge = 1_i64 << 62;
+    check_rejected(
+        &verifier,
+        &key.mint(&with(json!({ "exp": huge }))),
+        NOW,
+        too_long,
+    )
+    .await;
+    check_rejected(
+        &verifier,
+        &key.mint(&with(json!({ "exp": huge, "iat": null }))),
+        NOW,
+        too_long,
+    )
+    .await;
+    // One second past the default cap, measured from iat.
+    let over = with(json!({ "exp": NOW + day + 1 }));
+    match verifier.verify(&key.mint(&over), NOW).await {
+        Err(e @ AuthnError::LifetimeTooLong { .. }) => {
+            let message = e.to_string();
+            for part in ["86401 s (exp - iat)", "86400 s", "max_token_age"] {
+                assert!(message.contains(part), "{part:?} not in {message}");
+            }
+        }
+        other => panic!("expected LifetimeTooLong, got {other:?}"),
+    }
+    // Exactly the cap passes; a smaller cap refuses what the default accepts.
+    assert!(
+        verifier
+            .verify(&key.mint(&with(json!({ "exp": NOW + day }))), NOW)
+            .await
+            .is_ok()
+    );
+    let mut strict = trust(JwksSource::Inline(jwks(&[&key])));
+    strict.max_token_age = std::time::Duration::from_secs(60);
+    let strict = WorkloadVerifier::new(vec![strict]).unwrap();
+    check_rejected(&strict, &key.mint(&claims()), NOW, too_long).await;
+    assert!(
+        strict
+            .verify(&key.mint(&with(json!({ "exp": NOW + 60 }))), NOW)
+            .await
+            .is_ok()
+    );
+}
+
+/// Two keys under one `kid` make a JWKS unusable, inline or fetched.
+#[test]
+fn a_duplicated_kid_is_refused() {
+    let a = PlatformKey::es256("same");
+    let b = PlatformKey::es256("same");
+    let reason = check_jwks(&jwks(&[&a, &b])).unwrap_err();
+    assert!(
+        reason.contains("two keys with kid \"same\" (keys 0 and 1)"),
+        "{reason}"
+    );
+    assert!(matches!(
+        WorkloadVerifier::new(vec![trust(JwksSource::Inline(jwks(&[&a, &b])))]),
+        Err(TrustConfigError::InlineJwks { .. })
+    ));
+    let c = PlatformKey::es256("other");
+    assert_eq!(check_jwks(&jwks(&[&a, &c])), Ok(2));
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use kairos_domain::{
-    AuditDraft, Grant, GrantEnd, GrantId, GrantState, Receipt, Timestamp, audit_of,
+    AuditDraft, Grant, GrantEnd, GrantId, GrantState, Receipt, TargetName, Timestamp, audit_of,
 };
 use sqlx::Row;
 
@@ -437,4 +437,54 @@ pub(super) async fn failing_revocations(store: &SqlStore, min_attempts: u32) -> 
             .fetch_one(&store.reads)
             .await?;
     Ok(count(n))
+}
+
+pub(super) async fn failing_targets(
+    store: &SqlStore,
+    min_attempts: u32,
+) -> Result<Vec<(TargetName, u32)>> {
+    let rows = sqlx::query(
+        "SELECT g.target AS target, MAX(g.attempts) AS attempts \
+         FROM revocations r JOIN grants g ON g.id = r.grant_id \
+         WHERE g.state = 'ending' AND g.attempts >= $1 \
+         GROUP BY g.target ORDER BY g.target",
+    )
+    .bind(i64::from(min_attempts.max(1)))
+    .fetch_all(&store.reads)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let name = row.text("target")?;
+            let target = TargetName::parse(name.clone()).map_err(|e| StoreError::Corrupt {
+                id: format!("target {name:?}"),
+                problem: e.to_string(),
+            })?;
+            let attempts: i64 = row.try_get("attempts")?;
+            Ok((target, u32::try_from(attempts).unwrap_or(u32::MAX)))
+        })
+        .collect()
+}
+
+pub(super) async fn retry_target_now(
+    store: &SqlStore,
+    target: &TargetName,
+    now: Timestamp,
+) -> Result<u64> {
+    let target = target.as_str().to_owned();
+    store
+        .write(move |tx, _cx| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE revocations SET due_at = $1 \
+                     WHERE due_at > $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
+                     AND grant_id IN (SELECT id FROM grants WHERE state = 'ending' AND target = $2)",
+                )
+                .bind(now.as_millis())
+                .bind(target.as_str())
+                .execute_in(tx)
+                .await?;
+                Ok(done)
+            })
+        })
+        .await
 }

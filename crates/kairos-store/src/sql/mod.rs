@@ -132,6 +132,9 @@ impl SqlStore {
         let (backend, url) = parse_url(url)?;
         let pool = match backend {
             Backend::Sqlite => {
+                if let Some(path) = sqlite_file(&url) {
+                    private_files(&path, url.contains("mode=rwc"))?;
+                }
                 AnyPoolOptions::new()
                     .max_connections(1)
                     .after_connect(|conn, _meta| {
@@ -253,6 +256,53 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
         return None;
     }
     Some(std::path::PathBuf::from(path))
+}
+
+/// Makes the SQLite file and its WAL and shared-memory files readable by their owner
+/// only (0600), whatever the umask: it creates the file so (when `create`) before SQLite
+/// opens it — SQLite creates `-wal` and `-shm` with the database file's mode — and
+/// tightens files an earlier run left with a looser mode.
+fn private_files(path: &std::path::Path, create: bool) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let private = |p: &std::path::Path, e: std::io::Error| StoreError::Private {
+            path: p.display().to_string(),
+            source: e,
+        };
+        if create && !path.exists() {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(private(path, e)),
+            }
+        }
+        let mut files = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            files.push(std::path::PathBuf::from(name));
+        }
+        for file in files {
+            match std::fs::metadata(&file) {
+                Ok(meta) if meta.permissions().mode() & 0o777 != 0o600 => {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| private(&file, e))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(private(&file, e)),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, create);
+    Ok(())
 }
 
 /// The writer's page cache: index pages of a large store stay in memory instead of
@@ -405,6 +455,21 @@ impl Store for SqlStore {
 
     async fn failing_revocations(&self, min_attempts: u32) -> Result<u64> {
         grants::failing_revocations(self, min_attempts).await
+    }
+
+    async fn failing_targets(
+        &self,
+        min_attempts: u32,
+    ) -> Result<Vec<(kairos_domain::TargetName, u32)>> {
+        grants::failing_targets(self, min_attempts).await
+    }
+
+    async fn retry_target_now(
+        &self,
+        target: &kairos_domain::TargetName,
+        now: Timestamp,
+    ) -> Result<u64> {
+        grants::retry_target_now(self, target, now).await
     }
 
     async fn append_audit(&self, audit: Vec<AuditDraft>) -> Result<()> {
