@@ -189,7 +189,9 @@ fn a_renewal_past_the_approved_lifetime_waits_for_the_team_s_approvers_again() {
     let platform = s.issuer.mint(SUBJECT, json!({}));
 
     let (status, body) = api.exchange(&platform, "orders-api/admin", Some("5m"));
-    assert_eq!(status, 202, "{body}");
+    // RFC 8628's answer for "not yet": 400 authorization_pending, with the request id.
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "authorization_pending", "{body}");
     let req = body["request_id"].as_str().unwrap().to_owned();
     let approve = |token: &str, req: &str| {
         api.post(
