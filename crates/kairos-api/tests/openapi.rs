@@ -85,7 +85,11 @@ fn authentication_and_body_errors_are_documented_everywhere() {
         }
     }
     // The OAuth endpoints document their errors in OAuth's shape.
-    for path in ["/v1/oauth/token", "/v1/oauth/introspect", "/v1/oauth/revoke"] {
+    for path in [
+        "/v1/oauth/token",
+        "/v1/oauth/introspect",
+        "/v1/oauth/revoke",
+    ] {
         assert_eq!(
             doc["paths"][path]["post"]["responses"]["400"]["content"]["application/json"]["schema"]
                 ["$ref"],

@@ -68,6 +68,16 @@ pub enum Command {
     Release {
         /// The grant id (grt_…).
         grant_id: String,
+        /// Wait until the access is verified gone (default 1m), then show the grant with its
+        /// receipt; without it the answer comes as soon as the end is recorded.
+        #[arg(
+            long,
+            value_name = "DURATION",
+            num_args = 0..=1,
+            default_missing_value = "1m",
+            value_parser = parse_duration
+        )]
+        wait: Option<Duration>,
     },
     /// Revoke one grant, or every active grant of an identity or task.
     Revoke(RevokeArgs),
@@ -753,8 +763,16 @@ mod tests {
         assert!(matches!(ok("health").1, Command::Health));
         assert!(matches!(ok("grant grt_1").1, Command::Grant { id } if id == "grt_1"));
         assert!(
-            matches!(ok("release grt_1").1, Command::Release { grant_id } if grant_id == "grt_1")
+            matches!(ok("release grt_1").1, Command::Release { grant_id, wait: None } if grant_id == "grt_1")
         );
+        assert!(matches!(
+            ok("release grt_1 --wait").1,
+            Command::Release { wait: Some(w), .. } if w == Duration::from_secs(60)
+        ));
+        assert!(matches!(
+            ok("release --wait=5s grt_1").1,
+            Command::Release { wait: Some(w), .. } if w == Duration::from_secs(5)
+        ));
         assert!(
             matches!(ok("apply kairos.toml").1, Command::Apply { file, dry_run: false, allow_remove_all: false } if file.ends_with("kairos.toml"))
         );

@@ -105,12 +105,26 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
             })?;
             Ok(Exit::Success)
         }
-        Command::Release { grant_id } => {
+        Command::Release { grant_id, wait } => {
             let ans = api
                 .send::<Value>(Method::POST, &["v1", "grants", &grant_id, "release"], None)
                 .await?;
-            io.show(&ans, || Ok(render::ended(&ans.decode()?, "released")))?;
-            Ok(Exit::Success)
+            let Some(wait) = wait else {
+                io.show(&ans, || Ok(render::ended(&ans.decode()?, "released")))?;
+                return Ok(Exit::Success);
+            };
+            let (ans, verified) = wait_verified_gone(api, &grant_id, wait).await?;
+            io.show(&ans, || Ok(render::grant_detail(&ans.decode()?)))?;
+            if verified {
+                Ok(Exit::Success)
+            } else {
+                io.err(&format!(
+                    "not verified gone within {}: Kairos keeps retrying; `kairos grant {}` shows when it is\n",
+                    humantime::format_duration(wait),
+                    render::clean(&grant_id)
+                ))?;
+                Ok(Exit::Failure)
+            }
         }
         Command::Revoke(a) => revoke(api, a, io).await,
         Command::Renew(a) => renew(api, a, io).await,
@@ -701,6 +715,26 @@ async fn exchange(api: &Api, a: ExchangeArgs, io: &mut Io<'_>) -> Result<Exit, C
         io.show(&ans, || Ok(render::exchanged(&x)))?;
     }
     Ok(Exit::Success)
+}
+
+/// Reads a grant until its end is verified (state `ended`, with a receipt) or `wait` has
+/// passed; the last answer, and whether it is verified.
+async fn wait_verified_gone(
+    api: &Api,
+    grant_id: &str,
+    wait: Duration,
+) -> Result<(crate::api::Answer, bool), CliError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let ans = api.get(&["v1", "grants", grant_id], &[]).await?;
+        let ended = ans.json["state"] == "ended";
+        if ended || tokio::time::Instant::now() + pause > deadline {
+            return Ok((ans, ended));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
 }
 
 /// The checkpoints of a checkpoint file with their line numbers: one JSON object a

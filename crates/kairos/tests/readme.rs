@@ -169,6 +169,18 @@ fn readme_walkthroughs_run_as_written() {
             "README walk-through did not show {promise:?}.\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
         );
     }
+    // The approved request's workload reads it once and gets its token (a JWT) in the table.
+    let approved = stdout
+        .find("granted as grt_")
+        .expect("the second approval issues it");
+    let status_part = &stdout[approved
+        ..stdout[approved..]
+            .find("CREATE DATABASE")
+            .map_or(stdout.len(), |e| approved + e)];
+    assert!(
+        status_part.contains("eyJ"),
+        "request-status shows no token:\n{status_part}"
+    );
     // Introspection answers active before the release and inactive after it.
     let active = stdout.find("active").expect("introspection output");
     assert!(stdout[active..].contains("false"), "{stdout}");
