@@ -345,3 +345,124 @@ fn a_pending_renewal_lapses_when_its_grant_ends_first() {
     });
     assert_eq!(g["receipt"]["reason"], "revoked", "{g}");
 }
+
+/// The same rule on a real PostgreSQL target: a renewal the policy permits moves the role's
+/// native expiry (`VALID UNTIL`) with the grant; one past the policy is refused and leaves
+/// both where they were.
+#[test]
+fn renewing_a_postgres_account_is_decided_and_moves_its_native_expiry_only_when_permitted() {
+    use common::pg::{SHARED_PG, SharedDb, psql};
+
+    let db = SharedDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_config(&dir.path().join("cfg"), &issuer, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[policy]",
+        &format!(
+            r#"
+[[target]]
+name = "orders-db"
+kind = "postgres"
+admin_url_env = "KAIROS_IT_RENEW_PG"
+managed_prefix = "{prefix}"
+
+[[entitlement]]
+name = "orders-db/readonly"
+tier = "medium"
+max_ttl = "30m"
+grants = ["GRANT CONNECT ON DATABASE {name} TO {{{{role}}}}", "GRANT SELECT ON orders TO {{{{role}}}}"]
+
+[policy]"#,
+            prefix = db.prefix,
+            name = db.name
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    // Requests and renewals alike: at most 10 minutes of life in all.
+    std::fs::write(
+        dir.path().join("cfg/policies/base.cedar"),
+        r#"@id("db-10m")
+permit (principal, action, resource == Kairos::Entitlement::"orders-db/readonly")
+when { context.ttl_secs <= 600 };
+"#,
+    )
+    .unwrap();
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&config),
+        None,
+        &[],
+        &[("KAIROS_IT_RENEW_PG", db.admin_url().as_str())],
+    );
+    let api = Api::new(&server);
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let (status, body) = api.post(
+        &platform,
+        "/v1/requests",
+        json!({"entitlement": "orders-db/readonly", "ttl": "5m",
+               "task": {"kind": "job", "ref": "run-1", "reason": "export"}}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+    let role = body["credential"]["username"].as_str().unwrap().to_owned();
+    let valid_until = || {
+        psql(
+            SHARED_PG,
+            "postgres",
+            &format!(
+                "SELECT (extract(epoch FROM rolvaliduntil) * 1000)::bigint FROM pg_roles WHERE rolname = '{role}'"
+            ),
+        )
+        .trim()
+        .parse::<i64>()
+        .unwrap()
+    };
+    let millis = |s: &str| {
+        let (status, g) = api.get(ADMIN, &format!("/v1/grants/{grant}"));
+        assert_eq!(status, 200, "{g}");
+        let at = g[s].as_str().unwrap().to_owned();
+        let out = std::process::Command::new("date")
+            .args(["-d", &at, "+%s%3N"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let first_end = millis("expires_at");
+    assert!(
+        (valid_until() - first_end).abs() <= 1000,
+        "VALID UNTIL follows the grant"
+    );
+
+    // Renewed to end 9 m from now (about 9 m of life in all): permitted; the grant and
+    // VALID UNTIL move together.
+    let (status, body) = renew(&api, &platform, &grant, "9m");
+    assert_eq!(status, 200, "{body}");
+    let second_end = millis("expires_at");
+    assert!(
+        second_end >= first_end + 4 * 60 * 1000,
+        "{first_end} → {second_end}"
+    );
+    assert!(
+        (valid_until() - second_end).abs() <= 1000,
+        "VALID UNTIL follows the renewal"
+    );
+
+    // To end 20 m from now: past the policy's 10 minutes in all, refused; nothing moves.
+    let (status, body) = renew(&api, &platform, &grant, "20m");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(millis("expires_at"), second_end);
+    assert!(
+        (valid_until() - second_end).abs() <= 1000,
+        "VALID UNTIL unchanged"
+    );
+    let kinds = audit_kinds(&api, &grant);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "renewed").count(),
+        1,
+        "{kinds:?}"
+    );
+}
