@@ -12,13 +12,15 @@ use kairos_domain::{
     Ttl,
 };
 use kairos_policy::{
-    EntitlementFacts, IdentityFacts, MAX_APPROVALS, PolicyInput, PolicySet, PolicySource, Tier,
+    EntitlementFacts, IdentityFacts, MAX_APPROVALS, PolicyAction, PolicyInput, PolicySet,
+    PolicySource, Tier,
 };
 use libfuzzer_sys::fuzz_target;
 
-fn input() -> Option<PolicyInput> {
+fn input(action: PolicyAction) -> Option<PolicyInput> {
     let identity = IdentityName::parse("nightly-backup").ok()?;
     Some(PolicyInput {
+        action,
         identity: IdentityFacts {
             name: identity.clone(),
             kind: "ci-job".to_owned(),
@@ -53,18 +55,21 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     match PolicySet::compile(&files) {
         Ok(set) => {
-            let Some(input) = input() else {
-                panic!("fuzz setup: the fixed policy input does not parse");
-            };
-            if let Ok(decision) = set.decide(&input) {
-                for id in &decision.policies {
-                    assert!(
-                        set.get(id).is_some(),
-                        "decision names unknown policy {id:?}"
-                    );
-                }
-                if let DecisionOutcome::Pending { approvals } = decision.outcome {
-                    assert!(approvals > 0 && approvals <= MAX_APPROVALS, "{approvals}");
+            // A request and a renewal: both decisions obey the same rules.
+            for action in [PolicyAction::Request, PolicyAction::Renew] {
+                let Some(input) = input(action) else {
+                    panic!("fuzz setup: the fixed policy input does not parse");
+                };
+                if let Ok(decision) = set.decide(&input) {
+                    for id in &decision.policies {
+                        assert!(
+                            set.get(id).is_some(),
+                            "decision names unknown policy {id:?}"
+                        );
+                    }
+                    if let DecisionOutcome::Pending { approvals } = decision.outcome {
+                        assert!(approvals > 0 && approvals <= MAX_APPROVALS, "{approvals}");
+                    }
                 }
             }
         }

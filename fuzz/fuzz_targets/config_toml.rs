@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
                         JwksRef::Inline { jwks, .. } => JwksSource::Inline(jwks.clone()),
                         JwksRef::Url(url) => JwksSource::Url(url.clone()),
                     },
+                    max_token_age: i.max_token_age.as_duration(),
                 })
                 .collect::<Vec<_>>();
             if let Err(e) = WorkloadVerifier::new(trusts) {

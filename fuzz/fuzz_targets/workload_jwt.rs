@@ -65,6 +65,8 @@ fn build_fixture() -> Result<Fixture, String> {
         issuer: ISSUER.to_owned(),
         audience: AUDIENCE.to_owned(),
         jwks: JwksSource::Inline(jwks),
+        // The default cap: tokens living longer are refused, a path worth fuzzing too.
+        max_token_age: std::time::Duration::from_secs(24 * 3600),
     }])
     .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
