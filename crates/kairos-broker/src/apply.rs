@@ -92,6 +92,18 @@ pub fn orphaned_by(old: &Catalog, new: &Catalog, grant: &Grant) -> Option<String
     }
 }
 
+/// Whether `new` can orphan any grant of `old`: it drops an identity, a target or an
+/// entitlement, or moves an entitlement to another target (a removed team takes its
+/// identities with it). When it cannot, no grant needs reading: a restart that applies the
+/// same configuration over a million live grants must not scan them.
+pub fn may_orphan(old: &Catalog, new: &Catalog) -> bool {
+    old.identities().any(|i| new.identity(&i.name).is_none())
+        || old.targets().any(|t| new.target(&t.name).is_none())
+        || old
+            .entitlements()
+            .any(|e| new.entitlement(&e.name).is_none_or(|n| n.target != e.target))
+}
+
 /// A bundle that removes every identity or every target of a non-empty catalog: refused
 /// unless the operator allows it, with what it would remove.
 fn removes_everything(old: &Catalog, new: &Catalog) -> Option<String> {
@@ -201,6 +213,9 @@ impl Broker {
     /// The live (active or provisioning) grants that `new` orphans.
     async fn orphans(&self, old: &Catalog, new: &Catalog) -> Result<Vec<OrphanedGrant>> {
         let mut out = Vec::new();
+        if !may_orphan(old, new) {
+            return Ok(out);
+        }
         for state in [GrantStateFilter::Active, GrantStateFilter::Provisioning] {
             let grants = self
                 .store
