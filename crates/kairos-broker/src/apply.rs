@@ -99,9 +99,10 @@ pub fn orphaned_by(old: &Catalog, new: &Catalog, grant: &Grant) -> Option<String
 pub fn may_orphan(old: &Catalog, new: &Catalog) -> bool {
     old.identities().any(|i| new.identity(&i.name).is_none())
         || old.targets().any(|t| new.target(&t.name).is_none())
-        || old
-            .entitlements()
-            .any(|e| new.entitlement(&e.name).is_none_or(|n| n.target != e.target))
+        || old.entitlements().any(|e| {
+            new.entitlement(&e.name)
+                .is_none_or(|n| n.target != e.target)
+        })
 }
 
 /// A bundle that removes every identity or every target of a non-empty catalog: refused
