@@ -199,6 +199,18 @@ fn an_untouched_chain_extends_every_checkpoint() {
         assert_eq!(st, status, "{role}: {body}");
         if status == 403 {
             assert_eq!(body["error"]["code"], "forbidden", "{body}");
+            // Nor verify them: the answer says nothing of the chain.
+            let (st, body) = s.api.post(
+                token,
+                "/v1/audit/verify",
+                json!({"checkpoints": [printed["checkpoint"].clone()]}),
+            );
+            assert_eq!(st, 403, "{role}: {body}");
+            assert_eq!(body["error"]["code"], "forbidden", "{body}");
+            assert!(
+                body.get("records").is_none() && body.get("ok").is_none(),
+                "{body}"
+            );
         }
     }
     // Malformed bodies are 400 with a JSON error.

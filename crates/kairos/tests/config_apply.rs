@@ -210,6 +210,11 @@ fn cli_shows_config_entitlements_grant_ids_and_escapes_bidi() {
     let (status, body) = api.get(auditor["token"].as_str().unwrap(), "/v1/config");
     assert_eq!(status, 403, "an approver is not entitled to it: {body}");
 
+    // The entitlements are for callers Kairos knows: an unknown token gets 401 and no list.
+    let (status, body) = api.get("not-a-known-token-0123456789", "/v1/entitlements");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.get("entitlements").is_none(), "{body}");
+
     // `entitlements --mine` as the workload.
     let mine = ok(&server.cli(&platform, &["entitlements", "--mine"]));
     assert!(mine.contains("orders-api/read"), "{mine}");
