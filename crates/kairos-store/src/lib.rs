@@ -8,10 +8,12 @@
 //! Invariant: this is the only crate that contains SQL.
 
 mod error;
+mod governance;
 mod records;
 mod sql;
 
 pub use error::StoreError;
+pub use governance::{AlertFilter, GovernanceStore, Raised, StateChange};
 pub use records::*;
 pub use sql::SqlStore;
 
@@ -76,7 +78,7 @@ pub enum EndSelector {
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
 /// derive it.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: GovernanceStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 
