@@ -21,6 +21,8 @@ pub mod inputs;
 #[cfg(feature = "server")]
 mod oauth;
 #[cfg(feature = "server")]
+mod posture;
+#[cfg(feature = "server")]
 mod requests;
 #[cfg(feature = "server")]
 mod server;

@@ -14,7 +14,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::{MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, grants, oauth, requests, views};
+use crate::{
+    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, grants, oauth, posture, requests, views,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -184,6 +186,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::get))
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(alerts::resolve))
+        .routes(routes!(posture::posture))
 }
 
 /// The whole application.

@@ -133,6 +133,9 @@ pub enum Command {
     Exchange(ExchangeArgs),
     /// Alerts of the governance rules: list, show, acknowledge, resolve.
     Alerts(crate::governance::AlertsArgs),
+    /// The governance posture: identities, lifecycle findings, standing privilege and
+    /// revocation figures, each mapped to OWASP NHI Top 10 and NIST CSF 2.0.
+    Posture,
     /// Is the server up?
     Health,
 }

@@ -154,6 +154,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Keys(a) => keys(api, a, io).await,
         Command::User { command } => user(api, command, io).await,
         Command::Alerts(a) => crate::governance::alerts(api, a, io).await,
+        Command::Posture => crate::governance::posture(api, io).await,
         Command::Introspect { access_token } => {
             let token = from_stdin_if_dash(access_token, "token")?;
             let form = [("token", token.expose_secret())];

@@ -183,3 +183,105 @@ fn alert_detail(a: &Alert) -> String {
     }
     out
 }
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct Posture {
+    at: String,
+    window_days: u32,
+    identities: PostureIdentities,
+    standing_privilege: Vec<GrantHours>,
+    total_grant_hours: f64,
+    findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct PostureIdentities {
+    total: u64,
+    active: u64,
+    suspended: u64,
+    retired: u64,
+    by_owner: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct GrantHours {
+    identity: String,
+    grant_hours: f64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct Finding {
+    id: String,
+    severity: String,
+    count: u64,
+    subjects: Vec<String>,
+    owasp_nhi: String,
+    nist_csf: Vec<String>,
+    detail: Option<String>,
+}
+
+/// `kairos posture`: the report as tables (or the server's JSON with `--json`).
+pub(crate) async fn posture(api: &Api, io: &mut Io<'_>) -> Result<Exit, CliError> {
+    let ans = api.get(&["v1", "posture"], &[]).await?;
+    io.show(&ans, || Ok(posture_text(&ans.decode()?)))?;
+    Ok(Exit::Success)
+}
+
+fn posture_text(p: &Posture) -> String {
+    let i = &p.identities;
+    let mut out = format!(
+        "posture at {} (figures over the last {} days)\n\nidentities: {} ({} active, {} suspended, {} retired)\n",
+        clean(&p.at),
+        p.window_days,
+        i.total,
+        i.active,
+        i.suspended,
+        i.retired
+    );
+    let mut owners = Table::new(["OWNER TEAM", "IDENTITIES"]);
+    for (team, n) in &i.by_owner {
+        owners.row([team.as_str(), &n.to_string()]);
+    }
+    out.push_str(&owners.render());
+    out.push('\n');
+    let mut t = Table::new([
+        "FINDING",
+        "SEVERITY",
+        "COUNT",
+        "OWASP",
+        "NIST CSF",
+        "SUBJECTS / DETAIL",
+    ]);
+    for f in &p.findings {
+        let what = match (&f.detail, f.subjects.is_empty()) {
+            (Some(d), _) => d.clone(),
+            (None, false) => f.subjects.join(", "),
+            (None, true) => String::new(),
+        };
+        t.row([
+            f.id.as_str(),
+            &f.severity,
+            &f.count.to_string(),
+            &f.owasp_nhi,
+            &f.nist_csf.join(" "),
+            &what,
+        ]);
+    }
+    out.push_str(&t.render());
+    if !p.standing_privilege.is_empty() {
+        out.push_str(&format!(
+            "\nstanding privilege: {} grant-hours; most:\n",
+            p.total_grant_hours
+        ));
+        let mut s = Table::new(["IDENTITY", "GRANT-HOURS"]);
+        for g in &p.standing_privilege {
+            s.row([g.identity.as_str(), &g.grant_hours.to_string()]);
+        }
+        out.push_str(&s.render());
+    }
+    out
+}

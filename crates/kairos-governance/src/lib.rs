@@ -9,6 +9,7 @@
 
 pub mod alert;
 pub mod mapping;
+pub mod posture;
 pub mod state;
 
 pub use alert::{Alert, AlertDraft, AlertKind, AlertState};

@@ -48,8 +48,34 @@ pub struct StateChange {
     pub audit: Vec<AuditDraft>,
 }
 
+/// The store's figures for the posture report over a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostureFigures {
+    /// Milliseconds of access each identity held within the window (grants that were
+    /// active in it, clipped to it; aborted grants never were).
+    pub grant_ms: std::collections::BTreeMap<String, i64>,
+    /// Ends verified gone in the window.
+    pub verified: u64,
+    /// Sum of their end → verified milliseconds.
+    pub verified_ms_total: i64,
+    /// Their end → verified latencies, counted per bucket of
+    /// `kairos_governance::posture::LATENCY_BUCKETS_MS` (plus one for longer).
+    pub latency_counts: Vec<u64>,
+    /// `residue_removed` audit records in the window.
+    pub residue_removed: u64,
+}
+
 #[async_trait]
 pub trait GovernanceStore: Send + Sync {
+    /// Aggregates for the posture report over `[since, now)`. `longest_grant_ms` bounds
+    /// how long before `since` a grant still active in the window can have been issued.
+    async fn posture_figures(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+        longest_grant_ms: i64,
+    ) -> Result<PostureFigures>;
+
     // ---- identity states ------------------------------------------------------------
 
     /// Every stored identity state (identities without one are active).

@@ -13,7 +13,7 @@ mod records;
 mod sql;
 
 pub use error::StoreError;
-pub use governance::{AlertFilter, GovernanceStore, Raised, StateChange};
+pub use governance::{AlertFilter, GovernanceStore, PostureFigures, Raised, StateChange};
 pub use records::*;
 pub use sql::SqlStore;
 

@@ -7,9 +7,11 @@
 
 mod alerts;
 mod identities;
+mod posture;
 
 pub use alerts::AlertQuery;
 pub use identities::StateOutcome;
+pub use posture::{POSTURE_WINDOW_DAYS, PostureReport};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

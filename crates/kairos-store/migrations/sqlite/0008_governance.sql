@@ -89,3 +89,7 @@ CREATE TABLE alerts (
 CREATE UNIQUE INDEX alerts_one_unresolved ON alerts (dedupe_key) WHERE state <> 'resolved';
 CREATE INDEX alerts_state_opened ON alerts (state, opened_at);
 CREATE INDEX alerts_identity ON alerts (identity, opened_at);
+
+-- The posture report counts removed residue over a window: a partial index holds only
+-- those records, so the audit's hot inserts pay nothing for it.
+CREATE INDEX audit_residue_at ON audit (at) WHERE kind = 'residue_removed';

@@ -137,20 +137,14 @@ async fn raise_alert_in(
     now: Timestamp,
     audit: AuditDraft,
 ) -> Result<Raised> {
-    let bumped = sqlx::query(&format!(
-        "UPDATE alerts SET occurrences = occurrences + 1, last_seen_at = $1 \
-         WHERE dedupe_key = $2 AND state <> 'resolved' RETURNING {ALERT_COLUMNS}"
-    ))
-    .bind(now.as_millis())
-    .bind(draft.dedupe_key.clone())
-    .fetch_optional_in(&mut *tx)
-    .await?;
-    if let Some(row) = bumped {
-        return Ok(Raised::Repeated(alert_from_row(&row)?));
-    }
+    // One statement, so that replicas raising the same alert at once neither both insert
+    // (the partial unique index would refuse the second) nor both count it as new: the
+    // row that comes back is ours only if it was inserted.
     let row = sqlx::query(&format!(
         "INSERT INTO alerts ({ALERT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $8, 1, $8, NULL, NULL) \
+         VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, 1, $10, NULL, NULL) \
+         ON CONFLICT (dedupe_key) WHERE state <> 'resolved' \
+         DO UPDATE SET occurrences = alerts.occurrences + 1, last_seen_at = excluded.last_seen_at \
          RETURNING {ALERT_COLUMNS}"
     ))
     .bind(id.to_owned())
@@ -161,10 +155,16 @@ async fn raise_alert_in(
     .bind(draft.message.clone())
     .bind(draft.detail.to_string())
     .bind(now.as_millis())
+    .bind(now.as_millis())
+    .bind(now.as_millis())
     .fetch_one_in(&mut *tx)
     .await?;
+    let alert = alert_from_row(&row)?;
+    if alert.id != id {
+        return Ok(Raised::Repeated(alert));
+    }
     cx.audit(vec![audit], now);
-    Ok(Raised::Opened(alert_from_row(&row)?))
+    Ok(Raised::Opened(alert))
 }
 
 pub(super) async fn get_alert(store: &SqlStore, id: &str) -> Result<Option<Alert>> {
@@ -302,4 +302,91 @@ pub(super) async fn unresolved_alert_counts(store: &SqlStore) -> Result<Vec<(Ale
         }
     }
     Ok(out)
+}
+
+pub(super) async fn posture_figures(
+    store: &SqlStore,
+    since: Timestamp,
+    now: Timestamp,
+    longest_grant_ms: i64,
+) -> Result<crate::PostureFigures> {
+    use kairos_governance::posture::LATENCY_BUCKETS_MS;
+    let (since, now) = (since.as_millis(), now.as_millis());
+    let earliest = since.saturating_sub(longest_grant_ms);
+    // A grant's access ends at its end, or at its expiry while it is still active; both
+    // clipped to the window. The (state, issued_at) index bounds the scan to the grants
+    // issued since the earliest one that can reach into the window.
+    let rows = sqlx::query(
+        "SELECT identity, SUM(
+            (CASE WHEN COALESCE(ended_at, expires_at) < $1 THEN COALESCE(ended_at, expires_at) ELSE $2 END)
+            - (CASE WHEN issued_at > $3 THEN issued_at ELSE $4 END)) AS ms
+         FROM grants
+         WHERE state IN ('active', 'ending', 'ended') AND issued_at >= $5 AND issued_at < $6
+           AND COALESCE(ended_at, expires_at) > $7
+           AND (end_reason IS NULL OR end_reason <> 'aborted')
+         GROUP BY identity",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(since)
+    .bind(since)
+    .bind(earliest)
+    .bind(now)
+    .bind(since)
+    .fetch_all(&store.reads)
+    .await?;
+    let mut figures = crate::PostureFigures::default();
+    for row in rows {
+        let identity: String = row.try_get("identity")?;
+        let ms: i64 = row.try_get("ms")?;
+        figures.grant_ms.insert(identity, ms.max(0));
+    }
+
+    let mut buckets = String::new();
+    for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+        let lower = if i == 0 {
+            String::new()
+        } else {
+            format!(
+                "verified_at - ended_at > {} AND ",
+                LATENCY_BUCKETS_MS[i - 1]
+            )
+        };
+        buckets.push_str(&format!(
+            ", SUM(CASE WHEN {lower}verified_at - ended_at <= {bound} THEN 1 ELSE 0 END) AS b{i}"
+        ));
+    }
+    let last = LATENCY_BUCKETS_MS.len();
+    buckets.push_str(&format!(
+        ", SUM(CASE WHEN verified_at - ended_at > {} THEN 1 ELSE 0 END) AS b{last}",
+        LATENCY_BUCKETS_MS[last - 1]
+    ));
+    let row = sqlx::query(&format!(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(verified_at - ended_at), 0) AS total{buckets}
+         FROM grants
+         WHERE state = 'ended' AND issued_at >= $1 AND ended_at >= $2 AND ended_at < $3"
+    ))
+    .bind(earliest)
+    .bind(since)
+    .bind(now)
+    .fetch_one(&store.reads)
+    .await?;
+    let count = |v: Option<i64>| u64::try_from(v.unwrap_or(0)).unwrap_or(0);
+    figures.verified = count(row.try_get("n")?);
+    figures.verified_ms_total = row.try_get::<Option<i64>, _>("total")?.unwrap_or(0);
+    for i in 0..=last {
+        figures
+            .latency_counts
+            .push(count(row.try_get(format!("b{i}").as_str())?));
+    }
+
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM audit WHERE kind = 'residue_removed' AND at >= $1 AND at < $2",
+    )
+    .bind(since)
+    .bind(now)
+    .fetch_one(&store.reads)
+    .await?;
+    figures.residue_removed = count(row.try_get("n")?);
+    Ok(figures)
 }

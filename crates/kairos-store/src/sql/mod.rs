@@ -590,6 +590,15 @@ impl Store for SqlStore {
 
 #[async_trait]
 impl crate::GovernanceStore for SqlStore {
+    async fn posture_figures(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+        longest_grant_ms: i64,
+    ) -> Result<crate::PostureFigures> {
+        governance::posture_figures(self, since, now, longest_grant_ms).await
+    }
+
     async fn identity_states(&self) -> Result<Vec<kairos_governance::IdentityStatus>> {
         governance::identity_states(self).await
     }
