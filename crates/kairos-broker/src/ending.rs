@@ -665,6 +665,25 @@ impl Broker {
                 }
             })
         };
+        // Recertification (governance): one pass every `recert_pass_interval`. Kept here
+        // until the background passes move to one scheduler.
+        let recert = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(b.settings.recert_pass_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    if let Err(e) = b.recert_pass().await {
+                        tracing::error!(error = %ErrorChain(&e), "recertification pass failed; will retry");
+                    }
+                }
+            })
+        };
         let shutdown_reconciler = shutdown.clone();
         let shutdown_checkpointer = shutdown.clone();
         let housekeeping = {
@@ -768,7 +787,8 @@ impl Broker {
             prober,
             housekeeping,
             reconciler,
-            checkpointer
+            checkpointer,
+            recert
         );
     }
 }

@@ -14,6 +14,7 @@ pub mod checkpoints;
 mod connector;
 pub mod ending;
 mod error;
+pub mod governance;
 mod keys;
 mod metrics;
 pub mod reconcile;
@@ -38,6 +39,7 @@ pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, Checkpoin
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
+pub use governance::recert::{ExceptionEntry, RecertEntry, RecertFilter, RecertPassReport};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
@@ -74,6 +76,8 @@ pub struct BrokerSettings {
     pub audit_checkpoint_file: Option<std::path::PathBuf>,
     /// How often a checkpoint is made when the audit head has moved.
     pub audit_checkpoint_interval: Duration,
+    /// How often the recertification pass runs (see [`Broker::recert_pass`]).
+    pub recert_pass_interval: Duration,
 }
 
 /// Points where a crash test asks the broker to die abruptly, as a SIGKILL would:
@@ -122,6 +126,7 @@ impl Default for BrokerSettings {
             danger_crash_at: None,
             audit_checkpoint_file: None,
             audit_checkpoint_interval: Duration::from_secs(5 * 60),
+            recert_pass_interval: Duration::from_secs(5),
         }
     }
 }

@@ -10,16 +10,18 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use kairos_domain::{EntitlementName, IdentityName, TargetName, TeamName, Ttl, UserName};
+use kairos_domain::{EntitlementName, IdentityName, Period, TargetName, TeamName, Ttl, UserName};
 use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
     Catalog, DbTarget, Entitlement, Identity, Issuer, IssuerName, JwksRef, OverCap, Privileges,
-    SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+    RecertSettings, SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
+
+mod exceptions;
 
 pub(crate) fn load(bundle: &ConfigBundle) -> Result<Catalog, ConfigErrors> {
     let main = bundle.main_path.as_str();
@@ -982,14 +984,16 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 8] = [
+const ROOT_KEYS: [&str; 10] = [
     "server",
     "tiers",
+    "governance",
     "issuer",
     "team",
     "identity",
     "target",
     "entitlement",
+    "exception",
     "policy",
 ];
 
@@ -1006,12 +1010,18 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let identity_items = section(cx, &mut root, "identity");
     let target_items = section(cx, &mut root, "target");
     let entitlement_items = section(cx, &mut root, "entitlement");
+    let exception_items = section(cx, &mut root, "exception");
+    let recert = match root.node("governance") {
+        Some(n) => read_governance(cx, n),
+        None => RecertSettings::default(),
+    };
     let policy = root.node("policy");
     root.finish(cx, &ROOT_KEYS);
 
     let declared_issuers = declared(&issuer_items);
     let declared_teams = declared(&team_items);
     let declared_targets = declared(&target_items);
+    let declared_identities = declared(&identity_items);
 
     let issuers: Vec<Item<Issuer>> = issuer_items
         .iter()
@@ -1163,6 +1173,9 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         }
     }
 
+    let exceptions =
+        exceptions::read_all(cx, &exception_items, &declared_identities, &declared_teams);
+
     let policies = read_policies(cx, policy);
 
     let catalog = Catalog {
@@ -1187,6 +1200,20 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .collect(),
         entitlements: built.into_iter().map(|e| (e.name.clone(), e)).collect(),
         policies: policies?,
+        recert,
+        exception_ends_at: exceptions
+            .iter()
+            .map(|e| {
+                (
+                    e.value.name.clone(),
+                    (cx.file.to_owned(), cx.line(e.span("ends")), e.key("ends")),
+                )
+            })
+            .collect(),
+        exceptions: exceptions
+            .into_iter()
+            .map(|e| (e.value.name.clone(), e.value))
+            .collect(),
     };
     Some(catalog)
 }
@@ -1224,14 +1251,18 @@ fn reference<T>(
     if declared.contains(name) {
         return;
     }
+    let kinds = match kind.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{kind}s"),
+    };
     let defined = if declared.is_empty() {
-        format!("no {kind}s are defined")
+        format!("no {kinds} are defined")
     } else {
         let mut names: Vec<&str> = declared.iter().map(String::as_str).take(20).collect();
         if declared.len() > names.len() {
             names.push("…");
         }
-        format!("defined {kind}s: {}", names.join(", "))
+        format!("defined {kinds}: {}", names.join(", "))
     };
     let message = format!("{kind} {name:?} is not defined; {defined}");
     cx.error(item.span(key), &item.key(key), message);
@@ -1335,6 +1366,27 @@ fn one_of<T>(
         (None, None) => Ok(None),
     }
 }
+
+/// The `[governance]` table.
+fn read_governance(cx: &mut Cx<'_>, node: &Node) -> RecertSettings {
+    let defaults = RecertSettings::default();
+    let Some(mut t) = Table::of(cx, "governance".into(), node) else {
+        return defaults;
+    };
+    let every = t.opt(cx, "recertify_every", Period::parse);
+    let notice = t.opt(cx, "recert_notice", Period::parse);
+    t.finish(cx, &GOVERNANCE_KEYS);
+    let value = |f: Field<Period>, default: Period| match f {
+        Ok(Some(at)) => at.value,
+        _ => default,
+    };
+    RecertSettings {
+        recertify_every: value(every, defaults.recertify_every),
+        recert_notice: value(notice, defaults.recert_notice),
+    }
+}
+
+const GOVERNANCE_KEYS: [&str; 2] = ["recertify_every", "recert_notice"];
 
 fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
     let mut caps = TierCaps::default();
@@ -1472,7 +1524,7 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
 /// The longest platform-token lifetime accepted by default: 24 h.
 const DEFAULT_MAX_TOKEN_AGE_SECS: u64 = 24 * 3600;
 
-const TEAM_KEYS: [&str; 3] = ["name", "owners", "approvers"];
+const TEAM_KEYS: [&str; 4] = ["name", "owners", "approvers", "recertify_every"];
 
 fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
     let mut t = Table::of(cx, path.into(), node)?;
@@ -1498,10 +1550,13 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
         Err(Invalid) => Err(Invalid),
     };
     let approvers = t.list(cx, "approvers", UserName::parse);
+    let recertify_every = t.opt(cx, "recertify_every", Period::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &TEAM_KEYS);
-    let (Ok(name), Ok(owners), Ok(approvers)) = (name, owners, approvers) else {
+    let (Ok(name), Ok(owners), Ok(approvers), Ok(recertify_every)) =
+        (name, owners, approvers, recertify_every)
+    else {
         return None;
     };
     let users = |v: Vec<At<UserName>>| v.into_iter().map(|a| a.value).collect();
@@ -1512,11 +1567,19 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
             name: name.value,
             owners: users(owners),
             approvers: approvers.map(users).unwrap_or_default(),
+            recertify_every: recertify_every.map(|p| p.value),
         },
     ))
 }
 
-const IDENTITY_KEYS: [&str; 5] = ["name", "owner", "kind", "issuer", "subject"];
+const IDENTITY_KEYS: [&str; 6] = [
+    "name",
+    "owner",
+    "kind",
+    "issuer",
+    "subject",
+    "recertify_every",
+];
 
 fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identity>> {
     let mut t = Table::of(cx, path.into(), node)?;
@@ -1525,11 +1588,12 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     let kind = t.req(cx, "kind", kind_word);
     let issuer = t.req(cx, "issuer", IssuerName::parse);
     let subject = t.req(cx, "subject", text("subject", 512));
+    let recertify_every = t.opt(cx, "recertify_every", Period::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &IDENTITY_KEYS);
-    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject)) =
-        (name, owner, kind, issuer, subject)
+    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject), Ok(recertify_every)) =
+        (name, owner, kind, issuer, subject, recertify_every)
     else {
         return None;
     };
@@ -1542,6 +1606,7 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
             kind: kind.value,
             issuer: issuer.value,
             subject: subject.value,
+            recertify_every: recertify_every.map(|p| p.value),
         },
     ))
 }

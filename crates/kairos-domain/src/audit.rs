@@ -40,10 +40,24 @@ pub enum AuditKind {
     /// A grant ended because an applied configuration removed its identity, team,
     /// target or entitlement.
     ConfigRemoved,
+    /// An identity's or standing exception's recertification came due: its owners' review
+    /// task opened (once per cycle).
+    RecertDue,
+    /// A recertification passed its due date unattested (once per cycle); an identity is
+    /// suspended for it, an exception flagged.
+    RecertOverdue,
+    /// An owner re-attested an identity or a standing exception.
+    RecertAttested,
+    /// A standing exception's secret was recorded as rotated.
+    ExceptionRotated,
+    /// A standing exception's secret was not rotated within its interval (once per cycle).
+    ExceptionRotationOverdue,
+    /// A standing exception passed its end date (once per end date).
+    ExceptionExpired,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 28] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -66,6 +80,12 @@ impl AuditKind {
         Self::AccountMissing,
         Self::CredentialDelivered,
         Self::ConfigRemoved,
+        Self::RecertDue,
+        Self::RecertOverdue,
+        Self::RecertAttested,
+        Self::ExceptionRotated,
+        Self::ExceptionRotationOverdue,
+        Self::ExceptionExpired,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +111,12 @@ impl AuditKind {
             Self::AccountMissing => "account_missing",
             Self::CredentialDelivered => "credential_delivered",
             Self::ConfigRemoved => "config_removed",
+            Self::RecertDue => "recert_due",
+            Self::RecertOverdue => "recert_overdue",
+            Self::RecertAttested => "recert_attested",
+            Self::ExceptionRotated => "exception_rotated",
+            Self::ExceptionRotationOverdue => "exception_rotation_overdue",
+            Self::ExceptionExpired => "exception_expired",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -8,6 +8,7 @@ mod audit;
 mod clock;
 mod grant;
 mod names;
+mod period;
 mod request;
 mod task;
 mod ttl;
@@ -20,7 +21,10 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use grant::{
     EndReason, Grant, GrantEnd, GrantId, GrantState, Receipt, TransitionError, audit_of,
 };
-pub use names::{EntitlementName, IdentityName, NameError, TargetName, TeamName, UserName};
+pub use names::{
+    EntitlementName, ExceptionName, IdentityName, NameError, TargetName, TeamName, UserName,
+};
+pub use period::{Period, PeriodError};
 pub use request::{
     Approval, ApprovalProgress, Decision, DecisionOutcome, Principal, Request, RequestId,
     RequestState,

@@ -61,6 +61,7 @@ impl Principal {
                 "reconciler" => Some(Self::System("reconciler")),
                 "bootstrap" => Some(Self::System("bootstrap")),
                 "broker" => Some(Self::System("broker")),
+                "recert" => Some(Self::System("recert")),
                 _ => Some(Self::System("unknown")),
             },
             _ => None,

@@ -8,10 +8,15 @@
 //! Invariant: this is the only crate that contains SQL.
 
 mod error;
+mod recert;
 mod records;
 mod sql;
 
 pub use error::StoreError;
+pub use recert::{
+    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
+    Recertification, SubjectKind,
+};
 pub use records::*;
 pub use sql::SqlStore;
 
@@ -74,9 +79,10 @@ pub enum EndSelector {
 }
 
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
-/// derive it.
+/// derive it. Governance keeps its parts in traits of their own (recertification:
+/// [`RecertStore`]).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: RecertStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 

@@ -12,6 +12,7 @@ mod db;
 mod direct;
 mod filter;
 mod grants;
+mod recert;
 mod requests;
 mod writer;
 
