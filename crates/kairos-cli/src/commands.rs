@@ -32,22 +32,22 @@ pub struct Io<'a> {
 }
 
 impl Io<'_> {
-    fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.format == Format::Json
     }
 
-    fn out(&mut self, s: &str) -> Result<(), CliError> {
+    pub(crate) fn out(&mut self, s: &str) -> Result<(), CliError> {
         self.out.write_all(s.as_bytes())?;
         Ok(())
     }
 
-    fn err(&mut self, s: &str) -> Result<(), CliError> {
+    pub(crate) fn err(&mut self, s: &str) -> Result<(), CliError> {
         self.err.write_all(s.as_bytes())?;
         Ok(())
     }
 
     /// `--json`: the server's JSON; otherwise the rendered text.
-    fn show(
+    pub(crate) fn show(
         &mut self,
         answer: &Answer,
         text: impl FnOnce() -> Result<String, CliError>,
@@ -155,6 +155,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Audit(a) => audit(api, a, io).await,
         Command::Keys(a) => keys(api, a, io).await,
         Command::User { command } => user(api, command, io).await,
+        Command::Alerts(a) => crate::governance::alerts(api, a, io).await,
         Command::Introspect { access_token } => {
             let token = from_stdin_if_dash(access_token, "token")?;
             let form = [("token", token.expose_secret())];

@@ -15,6 +15,7 @@ mod api;
 mod bundle;
 mod cli;
 mod commands;
+mod governance;
 mod render;
 mod time;
 mod wire;
@@ -29,6 +30,7 @@ pub use cli::{
     GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
     RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
 };
+pub use governance::{AlertsArgs, AlertsCommand};
 pub use commands::recert::{AttestArgs, ExceptionCommand, RecertCommand, RecertListArgs};
 
 /// Runs one client command against the server at `global.addr`, printing to the process's

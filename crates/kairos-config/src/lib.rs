@@ -29,8 +29,9 @@ mod tree;
 
 pub use bundle::ConfigBundle;
 pub use catalog::{
-    Catalog, ConfigDiff, DbTarget, Entitlement, Exception, Identity, Issuer, IssuerName, JwksRef,
-    OverCap, Privileges, RecertSettings, SecretRef, ServerSettings, StoreLocation, Target,
+    Catalog, ConfigDiff, DbTarget, Entitlement, Exception, GovernanceSettings, Identity, Issuer,
+    IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
+    ServerSettings, StoreLocation, Target,
     TargetKind, Team, TierCaps,
 };
 pub use error::{ConfigError, ConfigErrors};

@@ -15,8 +15,9 @@ use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
-    Catalog, DbTarget, Entitlement, Identity, Issuer, IssuerName, JwksRef, OverCap, Privileges,
-    RecertSettings, SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+    Catalog, DbTarget, Entitlement, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
+    OrphanAction, OverCap, Privileges, RecertSettings, SecretRef, ServerSettings, StoreLocation,
+    Target, TargetKind, Team, TierCaps,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
@@ -1005,16 +1006,16 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         Some(n) => read_tiers(cx, n),
         None => TierCaps::default(),
     };
+    let (governance, recert) = match root.node("governance") {
+        Some(n) => read_governance(cx, n),
+        None => (GovernanceSettings::default(), RecertSettings::default()),
+    };
     let issuer_items = section(cx, &mut root, "issuer");
     let team_items = section(cx, &mut root, "team");
     let identity_items = section(cx, &mut root, "identity");
     let target_items = section(cx, &mut root, "target");
     let entitlement_items = section(cx, &mut root, "entitlement");
     let exception_items = section(cx, &mut root, "exception");
-    let recert = match root.node("governance") {
-        Some(n) => read_governance(cx, n),
-        None => RecertSettings::default(),
-    };
     let policy = root.node("policy");
     root.finish(cx, &ROOT_KEYS);
 
@@ -1181,6 +1182,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let catalog = Catalog {
         server,
         tiers,
+        governance,
         issuers: issuers
             .into_iter()
             .map(|i| (i.value.name.clone(), i.value))
@@ -1367,26 +1369,41 @@ fn one_of<T>(
     }
 }
 
-/// The `[governance]` table.
-fn read_governance(cx: &mut Cx<'_>, node: &Node) -> RecertSettings {
-    let defaults = RecertSettings::default();
+/// The `[governance]` table: the lifecycle settings and the recertification keys.
+fn read_governance(cx: &mut Cx<'_>, node: &Node) -> (GovernanceSettings, RecertSettings) {
+    let mut settings = GovernanceSettings::default();
+    let mut recert = RecertSettings::default();
     let Some(mut t) = Table::of(cx, "governance".into(), node) else {
-        return defaults;
+        return (settings, recert);
     };
-    let every = t.opt(cx, "recertify_every", Period::parse);
-    let notice = t.opt(cx, "recert_notice", Period::parse);
-    t.finish(cx, &GOVERNANCE_KEYS);
-    let value = |f: Field<Period>, default: Period| match f {
-        Ok(Some(at)) => at.value,
-        _ => default,
-    };
-    RecertSettings {
-        recertify_every: value(every, defaults.recertify_every),
-        recert_notice: value(notice, defaults.recert_notice),
+    if let Ok(Some(every)) = t.opt(cx, "recertify_every", Period::parse) {
+        recert.recertify_every = every.value;
     }
+    if let Ok(Some(notice)) = t.opt(cx, "recert_notice", Period::parse) {
+        recert.recert_notice = notice.value;
+    }
+    if let Ok(Some(action)) = t.opt(cx, "orphan_action", |s| match s {
+        "suspend" => Ok(OrphanAction::Suspend),
+        "flag" => Ok(OrphanAction::Flag),
+        other => Err(format!(
+            "{other:?} is not an orphan action; write \"suspend\" (end its grants, refuse its requests) or \"flag\" (alert only)"
+        )),
+    }) {
+        settings.orphan_action = action.value;
+    }
+    if let Ok(Some(grace)) = t.opt(cx, "orphan_grace", Period::parse) {
+        settings.orphan_grace = grace.value;
+    }
+    t.finish(cx, &GOVERNANCE_KEYS);
+    (settings, recert)
 }
 
-const GOVERNANCE_KEYS: [&str; 2] = ["recertify_every", "recert_notice"];
+const GOVERNANCE_KEYS: [&str; 4] = [
+    "orphan_action",
+    "orphan_grace",
+    "recertify_every",
+    "recert_notice",
+];
 
 fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
     let mut caps = TierCaps::default();

@@ -22,6 +22,10 @@ fn bundle(toml: &str) -> ConfigBundle {
     }
 }
 
+fn days(n: u64) -> Period {
+    Period::from_secs(n * 86_400).unwrap()
+}
+
 fn load(toml: &str) -> Catalog {
     Catalog::from_bundle(&bundle(toml)).unwrap_or_else(|e| panic!("catalog refused:\n{e}"))
 }
@@ -98,16 +102,16 @@ recertify_every = "1w"
     let interval = |name: &str| {
         c.identity_recert_interval(c.identity(&IdentityName::parse(name).unwrap()).unwrap())
     };
-    assert_eq!(interval("agent"), Period::days(7));
-    assert_eq!(interval("billing-sync"), Period::days(30));
-    assert_eq!(interval("deploy"), Period::days(90), "the default");
-    assert_eq!(c.recert_settings().recert_notice, Period::days(14));
+    assert_eq!(interval("agent"), days(7));
+    assert_eq!(interval("billing-sync"), days(30));
+    assert_eq!(interval("deploy"), days(90), "the default");
+    assert_eq!(c.recert_settings().recert_notice, days(14));
 
     let c = load(&pre(
         "[governance]\nrecertify_every = \"180d\"\nrecert_notice = \"3w\"\n",
     ));
-    assert_eq!(c.recert_settings().recertify_every, Period::days(180));
-    assert_eq!(c.recert_settings().recert_notice, Period::days(21));
+    assert_eq!(c.recert_settings().recertify_every, days(180));
+    assert_eq!(c.recert_settings().recert_notice, days(21));
 }
 
 #[test]
@@ -115,9 +119,9 @@ fn bad_intervals_are_refused_with_their_place() {
     check(
         &pre("[governance]\nrecertify_every = \"90\"\nrecert_notice = \"2y\"\nfoo = 1\n"),
         &[
-            "kairos.toml:18: governance.recertify_every: interval \"90\" has no unit",
-            "kairos.toml:19: governance.recert_notice: interval \"2y\" uses unit \"y\"",
-            "kairos.toml:20: governance.foo: unknown key `foo` in governance; known keys here: recertify_every, recert_notice",
+            "kairos.toml:18: governance.recertify_every: \"90\" is not a period",
+            "kairos.toml:19: governance.recert_notice: \"2y\" is not a period",
+            "kairos.toml:20: governance.foo: unknown key `foo` in governance; known keys here: orphan_action, orphan_grace, recertify_every, recert_notice",
         ],
     );
     check(
@@ -125,7 +129,7 @@ fn bad_intervals_are_refused_with_their_place() {
             "{}\n[[identity]]\nname = \"x\"\nowner = \"payments\"\nkind = \"bot\"\nissuer = \"ci\"\nsubject = \"x\"\nrecertify_every = \"0d\"\n",
             PRE
         ),
-        &["kairos.toml:23: identity[1].recertify_every: interval \"0d\" is zero"],
+        &["kairos.toml:23: identity[1].recertify_every: the period is zero"],
     );
 }
 
@@ -140,18 +144,18 @@ fn an_exception_loads_with_its_controls() {
     assert_eq!(e.identity.as_str(), "billing-sync");
     assert_eq!(e.owner.as_str(), "payments");
     assert_eq!(e.secret_ref, "vault:kv/legacy/billing");
-    assert_eq!(e.rotate_every, Period::days(30));
+    assert_eq!(e.rotate_every, days(30));
     assert_eq!(
         e.ends,
         Timestamp::parse_rfc3339("2031-06-30T00:00:00Z").unwrap()
     );
     assert_eq!(e.allowed_sources, vec!["10.20.0.0/16", "192.0.2.7/32"]);
     assert_eq!(e.scope_note.as_deref(), Some("invoices schema, read only"));
-    assert_eq!(c.exception_recert_interval(e), Period::days(60));
+    assert_eq!(c.exception_recert_interval(e), days(60));
     // Without its own interval, the owner team's applies.
     let c = load(&pre(&exception("")));
     let e = c.exceptions().next().unwrap();
-    assert_eq!(c.exception_recert_interval(e), Period::days(30));
+    assert_eq!(c.exception_recert_interval(e), days(30));
     // The end date is checked against a clock at apply, not at load.
     assert!(
         c.exceptions_ended_by(Timestamp::parse_rfc3339("2031-06-29T23:59:59Z").unwrap())
@@ -186,7 +190,7 @@ password = "s3cret"
             "kairos.toml:18: exception[0].name: exception name \"Legacy\" contains 'L'",
             "kairos.toml:21: exception[0].system: system must not be empty",
             "kairos.toml:22: exception[0].secret_ref: secret_ref must say where the secret lives, never hold it",
-            "kairos.toml:24: exception[0].rotate_every: interval \"30\" has no unit",
+            "kairos.toml:24: exception[0].rotate_every: \"30\" is not a period",
             "kairos.toml:25: exception[0].ends: ends \"next year\" is not a date",
             "kairos.toml:26: exception[0].allowed_sources[0]: allowed source \"10.20.0.1/16\" has host bits set after /16; did you mean \"10.20.0.0/16\"?",
             "kairos.toml:26: exception[0].allowed_sources[1]: allowed source \"nowhere\" is not a CIDR",

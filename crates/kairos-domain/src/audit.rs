@@ -40,6 +40,18 @@ pub enum AuditKind {
     /// A grant ended because an applied configuration removed its identity, team,
     /// target or entitlement.
     ConfigRemoved,
+    /// A grant ended because an applied configuration's policies no longer permit it.
+    PolicyChanged,
+    /// An identity was suspended: its grants ended, its requests refused.
+    IdentitySuspended,
+    /// A suspended identity was resumed.
+    IdentityResumed,
+    /// An identity was retired for good.
+    IdentityRetired,
+    /// An alert was opened.
+    AlertRaised,
+    /// An alert was acknowledged or resolved.
+    AlertUpdated,
     /// An identity's or standing exception's recertification came due: its owners' review
     /// task opened (once per cycle).
     RecertDue,
@@ -57,7 +69,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 28] = [
+    pub const ALL: [AuditKind; 34] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -80,6 +92,12 @@ impl AuditKind {
         Self::AccountMissing,
         Self::CredentialDelivered,
         Self::ConfigRemoved,
+        Self::PolicyChanged,
+        Self::IdentitySuspended,
+        Self::IdentityResumed,
+        Self::IdentityRetired,
+        Self::AlertRaised,
+        Self::AlertUpdated,
         Self::RecertDue,
         Self::RecertOverdue,
         Self::RecertAttested,
@@ -111,6 +129,12 @@ impl AuditKind {
             Self::AccountMissing => "account_missing",
             Self::CredentialDelivered => "credential_delivered",
             Self::ConfigRemoved => "config_removed",
+            Self::PolicyChanged => "policy_changed",
+            Self::IdentitySuspended => "identity_suspended",
+            Self::IdentityResumed => "identity_resumed",
+            Self::IdentityRetired => "identity_retired",
+            Self::AlertRaised => "alert_raised",
+            Self::AlertUpdated => "alert_updated",
             Self::RecertDue => "recert_due",
             Self::RecertOverdue => "recert_overdue",
             Self::RecertAttested => "recert_attested",

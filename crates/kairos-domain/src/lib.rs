@@ -8,7 +8,6 @@ mod audit;
 mod clock;
 mod grant;
 mod names;
-mod period;
 mod request;
 mod task;
 mod ttl;
@@ -24,10 +23,9 @@ pub use grant::{
 pub use names::{
     EntitlementName, ExceptionName, IdentityName, NameError, TargetName, TeamName, UserName,
 };
-pub use period::{Period, PeriodError};
 pub use request::{
     Approval, ApprovalProgress, Decision, DecisionOutcome, Principal, Request, RequestId,
     RequestState,
 };
 pub use task::{Task, TaskError, TaskKind, TaskRef};
-pub use ttl::{Ttl, TtlError};
+pub use ttl::{Period, Ttl, TtlError};

@@ -109,7 +109,7 @@ mod tests {
         RotationFacts {
             first_seen_at: at(0),
             last_rotated_at: rotated.map(at),
-            rotate_every: Period::days(every_days),
+            rotate_every: Period::from_secs(every_days * 86_400).unwrap(),
             ends_at: at(ends),
         }
     }

@@ -1,13 +1,22 @@
-//! Kairos governance rules: pure functions over plain data, tested without IO.
+//! Governance of the identity lifecycle, as pure rules.
 //!
-//! The broker loads what it needs (the catalog, the store's rows, the clock's time),
-//! calls a rule here, and writes what it decides through the store. Nothing here reads a
-//! clock, a file, a socket or a database.
+//! Who is orphaned, what is due or overdue, which use looks wrong, and what the posture
+//! report finds: each is a function of facts and a time, with no IO. The store keeps the
+//! facts (identity states, alerts, attestations, reviews, usage), the broker gathers them,
+//! calls these rules, and writes what they decide.
 //!
-//! - [`recert`]: when an identity's or a standing exception's recertification is due,
-//!   and whether it is due (its owners' review task open) or overdue.
-//! - [`exceptions`]: when a standing exception's secret must be rotated next, and
-//!   whether its rotation is overdue or its end date has passed.
+//! Invariant: this crate does no IO and reads no clock; every time is an argument.
 
-pub mod exceptions;
+pub mod alert;
+pub mod mapping;
+pub mod state;
+
+pub use alert::{Alert, AlertDraft, AlertKind, AlertState};
+pub use mapping::{CsfSubcategory, NhiRisk, RiskMapping};
+pub use state::{IdentityState, IdentityStatus, SuspensionCause};
+
+/// Recertification: when a subject is due (its owners' review open) or overdue.
 pub mod recert;
+
+/// Standing exceptions: when a secret's rotation is overdue, when an exception has ended.
+pub mod exceptions;

@@ -8,11 +8,13 @@
 //! Invariant: this is the only crate that contains SQL.
 
 mod error;
+mod governance;
 mod recert;
 mod records;
 mod sql;
 
 pub use error::StoreError;
+pub use governance::{AlertFilter, GovernanceStore, Raised, StateChange};
 pub use recert::{
     Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
     Recertification, SubjectKind,
@@ -82,7 +84,7 @@ pub enum EndSelector {
 /// derive it. Governance keeps its parts in traits of their own (recertification:
 /// [`RecertStore`]).
 #[async_trait]
-pub trait Store: RecertStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: GovernanceStore + RecertStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 
