@@ -40,8 +40,8 @@ pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, Checkpoin
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
-pub use governance::{AlertQuery, StateOutcome};
 pub use governance::recert::{ExceptionEntry, RecertEntry, RecertFilter, RecertPassReport};
+pub use governance::{AlertQuery, StateOutcome};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};

@@ -622,3 +622,154 @@ async fn replicas_act_on_each_notice_once() {
         chain.len() as u64
     );
 }
+
+fn job() -> Caller {
+    Caller::Workload {
+        identity: IdentityName::parse("job").unwrap(),
+    }
+}
+
+fn ask() -> kairos_broker::NewRequest {
+    kairos_broker::NewRequest {
+        identity: None,
+        entitlement: kairos_domain::EntitlementName::parse("api/read").unwrap(),
+        ttl: Some(kairos_domain::Ttl::parse("1h").unwrap()),
+        task: kairos_domain::Task::new(
+            kairos_domain::TaskKind::Job,
+            kairos_domain::TaskRef::parse("run-1").unwrap(),
+            "nightly".into(),
+        )
+        .unwrap(),
+    }
+}
+
+/// Overdue on the manual clock: the identity is suspended through the one end path (its
+/// live grant ends, requests are refused, an alert is raised); only an owner's
+/// attestation lifts it, and a non-owner's attempt changes nothing.
+#[tokio::test]
+async fn an_overdue_identity_is_suspended_until_an_owner_attests() {
+    let f = fixture().await;
+    f.broker.recert_pass().await.unwrap();
+    f.clock.advance(DAY * 89);
+    let grant = f
+        .broker
+        .request(&job(), ask())
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    f.clock.advance(DAY);
+    let report = f.broker.recert_pass().await.unwrap();
+    assert!(report.suspended >= 1, "{report:?}");
+    let status = f
+        .broker
+        .identity_status(&IdentityName::parse("job").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.state, kairos_governance::IdentityState::Suspended);
+    assert_eq!(
+        status.cause,
+        Some(kairos_governance::SuspensionCause::RecertOverdue)
+    );
+    assert_eq!(status.by, "system:recert");
+    let g = f
+        .broker
+        .store()
+        .get_grant(&grant.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !matches!(g.state, kairos_domain::GrantState::Active),
+        "{:?}",
+        g.state
+    );
+    match f.broker.request(&job(), ask()).await.unwrap_err() {
+        BrokerError::Forbidden(m) => assert!(m.contains("recert attest"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let alerts = f
+        .broker
+        .alerts(&auditor(), &kairos_broker::AlertQuery::default())
+        .await
+        .unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.kind == kairos_governance::AlertKind::RecertOverdue
+                && a.subject == "identity job"),
+        "{alerts:?}"
+    );
+    // More passes: still one suspension, one overdue record.
+    f.broker.recert_pass().await.unwrap();
+    assert_eq!(count(&f, AuditKind::RecertOverdue, "job").await, 1);
+    let suspensions = audit(&f)
+        .await
+        .iter()
+        .filter(|r| r.kind == AuditKind::IdentitySuspended && r.identity.as_deref() == Some("job"))
+        .count();
+    assert_eq!(suspensions, 1);
+    // A plain resume is refused; so is a non-owner's attestation, which changes nothing.
+    assert!(matches!(
+        f.broker
+            .resume_identity(
+                &IdentityName::parse("job").unwrap(),
+                "please",
+                Principal::User(UserName::parse("root").unwrap()),
+                false
+            )
+            .await
+            .unwrap_err(),
+        BrokerError::Conflict(_)
+    ));
+    assert!(matches!(
+        f.broker
+            .attest(
+                &person("alice", Role::Approver),
+                SubjectKind::Identity,
+                "job",
+                "fine"
+            )
+            .await
+            .unwrap_err(),
+        BrokerError::Forbidden(_)
+    ));
+    assert_eq!(
+        f.broker
+            .identity_status(&IdentityName::parse("job").unwrap())
+            .await
+            .unwrap()
+            .state,
+        kairos_governance::IdentityState::Suspended
+    );
+    // The owner attests: resumed, and the next pass leaves it so.
+    f.broker
+        .attest(
+            &carol(),
+            SubjectKind::Identity,
+            "job",
+            "reviewed its grants",
+        )
+        .await
+        .unwrap();
+    f.broker.recert_pass().await.unwrap();
+    let status = f
+        .broker
+        .identity_status(&IdentityName::parse("job").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.state, kairos_governance::IdentityState::Active);
+    f.broker.request(&job(), ask()).await.unwrap();
+    let alerts = f
+        .broker
+        .alerts(&auditor(), &kairos_broker::AlertQuery::default())
+        .await
+        .unwrap();
+    let overdue = alerts
+        .iter()
+        .find(|a| {
+            a.kind == kairos_governance::AlertKind::RecertOverdue && a.subject == "identity job"
+        })
+        .unwrap();
+    assert_eq!(overdue.state, kairos_governance::AlertState::Resolved);
+}

@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::pg::{SHARED_PG, SharedDb, managed_roles};
 use common::*;
 use serde_json::{Value, json};
 
@@ -296,7 +297,7 @@ fn recertification_round(store: Option<&str>) {
                 .then_some(Value::Null)
         },
     );
-    std::thread::sleep(Duration::from_millis(600)); // a few more passes
+    std::thread::sleep(Duration::from_millis(2500)); // a few more passes
     let overdue_records = audit_of(&api, &audrey, "exception_rotation_overdue");
     assert_eq!(
         overdue_records.len(),
@@ -420,4 +421,148 @@ fn an_exception_past_its_end_is_refused_at_apply() {
         list["exceptions"][0]["ends"], "2020-01-31T00:00:00.000Z",
         "{list}"
     );
+}
+
+/// An identity whose recertification falls overdue (a 4-second interval, on the server's
+/// real clock) is suspended: its PostgreSQL account is revoked and verified gone, its
+/// requests are refused, and an alert is open; the owner's attestation lifts it. The store
+/// is PostgreSQL.
+#[test]
+fn an_overdue_identity_is_suspended_and_its_postgres_account_verified_gone() {
+    let shared = SharedDb::new();
+    let store_db = format!("kairos_it_{}", uuid::Uuid::new_v4().simple());
+    common::pg::psql(
+        SHARED_PG,
+        "postgres",
+        &format!("CREATE DATABASE {store_db}"),
+    );
+    let result =
+        std::panic::catch_unwind(|| overdue_round(&shared, &format!("{SHARED_PG}/{store_db}")));
+    common::pg::psql(
+        SHARED_PG,
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {store_db} WITH (FORCE)"),
+    );
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn overdue_round(shared: &SharedDb, store: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let cfg = dir.path().join("cfg");
+    let path = write_config(&cfg, &issuer, "\n[governance]\nrecert_notice = \"1s\"\n");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replacen(
+            &format!("subject = \"{SUBJECT}\"\n"),
+            &format!("subject = \"{SUBJECT}\"\nrecertify_every = \"4s\"\n"),
+            1,
+        )
+        .replace(
+            "[policy]",
+            &format!(
+                r#"[[target]]
+name = "orders-db"
+kind = "postgres"
+admin_url_env = "KAIROS_IT_PG_ADMIN"
+managed_prefix = "{}"
+reconcile_interval = "1s"
+
+[[entitlement]]
+name = "orders-db/readonly"
+tier = "medium"
+max_ttl = "30m"
+grants = ["GRANT CONNECT ON DATABASE {} TO {{{{role}}}}"]
+
+[policy]"#,
+                shared.prefix, shared.name
+            ),
+        );
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(
+        cfg.join("policies/db.cedar"),
+        "@id(\"db-jobs\") permit (principal in Kairos::Team::\"payments\", action, resource in Kairos::Target::\"orders-db\");\n",
+    )
+    .unwrap();
+    let admin = shared.admin_url();
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&path),
+        Some(store),
+        &["--recert-pass-ms", "200"],
+        &[("KAIROS_IT_PG_ADMIN", admin.as_str())],
+    );
+    let api = Api::new(&server);
+    let carol = add_user(&api, "carol", "approver", &["payments"], &[]);
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let ask = || {
+        api.post(
+            &platform,
+            "/v1/requests",
+            json!({"entitlement": "orders-db/readonly", "ttl": "10m",
+                   "task": {"kind": "job", "ref": "run-1", "reason": "export"}}),
+        )
+    };
+    let (status, body) = ask();
+    assert_eq!(status, 201, "{body}");
+    let account = body["credential"]["username"].as_str().unwrap().to_owned();
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        managed_roles(SHARED_PG, &shared.prefix),
+        vec![account.clone()]
+    );
+
+    // Overdue after 4 s: suspended, the grant ended and its account verified gone.
+    let g = api.wait_grant(ADMIN, &grant, Duration::from_secs(30), |g| {
+        g["state"] == "ended"
+    });
+    assert_eq!(g["receipt"]["reason"], "suspended", "{g}");
+    assert_eq!(g["receipt"]["ended_by"], "system:recert", "{g}");
+    assert!(!g["receipt"]["verified_at"].is_null(), "{g}");
+    assert!(managed_roles(SHARED_PG, &shared.prefix).is_empty());
+    let (status, body) = ask();
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("recert attest"),
+        "{body}"
+    );
+    let (_, alerts) = api.get(ADMIN, "/v1/alerts");
+    assert!(alerts.to_string().contains("recert_overdue"), "{alerts}");
+    let (_, overdue) = api.get(ADMIN, "/v1/recertifications?state=overdue");
+    assert_eq!(
+        overdue["recertifications"][0]["subject"], "nightly-backup",
+        "{overdue}"
+    );
+
+    // The owner attests: resumed, and the identity gets access again.
+    let (status, body) = api.post(
+        &carol,
+        "/v1/recertifications/identity/nightly-backup/attest",
+        json!({"reason": "reviewed: still exports orders nightly"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok", "{body}");
+    let (status, body) = ask();
+    assert_eq!(status, 201, "{body}");
+    let (_, audit) = api.get(ADMIN, "/v1/audit?identity=nightly-backup&limit=1000");
+    let kinds: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "recert_due",
+        "recert_overdue",
+        "identity_suspended",
+        "recert_attested",
+        "identity_resumed",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
 }

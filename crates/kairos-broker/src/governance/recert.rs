@@ -25,6 +25,7 @@ use kairos_domain::{
 };
 use kairos_governance::exceptions::{self as rules, ExceptionFinding, RotationFacts};
 use kairos_governance::recert::{self, Attestations, Cadence, RecertStatus};
+use kairos_governance::{AlertDraft, AlertKind, IdentityState, SuspensionCause};
 use kairos_store::{
     Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, Recertification,
     Role, SubjectKind,
@@ -93,6 +94,8 @@ pub struct RecertPassReport {
     pub rotations_overdue: u64,
     /// Exceptions newly flagged as past their end date.
     pub expired: u64,
+    /// Identities suspended because their recertification is overdue.
+    pub suspended: u64,
 }
 
 /// A subject of the catalog and how it is recertified.
@@ -276,6 +279,20 @@ impl Broker {
         if !is_owner(catalog.team(&subject.team), caller) {
             return Err(not_an_owner("attest", kind, name, &subject.team));
         }
+        let suspended = match kind {
+            SubjectKind::Identity => {
+                let status = self.identity_status(&subject.identity).await?;
+                if status.state == IdentityState::Retired {
+                    return Err(BrokerError::Conflict(format!(
+                        "identity {name} is retired; there is nothing to recertify"
+                    )));
+                }
+                status.state == IdentityState::Suspended
+                    && status.cause == Some(SuspensionCause::RecertOverdue)
+            }
+            SubjectKind::Exception => false,
+        };
+        let previous = self.store.get_recertification(kind, name).await?;
         let now = self.now();
         let due_at = recert::due_at(now, subject.interval);
         let audit = AuditDraft::new(AuditKind::RecertAttested, &by)
@@ -302,6 +319,26 @@ impl Broker {
             )
             .await?;
         tracing::info!(kind = kind.as_str(), subject = name, by = %by, due = %due_at, "recertified");
+        if let Some(previous) = previous {
+            self.resolve_alert_key(
+                &overdue_key(kind, name, previous.due_at),
+                &format!("recertified by {by}"),
+            )
+            .await?;
+        }
+        if suspended {
+            // The attestation lifts the suspension its overdue recertification caused.
+            self.resume_identity(
+                &subject.identity,
+                &format!(
+                    "recertified: {}",
+                    record.reason.as_deref().unwrap_or_default()
+                ),
+                by.clone(),
+                true,
+            )
+            .await?;
+        }
         Ok(entry(
             &subject,
             Some(&record),
@@ -387,7 +424,23 @@ impl Broker {
                 "note": rotation.note,
                 "rotation_due_at": now.plus(exception.rotate_every.as_duration()).to_rfc3339(),
             }));
+        let before = exception_entry(
+            &catalog,
+            exception,
+            &self.recert_records().await?,
+            &self.rotations().await?,
+            now,
+        );
         self.store.record_rotation(&rotation, audit).await?;
+        self.resolve_alert_key(
+            &format!(
+                "exception_rotation_overdue:{}:{}",
+                exception.name,
+                before.rotation_due_at.as_millis()
+            ),
+            &format!("rotated, recorded by {by}"),
+        )
+        .await?;
         tracing::info!(exception = name, by = %by, "exception secret rotated");
         let records = self.recert_records().await?;
         let mut rotations = self.rotations().await?;
@@ -441,7 +494,54 @@ impl Broker {
             .collect();
         report.moved = self.store.move_recert_due(&moved).await?;
 
+        let inactive = self.governance.inactive();
         for (subject, e) in &entries {
+            let status = inactive
+                .get(&subject.identity)
+                .filter(|_| subject.kind == SubjectKind::Identity);
+            let held_for_recert = status.is_some_and(|s| {
+                s.state == IdentityState::Suspended
+                    && s.cause == Some(SuspensionCause::RecertOverdue)
+            });
+            if e.status != RecertStatus::Overdue && held_for_recert {
+                // Attested (perhaps on another replica, or before a crash) but still held:
+                // the attestation lifts it.
+                self.resume_identity(
+                    &subject.identity,
+                    "recertified: the attestation lifts the overdue suspension",
+                    ACTOR,
+                    true,
+                )
+                .await?;
+            }
+            if e.status == RecertStatus::Overdue
+                && subject.kind == SubjectKind::Identity
+                && status.is_none()
+            {
+                let reason = format!(
+                    "recertification overdue since {}; an owner of team {} attests with `{}`",
+                    e.due_at,
+                    subject.team,
+                    attest_command(subject)
+                );
+                match self
+                    .suspend_identity(
+                        &subject.identity,
+                        SuspensionCause::RecertOverdue,
+                        &reason,
+                        ACTOR,
+                    )
+                    .await
+                {
+                    Ok(outcome) => {
+                        report.suspended += 1;
+                        tracing::warn!(identity = %subject.identity, ended = outcome.ended.len(), "suspended: recertification overdue");
+                    }
+                    // Another replica suspended it first.
+                    Err(BrokerError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             if e.status == RecertStatus::Ok {
                 continue;
             }
@@ -518,6 +618,33 @@ impl Broker {
             .await?;
         if claimed {
             tracing::warn!(kind = s.kind.as_str(), subject = %s.name, team = %s.team, due = %e.due_at, "recertification overdue");
+            let consequence = match s.kind {
+                SubjectKind::Identity => "it is suspended until an owner attests",
+                SubjectKind::Exception => "flagged until an owner attests",
+            };
+            self.raise_alert(
+                AlertDraft::new(
+                    AlertKind::RecertOverdue,
+                    format!("{} {}", s.kind.as_str(), s.name),
+                    format!(
+                        "the recertification of {} {} (team {}) was due at {}; {consequence}: `{}`",
+                        s.kind.as_str(),
+                        s.name,
+                        s.team,
+                        e.due_at,
+                        attest_command(s)
+                    ),
+                )
+                .identity(&s.identity)
+                .dedupe_key(overdue_key(s.kind, &s.name, e.due_at))
+                .detail(serde_json::json!({
+                    "subject_kind": s.kind.as_str(),
+                    "subject": s.name,
+                    "team": s.team,
+                    "due_at": e.due_at.to_rfc3339(),
+                })),
+            )
+            .await?;
         }
         Ok(claimed)
     }
@@ -559,6 +686,39 @@ impl Broker {
             .await?;
         if flagged {
             tracing::warn!(exception = %exception.name, team = %exception.owner, finding = finding.as_str(), since = %finding.cycle(), "standing exception flagged");
+            let (alert, message) = match finding {
+                ExceptionFinding::RotationOverdue { due_at } => (
+                    AlertKind::ExceptionRotationOverdue,
+                    format!(
+                        "the static secret of exception {} ({}) was due for rotation at {due_at}; rotate it and record it with `kairos exception rotated {}`",
+                        exception.name, exception.system, exception.name
+                    ),
+                ),
+                ExceptionFinding::Expired { ended_at } => (
+                    AlertKind::ExceptionExpired,
+                    format!(
+                        "exception {} ({}) ended at {ended_at}: the static secret should be gone; remove it and the exception, or extend `ends` with a reason",
+                        exception.name, exception.system
+                    ),
+                ),
+            };
+            self.raise_alert(
+                AlertDraft::new(alert, format!("exception {}", exception.name), message)
+                    .identity(&exception.identity)
+                    .dedupe_key(format!(
+                        "{}:{}:{}",
+                        alert.as_str(),
+                        exception.name,
+                        finding.cycle().as_millis()
+                    ))
+                    .detail(serde_json::json!({
+                        "exception": exception.name,
+                        "team": exception.owner,
+                        "system": exception.system,
+                        "since": finding.cycle().to_rfc3339(),
+                    })),
+            )
+            .await?;
         }
         Ok(flagged)
     }
@@ -571,6 +731,15 @@ fn attest_command(s: &Subject) -> String {
             format!("kairos recert attest --exception {} --reason ...", s.name)
         }
     }
+}
+
+/// The dedupe key of a subject's `recert_overdue` alert for the cycle that ended at `due`.
+fn overdue_key(kind: SubjectKind, name: &str, due: Timestamp) -> String {
+    format!(
+        "recert_overdue:{}:{name}:{}",
+        kind.as_str(),
+        due.as_millis()
+    )
 }
 
 fn unknown(kind: SubjectKind, name: &str) -> BrokerError {
