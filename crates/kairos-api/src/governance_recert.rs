@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /v1/recertifications?state=due\|overdue` | admin, operator, approver, auditor |
 //! | `POST /v1/recertifications/{kind}/{name}/attest` | an owner of the subject's team (`[[team]] owners`), whatever their role |
+//! | `POST /v1/recertifications/identity/{name}/retire` | an owner of the identity's team, whatever their role |
 //! | `GET /v1/exceptions` | admin, operator, approver, auditor |
 //! | `POST /v1/exceptions/{name}/rotated` | an owner of the exception's team, an operator, an admin |
 //!
@@ -255,4 +256,37 @@ pub async fn rotated(
         .exception_rotated(&caller, &name, body.note.as_deref())
         .await?;
     Ok(Json(ExceptionView::from(&entry)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetiredView {
+    pub identity: String,
+    /// `retired`.
+    pub state: String,
+    /// The live grants it ended (each revoked and verified gone by the revocation worker).
+    pub grants_ended: usize,
+}
+
+/// Instead of attesting, an owner retires an identity for good: its grants end, its
+/// requests are refused. Only a user listed in the `owners` of its team may.
+#[utoipa::path(post, path = "/v1/recertifications/identity/{name}/retire", tag = "governance",
+    params(("name" = String, Path)),
+    request_body = AttestBody,
+    responses((status = 200, body = RetiredView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retire(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<AttestBody>,
+) -> ApiResult<Json<RetiredView>> {
+    let outcome = s
+        .broker
+        .retire_as_owner(&caller, &name, &body.reason)
+        .await?;
+    Ok(Json(RetiredView {
+        identity: outcome.status.identity.to_string(),
+        state: outcome.status.state.as_str().into(),
+        grants_ended: outcome.ended.len(),
+    }))
 }

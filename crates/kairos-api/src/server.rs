@@ -189,6 +189,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::resolve))
         .routes(routes!(governance_recert::list))
         .routes(routes!(governance_recert::attest))
+        .routes(routes!(governance_recert::retire))
         .routes(routes!(governance_recert::exceptions))
         .routes(routes!(governance_recert::rotated))
 }

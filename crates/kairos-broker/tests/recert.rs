@@ -773,3 +773,63 @@ async fn an_overdue_identity_is_suspended_until_an_owner_attests() {
         .unwrap();
     assert_eq!(overdue.state, kairos_governance::AlertState::Resolved);
 }
+
+/// Instead of attesting, an owner retires the identity; nobody else may, and a retired
+/// identity is not recertified.
+#[tokio::test]
+async fn an_owner_may_retire_instead_of_attesting() {
+    let f = fixture().await;
+    let grant = f
+        .broker
+        .request(&job(), ask())
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    for caller in [
+        person("alice", Role::Approver),
+        person("root", Role::Admin),
+        job(),
+    ] {
+        assert!(matches!(
+            f.broker
+                .retire_as_owner(&caller, "job", "not needed")
+                .await
+                .unwrap_err(),
+            BrokerError::Forbidden(_)
+        ));
+    }
+    assert!(matches!(
+        f.broker
+            .retire_as_owner(&carol(), "ghost", "x")
+            .await
+            .unwrap_err(),
+        BrokerError::NotFound(_)
+    ));
+    assert!(matches!(
+        f.broker
+            .retire_as_owner(&carol(), "job", "")
+            .await
+            .unwrap_err(),
+        BrokerError::Invalid { .. }
+    ));
+    let out = f
+        .broker
+        .retire_as_owner(&carol(), "job", "the backup moved to another system")
+        .await
+        .unwrap();
+    assert_eq!(out.status.state, kairos_governance::IdentityState::Retired);
+    assert_eq!(out.ended.len(), 1);
+    assert_eq!(out.ended[0].id, grant.id);
+    assert!(matches!(
+        f.broker
+            .attest(&carol(), SubjectKind::Identity, "job", "oops")
+            .await
+            .unwrap_err(),
+        BrokerError::Conflict(_)
+    ));
+    assert!(matches!(
+        f.broker.request(&job(), ask()).await.unwrap_err(),
+        BrokerError::Forbidden(_)
+    ));
+}

@@ -339,6 +339,36 @@ fn recertification_round(store: Option<&str>) {
     assert_eq!(rotated[0]["actor"], "user:oscar");
     assert_eq!(rotated[0]["data"]["note"], "rotated in vault, SEC-12");
 
+    // Retiring instead: not by a non-owner; by the owner, through the CLI.
+    let (status, body) = api.post(
+        &alice,
+        "/v1/recertifications/identity/deployer/retire",
+        json!({"reason": "gone"}),
+    );
+    assert_eq!(status, 403, "{body}");
+    let out = server.cli(
+        &carol,
+        &[
+            "recert",
+            "retire",
+            "deployer",
+            "--reason",
+            "the deploy job moved elsewhere",
+        ],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).starts_with("retired identity deployer"),
+        "{}",
+        stdout(&out)
+    );
+    let (status, body) = api.post(
+        &carol,
+        "/v1/recertifications/identity/deployer/attest",
+        json!({"reason": "too late"}),
+    );
+    assert_eq!(status, 409, "{body}");
+
     // Every record is on the chain.
     let out = server.cli(ADMIN, &["audit", "verify"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -347,6 +377,7 @@ fn recertification_round(store: Option<&str>) {
     for path in [
         "/v1/recertifications",
         "/v1/recertifications/{kind}/{name}/attest",
+        "/v1/recertifications/identity/{name}/retire",
         "/v1/exceptions",
         "/v1/exceptions/{name}/rotated",
     ] {

@@ -347,6 +347,41 @@ impl Broker {
         ))
     }
 
+    /// Instead of attesting, an owner retires the identity for good (the foundation's
+    /// `retire_identity`: its grants end, its requests are refused). Only a user listed
+    /// in the owners of its team may, as for attesting.
+    pub async fn retire_as_owner(
+        &self,
+        caller: &Caller,
+        name: &str,
+        reason: &str,
+    ) -> Result<crate::StateOutcome> {
+        let by = match caller {
+            Caller::User(u) if u.role != Role::ResourceServer => Principal::User(u.name.clone()),
+            _ => {
+                return Err(BrokerError::Forbidden(
+                    "only an owner of the identity's team retires it, with their API token".into(),
+                ));
+            }
+        };
+        let reason = free_text("reason", reason)?;
+        let catalog = self.catalog();
+        let identity = IdentityName::parse(name)
+            .ok()
+            .and_then(|n| catalog.identity(&n).cloned())
+            .ok_or_else(|| unknown(SubjectKind::Identity, name))?;
+        if !is_owner(catalog.team(&identity.owner), caller) {
+            return Err(not_an_owner(
+                "retire",
+                SubjectKind::Identity,
+                name,
+                &identity.owner,
+            ));
+        }
+        self.retire_identity(&identity.name, &format!("retired at review: {reason}"), by)
+            .await
+    }
+
     /// The catalog's standing exceptions with their rotation, findings and
     /// recertification. People only (admin, operator, approver, auditor).
     pub async fn exceptions(&self, caller: &Caller) -> Result<Vec<ExceptionEntry>> {

@@ -17,6 +17,15 @@ pub enum RecertCommand {
     /// exception): its next cycle starts now, and an identity suspended because its
     /// recertification was overdue is resumed.
     Attest(AttestArgs),
+    /// As an owner of its team, retire an identity for good instead of attesting it: its
+    /// grants end (verified gone) and its requests are refused.
+    Retire {
+        /// The identity to retire.
+        name: String,
+        /// Why it is no longer needed (required).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -149,6 +158,23 @@ pub async fn recert(api: &Api, command: RecertCommand, io: &mut Io<'_>) -> Resul
                 )
                 .await?;
             io.show(&ans, || Ok(attested(&ans.decode()?)))?;
+        }
+        RecertCommand::Retire { name, reason } => {
+            let body = json!({ "reason": reason });
+            let ans = api
+                .send(
+                    Method::POST,
+                    &["v1", "recertifications", "identity", &name, "retire"],
+                    Some(&body),
+                )
+                .await?;
+            io.show(&ans, || {
+                let n = ans.json["grants_ended"].as_u64().unwrap_or(0);
+                Ok(format!(
+                    "retired identity {}: {n} live grant(s) ended; its requests are refused from now on\n",
+                    clean(&name)
+                ))
+            })?;
         }
     }
     Ok(Exit::Success)
