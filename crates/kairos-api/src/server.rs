@@ -15,7 +15,8 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::{
-    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, grants, oauth, posture, requests, views,
+    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, grants, oauth, posture,
+    requests, views,
 };
 
 #[derive(Clone)]
@@ -187,6 +188,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(alerts::resolve))
         .routes(routes!(posture::posture))
+        .routes(routes!(governance_recert::list))
+        .routes(routes!(governance_recert::attest))
+        .routes(routes!(governance_recert::retire))
+        .routes(routes!(governance_recert::exceptions))
+        .routes(routes!(governance_recert::rotated))
 }
 
 /// The whole application.

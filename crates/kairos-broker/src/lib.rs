@@ -40,6 +40,7 @@ pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, Checkpoin
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
+pub use governance::recert::{ExceptionEntry, RecertEntry, RecertFilter, RecertPassReport};
 pub use governance::{AlertQuery, PostureReport, StateOutcome};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
@@ -77,6 +78,8 @@ pub struct BrokerSettings {
     pub audit_checkpoint_file: Option<std::path::PathBuf>,
     /// How often a checkpoint is made when the audit head has moved.
     pub audit_checkpoint_interval: Duration,
+    /// How often the recertification pass runs (see [`Broker::recert_pass`]).
+    pub recert_pass_interval: Duration,
 }
 
 /// Points where a crash test asks the broker to die abruptly, as a SIGKILL would:
@@ -125,6 +128,7 @@ impl Default for BrokerSettings {
             danger_crash_at: None,
             audit_checkpoint_file: None,
             audit_checkpoint_interval: Duration::from_secs(5 * 60),
+            recert_pass_interval: Duration::from_secs(5),
         }
     }
 }

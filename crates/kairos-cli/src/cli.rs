@@ -138,6 +138,17 @@ pub enum Command {
     Posture,
     /// Is the server up?
     Health,
+    /// Recertification: list what is due or overdue, attest as an owner.
+    Recert {
+        #[command(subcommand)]
+        command: crate::commands::recert::RecertCommand,
+    },
+    /// Standing exceptions (static secrets that cannot be removed yet): list them, record
+    /// a rotation.
+    Exception {
+        #[command(subcommand)]
+        command: crate::commands::recert::ExceptionCommand,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -14,6 +14,8 @@ use crate::cli::{
 };
 use crate::{render, time, wire};
 
+pub(crate) mod recert;
+
 /// How answers are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -172,6 +174,8 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
             Ok(Exit::Success)
         }
         Command::Exchange(a) => exchange(api, a, io).await,
+        Command::Recert { command } => recert::recert(api, command, io).await,
+        Command::Exception { command } => recert::exception(api, command, io).await,
         Command::Health => {
             let ans = api
                 .call(

@@ -30,6 +30,7 @@ pub use cli::{
     GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
     RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
 };
+pub use commands::recert::{AttestArgs, ExceptionCommand, RecertCommand, RecertListArgs};
 pub use governance::{AlertsArgs, AlertsCommand};
 
 /// Runs one client command against the server at `global.addr`, printing to the process's

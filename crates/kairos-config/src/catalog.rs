@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
-use kairos_domain::{EntitlementName, IdentityName, Period, TargetName, TeamName, Ttl, UserName};
+use kairos_domain::{
+    EntitlementName, ExceptionName, IdentityName, Period, TargetName, TeamName, Timestamp, Ttl,
+    UserName,
+};
 use kairos_policy::{EntitlementFacts, IdentityFacts, PolicySet, Tier};
 
 use crate::{ConfigBundle, ConfigErrors};
@@ -228,6 +231,9 @@ pub struct Team {
     pub owners: Vec<UserName>,
     /// May approve requests that need this team's approval.
     pub approvers: Vec<UserName>,
+    /// How often the team's identities and exceptions are recertified, unless they say
+    /// otherwise; `None`: `[governance] recertify_every`.
+    pub recertify_every: Option<Period>,
 }
 
 /// A registered non-human identity.
@@ -240,6 +246,9 @@ pub struct Identity {
     pub issuer: IssuerName,
     /// The token `sub` claim that maps to this identity.
     pub subject: String,
+    /// How often an owner must re-attest this identity; `None`: its team's interval, else
+    /// `[governance] recertify_every`.
+    pub recertify_every: Option<Period>,
 }
 
 /// How a target consumes credentials.
@@ -335,6 +344,54 @@ impl Target {
     }
 }
 
+/// The recertification keys of the `[governance]` table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecertSettings {
+    /// How often identities and exceptions are recertified unless their team or they
+    /// say otherwise; default 90 d.
+    pub recertify_every: Period,
+    /// How long before a recertification's due date its owners' review task opens;
+    /// default 14 d.
+    pub recert_notice: Period,
+}
+
+impl Default for RecertSettings {
+    fn default() -> Self {
+        Self {
+            recertify_every: const_period(90 * 86_400),
+            recert_notice: const_period(14 * 86_400),
+        }
+    }
+}
+
+/// A standing exception: a static secret that cannot be removed yet, registered with an
+/// owner, a rotation interval, compensating controls and a mandatory end date. The
+/// catalog holds a *reference* to where the secret lives, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Exception {
+    pub name: ExceptionName,
+    /// The identity that uses the static secret.
+    pub identity: IdentityName,
+    /// The team accountable for it (its owners recertify it).
+    pub owner: TeamName,
+    /// The system that accepts the secret, free-form (`billing-db (legacy)`).
+    pub system: String,
+    /// Where the secret lives, `scheme:location` (`vault:kv/legacy/billing`).
+    pub secret_ref: String,
+    /// Why the exception exists.
+    pub reason: String,
+    /// How often the secret must be rotated.
+    pub rotate_every: Period,
+    /// When the exception ends (it is a migration state, not a permanent one).
+    pub ends: Timestamp,
+    /// Compensating control: the networks (CIDRs) the secret may be used from.
+    pub allowed_sources: Vec<String>,
+    /// Compensating control: how the secret's scope is restricted.
+    pub scope_note: Option<String>,
+    /// How often it is recertified; `None`: its team's interval, else the default.
+    pub recertify_every: Option<Period>,
+}
+
 /// What happens when a request asks for a longer TTL than the entitlement allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -411,6 +468,12 @@ pub struct Catalog {
     pub(crate) targets: BTreeMap<TargetName, Target>,
     pub(crate) entitlements: BTreeMap<EntitlementName, Entitlement>,
     pub(crate) policies: PolicySet,
+    pub(crate) recert: RecertSettings,
+    pub(crate) exceptions: BTreeMap<ExceptionName, Exception>,
+    /// Where each exception's `ends` was written (file, line, key path), for the
+    /// apply-time check that no end date has passed. Kept apart so that moving a block is
+    /// not a change.
+    pub(crate) exception_ends_at: BTreeMap<ExceptionName, (String, u32, String)>,
 }
 
 impl Catalog {
@@ -432,6 +495,9 @@ impl Catalog {
             targets: BTreeMap::new(),
             entitlements: BTreeMap::new(),
             policies: PolicySet::empty(),
+            recert: RecertSettings::default(),
+            exceptions: BTreeMap::new(),
+            exception_ends_at: BTreeMap::new(),
         }
     }
 
@@ -505,6 +571,65 @@ impl Catalog {
     pub fn policies(&self) -> &PolicySet {
         &self.policies
     }
+    /// The recertification keys of `[governance]` (defaults when it has none).
+    pub fn recert_settings(&self) -> &RecertSettings {
+        &self.recert
+    }
+    pub fn exceptions(&self) -> impl Iterator<Item = &Exception> {
+        self.exceptions.values()
+    }
+    pub fn exception(&self, name: &ExceptionName) -> Option<&Exception> {
+        self.exceptions.get(name)
+    }
+    /// How often `identity` is recertified: its own interval, else its team's, else
+    /// `[governance] recertify_every`.
+    pub fn identity_recert_interval(&self, identity: &Identity) -> Period {
+        identity
+            .recertify_every
+            .or_else(|| self.team(&identity.owner).and_then(|t| t.recertify_every))
+            .unwrap_or(self.recert.recertify_every)
+    }
+    /// How often `exception` is recertified: its own interval, else its owner team's,
+    /// else `[governance] recertify_every`.
+    pub fn exception_recert_interval(&self, exception: &Exception) -> Period {
+        exception
+            .recertify_every
+            .or_else(|| self.team(&exception.owner).and_then(|t| t.recertify_every))
+            .unwrap_or(self.recert.recertify_every)
+    }
+    /// The exceptions whose end date is at or before `now`, each as an error naming the
+    /// file, line and key where the date is written: a configuration is not applied with
+    /// an exception that has already ended (remove it, or extend it with a reason).
+    pub fn exceptions_ended_by(&self, now: Timestamp) -> Result<(), ConfigErrors> {
+        let errors: Vec<crate::ConfigError> = self
+            .exceptions
+            .values()
+            .filter(|e| e.ends <= now)
+            .map(|e| {
+                let (file, line, key) = self
+                    .exception_ends_at
+                    .get(&e.name)
+                    .cloned()
+                    .unwrap_or_default();
+                crate::ConfigError {
+                    file,
+                    line: (line > 0).then_some(line),
+                    column: None,
+                    key: (!key.is_empty()).then_some(key),
+                    message: format!(
+                        "exception {} ended at {} (it is in the past); a standing exception is a migration state with a deadline: remove it once the static secret is gone, or move `ends` to a later date",
+                        e.name,
+                        e.ends.to_rfc3339()
+                    ),
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors::new(errors))
+        }
+    }
     /// What policy may know about `identity`.
     pub fn identity_facts(&self, identity: &Identity) -> IdentityFacts {
         IdentityFacts {
@@ -532,6 +657,10 @@ impl Catalog {
         diff.compare("identity", &old.identities, &new.identities);
         diff.compare("target", &old.targets, &new.targets);
         diff.compare("entitlement", &old.entitlements, &new.entitlements);
+        diff.compare("exception", &old.exceptions, &new.exceptions);
+        if old.recert != new.recert {
+            diff.changed.push("recertification settings".into());
+        }
         let texts = |c: &Catalog| -> BTreeMap<String, String> {
             c.policies
                 .policies()

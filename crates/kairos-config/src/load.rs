@@ -16,11 +16,13 @@ use kairos_policy::{PolicySet, PolicySource, Tier};
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
     Catalog, DbTarget, Entitlement, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
-    OrphanAction, OverCap, Privileges, SecretRef, ServerSettings, StoreLocation, Target,
-    TargetKind, Team, TierCaps,
+    OrphanAction, OverCap, Privileges, RecertSettings, SecretRef, ServerSettings, StoreLocation,
+    Target, TargetKind, Team, TierCaps,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
+
+mod exceptions;
 
 pub(crate) fn load(bundle: &ConfigBundle) -> Result<Catalog, ConfigErrors> {
     let main = bundle.main_path.as_str();
@@ -983,7 +985,7 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 9] = [
+const ROOT_KEYS: [&str; 10] = [
     "server",
     "tiers",
     "governance",
@@ -992,6 +994,7 @@ const ROOT_KEYS: [&str; 9] = [
     "identity",
     "target",
     "entitlement",
+    "exception",
     "policy",
 ];
 
@@ -1003,21 +1006,23 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         Some(n) => read_tiers(cx, n),
         None => TierCaps::default(),
     };
-    let governance = match root.node("governance") {
+    let (governance, recert) = match root.node("governance") {
         Some(n) => read_governance(cx, n),
-        None => GovernanceSettings::default(),
+        None => (GovernanceSettings::default(), RecertSettings::default()),
     };
     let issuer_items = section(cx, &mut root, "issuer");
     let team_items = section(cx, &mut root, "team");
     let identity_items = section(cx, &mut root, "identity");
     let target_items = section(cx, &mut root, "target");
     let entitlement_items = section(cx, &mut root, "entitlement");
+    let exception_items = section(cx, &mut root, "exception");
     let policy = root.node("policy");
     root.finish(cx, &ROOT_KEYS);
 
     let declared_issuers = declared(&issuer_items);
     let declared_teams = declared(&team_items);
     let declared_targets = declared(&target_items);
+    let declared_identities = declared(&identity_items);
 
     let issuers: Vec<Item<Issuer>> = issuer_items
         .iter()
@@ -1169,6 +1174,9 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         }
     }
 
+    let exceptions =
+        exceptions::read_all(cx, &exception_items, &declared_identities, &declared_teams);
+
     let policies = read_policies(cx, policy);
 
     let catalog = Catalog {
@@ -1194,6 +1202,20 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .collect(),
         entitlements: built.into_iter().map(|e| (e.name.clone(), e)).collect(),
         policies: policies?,
+        recert,
+        exception_ends_at: exceptions
+            .iter()
+            .map(|e| {
+                (
+                    e.value.name.clone(),
+                    (cx.file.to_owned(), cx.line(e.span("ends")), e.key("ends")),
+                )
+            })
+            .collect(),
+        exceptions: exceptions
+            .into_iter()
+            .map(|e| (e.value.name.clone(), e.value))
+            .collect(),
     };
     Some(catalog)
 }
@@ -1231,14 +1253,18 @@ fn reference<T>(
     if declared.contains(name) {
         return;
     }
+    let kinds = match kind.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{kind}s"),
+    };
     let defined = if declared.is_empty() {
-        format!("no {kind}s are defined")
+        format!("no {kinds} are defined")
     } else {
         let mut names: Vec<&str> = declared.iter().map(String::as_str).take(20).collect();
         if declared.len() > names.len() {
             names.push("…");
         }
-        format!("defined {kind}s: {}", names.join(", "))
+        format!("defined {kinds}: {}", names.join(", "))
     };
     let message = format!("{kind} {name:?} is not defined; {defined}");
     cx.error(item.span(key), &item.key(key), message);
@@ -1343,11 +1369,19 @@ fn one_of<T>(
     }
 }
 
-fn read_governance(cx: &mut Cx<'_>, node: &Node) -> GovernanceSettings {
+/// The `[governance]` table: the lifecycle settings and the recertification keys.
+fn read_governance(cx: &mut Cx<'_>, node: &Node) -> (GovernanceSettings, RecertSettings) {
     let mut settings = GovernanceSettings::default();
+    let mut recert = RecertSettings::default();
     let Some(mut t) = Table::of(cx, "governance".into(), node) else {
-        return settings;
+        return (settings, recert);
     };
+    if let Ok(Some(every)) = t.opt(cx, "recertify_every", Period::parse) {
+        recert.recertify_every = every.value;
+    }
+    if let Ok(Some(notice)) = t.opt(cx, "recert_notice", Period::parse) {
+        recert.recert_notice = notice.value;
+    }
     if let Ok(Some(action)) = t.opt(cx, "orphan_action", |s| match s {
         "suspend" => Ok(OrphanAction::Suspend),
         "flag" => Ok(OrphanAction::Flag),
@@ -1361,10 +1395,15 @@ fn read_governance(cx: &mut Cx<'_>, node: &Node) -> GovernanceSettings {
         settings.orphan_grace = grace.value;
     }
     t.finish(cx, &GOVERNANCE_KEYS);
-    settings
+    (settings, recert)
 }
 
-const GOVERNANCE_KEYS: [&str; 2] = ["orphan_action", "orphan_grace"];
+const GOVERNANCE_KEYS: [&str; 4] = [
+    "orphan_action",
+    "orphan_grace",
+    "recertify_every",
+    "recert_notice",
+];
 
 fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
     let mut caps = TierCaps::default();
@@ -1502,7 +1541,7 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
 /// The longest platform-token lifetime accepted by default: 24 h.
 const DEFAULT_MAX_TOKEN_AGE_SECS: u64 = 24 * 3600;
 
-const TEAM_KEYS: [&str; 3] = ["name", "owners", "approvers"];
+const TEAM_KEYS: [&str; 4] = ["name", "owners", "approvers", "recertify_every"];
 
 fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
     let mut t = Table::of(cx, path.into(), node)?;
@@ -1528,10 +1567,13 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
         Err(Invalid) => Err(Invalid),
     };
     let approvers = t.list(cx, "approvers", UserName::parse);
+    let recertify_every = t.opt(cx, "recertify_every", Period::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &TEAM_KEYS);
-    let (Ok(name), Ok(owners), Ok(approvers)) = (name, owners, approvers) else {
+    let (Ok(name), Ok(owners), Ok(approvers), Ok(recertify_every)) =
+        (name, owners, approvers, recertify_every)
+    else {
         return None;
     };
     let users = |v: Vec<At<UserName>>| v.into_iter().map(|a| a.value).collect();
@@ -1542,11 +1584,19 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
             name: name.value,
             owners: users(owners),
             approvers: approvers.map(users).unwrap_or_default(),
+            recertify_every: recertify_every.map(|p| p.value),
         },
     ))
 }
 
-const IDENTITY_KEYS: [&str; 5] = ["name", "owner", "kind", "issuer", "subject"];
+const IDENTITY_KEYS: [&str; 6] = [
+    "name",
+    "owner",
+    "kind",
+    "issuer",
+    "subject",
+    "recertify_every",
+];
 
 fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identity>> {
     let mut t = Table::of(cx, path.into(), node)?;
@@ -1555,11 +1605,12 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     let kind = t.req(cx, "kind", kind_word);
     let issuer = t.req(cx, "issuer", IssuerName::parse);
     let subject = t.req(cx, "subject", text("subject", 512));
+    let recertify_every = t.opt(cx, "recertify_every", Period::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &IDENTITY_KEYS);
-    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject)) =
-        (name, owner, kind, issuer, subject)
+    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject), Ok(recertify_every)) =
+        (name, owner, kind, issuer, subject, recertify_every)
     else {
         return None;
     };
@@ -1572,6 +1623,7 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
             kind: kind.value,
             issuer: issuer.value,
             subject: subject.value,
+            recertify_every: recertify_every.map(|p| p.value),
         },
     ))
 }

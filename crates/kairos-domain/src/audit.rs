@@ -52,10 +52,24 @@ pub enum AuditKind {
     AlertRaised,
     /// An alert was acknowledged or resolved.
     AlertUpdated,
+    /// An identity's or standing exception's recertification came due: its owners' review
+    /// task opened (once per cycle).
+    RecertDue,
+    /// A recertification passed its due date unattested (once per cycle); an identity is
+    /// suspended for it, an exception flagged.
+    RecertOverdue,
+    /// An owner re-attested an identity or a standing exception.
+    RecertAttested,
+    /// A standing exception's secret was recorded as rotated.
+    ExceptionRotated,
+    /// A standing exception's secret was not rotated within its interval (once per cycle).
+    ExceptionRotationOverdue,
+    /// A standing exception passed its end date (once per end date).
+    ExceptionExpired,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 28] = [
+    pub const ALL: [AuditKind; 34] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -84,6 +98,12 @@ impl AuditKind {
         Self::IdentityRetired,
         Self::AlertRaised,
         Self::AlertUpdated,
+        Self::RecertDue,
+        Self::RecertOverdue,
+        Self::RecertAttested,
+        Self::ExceptionRotated,
+        Self::ExceptionRotationOverdue,
+        Self::ExceptionExpired,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,6 +135,12 @@ impl AuditKind {
             Self::IdentityRetired => "identity_retired",
             Self::AlertRaised => "alert_raised",
             Self::AlertUpdated => "alert_updated",
+            Self::RecertDue => "recert_due",
+            Self::RecertOverdue => "recert_overdue",
+            Self::RecertAttested => "recert_attested",
+            Self::ExceptionRotated => "exception_rotated",
+            Self::ExceptionRotationOverdue => "exception_rotation_overdue",
+            Self::ExceptionExpired => "exception_expired",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

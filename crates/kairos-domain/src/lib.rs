@@ -20,7 +20,9 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use grant::{
     EndReason, Grant, GrantEnd, GrantId, GrantState, Receipt, TransitionError, audit_of,
 };
-pub use names::{EntitlementName, IdentityName, NameError, TargetName, TeamName, UserName};
+pub use names::{
+    EntitlementName, ExceptionName, IdentityName, NameError, TargetName, TeamName, UserName,
+};
 pub use request::{
     Approval, ApprovalProgress, Decision, DecisionOutcome, Principal, Request, RequestId,
     RequestState,

@@ -62,6 +62,7 @@ impl Principal {
                 "bootstrap" => Some(Self::System("bootstrap")),
                 "broker" => Some(Self::System("broker")),
                 "governance" => Some(Self::System("governance")),
+                "recert" => Some(Self::System("recert")),
                 _ => Some(Self::System("unknown")),
             },
             _ => None,

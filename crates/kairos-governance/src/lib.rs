@@ -15,3 +15,9 @@ pub mod state;
 pub use alert::{Alert, AlertDraft, AlertKind, AlertState};
 pub use mapping::{CsfSubcategory, NhiRisk, RiskMapping};
 pub use state::{IdentityState, IdentityStatus, SuspensionCause};
+
+/// Recertification: when a subject is due (its owners' review open) or overdue.
+pub mod recert;
+
+/// Standing exceptions: when a secret's rotation is overdue, when an exception has ended.
+pub mod exceptions;

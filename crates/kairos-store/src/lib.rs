@@ -9,11 +9,16 @@
 
 mod error;
 mod governance;
+mod recert;
 mod records;
 mod sql;
 
 pub use error::StoreError;
 pub use governance::{AlertFilter, GovernanceStore, PostureFigures, Raised, StateChange};
+pub use recert::{
+    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
+    Recertification, SubjectKind,
+};
 pub use records::*;
 pub use sql::SqlStore;
 
@@ -76,9 +81,10 @@ pub enum EndSelector {
 }
 
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
-/// derive it.
+/// derive it. Governance keeps its parts in traits of their own (recertification:
+/// [`RecertStore`]).
 #[async_trait]
-pub trait Store: GovernanceStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: GovernanceStore + RecertStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 

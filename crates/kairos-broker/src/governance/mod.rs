@@ -8,6 +8,7 @@
 mod alerts;
 mod identities;
 mod posture;
+pub mod recert;
 
 pub use alerts::AlertQuery;
 pub use identities::StateOutcome;
@@ -67,6 +68,15 @@ impl crate::Broker {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if pass.is_multiple_of(30) {
             self.refresh_alert_gauges().await?;
+        }
+        // Recertification and standing exceptions: every `recert_pass_interval` (in
+        // whole passes of a second; at least every pass).
+        let every = self.settings.recert_pass_interval.as_secs().max(1);
+        if pass.is_multiple_of(every) {
+            let report = self.recert_pass().await?;
+            if report != recert::RecertPassReport::default() {
+                tracing::debug!(?report, "recertification pass");
+            }
         }
         Ok(())
     }

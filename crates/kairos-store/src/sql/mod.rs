@@ -13,6 +13,7 @@ mod direct;
 mod filter;
 mod governance;
 mod grants;
+mod recert;
 mod requests;
 mod writer;
 
