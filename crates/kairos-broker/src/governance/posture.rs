@@ -77,26 +77,39 @@ impl Broker {
             .await?;
         let mean_ms = (figures.verified > 0)
             .then(|| figures.verified_ms_total as f64 / figures.verified as f64);
+        // Recertifications (identities and exceptions) and the exceptions' own state, as
+        // the recertification rules compute them now.
+        let recerts = self
+            .recertifications(caller, crate::RecertFilter::All)
+            .await?;
+        let named = |status: kairos_governance::recert::RecertStatus| -> Vec<String> {
+            recerts
+                .iter()
+                .filter(|r| r.status == status)
+                .map(|r| format!("{} {}", r.kind.as_str(), r.subject))
+                .collect()
+        };
+        let exceptions = self.exceptions(caller).await?;
+        let exception_findings = |what: &str| -> Vec<String> {
+            exceptions
+                .iter()
+                .filter(|e| e.findings.iter().any(|f| f.as_str() == what))
+                .map(|e| e.exception.name.to_string())
+                .collect()
+        };
         let facts = PostureFacts {
             now: Some(now),
             window_days: POSTURE_WINDOW_DAYS,
             identities,
-            recert_overdue: alerts
-                .get(&AlertKind::RecertOverdue)
-                .cloned()
-                .unwrap_or_default(),
+            recert_due: named(kairos_governance::recert::RecertStatus::Due),
+            recert_overdue: named(kairos_governance::recert::RecertStatus::Overdue),
             reviews_overdue: alerts
                 .get(&AlertKind::ReviewOverdue)
                 .cloned()
                 .unwrap_or_default(),
-            exceptions_rotation_overdue: alerts
-                .get(&AlertKind::ExceptionRotationOverdue)
-                .cloned()
-                .unwrap_or_default(),
-            exceptions_expired: alerts
-                .get(&AlertKind::ExceptionExpired)
-                .cloned()
-                .unwrap_or_default(),
+            exceptions: u64::try_from(exceptions.len()).unwrap_or(u64::MAX),
+            exceptions_rotation_overdue: exception_findings("rotation_overdue"),
+            exceptions_expired: exception_findings("expired"),
             alerts,
             grant_ms: figures.grant_ms,
             revocation: RevocationFacts {
