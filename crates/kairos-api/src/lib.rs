@@ -14,6 +14,8 @@ mod error;
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod extract;
 #[cfg(feature = "server")]
+mod governance_reviews;
+#[cfg(feature = "server")]
 mod grants;
 pub mod inputs;
 #[cfg(feature = "server")]

@@ -14,7 +14,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::{MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, grants, oauth, requests, views};
+use crate::{
+    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, governance_reviews, grants, oauth, requests, views,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +37,7 @@ pub struct AppState {
         (name = "grants", description = "Issued access and how it ends"),
         (name = "oauth", description = "RFC 7662 introspection, RFC 7009 revocation, RFC 8693 token exchange"),
         (name = "admin", description = "Configuration, keys, people, audit"),
+        (name = "governance", description = "Break-glass after-action reviews"),
     )
 )]
 struct ApiDoc;
@@ -179,6 +182,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::keys, admin::rotate_keys))
         .routes(routes!(admin::add_user, admin::list_users))
         .routes(routes!(admin::revoke_user))
+        .routes(routes!(governance_reviews::list))
+        .routes(routes!(governance_reviews::get))
+        .routes(routes!(governance_reviews::file))
 }
 
 /// The whole application.

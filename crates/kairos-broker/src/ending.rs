@@ -681,6 +681,10 @@ impl Broker {
                     if let Err(e) = b.expire_pending().await {
                         tracing::error!(error = %ErrorChain(&e), "pending-request expiry failed");
                     }
+                    // Governance: overdue after-action reviews escalate (a read unless one is due).
+                    if let Err(e) = b.review_pass().await {
+                        tracing::error!(error = %ErrorChain(&e), "review pass failed");
+                    }
                     match b.prune_removed_targets().await {
                         Ok(done) if !done.is_empty() => {
                             tracing::info!(targets = ?done, "removed targets' grants are all verified gone; their connectors are closed");

@@ -14,6 +14,7 @@ pub mod checkpoints;
 mod connector;
 pub mod ending;
 mod error;
+pub mod governance;
 mod keys;
 mod metrics;
 pub mod reconcile;
@@ -38,6 +39,7 @@ pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, Checkpoin
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
+pub use governance::reviews::{ReviewNow, ReviewPass, ReviewStatus};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};

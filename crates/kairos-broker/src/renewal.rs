@@ -207,6 +207,10 @@ impl Broker {
                 grant.entitlement
             ))
         })?;
+        // A break-glass grant's own review is among them while it is open.
+        let open_reviews = self
+            .open_reviews_for_policy(&catalog, &grant.identity)
+            .await?;
         let mut decision = catalog
             .policies()
             .decide(&PolicyInput {
@@ -216,6 +220,7 @@ impl Broker {
                 ttl: total,
                 task: grant.task.clone(),
                 requester: requester.clone(),
+                open_reviews,
             })
             .map_err(BrokerError::internal)?;
         if decision.outcome == DecisionOutcome::Deny {
@@ -383,6 +388,7 @@ impl Broker {
             grant,
             credential: None,
             ttl_capped: false,
+            review: None,
         })
     }
 }

@@ -131,6 +131,11 @@ pub enum Command {
     },
     /// Trade a workload's platform JWT for a Kairos token (RFC 8693).
     Exchange(ExchangeArgs),
+    /// After-action reviews of break-glass grants: list, show, and file (owners).
+    Review {
+        #[command(subcommand)]
+        command: crate::reviews::ReviewCommand,
+    },
     /// Is the server up?
     Health,
 }

@@ -30,11 +30,11 @@ pub struct Io<'a> {
 }
 
 impl Io<'_> {
-    fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.format == Format::Json
     }
 
-    fn out(&mut self, s: &str) -> Result<(), CliError> {
+    pub(crate) fn out(&mut self, s: &str) -> Result<(), CliError> {
         self.out.write_all(s.as_bytes())?;
         Ok(())
     }
@@ -45,7 +45,7 @@ impl Io<'_> {
     }
 
     /// `--json`: the server's JSON; otherwise the rendered text.
-    fn show(
+    pub(crate) fn show(
         &mut self,
         answer: &Answer,
         text: impl FnOnce() -> Result<String, CliError>,
@@ -170,6 +170,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
             Ok(Exit::Success)
         }
         Command::Exchange(a) => exchange(api, a, io).await,
+        Command::Review { command } => crate::reviews::run(api, command, io).await,
         Command::Health => {
             let ans = api
                 .call(
@@ -312,6 +313,12 @@ fn settled(
                         .or(r.grant_id.as_deref()),
                     io,
                 )?;
+                if let Some(review) = &resp.review_id {
+                    io.err(&format!(
+                        "break-glass review: {} (open until an owner files it)\n",
+                        render::clean(review)
+                    ))?;
+                }
             } else {
                 io.show(ans, || Ok(render::granted(resp)))?;
             }

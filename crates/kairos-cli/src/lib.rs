@@ -16,6 +16,7 @@ mod bundle;
 mod cli;
 mod commands;
 mod render;
+mod reviews;
 mod time;
 mod wire;
 
@@ -29,6 +30,7 @@ pub use cli::{
     GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
     RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
 };
+pub use reviews::ReviewCommand;
 
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.

@@ -324,6 +324,16 @@ pub struct Entitlement {
     pub over_cap: OverCap,
     /// Who approves; `None` means the requesting identity's owner team.
     pub approval_team: Option<TeamName>,
+    /// Emergency access (`break_glass = true`): a request must be for an `incident` with a
+    /// reason, policy sees `context.break_glass`, every grant raises an alert at once and
+    /// opens an after-action review. Its effective cap is at most
+    /// [`Entitlement::BREAK_GLASS_MAX_CAP_SECS`].
+    pub break_glass: bool,
+}
+
+impl Entitlement {
+    /// The longest effective cap a break-glass entitlement may have: one hour.
+    pub const BREAK_GLASS_MAX_CAP_SECS: u64 = 3600;
 }
 
 /// What a grant of an entitlement allows, in the target's own terms.
@@ -477,6 +487,7 @@ impl Catalog {
             name: entitlement.name.clone(),
             tier: entitlement.tier,
             max_ttl: self.effective_cap(entitlement),
+            break_glass: entitlement.break_glass,
         }
     }
 

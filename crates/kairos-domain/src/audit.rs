@@ -40,10 +40,16 @@ pub enum AuditKind {
     /// A grant ended because an applied configuration removed its identity, team,
     /// target or entitlement.
     ConfigRemoved,
+    /// A break-glass grant was issued and its after-action review opened (same write).
+    ReviewOpened,
+    /// An owner of the identity's team filed an after-action review.
+    ReviewFiled,
+    /// An after-action review passed its due time unfiled and escalated (once).
+    ReviewEscalated,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 25] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -66,6 +72,9 @@ impl AuditKind {
         Self::AccountMissing,
         Self::CredentialDelivered,
         Self::ConfigRemoved,
+        Self::ReviewOpened,
+        Self::ReviewFiled,
+        Self::ReviewEscalated,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +100,9 @@ impl AuditKind {
             Self::AccountMissing => "account_missing",
             Self::CredentialDelivered => "credential_delivered",
             Self::ConfigRemoved => "config_removed",
+            Self::ReviewOpened => "review_opened",
+            Self::ReviewFiled => "review_filed",
+            Self::ReviewEscalated => "review_escalated",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -303,6 +303,14 @@ fn to_request(model: &Model, input: &PolicyInput) -> Result<Request, String> {
             "renewal".to_owned(),
             RestrictedExpression::new_bool(input.action == PolicyAction::Renew),
         ),
+        (
+            "break_glass".to_owned(),
+            RestrictedExpression::new_bool(input.entitlement.break_glass),
+        ),
+        (
+            "open_reviews".to_owned(),
+            long(u64::from(input.open_reviews)),
+        ),
     ])
     .map_err(|e| e.to_string())?;
 

@@ -58,6 +58,9 @@ pub struct EntitlementFacts {
     pub tier: Tier,
     /// The longest TTL a grant of this entitlement may have (after the tier cap).
     pub max_ttl: Ttl,
+    /// Emergency access (`break_glass = true` in the catalog); policies read it as
+    /// `context.break_glass`.
+    pub break_glass: bool,
 }
 
 /// What is being decided: a new request, or the renewal of an existing grant. Policies
@@ -96,4 +99,9 @@ pub struct PolicyInput {
     pub task: Task,
     /// Who sent the request: the workload itself or a person on its behalf.
     pub requester: Principal,
+    /// How many after-action reviews of break-glass grants of this identity are still
+    /// open (not filed), overdue ones included; policies read it as
+    /// `context.open_reviews`. Counted only when some policy reads it (see
+    /// [`crate::PolicySet::reads_open_reviews`]); 0 otherwise.
+    pub open_reviews: u32,
 }

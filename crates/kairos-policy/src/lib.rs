@@ -19,7 +19,7 @@
 //! | `action`: `Kairos::Action::"renew"` | extending a grant of it | |
 //! | `resource`: `Kairos::Entitlement::"<target>/<role>"` | the entitlement asked for | `target: String`, `role: String`, `tier: String` (`low`, `medium`, `high`, `critical`), `max_ttl_secs: Long` (the entitlement's effective cap) |
 //! | parent of the resource: `Kairos::Target::"<target>"` | the downstream system | none |
-//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`), `renewal: Bool` (true for `renew`) |
+//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`), `renewal: Bool` (true for `renew`), `break_glass: Bool` (the entitlement is marked `break_glass = true`), `open_reviews: Long` (the identity's after-action reviews of break-glass grants not filed yet, overdue ones included) |
 //!
 //! For `renew`, `ttl_secs` is the grant's whole lifetime after the renewal (from its issue
 //! time to its new end), the task fields are the grant's, and `requester` is who renews
@@ -143,6 +143,8 @@ pub const SCHEMA: &str = r#"namespace Kairos {
     requester: String,
     requester_kind: String,
     renewal: Bool,
+    break_glass: Bool,
+    open_reviews: Long,
   };
   action "request" appliesTo {
     principal: [Identity],
@@ -198,6 +200,8 @@ pub struct PolicySet {
     slicer: slice::Slicer,
     /// Shared by clones: entities do not depend on the policies.
     entities: Arc<decide::EntityCache>,
+    /// Some policy mentions `open_reviews` (see [`PolicySet::reads_open_reviews`]).
+    reads_open_reviews: bool,
 }
 
 impl PolicySet {
@@ -221,12 +225,14 @@ impl PolicySet {
             &cedar,
             decide::Model::get().ok().map(decide::Model::types).as_ref(),
         );
+        let reads_open_reviews = policies.values().any(|p| p.text.contains("open_reviews"));
         Self {
             cedar,
             authorizer: cedar_policy::Authorizer::new(),
             policies,
             slicer,
             entities: Arc::default(),
+            reads_open_reviews,
         }
     }
 
@@ -250,6 +256,14 @@ impl PolicySet {
 
     pub fn is_empty(&self) -> bool {
         self.policies.is_empty()
+    }
+
+    /// True when some policy may read `context.open_reviews`, so that a request must
+    /// count the identity's open after-action reviews before it is decided (a store read
+    /// that requests skip while no policy needs it). Conservative: any mention of
+    /// `open_reviews` in a policy's text counts, comments included.
+    pub fn reads_open_reviews(&self) -> bool {
+        self.reads_open_reviews
     }
 
     /// Decides one request. Errors only if the facts cannot be expressed as Cedar

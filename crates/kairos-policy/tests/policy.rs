@@ -23,6 +23,7 @@ fn input() -> PolicyInput {
             name: EntitlementName::parse("orders-api/read").unwrap(),
             tier: Tier::Low,
             max_ttl: Ttl::parse("1h").unwrap(),
+            break_glass: false,
         },
         ttl: Ttl::parse("15m").unwrap(),
         task: Task::new(
@@ -32,6 +33,7 @@ fn input() -> PolicyInput {
         )
         .unwrap(),
         requester: Principal::Workload(IdentityName::parse("nightly-backup").unwrap()),
+        open_reviews: 0,
     }
 }
 
@@ -447,4 +449,62 @@ fn renewals_are_decided_as_their_own_action() {
         }),
         DecisionOutcome::Deny,
     );
+}
+
+/// Break-glass: policies see whether the entitlement is emergency access and how many of
+/// the identity's after-action reviews are still open, so that "no second break-glass
+/// while a review is open" is one condition.
+#[test]
+fn break_glass_and_open_reviews_are_in_the_context() {
+    let one_at_a_time = r#"@id("break-glass")
+        permit (principal, action == Kairos::Action::"request", resource)
+        when { context.break_glass && context.task_kind == "incident" && context.open_reviews < 1 };"#;
+    let incident = |i: &mut PolicyInput| {
+        i.entitlement.break_glass = true;
+        i.task = Task::new(
+            TaskKind::Incident,
+            TaskRef::parse("INC-7").unwrap(),
+            "db down".into(),
+        )
+        .unwrap();
+    };
+    check(one_at_a_time, with(incident), DecisionOutcome::Grant);
+    check(
+        one_at_a_time,
+        with(|i| {
+            incident(i);
+            i.open_reviews = 1;
+        }),
+        DecisionOutcome::Deny,
+    );
+    // Not a break-glass entitlement: the same policy does not apply.
+    check(
+        one_at_a_time,
+        with(|i| {
+            incident(i);
+            i.entitlement.break_glass = false;
+        }),
+        DecisionOutcome::Deny,
+    );
+    // A misspelt attribute is a compile error, not a silent deny.
+    check_error(
+        &[(
+            "policies/bg.cedar",
+            r#"permit (principal, action, resource) when { context.open_review < 1 };"#,
+        )],
+        &["open_review"],
+    );
+}
+
+#[test]
+fn a_set_knows_whether_it_reads_open_reviews() {
+    assert!(
+        !compile(r#"permit (principal, action, resource) when { context.break_glass };"#)
+            .reads_open_reviews()
+    );
+    assert!(
+        compile(r#"permit (principal, action, resource) when { context.open_reviews == 0 };"#)
+            .reads_open_reviews()
+    );
+    assert!(!PolicySet::empty().reads_open_reviews());
 }

@@ -9,10 +9,12 @@
 
 mod error;
 mod records;
+mod reviews;
 mod sql;
 
 pub use error::StoreError;
 pub use records::*;
+pub use reviews::{EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate};
 pub use sql::SqlStore;
 
 use async_trait::async_trait;
@@ -36,6 +38,8 @@ pub struct RequestChange {
     /// An existing grant changed because of this change (the last approval of a
     /// renewal landed), in the same transaction, under the grant's row lock.
     pub renewal: Option<GrantChange>,
+    /// The after-action review `grant` opens (a break-glass grant), written after it.
+    pub review: Option<kairos_domain::Review>,
     pub audit: Vec<AuditDraft>,
 }
 
@@ -76,7 +80,7 @@ pub enum EndSelector {
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
 /// derive it.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: ReviewStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 
