@@ -31,7 +31,6 @@ fn input(action: PolicyAction) -> Option<PolicyInput> {
             name: EntitlementName::parse("orders-api/read").ok()?,
             tier: Tier::Low,
             max_ttl: Ttl::parse("1h").ok()?,
-            break_glass: false,
         },
         ttl: Ttl::parse("15m").ok()?,
         task: Task::new(
@@ -41,7 +40,7 @@ fn input(action: PolicyAction) -> Option<PolicyInput> {
         )
         .ok()?,
         requester: Principal::Workload(identity),
-        open_reviews: 0,
+        circumstances: Default::default(),
     })
 }
 

@@ -15,7 +15,8 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::{
-    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, governance_reviews, grants, oauth, requests, views,
+    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_reviews, grants, oauth, requests,
+    views,
 };
 
 #[derive(Clone)]
@@ -37,7 +38,7 @@ pub struct AppState {
         (name = "grants", description = "Issued access and how it ends"),
         (name = "oauth", description = "RFC 7662 introspection, RFC 7009 revocation, RFC 8693 token exchange"),
         (name = "admin", description = "Configuration, keys, people, audit"),
-        (name = "governance", description = "Break-glass after-action reviews"),
+        (name = "governance", description = "The identity lifecycle: states, owners, recertification, break-glass reviews, exceptions, usage, alerts, posture"),
     )
 )]
 struct ApiDoc;
@@ -182,6 +183,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::keys, admin::rotate_keys))
         .routes(routes!(admin::add_user, admin::list_users))
         .routes(routes!(admin::revoke_user))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::get))
+        .routes(routes!(alerts::acknowledge))
+        .routes(routes!(alerts::resolve))
         .routes(routes!(governance_reviews::list))
         .routes(routes!(governance_reviews::get))
         .routes(routes!(governance_reviews::file))

@@ -74,7 +74,6 @@ fn input() -> anyhow::Result<PolicyInput> {
             name: EntitlementName::parse("orders-api/read")?,
             tier: Tier::Low,
             max_ttl: Ttl::parse("1h")?,
-            break_glass: false,
         },
         ttl: Ttl::parse("15m")?,
         task: Task::new(
@@ -83,7 +82,7 @@ fn input() -> anyhow::Result<PolicyInput> {
             "nightly backup".into(),
         )?,
         requester: Principal::Workload(IdentityName::parse("nightly-backup")?),
-        open_reviews: 0,
+        circumstances: Default::default(),
     })
 }
 

@@ -20,6 +20,7 @@ mod metrics;
 pub mod reconcile;
 mod renewal;
 mod requests;
+mod scheduler;
 pub mod targets;
 pub mod users;
 
@@ -40,6 +41,7 @@ pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, Checkpoin
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
 pub use governance::reviews::{ReviewNow, ReviewPass, ReviewStatus};
+pub use governance::{AlertQuery, StateOutcome};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
@@ -153,6 +155,8 @@ pub struct Broker {
     /// Targets whose revocations are alarming, as the outage prober last read them from
     /// the store (what `/v1/health` reports without a store read of its own).
     degraded: RwLock<Arc<Vec<kairos_domain::TargetName>>>,
+    /// Identity states as last read (see [`governance`]).
+    governance: governance::GovernanceState,
 }
 
 impl std::fmt::Debug for Broker {
@@ -222,8 +226,11 @@ impl Broker {
             request_events,
             checkpointer,
             degraded: RwLock::new(Arc::new(Vec::new())),
+            governance: governance::GovernanceState::default(),
         });
         broker.refresh_gauges().await?;
+        broker.refresh_identity_states().await?;
+        broker.refresh_alert_gauges().await?;
         Ok(broker)
     }
 

@@ -87,6 +87,7 @@ impl Broker {
                 caller.require_role(&[Role::Operator], "renew a grant")?;
             }
         }
+        self.refuse_if_inactive(&grant.identity)?;
         match &grant.state {
             GrantState::Active => {}
             GrantState::Provisioning => {
@@ -220,7 +221,11 @@ impl Broker {
                 ttl: total,
                 task: grant.task.clone(),
                 requester: requester.clone(),
-                open_reviews,
+                circumstances: kairos_policy::Circumstances {
+                    break_glass: entitlement.break_glass,
+                    open_reviews,
+                    ..Default::default()
+                },
             })
             .map_err(BrokerError::internal)?;
         if decision.outcome == DecisionOutcome::Deny {

@@ -131,6 +131,8 @@ pub enum Command {
     },
     /// Trade a workload's platform JWT for a Kairos token (RFC 8693).
     Exchange(ExchangeArgs),
+    /// Alerts of the governance rules: list, show, acknowledge, resolve.
+    Alerts(crate::governance::AlertsArgs),
     /// After-action reviews of break-glass grants: list, show, and file (owners).
     Review {
         #[command(subcommand)]

@@ -39,7 +39,7 @@ impl Io<'_> {
         Ok(())
     }
 
-    fn err(&mut self, s: &str) -> Result<(), CliError> {
+    pub(crate) fn err(&mut self, s: &str) -> Result<(), CliError> {
         self.err.write_all(s.as_bytes())?;
         Ok(())
     }
@@ -153,6 +153,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Audit(a) => audit(api, a, io).await,
         Command::Keys(a) => keys(api, a, io).await,
         Command::User { command } => user(api, command, io).await,
+        Command::Alerts(a) => crate::governance::alerts(api, a, io).await,
         Command::Introspect { access_token } => {
             let token = from_stdin_if_dash(access_token, "token")?;
             let form = [("token", token.expose_secret())];

@@ -15,6 +15,7 @@ mod api;
 mod bundle;
 mod cli;
 mod commands;
+mod governance;
 mod render;
 mod reviews;
 mod time;
@@ -30,6 +31,7 @@ pub use cli::{
     GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
     RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
 };
+pub use governance::{AlertsArgs, AlertsCommand};
 pub use reviews::ReviewCommand;
 
 /// Runs one client command against the server at `global.addr`, printing to the process's

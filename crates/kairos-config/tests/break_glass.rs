@@ -52,17 +52,13 @@ fn break_glass(catalog: &Catalog, name: &str) -> bool {
 }
 
 #[test]
-fn break_glass_is_off_unless_said_and_policy_sees_it() {
+fn break_glass_is_off_unless_said() {
     let catalog = load(
         "[[entitlement]]\nname = \"db/read\"\ntier = \"low\"\nmax_ttl = \"8h\"\nscopes = [\"r\"]\n\n\
          [[entitlement]]\nname = \"db/admin\"\ntier = \"high\"\nmax_ttl = \"30m\"\nscopes = [\"a\"]\nbreak_glass = true\n",
     );
     assert!(!break_glass(&catalog, "db/read"));
     assert!(break_glass(&catalog, "db/admin"));
-    let admin = catalog
-        .entitlement(&EntitlementName::parse("db/admin").unwrap())
-        .unwrap();
-    assert!(catalog.entitlement_facts(admin).break_glass);
 }
 
 #[test]
@@ -114,4 +110,17 @@ fn turning_break_glass_on_is_a_change() {
         "[[entitlement]]\nname = \"db/admin\"\ntier = \"high\"\nmax_ttl = \"30m\"\nscopes = [\"a\"]\nbreak_glass = true\n",
     );
     assert_eq!(Catalog::diff(&off, &on).changed, ["entitlement db/admin"]);
+}
+
+#[test]
+fn review_due_is_a_governance_setting() {
+    let catalog = load("");
+    assert_eq!(catalog.governance().review_due.as_secs(), 72 * 3600);
+    let catalog = load("[governance]\nreview_due = \"2d\"\n");
+    assert_eq!(catalog.governance().review_due.as_secs(), 48 * 3600);
+    let errors = refused("[governance]\nreview_due = \"soon\"\n");
+    assert!(
+        errors.contains("kairos.toml:13: governance.review_due:"),
+        "{errors}"
+    );
 }

@@ -40,6 +40,18 @@ pub enum AuditKind {
     /// A grant ended because an applied configuration removed its identity, team,
     /// target or entitlement.
     ConfigRemoved,
+    /// A grant ended because an applied configuration's policies no longer permit it.
+    PolicyChanged,
+    /// An identity was suspended: its grants ended, its requests refused.
+    IdentitySuspended,
+    /// A suspended identity was resumed.
+    IdentityResumed,
+    /// An identity was retired for good.
+    IdentityRetired,
+    /// An alert was opened.
+    AlertRaised,
+    /// An alert was acknowledged or resolved.
+    AlertUpdated,
     /// A break-glass grant was issued and its after-action review opened (same write).
     ReviewOpened,
     /// An owner of the identity's team filed an after-action review.
@@ -49,7 +61,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 25] = [
+    pub const ALL: [AuditKind; 31] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -72,6 +84,12 @@ impl AuditKind {
         Self::AccountMissing,
         Self::CredentialDelivered,
         Self::ConfigRemoved,
+        Self::PolicyChanged,
+        Self::IdentitySuspended,
+        Self::IdentityResumed,
+        Self::IdentityRetired,
+        Self::AlertRaised,
+        Self::AlertUpdated,
         Self::ReviewOpened,
         Self::ReviewFiled,
         Self::ReviewEscalated,
@@ -100,6 +118,12 @@ impl AuditKind {
             Self::AccountMissing => "account_missing",
             Self::CredentialDelivered => "credential_delivered",
             Self::ConfigRemoved => "config_removed",
+            Self::PolicyChanged => "policy_changed",
+            Self::IdentitySuspended => "identity_suspended",
+            Self::IdentityResumed => "identity_resumed",
+            Self::IdentityRetired => "identity_retired",
+            Self::AlertRaised => "alert_raised",
+            Self::AlertUpdated => "alert_updated",
             Self::ReviewOpened => "review_opened",
             Self::ReviewFiled => "review_filed",
             Self::ReviewEscalated => "review_escalated",

@@ -28,4 +28,4 @@ pub use request::{
 };
 pub use review::{Filing, Review, ReviewError, ReviewId, ReviewState};
 pub use task::{Task, TaskError, TaskKind, TaskRef};
-pub use ttl::{Ttl, TtlError};
+pub use ttl::{Period, Ttl, TtlError};

@@ -1,7 +1,17 @@
-//! Kairos governance rules: what is due, what is overdue, who may do what, as plain
-//! functions over plain data.
+//! Governance of the identity lifecycle, as pure rules.
 //!
-//! Invariant: this crate does no IO. Time comes in as a [`kairos_domain::Timestamp`]
-//! argument; the broker loads, calls these rules, and writes through the store.
+//! Who is orphaned, what is due or overdue, which use looks wrong, and what the posture
+//! report finds: each is a function of facts and a time, with no IO. The store keeps the
+//! facts (identity states, alerts, attestations, reviews, usage), the broker gathers them,
+//! calls these rules, and writes what they decide.
+//!
+//! Invariant: this crate does no IO and reads no clock; every time is an argument.
 
+pub mod alert;
 pub mod breakglass;
+pub mod mapping;
+pub mod state;
+
+pub use alert::{Alert, AlertDraft, AlertKind, AlertState};
+pub use mapping::{CsfSubcategory, NhiRisk, RiskMapping};
+pub use state::{IdentityState, IdentityStatus, SuspensionCause};

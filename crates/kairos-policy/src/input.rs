@@ -58,9 +58,6 @@ pub struct EntitlementFacts {
     pub tier: Tier,
     /// The longest TTL a grant of this entitlement may have (after the tier cap).
     pub max_ttl: Ttl,
-    /// Emergency access (`break_glass = true` in the catalog); policies read it as
-    /// `context.break_glass`.
-    pub break_glass: bool,
 }
 
 /// What is being decided: a new request, or the renewal of an existing grant. Policies
@@ -99,9 +96,18 @@ pub struct PolicyInput {
     pub task: Task,
     /// Who sent the request: the workload itself or a person on its behalf.
     pub requester: Principal,
-    /// How many after-action reviews of break-glass grants of this identity are still
-    /// open (not filed), overdue ones included; policies read it as
-    /// `context.open_reviews`. Counted only when some policy reads it (see
-    /// [`crate::PolicySet::reads_open_reviews`]); 0 otherwise.
+    /// What governance knows around the request.
+    pub circumstances: Circumstances,
+}
+
+/// What governance adds to a decision's context.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Circumstances {
+    /// The caller's address, when known: `context.source_ip`, a Cedar `ip` value
+    /// (`context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8"))`).
+    pub source_ip: Option<std::net::IpAddr>,
+    /// The entitlement is marked break-glass: `context.break_glass`.
+    pub break_glass: bool,
+    /// The identity's after-action reviews not yet filed: `context.open_reviews`.
     pub open_reviews: u32,
 }

@@ -23,7 +23,6 @@ fn input() -> PolicyInput {
             name: EntitlementName::parse("orders-api/read").unwrap(),
             tier: Tier::Low,
             max_ttl: Ttl::parse("1h").unwrap(),
-            break_glass: false,
         },
         ttl: Ttl::parse("15m").unwrap(),
         task: Task::new(
@@ -33,7 +32,7 @@ fn input() -> PolicyInput {
         )
         .unwrap(),
         requester: Principal::Workload(IdentityName::parse("nightly-backup").unwrap()),
-        open_reviews: 0,
+        circumstances: Default::default(),
     }
 }
 
@@ -451,49 +450,48 @@ fn renewals_are_decided_as_their_own_action() {
     );
 }
 
-/// Break-glass: policies see whether the entitlement is emergency access and how many of
-/// the identity's after-action reviews are still open, so that "no second break-glass
-/// while a review is open" is one condition.
 #[test]
-fn break_glass_and_open_reviews_are_in_the_context() {
-    let one_at_a_time = r#"@id("break-glass")
-        permit (principal, action == Kairos::Action::"request", resource)
-        when { context.break_glass && context.task_kind == "incident" && context.open_reviews < 1 };"#;
-    let incident = |i: &mut PolicyInput| {
-        i.entitlement.break_glass = true;
-        i.task = Task::new(
-            TaskKind::Incident,
-            TaskRef::parse("INC-7").unwrap(),
-            "db down".into(),
-        )
-        .unwrap();
+fn governance_context_reaches_policies() {
+    let policy = r#"
+        @id("office-only")
+        permit (principal, action, resource)
+        when { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };
+        @id("break-glass-once")
+        forbid (principal, action, resource)
+        when { context.break_glass && context.open_reviews > 0 };
+    "#;
+    let from = |ip: Option<&str>, break_glass: bool, open_reviews: u32| {
+        with(|i| {
+            i.circumstances.source_ip = ip.map(|s| s.parse().unwrap());
+            i.circumstances.break_glass = break_glass;
+            i.circumstances.open_reviews = open_reviews;
+        })
     };
-    check(one_at_a_time, with(incident), DecisionOutcome::Grant);
     check(
-        one_at_a_time,
-        with(|i| {
-            incident(i);
-            i.open_reviews = 1;
-        }),
+        policy,
+        from(Some("10.1.2.3"), false, 0),
+        DecisionOutcome::Grant,
+    );
+    check(
+        policy,
+        from(Some("192.168.1.1"), false, 0),
         DecisionOutcome::Deny,
     );
-    // Not a break-glass entitlement: the same policy does not apply.
+    // Unknown source: the `has` guard keeps the permit from applying.
+    check(policy, from(None, false, 0), DecisionOutcome::Deny);
     check(
-        one_at_a_time,
-        with(|i| {
-            incident(i);
-            i.entitlement.break_glass = false;
-        }),
+        policy,
+        from(Some("10.1.2.3"), true, 0),
+        DecisionOutcome::Grant,
+    );
+    let d = check(
+        policy,
+        from(Some("10.1.2.3"), true, 1),
         DecisionOutcome::Deny,
     );
-    // A misspelt attribute is a compile error, not a silent deny.
-    check_error(
-        &[(
-            "policies/bg.cedar",
-            r#"permit (principal, action, resource) when { context.open_review < 1 };"#,
-        )],
-        &["open_review"],
-    );
+    assert!(d.reason.contains("break-glass-once"), "{}", d.reason);
+    // IPv6 sources are ip values too.
+    check(policy, from(Some("::1"), false, 0), DecisionOutcome::Deny);
 }
 
 #[test]

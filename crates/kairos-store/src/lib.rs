@@ -8,11 +8,13 @@
 //! Invariant: this is the only crate that contains SQL.
 
 mod error;
+mod governance;
 mod records;
 mod reviews;
 mod sql;
 
 pub use error::StoreError;
+pub use governance::{AlertFilter, GovernanceStore, Raised, StateChange};
 pub use records::*;
 pub use reviews::{EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate};
 pub use sql::SqlStore;
@@ -80,7 +82,7 @@ pub enum EndSelector {
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
 /// derive it.
 #[async_trait]
-pub trait Store: ReviewStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: GovernanceStore + ReviewStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 

@@ -14,6 +14,7 @@ use kairos_domain::{
 };
 pub use kairos_governance::breakglass::ReviewStatus;
 use kairos_governance::breakglass::{self, FilingAuthority};
+use kairos_governance::{AlertDraft, AlertKind};
 use kairos_store::{ReviewFilter, Role};
 
 use crate::{Broker, BrokerError, Caller, Result};
@@ -42,8 +43,8 @@ const READERS: [Role; 3] = [Role::Operator, Role::Approver, Role::Auditor];
 
 impl Broker {
     /// How long a review may stay open before it is overdue (`[governance] review_due`).
-    pub(crate) fn review_due(&self, _catalog: &Catalog) -> Duration {
-        breakglass::DEFAULT_REVIEW_DUE
+    pub(crate) fn review_due(&self, catalog: &Catalog) -> Duration {
+        catalog.governance().review_due.as_duration()
     }
 
     /// Refuses (400) a request for a break-glass entitlement that is not for an incident
@@ -109,8 +110,38 @@ impl Broker {
         (review, audit)
     }
 
-    /// Says out loud that break-glass access was granted: its review is open.
+    /// Says out loud that break-glass access was granted: a `break_glass` alert, at once
+    /// (after the grant and its review committed), and a warning in the log.
     pub(crate) async fn break_glass_granted(&self, review: &Review, grant: &Grant) {
+        let alert = AlertDraft::new(
+            AlertKind::BreakGlass,
+            grant.id.to_string(),
+            format!(
+                "break-glass access to {} was granted to {} (requested by {}) for incident {}; after-action review {} is open until an owner of its team files it (`kairos review file {}`)",
+                review.entitlement,
+                review.identity,
+                review.requester,
+                review.task_ref,
+                review.id,
+                review.id
+            ),
+        )
+        .identity(&review.identity)
+        .detail(serde_json::json!({
+            "review": review.id,
+            "grant": grant.id.to_string(),
+            "request": review.request_id.to_string(),
+            "entitlement": review.entitlement,
+            "requester": review.requester,
+            "incident": review.task_ref,
+            "expires_at": grant.expires_at.to_rfc3339(),
+            "review_due_at": review.due_at.to_rfc3339(),
+        }));
+        // The grant and its review are written; an alert that fails to be recorded is
+        // logged loudly rather than taking back the access an incident needs.
+        if let Err(e) = self.raise_alert(alert).await {
+            tracing::error!(error = %e, review = %review.id, "could not raise the break_glass alert");
+        }
         tracing::warn!(
             review = %review.id,
             grant = %grant.id,
@@ -261,6 +292,10 @@ impl Broker {
                 }),
             )
             .await?;
+        // An overdue alert about it is settled by the filing.
+        let key = format!("{}:{}", AlertKind::ReviewOverdue.as_str(), filed.id);
+        self.resolve_alert_key(&key, "the after-action review was filed")
+            .await?;
         Ok(ReviewNow {
             status: breakglass::status(&filed, now),
             review: filed,
@@ -296,6 +331,26 @@ impl Broker {
             .escalate_overdue_reviews(now, ESCALATIONS_PER_PASS, audit)
             .await?;
         for review in &escalated {
+            let alert = AlertDraft::new(
+                AlertKind::ReviewOverdue,
+                review.id.to_string(),
+                format!(
+                    "the after-action review {} of break-glass access to {} by {} (incident {}) was due at {} and is not filed; an owner of its team files it with `kairos review file {} --summary …`",
+                    review.id,
+                    review.entitlement,
+                    review.identity,
+                    review.task_ref,
+                    review.due_at.to_rfc3339(),
+                    review.id
+                ),
+            )
+            .identity(&review.identity)
+            .detail(serde_json::json!({
+                "review": review.id,
+                "grant": review.grant_id.to_string(),
+                "due_at": review.due_at.to_rfc3339(),
+            }));
+            self.raise_alert(alert).await?;
             tracing::warn!(
                 review = %review.id,
                 identity = %review.identity,

@@ -123,7 +123,7 @@ fn resource_scope(rng: &mut Rng) -> String {
 fn condition(rng: &mut Rng) -> String {
     let team = rng.pick(&TEAMS);
     let target = rng.pick(&TARGETS);
-    let clause = match rng.below(13) {
+    let clause = match rng.below(12) {
         0 => "resource.tier == \"low\"".to_owned(),
         1 => "principal.kind == \"bot\"".to_owned(),
         2 => "context.ttl_secs > 1800".to_owned(),
@@ -134,7 +134,6 @@ fn condition(rng: &mut Rng) -> String {
         7 => "context.requester_kind == \"user\"".to_owned(),
         8 => "resource.max_ttl_secs >= context.ttl_secs".to_owned(),
         9 => format!("resource.target == \"{target}\" || principal.issuer == \"ci\""),
-        10 => "context.break_glass && context.open_reviews < 1".to_owned(),
         // Fails to evaluate (overflow), which validation cannot see.
         _ => "context.ttl_secs * 9223372036854775807 > 0".to_owned(),
     };
@@ -202,7 +201,6 @@ fn request(rng: &mut Rng) -> PolicyInput {
             name: EntitlementName::parse(rng.pick(&ENTITLEMENTS[..5])).unwrap(),
             tier: Tier::ALL[rng.below(4)],
             max_ttl: Ttl::parse(rng.pick(&["15m", "1h", "8h"])).unwrap(),
-            break_glass: rng.chance(20),
         },
         ttl: Ttl::parse(rng.pick(&["5m", "30m", "2h"])).unwrap(),
         task: Task::new(
@@ -216,7 +214,7 @@ fn request(rng: &mut Rng) -> PolicyInput {
         } else {
             Principal::User(UserName::parse("alice").unwrap())
         },
-        open_reviews: u32::try_from(rng.below(3)).unwrap(),
+        circumstances: Default::default(),
     }
 }
 
@@ -309,7 +307,6 @@ fn bench_request() -> PolicyInput {
             name: EntitlementName::parse("orders-api/read").unwrap(),
             tier: Tier::Low,
             max_ttl: Ttl::parse("1h").unwrap(),
-            break_glass: false,
         },
         ttl: Ttl::parse("15m").unwrap(),
         task: Task::new(
@@ -319,7 +316,7 @@ fn bench_request() -> PolicyInput {
         )
         .unwrap(),
         requester: Principal::Workload(IdentityName::parse("nightly-backup").unwrap()),
-        open_reviews: 0,
+        circumstances: Default::default(),
     }
 }
 
