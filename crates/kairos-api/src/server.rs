@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::{
-    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, grants, oauth, posture,
-    requests, views,
+    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, governance_reviews, grants,
+    oauth, posture, requests, views,
 };
 
 #[derive(Clone)]
@@ -193,6 +193,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(governance_recert::retire))
         .routes(routes!(governance_recert::exceptions))
         .routes(routes!(governance_recert::rotated))
+        .routes(routes!(governance_reviews::list))
+        .routes(routes!(governance_reviews::get))
+        .routes(routes!(governance_reviews::file))
 }
 
 /// The whole application.

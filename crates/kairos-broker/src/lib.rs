@@ -41,6 +41,7 @@ pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, Checkpoin
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
 pub use governance::recert::{ExceptionEntry, RecertEntry, RecertFilter, RecertPassReport};
+pub use governance::reviews::{ReviewNow, ReviewPass, ReviewStatus};
 pub use governance::{AlertQuery, PostureReport, StateOutcome};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;

@@ -208,6 +208,10 @@ impl Broker {
                 grant.entitlement
             ))
         })?;
+        // A break-glass grant's own review is among them while it is open.
+        let open_reviews = self
+            .open_reviews_for_policy(&catalog, &grant.identity)
+            .await?;
         let mut decision = catalog
             .policies()
             .decide(&PolicyInput {
@@ -217,7 +221,11 @@ impl Broker {
                 ttl: total,
                 task: grant.task.clone(),
                 requester: requester.clone(),
-                circumstances: Default::default(),
+                circumstances: kairos_policy::Circumstances {
+                    break_glass: entitlement.break_glass,
+                    open_reviews,
+                    ..Default::default()
+                },
             })
             .map_err(BrokerError::internal)?;
         if decision.outcome == DecisionOutcome::Deny {
@@ -385,6 +393,7 @@ impl Broker {
             grant,
             credential: None,
             ttl_capped: false,
+            review: None,
         })
     }
 }

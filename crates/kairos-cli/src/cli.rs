@@ -136,6 +136,11 @@ pub enum Command {
     /// The governance posture: identities, lifecycle findings, standing privilege and
     /// revocation figures, each mapped to OWASP NHI Top 10 and NIST CSF 2.0.
     Posture,
+    /// After-action reviews of break-glass grants: list, show, and file (owners).
+    Review {
+        #[command(subcommand)]
+        command: crate::reviews::ReviewCommand,
+    },
     /// Is the server up?
     Health,
     /// Recertification: list what is due or overdue, attest as an owner.

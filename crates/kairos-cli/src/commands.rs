@@ -176,6 +176,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Exchange(a) => exchange(api, a, io).await,
         Command::Recert { command } => recert::recert(api, command, io).await,
         Command::Exception { command } => recert::exception(api, command, io).await,
+        Command::Review { command } => crate::reviews::run(api, command, io).await,
         Command::Health => {
             let ans = api
                 .call(
@@ -318,6 +319,12 @@ fn settled(
                         .or(r.grant_id.as_deref()),
                     io,
                 )?;
+                if let Some(review) = &resp.review_id {
+                    io.err(&format!(
+                        "break-glass review: {} (open until an owner files it)\n",
+                        render::clean(review)
+                    ))?;
+                }
             } else {
                 io.show(ans, || Ok(render::granted(resp)))?;
             }

@@ -17,6 +17,7 @@ mod cli;
 mod commands;
 mod governance;
 mod render;
+mod reviews;
 mod time;
 mod wire;
 
@@ -32,6 +33,7 @@ pub use cli::{
 };
 pub use commands::recert::{AttestArgs, ExceptionCommand, RecertCommand, RecertListArgs};
 pub use governance::{AlertsArgs, AlertsCommand};
+pub use reviews::ReviewCommand;
 
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.

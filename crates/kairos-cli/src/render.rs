@@ -311,6 +311,12 @@ pub fn granted(resp: &wire::RequestResponse) -> String {
             &format!("{} (lowered to the entitlement's cap)", r.ttl),
         ]);
     }
+    if let Some(review) = &resp.review_id {
+        t.row([
+            "break-glass:",
+            &format!("alert raised; after-action review {review} is open until an owner files it"),
+        ]);
+    }
     let mut out = t.render();
     match &resp.credential {
         Some(c) => credential_lines(&mut out, c),

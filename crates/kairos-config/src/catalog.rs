@@ -130,6 +130,9 @@ pub struct GovernanceSettings {
     pub orphan_action: OrphanAction,
     /// How long an identity may be orphaned before `orphan_action` applies.
     pub orphan_grace: Period,
+    /// How long a break-glass grant's after-action review may stay open before it is
+    /// overdue (and escalates); default 72h.
+    pub review_due: Period,
 }
 
 impl Default for GovernanceSettings {
@@ -137,6 +140,7 @@ impl Default for GovernanceSettings {
         Self {
             orphan_action: OrphanAction::Flag,
             orphan_grace: const_period(24 * 3600),
+            review_due: const_period(72 * 3600),
         }
     }
 }
@@ -418,6 +422,16 @@ pub struct Entitlement {
     pub over_cap: OverCap,
     /// Who approves; `None` means the requesting identity's owner team.
     pub approval_team: Option<TeamName>,
+    /// Emergency access (`break_glass = true`): a request must be for an `incident` with a
+    /// reason, policy sees `context.break_glass`, every grant raises an alert at once and
+    /// opens an after-action review. Its effective cap is at most
+    /// [`Entitlement::BREAK_GLASS_MAX_CAP_SECS`].
+    pub break_glass: bool,
+}
+
+impl Entitlement {
+    /// The longest effective cap a break-glass entitlement may have: one hour.
+    pub const BREAK_GLASS_MAX_CAP_SECS: u64 = 3600;
 }
 
 /// What a grant of an entitlement allows, in the target's own terms.

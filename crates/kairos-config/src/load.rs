@@ -1153,6 +1153,16 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             );
             cx.error(item.span("max_ttl"), &item.key("max_ttl"), message);
         }
+        // Break-glass access is short: its effective cap (max_ttl within the tier's cap) is
+        // at most an hour.
+        let effective = e.max_ttl.min(cap);
+        if e.break_glass && effective.as_secs() > Entitlement::BREAK_GLASS_MAX_CAP_SECS {
+            let message = format!(
+                "entitlement {} is break_glass, so its grants must be short: its cap is {effective} (max_ttl {} within the {} tier's {cap}), over the 1h break-glass access may last; lower max_ttl to 1h or less",
+                e.name, e.max_ttl, e.tier
+            );
+            cx.error(item.span("max_ttl"), &item.key("max_ttl"), message);
+        }
         // An undefined target was reported above.
         let Some(kind) = target_kinds.get(e.target.as_str()) else {
             continue;
@@ -1170,6 +1180,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
                 privileges,
                 over_cap: e.over_cap,
                 approval_team: e.approval_team.clone(),
+                break_glass: e.break_glass,
             });
         }
     }
@@ -1394,15 +1405,19 @@ fn read_governance(cx: &mut Cx<'_>, node: &Node) -> (GovernanceSettings, RecertS
     if let Ok(Some(grace)) = t.opt(cx, "orphan_grace", Period::parse) {
         settings.orphan_grace = grace.value;
     }
+    if let Ok(Some(due)) = t.opt(cx, "review_due", Period::parse) {
+        settings.review_due = due.value;
+    }
     t.finish(cx, &GOVERNANCE_KEYS);
     (settings, recert)
 }
 
-const GOVERNANCE_KEYS: [&str; 4] = [
+const GOVERNANCE_KEYS: [&str; 5] = [
     "orphan_action",
     "orphan_grace",
     "recertify_every",
     "recert_notice",
+    "review_due",
 ];
 
 fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
@@ -1836,7 +1851,7 @@ fn check_prefixes(cx: &mut Cx<'_>, targets: &[Item<Target>]) {
     }
 }
 
-const ENTITLEMENT_KEYS: [&str; 10] = [
+const ENTITLEMENT_KEYS: [&str; 11] = [
     "name",
     "target",
     "tier",
@@ -1847,6 +1862,7 @@ const ENTITLEMENT_KEYS: [&str; 10] = [
     "over_cap",
     "approval_team",
     "danger_allow_admin_grants",
+    "break_glass",
 ];
 
 /// An entitlement as read, before its target's kind says which privilege key it needs.
@@ -1860,6 +1876,7 @@ struct DraftEntitlement {
     acl: Option<Vec<String>>,
     over_cap: OverCap,
     approval_team: Option<TeamName>,
+    break_glass: bool,
 }
 
 fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<DraftEntitlement>> {
@@ -1874,6 +1891,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
     let over_cap = t.opt(cx, "over_cap", over_cap);
     let approval_team = t.opt(cx, "approval_team", TeamName::parse);
     let allow_admin = t.flag(cx, "danger_allow_admin_grants");
+    let break_glass = t.flag(cx, "break_glass");
     if !matches!(allow_admin, Ok(Some(true))) {
         refuse_admin(cx, &t, "grants", &grants, admin_grant_problem);
         refuse_admin(cx, &t, "acl", &acl, admin_acl_problem);
@@ -1892,6 +1910,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         Ok(over_cap),
         Ok(approval_team),
         Ok(_),
+        Ok(break_glass),
     ) = (
         name,
         target,
@@ -1903,6 +1922,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         over_cap,
         approval_team,
         allow_admin,
+        break_glass,
     )
     else {
         return None;
@@ -1933,6 +1953,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
             acl: strings(acl),
             over_cap: over_cap.map_or(OverCap::Refuse, |o| o.value),
             approval_team: approval_team.map(|a| a.value),
+            break_glass: break_glass.unwrap_or(false),
         },
     ))
 }

@@ -66,10 +66,16 @@ pub enum AuditKind {
     ExceptionRotationOverdue,
     /// A standing exception passed its end date (once per end date).
     ExceptionExpired,
+    /// A break-glass grant was issued and its after-action review opened (same write).
+    ReviewOpened,
+    /// An owner of the identity's team filed an after-action review.
+    ReviewFiled,
+    /// An after-action review passed its due time unfiled and escalated (once).
+    ReviewEscalated,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 34] = [
+    pub const ALL: [AuditKind; 37] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -104,6 +110,9 @@ impl AuditKind {
         Self::ExceptionRotated,
         Self::ExceptionRotationOverdue,
         Self::ExceptionExpired,
+        Self::ReviewOpened,
+        Self::ReviewFiled,
+        Self::ReviewEscalated,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,6 +150,9 @@ impl AuditKind {
             Self::ExceptionRotated => "exception_rotated",
             Self::ExceptionRotationOverdue => "exception_rotation_overdue",
             Self::ExceptionExpired => "exception_expired",
+            Self::ReviewOpened => "review_opened",
+            Self::ReviewFiled => "review_filed",
+            Self::ReviewEscalated => "review_escalated",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -9,6 +9,7 @@ mod clock;
 mod grant;
 mod names;
 mod request;
+mod review;
 mod task;
 mod ttl;
 
@@ -27,5 +28,6 @@ pub use request::{
     Approval, ApprovalProgress, Decision, DecisionOutcome, Principal, Request, RequestId,
     RequestState,
 };
+pub use review::{Filing, Review, ReviewError, ReviewId, ReviewState};
 pub use task::{Task, TaskError, TaskKind, TaskRef};
 pub use ttl::{MAX_TTL_SECS, Period, Ttl, TtlError};

@@ -8,6 +8,7 @@
 //! Invariant: this crate does no IO and reads no clock; every time is an argument.
 
 pub mod alert;
+pub mod breakglass;
 pub mod mapping;
 pub mod posture;
 pub mod state;

@@ -255,6 +255,16 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
+    /// True when some policy may read `context.open_reviews`, so that a request must
+    /// count the identity's open after-action reviews before it is decided (a store read
+    /// that requests skip while no policy needs it). Conservative: any mention of
+    /// `open_reviews` in a policy's text counts, comments included.
+    pub fn reads_open_reviews(&self) -> bool {
+        self.policies
+            .values()
+            .any(|p| p.text.contains("open_reviews"))
+    }
+
     /// Decides one request. Errors only if the facts cannot be expressed as Cedar
     /// entities; policy evaluation errors end up in the decision's reason.
     pub fn decide(&self, input: &PolicyInput) -> Result<kairos_domain::Decision, PolicyError> {

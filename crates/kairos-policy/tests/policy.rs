@@ -493,3 +493,16 @@ fn governance_context_reaches_policies() {
     // IPv6 sources are ip values too.
     check(policy, from(Some("::1"), false, 0), DecisionOutcome::Deny);
 }
+
+#[test]
+fn a_set_knows_whether_it_reads_open_reviews() {
+    assert!(
+        !compile(r#"permit (principal, action, resource) when { context.break_glass };"#)
+            .reads_open_reviews()
+    );
+    assert!(
+        compile(r#"permit (principal, action, resource) when { context.open_reviews == 0 };"#)
+            .reads_open_reviews()
+    );
+    assert!(!PolicySet::empty().reads_open_reviews());
+}

@@ -11,6 +11,7 @@ mod error;
 mod governance;
 mod recert;
 mod records;
+mod reviews;
 mod sql;
 
 pub use error::StoreError;
@@ -20,6 +21,7 @@ pub use recert::{
     Recertification, SubjectKind,
 };
 pub use records::*;
+pub use reviews::{EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate};
 pub use sql::SqlStore;
 
 use async_trait::async_trait;
@@ -43,6 +45,8 @@ pub struct RequestChange {
     /// An existing grant changed because of this change (the last approval of a
     /// renewal landed), in the same transaction, under the grant's row lock.
     pub renewal: Option<GrantChange>,
+    /// The after-action review `grant` opens (a break-glass grant), written after it.
+    pub review: Option<kairos_domain::Review>,
     pub audit: Vec<AuditDraft>,
 }
 
@@ -84,7 +88,9 @@ pub enum EndSelector {
 /// derive it. Governance keeps its parts in traits of their own (recertification:
 /// [`RecertStore`]).
 #[async_trait]
-pub trait Store: GovernanceStore + RecertStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    GovernanceStore + RecertStore + ReviewStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 

@@ -489,8 +489,8 @@ async fn approval_issues_a_grant(db: Arc<Db>) {
                 ];
                 Ok(RequestChange {
                     grant: Some(issued),
-                    renewal: None,
                     audit,
+                    ..RequestChange::default()
                 })
             }),
         )

@@ -9,6 +9,7 @@ mod alerts;
 mod identities;
 mod posture;
 pub mod recert;
+pub mod reviews;
 
 pub use alerts::AlertQuery;
 pub use identities::StateOutcome;
@@ -78,6 +79,8 @@ impl crate::Broker {
                 tracing::debug!(?report, "recertification pass");
             }
         }
+        // Overdue after-action reviews escalate (a read unless one is due).
+        self.review_pass().await?;
         Ok(())
     }
 }

@@ -580,7 +580,7 @@ impl Broker {
             if e.status == RecertStatus::Ok {
                 continue;
             }
-            if self.open_review(subject, e, now).await? {
+            if self.open_recert_review(subject, e, now).await? {
                 report.reviews_opened += 1;
             }
             if e.status == RecertStatus::Overdue && self.recert_overdue(subject, e, now).await? {
@@ -604,7 +604,7 @@ impl Broker {
     }
 
     /// Opens the owners' review task of a due (or overdue) subject, once per cycle.
-    async fn open_review(&self, s: &Subject, e: &RecertEntry, now: Timestamp) -> Result<bool> {
+    async fn open_recert_review(&self, s: &Subject, e: &RecertEntry, now: Timestamp) -> Result<bool> {
         let claim = NoticeClaim {
             kind: s.kind,
             subject: s.name.clone(),

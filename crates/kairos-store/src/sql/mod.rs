@@ -15,6 +15,7 @@ mod governance;
 mod grants;
 mod recert;
 mod requests;
+mod reviews;
 mod writer;
 
 use std::sync::Arc;
