@@ -118,6 +118,14 @@ fn break_glass_walk(store: Option<&str>) {
     assert!(review.starts_with("rev_"), "{review}");
     let token = body["credential"]["access_token"].as_str().unwrap();
     assert_eq!(api.introspect(ADMIN, token)["active"], true);
+    // Loud: a break_glass alert is open at once, about the grant, naming the review.
+    let (status, alerts) = api.get(ADMIN, "/v1/alerts?kind=break_glass&state=open");
+    assert_eq!(status, 200, "{alerts}");
+    let alerts = alerts["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["subject"], grant);
+    assert_eq!(alerts[0]["identity"], "nightly-backup");
+    assert_eq!(alerts[0]["detail"]["review"], review);
 
     let (status, r) = api.get(&ann, &format!("/v1/reviews/{review}"));
     assert_eq!(status, 200, "{r}");
