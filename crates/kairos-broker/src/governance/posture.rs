@@ -97,16 +97,39 @@ impl Broker {
                 .map(|e| e.exception.name.to_string())
                 .collect()
         };
+        // After-action reviews not yet filed, and those of them past due.
+        let open_reviews = self
+            .list_reviews(
+                caller,
+                &kairos_store::ReviewFilter {
+                    state: Some(kairos_store::ReviewStateFilter::Open),
+                    ..kairos_store::ReviewFilter::default()
+                },
+            )
+            .await?;
+        let reviews_open: Vec<String> = open_reviews
+            .iter()
+            .map(|r| format!("{} ({})", r.review.id, r.review.identity))
+            .collect();
+        let reviews_overdue: Vec<String> = open_reviews
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.status,
+                    kairos_governance::breakglass::ReviewStatus::Overdue
+                        | kairos_governance::breakglass::ReviewStatus::Escalated
+                )
+            })
+            .map(|r| format!("{} ({})", r.review.id, r.review.identity))
+            .collect();
         let facts = PostureFacts {
             now: Some(now),
             window_days: POSTURE_WINDOW_DAYS,
             identities,
             recert_due: named(kairos_governance::recert::RecertStatus::Due),
             recert_overdue: named(kairos_governance::recert::RecertStatus::Overdue),
-            reviews_overdue: alerts
-                .get(&AlertKind::ReviewOverdue)
-                .cloned()
-                .unwrap_or_default(),
+            reviews_open,
+            reviews_overdue,
             exceptions: u64::try_from(exceptions.len()).unwrap_or(u64::MAX),
             exceptions_rotation_overdue: exception_findings("rotation_overdue"),
             exceptions_expired: exception_findings("expired"),
