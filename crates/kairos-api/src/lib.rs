@@ -15,6 +15,8 @@ mod error;
 mod extract;
 #[cfg(feature = "server")]
 mod grants;
+#[cfg(feature = "server")]
+mod identities;
 pub mod inputs;
 #[cfg(feature = "server")]
 mod oauth;

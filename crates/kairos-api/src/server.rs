@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::{MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, grants, oauth, requests, views};
+use crate::{MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, grants, identities, oauth, requests, views};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +35,7 @@ pub struct AppState {
         (name = "grants", description = "Issued access and how it ends"),
         (name = "oauth", description = "RFC 7662 introspection, RFC 7009 revocation, RFC 8693 token exchange"),
         (name = "admin", description = "Configuration, keys, people, audit"),
+        (name = "identities", description = "Registered identities: state (active, suspended, retired), owners, orphans"),
     )
 )]
 struct ApiDoc;
@@ -179,6 +180,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::keys, admin::rotate_keys))
         .routes(routes!(admin::add_user, admin::list_users))
         .routes(routes!(admin::revoke_user))
+        .routes(routes!(identities::list))
+        .routes(routes!(identities::get))
+        .routes(routes!(identities::suspend))
+        .routes(routes!(identities::resume))
+        .routes(routes!(identities::retire))
 }
 
 /// The whole application.

@@ -34,18 +34,18 @@ impl Io<'_> {
         self.format == Format::Json
     }
 
-    fn out(&mut self, s: &str) -> Result<(), CliError> {
+    pub(crate) fn out(&mut self, s: &str) -> Result<(), CliError> {
         self.out.write_all(s.as_bytes())?;
         Ok(())
     }
 
-    fn err(&mut self, s: &str) -> Result<(), CliError> {
+    pub(crate) fn err(&mut self, s: &str) -> Result<(), CliError> {
         self.err.write_all(s.as_bytes())?;
         Ok(())
     }
 
     /// `--json`: the server's JSON; otherwise the rendered text.
-    fn show(
+    pub(crate) fn show(
         &mut self,
         answer: &Answer,
         text: impl FnOnce() -> Result<String, CliError>,
@@ -153,6 +153,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Audit(a) => audit(api, a, io).await,
         Command::Keys(a) => keys(api, a, io).await,
         Command::User { command } => user(api, command, io).await,
+        Command::Identity { command } => crate::identity::run(api, command, io).await,
         Command::Introspect { access_token } => {
             let token = from_stdin_if_dash(access_token, "token")?;
             let form = [("token", token.expose_secret())];

@@ -15,6 +15,7 @@ mod api;
 mod bundle;
 mod cli;
 mod commands;
+mod identity;
 mod render;
 mod time;
 mod wire;
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub use api::Exit;
+pub use identity::IdentityCommand;
 pub use cli::{
     AuditArgs, AuditCommand, AuditFilterArgs, Command, DecideArgs, ExchangeArgs, GlobalOpts,
     GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,

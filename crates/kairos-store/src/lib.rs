@@ -8,17 +8,19 @@
 //! Invariant: this is the only crate that contains SQL.
 
 mod error;
+mod lifecycle;
 mod records;
 mod sql;
 
 pub use error::StoreError;
+pub use lifecycle::{LifecycleStore, LiveGrant, OrphanRecord, Person};
 pub use records::*;
 pub use sql::SqlStore;
 
 use async_trait::async_trait;
 use kairos_domain::{
-    AuditDraft, AuditRecord, Grant, GrantEnd, GrantId, Receipt, Request, RequestId, TargetName,
-    Timestamp, TransitionError,
+    AuditDraft, AuditRecord, EndReason, Grant, GrantEnd, GrantId, Principal, Receipt, Request,
+    RequestId, TargetName, Timestamp, TransitionError,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -74,9 +76,9 @@ pub enum EndSelector {
 }
 
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
-/// derive it.
+/// derive it. Each capability's own part is a supertrait.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: LifecycleStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 
@@ -255,15 +257,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<i64>;
 
     /// Saves a new config version and, in the same transaction, ends the grants it
-    /// orphans (those of `orphans` still active or provisioning) through the end path:
-    /// Ending, a revocation job and an audit record each. Returns the version and the
-    /// grants it ended.
+    /// ends (those of `ending` still active or provisioning, each with its own reason:
+    /// what the configuration removed, or `policy_changed`) through the end path, by
+    /// `by` at `now`: Ending, a revocation job and an audit record each. Returns the
+    /// version and the grants it ended.
     async fn save_config_ending(
         &self,
         bundle_json: &str,
         now: Timestamp,
         audit: AuditDraft,
-        orphans: &[GrantId],
-        end: &GrantEnd,
+        ending: &[(GrantId, EndReason)],
+        by: &Principal,
     ) -> Result<(i64, Vec<Grant>)>;
 }
