@@ -129,7 +129,7 @@ impl StateChangeView {
 
 /// The registered identities with their state, owners and orphan flag (admin, operator,
 /// approver, auditor).
-#[utoipa::path(get, path = "/v1/identities", tag = "identities", operation_id = "list_identities",
+#[utoipa::path(get, path = "/v1/identities", tag = "governance", operation_id = "list_identities",
     responses((status = 200, body = IdentityList), (status = 403, body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<IdentityList>> {
     let views = s.broker.identities_for(&caller).await?;
@@ -140,7 +140,7 @@ pub async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Js
 
 /// One identity with its state, owners and orphan flag (admin, operator, approver,
 /// auditor).
-#[utoipa::path(get, path = "/v1/identities/{name}", tag = "identities", operation_id = "get_identity",
+#[utoipa::path(get, path = "/v1/identities/{name}", tag = "governance", operation_id = "get_identity",
     params(("name" = String, Path)),
     responses((status = 200, body = IdentityItem), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -173,7 +173,7 @@ async fn change(
 /// Suspend an identity: every live grant ends (revoked and verified gone) and its
 /// requests are refused with 403 until it is resumed. A reason is mandatory. Admins,
 /// operators, and owners of its team.
-#[utoipa::path(post, path = "/v1/identities/{name}/suspend", tag = "identities", operation_id = "suspend_identity",
+#[utoipa::path(post, path = "/v1/identities/{name}/suspend", tag = "governance", operation_id = "suspend_identity",
     params(("name" = String, Path)), request_body = IdentityStateBody,
     responses((status = 200, body = StateChangeView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "already suspended or retired", body = ErrorBody)))]
@@ -189,7 +189,7 @@ pub async fn suspend(
 /// Resume a suspended identity. A suspension for an overdue recertification is lifted
 /// only by an owner's attestation (`kairos recert attest`), and a retired identity never
 /// (409 each). A reason is mandatory. Admins, operators, and owners of its team.
-#[utoipa::path(post, path = "/v1/identities/{name}/resume", tag = "identities", operation_id = "resume_identity",
+#[utoipa::path(post, path = "/v1/identities/{name}/resume", tag = "governance", operation_id = "resume_identity",
     params(("name" = String, Path)), request_body = IdentityStateBody,
     responses((status = 200, body = StateChangeView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -205,7 +205,7 @@ pub async fn resume(
 
 /// Retire an identity for good: every live grant ends and it is never resumed. A reason
 /// is mandatory. Admins, operators, and owners of its team.
-#[utoipa::path(post, path = "/v1/identities/{name}/retire", tag = "identities", operation_id = "retire_identity",
+#[utoipa::path(post, path = "/v1/identities/{name}/retire", tag = "governance", operation_id = "retire_identity",
     params(("name" = String, Path)), request_body = IdentityStateBody,
     responses((status = 200, body = StateChangeView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "already retired", body = ErrorBody)))]

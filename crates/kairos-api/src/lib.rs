@@ -10,6 +10,8 @@
 
 #[cfg(feature = "server")]
 mod admin;
+#[cfg(feature = "server")]
+mod alerts;
 mod error;
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod extract;

@@ -14,7 +14,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::{MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, grants, identities, oauth, requests, views};
+use crate::{
+    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, grants, identities, oauth, requests, views,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,7 +37,7 @@ pub struct AppState {
         (name = "grants", description = "Issued access and how it ends"),
         (name = "oauth", description = "RFC 7662 introspection, RFC 7009 revocation, RFC 8693 token exchange"),
         (name = "admin", description = "Configuration, keys, people, audit"),
-        (name = "identities", description = "Registered identities: state (active, suspended, retired), owners, orphans"),
+        (name = "governance", description = "The identity lifecycle: states, owners, recertification, break-glass reviews, exceptions, usage, alerts, posture"),
     )
 )]
 struct ApiDoc;
@@ -180,6 +182,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::keys, admin::rotate_keys))
         .routes(routes!(admin::add_user, admin::list_users))
         .routes(routes!(admin::revoke_user))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::get))
+        .routes(routes!(alerts::acknowledge))
+        .routes(routes!(alerts::resolve))
         .routes(routes!(identities::list))
         .routes(routes!(identities::get))
         .routes(routes!(identities::suspend))

@@ -82,6 +82,7 @@ fn input() -> anyhow::Result<PolicyInput> {
             "nightly backup".into(),
         )?,
         requester: Principal::Workload(IdentityName::parse("nightly-backup")?),
+        circumstances: Default::default(),
     })
 }
 

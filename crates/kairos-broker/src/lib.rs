@@ -14,11 +14,13 @@ pub mod checkpoints;
 mod connector;
 pub mod ending;
 mod error;
+pub mod governance;
 mod keys;
 mod metrics;
 pub mod reconcile;
 mod renewal;
 mod requests;
+mod scheduler;
 pub mod targets;
 pub mod users;
 
@@ -38,6 +40,7 @@ pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, Checkpoin
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
+pub use governance::{AlertQuery, StateOutcome};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
@@ -151,6 +154,8 @@ pub struct Broker {
     /// Targets whose revocations are alarming, as the outage prober last read them from
     /// the store (what `/v1/health` reports without a store read of its own).
     degraded: RwLock<Arc<Vec<kairos_domain::TargetName>>>,
+    /// Identity states as last read (see [`governance`]).
+    governance: governance::GovernanceState,
 }
 
 impl std::fmt::Debug for Broker {
@@ -220,8 +225,11 @@ impl Broker {
             request_events,
             checkpointer,
             degraded: RwLock::new(Arc::new(Vec::new())),
+            governance: governance::GovernanceState::default(),
         });
         broker.refresh_gauges().await?;
+        broker.refresh_identity_states().await?;
+        broker.refresh_alert_gauges().await?;
         Ok(broker)
     }
 

@@ -87,6 +87,7 @@ impl Broker {
                 caller.require_role(&[Role::Operator], "renew a grant")?;
             }
         }
+        self.refuse_if_inactive(&grant.identity)?;
         match &grant.state {
             GrantState::Active => {}
             GrantState::Provisioning => {
@@ -216,6 +217,7 @@ impl Broker {
                 ttl: total,
                 task: grant.task.clone(),
                 requester: requester.clone(),
+                circumstances: Default::default(),
             })
             .map_err(BrokerError::internal)?;
         if decision.outcome == DecisionOutcome::Deny {

@@ -179,6 +179,7 @@ impl Broker {
                 "identity {identity_name} is not registered; add it to the configuration"
             ))
         })?;
+        self.refuse_if_inactive(&identity_name)?;
         let entitlement = catalog.entitlement(&input.entitlement).ok_or_else(|| {
             BrokerError::NotFound(format!(
                 "entitlement {} is not defined; check the name (`target/role`) against the configuration",
@@ -198,6 +199,7 @@ impl Broker {
                 ttl,
                 task: input.task.clone(),
                 requester: requester.clone(),
+                circumstances: Default::default(),
             })
             .map_err(BrokerError::internal)?;
         self.metrics
@@ -447,6 +449,8 @@ impl Broker {
             .await?
             .ok_or_else(|| BrokerError::NotFound(format!("request {id} not found")))?;
         let approver = self.check_may_approve(caller, &current)?;
+        // An approval must not hand access to an identity suspended after it asked.
+        self.refuse_if_inactive(&current.identity)?;
         if let Some(grant) = current.renews.clone() {
             return self
                 .approve_renewal(caller, current, grant, approver, reason)

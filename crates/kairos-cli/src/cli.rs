@@ -138,6 +138,8 @@ pub enum Command {
     },
     /// Trade a workload's platform JWT for a Kairos token (RFC 8693).
     Exchange(ExchangeArgs),
+    /// Alerts of the governance rules: list, show, acknowledge, resolve.
+    Alerts(crate::governance::AlertsArgs),
     /// Is the server up?
     Health,
 }

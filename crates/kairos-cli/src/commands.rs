@@ -30,7 +30,7 @@ pub struct Io<'a> {
 }
 
 impl Io<'_> {
-    fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.format == Format::Json
     }
 
@@ -153,6 +153,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Audit(a) => audit(api, a, io).await,
         Command::Keys(a) => keys(api, a, io).await,
         Command::User { command } => user(api, command, io).await,
+        Command::Alerts(a) => crate::governance::alerts(api, a, io).await,
         Command::Identity { command } => crate::identity::run(api, command, io).await,
         Command::Introspect { access_token } => {
             let token = from_stdin_if_dash(access_token, "token")?;

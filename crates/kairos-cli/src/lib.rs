@@ -15,6 +15,7 @@ mod api;
 mod bundle;
 mod cli;
 mod commands;
+mod governance;
 mod identity;
 mod render;
 mod time;
@@ -31,6 +32,7 @@ pub use cli::{
     GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
     RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
 };
+pub use governance::{AlertsArgs, AlertsCommand};
 
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.

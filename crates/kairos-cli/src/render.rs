@@ -96,7 +96,7 @@ fn needs_escape(c: char) -> bool {
 
 const NONE: &str = "-";
 
-fn or_none(v: Option<&str>) -> &str {
+pub(crate) fn or_none(v: Option<&str>) -> &str {
     v.filter(|s| !s.is_empty()).unwrap_or(NONE)
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
-use kairos_domain::{EntitlementName, IdentityName, TargetName, TeamName, Ttl, UserName};
+use kairos_domain::{EntitlementName, IdentityName, Period, TargetName, TeamName, Ttl, UserName};
 use kairos_policy::{EntitlementFacts, IdentityFacts, PolicySet, Tier};
 
 use crate::{ConfigBundle, ConfigErrors};
@@ -107,6 +107,43 @@ impl Default for ServerSettings {
             audit_checkpoint_interval: const_ttl(300),
         }
     }
+}
+
+/// What happens to an identity whose owner team has no active owner, once the orphan
+/// grace has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanAction {
+    /// Suspend it (its grants end, its requests are refused).
+    Suspend,
+    /// Leave it working, flagged and alerted.
+    Flag,
+}
+
+/// The `[governance]` table: the lifecycle rules' settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GovernanceSettings {
+    /// What happens to an orphaned identity after `orphan_grace`.
+    pub orphan_action: OrphanAction,
+    /// How long an identity may be orphaned before `orphan_action` applies.
+    pub orphan_grace: Period,
+}
+
+impl Default for GovernanceSettings {
+    fn default() -> Self {
+        Self {
+            orphan_action: OrphanAction::Flag,
+            orphan_grace: const_period(24 * 3600),
+        }
+    }
+}
+
+/// A period from a constant number of seconds.
+pub(crate) fn const_period(secs: u64) -> Period {
+    // PANIC SAFETY: only called with constants between 1s and ten years, which `Period`
+    // accepts.
+    #[allow(clippy::expect_used)]
+    Period::from_secs(secs).expect("constant period within bounds")
 }
 
 /// A TTL from a constant number of seconds.
@@ -366,6 +403,7 @@ impl Privileges {
 pub struct Catalog {
     pub(crate) server: Option<ServerSettings>,
     pub(crate) tiers: TierCaps,
+    pub(crate) governance: GovernanceSettings,
     pub(crate) issuers: BTreeMap<IssuerName, Issuer>,
     pub(crate) teams: BTreeMap<TeamName, Team>,
     pub(crate) identities: BTreeMap<IdentityName, Identity>,
@@ -386,6 +424,7 @@ impl Catalog {
         Catalog {
             server: None,
             tiers: TierCaps::default(),
+            governance: GovernanceSettings::default(),
             issuers: BTreeMap::new(),
             teams: BTreeMap::new(),
             identities: BTreeMap::new(),
@@ -402,6 +441,10 @@ impl Catalog {
     }
     pub fn tier_caps(&self) -> &TierCaps {
         &self.tiers
+    }
+    /// The `[governance]` table (defaults when absent).
+    pub fn governance(&self) -> &GovernanceSettings {
+        &self.governance
     }
     pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
         self.issuers.values()
@@ -498,6 +541,9 @@ impl Catalog {
         diff.compare("policy", &texts(old), &texts(new));
         if old.tiers != new.tiers {
             diff.changed.push("tier caps".into());
+        }
+        if old.governance != new.governance {
+            diff.changed.push("governance settings".into());
         }
         match (&old.server, &new.server) {
             (None, Some(_)) => diff.created.push("server settings".into()),

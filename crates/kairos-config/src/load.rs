@@ -10,13 +10,14 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use kairos_domain::{EntitlementName, IdentityName, TargetName, TeamName, Ttl, UserName};
+use kairos_domain::{EntitlementName, IdentityName, Period, TargetName, TeamName, Ttl, UserName};
 use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
-    Catalog, DbTarget, Entitlement, Identity, Issuer, IssuerName, JwksRef, OverCap, Privileges,
-    SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+    Catalog, DbTarget, Entitlement, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
+    OrphanAction, OverCap, Privileges, SecretRef, ServerSettings, StoreLocation, Target,
+    TargetKind, Team, TierCaps,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
@@ -982,9 +983,10 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 8] = [
+const ROOT_KEYS: [&str; 9] = [
     "server",
     "tiers",
+    "governance",
     "issuer",
     "team",
     "identity",
@@ -1000,6 +1002,10 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let tiers = match root.node("tiers") {
         Some(n) => read_tiers(cx, n),
         None => TierCaps::default(),
+    };
+    let governance = match root.node("governance") {
+        Some(n) => read_governance(cx, n),
+        None => GovernanceSettings::default(),
     };
     let issuer_items = section(cx, &mut root, "issuer");
     let team_items = section(cx, &mut root, "team");
@@ -1168,6 +1174,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let catalog = Catalog {
         server,
         tiers,
+        governance,
         issuers: issuers
             .into_iter()
             .map(|i| (i.value.name.clone(), i.value))
@@ -1335,6 +1342,29 @@ fn one_of<T>(
         (None, None) => Ok(None),
     }
 }
+
+fn read_governance(cx: &mut Cx<'_>, node: &Node) -> GovernanceSettings {
+    let mut settings = GovernanceSettings::default();
+    let Some(mut t) = Table::of(cx, "governance".into(), node) else {
+        return settings;
+    };
+    if let Ok(Some(action)) = t.opt(cx, "orphan_action", |s| match s {
+        "suspend" => Ok(OrphanAction::Suspend),
+        "flag" => Ok(OrphanAction::Flag),
+        other => Err(format!(
+            "{other:?} is not an orphan action; write \"suspend\" (end its grants, refuse its requests) or \"flag\" (alert only)"
+        )),
+    }) {
+        settings.orphan_action = action.value;
+    }
+    if let Ok(Some(grace)) = t.opt(cx, "orphan_grace", Period::parse) {
+        settings.orphan_grace = grace.value;
+    }
+    t.finish(cx, &GOVERNANCE_KEYS);
+    settings
+}
+
+const GOVERNANCE_KEYS: [&str; 2] = ["orphan_action", "orphan_grace"];
 
 fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
     let mut caps = TierCaps::default();

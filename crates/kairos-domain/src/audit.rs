@@ -40,10 +40,27 @@ pub enum AuditKind {
     /// A grant ended because an applied configuration removed its identity, team,
     /// target or entitlement.
     ConfigRemoved,
+    /// A grant ended because an applied configuration's policies no longer permit it.
+    PolicyChanged,
+    /// An identity was suspended: its grants ended, its requests refused.
+    IdentitySuspended,
+    /// A suspended identity was resumed.
+    IdentityResumed,
+    /// An identity was retired for good.
+    IdentityRetired,
+    /// An alert was opened.
+    AlertRaised,
+    /// An alert was acknowledged or resolved.
+    AlertUpdated,
+    /// An identity's owner team was found to have no active owner.
+    IdentityOrphaned,
+    /// An orphaned identity's flag was cleared (an owner can act again, or it was retired
+    /// or removed).
+    OrphanCleared,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 30] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -66,6 +83,14 @@ impl AuditKind {
         Self::AccountMissing,
         Self::CredentialDelivered,
         Self::ConfigRemoved,
+        Self::PolicyChanged,
+        Self::IdentitySuspended,
+        Self::IdentityResumed,
+        Self::IdentityRetired,
+        Self::AlertRaised,
+        Self::AlertUpdated,
+        Self::IdentityOrphaned,
+        Self::OrphanCleared,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +116,14 @@ impl AuditKind {
             Self::AccountMissing => "account_missing",
             Self::CredentialDelivered => "credential_delivered",
             Self::ConfigRemoved => "config_removed",
+            Self::PolicyChanged => "policy_changed",
+            Self::IdentitySuspended => "identity_suspended",
+            Self::IdentityResumed => "identity_resumed",
+            Self::IdentityRetired => "identity_retired",
+            Self::AlertRaised => "alert_raised",
+            Self::AlertUpdated => "alert_updated",
+            Self::IdentityOrphaned => "identity_orphaned",
+            Self::OrphanCleared => "orphan_cleared",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

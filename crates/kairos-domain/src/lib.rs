@@ -26,4 +26,4 @@ pub use request::{
     RequestState,
 };
 pub use task::{Task, TaskError, TaskKind, TaskRef};
-pub use ttl::{Ttl, TtlError};
+pub use ttl::{Period, Ttl, TtlError};

@@ -61,6 +61,7 @@ impl Principal {
                 "reconciler" => Some(Self::System("reconciler")),
                 "bootstrap" => Some(Self::System("bootstrap")),
                 "broker" => Some(Self::System("broker")),
+                "governance" => Some(Self::System("governance")),
                 _ => Some(Self::System("unknown")),
             },
             _ => None,

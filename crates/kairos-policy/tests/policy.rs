@@ -32,6 +32,7 @@ fn input() -> PolicyInput {
         )
         .unwrap(),
         requester: Principal::Workload(IdentityName::parse("nightly-backup").unwrap()),
+        circumstances: Default::default(),
     }
 }
 
@@ -447,4 +448,48 @@ fn renewals_are_decided_as_their_own_action() {
         }),
         DecisionOutcome::Deny,
     );
+}
+
+#[test]
+fn governance_context_reaches_policies() {
+    let policy = r#"
+        @id("office-only")
+        permit (principal, action, resource)
+        when { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };
+        @id("break-glass-once")
+        forbid (principal, action, resource)
+        when { context.break_glass && context.open_reviews > 0 };
+    "#;
+    let from = |ip: Option<&str>, break_glass: bool, open_reviews: u32| {
+        with(|i| {
+            i.circumstances.source_ip = ip.map(|s| s.parse().unwrap());
+            i.circumstances.break_glass = break_glass;
+            i.circumstances.open_reviews = open_reviews;
+        })
+    };
+    check(
+        policy,
+        from(Some("10.1.2.3"), false, 0),
+        DecisionOutcome::Grant,
+    );
+    check(
+        policy,
+        from(Some("192.168.1.1"), false, 0),
+        DecisionOutcome::Deny,
+    );
+    // Unknown source: the `has` guard keeps the permit from applying.
+    check(policy, from(None, false, 0), DecisionOutcome::Deny);
+    check(
+        policy,
+        from(Some("10.1.2.3"), true, 0),
+        DecisionOutcome::Grant,
+    );
+    let d = check(
+        policy,
+        from(Some("10.1.2.3"), true, 1),
+        DecisionOutcome::Deny,
+    );
+    assert!(d.reason.contains("break-glass-once"), "{}", d.reason);
+    // IPv6 sources are ip values too.
+    check(policy, from(Some("::1"), false, 0), DecisionOutcome::Deny);
 }

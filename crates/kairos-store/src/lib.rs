@@ -8,11 +8,13 @@
 //! Invariant: this is the only crate that contains SQL.
 
 mod error;
+mod governance;
 mod lifecycle;
 mod records;
 mod sql;
 
 pub use error::StoreError;
+pub use governance::{AlertFilter, GovernanceStore, Raised, StateChange};
 pub use lifecycle::{LifecycleStore, LiveGrant, OrphanRecord, Person};
 pub use records::*;
 pub use sql::SqlStore;
@@ -78,7 +80,7 @@ pub enum EndSelector {
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
 /// derive it. Each capability's own part is a supertrait.
 #[async_trait]
-pub trait Store: LifecycleStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: GovernanceStore + LifecycleStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 

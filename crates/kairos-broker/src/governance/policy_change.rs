@@ -119,6 +119,11 @@ pub fn denied(new: &Catalog, g: &LiveGrant) -> Result<Option<String>> {
                 ttl,
                 task: g.task.clone(),
                 requester: g.requester.clone(),
+                // What the request's own moment knew (its source address, open reviews)
+                // is not kept with the grant: decided as a request that says nothing of
+                // them. (A break-glass entitlement's flag belongs here once entitlements
+                // carry it.)
+                circumstances: Default::default(),
             })
             .map_err(BrokerError::internal)
     };

@@ -214,6 +214,7 @@ fn request(rng: &mut Rng) -> PolicyInput {
         } else {
             Principal::User(UserName::parse("alice").unwrap())
         },
+        circumstances: Default::default(),
     }
 }
 
@@ -315,6 +316,7 @@ fn bench_request() -> PolicyInput {
         )
         .unwrap(),
         requester: Principal::Workload(IdentityName::parse("nightly-backup").unwrap()),
+        circumstances: Default::default(),
     }
 }
 
