@@ -102,7 +102,10 @@ async fn fixture(action: &str) -> Fixture {
     .await
     .unwrap();
     broker
-        .apply_config(&Principal::System("bootstrap"), bundle(&config(action), POLICY))
+        .apply_config(
+            &Principal::System("bootstrap"),
+            bundle(&config(action), POLICY),
+        )
         .await
         .unwrap();
     Fixture {
@@ -123,9 +126,7 @@ fn admin() -> Caller {
 }
 
 fn workload() -> Caller {
-    Caller::Workload {
-        identity: job(),
-    }
+    Caller::Workload { identity: job() }
 }
 
 fn job() -> IdentityName {
@@ -137,7 +138,12 @@ fn ask(ttl: &str) -> NewRequest {
         identity: None,
         entitlement: EntitlementName::parse("api/read").unwrap(),
         ttl: Some(Ttl::parse(ttl).unwrap()),
-        task: Task::new(TaskKind::Job, TaskRef::parse("run-1").unwrap(), "test".into()).unwrap(),
+        task: Task::new(
+            TaskKind::Job,
+            TaskRef::parse("run-1").unwrap(),
+            "test".into(),
+        )
+        .unwrap(),
     }
 }
 
@@ -177,7 +183,12 @@ async fn an_orphan_is_suspended_exactly_when_its_grace_runs_out_and_once() {
     add_carol(b).await;
     assert!(b.store().orphans().await.unwrap().is_empty());
     assert_eq!(b.orphan_pass().await.unwrap(), Default::default());
-    let grant = b.request(&workload(), ask("1h")).await.unwrap().grant.unwrap();
+    let grant = b
+        .request(&workload(), ask("1h"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
     f.clock.advance(Duration::from_secs(600));
     b.revoke_user(&admin(), &UserName::parse("carol").unwrap())
         .await
@@ -231,7 +242,10 @@ async fn with_orphan_action_flag_an_orphan_is_never_suspended() {
     assert_eq!(state(b).await, (IdentityState::Active, None));
     let view = b.identity_for(&admin(), &job()).await.unwrap();
     assert!(view.orphan.is_some());
-    assert_eq!(view.orphan_grace_ends, None, "nothing will happen at its end");
+    assert_eq!(
+        view.orphan_grace_ends, None,
+        "nothing will happen at its end"
+    );
     b.request(&workload(), ask("5m")).await.unwrap();
 }
 
@@ -257,7 +271,10 @@ async fn resume_does_not_lift_an_overdue_recertification() {
     );
     assert_eq!(
         state(b).await,
-        (IdentityState::Suspended, Some(SuspensionCause::RecertOverdue))
+        (
+            IdentityState::Suspended,
+            Some(SuspensionCause::RecertOverdue)
+        )
     );
 }
 
@@ -266,8 +283,18 @@ async fn a_policy_change_re_decides_grants_renewed_ones_by_their_whole_lifetime(
     let f = fixture("flag").await;
     let b = &f.broker;
     add_carol(b).await;
-    let plain = b.request(&workload(), ask("10m")).await.unwrap().grant.unwrap();
-    let renewed = b.request(&workload(), ask("10m")).await.unwrap().grant.unwrap();
+    let plain = b
+        .request(&workload(), ask("10m"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    let renewed = b
+        .request(&workload(), ask("10m"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
     f.clock.advance(Duration::from_secs(300));
     b.renew(&workload(), &renewed.id, Ttl::parse("25m").unwrap())
         .await
@@ -292,15 +319,24 @@ when { context.ttl_secs <= 1200 };
     assert_eq!(report.ending[0].grant, renewed.id);
     assert_eq!(report.ending[0].reason, EndReason::PolicyChanged);
     assert!(
-        report.ending[0].because.contains("renewal to a lifetime of 30m"),
+        report.ending[0]
+            .because
+            .contains("renewal to a lifetime of 30m"),
         "{}",
         report.ending[0].because
     );
-    assert_eq!(end_reason(b, &renewed.id).await, None, "a dry run changes nothing");
+    assert_eq!(
+        end_reason(b, &renewed.id).await,
+        None,
+        "a dry run changes nothing"
+    );
     b.apply_config(&Principal::System("test"), bundle(&config("flag"), tight))
         .await
         .unwrap();
-    assert_eq!(end_reason(b, &renewed.id).await, Some(EndReason::PolicyChanged));
+    assert_eq!(
+        end_reason(b, &renewed.id).await,
+        Some(EndReason::PolicyChanged)
+    );
     assert_eq!(end_reason(b, &plain.id).await, None);
     let stored = b.store().get_grant(&plain.id).await.unwrap().unwrap();
     assert!(matches!(stored.state, GrantState::Active));

@@ -125,7 +125,11 @@ pub(crate) async fn run(
     };
     let body = json!({ "reason": reason });
     let ans = api
-        .send(Method::POST, &["v1", "identities", &name, verb], Some(&body))
+        .send(
+            Method::POST,
+            &["v1", "identities", &name, verb],
+            Some(&body),
+        )
         .await?;
     io.show(&ans, || Ok(changed(&ans.decode()?)))?;
     Ok(Exit::Success)
@@ -150,7 +154,14 @@ pub fn list(l: &IdentityList) -> String {
     if l.identities.is_empty() {
         return "no identities\n".into();
     }
-    let mut t = Table::new(["NAME", "STATE", "TEAM", "OWNERS", "ACTIVE OWNERS", "ORPHANED"]);
+    let mut t = Table::new([
+        "NAME",
+        "STATE",
+        "TEAM",
+        "OWNERS",
+        "ACTIVE OWNERS",
+        "ORPHANED",
+    ]);
     for i in &l.identities {
         let orphaned = match &i.orphan {
             Some(o) => format!("since {}", o.since),
@@ -191,7 +202,10 @@ pub fn show(i: &Identity) -> String {
                 &format!("since {} (team {} has no active owner)", o.since, o.team),
             ]);
             if let Some(at) = &o.grace_ends {
-                t.row(["suspended at:", &format!("{at} unless an owner can act again")]);
+                t.row([
+                    "suspended at:",
+                    &format!("{at} unless an owner can act again"),
+                ]);
             }
             if let Some(at) = &o.suspended_at {
                 t.row(["suspended as orphan:", at]);
@@ -255,7 +269,10 @@ mod tests {
         assert!(lines[0].starts_with("NAME"), "{text}");
         assert!(lines[1].contains("suspended (orphaned)"), "{text}");
         assert!(lines[1].contains("since 2025-12-31"), "{text}");
-        assert!(lines[2].contains("active") && lines[2].ends_with("no"), "{text}");
+        assert!(
+            lines[2].contains("active") && lines[2].ends_with("no"),
+            "{text}"
+        );
     }
 
     #[test]

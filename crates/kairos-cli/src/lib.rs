@@ -26,13 +26,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub use api::Exit;
-pub use identity::IdentityCommand;
 pub use cli::{
     AuditArgs, AuditCommand, AuditFilterArgs, Command, DecideArgs, ExchangeArgs, GlobalOpts,
     GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
     RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
 };
 pub use governance::{AlertsArgs, AlertsCommand};
+pub use identity::IdentityCommand;
 
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.

@@ -265,7 +265,8 @@ mod tests {
         assert!(w[2].contains("owners names rs, who is a resource server"));
         assert!(w[3].contains("team ops has no active owner"));
         assert!(
-            !w.iter().any(|x| x.contains("team payments has no active owner")),
+            !w.iter()
+                .any(|x| x.contains("team payments has no active owner")),
             "carol owns payments: {w:#?}"
         );
     }
@@ -290,7 +291,10 @@ mod tests {
         let grace = Duration::from_secs(10);
         let check = |now: i64, orphan: bool, f: Option<&OrphanFlag>, retired: bool, want| {
             let got = orphan_step(at(now), orphan.then_some(&team), f, retired, grace);
-            assert_eq!(got, want, "now {now} orphan {orphan} flag {f:?} retired {retired}");
+            assert_eq!(
+                got, want,
+                "now {now} orphan {orphan} flag {f:?} retired {retired}"
+            );
         };
         check(0, true, None, false, OrphanStep::Flag(team.clone()));
         check(0, false, None, false, OrphanStep::Wait);

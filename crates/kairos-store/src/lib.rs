@@ -80,7 +80,9 @@ pub enum EndSelector {
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
 /// derive it. Each capability's own part is a supertrait.
 #[async_trait]
-pub trait Store: GovernanceStore + LifecycleStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    GovernanceStore + LifecycleStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 

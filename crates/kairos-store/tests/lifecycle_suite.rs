@@ -259,7 +259,7 @@ fn orphan(name: &str, detected: i64) -> OrphanRecord {
 
 fn flagged(name: &str) -> AuditDraft {
     AuditDraft::new(AuditKind::ConfigApplied, "system:governance")
-        .identity(&identity(name))
+        .identity(identity(name))
         .data(serde_json::json!({ "orphaned": name }))
 }
 
@@ -280,7 +280,11 @@ async fn live_grants_come_with_their_request_s_facts(db: Arc<Db>) {
     let s = db.open().await;
     let workload = Principal::Workload(identity("nightly"));
     let operator = Principal::User(user("olivia"));
-    let (r1, g1) = insert(&s, granted(&workload, "nightly", "10m", 0, GrantState::Active)).await;
+    let (r1, g1) = insert(
+        &s,
+        granted(&workload, "nightly", "10m", 0, GrantState::Active),
+    )
+    .await;
     let (r2, g2) = insert(
         &s,
         granted(&operator, "deployer", "1h", 5_000, GrantState::Active),
@@ -291,7 +295,11 @@ async fn live_grants_come_with_their_request_s_facts(db: Arc<Db>) {
         granted(&workload, "nightly", "5m", 9_000, GrantState::Provisioning),
     )
     .await;
-    let (_, ended) = insert(&s, granted(&workload, "nightly", "5m", 9_500, GrantState::Active)).await;
+    let (_, ended) = insert(
+        &s,
+        granted(&workload, "nightly", "5m", 9_500, GrantState::Active),
+    )
+    .await;
     let end = GrantEnd {
         reason: EndReason::Released,
         by: workload.clone(),
@@ -314,7 +322,12 @@ async fn live_grants_come_with_their_request_s_facts(db: Arc<Db>) {
     let mut want_late = vec![g2.id.clone(), g3.id.clone()];
     want_late.sort();
     assert_eq!(late, want_late);
-    assert!(s.live_grant_facts(Some(at(10_000))).await.unwrap().is_empty());
+    assert!(
+        s.live_grant_facts(Some(at(10_000)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A person can act while enabled with at least one unrevoked token; revoking their
@@ -392,7 +405,11 @@ async fn orphans_are_flagged_cleared_and_suspended_once(db: Arc<Db>) {
     let stored = s.orphans().await.unwrap();
     assert_eq!(
         stored,
-        [orphan("deployer", 0), orphan("nightly", 0), orphan("reporter", 500)]
+        [
+            orphan("deployer", 0),
+            orphan("nightly", 0),
+            orphan("reporter", 500)
+        ]
     );
 
     // Suspended once, and only under the flag it was decided on.
@@ -425,8 +442,7 @@ async fn orphans_are_flagged_cleared_and_suspended_once(db: Arc<Db>) {
     let cleared = |name: &str| {
         (
             identity(name),
-            AuditDraft::new(AuditKind::ConfigApplied, "system:governance")
-                .identity(&identity(name)),
+            AuditDraft::new(AuditKind::ConfigApplied, "system:governance").identity(identity(name)),
         )
     };
     let done = s

@@ -1690,7 +1690,11 @@ async fn config_save_ends_its_orphans(db: Arc<Db>) {
     assert_eq!(written, expected);
     let mut jobs = ids(&s.claim_revocations(at(100), 100, 1_000).await.unwrap());
     jobs.sort();
-    let mut expected = vec![orphan.id.clone(), ended_before.id.clone(), denied.id.clone()];
+    let mut expected = vec![
+        orphan.id.clone(),
+        ended_before.id.clone(),
+        denied.id.clone(),
+    ];
     expected.sort();
     assert_eq!(jobs, expected);
     // It goes on to be verified gone like any other end.

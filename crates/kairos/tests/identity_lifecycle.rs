@@ -148,14 +148,20 @@ fn orphan_to_suspension(store: Option<&str>) {
     assert_eq!(nightly["owners"], json!(["carol"]), "{nightly}");
     assert_eq!(nightly["active_owners"], json!([]), "{nightly}");
     assert!(nightly["orphan"]["grace_ends"].is_string(), "{nightly}");
-    assert_eq!(count(&audit_kinds(&api, "nightly-backup"), "identity_orphaned"), 1);
+    assert_eq!(
+        count(&audit_kinds(&api, "nightly-backup"), "identity_orphaned"),
+        1
+    );
 
     // carol arrives: the flag clears at once, audited.
     let carol = add_user(&server, "carol", "approver", Some("payments"));
     let nightly = identity(&api, "nightly-backup");
     assert_eq!(nightly["orphaned"], false, "{nightly}");
     assert_eq!(nightly["active_owners"], json!(["carol"]), "{nightly}");
-    assert_eq!(count(&audit_kinds(&api, "nightly-backup"), "orphan_cleared"), 1);
+    assert_eq!(
+        count(&audit_kinds(&api, "nightly-backup"), "orphan_cleared"),
+        1
+    );
     let listed = ok(&server.cli(&carol, &["identity", "list"]));
     assert!(listed.contains("nightly-backup"), "{listed}");
 
@@ -183,8 +189,14 @@ fn orphan_to_suspension(store: Option<&str>) {
         (v["status"]["state"] == "suspended").then_some(v)
     });
     assert_eq!(suspended["status"]["cause"], "orphaned", "{suspended}");
-    assert_eq!(suspended["status"]["by"], "system:governance", "{suspended}");
-    assert!(suspended["orphan"]["suspended_at"].is_string(), "{suspended}");
+    assert_eq!(
+        suspended["status"]["by"], "system:governance",
+        "{suspended}"
+    );
+    assert!(
+        suspended["orphan"]["suspended_at"].is_string(),
+        "{suspended}"
+    );
     let ended = api.wait_grant(ADMIN, &grant, Duration::from_secs(30), |g| {
         g["state"] == "ended"
     });
@@ -207,7 +219,13 @@ fn orphan_to_suspension(store: Option<&str>) {
     // Resumed by a person (still flagged, but not suspended again): requests work.
     let out = ok(&server.cli(
         ADMIN,
-        &["identity", "resume", "nightly-backup", "--reason", "owner is on leave, checked"],
+        &[
+            "identity",
+            "resume",
+            "nightly-backup",
+            "--reason",
+            "owner is on leave, checked",
+        ],
     ));
     assert!(out.contains("nightly-backup is active"), "{out}");
     let (status, body) = ask(&api, &platform, "orders-api/read", "run-3");
@@ -261,7 +279,13 @@ fn identity_endpoints_permissions_and_states() {
         let out = ok(&server.cli(
             ADMIN,
             &[
-                "--json", "user", "add", "orders-rs", "--role", "resource-server", "--target",
+                "--json",
+                "user",
+                "add",
+                "orders-rs",
+                "--role",
+                "resource-server",
+                "--target",
                 "orders-api",
             ],
         ));
@@ -298,16 +322,27 @@ fn identity_endpoints_permissions_and_states() {
     for verb in ["suspend", "resume", "retire"] {
         for token in [&approver, &auditor, &rs, &platform] {
             for who in ["deployer", "ghost"] {
-                let (status, body) =
-                    api.post(token, &format!("/v1/identities/{who}/{verb}"), reason.clone());
+                let (status, body) = api.post(
+                    token,
+                    &format!("/v1/identities/{who}/{verb}"),
+                    reason.clone(),
+                );
                 assert_eq!(status, 403, "{verb} {who}: {body}");
                 let text = body.to_string();
                 assert!(!text.contains("payments"), "{text}");
             }
         }
         // The same answer for an identity they do not own and one that does not exist.
-        let (_, a) = api.post(&approver, &format!("/v1/identities/deployer/{verb}"), reason.clone());
-        let (_, b) = api.post(&approver, &format!("/v1/identities/ghost/{verb}"), reason.clone());
+        let (_, a) = api.post(
+            &approver,
+            &format!("/v1/identities/deployer/{verb}"),
+            reason.clone(),
+        );
+        let (_, b) = api.post(
+            &approver,
+            &format!("/v1/identities/ghost/{verb}"),
+            reason.clone(),
+        );
         assert_eq!(a, b);
     }
     assert_eq!(identity(&api, "deployer")["status"]["state"], "active");
@@ -316,12 +351,22 @@ fn identity_endpoints_permissions_and_states() {
     for body in [json!({}), json!({"reason": "   "})] {
         let (status, answer) = api.post(&owner, "/v1/identities/deployer/suspend", body);
         assert_eq!(status, 400, "{answer}");
-        assert!(answer["error"]["message"].as_str().unwrap().contains("reason"), "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("reason"),
+            "{answer}"
+        );
     }
     let refused = server.cli(&owner, &["identity", "suspend", "deployer", "--reason", ""]);
     assert!(!refused.status.success());
     assert_eq!(identity(&api, "deployer")["status"]["state"], "active");
-    assert!(!audit_kinds(&api, "deployer").iter().any(|k| k == "identity_suspended"));
+    assert!(
+        !audit_kinds(&api, "deployer")
+            .iter()
+            .any(|k| k == "identity_suspended")
+    );
 
     // Unknown identity, for those who may act: 404.
     for token in [ADMIN, &operator] {
@@ -335,7 +380,13 @@ fn identity_endpoints_permissions_and_states() {
     let grant = body["grant_id"].as_str().unwrap().to_owned();
     let out = ok(&server.cli(
         &owner,
-        &["identity", "suspend", "deployer", "--reason", "leaked token"],
+        &[
+            "identity",
+            "suspend",
+            "deployer",
+            "--reason",
+            "leaked token",
+        ],
     ));
     assert!(out.contains("deployer is suspended (manual)"), "{out}");
     assert!(out.contains(&grant), "{out}");
@@ -353,11 +404,22 @@ fn identity_endpoints_permissions_and_states() {
     assert!(shown.contains("user:carol"), "{shown}");
     let json_list = ok(&server.cli(&auditor, &["--json", "identity", "list"]));
     let list: Value = serde_json::from_str(&json_list).unwrap();
-    assert!(list["identities"].as_array().unwrap().iter().any(|i| i["name"] == "deployer"
-        && i["status"]["state"] == "suspended"));
+    assert!(
+        list["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "deployer" && i["status"]["state"] == "suspended")
+    );
     ok(&server.cli(
         &owner,
-        &["identity", "resume", "deployer", "--reason", "token rotated"],
+        &[
+            "identity",
+            "resume",
+            "deployer",
+            "--reason",
+            "token rotated",
+        ],
     ));
     let (status, body) = api.exchange(&deployer_jwt, "orders-api/write", Some("10m"));
     assert_eq!(status, 200, "resumed: {body}");
@@ -365,11 +427,23 @@ fn identity_endpoints_permissions_and_states() {
     // An operator retires it; a retired identity is never resumed (409), nor asks.
     ok(&server.cli(
         &operator,
-        &["identity", "retire", "deployer", "--reason", "service decommissioned"],
+        &[
+            "identity",
+            "retire",
+            "deployer",
+            "--reason",
+            "service decommissioned",
+        ],
     ));
     let (status, body) = api.post(ADMIN, "/v1/identities/deployer/resume", reason.clone());
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("retired"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retired"),
+        "{body}"
+    );
     let (status, body) = api.post(
         &platform,
         "/v1/requests",

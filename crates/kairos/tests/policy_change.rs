@@ -87,28 +87,45 @@ fn policy_change(store: Option<&str>) {
     assert!(dry.contains(&long_read) && dry.contains(&write), "{dry}");
     assert!(!dry.contains(&short_read), "{dry}");
     assert!(dry.contains("policy_changed"), "{dry}");
-    assert!(dry.contains("no-backup-writes"), "the forbid is named: {dry}");
-    let dry: Value =
-        serde_json::from_str(&ok(&server.cli(ADMIN, &["--json", "apply", "--dry-run", config_path])))
-            .unwrap();
+    assert!(
+        dry.contains("no-backup-writes"),
+        "the forbid is named: {dry}"
+    );
+    let dry: Value = serde_json::from_str(&ok(
+        &server.cli(ADMIN, &["--json", "apply", "--dry-run", config_path])
+    ))
+    .unwrap();
     assert_eq!(dry["dry_run"], true);
     let listed: Vec<(&str, &str)> = dry["grants_ending"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| (g["grant_id"].as_str().unwrap(), g["reason"].as_str().unwrap()))
+        .map(|g| {
+            (
+                g["grant_id"].as_str().unwrap(),
+                g["reason"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(listed.len(), 2, "{dry}");
     assert!(listed.iter().all(|(_, r)| *r == "policy_changed"), "{dry}");
     for g in [&long_read, &short_read, &write] {
-        assert_eq!(state(&api, g)["state"], "active", "a dry run changes nothing");
+        assert_eq!(
+            state(&api, g)["state"],
+            "active",
+            "a dry run changes nothing"
+        );
     }
     assert_eq!(api.introspect(ADMIN, &write_token)["active"], true);
 
     // Apply: those two end as policy_changed, verified; the 5-minute read stands.
     let applied: Value =
         serde_json::from_str(&ok(&server.cli(ADMIN, &["--json", "apply", config_path]))).unwrap();
-    assert_eq!(applied["grants_ending"].as_array().unwrap().len(), 2, "{applied}");
+    assert_eq!(
+        applied["grants_ending"].as_array().unwrap().len(),
+        2,
+        "{applied}"
+    );
     ended_as(&api, &long_read, "policy_changed");
     ended_as(&api, &write, "policy_changed");
     assert_eq!(state(&api, &short_read)["state"], "active");
@@ -211,18 +228,23 @@ scopes = ["billing:read"]
     // and entitlement orders-api/write.
     let text = std::fs::read_to_string(&config).unwrap();
     let cut = |text: &str, from: &str, to: &str| -> String {
-        let start = text.find(from).unwrap_or_else(|| panic!("{from} not in config"));
+        let start = text
+            .find(from)
+            .unwrap_or_else(|| panic!("{from} not in config"));
         let end = start + text[start..].find(to).unwrap();
         format!("{}{}", &text[..start], &text[end..])
     };
     let text = cut(&text, "[[identity]]\nname = \"deployer\"", "[[target]]");
-    let text = cut(&text, "[[entitlement]]\nname = \"orders-api/write\"", "[[team]]\nname = \"ops\"");
+    let text = cut(
+        &text,
+        "[[entitlement]]\nname = \"orders-api/write\"",
+        "[[team]]\nname = \"ops\"",
+    );
     let text = cut(&text, "[[team]]\nname = \"ops\"", "[policy]");
     std::fs::write(&config, text).unwrap();
-    let applied: Value = serde_json::from_str(&ok(&server.cli(
-        ADMIN,
-        &["--json", "apply", config.to_str().unwrap()],
-    )))
+    let applied: Value = serde_json::from_str(&ok(
+        &server.cli(ADMIN, &["--json", "apply", config.to_str().unwrap()])
+    ))
     .unwrap();
     let reasons: std::collections::BTreeMap<String, String> = applied["grants_ending"]
         .as_array()
@@ -242,7 +264,11 @@ scopes = ["billing:read"]
         (&by_target, "target_removed"),
         (&by_entitlement, "entitlement_removed"),
     ] {
-        assert_eq!(reasons.get(grant).map(String::as_str), Some(reason), "{applied}");
+        assert_eq!(
+            reasons.get(grant).map(String::as_str),
+            Some(reason),
+            "{applied}"
+        );
         ended_as(&api, grant, reason);
     }
     assert_eq!(state(&api, &stays)["state"], "active");

@@ -271,7 +271,9 @@ impl Broker {
                 "orphan pass"
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!(after, error = %e, "orphan pass failed; the next scheduled pass retries"),
+            Err(e) => {
+                tracing::warn!(after, error = %e, "orphan pass failed; the next scheduled pass retries")
+            }
         }
     }
 }

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use kairos_domain::{AuditDraft, IdentityName, Timestamp};
 
+use super::SqlStore;
 use super::codec::{live_grant_from_row, orphan_from_row, person_from_row};
 use super::db::RunIn;
-use super::SqlStore;
 use crate::{LifecycleStore, LiveGrant, OrphanRecord, Person, Result};
 
 /// A live grant joined with its request; ordered by grant id.
@@ -29,10 +29,12 @@ impl LifecycleStore for SqlStore {
                     .await?
             }
             Some(from) => {
-                sqlx::query(&format!("{LIVE_GRANTS} AND g.issued_at >= $1 ORDER BY g.id"))
-                    .bind(from.as_millis())
-                    .fetch_all(&self.reads)
-                    .await?
+                sqlx::query(&format!(
+                    "{LIVE_GRANTS} AND g.issued_at >= $1 ORDER BY g.id"
+                ))
+                .bind(from.as_millis())
+                .fetch_all(&self.reads)
+                .await?
             }
         };
         rows.iter().map(live_grant_from_row).collect()
