@@ -22,21 +22,24 @@ pub struct ApplyResponse {
     pub removed: Vec<String>,
     /// True when nothing was changed (`dry_run=true`): the lists say what would be.
     pub dry_run: bool,
-    /// Live grants whose identity, team, target or entitlement the configuration removes:
-    /// ended as `config_removed` (or, on a dry run, that would end).
-    pub grants_ending: Vec<OrphanView>,
+    /// Live grants the configuration ends (or, on a dry run, would end): those whose
+    /// identity, team, target or entitlement it removes, and those its policies now deny.
+    pub grants_ending: Vec<EndingView>,
     /// What an operator should know, one sentence each naming its target (e.g. MariaDB's
     /// event scheduler is off, so accounts get no native expiry).
     pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OrphanView {
+pub struct EndingView {
     pub grant_id: String,
     pub identity: String,
     pub entitlement: String,
     pub target: String,
-    /// What the configuration removed, e.g. `target orders-db removed`.
+    /// The end reason: `identity_removed`, `team_removed`, `target_removed`,
+    /// `entitlement_removed` or `policy_changed`.
+    pub reason: String,
+    /// Why, e.g. `target orders-db removed`, or the decision that now denies it.
     pub because: String,
 }
 
@@ -51,8 +54,9 @@ pub struct ApplyQuery {
     allow_remove_all: Option<bool>,
 }
 
-/// Validate and apply a configuration, all or nothing; reports what changed and which
-/// live grants it ended because it removed what they stand on.
+/// Validate and apply a configuration, all or nothing; reports what changed, which live
+/// grants it ended (it removed what they stand on, or its policies now deny them) and
+/// warnings (e.g. a team's owner who is not a Kairos user yet).
 #[utoipa::path(post, path = "/v1/config/apply", tag = "admin", request_body = ConfigBundleBody, params(ApplyQuery),
     responses((status = 200, body = ApplyResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn apply_config(
@@ -83,11 +87,12 @@ pub async fn apply_config(
         grants_ending: report
             .ending
             .into_iter()
-            .map(|o| OrphanView {
+            .map(|o| EndingView {
                 grant_id: o.grant.to_string(),
                 identity: o.identity.to_string(),
                 entitlement: o.entitlement.to_string(),
                 target: o.target.to_string(),
+                reason: o.reason.as_str().into(),
                 because: o.because,
             })
             .collect(),

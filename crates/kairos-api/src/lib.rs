@@ -20,6 +20,8 @@ mod governance_recert;
 mod governance_reviews;
 #[cfg(feature = "server")]
 mod grants;
+#[cfg(feature = "server")]
+mod identities;
 pub mod inputs;
 #[cfg(feature = "server")]
 mod oauth;

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::{
     MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, governance_reviews, grants,
-    oauth, posture, requests, views,
+    identities, oauth, posture, requests, views,
 };
 
 #[derive(Clone)]
@@ -196,6 +196,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(governance_reviews::list))
         .routes(routes!(governance_reviews::get))
         .routes(routes!(governance_reviews::file))
+        .routes(routes!(identities::list))
+        .routes(routes!(identities::get))
+        .routes(routes!(identities::suspend))
+        .routes(routes!(identities::resume))
+        .routes(routes!(identities::retire))
 }
 
 /// The whole application.

@@ -1,6 +1,9 @@
-//! Applying a configuration: what it changes, which live grants it orphans, and ending
-//! those through the one end path (`config_removed`) while the removed targets keep their
-//! connectors until every grant on them is verified gone.
+//! Applying a configuration: what it changes, which live grants it ends, and ending those
+//! through the one end path while the removed targets keep their connectors until every
+//! grant on them is verified gone. A grant ends because the configuration removed what it
+//! stands on (`identity_removed`, `team_removed`, `target_removed`,
+//! `entitlement_removed`), or because the new policies deny it (`policy_changed`, see
+//! [`crate::governance::policy_change`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,12 +11,31 @@ use std::sync::Arc;
 use kairos_config::{Catalog, ConfigBundle, ConfigDiff};
 use kairos_domain::{
     AuditDraft, AuditKind, EndReason, EntitlementName, Grant, GrantEnd, GrantId, IdentityName,
-    Principal, TargetName,
+    Principal, TargetName, Timestamp,
 };
 use kairos_store::{EndSelector, GrantFilter, GrantStateFilter};
 
 use crate::targets::Targets;
 use crate::{Broker, BrokerError, Result};
+
+/// How far before an apply's first look at the live grants its second look (after the
+/// new catalog is in force) starts: a request decided under the old catalog takes its
+/// issue time before it commits, so a grant committed after the first look may carry an
+/// earlier time. Generous: the second look reads only grants issued since.
+const LATE_GRANT_MARGIN: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The ending grants grouped by reason (for one end per reason), in a stable order.
+fn by_reason(ending: &[EndingGrant]) -> Vec<(EndReason, Vec<GrantId>)> {
+    let mut out: Vec<(EndReason, Vec<GrantId>)> = Vec::new();
+    for e in ending {
+        match out.iter_mut().find(|(r, _)| *r == e.reason) {
+            Some((_, ids)) => ids.push(e.grant.clone()),
+            None => out.push((e.reason, vec![e.grant.clone()])),
+        }
+    }
+    out.sort_by_key(|(r, _)| r.as_str());
+    out
+}
 
 /// Whether an apply changes anything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,14 +64,17 @@ pub struct ApplyOptions {
     pub remove_all: RemoveAll,
 }
 
-/// A live grant the new catalog orphans.
+/// A live grant the new catalog ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrphanedGrant {
+pub struct EndingGrant {
     pub grant: GrantId,
     pub identity: IdentityName,
     pub entitlement: EntitlementName,
     pub target: TargetName,
-    /// What the catalog removed, e.g. `target orders-db removed`.
+    /// `identity_removed`, `team_removed`, `target_removed`, `entitlement_removed` or
+    /// `policy_changed`.
+    pub reason: EndReason,
+    /// Why, in a sentence: e.g. `target orders-db removed`, or the decision that denies it.
     pub because: String,
 }
 
@@ -57,8 +82,8 @@ pub struct OrphanedGrant {
 #[derive(Debug, Clone)]
 pub struct ApplyReport {
     pub diff: ConfigDiff,
-    /// The grants it ended (or would end) as `config_removed`.
-    pub ending: Vec<OrphanedGrant>,
+    /// The grants it ended (or would end), each with its reason.
+    pub ending: Vec<EndingGrant>,
     pub mode: ApplyMode,
     /// What an operator should know, one sentence each naming its target: e.g. MariaDB's
     /// event scheduler is off (no native expiry), or a target's server could not be asked
@@ -66,27 +91,43 @@ pub struct ApplyReport {
     pub warnings: Vec<String>,
 }
 
-/// Why `grant` cannot stand under `new` (`old` names the team of a removed identity), or
-/// `None` when everything it stands on is still there.
-pub fn orphaned_by(old: &Catalog, new: &Catalog, grant: &Grant) -> Option<String> {
+/// Why `grant` cannot stand under `new` (`old` names the team of a removed identity): the
+/// end reason naming what was removed and a sentence, or `None` when everything it stands
+/// on is still there.
+pub fn orphaned_by(old: &Catalog, new: &Catalog, grant: &Grant) -> Option<(EndReason, String)> {
     if new.identity(&grant.identity).is_none() {
         let team = old
             .identity(&grant.identity)
             .map(|i| &i.owner)
             .filter(|team| new.team(team).is_none());
         return Some(match team {
-            Some(team) => format!("team {team} (and its identity {}) removed", grant.identity),
-            None => format!("identity {} removed", grant.identity),
+            Some(team) => (
+                EndReason::TeamRemoved,
+                format!("team {team} (and its identity {}) removed", grant.identity),
+            ),
+            None => (
+                EndReason::IdentityRemoved,
+                format!("identity {} removed", grant.identity),
+            ),
         });
     }
     if new.target(&grant.target).is_none() {
-        return Some(format!("target {} removed", grant.target));
+        return Some((
+            EndReason::TargetRemoved,
+            format!("target {} removed", grant.target),
+        ));
     }
     match new.entitlement(&grant.entitlement) {
-        None => Some(format!("entitlement {} removed", grant.entitlement)),
-        Some(e) if e.target != grant.target => Some(format!(
-            "entitlement {} moved from target {} to {}",
-            grant.entitlement, grant.target, e.target
+        None => Some((
+            EndReason::EntitlementRemoved,
+            format!("entitlement {} removed", grant.entitlement),
+        )),
+        Some(e) if e.target != grant.target => Some((
+            EndReason::EntitlementRemoved,
+            format!(
+                "entitlement {} moved from target {} to {}",
+                grant.entitlement, grant.target, e.target
+            ),
         )),
         Some(_) => None,
     }
@@ -144,7 +185,13 @@ impl Broker {
             let all: Vec<String> = check.overlaps.iter().map(ToString::to_string).collect();
             return Err(BrokerError::invalid("invalid_config", all.join("; ")));
         }
-        let warnings = check.warnings;
+        let mut warnings = check.warnings;
+        // Owners and approvers are people: names that are not (yet) users able to act
+        // are warnings, so a configuration can be applied before its people are added.
+        warnings.extend(crate::governance::orphans::people_warnings(
+            &catalog,
+            &self.people().await?,
+        ));
         let old = self.catalog();
         let diff = Catalog::diff(&old, &catalog);
         if let Some(what) = removes_everything(&old, &catalog)
@@ -158,7 +205,10 @@ impl Broker {
                 ),
             ));
         }
-        let ending = self.orphans(&old, &catalog).await?;
+        // Read before the first look: a grant issued from here on may have been decided
+        // under the old policies after the look, and is looked at again after the swap.
+        let looked_from = self.now();
+        let ending = self.ending_under(&old, &catalog, None).await?;
         if options.mode == ApplyMode::DryRun {
             return Ok(ApplyReport {
                 diff,
@@ -176,38 +226,47 @@ impl Broker {
             "created": diff.created,
             "changed": diff.changed,
             "removed": diff.removed,
-            "grants_ended": ending.iter().map(|o| o.grant.as_str()).collect::<Vec<_>>(),
+            "grants_ended": ending.iter().map(|o| serde_json::json!({
+                "grant": o.grant, "reason": o.reason, "because": o.because,
+            })).collect::<Vec<_>>(),
         }));
-        let end = GrantEnd {
-            reason: EndReason::ConfigRemoved,
-            by: by.clone(),
-            at: self.now(),
-        };
         let mut ended = Vec::new();
         if !diff.is_empty() || self.store.current_config().await?.is_none() {
-            let ids: Vec<GrantId> = ending.iter().map(|o| o.grant.clone()).collect();
+            let ids: Vec<(GrantId, EndReason)> =
+                ending.iter().map(|o| (o.grant.clone(), o.reason)).collect();
             let (_, done) = self
                 .store
-                .save_config_ending(&json, end.at, audit, &ids, &end)
+                .save_config_ending(&json, self.now(), audit, &ids, by)
                 .await?;
             ended = done;
         }
         let ended_ids: std::collections::BTreeSet<&GrantId> = ended.iter().map(|g| &g.id).collect();
-        let ending: Vec<OrphanedGrant> = ending
+        let ending: Vec<EndingGrant> = ending
             .into_iter()
             .filter(|o| ended_ids.contains(&o.grant))
             .collect();
-        self.note_ended(&ended, EndReason::ConfigRemoved);
+        self.note_ended_each(&ended);
         let targets = self.keep_removed_targets(&catalog, live_targets).await?;
         self.swap_catalog(catalog, verifier, targets);
         // A request decided under the old catalog may have committed a grant between the
-        // look above and the swap: end those too, so none outlives what it stands on.
-        let late = self.orphans(&old, &self.catalog()).await?;
-        if !late.is_empty() {
-            let ids = late.iter().map(|o| o.grant.clone()).collect();
+        // look above and the swap: end those too, so none outlives what it stands on or
+        // stands against the policies in force.
+        let margin = i64::try_from(LATE_GRANT_MARGIN.as_millis()).unwrap_or(i64::MAX);
+        let late_from = Timestamp::from_millis(looked_from.as_millis().saturating_sub(margin));
+        let late = self
+            .ending_under(&old, &self.catalog(), Some(late_from))
+            .await?;
+        for (reason, ids) in by_reason(&late) {
+            let end = GrantEnd {
+                reason,
+                by: by.clone(),
+                at: self.now(),
+            };
             let done = self.store.end_grants(&EndSelector::Ids(ids), &end).await?;
-            self.note_ended(&done, EndReason::ConfigRemoved);
+            self.note_ended(&done, reason);
         }
+        // Who owns what may have changed: flag or clear orphans at once.
+        self.orphan_pass_now("configuration applied").await;
         Ok(ApplyReport {
             diff,
             ending,
@@ -216,8 +275,49 @@ impl Broker {
         })
     }
 
-    /// The live (active or provisioning) grants that `new` orphans.
-    async fn orphans(&self, old: &Catalog, new: &Catalog) -> Result<Vec<OrphanedGrant>> {
+    /// The live grants `new` ends: those it orphans (all of them, or with `issued_from`
+    /// those issued since) and, of the others, those its policies deny. By grant id.
+    async fn ending_under(
+        &self,
+        old: &Catalog,
+        new: &Catalog,
+        issued_from: Option<Timestamp>,
+    ) -> Result<Vec<EndingGrant>> {
+        let mut out = self.orphans(old, new, issued_from).await?;
+        let orphaned: std::collections::BTreeSet<GrantId> =
+            out.iter().map(|o| o.grant.clone()).collect();
+        let denied = self.policy_denied(old, new, issued_from).await?;
+        out.extend(denied.into_iter().filter(|d| !orphaned.contains(&d.grant)));
+        out.sort_by(|a, b| a.grant.cmp(&b.grant));
+        Ok(out)
+    }
+
+    /// Counts grants that just ended, each under its own reason, and wakes the worker.
+    fn note_ended_each(&self, ended: &[Grant]) {
+        let mut reasons: Vec<EndReason> = ended
+            .iter()
+            .filter_map(|g| g.state.end().map(|e| e.reason))
+            .collect();
+        reasons.sort_by_key(|r| r.as_str());
+        reasons.dedup();
+        for reason in reasons {
+            let these: Vec<Grant> = ended
+                .iter()
+                .filter(|g| g.state.end().is_some_and(|e| e.reason == reason))
+                .cloned()
+                .collect();
+            self.note_ended(&these, reason);
+        }
+    }
+
+    /// The live (active or provisioning) grants that `new` orphans; with `issued_from`,
+    /// only those issued since.
+    async fn orphans(
+        &self,
+        old: &Catalog,
+        new: &Catalog,
+        issued_from: Option<Timestamp>,
+    ) -> Result<Vec<EndingGrant>> {
         let mut out = Vec::new();
         if !may_orphan(old, new) {
             return Ok(out);
@@ -231,12 +331,16 @@ impl Broker {
                 })
                 .await?;
             for g in grants {
-                if let Some(because) = orphaned_by(old, new, &g) {
-                    out.push(OrphanedGrant {
+                if issued_from.is_some_and(|from| g.issued_at < from) {
+                    continue;
+                }
+                if let Some((reason, because)) = orphaned_by(old, new, &g) {
+                    out.push(EndingGrant {
                         grant: g.id,
                         identity: g.identity,
                         entitlement: g.entitlement,
                         target: g.target,
+                        reason,
                         because,
                     });
                 }

@@ -34,7 +34,7 @@ use kairos_crypto::workload::WorkloadVerifier;
 use kairos_domain::{Clock, Timestamp};
 use kairos_store::Store;
 
-pub use apply::{ApplyMode, ApplyOptions, ApplyReport, OrphanedGrant, RemoveAll};
+pub use apply::{ApplyMode, ApplyOptions, ApplyReport, EndingGrant, RemoveAll};
 pub use auth::Caller;
 pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus};
 

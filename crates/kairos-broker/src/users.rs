@@ -135,6 +135,8 @@ impl Broker {
             },
         );
         self.store.create_user(&user, &token, audit).await?;
+        // A team's owner may have just become a person who can act.
+        self.orphan_pass_now("user added").await;
         Ok(NewUserToken {
             user,
             token: SecretString::from(plain.expose_secret().to_owned()),
@@ -160,6 +162,8 @@ impl Broker {
                 "user {name} has no live tokens"
             )));
         }
+        // Their teams' identities may have just lost their last active owner.
+        self.orphan_pass_now("user tokens revoked").await;
         Ok(n)
     }
 
@@ -218,7 +222,9 @@ impl Broker {
     }
 
     /// Validates and applies a configuration bundle; all or nothing. Grants whose
-    /// identity, team, target or entitlement it removes end as `config_removed`; a bundle
+    /// identity, team, target or entitlement it removes end as `identity_removed`,
+    /// `team_removed`, `target_removed` or `entitlement_removed`, those its policies now
+    /// deny as `policy_changed`; a bundle
     /// that removes every identity or every target is refused (see
     /// [`Broker::apply_config_with`] for a dry run or to allow that).
     pub async fn apply_config(&self, by: &Principal, bundle: ConfigBundle) -> Result<ApplyReport> {

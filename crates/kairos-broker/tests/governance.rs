@@ -323,14 +323,15 @@ async fn alerts_open_once_per_key_and_only_allowed_people_handle_them() {
         .await
         .unwrap_err();
     assert!(matches!(err, BrokerError::NotFound(_)), "{err:?}");
-    // An auditor reads but does not handle.
+    // An auditor reads but does not handle. (The fixture's identity is also orphaned:
+    // its owner carol is no user here; that alert is another kind.)
     let auditor = Fixture::person("al", Role::Auditor, &[]);
+    let this_kind = AlertQuery {
+        kind: Some(AlertKind::UseAfterEnd),
+        ..AlertQuery::default()
+    };
     assert_eq!(
-        f.broker
-            .alerts(&auditor, &AlertQuery::default())
-            .await
-            .unwrap()
-            .len(),
+        f.broker.alerts(&auditor, &this_kind).await.unwrap().len(),
         1
     );
     let err = f
@@ -406,6 +407,7 @@ async fn alerts_open_once_per_key_and_only_allowed_people_handle_them() {
         .await
         .unwrap()
         .into_iter()
+        .filter(|r| !r.data.contains("orphan"))
         .map(|r| r.kind)
         .collect();
     assert_eq!(

@@ -88,12 +88,13 @@ pub enum Command {
     /// Deny a pending request.
     Deny(DecideArgs),
     /// Validate and apply a configuration file (and the files it references). Live grants
-    /// whose identity, team, target or entitlement it removes are ended and verified gone.
+    /// whose identity, team, target or entitlement it removes, or that its policies now
+    /// deny, are ended and verified gone.
     Apply {
         /// The main TOML configuration file.
         file: PathBuf,
         /// Show what would be created, changed and removed, and which live grants would
-        /// end; change nothing.
+        /// end (removed, or denied by the new policies); change nothing.
         #[arg(long)]
         dry_run: bool,
         /// Allow a configuration that removes every identity or every target (refused
@@ -121,6 +122,12 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Identities: their state (active, suspended, retired), owners and orphans; suspend,
+    /// resume or retire one.
+    Identity {
+        #[command(subcommand)]
+        command: crate::identity::IdentityCommand,
     },
     /// Ask whether a Kairos token is honoured right now (RFC 7662).
     Introspect {

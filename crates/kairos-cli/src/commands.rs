@@ -157,6 +157,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::User { command } => user(api, command, io).await,
         Command::Alerts(a) => crate::governance::alerts(api, a, io).await,
         Command::Posture => crate::governance::posture(api, io).await,
+        Command::Identity { command } => crate::identity::run(api, command, io).await,
         Command::Introspect { access_token } => {
             let token = from_stdin_if_dash(access_token, "token")?;
             let form = [("token", token.expose_secret())];

@@ -16,6 +16,7 @@ mod bundle;
 mod cli;
 mod commands;
 mod governance;
+mod identity;
 mod render;
 mod reviews;
 mod time;
@@ -34,6 +35,7 @@ pub use cli::{
 pub use commands::recert::{AttestArgs, ExceptionCommand, RecertCommand, RecertListArgs};
 pub use governance::{AlertsArgs, AlertsCommand};
 pub use reviews::ReviewCommand;
+pub use identity::IdentityCommand;
 
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.

@@ -437,17 +437,30 @@ pub fn applied(a: &wire::ApplyResponse) -> String {
         let n = a.grants_ending.len();
         let _ = writeln!(
             out,
-            "{} {n} live grant{} (config_removed; each is revoked and verified gone):",
+            "{} {n} live grant{} (each is revoked and verified gone):",
             if a.dry_run { "would end" } else { "ended" },
             plural(n)
         );
-        let mut t = Table::new(["GRANT", "IDENTITY", "ENTITLEMENT", "TARGET", "BECAUSE"]);
+        let mut t = Table::new([
+            "GRANT",
+            "IDENTITY",
+            "ENTITLEMENT",
+            "TARGET",
+            "REASON",
+            "BECAUSE",
+        ]);
         for g in &a.grants_ending {
+            let reason = if g.reason.is_empty() {
+                "config_removed"
+            } else {
+                g.reason.as_str()
+            };
             t.row([
                 g.grant_id.as_str(),
                 &g.identity,
                 &g.entitlement,
                 &g.target,
+                reason,
                 &g.because,
             ]);
         }

@@ -189,7 +189,7 @@ pub struct ApplyResponse {
     pub warnings: Vec<String>,
 }
 
-/// A live grant an applied configuration ends (or would end) as `config_removed`.
+/// A live grant an applied configuration ends (or would end), with its end reason.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct OrphanedGrant {
@@ -197,6 +197,9 @@ pub struct OrphanedGrant {
     pub identity: String,
     pub entitlement: String,
     pub target: String,
+    /// `identity_removed`, `team_removed`, `target_removed`, `entitlement_removed`,
+    /// `policy_changed` (`config_removed` from servers before these).
+    pub reason: String,
     pub because: String,
 }
 

@@ -72,10 +72,15 @@ pub enum AuditKind {
     ReviewFiled,
     /// An after-action review passed its due time unfiled and escalated (once).
     ReviewEscalated,
+    /// An identity's owner team was found to have no active owner.
+    IdentityOrphaned,
+    /// An orphaned identity's flag was cleared (an owner can act again, or it was retired
+    /// or removed).
+    OrphanCleared,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 37] = [
+    pub const ALL: [AuditKind; 39] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -113,6 +118,8 @@ impl AuditKind {
         Self::ReviewOpened,
         Self::ReviewFiled,
         Self::ReviewEscalated,
+        Self::IdentityOrphaned,
+        Self::OrphanCleared,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -153,6 +160,8 @@ impl AuditKind {
             Self::ReviewOpened => "review_opened",
             Self::ReviewFiled => "review_filed",
             Self::ReviewEscalated => "review_escalated",
+            Self::IdentityOrphaned => "identity_orphaned",
+            Self::OrphanCleared => "orphan_cleared",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -11,6 +11,7 @@ pub mod alert;
 pub mod breakglass;
 pub mod mapping;
 pub mod posture;
+pub mod owners;
 pub mod state;
 
 pub use alert::{Alert, AlertDraft, AlertKind, AlertState};

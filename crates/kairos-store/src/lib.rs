@@ -10,12 +10,14 @@
 mod error;
 mod governance;
 mod recert;
+mod lifecycle;
 mod records;
 mod reviews;
 mod sql;
 
 pub use error::StoreError;
 pub use governance::{AlertFilter, GovernanceStore, PostureFigures, Raised, StateChange};
+pub use lifecycle::{LifecycleStore, LiveGrant, OrphanRecord, Person};
 pub use recert::{
     Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
     Recertification, SubjectKind,
@@ -26,8 +28,8 @@ pub use sql::SqlStore;
 
 use async_trait::async_trait;
 use kairos_domain::{
-    AuditDraft, AuditRecord, Grant, GrantEnd, GrantId, Receipt, Request, RequestId, TargetName,
-    Timestamp, TransitionError,
+    AuditDraft, AuditRecord, EndReason, Grant, GrantEnd, GrantId, Principal, Receipt, Request,
+    RequestId, TargetName, Timestamp, TransitionError,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -85,11 +87,17 @@ pub enum EndSelector {
 }
 
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
-/// derive it. Governance keeps its parts in traits of their own (recertification:
-/// [`RecertStore`]).
+/// derive it. Each capability's own part is a supertrait.
 #[async_trait]
 pub trait Store:
-    GovernanceStore + RecertStore + ReviewStore + Send + Sync + std::fmt::Debug + 'static
+    GovernanceStore
+    + LifecycleStore
+    + RecertStore
+    + ReviewStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
@@ -269,15 +277,16 @@ pub trait Store:
     ) -> Result<i64>;
 
     /// Saves a new config version and, in the same transaction, ends the grants it
-    /// orphans (those of `orphans` still active or provisioning) through the end path:
-    /// Ending, a revocation job and an audit record each. Returns the version and the
-    /// grants it ended.
+    /// ends (those of `ending` still active or provisioning, each with its own reason:
+    /// what the configuration removed, or `policy_changed`) through the end path, by
+    /// `by` at `now`: Ending, a revocation job and an audit record each. Returns the
+    /// version and the grants it ended.
     async fn save_config_ending(
         &self,
         bundle_json: &str,
         now: Timestamp,
         audit: AuditDraft,
-        orphans: &[GrantId],
-        end: &GrantEnd,
+        ending: &[(GrantId, EndReason)],
+        by: &Principal,
     ) -> Result<(i64, Vec<Grant>)>;
 }

@@ -1625,13 +1625,15 @@ async fn config_versions(db: Arc<Db>) {
     );
 }
 
-/// A configuration that removes what grants stand on ends them in the transaction that
-/// saves it: each becomes Ending as `config_removed` with a revocation job and a record.
+/// A configuration that removes what grants stand on (or whose policies deny them) ends
+/// them in the transaction that saves it, each with its own reason: Ending with a
+/// revocation job and a record each.
 async fn config_save_ends_its_orphans(db: Arc<Db>) {
     let s = db.open().await;
     let orphan = insert_granted(&s, "gone", "T-1", 10_000).await;
     let ended_before = insert_granted(&s, "gone", "T-2", 10_000).await;
     let bystander = insert_granted(&s, "stays", "T-3", 10_000).await;
+    let denied = insert_granted(&s, "stays", "T-4", 10_000).await;
     s.end_grants(
         &EndSelector::One(ended_before.id.clone()),
         &end_by(EndReason::Released, 50),
@@ -1639,26 +1641,34 @@ async fn config_save_ends_its_orphans(db: Arc<Db>) {
     .await
     .unwrap();
     let before = all_audit(&s).await.len();
-    let end = end_by(EndReason::ConfigRemoved, 100);
+    let by = Principal::User(user("oscar"));
     let (version, ended) = s
         .save_config_ending(
             r#"{"v":1}"#,
             at(100),
             AuditDraft::new(AuditKind::ConfigApplied, "user:admin"),
             &[
-                orphan.id.clone(),
-                ended_before.id.clone(),
-                GrantId::generate(),
+                (orphan.id.clone(), REMOVED),
+                (ended_before.id.clone(), REMOVED),
+                (GrantId::generate(), REMOVED),
+                (denied.id.clone(), DENIED),
             ],
-            &end,
+            &by,
         )
         .await
         .unwrap();
     assert_eq!(version, 1);
-    // Only the one still active ends; the one that already ended keeps its reason.
-    assert_eq!(ids(&ended), vec![orphan.id.clone()]);
+    // Only those still active end, each with its reason; the one that already ended
+    // keeps its own.
+    let mut got = ids(&ended);
+    got.sort();
+    let mut want = vec![orphan.id.clone(), denied.id.clone()];
+    want.sort();
+    assert_eq!(got, want);
     let stored = s.get_grant(&orphan.id).await.unwrap().unwrap();
-    assert_eq!(stored.state.end(), Some(&end));
+    assert_eq!(stored.state.end(), Some(&end_by(REMOVED, 100)));
+    let stored = s.get_grant(&denied.id).await.unwrap().unwrap();
+    assert_eq!(stored.state.end(), Some(&end_by(DENIED, 100)));
     let released = s.get_grant(&ended_before.id).await.unwrap().unwrap();
     assert_eq!(
         released.state.end().map(|e| e.reason),
@@ -1669,13 +1679,22 @@ async fn config_save_ends_its_orphans(db: Arc<Db>) {
         GrantState::Active
     );
     let audit = all_audit(&s).await;
-    assert_eq!(
-        kinds(&audit[before..]),
-        [AuditKind::ConfigApplied, AuditKind::ConfigRemoved]
-    );
+    let mut written = kinds(&audit[before..]);
+    written.sort_by_key(|k| k.as_str());
+    let mut expected = vec![
+        AuditKind::ConfigApplied,
+        audit_kind_of(REMOVED),
+        audit_kind_of(DENIED),
+    ];
+    expected.sort_by_key(|k| k.as_str());
+    assert_eq!(written, expected);
     let mut jobs = ids(&s.claim_revocations(at(100), 100, 1_000).await.unwrap());
     jobs.sort();
-    let mut expected = vec![orphan.id.clone(), ended_before.id.clone()];
+    let mut expected = vec![
+        orphan.id.clone(),
+        ended_before.id.clone(),
+        denied.id.clone(),
+    ];
     expected.sort();
     assert_eq!(jobs, expected);
     // It goes on to be verified gone like any other end.
@@ -1684,6 +1703,16 @@ async fn config_save_ends_its_orphans(db: Arc<Db>) {
         .await
         .unwrap();
     assert!(matches!(done.state, GrantState::Ended { .. }));
+}
+
+/// The reasons an applied configuration ends grants with, in the test above.
+const REMOVED: EndReason = EndReason::ConfigRemoved;
+const DENIED: EndReason = EndReason::Revoked;
+
+/// The audit kind of a grant's end with `reason`.
+fn audit_kind_of(reason: EndReason) -> AuditKind {
+    let g = grant_for(&granted("x", "T-0", 1_000).0, 1_000);
+    kairos_domain::audit_of::end(&g, &end_by(reason, 0)).kind
 }
 
 async fn data_survives_reopening(db: Arc<Db>) {

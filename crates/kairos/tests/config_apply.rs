@@ -1,5 +1,5 @@
 //! Applying a configuration through the real server and CLI: a catalog that removes what a
-//! live grant stands on ends it through the one end path (`config_removed`) and it is
+//! live grant stands on ends it through the one end path (`target_removed`) and it is
 //! verified gone on the removed target; `--dry-run` shows it and changes nothing; an
 //! empty catalog needs `--allow-remove-all`. Also the CLI around it: `config show`,
 //! `entitlements --mine`, `request-status` printing the credential it claims,
@@ -137,7 +137,7 @@ fn removing_a_target_ends_its_grants_verified_and_an_empty_catalog_needs_a_flag(
         "the old catalog is still in force: {cfg}"
     );
 
-    // Apply: the grant ends as config_removed and is verified gone on the removed target.
+    // Apply: the grant ends as target_removed and is verified gone on the removed target.
     let applied = ok(&server.cli(ADMIN, &["--json", "apply", new_path]));
     let applied: Value = serde_json::from_str(&applied).unwrap();
     assert_eq!(applied["dry_run"], false);
@@ -145,7 +145,8 @@ fn removing_a_target_ends_its_grants_verified_and_an_empty_catalog_needs_a_flag(
     let ended = api.wait_grant(ADMIN, &grant, Duration::from_secs(30), |g| {
         g["state"] == "ended"
     });
-    assert_eq!(ended["receipt"]["reason"], "config_removed", "{ended}");
+    assert_eq!(ended["receipt"]["reason"], "target_removed", "{ended}");
+    assert_eq!(applied["grants_ending"][0]["reason"], "target_removed");
     assert!(ended["receipt"]["verified_at"].is_string(), "{ended}");
     assert!(!role_exists(&role), "{role} must be gone");
     let (_, audit) = api.get(ADMIN, &format!("/v1/audit?grant={grant}"));

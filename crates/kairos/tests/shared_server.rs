@@ -241,7 +241,7 @@ fn two_targets_on_one_server_keep_each_others_accounts() {
     assert!(later.user.starts_with(&two.prefix), "{}", later.user);
 
     // billing-db renamed (same server, same prefix): the catalog no longer knows the target
-    // its live grants stand on, so they end as `config_removed` through the one end path
+    // its live grants stand on, so they end as `target_removed` through the one end path
     // and their accounts are verified gone; the renamed target's reconciler takes nothing
     // of orders-db's, and orders-db's account keeps working through three more passes.
     let renamed = targets("ledger-db", &two.prefix);
@@ -258,7 +258,7 @@ fn two_targets_on_one_server_keep_each_others_accounts() {
             let (status, g) = api.get(ADMIN, &format!("/v1/grants/{}", account.grant));
             assert_eq!(status, 200, "{g}");
             if g["state"] == "ended" {
-                assert_eq!(g["receipt"]["reason"], "config_removed", "{g}");
+                assert_eq!(g["receipt"]["reason"], "target_removed", "{g}");
                 assert!(g["receipt"]["verified_at"].is_string(), "{g}");
                 break;
             }

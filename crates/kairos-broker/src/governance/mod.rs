@@ -10,6 +10,9 @@ mod identities;
 mod posture;
 pub mod recert;
 pub mod reviews;
+pub mod lifecycle;
+pub mod orphans;
+pub mod policy_change;
 
 pub use alerts::AlertQuery;
 pub use identities::StateOutcome;
@@ -63,6 +66,8 @@ impl crate::Broker {
         if ended > 0 {
             tracing::warn!(ended, "grants of identities that are not active were ended");
         }
+        // Owners are people: orphans flagged, cleared, or (after their grace) acted on.
+        self.orphan_pass().await?;
         let pass = self
             .governance
             .passes

@@ -531,3 +531,44 @@ pub(super) fn alert_from_row(row: &impl Columns) -> Result<kairos_governance::Al
         note: r.opt_text("note")?,
     })
 }
+
+// ---- identity lifecycle ----------------------------------------------------------------
+
+/// A live grant joined with its request (`requester`, `ttl_secs`).
+pub(super) fn live_grant_from_row(row: &impl Columns) -> Result<crate::LiveGrant> {
+    let r = Reader::new(row, "id")?;
+    let ttl_secs = r.int("ttl_secs")?;
+    Ok(crate::LiveGrant {
+        grant: r.parsed("id", |s| known(GrantId::parse(&s), "grant id"))?,
+        identity: r.parsed("identity", IdentityName::parse)?,
+        entitlement: r.parsed("entitlement", EntitlementName::parse)?,
+        target: r.parsed("target", TargetName::parse)?,
+        task: r.task()?,
+        issued_at: r.time("issued_at")?,
+        expires_at: r.time("expires_at")?,
+        requester: r.parsed("requester", |s| known(Principal::parse(&s), "principal"))?,
+        request_ttl: u64::try_from(ttl_secs)
+            .map_err(|e| r.corrupt("ttl_secs", e))
+            .and_then(|s| Ttl::from_secs(s).map_err(|e| r.corrupt("ttl_secs", e)))?,
+    })
+}
+
+/// A user with `disabled_at` and the count of its unrevoked tokens (`live_tokens`).
+pub(super) fn person_from_row(row: &impl Columns) -> Result<crate::Person> {
+    let r = Reader::new(row, "name")?;
+    Ok(crate::Person {
+        name: r.parsed("name", UserName::parse)?,
+        role: r.parsed("role", |s| known(Role::parse(&s), "role"))?,
+        can_act: r.opt_int("disabled_at")?.is_none() && r.int("live_tokens")? > 0,
+    })
+}
+
+pub(super) fn orphan_from_row(row: &impl Columns) -> Result<crate::OrphanRecord> {
+    let r = Reader::new(row, "identity")?;
+    Ok(crate::OrphanRecord {
+        identity: r.parsed("identity", IdentityName::parse)?,
+        team: r.parsed("team", TeamName::parse)?,
+        detected_at: r.time("detected_at")?,
+        suspended_at: r.opt_time("suspended_at")?,
+    })
+}

@@ -14,6 +14,7 @@ mod filter;
 mod governance;
 mod grants;
 mod recert;
+mod lifecycle;
 mod requests;
 mod reviews;
 mod writer;
@@ -23,8 +24,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kairos_domain::{
-    AuditDraft, AuditRecord, Clock, Grant, GrantEnd, GrantId, Receipt, Request, RequestId,
-    SystemClock, Timestamp, UserName,
+    AuditDraft, AuditRecord, Clock, EndReason, Grant, GrantEnd, GrantId, Principal, Receipt,
+    Request, RequestId, SystemClock, Timestamp, UserName,
 };
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
@@ -575,14 +576,31 @@ impl Store for SqlStore {
         bundle_json: &str,
         now: Timestamp,
         audit: AuditDraft,
-        orphans: &[GrantId],
-        end: &GrantEnd,
+        ending: &[(GrantId, EndReason)],
+        by: &Principal,
     ) -> Result<(i64, Vec<Grant>)> {
-        let (bundle_json, orphans, end) = (bundle_json.to_owned(), orphans.to_vec(), end.clone());
+        // One end per reason, in a stable order; all in the transaction that saves.
+        let mut by_reason: Vec<(EndReason, Vec<GrantId>)> = Vec::new();
+        for (id, reason) in ending {
+            match by_reason.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, ids)) => ids.push(id.clone()),
+                None => by_reason.push((*reason, vec![id.clone()])),
+            }
+        }
+        by_reason.sort_by_key(|(r, _)| r.as_str());
+        let (bundle_json, by) = (bundle_json.to_owned(), by.clone());
         self.write(move |tx, cx| {
             Box::pin(async move {
                 let version = admin::save_config_in(tx, &cx, &bundle_json, now, audit).await?;
-                let ended = grants::end_in(tx, &cx, &EndSelector::Ids(orphans), &end).await?;
+                let mut ended = Vec::new();
+                for (reason, ids) in by_reason {
+                    let end = GrantEnd {
+                        reason,
+                        by: by.clone(),
+                        at: now,
+                    };
+                    ended.extend(grants::end_in(tx, &cx, &EndSelector::Ids(ids), &end).await?);
+                }
                 Ok((version, ended))
             })
         })
