@@ -91,7 +91,9 @@ pub struct PostureTiming {
 
 impl PostureTiming {
     pub fn median(&self) -> Option<Duration> {
-        self.times.get(self.times.len().saturating_sub(1) / 2).copied()
+        self.times
+            .get(self.times.len().saturating_sub(1) / 2)
+            .copied()
     }
 }
 

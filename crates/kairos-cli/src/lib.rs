@@ -34,8 +34,8 @@ pub use cli::{
 };
 pub use commands::recert::{AttestArgs, ExceptionCommand, RecertCommand, RecertListArgs};
 pub use governance::{AlertsArgs, AlertsCommand};
-pub use reviews::ReviewCommand;
 pub use identity::IdentityCommand;
+pub use reviews::ReviewCommand;
 
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.

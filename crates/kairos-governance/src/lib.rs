@@ -10,8 +10,8 @@
 pub mod alert;
 pub mod breakglass;
 pub mod mapping;
-pub mod posture;
 pub mod owners;
+pub mod posture;
 pub mod state;
 
 pub use alert::{Alert, AlertDraft, AlertKind, AlertState};

@@ -9,8 +9,8 @@
 
 mod error;
 mod governance;
-mod recert;
 mod lifecycle;
+mod recert;
 mod records;
 mod reviews;
 mod sql;

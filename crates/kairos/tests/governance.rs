@@ -53,7 +53,12 @@ fn posture_and_alerts_answer_only_the_roles_that_may_read_them() {
     assert_eq!(standing["count"], 1, "one identity held access: {standing}");
     let orphans = finding(&posture, "orphaned_identities");
     assert_eq!(orphans["owasp_nhi"], "NHI1");
-    assert!(orphans["nist_csf"].as_array().unwrap().contains(&json!("GV.RR-02")));
+    assert!(
+        orphans["nist_csf"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("GV.RR-02"))
+    );
     for f in posture["findings"].as_array().unwrap() {
         assert!(f["owasp_nhi"].as_str().unwrap().starts_with("NHI"), "{f}");
         assert!(!f["nist_csf"].as_array().unwrap().is_empty(), "{f}");
@@ -64,42 +69,95 @@ fn posture_and_alerts_answer_only_the_roles_that_may_read_them() {
         let (status, body) = api.get(token, "/v1/posture");
         assert_eq!(status, 403, "{body}");
         assert!(body.get("findings").is_none());
-        assert!(body["error"]["message"].as_str().unwrap().contains("posture"), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("posture"),
+            "{body}"
+        );
     }
     let (status, _) = api.get("not-a-token", "/v1/posture");
     assert_eq!(status, 401);
 
     // Alerts: readable by the auditor (none yet), refused to a workload; bad filters are
     // 400s that say what is allowed; an unknown or malformed id is a 404.
+    // The team's only owner (carol) is no Kairos user: both identities are orphaned at
+    // once, alerted, and the posture lists them.
     let (status, list) = api.get(&auditor, "/v1/alerts");
     assert_eq!(status, 200, "{list}");
-    assert_eq!(list["alerts"], json!([]));
+    let mut orphaned: Vec<&str> = list["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "orphaned")
+        .map(|a| a["subject"].as_str().unwrap())
+        .collect();
+    orphaned.sort();
+    assert_eq!(orphaned, ["deployer", "nightly-backup"], "{list}");
+    let (status, posture) = api.get(&auditor, "/v1/posture");
+    assert_eq!(status, 200);
+    let mut listed: Vec<&str> = finding(&posture, "orphaned_identities")["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["deployer", "nightly-backup"], "{posture}");
     let (status, body) = api.get(&workload, "/v1/alerts");
     assert_eq!(status, 403, "{body}");
     let (status, body) = api.get(&auditor, "/v1/alerts?state=closed");
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("unresolved"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unresolved"),
+        "{body}"
+    );
     let (status, body) = api.get(&auditor, "/v1/alerts?kind=fire");
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("use_after_end"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("use_after_end"),
+        "{body}"
+    );
     let (status, _) = api.get(&auditor, "/v1/alerts/alr_0192nothere");
     assert_eq!(status, 404);
     let (status, _) = api.get(&auditor, "/v1/alerts/..%2Fetc");
     assert_eq!(status, 404);
     // Handling is for operators and the owning team's approvers: an auditor gets 403, a
     // note is required.
-    let (status, body) = api.post(&auditor, "/v1/alerts/alr_0192nothere/resolve", json!({"note": "x"}));
+    let (status, body) = api.post(
+        &auditor,
+        "/v1/alerts/alr_0192nothere/resolve",
+        json!({"note": "x"}),
+    );
     assert_eq!(status, 403, "{body}");
-    let (status, body) = api.post(ADMIN, "/v1/alerts/alr_0192nothere/resolve", json!({"note": " "}));
+    let (status, body) = api.post(
+        ADMIN,
+        "/v1/alerts/alr_0192nothere/resolve",
+        json!({"note": " "}),
+    );
     assert_eq!(status, 400, "{body}");
-    let (status, body) = api.post(ADMIN, "/v1/alerts/alr_0192nothere/resolve", json!({"note": "x"}));
+    let (status, body) = api.post(
+        ADMIN,
+        "/v1/alerts/alr_0192nothere/resolve",
+        json!({"note": "x"}),
+    );
     assert_eq!(status, 404, "{body}");
 
     // The CLI prints the same report as a table, and `--json` as the server's JSON.
     let out = server.cli(&auditor, &["posture"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("identities: 2 (2 active, 0 suspended, 0 retired)"), "{text}");
+    assert!(
+        text.contains("identities: 2 (2 active, 0 suspended, 0 retired)"),
+        "{text}"
+    );
     assert!(text.contains("standing_privilege"), "{text}");
     assert!(text.contains("NHI5"), "{text}");
     let out = server.cli(&auditor, &["posture", "--json"]);
@@ -108,7 +166,10 @@ fn posture_and_alerts_answer_only_the_roles_that_may_read_them() {
     let out = server.cli(&approver, &["posture"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("posture"), "{}", stderr(&out));
-    let out = server.cli(&auditor, &["alerts"]);
+    let out = server.cli(&auditor, &["alerts", "--kind", "use_after_end"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "no alerts\n");
+    let out = server.cli(&auditor, &["alerts"]);
+    assert!(stdout(&out).contains("orphaned"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("NHI1"), "{}", stdout(&out));
 }

@@ -15,7 +15,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 2] = ["## Quickstart", "## Dynamic database accounts"];
+const SECTIONS: [&str; 3] = [
+    "## Quickstart",
+    "## Dynamic database accounts",
+    "## Governance",
+];
 const SCRATCH: &str = "/tmp/kairos-demo";
 
 fn repo_root() -> PathBuf {

@@ -7,12 +7,12 @@
 
 mod alerts;
 mod identities;
-mod posture;
-pub mod recert;
-pub mod reviews;
 pub mod lifecycle;
 pub mod orphans;
 pub mod policy_change;
+mod posture;
+pub mod recert;
+pub mod reviews;
 
 pub use alerts::AlertQuery;
 pub use identities::StateOutcome;

@@ -604,7 +604,12 @@ impl Broker {
     }
 
     /// Opens the owners' review task of a due (or overdue) subject, once per cycle.
-    async fn open_recert_review(&self, s: &Subject, e: &RecertEntry, now: Timestamp) -> Result<bool> {
+    async fn open_recert_review(
+        &self,
+        s: &Subject,
+        e: &RecertEntry,
+        now: Timestamp,
+    ) -> Result<bool> {
         let claim = NoticeClaim {
             kind: s.kind,
             subject: s.name.clone(),
