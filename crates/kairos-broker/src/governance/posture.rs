@@ -142,7 +142,6 @@ impl Broker {
                 alarming,
                 residue_removed: figures.residue_removed,
             },
-            ..PostureFacts::default()
         };
         Ok(PostureReport {
             at: now,
