@@ -20,15 +20,15 @@ pub struct PostureView {
     pub at: String,
     /// The window of the figures over time (standing privilege, revocation latency).
     pub window_days: u32,
-    pub identities: IdentitySummaryView,
+    pub identities: PostureIdentitiesView,
     /// Grant-hours per identity over the window, most first (at most 20).
-    pub standing_privilege: Vec<GrantHoursView>,
+    pub standing_privilege: Vec<PostureGrantHoursView>,
     pub total_grant_hours: f64,
-    pub findings: Vec<FindingView>,
+    pub findings: Vec<PostureFindingView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct IdentitySummaryView {
+pub struct PostureIdentitiesView {
     pub total: u64,
     pub active: u64,
     pub suspended: u64,
@@ -38,13 +38,13 @@ pub struct IdentitySummaryView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct GrantHoursView {
+pub struct PostureGrantHoursView {
     pub identity: String,
     pub grant_hours: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct FindingView {
+pub struct PostureFindingView {
     /// Stable id, e.g. `orphaned_identities`, `recert_overdue`, `standing_privilege`.
     pub id: String,
     pub title: String,
@@ -76,7 +76,7 @@ pub async fn posture(
     Ok(Json(PostureView {
         at: report.at.to_rfc3339(),
         window_days: report.window_days,
-        identities: IdentitySummaryView {
+        identities: PostureIdentitiesView {
             total: p.identities.total,
             active: p.identities.active,
             suspended: p.identities.suspended,
@@ -86,7 +86,7 @@ pub async fn posture(
         standing_privilege: p
             .standing_privilege
             .into_iter()
-            .map(|(identity, grant_hours)| GrantHoursView {
+            .map(|(identity, grant_hours)| PostureGrantHoursView {
                 identity,
                 grant_hours,
             })
@@ -95,7 +95,7 @@ pub async fn posture(
         findings: p
             .findings
             .into_iter()
-            .map(|f| FindingView {
+            .map(|f| PostureFindingView {
                 id: f.id.into(),
                 title: f.title.into(),
                 severity: match f.severity {
