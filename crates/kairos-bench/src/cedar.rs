@@ -82,6 +82,7 @@ fn input() -> anyhow::Result<PolicyInput> {
             "nightly backup".into(),
         )?,
         requester: Principal::Workload(IdentityName::parse("nightly-backup")?),
+        source_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
     })
 }
 

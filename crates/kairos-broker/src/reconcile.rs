@@ -21,6 +21,8 @@ use crate::{Broker, Result};
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub accounts_seen: usize,
+    /// Live sessions of accounts that back active grants (recorded as their use).
+    pub sessions_seen: usize,
     pub residue_removed: Vec<String>,
     pub missing_accounts: Vec<String>,
     pub provisioning_aborted: usize,
@@ -93,6 +95,14 @@ impl Broker {
             .await
             .map_err(crate::accounts::target_error)?;
         report.accounts_seen = existing.len();
+        // Live sessions are uses of the grants their accounts back (usage monitoring). A
+        // target that cannot list them still gets its residue removed.
+        match self.record_sessions(target, &connector).await {
+            Ok(n) => report.sessions_seen = n,
+            Err(e) => {
+                tracing::warn!(target = %target, error = %crate::ending::ErrorChain(&e), "listing sessions failed; usage not recorded this pass")
+            }
+        }
         let existing_names: BTreeSet<String> = existing.iter().map(ToString::to_string).collect();
 
         // Only when no other target on this server could own these accounts.

@@ -153,6 +153,7 @@ impl Broker {
                     ),
                     grant_id: None,
                     renews: Some(grant.id.clone()),
+                    source_ip: None,
                 };
                 let audit = vec![asked.request(&request.id), decided.request(&request.id)];
                 self.store.insert_request(&request, None, audit).await?;
@@ -216,6 +217,9 @@ impl Broker {
                 ttl: total,
                 task: grant.task.clone(),
                 requester: requester.clone(),
+                // A renewal is decided without an address (policies that test
+                // `context has source_ip` see none).
+                source_ip: None,
             })
             .map_err(BrokerError::internal)?;
         if decision.outcome == DecisionOutcome::Deny {

@@ -22,6 +22,9 @@ pub struct NewRequest {
     pub entitlement: EntitlementName,
     pub ttl: Option<Ttl>,
     pub task: Task,
+    /// The address the request came from, when known (recorded on the request, seen by
+    /// policy as `context.source_ip`, checked against the identity's `allowed_sources`).
+    pub source: Option<std::net::IpAddr>,
 }
 
 pub use crate::accounts::IssuedCredential;
@@ -187,6 +190,8 @@ impl Broker {
         })?;
         let (ttl, ttl_capped) = self.capped_ttl(&catalog, entitlement, input.ttl)?;
         let requester = caller.principal();
+        // `::ffff:10.1.2.3` is 10.1.2.3 to policy, the record and the detectors.
+        let source = input.source.map(kairos_domain::canonical_ip);
 
         let started = Instant::now();
         let decision = catalog
@@ -198,6 +203,7 @@ impl Broker {
                 ttl,
                 task: input.task.clone(),
                 requester: requester.clone(),
+                source_ip: source,
             })
             .map_err(BrokerError::internal)?;
         self.metrics
@@ -231,6 +237,7 @@ impl Broker {
             pending_until: None,
             grant_id: None,
             renews: None,
+            source_ip: source,
         };
         let base = |kind| {
             AuditDraft::new(kind, &requester)
@@ -276,6 +283,7 @@ impl Broker {
         self.store
             .insert_request(&request, grant.as_ref(), audit)
             .await?;
+        self.note_request(identity, now, source).await;
         if let (Some(g), Some(acc)) = (&grant, account) {
             self.notify_requests();
             // Shown now, in this answer, and never again: the delivery is recorded with

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
-use kairos_domain::{EntitlementName, IdentityName, TargetName, TeamName, Ttl, UserName};
+use kairos_domain::{
+    EntitlementName, IdentityName, SourceRange, TargetName, TeamName, Ttl, UserName,
+};
 use kairos_policy::{EntitlementFacts, IdentityFacts, PolicySet, Tier};
 
 use crate::{ConfigBundle, ConfigErrors};
@@ -94,6 +96,11 @@ pub struct ServerSettings {
     pub audit_checkpoint_file: Option<String>,
     /// How often the audit head is signed when it has moved.
     pub audit_checkpoint_interval: Ttl,
+    /// The header (lowercase, e.g. `x-forwarded-for`) that carries the client's address
+    /// through proxies; read only from a peer inside `trusted_proxies`.
+    pub trusted_proxy_header: Option<String>,
+    /// The proxies allowed to set `trusted_proxy_header`.
+    pub trusted_proxies: Vec<SourceRange>,
 }
 
 impl Default for ServerSettings {
@@ -105,6 +112,8 @@ impl Default for ServerSettings {
             master_key: None,
             audit_checkpoint_file: None,
             audit_checkpoint_interval: const_ttl(300),
+            trusted_proxy_header: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -203,6 +212,9 @@ pub struct Identity {
     pub issuer: IssuerName,
     /// The token `sub` claim that maps to this identity.
     pub subject: String,
+    /// The address blocks it is expected to be used from (requests, database sessions);
+    /// empty: anywhere. A use from outside raises an `unexpected_source` alert.
+    pub allowed_sources: Vec<SourceRange>,
 }
 
 /// How a target consumes credentials.

@@ -10,7 +10,9 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use kairos_domain::{EntitlementName, IdentityName, TargetName, TeamName, Ttl, UserName};
+use kairos_domain::{
+    EntitlementName, IdentityName, SourceRange, TargetName, TeamName, Ttl, UserName,
+};
 use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
@@ -429,6 +431,22 @@ fn kind_word(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_owned())
+}
+
+/// An HTTP header name, as the server reads it (lowercase).
+fn header_name(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{:?} is not an HTTP header name; write one like \"x-forwarded-for\" (letters, digits, '-')",
+            s.chars().take(64).collect::<String>()
+        ))
+    }
 }
 
 fn env_name(s: &str) -> Result<String, String> {
@@ -1247,6 +1265,32 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
     let key_env = t.opt(cx, "master_key_env", env_name);
     let checkpoint_file = t.opt(cx, "audit_checkpoint_file", file_path);
     let checkpoint_interval = t.opt(cx, "audit_checkpoint_interval", Ttl::parse);
+    let proxy_header = t.opt(cx, "trusted_proxy_header", header_name);
+    let proxies = t.list(cx, "trusted_proxies", SourceRange::parse);
+    let proxying = match (proxy_header, proxies) {
+        (Ok(Some(header)), Ok(Some(proxies))) if !proxies.is_empty() => Ok(Some((
+            header.value,
+            proxies.into_iter().map(|p| p.value).collect::<Vec<_>>(),
+        ))),
+        (Ok(Some(header)), Ok(_)) => {
+            cx.error(
+                &header.span,
+                &t.key("trusted_proxy_header"),
+                "a trusted proxy header needs `trusted_proxies` (the proxies' address blocks, e.g. [\"10.0.0.0/8\"]): only a peer inside them may set it, or any caller could claim any address",
+            );
+            Err(Invalid)
+        }
+        (Ok(None), Ok(Some(proxies))) if !proxies.is_empty() => {
+            cx.error(
+                &proxies[0].span,
+                &t.key("trusted_proxies"),
+                "`trusted_proxies` needs `trusted_proxy_header` (e.g. \"x-forwarded-for\"): the header the proxies put the client's address in",
+            );
+            Err(Invalid)
+        }
+        (Ok(_), Ok(_)) => Ok(None),
+        _ => Err(Invalid),
+    };
     let store = one_of(cx, &t, ("store", store), ("store_env", store_env));
     let master_key = one_of(
         cx,
@@ -1265,6 +1309,8 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
             "master_key_env",
             "audit_checkpoint_file",
             "audit_checkpoint_interval",
+            "trusted_proxy_header",
+            "trusted_proxies",
         ],
     );
     let defaults = ServerSettings::default();
@@ -1275,6 +1321,7 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
         Ok(master_key),
         Ok(checkpoint_file),
         Ok(checkpoint_interval),
+        Ok(proxying),
     ) = (
         listen,
         store,
@@ -1282,6 +1329,7 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
         master_key,
         checkpoint_file,
         checkpoint_interval,
+        proxying,
     )
     else {
         return None;
@@ -1301,6 +1349,8 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
         audit_checkpoint_file: checkpoint_file.map(|f| f.value),
         audit_checkpoint_interval: checkpoint_interval
             .map_or(defaults.audit_checkpoint_interval, |a| a.value),
+        trusted_proxy_header: proxying.as_ref().map(|(h, _)| h.clone()),
+        trusted_proxies: proxying.map(|(_, p)| p).unwrap_or_default(),
     })
 }
 
@@ -1516,7 +1566,14 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
     ))
 }
 
-const IDENTITY_KEYS: [&str; 5] = ["name", "owner", "kind", "issuer", "subject"];
+const IDENTITY_KEYS: [&str; 6] = [
+    "name",
+    "owner",
+    "kind",
+    "issuer",
+    "subject",
+    "allowed_sources",
+];
 
 fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identity>> {
     let mut t = Table::of(cx, path.into(), node)?;
@@ -1525,11 +1582,12 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     let kind = t.req(cx, "kind", kind_word);
     let issuer = t.req(cx, "issuer", IssuerName::parse);
     let subject = t.req(cx, "subject", text("subject", 512));
+    let allowed_sources = t.list(cx, "allowed_sources", SourceRange::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &IDENTITY_KEYS);
-    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject)) =
-        (name, owner, kind, issuer, subject)
+    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject), Ok(allowed_sources)) =
+        (name, owner, kind, issuer, subject, allowed_sources)
     else {
         return None;
     };
@@ -1542,6 +1600,11 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
             kind: kind.value,
             issuer: issuer.value,
             subject: subject.value,
+            allowed_sources: allowed_sources
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.value)
+                .collect(),
         },
     ))
 }

@@ -9,6 +9,7 @@ mod clock;
 mod grant;
 mod names;
 mod request;
+mod source;
 mod task;
 mod ttl;
 
@@ -25,5 +26,6 @@ pub use request::{
     Approval, ApprovalProgress, Decision, DecisionOutcome, Principal, Request, RequestId,
     RequestState,
 };
+pub use source::{SourceRange, canonical_ip};
 pub use task::{Task, TaskError, TaskKind, TaskRef};
 pub use ttl::{Ttl, TtlError};

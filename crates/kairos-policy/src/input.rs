@@ -96,4 +96,7 @@ pub struct PolicyInput {
     pub task: Task,
     /// Who sent the request: the workload itself or a person on its behalf.
     pub requester: Principal,
+    /// The address the request came from, when known; policies see it as
+    /// `context.source_ip` (a Cedar `ipaddr`), absent when unknown.
+    pub source_ip: Option<std::net::IpAddr>,
 }

@@ -19,7 +19,7 @@
 //! | `action`: `Kairos::Action::"renew"` | extending a grant of it | |
 //! | `resource`: `Kairos::Entitlement::"<target>/<role>"` | the entitlement asked for | `target: String`, `role: String`, `tier: String` (`low`, `medium`, `high`, `critical`), `max_ttl_secs: Long` (the entitlement's effective cap) |
 //! | parent of the resource: `Kairos::Target::"<target>"` | the downstream system | none |
-//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`), `renewal: Bool` (true for `renew`) |
+//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`), `renewal: Bool` (true for `renew`), `source_ip: ipaddr` (optional: the address the request came from, when known; test `context has source_ip` first) |
 //!
 //! For `renew`, `ttl_secs` is the grant's whole lifetime after the renewal (from its issue
 //! time to its new end), the task fields are the grant's, and `requester` is who renews
@@ -143,6 +143,7 @@ pub const SCHEMA: &str = r#"namespace Kairos {
     requester: String,
     requester_kind: String,
     renewal: Bool,
+    source_ip?: ipaddr,
   };
   action "request" appliesTo {
     principal: [Identity],

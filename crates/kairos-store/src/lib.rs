@@ -10,10 +10,15 @@
 mod error;
 mod records;
 mod sql;
+mod usage;
 
 pub use error::StoreError;
 pub use records::*;
 pub use sql::SqlStore;
+pub use usage::{
+    GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
+    UsageStore,
+};
 
 use async_trait::async_trait;
 use kairos_domain::{
@@ -76,7 +81,7 @@ pub enum EndSelector {
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
 /// derive it.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: UsageStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 

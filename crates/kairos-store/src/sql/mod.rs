@@ -13,6 +13,7 @@ mod direct;
 mod filter;
 mod grants;
 mod requests;
+mod usage;
 mod writer;
 
 use std::sync::Arc;
