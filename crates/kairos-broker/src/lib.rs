@@ -35,13 +35,13 @@ use kairos_store::Store;
 
 pub use apply::{ApplyMode, ApplyOptions, ApplyReport, OrphanedGrant, RemoveAll};
 pub use auth::Caller;
-pub use governance::usage::kinds as usage_alert_kinds;
 pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus};
+pub use governance::usage::kinds as usage_alert_kinds;
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
-pub use metrics::{HttpLabels, Metrics};
 pub use governance::usage::{UsageLimits, UsagePassReport};
+pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
 pub use users::{ChainReport, NewUserToken};

@@ -11,8 +11,8 @@ use kairos_broker::{Broker, BrokerSettings, Caller, NewRequest};
 use kairos_config::ConfigBundle;
 use kairos_crypto::seal::MasterKey;
 use kairos_domain::{
-    EntitlementName, IdentityName, ManualClock, Principal, Task, TaskKind, TaskRef, Timestamp,
-    Ttl,
+    Clock, EntitlementName, IdentityName, ManualClock, Principal, Task, TaskKind, TaskRef,
+    Timestamp, Ttl,
 };
 use kairos_store::SqlStore;
 
@@ -167,13 +167,16 @@ async fn a_grant_unused_for_half_its_ttl_is_held_past_use_once() {
     f.clock.advance(Duration::from_secs(59));
     assert!(f.broker.usage_pass().await.unwrap().held.is_empty());
     f.clock.advance(Duration::from_secs(1));
-    assert_eq!(f.broker.usage_pass().await.unwrap().held, vec![idle.id.clone()]);
+    assert_eq!(
+        f.broker.usage_pass().await.unwrap().held,
+        vec![idle.id.clone()]
+    );
     // Once only.
     assert!(f.broker.usage_pass().await.unwrap().held.is_empty());
-    // The busy grant: 5 minutes after its last use.
-    f.clock.advance(minutes(4));
+    // The busy grant: 5 minutes after its last use (at 4:00), so at 9:00.
+    f.clock.advance(minutes(4) - Duration::from_secs(1));
     assert!(f.broker.usage_pass().await.unwrap().held.is_empty());
-    f.clock.advance(minutes(1));
+    f.clock.advance(Duration::from_secs(1));
     assert_eq!(f.broker.usage_pass().await.unwrap().held, vec![busy.id]);
 }
 
@@ -189,7 +192,8 @@ async fn an_identity_without_requests_for_dormant_after_is_dormant_until_it_asks
         .unwrap();
     f.broker.usage_flush_pass().await.unwrap();
 
-    f.clock.advance(Duration::from_secs(30 * 86_400) - Duration::from_secs(1));
+    f.clock
+        .advance(Duration::from_secs(30 * 86_400) - Duration::from_secs(1));
     assert!(f.broker.usage_pass().await.unwrap().dormant.is_empty());
     f.clock.advance(Duration::from_secs(1));
     // `fenced` never asked (counted from its first sighting); `job` last asked 30 days ago.
@@ -261,7 +265,13 @@ async fn a_token_presented_after_its_end_counts_as_use_after_end() {
     let token = out.credential.unwrap().access_token().unwrap().to_owned();
     let grant = out.grant.unwrap();
     let count = |b: &Broker| b.metrics().use_after_end.get();
-    assert!(f.broker.introspect_from(&job, &token, None).await.unwrap().active);
+    assert!(
+        f.broker
+            .introspect_from(&job, &token, None)
+            .await
+            .unwrap()
+            .active
+    );
     assert_eq!(count(&f.broker), 0);
 
     f.broker.release(&job, &grant.id).await.unwrap();
@@ -283,10 +293,22 @@ async fn a_token_presented_after_its_end_counts_as_use_after_end() {
         .unwrap();
     let other_token = other.credential.unwrap().access_token().unwrap().to_owned();
     f.clock.advance(minutes(6));
-    assert!(!f.broker.introspect_from(&job, &other_token, None).await.unwrap().active);
+    assert!(
+        !f.broker
+            .introspect_from(&job, &other_token, None)
+            .await
+            .unwrap()
+            .active
+    );
     assert_eq!(count(&f.broker), 4);
     // A token Kairos never signed is not a use after end.
-    assert!(!f.broker.introspect_from(&job, "not.a.token", None).await.unwrap().active);
+    assert!(
+        !f.broker
+            .introspect_from(&job, "not.a.token", None)
+            .await
+            .unwrap()
+            .active
+    );
     assert_eq!(count(&f.broker), 4);
 }
 

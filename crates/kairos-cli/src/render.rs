@@ -956,11 +956,13 @@ mod tests {
         let g: wire::Grant = from(v);
         let text = grant_detail(&g);
         assert!(
-            text.contains("used:           3 times, first 2026-11-26T10:01:00Z, last 2026-11-26T10:02:00Z\n"),
+            text.contains(
+                "used:         3 times, first 2026-11-26T10:01:00Z, last 2026-11-26T10:02:00Z\n"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("last use:       by user:orders-rs from 10.0.0.7\n"),
+            text.contains("last use:     by user:orders-rs from 10.0.0.7\n"),
             "{text}"
         );
     }

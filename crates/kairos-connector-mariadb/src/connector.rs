@@ -746,7 +746,10 @@ fn host_address(host: &str) -> Option<std::net::IpAddr> {
     }
     let (addr, port) = host.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
-    addr.trim_start_matches('[').trim_end_matches(']').parse().ok()
+    addr.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -648,7 +648,10 @@ fn client_list_sessions(list: &str, prefix: &str) -> Vec<Session> {
                     .or_else(|| {
                         let (ip, port) = addr.rsplit_once(':')?;
                         port.parse::<u16>().ok()?;
-                        ip.trim_start_matches('[').trim_end_matches(']').parse().ok()
+                        ip.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse()
+                            .ok()
                     })
             });
             Some(Session {

@@ -190,12 +190,13 @@ pub fn shared_identity(sources: u64, tasks: u64, limits: SharedLimits) -> Option
     (finding.sources.is_some() || finding.tasks.is_some()).then_some(finding)
 }
 
-fn humanize(d: Duration) -> String {
+/// A duration as the configuration writes it: `30d`, `1h`, `15m`, `90s`.
+pub fn humanize(d: Duration) -> String {
     let s = d.as_secs();
     match s {
-        _ if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
-        _ if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
-        _ if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        _ if s > 0 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s > 0 && s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
 }
@@ -206,8 +207,8 @@ mod tests {
 
     use super::*;
     use kairos_domain::{
-        EndReason, EntitlementName, GrantEnd, GrantId, IdentityName, Principal, Receipt,
-        RequestId, TargetName, Task, TaskKind, TaskRef,
+        EndReason, EntitlementName, GrantEnd, GrantId, IdentityName, Principal, Receipt, RequestId,
+        TargetName, Task, TaskKind, TaskRef,
     };
 
     fn ip(s: &str) -> IpAddr {
@@ -215,7 +216,9 @@ mod tests {
     }
 
     fn ranges(list: &[&str]) -> Vec<SourceRange> {
-        list.iter().map(|r| SourceRange::parse(r).unwrap()).collect()
+        list.iter()
+            .map(|r| SourceRange::parse(r).unwrap())
+            .collect()
     }
 
     fn t(secs: i64) -> Timestamp {
@@ -237,7 +240,12 @@ mod tests {
         // An untrusted peer cannot claim an address.
         check_client("203.0.113.9", &["1.2.3.4"], &["10.0.0.0/8"], "203.0.113.9");
         // A trusted proxy speaks for its client.
-        check_client("10.0.0.5", &["198.51.100.7"], &["10.0.0.0/8"], "198.51.100.7");
+        check_client(
+            "10.0.0.5",
+            &["198.51.100.7"],
+            &["10.0.0.0/8"],
+            "198.51.100.7",
+        );
         // Right-most untrusted: the client's own forged entry on the left is ignored.
         check_client(
             "10.0.0.5",
@@ -253,7 +261,12 @@ mod tests {
             "198.51.100.7",
         );
         // All hops trusted: the left-most.
-        check_client("10.0.0.5", &["10.1.1.1, 10.2.2.2"], &["10.0.0.0/8"], "10.1.1.1");
+        check_client(
+            "10.0.0.5",
+            &["10.1.1.1, 10.2.2.2"],
+            &["10.0.0.0/8"],
+            "10.1.1.1",
+        );
         // Garbage stops the walk at the proxy that reported it.
         check_client("10.0.0.5", &["not-an-ip"], &["10.0.0.0/8"], "10.0.0.5");
         check_client(
@@ -263,11 +276,31 @@ mod tests {
             "10.0.0.5",
         );
         // Ports and brackets.
-        check_client("10.0.0.5", &["198.51.100.7:5555"], &["10.0.0.0/8"], "198.51.100.7");
-        check_client("10.0.0.5", &["[2001:db8::7]:443"], &["10.0.0.0/8"], "2001:db8::7");
-        check_client("10.0.0.5", &["[2001:db8::7]"], &["10.0.0.0/8"], "2001:db8::7");
+        check_client(
+            "10.0.0.5",
+            &["198.51.100.7:5555"],
+            &["10.0.0.0/8"],
+            "198.51.100.7",
+        );
+        check_client(
+            "10.0.0.5",
+            &["[2001:db8::7]:443"],
+            &["10.0.0.0/8"],
+            "2001:db8::7",
+        );
+        check_client(
+            "10.0.0.5",
+            &["[2001:db8::7]"],
+            &["10.0.0.0/8"],
+            "2001:db8::7",
+        );
         // A dual-stack listener's mapped peer counts as IPv4.
-        check_client("::ffff:10.0.0.5", &["198.51.100.7"], &["10.0.0.0/8"], "198.51.100.7");
+        check_client(
+            "::ffff:10.0.0.5",
+            &["198.51.100.7"],
+            &["10.0.0.0/8"],
+            "198.51.100.7",
+        );
         check_client("::ffff:192.0.2.1", &[], &[], "192.0.2.1");
     }
 
@@ -307,7 +340,10 @@ mod tests {
             by: Principal::System("expirer"),
             at: t(50),
         };
-        assert_eq!(use_after_end(&grant(GrantState::Active, 0, 100), t(99)), None);
+        assert_eq!(
+            use_after_end(&grant(GrantState::Active, 0, 100), t(99)),
+            None
+        );
         assert_eq!(
             use_after_end(&grant(GrantState::Active, 0, 100), t(100)),
             Some("expired")
@@ -368,14 +404,20 @@ mod tests {
         let month = Duration::from_secs(30 * 86_400);
         let day = 86_400;
         // Requested on day 10: dormant from day 40, since day 10.
-        assert_eq!(dormant_since(t(0), Some(t(10 * day)), t(39 * day), month), None);
+        assert_eq!(
+            dormant_since(t(0), Some(t(10 * day)), t(39 * day), month),
+            None
+        );
         assert_eq!(
             dormant_since(t(0), Some(t(10 * day)), t(40 * day), month),
             Some(t(10 * day))
         );
         // Never requested: counted from when it was first seen.
         assert_eq!(dormant_since(t(day), None, t(30 * day), month), None);
-        assert_eq!(dormant_since(t(day), None, t(31 * day), month), Some(t(day)));
+        assert_eq!(
+            dormant_since(t(day), None, t(31 * day), month),
+            Some(t(day))
+        );
     }
 
     #[test]

@@ -292,9 +292,12 @@ fn to_request(model: &Model, input: &PolicyInput) -> Result<Request, String> {
         Principal::User(_) => "user",
         Principal::System(_) => "system",
     };
-    let source_ip = input
-        .source_ip
-        .map(|ip| ("source_ip".to_owned(), RestrictedExpression::new_ip(ip.to_string())));
+    let source_ip = input.source_ip.map(|ip| {
+        (
+            "source_ip".to_owned(),
+            RestrictedExpression::new_ip(ip.to_string()),
+        )
+    });
     let context = Context::from_pairs(source_ip.into_iter().chain([
         ("ttl_secs".to_owned(), long(input.ttl.as_secs())),
         ("task_kind".to_owned(), string(input.task.kind.as_str())),

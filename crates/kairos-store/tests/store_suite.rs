@@ -17,9 +17,9 @@ use kairos_domain::{
     TeamName, Timestamp, TransitionError, Ttl, UserName, verify_chain,
 };
 use kairos_store::{
-    AuditFilter, BootstrapOutcome, Counts, EndSelector, GrantFilter, GrantStateFilter,
-    GrantUse, IdentityRequests, IdentitySource, RequestChange, RequestFilter, Role, SqlStore,
-    Store, StoreError, StoredKey, StoredToken, UsageBatch, UsageStore, User,
+    AuditFilter, BootstrapOutcome, Counts, EndSelector, GrantFilter, GrantStateFilter, GrantUse,
+    IdentityRequests, IdentitySource, RequestChange, RequestFilter, Role, SqlStore, Store,
+    StoreError, StoredKey, StoredToken, UsageBatch, UsageStore, User,
 };
 use sqlx::Connection;
 
@@ -2421,7 +2421,14 @@ async fn sqlite_store_from_before_0002_upgrades_with_its_chain() {
 
 // ---- usage monitoring ------------------------------------------------------------------------
 
-fn use_of(grant: &GrantId, first: i64, last: i64, uses: u64, source: &str, client: &str) -> GrantUse {
+fn use_of(
+    grant: &GrantId,
+    first: i64,
+    last: i64,
+    uses: u64,
+    source: &str,
+    client: &str,
+) -> GrantUse {
     GrantUse {
         grant: grant.clone(),
         first_at: at(first),
@@ -2453,7 +2460,14 @@ async fn usage_batches_merge_across_flushes_and_replicas(db: Arc<Db>) {
     // A replica's flush with an earlier first use and a later last use.
     other
         .record_usage(UsageBatch {
-            grants: vec![use_of(&g.id, 50, 300, 3, "2001:db8::9", "session@orders-db")],
+            grants: vec![use_of(
+                &g.id,
+                50,
+                300,
+                3,
+                "2001:db8::9",
+                "session@orders-db",
+            )],
             ..UsageBatch::default()
         })
         .await
@@ -2467,7 +2481,14 @@ async fn usage_batches_merge_across_flushes_and_replicas(db: Arc<Db>) {
     .unwrap();
     assert_eq!(
         s.grant_usage(&g.id).await.unwrap(),
-        Some(use_of(&g.id, 50, 300, 6, "2001:db8::9", "session@orders-db"))
+        Some(use_of(
+            &g.id,
+            50,
+            300,
+            6,
+            "2001:db8::9",
+            "session@orders-db"
+        ))
     );
     assert_eq!(s.grant_usage(&unused.id).await.unwrap(), None);
     // Many grants in one flush (more than a chunk).
@@ -2570,9 +2591,12 @@ async fn identity_activity_and_sources(db: Arc<Db>) {
         insert_granted(&s, "etl", task_ref, 900_000).await;
     }
     let ended = insert_granted(&s, "etl", "run-4", 900_000).await;
-    s.end_grants(&EndSelector::One(ended.id), &end_by(EndReason::Released, 10))
-        .await
-        .unwrap();
+    s.end_grants(
+        &EndSelector::One(ended.id),
+        &end_by(EndReason::Released, 10),
+    )
+    .await
+    .unwrap();
     insert_granted(&s, "bot", "run-1", 900_000).await;
     assert_eq!(
         s.live_task_counts(0).await.unwrap(),
@@ -2592,9 +2616,12 @@ async fn held_candidates_are_unused_active_grants(db: Arc<Db>) {
     let never = insert_granted(&s, "etl", "run-1", 1_000).await;
     let used = insert_granted(&s, "etl", "run-2", 1_000).await;
     let ended = insert_granted(&s, "etl", "run-3", 1_000).await;
-    s.end_grants(&EndSelector::One(ended.id.clone()), &end_by(EndReason::Released, 1))
-        .await
-        .unwrap();
+    s.end_grants(
+        &EndSelector::One(ended.id.clone()),
+        &end_by(EndReason::Released, 1),
+    )
+    .await
+    .unwrap();
     s.record_usage(UsageBatch {
         grants: vec![use_of(&used.id, 100, 300, 1, "10.0.0.1", "user:rs")],
         ..UsageBatch::default()
@@ -2621,7 +2648,11 @@ async fn held_candidates_are_unused_active_grants(db: Arc<Db>) {
     assert_eq!(h[0].identity.as_str(), "etl");
     assert_eq!(h[0].task_ref.as_str(), "run-1");
     // Flagged grants are not candidates again.
-    assert!(s.flag_once("held_past_use", never.id.as_str(), at(800)).await.unwrap());
+    assert!(
+        s.flag_once("held_past_use", never.id.as_str(), at(800))
+            .await
+            .unwrap()
+    );
     assert_eq!(held(800).await, vec![used.id.clone()]);
     assert_eq!(s.held_candidates(at(800), 500, 0).await.unwrap(), vec![]);
 }

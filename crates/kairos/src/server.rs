@@ -336,8 +336,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    .await
+    .context("serving HTTP")?;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), background).await;
     tracing::info!("kairos stopped");

@@ -85,7 +85,10 @@ fn introspection_usage_and_use_after_end(store: Option<&str>) {
     let (_, g) = api.get(ADMIN, &format!("/v1/grants/{grant}"));
     assert!(g["usage"].is_null() && g.get("usage").is_some(), "{g}");
     for _ in 0..3 {
-        assert_eq!(introspect_as(&api, "orders-rs", &rs, &token)["active"], true);
+        assert_eq!(
+            introspect_as(&api, "orders-rs", &rs, &token)["active"],
+            true
+        );
     }
     let g = api.wait_grant(ADMIN, &grant, Duration::from_secs(10), |g| {
         g["usage"]["uses"] == 3
@@ -116,7 +119,10 @@ fn introspection_usage_and_use_after_end(store: Option<&str>) {
     let (status, body) = api.post(&platform, &format!("/v1/grants/{grant}/release"), json!({}));
     assert_eq!(status, 200, "{body}");
     for _ in 0..2 {
-        assert_eq!(introspect_as(&api, "orders-rs", &rs, &token)["active"], false);
+        assert_eq!(
+            introspect_as(&api, "orders-rs", &rs, &token)["active"],
+            false
+        );
     }
     let m = metrics(&server);
     assert_eq!(metric(&m, "kairos_use_after_end_total"), 2.0);
@@ -161,7 +167,9 @@ fn fenced_config(dir: &std::path::Path, issuer: &TestIssuer, server: &str) -> st
     let path = write_config(dir, issuer, server);
     let text = std::fs::read_to_string(&path).unwrap().replace(
         &format!("subject = \"{OTHER_SUBJECT}\""),
-        &format!("subject = \"{OTHER_SUBJECT}\"\nallowed_sources = [\"10.0.0.0/8\", \"192.168.1.7/32\"]"),
+        &format!(
+            "subject = \"{OTHER_SUBJECT}\"\nallowed_sources = [\"10.0.0.0/8\", \"192.168.1.7/32\"]"
+        ),
     );
     std::fs::write(&path, text).unwrap();
     std::fs::write(
@@ -237,7 +245,10 @@ fn source_addresses_behind_a_trusted_proxy_reach_policy_and_the_detector() {
     let alerts = wait_alerts(&api, "unexpected_source", 1, Duration::from_secs(5));
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let text = alerts[0].to_string();
-    assert!(text.contains("203.0.113.9") && text.contains("deployer"), "{text}");
+    assert!(
+        text.contains("203.0.113.9") && text.contains("deployer"),
+        "{text}"
+    );
 }
 
 /// Without trusted proxies, the header is nobody's word: the peer address counts.

@@ -132,7 +132,11 @@ impl UsageRecorder {
                 if source.is_some() {
                     agg.last_source = source;
                 }
-                if !agg.last_client.as_deref().is_some_and(|c| client.matches(c)) {
+                if !agg
+                    .last_client
+                    .as_deref()
+                    .is_some_and(|c| client.matches(c))
+                {
                     agg.last_client = Some(client.text());
                 }
             }
@@ -213,25 +217,29 @@ impl UsageRecorder {
         let mut batch = UsageBatch::default();
         for shard in &self.grants {
             let taken = std::mem::take(&mut *lock(shard));
-            batch.grants.extend(taken.into_iter().map(|(grant, a)| GrantUse {
-                grant,
-                first_at: a.first_at,
-                last_at: a.last_at,
-                uses: a.uses,
-                last_source: a.last_source,
-                last_client: a.last_client,
-            }));
+            batch
+                .grants
+                .extend(taken.into_iter().map(|(grant, a)| GrantUse {
+                    grant,
+                    first_at: a.first_at,
+                    last_at: a.last_at,
+                    uses: a.uses,
+                    last_source: a.last_source,
+                    last_client: a.last_client,
+                }));
         }
         let ids = std::mem::take(&mut *lock(&self.identities));
         batch.requests = ids
             .requests
             .into_iter()
-            .map(|(identity, (first_at, last_at, last_source))| IdentityRequests {
-                identity,
-                first_at,
-                last_at,
-                last_source,
-            })
+            .map(
+                |(identity, (first_at, last_at, last_source))| IdentityRequests {
+                    identity,
+                    first_at,
+                    last_at,
+                    last_source,
+                },
+            )
             .collect();
         batch.sources = ids
             .sources
@@ -313,7 +321,10 @@ mod tests {
         let w = workload();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
-        assert_eq!(r.record_use(&g, t(20), Some(a), UseClient::Caller(&w)), Recorded::Kept);
+        assert_eq!(
+            r.record_use(&g, t(20), Some(a), UseClient::Caller(&w)),
+            Recorded::Kept
+        );
         r.record_use(&g, t(10), None, UseClient::Caller(&w));
         r.record_use(&g, t(30), Some(b), UseClient::Session("db"));
         let batch = r.take();
@@ -336,7 +347,10 @@ mod tests {
         let batch = r.take();
         assert_eq!(batch.requests.len(), 1);
         let req = &batch.requests[0];
-        assert_eq!((req.first_at, req.last_at, req.last_source), (t(5), t(7), Some(a)));
+        assert_eq!(
+            (req.first_at, req.last_at, req.last_source),
+            (t(5), t(7), Some(a))
+        );
         assert_eq!(batch.sources.len(), 2);
     }
 
@@ -352,7 +366,11 @@ mod tests {
         let merged = r.take();
         assert_eq!(merged.grants.len(), 1);
         assert_eq!(
-            (merged.grants[0].first_at, merged.grants[0].last_at, merged.grants[0].uses),
+            (
+                merged.grants[0].first_at,
+                merged.grants[0].last_at,
+                merged.grants[0].uses
+            ),
             (t(10), t(20), 2)
         );
     }

@@ -325,16 +325,16 @@ impl Broker {
             let subject = activity.identity.to_string();
             match (since, flagged.get(&subject)) {
                 (Some(since), None) => {
-                    if self
+                    let first = self
                         .store
                         .flag_once(kinds::DORMANT_IDENTITY, &subject, now)
-                        .await?
-                    {
+                        .await?;
+                    if first {
                         let message = format!(
                             "identity {} has not requested access since {} (dormant after {}); retire it if it is no longer needed",
                             activity.identity,
                             since.to_rfc3339(),
-                            humantime_secs(limits.dormant_after)
+                            rules::humanize(limits.dormant_after)
                         );
                         self.usage_alert(
                             kinds::DORMANT_IDENTITY,
@@ -354,11 +354,8 @@ impl Broker {
                     }
                 }
                 (None, Some(_)) => {
-                    if self
-                        .store
-                        .unflag(kinds::DORMANT_IDENTITY, &subject)
-                        .await?
-                    {
+                    let first = self.store.unflag(kinds::DORMANT_IDENTITY, &subject).await?;
+                    if first {
                         self.usage_resolve(
                             kinds::DORMANT_IDENTITY,
                             &subject,
@@ -380,8 +377,7 @@ impl Broker {
 
         // Shared: many addresses within the window, or many concurrent tasks.
         let window_start = Timestamp::from_millis(
-            now.as_millis()
-                - i64::try_from(limits.shared_window.as_millis()).unwrap_or(i64::MAX),
+            now.as_millis() - i64::try_from(limits.shared_window.as_millis()).unwrap_or(i64::MAX),
         );
         let shared_limits = rules::SharedLimits {
             max_sources: limits.shared_max_sources,
@@ -396,11 +392,7 @@ impl Broker {
         {
             counts.entry(identity).or_default().0 = n;
         }
-        for (identity, n) in self
-            .store
-            .live_task_counts(limits.shared_max_tasks)
-            .await?
-        {
+        for (identity, n) in self.store.live_task_counts(limits.shared_max_tasks).await? {
             counts.entry(identity).or_default().1 = n;
         }
         for (identity, (sources, tasks)) in counts {
@@ -522,7 +514,10 @@ impl Broker {
 
     /// Flushes usage every second and runs the detectors every `usage_pass_interval`
     /// until `shutdown`; then flushes once more.
-    pub(crate) async fn run_usage(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn run_usage(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut flush = tokio::time::interval(self.settings.usage_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut detect = tokio::time::interval(self.settings.usage_pass_interval);
@@ -555,15 +550,4 @@ impl Broker {
 
 fn format_share(share: rules::Share) -> String {
     format!("{}%", f64::from(share.permille()) / 10.0)
-}
-
-fn humantime_secs(d: Duration) -> String {
-    let s = d.as_secs();
-    if s % 86_400 == 0 {
-        format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else {
-        format!("{s}s")
-    }
 }

@@ -13,8 +13,8 @@ use super::codec::AnyQuery;
 use super::db::{Db, RunIn};
 use super::{Backend, SqlStore, count};
 use crate::usage::{
-    GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch,
-    UsageFlag, UsageStore,
+    GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
+    UsageStore,
 };
 use crate::{Result, StoreError};
 
@@ -119,8 +119,11 @@ fn corrupt(subject: &str, problem: impl std::fmt::Display) -> StoreError {
 }
 
 fn ip(subject: &str, text: Option<String>) -> Result<Option<IpAddr>> {
-    text.map(|t| t.parse().map_err(|e| corrupt(subject, format!("address {t:?}: {e}"))))
-        .transpose()
+    text.map(|t| {
+        t.parse()
+            .map_err(|e| corrupt(subject, format!("address {t:?}: {e}")))
+    })
+    .transpose()
 }
 
 fn identity(row: &AnyRow, column: &str) -> Result<IdentityName> {
