@@ -40,7 +40,7 @@ fn input(action: PolicyAction) -> Option<PolicyInput> {
         )
         .ok()?,
         requester: Principal::Workload(identity),
-        source_ip: None,
+        circumstances: Default::default(),
     })
 }
 

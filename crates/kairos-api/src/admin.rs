@@ -473,6 +473,9 @@ pub struct EntitlementView {
     pub privileges: Vec<String>,
     /// Who approves; for a workload's own list, resolved for its identity.
     pub approval_team: Option<String>,
+    /// Emergency access: only for incidents; every grant alerts and opens an after-action
+    /// review.
+    pub break_glass: bool,
 }
 
 fn entitlement_view(
@@ -495,6 +498,7 @@ fn entitlement_view(
         privileges_kind: e.privileges.key().into(),
         privileges: e.privileges.entries().to_vec(),
         approval_team: team,
+        break_glass: e.break_glass,
     }
 }
 

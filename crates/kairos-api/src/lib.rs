@@ -10,14 +10,21 @@
 
 #[cfg(feature = "server")]
 mod admin;
+#[cfg(feature = "server")]
+mod alerts;
 mod error;
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod extract;
+#[cfg(feature = "server")]
+mod governance_recert;
+mod governance_reviews;
 #[cfg(feature = "server")]
 mod grants;
 pub mod inputs;
 #[cfg(feature = "server")]
 mod oauth;
+#[cfg(feature = "server")]
+mod posture;
 #[cfg(feature = "server")]
 mod requests;
 #[cfg(feature = "server")]

@@ -14,7 +14,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::{MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, grants, oauth, requests, views};
+use crate::{
+    MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, governance_reviews, grants,
+    oauth, posture, requests, views,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +38,7 @@ pub struct AppState {
         (name = "grants", description = "Issued access and how it ends"),
         (name = "oauth", description = "RFC 7662 introspection, RFC 7009 revocation, RFC 8693 token exchange"),
         (name = "admin", description = "Configuration, keys, people, audit"),
+        (name = "governance", description = "The identity lifecycle: states, owners, recertification, break-glass reviews, exceptions, usage, alerts, posture"),
     )
 )]
 struct ApiDoc;
@@ -179,6 +183,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::keys, admin::rotate_keys))
         .routes(routes!(admin::add_user, admin::list_users))
         .routes(routes!(admin::revoke_user))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::get))
+        .routes(routes!(alerts::acknowledge))
+        .routes(routes!(alerts::resolve))
+        .routes(routes!(posture::posture))
+        .routes(routes!(governance_recert::list))
+        .routes(routes!(governance_recert::attest))
+        .routes(routes!(governance_recert::retire))
+        .routes(routes!(governance_recert::exceptions))
+        .routes(routes!(governance_recert::rotated))
+        .routes(routes!(governance_reviews::list))
+        .routes(routes!(governance_reviews::get))
+        .routes(routes!(governance_reviews::file))
 }
 
 /// The whole application.

@@ -281,6 +281,9 @@ pub struct RequestResponse {
     pub credential: Option<CredentialView>,
     /// True when the TTL was lowered to the entitlement's cap.
     pub ttl_capped: bool,
+    /// A break-glass grant: the after-action review it opened (`GET /v1/reviews/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_id: Option<String>,
 }
 
 #[cfg(feature = "server")]
@@ -291,6 +294,7 @@ impl From<kairos_broker::RequestOutcome> for RequestResponse {
             grant: o.grant.as_ref().map(GrantView::from),
             credential: o.credential.map(CredentialView::from),
             ttl_capped: o.ttl_capped,
+            review_id: o.review.as_ref().map(ToString::to_string),
         }
     }
 }

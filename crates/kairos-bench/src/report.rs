@@ -28,6 +28,7 @@ const EXPIRY_P99: Duration = Duration::from_secs(1);
 const EXPIRY_RATE_SHARE: f64 = 0.95;
 const RESTART_GRANTS: u64 = 1_000_000;
 const RESTART_TIME: Duration = Duration::from_secs(2);
+const POSTURE_TIME: Duration = Duration::from_secs(1);
 const RESTART_RSS: u64 = 300 * 1024 * 1024;
 
 /// The machine's PostgreSQL, as the figures saw it.
@@ -992,6 +993,47 @@ impl Report {
         }
     }
 
+    fn summary_posture(&self, s: &mut String, misses: &mut Vec<String>, r: &RestartResult) {
+        let p = &r.posture;
+        let Some(median) = p.median() else { return };
+        let worst = p.times.last().copied().unwrap_or(median);
+        let met = worst <= POSTURE_TIME;
+        let full_size = p.grants >= RESTART_GRANTS;
+        let verdict_text = match (met, full_size) {
+            (true, true) => verdict(true).to_owned(),
+            (true, false) => format!(
+                "met at {} grants; the target is for 1,000,000 (full run)",
+                thousands(p.grants as f64)
+            ),
+            (false, _) => "**missed**".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "| posture report (`GET /v1/posture`) over {} identities and {} grants (SQLite store) | median {}, slowest {} of {} | — | — | ≤ 1 s (10,000 identities, 1,000,000 grants) | {verdict_text} |",
+            thousands(p.identities as f64),
+            thousands(p.grants as f64),
+            human(median),
+            human(worst),
+            p.times.len(),
+        );
+        if !met {
+            misses.push(format!(
+                "**Posture report over {} grants ({} slowest; target ≤ 1 s).** Evidence (December \
+                 2026, the same query on a SQLite file of 1,000,000 grants issued in the window, \
+                 outside the server): counting the window's grants through the (state, \
+                 issued_at) index costs 0.5 s (a table lookup per grant for its end), and \
+                 grouping the grant-hours by identity adds 0.7 s (SQLite sorts the million rows \
+                 in a temporary B-tree); a covering index on (identity, issued_at, expires_at, \
+                 ended_at, state, end_reason) brought it to 0.55 s but adds an index entry to \
+                 every grant write. Bound: one pass over every grant active in the window; \
+                 meeting it needs grant-hours kept as they accrue (a per-identity, per-day \
+                 rollup written by the end path) rather than computed from the grants.",
+                thousands(p.grants as f64),
+                human(worst)
+            ));
+        }
+    }
+
     fn summary_restart(&self, s: &mut String, misses: &mut Vec<String>) {
         let Some(restart) = &self.restart else {
             return;
@@ -1039,6 +1081,7 @@ impl Report {
             full.until_health.as_secs_f64() / empty.until_health.as_secs_f64().max(1e-9),
             full.rss as f64 / empty.rss.max(1) as f64,
         );
+        self.summary_posture(s, misses, r);
         if !met {
             misses.push(format!(
                 "**Restart with {} active grants ({} to serving, {} resident; target ≤ 2 s, ≤ 300 MB).** \

@@ -74,6 +74,33 @@ pub struct RestartResult {
     pub empty: StoreRestart,
     pub filled: StoreRestart,
     pub fill: Fill,
+    pub posture: PostureTiming,
+}
+
+/// Identities registered for the posture figure (the clones' grants are spread over them).
+pub const POSTURE_IDENTITIES: u64 = 10_000;
+const POSTURE_RUNS: usize = 5;
+
+/// `GET /v1/posture` over the filled store, timed end to end, fastest first.
+#[derive(Debug, Clone)]
+pub struct PostureTiming {
+    pub identities: u64,
+    pub grants: u64,
+    pub times: Vec<Duration>,
+}
+
+impl PostureTiming {
+    pub fn median(&self) -> Option<Duration> {
+        self.times
+            .get(self.times.len().saturating_sub(1) / 2)
+            .copied()
+    }
+}
+
+/// The identity of the `i`-th clone: `svc-0` … `svc-9998` (with the template's own
+/// identity, 10,000 in all).
+fn posture_identity(i: u64) -> String {
+    format!("svc-{}", i % (POSTURE_IDENTITIES - 1))
 }
 
 pub async fn measure(
@@ -113,11 +140,57 @@ pub async fn measure(
     let fill = fill(&full_opts.data.join("kairos.db"), s.grants).await?;
     eprintln!("  filled in {:.1?}; restarting on it...", fill.elapsed);
     let filled = timed_restarts(kairos, &full_opts, s.grants, s)?;
+
+    // The posture report over the filled store, with the clones' identities registered.
+    eprintln!(
+        "  posture report over {} identities and {} grants...",
+        POSTURE_IDENTITIES, s.grants
+    );
+    let extras = server::ConfigExtras {
+        toml: (1..POSTURE_IDENTITIES)
+            .map(|i| {
+                format!(
+                    "[[identity]]\nname = \"{}\"\nowner = \"payments\"\nkind = \"service\"\nissuer = \"ci\"\nsubject = \"svc:{i}\"\n\n",
+                    posture_identity(i - 1)
+                )
+            })
+            .collect(),
+        cedar: String::new(),
+    };
+    let posture_config = server::write_config(&dir.path().join("cfg-posture"), issuer, &extras)?;
+    let posture_opts = ServerOptions {
+        config: posture_config,
+        ..opts("full")
+    };
+    let server = Server::start(kairos, &posture_opts)?;
+    let mut times = Vec::new();
+    let mut identities = 0;
+    for _ in 0..POSTURE_RUNS {
+        let started = Instant::now();
+        let answer: serde_json::Value = http
+            .get(server.url("/v1/posture"))
+            .bearer_auth(server::ADMIN_TOKEN)
+            .send()
+            .await?
+            .error_for_status()
+            .context("reading the posture report")?
+            .json()
+            .await?;
+        times.push(started.elapsed());
+        identities = answer["identities"]["total"].as_u64().unwrap_or(0);
+    }
+    server.stop(Duration::from_secs(10));
+    times.sort();
     Ok(RestartResult {
         settings: s,
         empty,
         filled,
         fill,
+        posture: PostureTiming {
+            identities,
+            grants: s.grants,
+            times,
+        },
     })
 }
 
@@ -291,6 +364,7 @@ pub async fn fill(path: &Path, total: u64) -> anyhow::Result<Fill> {
         "requests",
         &[
             ("id", "f.rid"),
+            ("identity", "f.ident"),
             ("created_at", "f.at"),
             ("grant_id", "f.gid"),
         ],
@@ -302,6 +376,7 @@ pub async fn fill(path: &Path, total: u64) -> anyhow::Result<Fill> {
         &[
             ("id", "f.gid"),
             ("request_id", "f.rid"),
+            ("identity", "f.ident"),
             ("issued_at", "f.at"),
             ("expires_at", "f.exp"),
             ("max_expires_at", "f.exp"),
@@ -310,7 +385,7 @@ pub async fn fill(path: &Path, total: u64) -> anyhow::Result<Fill> {
     .await?;
     sqlx::query(
         "CREATE TEMP TABLE fill (n INTEGER PRIMARY KEY, gid TEXT NOT NULL, rid TEXT NOT NULL, \
-         at INTEGER NOT NULL, exp INTEGER NOT NULL)",
+         ident TEXT NOT NULL, at INTEGER NOT NULL, exp INTEGER NOT NULL)",
     )
     .execute(&mut conn)
     .await?;
@@ -340,17 +415,18 @@ pub async fn fill(path: &Path, total: u64) -> anyhow::Result<Fill> {
             rows.push((
                 GrantId::generate().to_string(),
                 RequestId::generate().to_string(),
+                posture_identity(i),
                 at,
                 at + 2 * window_ms,
             ));
         }
         let mut tx = conn.begin().await?;
         for batch in rows.chunks(ROWS_PER_INSERT) {
-            let values = vec!["(?, ?, ?, ?)"; batch.len()].join(", ");
-            let sql = format!("INSERT INTO fill (gid, rid, at, exp) VALUES {values}");
+            let values = vec!["(?, ?, ?, ?, ?)"; batch.len()].join(", ");
+            let sql = format!("INSERT INTO fill (gid, rid, ident, at, exp) VALUES {values}");
             let mut q = sqlx::query(&sql);
-            for (gid, rid, at, exp) in batch {
-                q = q.bind(gid).bind(rid).bind(at).bind(exp);
+            for (gid, rid, ident, at, exp) in batch {
+                q = q.bind(gid).bind(rid).bind(ident).bind(at).bind(exp);
             }
             q.execute(&mut *tx).await?;
         }
@@ -365,7 +441,7 @@ pub async fn fill(path: &Path, total: u64) -> anyhow::Result<Fill> {
 
         // The clones' audit records, sealed into the chain in order.
         let mut records = Vec::with_capacity(rows.len() * audit_template.len());
-        for (gid, rid, at, exp) in &rows {
+        for (gid, rid, _, at, exp) in &rows {
             let times = [
                 Timestamp::from_millis(*at).to_rfc3339(),
                 Timestamp::from_millis(*exp).to_rfc3339(),

@@ -130,6 +130,11 @@ impl Broker {
     ) -> Result<ApplyReport> {
         let catalog = Catalog::from_bundle(&bundle)
             .map_err(|errors| BrokerError::invalid("invalid_config", errors.to_string()))?;
+        // A standing exception is a migration state with a deadline: one already past it
+        // is refused here (at load the catalog has no clock), naming file, line and key.
+        catalog
+            .exceptions_ended_by(self.now())
+            .map_err(|errors| BrokerError::invalid("invalid_config", errors.to_string()))?;
         let verifier = Self::verifier_for(&catalog)?;
         let live_targets = Targets::from_catalog(&catalog)?;
         // Every database target's server is asked which server it is: two targets of one

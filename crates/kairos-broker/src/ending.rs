@@ -167,7 +167,7 @@ impl Broker {
         Ok(self.store.list_grants(&filter).await?)
     }
 
-    async fn end(
+    pub(crate) async fn end(
         &self,
         selector: EndSelector,
         reason: EndReason,
@@ -580,7 +580,7 @@ impl Broker {
     /// revocations started failing), makes its whole backlog due now and wakes the
     /// revocation worker. `answering` keeps, per failing target, how many probes in a row
     /// it answered.
-    async fn probe_failing_targets(
+    pub(crate) async fn probe_failing_targets(
         self: &Arc<Self>,
         answering: &mut BTreeMap<TargetName, u32>,
     ) -> Result<()> {
@@ -629,194 +629,6 @@ impl Broker {
             }
         }
         Ok(())
-    }
-
-    /// Runs the background loops until `shutdown` resolves: the expirer (driven by the
-    /// store's expiry index), the revocation worker, pending-request expiry, key reload,
-    /// the reconciler and the audit checkpointer.
-    pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let expirer = {
-            let b = Arc::clone(&self);
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    // A read decides; the write (a transaction) happens only when
-                    // something is due. At most a second between looks, for grants other
-                    // replicas issue and for clocks that jump.
-                    let now = b.now();
-                    let sleep = match b.store.next_expiry().await {
-                        Ok(Some(next)) if next <= now => match b.expire_due().await {
-                            Ok(n) if n > 0 => continue,
-                            // Due but held by another replica's expirer right now.
-                            Ok(_) => Duration::from_millis(50),
-                            Err(e) => {
-                                tracing::error!(error = %ErrorChain(&e), "expirer pass failed");
-                                Duration::from_secs(1)
-                            }
-                        },
-                        Ok(Some(next)) => next.since(now).min(Duration::from_secs(1)),
-                        Ok(None) => Duration::from_secs(1),
-                        Err(e) => {
-                            tracing::error!(error = %ErrorChain(&e), "expirer cannot read the next expiry");
-                            Duration::from_secs(1)
-                        }
-                    };
-                    let wake = now.plus(sleep);
-                    b.expirer_wakes_at
-                        .store(wake.as_millis(), std::sync::atomic::Ordering::Release);
-                    tokio::select! {
-                        _ = tokio::time::sleep(sleep) => {}
-                        _ = b.changed.notified() => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            })
-        };
-        let revoker = {
-            let b = Arc::clone(&self);
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    match b.revoke_due().await {
-                        Ok((v, f)) if v + f > 0 => continue,
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(error = %ErrorChain(&e), "revocation pass failed")
-                        }
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        _ = b.revoke_work.notified() => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            })
-        };
-        let prober = {
-            let b = Arc::clone(&self);
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut answering = BTreeMap::new();
-                loop {
-                    if let Err(e) = b.probe_failing_targets(&mut answering).await {
-                        tracing::warn!(error = %ErrorChain(&e), "outage probe failed; will retry");
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(b.settings.outage_probe_interval) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            })
-        };
-        let shutdown_reconciler = shutdown.clone();
-        let shutdown_checkpointer = shutdown.clone();
-        let shutdown_usage = shutdown.clone();
-        let housekeeping = {
-            let b = Arc::clone(&self);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                let mut n: u64 = 0;
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    n = n.wrapping_add(1);
-                    if let Err(e) = b.expire_pending().await {
-                        tracing::error!(error = %ErrorChain(&e), "pending-request expiry failed");
-                    }
-                    match b.prune_removed_targets().await {
-                        Ok(done) if !done.is_empty() => {
-                            tracing::info!(targets = ?done, "removed targets' grants are all verified gone; their connectors are closed");
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %ErrorChain(&e), "checking removed targets failed; will retry");
-                        }
-                    }
-                    if n.is_multiple_of(30) {
-                        if let Err(e) = b.reload_keys().await {
-                            tracing::error!(error = %ErrorChain(&e), "key reload failed");
-                        }
-                        if let Err(e) = b.refresh_gauges().await {
-                            tracing::error!(error = %ErrorChain(&e), "gauge refresh failed");
-                        }
-                    }
-                }
-            })
-        };
-        let reconciler = {
-            let b = Arc::clone(&self);
-            let mut shutdown = shutdown_reconciler;
-            tokio::spawn(async move {
-                let mut last: std::collections::BTreeMap<
-                    kairos_domain::TargetName,
-                    tokio::time::Instant,
-                > = std::collections::BTreeMap::new();
-                loop {
-                    let catalog = b.catalog();
-                    for (name, connector) in b.targets().iter() {
-                        let every = catalog
-                            .target(name)
-                            .and_then(|t| t.kind.db())
-                            .map_or(Duration::from_secs(30), |d| {
-                                d.reconcile_interval.as_duration()
-                            });
-                        if last.get(name).is_some_and(|t| t.elapsed() < every) {
-                            continue;
-                        }
-                        last.insert(name.clone(), tokio::time::Instant::now());
-                        match b.reconcile(name, Arc::clone(connector)).await {
-                            Ok(r)
-                                if !r.residue_removed.is_empty() || r.provisioning_aborted > 0 =>
-                            {
-                                tracing::warn!(target = %name, residue = ?r.residue_removed, aborted = r.provisioning_aborted, "reconciler removed residue");
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(target = %name, error = %ErrorChain(&e), "reconcile pass failed; will retry")
-                            }
-                        }
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            })
-        };
-        let checkpointer = {
-            let b = Arc::clone(&self);
-            let mut shutdown = shutdown_checkpointer;
-            tokio::spawn(async move {
-                // The first tick is at once: a start signs the head it finds.
-                let mut tick = tokio::time::interval(b.settings.audit_checkpoint_interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    if let Err(e) = b
-                        .publish_checkpoint(crate::checkpoints::Unmoved::Skip)
-                        .await
-                    {
-                        tracing::error!(error = %ErrorChain(&e), "audit checkpoint failed");
-                    }
-                }
-            })
-        };
-        // Usage monitoring: its flusher and detectors (governance/usage.rs).
-        let usage = tokio::spawn(Arc::clone(&self).run_usage(shutdown_usage));
-        let _ = tokio::join!(
-            expirer,
-            revoker,
-            prober,
-            housekeeping,
-            reconciler,
-            checkpointer,
-            usage
-        );
     }
 }
 

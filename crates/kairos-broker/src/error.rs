@@ -50,6 +50,7 @@ impl From<StoreError> for BrokerError {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(msg) => Self::Conflict(msg),
             StoreError::Transition(t) => t.into(),
+            StoreError::Review(r) => r.into(),
             other => Self::internal(other),
         }
     }
@@ -65,6 +66,15 @@ impl From<TransitionError> for BrokerError {
                 Self::invalid("ttl_over_cap", e.to_string())
             }
             _ => Self::Conflict(e.to_string()),
+        }
+    }
+}
+
+impl From<kairos_domain::ReviewError> for BrokerError {
+    fn from(e: kairos_domain::ReviewError) -> Self {
+        match e {
+            kairos_domain::ReviewError::AlreadyFiled { .. } => Self::Conflict(e.to_string()),
+            kairos_domain::ReviewError::BadSummary => Self::invalid("bad_summary", e.to_string()),
         }
     }
 }

@@ -20,6 +20,7 @@ mod metrics;
 pub mod reconcile;
 mod renewal;
 mod requests;
+mod scheduler;
 pub mod targets;
 pub mod users;
 
@@ -40,7 +41,10 @@ pub use governance::usage::kinds as usage_alert_kinds;
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
+pub use governance::recert::{ExceptionEntry, RecertEntry, RecertFilter, RecertPassReport};
+pub use governance::reviews::{ReviewNow, ReviewPass, ReviewStatus};
 pub use governance::usage::{UsageLimits, UsagePassReport};
+pub use governance::{AlertQuery, PostureReport, StateOutcome};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
@@ -77,6 +81,8 @@ pub struct BrokerSettings {
     pub audit_checkpoint_file: Option<std::path::PathBuf>,
     /// How often a checkpoint is made when the audit head has moved.
     pub audit_checkpoint_interval: Duration,
+    /// How often the recertification pass runs (see [`Broker::recert_pass`]).
+    pub recert_pass_interval: Duration,
     /// Where callers' addresses come from behind proxies.
     pub sources: SourceSettings,
     /// How often recorded usage is written to the store (also at shutdown).
@@ -143,6 +149,7 @@ impl Default for BrokerSettings {
             sources: SourceSettings::default(),
             usage_flush_interval: Duration::from_secs(1),
             usage_pass_interval: Duration::from_secs(30),
+            recert_pass_interval: Duration::from_secs(5),
         }
     }
 }
@@ -176,6 +183,8 @@ pub struct Broker {
     usage: governance::recorder::UsageRecorder,
     /// Grants whose use after end this replica has alerted (bounded).
     after_end_seen: std::sync::Mutex<std::collections::HashSet<kairos_domain::GrantId>>,
+    /// Identity states as last read (see [`governance`]).
+    governance: governance::GovernanceState,
 }
 
 impl std::fmt::Debug for Broker {
@@ -247,8 +256,11 @@ impl Broker {
             degraded: RwLock::new(Arc::new(Vec::new())),
             usage: governance::recorder::UsageRecorder::default(),
             after_end_seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            governance: governance::GovernanceState::default(),
         });
         broker.refresh_gauges().await?;
+        broker.refresh_identity_states().await?;
+        broker.refresh_alert_gauges().await?;
         Ok(broker)
     }
 

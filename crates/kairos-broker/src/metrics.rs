@@ -71,6 +71,16 @@ pub struct Metrics {
     pub usage_dropped: Counter,
     /// Tokens presented to introspection after their grant ended, was ending or expired.
     pub use_after_end: Counter,
+    /// Unresolved (open or acknowledged) alerts, by kind.
+    pub alerts_open: Family<AlertKindLabel, Gauge>,
+    /// Alerts opened, by kind.
+    pub alerts_raised: Family<AlertKindLabel, Counter>,
+}
+
+/// An alert's kind, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertKindLabel {
+    pub kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -107,6 +117,8 @@ impl Metrics {
             usage_recorded: Counter::default(),
             usage_dropped: Counter::default(),
             use_after_end: Counter::default(),
+            alerts_open: Family::default(),
+            alerts_raised: Family::default(),
             registry: Registry::default(),
         };
         registry.register("grants_issued", "Grants issued", m.grants_issued.clone());
@@ -205,6 +217,16 @@ impl Metrics {
             "HTTP request latency, by route template, method and status",
             m.http_request_seconds.clone(),
         );
+        registry.register(
+            "alerts_open",
+            "Unresolved (open or acknowledged) alerts, by kind",
+            m.alerts_open.clone(),
+        );
+        registry.register(
+            "alerts_raised",
+            "Alerts opened, by kind",
+            m.alerts_raised.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -220,6 +242,39 @@ impl Metrics {
     /// The classic Prometheus text exposition (`text/plain; version=0.0.4`).
     pub fn render_classic(&self) -> String {
         classic_from_openmetrics(&self.render())
+    }
+
+    /// A new alert of `kind` was opened.
+    pub fn alert_opened(&self, kind: kairos_governance::AlertKind) {
+        let label = AlertKindLabel {
+            kind: kind.as_str(),
+        };
+        self.alerts_raised.get_or_create(&label).inc();
+        self.alerts_open.get_or_create(&label).inc();
+    }
+
+    /// An alert of `kind` was resolved.
+    pub fn alert_closed(&self, kind: kairos_governance::AlertKind) {
+        self.alerts_open
+            .get_or_create(&AlertKindLabel {
+                kind: kind.as_str(),
+            })
+            .dec();
+    }
+
+    /// Sets every kind's unresolved count (kinds not listed: 0).
+    pub fn set_alerts_open(&self, counts: &[(kairos_governance::AlertKind, u64)]) {
+        for kind in kairos_governance::AlertKind::ALL {
+            let n = counts
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map_or(0, |(_, n)| i64::try_from(*n).unwrap_or(i64::MAX));
+            self.alerts_open
+                .get_or_create(&AlertKindLabel {
+                    kind: kind.as_str(),
+                })
+                .set(n);
+        }
     }
 
     /// Counts one answered HTTP request and its latency.

@@ -95,14 +95,6 @@ impl Broker {
             .await
             .map_err(crate::accounts::target_error)?;
         report.accounts_seen = existing.len();
-        // Live sessions are uses of the grants their accounts back (usage monitoring). A
-        // target that cannot list them still gets its residue removed.
-        match self.record_sessions(target, &connector).await {
-            Ok(n) => report.sessions_seen = n,
-            Err(e) => {
-                tracing::warn!(target = %target, error = %crate::ending::ErrorChain(&e), "listing sessions failed; usage not recorded this pass")
-            }
-        }
         let existing_names: BTreeSet<String> = existing.iter().map(ToString::to_string).collect();
 
         // Only when no other target on this server could own these accounts.
@@ -190,6 +182,17 @@ impl Broker {
         self.metrics
             .accounts_missing
             .set(i64::try_from(report.missing_accounts.len()).unwrap_or(i64::MAX));
+        // Live sessions are uses of the grants their accounts back (usage monitoring),
+        // listed last: a look downstream between the account listing and the active-grant
+        // read above would widen the window in which a grant that turns active in between
+        // looks like its account is missing. A target that cannot list sessions still got
+        // its residue removed.
+        match self.record_sessions(target, &connector).await {
+            Ok(n) => report.sessions_seen = n,
+            Err(e) => {
+                tracing::warn!(target = %target, error = %crate::ending::ErrorChain(&e), "listing sessions failed; usage not recorded this pass")
+            }
+        }
         Ok(report)
     }
 

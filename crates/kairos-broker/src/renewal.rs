@@ -87,6 +87,7 @@ impl Broker {
                 caller.require_role(&[Role::Operator], "renew a grant")?;
             }
         }
+        self.refuse_if_inactive(&grant.identity)?;
         match &grant.state {
             GrantState::Active => {}
             GrantState::Provisioning => {
@@ -208,6 +209,10 @@ impl Broker {
                 grant.entitlement
             ))
         })?;
+        // A break-glass grant's own review is among them while it is open.
+        let open_reviews = self
+            .open_reviews_for_policy(&catalog, &grant.identity)
+            .await?;
         let mut decision = catalog
             .policies()
             .decide(&PolicyInput {
@@ -217,9 +222,11 @@ impl Broker {
                 ttl: total,
                 task: grant.task.clone(),
                 requester: requester.clone(),
-                // A renewal is decided without an address (policies that test
-                // `context has source_ip` see none).
-                source_ip: None,
+                circumstances: kairos_policy::Circumstances {
+                    break_glass: entitlement.break_glass,
+                    open_reviews,
+                    ..Default::default()
+                },
             })
             .map_err(BrokerError::internal)?;
         if decision.outcome == DecisionOutcome::Deny {
@@ -387,6 +394,7 @@ impl Broker {
             grant,
             credential: None,
             ttl_capped: false,
+            review: None,
         })
     }
 }

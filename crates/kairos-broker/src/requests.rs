@@ -37,6 +37,8 @@ pub struct RequestOutcome {
     pub credential: Option<IssuedCredential>,
     /// True when the TTL was lowered to the entitlement's cap (`over_cap = "cap"`).
     pub ttl_capped: bool,
+    /// The after-action review a break-glass grant opened.
+    pub review: Option<kairos_domain::ReviewId>,
 }
 
 pub(crate) fn build_grant(catalog: &Catalog, request: &Request, now: Timestamp) -> Result<Grant> {
@@ -182,16 +184,21 @@ impl Broker {
                 "identity {identity_name} is not registered; add it to the configuration"
             ))
         })?;
+        self.refuse_if_inactive(&identity_name)?;
         let entitlement = catalog.entitlement(&input.entitlement).ok_or_else(|| {
             BrokerError::NotFound(format!(
                 "entitlement {} is not defined; check the name (`target/role`) against the configuration",
                 input.entitlement
             ))
         })?;
+        self.check_break_glass(entitlement, &input.task)?;
         let (ttl, ttl_capped) = self.capped_ttl(&catalog, entitlement, input.ttl)?;
         let requester = caller.principal();
         // `::ffff:10.1.2.3` is 10.1.2.3 to policy, the record and the detectors.
         let source = input.source.map(kairos_domain::canonical_ip);
+        let open_reviews = self
+            .open_reviews_for_policy(&catalog, &identity_name)
+            .await?;
 
         let started = Instant::now();
         let decision = catalog
@@ -203,7 +210,11 @@ impl Broker {
                 ttl,
                 task: input.task.clone(),
                 requester: requester.clone(),
-                source_ip: source,
+                circumstances: kairos_policy::Circumstances {
+                    source_ip: source,
+                    break_glass: entitlement.break_glass,
+                    open_reviews,
+                },
             })
             .map_err(BrokerError::internal)?;
         self.metrics
@@ -258,6 +269,7 @@ impl Broker {
         ];
         let mut grant = None;
         let mut account = None;
+        let mut review = None;
         match decision.outcome {
             DecisionOutcome::Deny => request.state = RequestState::Denied,
             DecisionOutcome::Pending { .. } => {
@@ -271,6 +283,12 @@ impl Broker {
                 if account.is_none() {
                     audit.push(issued_audit(&g, &Principal::System("broker")));
                 }
+                if entitlement.break_glass {
+                    let (opened, record) =
+                        self.open_review(&catalog, &request, &g, &Principal::System("broker"));
+                    audit.push(record);
+                    review = Some(opened);
+                }
                 grant = Some(g);
             }
         }
@@ -280,9 +298,22 @@ impl Broker {
             (Some(g), None) => Some(self.mint(g)?),
             _ => None,
         };
-        self.store
-            .insert_request(&request, grant.as_ref(), audit)
-            .await?;
+        match (&grant, &review) {
+            // A break-glass grant and its review commit together, or neither does.
+            (Some(g), Some(r)) => {
+                self.store
+                    .insert_request_with_review(&request, g, r, audit)
+                    .await?
+            }
+            _ => {
+                self.store
+                    .insert_request(&request, grant.as_ref(), audit)
+                    .await?
+            }
+        }
+        if let (Some(g), Some(r)) = (&grant, &review) {
+            self.break_glass_granted(r, g).await;
+        }
         self.note_request(identity, now, source).await;
         if let (Some(g), Some(acc)) = (&grant, account) {
             self.notify_requests();
@@ -315,6 +346,7 @@ impl Broker {
             grant,
             credential,
             ttl_capped,
+            review: review.map(|r| r.id),
         })
     }
 
@@ -369,11 +401,13 @@ impl Broker {
                 }
                 _ => None,
             };
+            let review = self.review_id_of(&self.catalog(), &request).await?;
             return Ok(RequestOutcome {
                 request,
                 grant,
                 credential,
                 ttl_capped: false,
+                review,
             });
         }
     }
@@ -455,6 +489,8 @@ impl Broker {
             .await?
             .ok_or_else(|| BrokerError::NotFound(format!("request {id} not found")))?;
         let approver = self.check_may_approve(caller, &current)?;
+        // An approval must not hand access to an identity suspended after it asked.
+        self.refuse_if_inactive(&current.identity)?;
         if let Some(grant) = current.renews.clone() {
             return self
                 .approve_renewal(caller, current, grant, approver, reason)
@@ -472,6 +508,12 @@ impl Broker {
         })?;
         let account = self.prepare_account(&catalog, entitlement, &mut next_grant)?;
         let is_token = account.is_none();
+        // A break-glass request that policy sent to approvals: the grant the last approval
+        // issues opens its review in the same transaction.
+        let next_review = entitlement
+            .break_glass
+            .then(|| self.open_review(&catalog, &current, &next_grant, &by));
+        let opened_review = next_review.as_ref().map(|(r, _)| r.clone());
         let updated = self
             .store
             .update_request(
@@ -509,6 +551,10 @@ impl Broker {
                             if is_token {
                                 change.audit.push(issued_audit(&grant, &by));
                             }
+                            if let Some((review, record)) = next_review {
+                                change.audit.push(record);
+                                change.review = Some(review);
+                            }
                             change.grant = Some(grant);
                         }
                     }
@@ -516,6 +562,10 @@ impl Broker {
                 }),
             )
             .await?;
+        let review = match (&updated.grant_id, opened_review) {
+            (Some(_), Some(review)) => Some(review),
+            _ => None,
+        };
         let grant = match &updated.grant_id {
             Some(gid) => {
                 self.metrics.pending_requests.dec();
@@ -537,12 +587,16 @@ impl Broker {
             }
             None => None,
         };
+        if let (Some(r), Some(g)) = (&review, &grant) {
+            self.break_glass_granted(r, g).await;
+        }
         self.notify_requests();
         Ok(RequestOutcome {
             request: updated,
             grant,
             credential: None,
             ttl_capped: false,
+            review: review.map(|r| r.id),
         })
     }
 
@@ -568,6 +622,7 @@ impl Broker {
                     Ok(RequestChange {
                         grant: None,
                         renewal: None,
+                        review: None,
                         audit: vec![
                             AuditDraft::new(AuditKind::Denied, &by)
                                 .identity(&req.identity)

@@ -66,19 +66,27 @@ const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"WKn-ZIGe
 struct Fixture {
     broker: Arc<Broker>,
     clock: ManualClock,
+    store: Arc<SqlStore>,
     _dir: tempfile::TempDir,
 }
 
 async fn fixture() -> Fixture {
+    fixture_with("").await
+}
+
+/// The fixture with `extra` appended to the configuration (say, a `[governance]` table).
+async fn fixture_with(extra: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
     let url = format!("sqlite://{}", dir.path().join("k.db").display());
-    let store = SqlStore::connect(&url)
-        .await
-        .unwrap()
-        .with_clock(Arc::new(clock.clone()));
+    let store = Arc::new(
+        SqlStore::connect(&url)
+            .await
+            .unwrap()
+            .with_clock(Arc::new(clock.clone())),
+    );
     let broker = Broker::start(
-        Arc::new(store),
+        Arc::clone(&store) as Arc<dyn kairos_store::Store>,
         Arc::new(clock.clone()),
         MasterKey::generate().unwrap(),
         BrokerSettings::default(),
@@ -88,7 +96,7 @@ async fn fixture() -> Fixture {
     let bundle = ConfigBundle {
         main_path: "kairos.toml".into(),
         files: BTreeMap::from([
-            ("kairos.toml".into(), CONFIG.into()),
+            ("kairos.toml".into(), format!("{CONFIG}{extra}")),
             ("p.cedar".into(), POLICY.into()),
             ("jwks.json".into(), JWKS.into()),
         ]),
@@ -100,6 +108,7 @@ async fn fixture() -> Fixture {
     Fixture {
         broker,
         clock,
+        store,
         _dir: dir,
     }
 }
@@ -331,4 +340,55 @@ async fn policy_sees_the_source_and_requests_record_it() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.source_ip, out.request.source_ip);
+}
+
+/// The `[governance]` thresholds are the ones in force, and a dormant identity is an alert
+/// in the alert list that resolves itself when the identity asks again.
+#[tokio::test]
+async fn configured_dormancy_raises_an_alert_that_resolves_when_the_identity_asks() {
+    use kairos_governance::{AlertKind, AlertState};
+    use kairos_store::{AlertFilter, GovernanceStore};
+    let f = fixture_with("\n[governance]\ndormant_after = \"2d\"\n").await;
+    assert_eq!(
+        f.broker.usage_limits().dormant_after,
+        Duration::from_secs(2 * 86_400)
+    );
+    f.broker.usage_pass().await.unwrap();
+    f.broker
+        .request(&workload("job"), ask("5m", "run-1", None))
+        .await
+        .unwrap();
+    f.broker.usage_flush_pass().await.unwrap();
+    f.clock
+        .advance(Duration::from_secs(2 * 86_400) - Duration::from_secs(1));
+    assert!(f.broker.usage_pass().await.unwrap().dormant.is_empty());
+    f.clock.advance(Duration::from_secs(1));
+    f.broker.usage_pass().await.unwrap();
+    let dormant = |state: Option<AlertState>| {
+        let store = Arc::clone(&f.store);
+        async move {
+            let mut subjects: Vec<String> = store
+                .list_alerts(&AlertFilter {
+                    kind: Some(AlertKind::DormantIdentity),
+                    state,
+                    ..AlertFilter::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.subject)
+                .collect();
+            subjects.sort();
+            subjects
+        }
+    };
+    assert_eq!(dormant(Some(AlertState::Open)).await, ["fenced", "job"]);
+    f.broker
+        .request(&workload("job"), ask("5m", "run-2", None))
+        .await
+        .unwrap();
+    f.broker.usage_flush_pass().await.unwrap();
+    f.broker.usage_pass().await.unwrap();
+    assert_eq!(dormant(Some(AlertState::Open)).await, ["fenced"]);
+    assert_eq!(dormant(Some(AlertState::Resolved)).await, ["job"]);
 }

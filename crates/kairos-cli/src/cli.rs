@@ -131,8 +131,29 @@ pub enum Command {
     },
     /// Trade a workload's platform JWT for a Kairos token (RFC 8693).
     Exchange(ExchangeArgs),
+    /// Alerts of the governance rules: list, show, acknowledge, resolve.
+    Alerts(crate::governance::AlertsArgs),
+    /// The governance posture: identities, lifecycle findings, standing privilege and
+    /// revocation figures, each mapped to OWASP NHI Top 10 and NIST CSF 2.0.
+    Posture,
+    /// After-action reviews of break-glass grants: list, show, and file (owners).
+    Review {
+        #[command(subcommand)]
+        command: crate::reviews::ReviewCommand,
+    },
     /// Is the server up?
     Health,
+    /// Recertification: list what is due or overdue, attest as an owner.
+    Recert {
+        #[command(subcommand)]
+        command: crate::commands::recert::RecertCommand,
+    },
+    /// Standing exceptions (static secrets that cannot be removed yet): list them, record
+    /// a rotation.
+    Exception {
+        #[command(subcommand)]
+        command: crate::commands::recert::ExceptionCommand,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]

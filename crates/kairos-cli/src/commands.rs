@@ -14,6 +14,8 @@ use crate::cli::{
 };
 use crate::{render, time, wire};
 
+pub(crate) mod recert;
+
 /// How answers are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -30,22 +32,22 @@ pub struct Io<'a> {
 }
 
 impl Io<'_> {
-    fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.format == Format::Json
     }
 
-    fn out(&mut self, s: &str) -> Result<(), CliError> {
+    pub(crate) fn out(&mut self, s: &str) -> Result<(), CliError> {
         self.out.write_all(s.as_bytes())?;
         Ok(())
     }
 
-    fn err(&mut self, s: &str) -> Result<(), CliError> {
+    pub(crate) fn err(&mut self, s: &str) -> Result<(), CliError> {
         self.err.write_all(s.as_bytes())?;
         Ok(())
     }
 
     /// `--json`: the server's JSON; otherwise the rendered text.
-    fn show(
+    pub(crate) fn show(
         &mut self,
         answer: &Answer,
         text: impl FnOnce() -> Result<String, CliError>,
@@ -153,6 +155,8 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Audit(a) => audit(api, a, io).await,
         Command::Keys(a) => keys(api, a, io).await,
         Command::User { command } => user(api, command, io).await,
+        Command::Alerts(a) => crate::governance::alerts(api, a, io).await,
+        Command::Posture => crate::governance::posture(api, io).await,
         Command::Introspect { access_token } => {
             let token = from_stdin_if_dash(access_token, "token")?;
             let form = [("token", token.expose_secret())];
@@ -170,6 +174,9 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
             Ok(Exit::Success)
         }
         Command::Exchange(a) => exchange(api, a, io).await,
+        Command::Recert { command } => recert::recert(api, command, io).await,
+        Command::Exception { command } => recert::exception(api, command, io).await,
+        Command::Review { command } => crate::reviews::run(api, command, io).await,
         Command::Health => {
             let ans = api
                 .call(
@@ -312,6 +319,12 @@ fn settled(
                         .or(r.grant_id.as_deref()),
                     io,
                 )?;
+                if let Some(review) = &resp.review_id {
+                    io.err(&format!(
+                        "break-glass review: {} (open until an owner files it)\n",
+                        render::clean(review)
+                    ))?;
+                }
             } else {
                 io.show(ans, || Ok(render::granted(resp)))?;
             }

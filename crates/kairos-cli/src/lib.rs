@@ -15,7 +15,9 @@ mod api;
 mod bundle;
 mod cli;
 mod commands;
+mod governance;
 mod render;
+mod reviews;
 mod time;
 mod wire;
 
@@ -29,6 +31,9 @@ pub use cli::{
     GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
     RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
 };
+pub use commands::recert::{AttestArgs, ExceptionCommand, RecertCommand, RecertListArgs};
+pub use governance::{AlertsArgs, AlertsCommand};
+pub use reviews::ReviewCommand;
 
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.

@@ -96,7 +96,7 @@ fn needs_escape(c: char) -> bool {
 
 const NONE: &str = "-";
 
-fn or_none(v: Option<&str>) -> &str {
+pub(crate) fn or_none(v: Option<&str>) -> &str {
     v.filter(|s| !s.is_empty()).unwrap_or(NONE)
 }
 
@@ -334,6 +334,12 @@ pub fn granted(resp: &wire::RequestResponse) -> String {
         t.row([
             "ttl:",
             &format!("{} (lowered to the entitlement's cap)", r.ttl),
+        ]);
+    }
+    if let Some(review) = &resp.review_id {
+        t.row([
+            "break-glass:",
+            &format!("alert raised; after-action review {review} is open until an owner files it"),
         ]);
     }
     let mut out = t.render();

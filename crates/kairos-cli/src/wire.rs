@@ -165,6 +165,8 @@ pub struct RequestResponse {
     pub grant: Option<Grant>,
     pub credential: Option<Credential>,
     pub ttl_capped: bool,
+    /// A break-glass grant's after-action review.
+    pub review_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -5,7 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use kairos_domain::{
-    EntitlementName, IdentityName, SourceRange, TargetName, TeamName, Ttl, UserName,
+    EntitlementName, ExceptionName, IdentityName, Period, SourceRange, TargetName, TeamName,
+    Timestamp, Ttl, UserName,
 };
 use kairos_policy::{EntitlementFacts, IdentityFacts, PolicySet, Tier};
 
@@ -118,6 +119,64 @@ impl Default for ServerSettings {
     }
 }
 
+/// What happens to an identity whose owner team has no active owner, once the orphan
+/// grace has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanAction {
+    /// Suspend it (its grants end, its requests are refused).
+    Suspend,
+    /// Leave it working, flagged and alerted.
+    Flag,
+}
+
+/// The `[governance]` table: the lifecycle rules' settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GovernanceSettings {
+    /// What happens to an orphaned identity after `orphan_grace`.
+    pub orphan_action: OrphanAction,
+    /// How long an identity may be orphaned before `orphan_action` applies.
+    pub orphan_grace: Period,
+    /// How long a break-glass grant's after-action review may stay open before it is
+    /// overdue (and escalates); default 72h.
+    pub review_due: Period,
+    /// Shared identity: more distinct source addresses than this within `shared_window`
+    /// (default 3).
+    pub shared_max_sources: u64,
+    /// Shared identity: more concurrent task references among live grants than this
+    /// (default 5).
+    pub shared_max_tasks: u64,
+    /// The shared-identity detector's window (default 1h).
+    pub shared_window: Period,
+    /// Dormant identity: no request for this long (default 30d).
+    pub dormant_after: Period,
+    /// Held past use: an active grant unused for this share of its TTL (default 0.5).
+    pub held_past_use_share: kairos_governance::usage::Share,
+}
+
+impl Default for GovernanceSettings {
+    fn default() -> Self {
+        Self {
+            orphan_action: OrphanAction::Flag,
+            orphan_grace: const_period(24 * 3600),
+            review_due: const_period(72 * 3600),
+            shared_max_sources: 3,
+            shared_max_tasks: 5,
+            shared_window: const_period(3600),
+            dormant_after: const_period(30 * 86_400),
+            held_past_use_share: kairos_governance::usage::Share::DEFAULT,
+        }
+    }
+}
+
+/// A period from a constant number of seconds.
+pub(crate) fn const_period(secs: u64) -> Period {
+    // PANIC SAFETY: only called with constants between 1s and ten years, which `Period`
+    // accepts.
+    #[allow(clippy::expect_used)]
+    Period::from_secs(secs).expect("constant period within bounds")
+}
+
 /// A TTL from a constant number of seconds.
 fn const_ttl(secs: u64) -> Ttl {
     // PANIC SAFETY: only called with constants between 1s and 31d, which `Ttl` accepts
@@ -200,6 +259,9 @@ pub struct Team {
     pub owners: Vec<UserName>,
     /// May approve requests that need this team's approval.
     pub approvers: Vec<UserName>,
+    /// How often the team's identities and exceptions are recertified, unless they say
+    /// otherwise; `None`: `[governance] recertify_every`.
+    pub recertify_every: Option<Period>,
 }
 
 /// A registered non-human identity.
@@ -215,6 +277,9 @@ pub struct Identity {
     /// The address blocks it is expected to be used from (requests, database sessions);
     /// empty: anywhere. A use from outside raises an `unexpected_source` alert.
     pub allowed_sources: Vec<SourceRange>,
+    /// How often an owner must re-attest this identity; `None`: its team's interval, else
+    /// `[governance] recertify_every`.
+    pub recertify_every: Option<Period>,
 }
 
 /// How a target consumes credentials.
@@ -310,6 +375,54 @@ impl Target {
     }
 }
 
+/// The recertification keys of the `[governance]` table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecertSettings {
+    /// How often identities and exceptions are recertified unless their team or they
+    /// say otherwise; default 90 d.
+    pub recertify_every: Period,
+    /// How long before a recertification's due date its owners' review task opens;
+    /// default 14 d.
+    pub recert_notice: Period,
+}
+
+impl Default for RecertSettings {
+    fn default() -> Self {
+        Self {
+            recertify_every: const_period(90 * 86_400),
+            recert_notice: const_period(14 * 86_400),
+        }
+    }
+}
+
+/// A standing exception: a static secret that cannot be removed yet, registered with an
+/// owner, a rotation interval, compensating controls and a mandatory end date. The
+/// catalog holds a *reference* to where the secret lives, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Exception {
+    pub name: ExceptionName,
+    /// The identity that uses the static secret.
+    pub identity: IdentityName,
+    /// The team accountable for it (its owners recertify it).
+    pub owner: TeamName,
+    /// The system that accepts the secret, free-form (`billing-db (legacy)`).
+    pub system: String,
+    /// Where the secret lives, `scheme:location` (`vault:kv/legacy/billing`).
+    pub secret_ref: String,
+    /// Why the exception exists.
+    pub reason: String,
+    /// How often the secret must be rotated.
+    pub rotate_every: Period,
+    /// When the exception ends (it is a migration state, not a permanent one).
+    pub ends: Timestamp,
+    /// Compensating control: the networks (CIDRs) the secret may be used from.
+    pub allowed_sources: Vec<String>,
+    /// Compensating control: how the secret's scope is restricted.
+    pub scope_note: Option<String>,
+    /// How often it is recertified; `None`: its team's interval, else the default.
+    pub recertify_every: Option<Period>,
+}
+
 /// What happens when a request asks for a longer TTL than the entitlement allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -336,6 +449,16 @@ pub struct Entitlement {
     pub over_cap: OverCap,
     /// Who approves; `None` means the requesting identity's owner team.
     pub approval_team: Option<TeamName>,
+    /// Emergency access (`break_glass = true`): a request must be for an `incident` with a
+    /// reason, policy sees `context.break_glass`, every grant raises an alert at once and
+    /// opens an after-action review. Its effective cap is at most
+    /// [`Entitlement::BREAK_GLASS_MAX_CAP_SECS`].
+    pub break_glass: bool,
+}
+
+impl Entitlement {
+    /// The longest effective cap a break-glass entitlement may have: one hour.
+    pub const BREAK_GLASS_MAX_CAP_SECS: u64 = 3600;
 }
 
 /// What a grant of an entitlement allows, in the target's own terms.
@@ -378,6 +501,7 @@ impl Privileges {
 pub struct Catalog {
     pub(crate) server: Option<ServerSettings>,
     pub(crate) tiers: TierCaps,
+    pub(crate) governance: GovernanceSettings,
     pub(crate) issuers: BTreeMap<IssuerName, Issuer>,
     pub(crate) teams: BTreeMap<TeamName, Team>,
     pub(crate) identities: BTreeMap<IdentityName, Identity>,
@@ -385,6 +509,12 @@ pub struct Catalog {
     pub(crate) targets: BTreeMap<TargetName, Target>,
     pub(crate) entitlements: BTreeMap<EntitlementName, Entitlement>,
     pub(crate) policies: PolicySet,
+    pub(crate) recert: RecertSettings,
+    pub(crate) exceptions: BTreeMap<ExceptionName, Exception>,
+    /// Where each exception's `ends` was written (file, line, key path), for the
+    /// apply-time check that no end date has passed. Kept apart so that moving a block is
+    /// not a change.
+    pub(crate) exception_ends_at: BTreeMap<ExceptionName, (String, u32, String)>,
 }
 
 impl Catalog {
@@ -398,6 +528,7 @@ impl Catalog {
         Catalog {
             server: None,
             tiers: TierCaps::default(),
+            governance: GovernanceSettings::default(),
             issuers: BTreeMap::new(),
             teams: BTreeMap::new(),
             identities: BTreeMap::new(),
@@ -405,6 +536,9 @@ impl Catalog {
             targets: BTreeMap::new(),
             entitlements: BTreeMap::new(),
             policies: PolicySet::empty(),
+            recert: RecertSettings::default(),
+            exceptions: BTreeMap::new(),
+            exception_ends_at: BTreeMap::new(),
         }
     }
 
@@ -414,6 +548,10 @@ impl Catalog {
     }
     pub fn tier_caps(&self) -> &TierCaps {
         &self.tiers
+    }
+    /// The `[governance]` table (defaults when absent).
+    pub fn governance(&self) -> &GovernanceSettings {
+        &self.governance
     }
     pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
         self.issuers.values()
@@ -474,6 +612,65 @@ impl Catalog {
     pub fn policies(&self) -> &PolicySet {
         &self.policies
     }
+    /// The recertification keys of `[governance]` (defaults when it has none).
+    pub fn recert_settings(&self) -> &RecertSettings {
+        &self.recert
+    }
+    pub fn exceptions(&self) -> impl Iterator<Item = &Exception> {
+        self.exceptions.values()
+    }
+    pub fn exception(&self, name: &ExceptionName) -> Option<&Exception> {
+        self.exceptions.get(name)
+    }
+    /// How often `identity` is recertified: its own interval, else its team's, else
+    /// `[governance] recertify_every`.
+    pub fn identity_recert_interval(&self, identity: &Identity) -> Period {
+        identity
+            .recertify_every
+            .or_else(|| self.team(&identity.owner).and_then(|t| t.recertify_every))
+            .unwrap_or(self.recert.recertify_every)
+    }
+    /// How often `exception` is recertified: its own interval, else its owner team's,
+    /// else `[governance] recertify_every`.
+    pub fn exception_recert_interval(&self, exception: &Exception) -> Period {
+        exception
+            .recertify_every
+            .or_else(|| self.team(&exception.owner).and_then(|t| t.recertify_every))
+            .unwrap_or(self.recert.recertify_every)
+    }
+    /// The exceptions whose end date is at or before `now`, each as an error naming the
+    /// file, line and key where the date is written: a configuration is not applied with
+    /// an exception that has already ended (remove it, or extend it with a reason).
+    pub fn exceptions_ended_by(&self, now: Timestamp) -> Result<(), ConfigErrors> {
+        let errors: Vec<crate::ConfigError> = self
+            .exceptions
+            .values()
+            .filter(|e| e.ends <= now)
+            .map(|e| {
+                let (file, line, key) = self
+                    .exception_ends_at
+                    .get(&e.name)
+                    .cloned()
+                    .unwrap_or_default();
+                crate::ConfigError {
+                    file,
+                    line: (line > 0).then_some(line),
+                    column: None,
+                    key: (!key.is_empty()).then_some(key),
+                    message: format!(
+                        "exception {} ended at {} (it is in the past); a standing exception is a migration state with a deadline: remove it once the static secret is gone, or move `ends` to a later date",
+                        e.name,
+                        e.ends.to_rfc3339()
+                    ),
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors::new(errors))
+        }
+    }
     /// What policy may know about `identity`.
     pub fn identity_facts(&self, identity: &Identity) -> IdentityFacts {
         IdentityFacts {
@@ -501,6 +698,10 @@ impl Catalog {
         diff.compare("identity", &old.identities, &new.identities);
         diff.compare("target", &old.targets, &new.targets);
         diff.compare("entitlement", &old.entitlements, &new.entitlements);
+        diff.compare("exception", &old.exceptions, &new.exceptions);
+        if old.recert != new.recert {
+            diff.changed.push("recertification settings".into());
+        }
         let texts = |c: &Catalog| -> BTreeMap<String, String> {
             c.policies
                 .policies()
@@ -510,6 +711,9 @@ impl Catalog {
         diff.compare("policy", &texts(old), &texts(new));
         if old.tiers != new.tiers {
             diff.changed.push("tier caps".into());
+        }
+        if old.governance != new.governance {
+            diff.changed.push("governance settings".into());
         }
         match (&old.server, &new.server) {
             (None, Some(_)) => diff.created.push("server settings".into()),

@@ -29,8 +29,9 @@ mod tree;
 
 pub use bundle::ConfigBundle;
 pub use catalog::{
-    Catalog, ConfigDiff, DbTarget, Entitlement, Identity, Issuer, IssuerName, JwksRef, OverCap,
-    Privileges, SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+    Catalog, ConfigDiff, DbTarget, Entitlement, Exception, GovernanceSettings, Identity, Issuer,
+    IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
+    ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;

@@ -11,17 +11,21 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use kairos_domain::{
-    EntitlementName, IdentityName, SourceRange, TargetName, TeamName, Ttl, UserName,
+    EntitlementName, IdentityName, Period, SourceRange, TargetName, TeamName, Ttl, UserName,
 };
+use kairos_governance::usage::Share;
 use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
-    Catalog, DbTarget, Entitlement, Identity, Issuer, IssuerName, JwksRef, OverCap, Privileges,
-    SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+    Catalog, DbTarget, Entitlement, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
+    OrphanAction, OverCap, Privileges, RecertSettings, SecretRef, ServerSettings, StoreLocation,
+    Target, TargetKind, Team, TierCaps,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
+
+mod exceptions;
 
 pub(crate) fn load(bundle: &ConfigBundle) -> Result<Catalog, ConfigErrors> {
     let main = bundle.main_path.as_str();
@@ -203,6 +207,42 @@ impl<'n> Table<'n> {
             &self.key(key),
             format!("required key `{key}` is missing{where_}"),
         );
+    }
+
+    /// An optional number key (an integer or a float), converted by `parse`.
+    fn number<T, E: Display>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: &str,
+        parse: impl FnOnce(f64) -> Result<T, E>,
+    ) -> Field<T> {
+        let Some(node) = self.node(key) else {
+            return Ok(None);
+        };
+        let path = self.key(key);
+        #[allow(clippy::cast_precision_loss)]
+        let n = match &node.value {
+            Value::Integer(i) => *i as f64,
+            Value::Float(f) => *f,
+            other => {
+                cx.error(
+                    &node.span,
+                    &path,
+                    format!("expected a number, found {}", other.type_name()),
+                );
+                return Err(Invalid);
+            }
+        };
+        match parse(n) {
+            Ok(value) => Ok(Some(At {
+                value,
+                span: node.span.clone(),
+            })),
+            Err(e) => {
+                cx.error(&node.span, &path, e.to_string());
+                Err(Invalid)
+            }
+        }
     }
 
     /// An optional boolean key.
@@ -1000,14 +1040,16 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 8] = [
+const ROOT_KEYS: [&str; 10] = [
     "server",
     "tiers",
+    "governance",
     "issuer",
     "team",
     "identity",
     "target",
     "entitlement",
+    "exception",
     "policy",
 ];
 
@@ -1019,17 +1061,23 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         Some(n) => read_tiers(cx, n),
         None => TierCaps::default(),
     };
+    let (governance, recert) = match root.node("governance") {
+        Some(n) => read_governance(cx, n),
+        None => (GovernanceSettings::default(), RecertSettings::default()),
+    };
     let issuer_items = section(cx, &mut root, "issuer");
     let team_items = section(cx, &mut root, "team");
     let identity_items = section(cx, &mut root, "identity");
     let target_items = section(cx, &mut root, "target");
     let entitlement_items = section(cx, &mut root, "entitlement");
+    let exception_items = section(cx, &mut root, "exception");
     let policy = root.node("policy");
     root.finish(cx, &ROOT_KEYS);
 
     let declared_issuers = declared(&issuer_items);
     let declared_teams = declared(&team_items);
     let declared_targets = declared(&target_items);
+    let declared_identities = declared(&identity_items);
 
     let issuers: Vec<Item<Issuer>> = issuer_items
         .iter()
@@ -1160,6 +1208,16 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             );
             cx.error(item.span("max_ttl"), &item.key("max_ttl"), message);
         }
+        // Break-glass access is short: its effective cap (max_ttl within the tier's cap) is
+        // at most an hour.
+        let effective = e.max_ttl.min(cap);
+        if e.break_glass && effective.as_secs() > Entitlement::BREAK_GLASS_MAX_CAP_SECS {
+            let message = format!(
+                "entitlement {} is break_glass, so its grants must be short: its cap is {effective} (max_ttl {} within the {} tier's {cap}), over the 1h break-glass access may last; lower max_ttl to 1h or less",
+                e.name, e.max_ttl, e.tier
+            );
+            cx.error(item.span("max_ttl"), &item.key("max_ttl"), message);
+        }
         // An undefined target was reported above.
         let Some(kind) = target_kinds.get(e.target.as_str()) else {
             continue;
@@ -1177,15 +1235,20 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
                 privileges,
                 over_cap: e.over_cap,
                 approval_team: e.approval_team.clone(),
+                break_glass: e.break_glass,
             });
         }
     }
+
+    let exceptions =
+        exceptions::read_all(cx, &exception_items, &declared_identities, &declared_teams);
 
     let policies = read_policies(cx, policy);
 
     let catalog = Catalog {
         server,
         tiers,
+        governance,
         issuers: issuers
             .into_iter()
             .map(|i| (i.value.name.clone(), i.value))
@@ -1205,6 +1268,20 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .collect(),
         entitlements: built.into_iter().map(|e| (e.name.clone(), e)).collect(),
         policies: policies?,
+        recert,
+        exception_ends_at: exceptions
+            .iter()
+            .map(|e| {
+                (
+                    e.value.name.clone(),
+                    (cx.file.to_owned(), cx.line(e.span("ends")), e.key("ends")),
+                )
+            })
+            .collect(),
+        exceptions: exceptions
+            .into_iter()
+            .map(|e| (e.value.name.clone(), e.value))
+            .collect(),
     };
     Some(catalog)
 }
@@ -1242,14 +1319,18 @@ fn reference<T>(
     if declared.contains(name) {
         return;
     }
+    let kinds = match kind.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{kind}s"),
+    };
     let defined = if declared.is_empty() {
-        format!("no {kind}s are defined")
+        format!("no {kinds} are defined")
     } else {
         let mut names: Vec<&str> = declared.iter().map(String::as_str).take(20).collect();
         if declared.len() > names.len() {
             names.push("…");
         }
-        format!("defined {kind}s: {}", names.join(", "))
+        format!("defined {kinds}: {}", names.join(", "))
     };
     let message = format!("{kind} {name:?} is not defined; {defined}");
     cx.error(item.span(key), &item.key(key), message);
@@ -1384,6 +1465,79 @@ fn one_of<T>(
         (None, Some(b)) => Ok(Some(Either::Second(b.value))),
         (None, None) => Ok(None),
     }
+}
+
+/// The `[governance]` table: the lifecycle settings and the recertification keys.
+fn read_governance(cx: &mut Cx<'_>, node: &Node) -> (GovernanceSettings, RecertSettings) {
+    let mut settings = GovernanceSettings::default();
+    let mut recert = RecertSettings::default();
+    let Some(mut t) = Table::of(cx, "governance".into(), node) else {
+        return (settings, recert);
+    };
+    if let Ok(Some(every)) = t.opt(cx, "recertify_every", Period::parse) {
+        recert.recertify_every = every.value;
+    }
+    if let Ok(Some(notice)) = t.opt(cx, "recert_notice", Period::parse) {
+        recert.recert_notice = notice.value;
+    }
+    if let Ok(Some(action)) = t.opt(cx, "orphan_action", |s| match s {
+        "suspend" => Ok(OrphanAction::Suspend),
+        "flag" => Ok(OrphanAction::Flag),
+        other => Err(format!(
+            "{other:?} is not an orphan action; write \"suspend\" (end its grants, refuse its requests) or \"flag\" (alert only)"
+        )),
+    }) {
+        settings.orphan_action = action.value;
+    }
+    if let Ok(Some(grace)) = t.opt(cx, "orphan_grace", Period::parse) {
+        settings.orphan_grace = grace.value;
+    }
+    if let Ok(Some(due)) = t.opt(cx, "review_due", Period::parse) {
+        settings.review_due = due.value;
+    }
+    for (key, slot) in [
+        ("shared_max_sources", &mut settings.shared_max_sources),
+        ("shared_max_tasks", &mut settings.shared_max_tasks),
+    ] {
+        if let Ok(Some(n)) = t.number(cx, key, whole_count) {
+            *slot = n.value;
+        }
+    }
+    if let Ok(Some(window)) = t.opt(cx, "shared_window", Period::parse) {
+        settings.shared_window = window.value;
+    }
+    if let Ok(Some(after)) = t.opt(cx, "dormant_after", Period::parse) {
+        settings.dormant_after = after.value;
+    }
+    if let Ok(Some(share)) = t.number(cx, "held_past_use_share", Share::new) {
+        settings.held_past_use_share = share.value;
+    }
+    t.finish(cx, &GOVERNANCE_KEYS);
+    (settings, recert)
+}
+
+const GOVERNANCE_KEYS: [&str; 10] = [
+    "orphan_action",
+    "orphan_grace",
+    "recertify_every",
+    "recert_notice",
+    "review_due",
+    "shared_max_sources",
+    "shared_max_tasks",
+    "shared_window",
+    "dormant_after",
+    "held_past_use_share",
+];
+
+/// A whole number from 1 to a million (a detector's threshold).
+fn whole_count(n: f64) -> Result<u64, String> {
+    if n.fract() != 0.0 || !(1.0..=1_000_000.0).contains(&n) {
+        return Err(format!(
+            "{n} is not a count; write a whole number from 1 to 1000000"
+        ));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(n as u64)
 }
 
 fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
@@ -1522,7 +1676,7 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
 /// The longest platform-token lifetime accepted by default: 24 h.
 const DEFAULT_MAX_TOKEN_AGE_SECS: u64 = 24 * 3600;
 
-const TEAM_KEYS: [&str; 3] = ["name", "owners", "approvers"];
+const TEAM_KEYS: [&str; 4] = ["name", "owners", "approvers", "recertify_every"];
 
 fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
     let mut t = Table::of(cx, path.into(), node)?;
@@ -1548,10 +1702,13 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
         Err(Invalid) => Err(Invalid),
     };
     let approvers = t.list(cx, "approvers", UserName::parse);
+    let recertify_every = t.opt(cx, "recertify_every", Period::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &TEAM_KEYS);
-    let (Ok(name), Ok(owners), Ok(approvers)) = (name, owners, approvers) else {
+    let (Ok(name), Ok(owners), Ok(approvers), Ok(recertify_every)) =
+        (name, owners, approvers, recertify_every)
+    else {
         return None;
     };
     let users = |v: Vec<At<UserName>>| v.into_iter().map(|a| a.value).collect();
@@ -1562,17 +1719,19 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
             name: name.value,
             owners: users(owners),
             approvers: approvers.map(users).unwrap_or_default(),
+            recertify_every: recertify_every.map(|p| p.value),
         },
     ))
 }
 
-const IDENTITY_KEYS: [&str; 6] = [
+const IDENTITY_KEYS: [&str; 7] = [
     "name",
     "owner",
     "kind",
     "issuer",
     "subject",
     "allowed_sources",
+    "recertify_every",
 ];
 
 fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identity>> {
@@ -1583,11 +1742,27 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     let issuer = t.req(cx, "issuer", IssuerName::parse);
     let subject = t.req(cx, "subject", text("subject", 512));
     let allowed_sources = t.list(cx, "allowed_sources", SourceRange::parse);
+    let recertify_every = t.opt(cx, "recertify_every", Period::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &IDENTITY_KEYS);
-    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject), Ok(allowed_sources)) =
-        (name, owner, kind, issuer, subject, allowed_sources)
+    let (
+        Ok(name),
+        Ok(owner),
+        Ok(kind),
+        Ok(issuer),
+        Ok(subject),
+        Ok(allowed_sources),
+        Ok(recertify_every),
+    ) = (
+        name,
+        owner,
+        kind,
+        issuer,
+        subject,
+        allowed_sources,
+        recertify_every,
+    )
     else {
         return None;
     };
@@ -1605,6 +1780,7 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
                 .into_iter()
                 .map(|a| a.value)
                 .collect(),
+            recertify_every: recertify_every.map(|p| p.value),
         },
     ))
 }
@@ -1817,7 +1993,7 @@ fn check_prefixes(cx: &mut Cx<'_>, targets: &[Item<Target>]) {
     }
 }
 
-const ENTITLEMENT_KEYS: [&str; 10] = [
+const ENTITLEMENT_KEYS: [&str; 11] = [
     "name",
     "target",
     "tier",
@@ -1828,6 +2004,7 @@ const ENTITLEMENT_KEYS: [&str; 10] = [
     "over_cap",
     "approval_team",
     "danger_allow_admin_grants",
+    "break_glass",
 ];
 
 /// An entitlement as read, before its target's kind says which privilege key it needs.
@@ -1841,6 +2018,7 @@ struct DraftEntitlement {
     acl: Option<Vec<String>>,
     over_cap: OverCap,
     approval_team: Option<TeamName>,
+    break_glass: bool,
 }
 
 fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<DraftEntitlement>> {
@@ -1855,6 +2033,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
     let over_cap = t.opt(cx, "over_cap", over_cap);
     let approval_team = t.opt(cx, "approval_team", TeamName::parse);
     let allow_admin = t.flag(cx, "danger_allow_admin_grants");
+    let break_glass = t.flag(cx, "break_glass");
     if !matches!(allow_admin, Ok(Some(true))) {
         refuse_admin(cx, &t, "grants", &grants, admin_grant_problem);
         refuse_admin(cx, &t, "acl", &acl, admin_acl_problem);
@@ -1873,6 +2052,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         Ok(over_cap),
         Ok(approval_team),
         Ok(_),
+        Ok(break_glass),
     ) = (
         name,
         target,
@@ -1884,6 +2064,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         over_cap,
         approval_team,
         allow_admin,
+        break_glass,
     )
     else {
         return None;
@@ -1914,6 +2095,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
             acl: strings(acl),
             over_cap: over_cap.map_or(OverCap::Refuse, |o| o.value),
             approval_team: approval_team.map(|a| a.value),
+            break_glass: break_glass.unwrap_or(false),
         },
     ))
 }

@@ -200,7 +200,7 @@ fn the_sample_catalog_loads() {
             ttl: Ttl::parse("10m").unwrap(),
             task: task(kind),
             requester: Principal::Workload(backup.name.clone()),
-            source_ip: None,
+            circumstances: Default::default(),
         };
         catalog.policies().decide(&input).unwrap().outcome
     };

@@ -40,10 +40,42 @@ pub enum AuditKind {
     /// A grant ended because an applied configuration removed its identity, team,
     /// target or entitlement.
     ConfigRemoved,
+    /// A grant ended because an applied configuration's policies no longer permit it.
+    PolicyChanged,
+    /// An identity was suspended: its grants ended, its requests refused.
+    IdentitySuspended,
+    /// A suspended identity was resumed.
+    IdentityResumed,
+    /// An identity was retired for good.
+    IdentityRetired,
+    /// An alert was opened.
+    AlertRaised,
+    /// An alert was acknowledged or resolved.
+    AlertUpdated,
+    /// An identity's or standing exception's recertification came due: its owners' review
+    /// task opened (once per cycle).
+    RecertDue,
+    /// A recertification passed its due date unattested (once per cycle); an identity is
+    /// suspended for it, an exception flagged.
+    RecertOverdue,
+    /// An owner re-attested an identity or a standing exception.
+    RecertAttested,
+    /// A standing exception's secret was recorded as rotated.
+    ExceptionRotated,
+    /// A standing exception's secret was not rotated within its interval (once per cycle).
+    ExceptionRotationOverdue,
+    /// A standing exception passed its end date (once per end date).
+    ExceptionExpired,
+    /// A break-glass grant was issued and its after-action review opened (same write).
+    ReviewOpened,
+    /// An owner of the identity's team filed an after-action review.
+    ReviewFiled,
+    /// An after-action review passed its due time unfiled and escalated (once).
+    ReviewEscalated,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 37] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -66,6 +98,21 @@ impl AuditKind {
         Self::AccountMissing,
         Self::CredentialDelivered,
         Self::ConfigRemoved,
+        Self::PolicyChanged,
+        Self::IdentitySuspended,
+        Self::IdentityResumed,
+        Self::IdentityRetired,
+        Self::AlertRaised,
+        Self::AlertUpdated,
+        Self::RecertDue,
+        Self::RecertOverdue,
+        Self::RecertAttested,
+        Self::ExceptionRotated,
+        Self::ExceptionRotationOverdue,
+        Self::ExceptionExpired,
+        Self::ReviewOpened,
+        Self::ReviewFiled,
+        Self::ReviewEscalated,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +138,21 @@ impl AuditKind {
             Self::AccountMissing => "account_missing",
             Self::CredentialDelivered => "credential_delivered",
             Self::ConfigRemoved => "config_removed",
+            Self::PolicyChanged => "policy_changed",
+            Self::IdentitySuspended => "identity_suspended",
+            Self::IdentityResumed => "identity_resumed",
+            Self::IdentityRetired => "identity_retired",
+            Self::AlertRaised => "alert_raised",
+            Self::AlertUpdated => "alert_updated",
+            Self::RecertDue => "recert_due",
+            Self::RecertOverdue => "recert_overdue",
+            Self::RecertAttested => "recert_attested",
+            Self::ExceptionRotated => "exception_rotated",
+            Self::ExceptionRotationOverdue => "exception_rotation_overdue",
+            Self::ExceptionExpired => "exception_expired",
+            Self::ReviewOpened => "review_opened",
+            Self::ReviewFiled => "review_filed",
+            Self::ReviewEscalated => "review_escalated",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

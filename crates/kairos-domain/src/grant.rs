@@ -42,17 +42,40 @@ pub enum EndReason {
     /// It never became active: provisioning its account failed or was interrupted.
     Aborted,
     /// An applied configuration removed its identity (or the identity's team), its
-    /// target or its entitlement.
+    /// target or its entitlement (the reason before the removal was named precisely;
+    /// kept for grants that ended so).
     ConfigRemoved,
+    /// Its identity was suspended (by a person, or because it was orphaned or its
+    /// recertification was overdue).
+    Suspended,
+    /// Its identity was retired.
+    Retired,
+    /// An applied configuration removed its identity.
+    IdentityRemoved,
+    /// An applied configuration removed its identity's owner team.
+    TeamRemoved,
+    /// An applied configuration removed its target.
+    TargetRemoved,
+    /// An applied configuration removed its entitlement.
+    EntitlementRemoved,
+    /// An applied configuration's policies no longer permit it.
+    PolicyChanged,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 5] = [
+    pub const ALL: [EndReason; 12] = [
         Self::Expired,
         Self::Released,
         Self::Revoked,
         Self::Aborted,
         Self::ConfigRemoved,
+        Self::Suspended,
+        Self::Retired,
+        Self::IdentityRemoved,
+        Self::TeamRemoved,
+        Self::TargetRemoved,
+        Self::EntitlementRemoved,
+        Self::PolicyChanged,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,6 +84,13 @@ impl EndReason {
             Self::Revoked => "revoked",
             Self::Aborted => "aborted",
             Self::ConfigRemoved => "config_removed",
+            Self::Suspended => "suspended",
+            Self::Retired => "retired",
+            Self::IdentityRemoved => "identity_removed",
+            Self::TeamRemoved => "team_removed",
+            Self::TargetRemoved => "target_removed",
+            Self::EntitlementRemoved => "entitlement_removed",
+            Self::PolicyChanged => "policy_changed",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -423,7 +453,13 @@ pub mod audit_of {
             EndReason::Released => AuditKind::Released,
             EndReason::Revoked => AuditKind::Revoked,
             EndReason::Aborted => AuditKind::Aborted,
-            EndReason::ConfigRemoved => AuditKind::ConfigRemoved,
+            EndReason::ConfigRemoved
+            | EndReason::IdentityRemoved
+            | EndReason::TeamRemoved
+            | EndReason::TargetRemoved
+            | EndReason::EntitlementRemoved => AuditKind::ConfigRemoved,
+            EndReason::Suspended | EndReason::Retired => AuditKind::Revoked,
+            EndReason::PolicyChanged => AuditKind::PolicyChanged,
         };
         base(kind, end.by.to_string(), g).data(serde_json::json!({
             "entitlement": g.entitlement,

@@ -9,6 +9,7 @@ mod clock;
 mod grant;
 mod names;
 mod request;
+mod review;
 mod source;
 mod task;
 mod ttl;
@@ -21,11 +22,14 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use grant::{
     EndReason, Grant, GrantEnd, GrantId, GrantState, Receipt, TransitionError, audit_of,
 };
-pub use names::{EntitlementName, IdentityName, NameError, TargetName, TeamName, UserName};
+pub use names::{
+    EntitlementName, ExceptionName, IdentityName, NameError, TargetName, TeamName, UserName,
+};
 pub use request::{
     Approval, ApprovalProgress, Decision, DecisionOutcome, Principal, Request, RequestId,
     RequestState,
 };
+pub use review::{Filing, Review, ReviewError, ReviewId, ReviewState};
 pub use source::{SourceRange, canonical_ip};
 pub use task::{Task, TaskError, TaskKind, TaskRef};
-pub use ttl::{Ttl, TtlError};
+pub use ttl::{MAX_TTL_SECS, Period, Ttl, TtlError};

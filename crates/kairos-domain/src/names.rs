@@ -117,6 +117,12 @@ name_type!(
     UserName,
     "user name"
 );
+name_type!(
+    /// A standing exception: a registered static secret that cannot be removed yet
+    /// (`legacy-billing`).
+    ExceptionName,
+    "exception name"
+);
 
 /// `target/role`, e.g. `orders-api/read`.
 #[derive(

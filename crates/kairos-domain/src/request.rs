@@ -61,6 +61,8 @@ impl Principal {
                 "reconciler" => Some(Self::System("reconciler")),
                 "bootstrap" => Some(Self::System("bootstrap")),
                 "broker" => Some(Self::System("broker")),
+                "governance" => Some(Self::System("governance")),
+                "recert" => Some(Self::System("recert")),
                 _ => Some(Self::System("unknown")),
             },
             _ => None,

@@ -183,3 +183,119 @@ mod tests {
         }
     }
 }
+
+/// The longest governance period Kairos parses (ten years).
+pub const MAX_PERIOD_SECS: u64 = 3650 * 86_400;
+
+/// A positive span of whole seconds for governance rules (recertification intervals,
+/// grace periods, dormancy), longer than any grant may live: `90d`, `12w`, `72h`, `30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period(u64);
+
+impl Period {
+    pub fn from_secs(secs: u64) -> Result<Self, String> {
+        match secs {
+            0 => Err("the period is zero; write at least `1s`".into()),
+            s if s > MAX_PERIOD_SECS => Err(format!(
+                "{s}s is longer than ten years (`3650d`), the longest period Kairos takes"
+            )),
+            s => Ok(Self(s)),
+        }
+    }
+
+    /// `90d`, `12w`, `1d12h`, `30m`, `15s`: numbers each followed by s, m, h, d or w.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let s = input.trim();
+        let hint = "write a duration such as `90d`, `12w`, `72h` or `30m`";
+        if s.is_empty() {
+            return Err(format!("the period is empty; {hint}"));
+        }
+        let mut total: u64 = 0;
+        let mut chars = s.chars().peekable();
+        while chars.peek().is_some() {
+            let mut digits = String::new();
+            while let Some(c) = chars.peek().copied().filter(char::is_ascii_digit) {
+                digits.push(c);
+                chars.next();
+            }
+            let unit: String =
+                std::iter::from_fn(|| chars.next_if(char::is_ascii_alphabetic)).collect();
+            let scale: u64 = match unit.as_str() {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                "w" => 7 * 86_400,
+                _ => return Err(format!("{s:?} is not a period; {hint}")),
+            };
+            let number: u64 = digits
+                .parse()
+                .map_err(|_| format!("{s:?} is not a period; {hint}"))?;
+            total = number
+                .checked_mul(scale)
+                .and_then(|n| total.checked_add(n))
+                .ok_or_else(|| format!("{s:?} is longer than ten years (`3650d`)"))?;
+        }
+        Self::from_secs(total)
+    }
+
+    pub fn as_secs(self) -> u64 {
+        self.0
+    }
+
+    pub fn as_duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+
+    /// In milliseconds, for timestamp arithmetic.
+    pub fn as_millis(self) -> i64 {
+        i64::try_from(self.0.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
+impl fmt::Display for Period {
+    /// The largest whole units: `90d`, `1d12h`, `45m`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        for (unit, secs) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+            if rest >= secs {
+                write!(f, "{}{unit}", rest / secs)?;
+                rest %= secs;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Period {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod period_tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_long_spans_and_refuse_nonsense() {
+        assert_eq!(Period::parse("90d").unwrap().as_secs(), 90 * 86_400);
+        assert_eq!(Period::parse("2w").unwrap().as_secs(), 14 * 86_400);
+        assert_eq!(Period::parse("1d12h").unwrap().as_secs(), 36 * 3600);
+        assert_eq!(Period::parse("2s").unwrap().as_secs(), 2);
+        assert_eq!(Period::parse("90d").unwrap().to_string(), "90d");
+        assert_eq!(Period::parse("1d12h").unwrap().to_string(), "1d12h");
+        for bad in [
+            "",
+            "0d",
+            "d",
+            "5",
+            "5y",
+            "-1d",
+            "3651d",
+            "99999999999999999999d",
+        ] {
+            assert!(Period::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+}

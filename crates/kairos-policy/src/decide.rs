@@ -292,24 +292,35 @@ fn to_request(model: &Model, input: &PolicyInput) -> Result<Request, String> {
         Principal::User(_) => "user",
         Principal::System(_) => "system",
     };
-    let source_ip = input.source_ip.map(|ip| {
-        (
-            "source_ip".to_owned(),
-            RestrictedExpression::new_ip(ip.to_string()),
-        )
-    });
-    let context = Context::from_pairs(source_ip.into_iter().chain([
-        ("ttl_secs".to_owned(), long(input.ttl.as_secs())),
-        ("task_kind".to_owned(), string(input.task.kind.as_str())),
-        ("task_ref".to_owned(), string(input.task.reference.as_str())),
-        ("reason".to_owned(), string(&input.task.reason)),
-        ("requester".to_owned(), string(&input.requester.to_string())),
-        ("requester_kind".to_owned(), string(requester_kind)),
-        (
-            "renewal".to_owned(),
-            RestrictedExpression::new_bool(input.action == PolicyAction::Renew),
-        ),
-    ]))
+    let context = Context::from_pairs(
+        [
+            ("ttl_secs".to_owned(), long(input.ttl.as_secs())),
+            ("task_kind".to_owned(), string(input.task.kind.as_str())),
+            ("task_ref".to_owned(), string(input.task.reference.as_str())),
+            ("reason".to_owned(), string(&input.task.reason)),
+            ("requester".to_owned(), string(&input.requester.to_string())),
+            ("requester_kind".to_owned(), string(requester_kind)),
+            (
+                "renewal".to_owned(),
+                RestrictedExpression::new_bool(input.action == PolicyAction::Renew),
+            ),
+            (
+                "break_glass".to_owned(),
+                RestrictedExpression::new_bool(input.circumstances.break_glass),
+            ),
+            (
+                "open_reviews".to_owned(),
+                long(u64::from(input.circumstances.open_reviews)),
+            ),
+        ]
+        .into_iter()
+        .chain(input.circumstances.source_ip.map(|ip| {
+            (
+                "source_ip".to_owned(),
+                RestrictedExpression::new_ip(ip.to_string()),
+            )
+        })),
+    )
     .map_err(|e| e.to_string())?;
 
     Request::new(

@@ -96,7 +96,18 @@ pub struct PolicyInput {
     pub task: Task,
     /// Who sent the request: the workload itself or a person on its behalf.
     pub requester: Principal,
-    /// The address the request came from, when known; policies see it as
-    /// `context.source_ip` (a Cedar `ipaddr`), absent when unknown.
+    /// What governance knows around the request.
+    pub circumstances: Circumstances,
+}
+
+/// What governance adds to a decision's context.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Circumstances {
+    /// The caller's address, when known: `context.source_ip`, a Cedar `ip` value
+    /// (`context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8"))`).
     pub source_ip: Option<std::net::IpAddr>,
+    /// The entitlement is marked break-glass: `context.break_glass`.
+    pub break_glass: bool,
+    /// The identity's after-action reviews not yet filed: `context.open_reviews`.
+    pub open_reviews: u32,
 }

@@ -19,7 +19,7 @@
 //! | `action`: `Kairos::Action::"renew"` | extending a grant of it | |
 //! | `resource`: `Kairos::Entitlement::"<target>/<role>"` | the entitlement asked for | `target: String`, `role: String`, `tier: String` (`low`, `medium`, `high`, `critical`), `max_ttl_secs: Long` (the entitlement's effective cap) |
 //! | parent of the resource: `Kairos::Target::"<target>"` | the downstream system | none |
-//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`), `renewal: Bool` (true for `renew`), `source_ip: ipaddr` (optional: the address the request came from, when known; test `context has source_ip` first) |
+//! | `context` | the task | `ttl_secs: Long` (TTL asked for), `task_kind: String` (`change`, `incident`, `maintenance`, `job`), `task_ref: String` (`CHG-1234`), `reason: String`, `requester: String` (`workload:<name>` or `user:<name>`), `requester_kind: String` (`workload` or `user`), `renewal: Bool` (true for `renew`), `break_glass: Bool` (the entitlement is break-glass), `open_reviews: Long` (the identity's after-action reviews not yet filed), `source_ip: ipaddr` (optional: the caller's address when known; test with `context has source_ip`) |
 //!
 //! For `renew`, `ttl_secs` is the grant's whole lifetime after the renewal (from its issue
 //! time to its new end), the task fields are the grant's, and `requester` is who renews
@@ -114,7 +114,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, SourceLocation};
-pub use input::{EntitlementFacts, IdentityFacts, PolicyAction, PolicyInput, Tier};
+pub use input::{Circumstances, EntitlementFacts, IdentityFacts, PolicyAction, PolicyInput, Tier};
 
 /// The most approvals a policy may ask for.
 pub const MAX_APPROVALS: u32 = 10;
@@ -143,6 +143,8 @@ pub const SCHEMA: &str = r#"namespace Kairos {
     requester: String,
     requester_kind: String,
     renewal: Bool,
+    break_glass: Bool,
+    open_reviews: Long,
     source_ip?: ipaddr,
   };
   action "request" appliesTo {
@@ -251,6 +253,16 @@ impl PolicySet {
 
     pub fn is_empty(&self) -> bool {
         self.policies.is_empty()
+    }
+
+    /// True when some policy may read `context.open_reviews`, so that a request must
+    /// count the identity's open after-action reviews before it is decided (a store read
+    /// that requests skip while no policy needs it). Conservative: any mention of
+    /// `open_reviews` in a policy's text counts, comments included.
+    pub fn reads_open_reviews(&self) -> bool {
+        self.policies
+            .values()
+            .any(|p| p.text.contains("open_reviews"))
     }
 
     /// Decides one request. Errors only if the facts cannot be expressed as Cedar

@@ -32,7 +32,7 @@ fn input() -> PolicyInput {
         )
         .unwrap(),
         requester: Principal::Workload(IdentityName::parse("nightly-backup").unwrap()),
-        source_ip: None,
+        circumstances: Default::default(),
     }
 }
 
@@ -457,14 +457,15 @@ fn policies_see_the_source_address_as_an_ip() {
         @id("inside-only") forbid (principal, action, resource)
         unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };
     "#;
-    let from = |ip: Option<[u8; 4]>| with(|i| i.source_ip = ip.map(std::net::IpAddr::from));
+    let from =
+        |ip: Option<[u8; 4]>| with(|i| i.circumstances.source_ip = ip.map(std::net::IpAddr::from));
     check(policy, from(Some([10, 2, 3, 4])), DecisionOutcome::Grant);
     let d = check(policy, from(Some([192, 168, 1, 7])), DecisionOutcome::Deny);
     assert_eq!(d.policies, ["inside-only"]);
     // Unknown address: `context has source_ip` is false, so the forbid applies.
     check(policy, from(None), DecisionOutcome::Deny);
     // IPv6 too.
-    let v6 = with(|i| i.source_ip = Some("2001:db8::1".parse().unwrap()));
+    let v6 = with(|i| i.circumstances.source_ip = Some("2001:db8::1".parse().unwrap()));
     check(
         r#"permit (principal, action, resource) when { context has source_ip && context.source_ip.isInRange(ip("2001:db8::/32")) };"#,
         v6,
@@ -482,4 +483,61 @@ fn source_ip_without_has_is_a_compile_error() {
         )],
         &["source_ip"],
     );
+}
+
+#[test]
+fn governance_context_reaches_policies() {
+    let policy = r#"
+        @id("office-only")
+        permit (principal, action, resource)
+        when { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };
+        @id("break-glass-once")
+        forbid (principal, action, resource)
+        when { context.break_glass && context.open_reviews > 0 };
+    "#;
+    let from = |ip: Option<&str>, break_glass: bool, open_reviews: u32| {
+        with(|i| {
+            i.circumstances.source_ip = ip.map(|s| s.parse().unwrap());
+            i.circumstances.break_glass = break_glass;
+            i.circumstances.open_reviews = open_reviews;
+        })
+    };
+    check(
+        policy,
+        from(Some("10.1.2.3"), false, 0),
+        DecisionOutcome::Grant,
+    );
+    check(
+        policy,
+        from(Some("192.168.1.1"), false, 0),
+        DecisionOutcome::Deny,
+    );
+    // Unknown source: the `has` guard keeps the permit from applying.
+    check(policy, from(None, false, 0), DecisionOutcome::Deny);
+    check(
+        policy,
+        from(Some("10.1.2.3"), true, 0),
+        DecisionOutcome::Grant,
+    );
+    let d = check(
+        policy,
+        from(Some("10.1.2.3"), true, 1),
+        DecisionOutcome::Deny,
+    );
+    assert!(d.reason.contains("break-glass-once"), "{}", d.reason);
+    // IPv6 sources are ip values too.
+    check(policy, from(Some("::1"), false, 0), DecisionOutcome::Deny);
+}
+
+#[test]
+fn a_set_knows_whether_it_reads_open_reviews() {
+    assert!(
+        !compile(r#"permit (principal, action, resource) when { context.break_glass };"#)
+            .reads_open_reviews()
+    );
+    assert!(
+        compile(r#"permit (principal, action, resource) when { context.open_reviews == 0 };"#)
+            .reads_open_reviews()
+    );
+    assert!(!PolicySet::empty().reads_open_reviews());
 }

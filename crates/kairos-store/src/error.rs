@@ -8,6 +8,9 @@ pub enum StoreError {
     Conflict(String),
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// An after-action review refused a change (filed already, a bad summary).
+    #[error(transparent)]
+    Review(#[from] kairos_domain::ReviewError),
     #[error("stored record {id} cannot be read: {problem}")]
     Corrupt { id: String, problem: String },
     #[error("store URL {0:?} is not supported; use sqlite://PATH or postgres://…")]

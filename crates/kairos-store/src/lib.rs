@@ -8,12 +8,21 @@
 //! Invariant: this is the only crate that contains SQL.
 
 mod error;
+mod governance;
+mod recert;
 mod records;
+mod reviews;
 mod sql;
 mod usage;
 
 pub use error::StoreError;
+pub use governance::{AlertFilter, GovernanceStore, PostureFigures, Raised, StateChange};
+pub use recert::{
+    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
+    Recertification, SubjectKind,
+};
 pub use records::*;
+pub use reviews::{EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate};
 pub use sql::SqlStore;
 pub use usage::{
     GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
@@ -41,6 +50,8 @@ pub struct RequestChange {
     /// An existing grant changed because of this change (the last approval of a
     /// renewal landed), in the same transaction, under the grant's row lock.
     pub renewal: Option<GrantChange>,
+    /// The after-action review `grant` opens (a break-glass grant), written after it.
+    pub review: Option<kairos_domain::Review>,
     pub audit: Vec<AuditDraft>,
 }
 
@@ -79,9 +90,12 @@ pub enum EndSelector {
 }
 
 /// Everything the broker persists. `Debug` so that holders of an `Arc<dyn Store>` can
-/// derive it.
+/// derive it. Governance keeps its parts in traits of their own (recertification:
+/// [`RecertStore`]).
 #[async_trait]
-pub trait Store: UsageStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    GovernanceStore + RecertStore + ReviewStore + UsageStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// Which backend this is (`sqlite`, `postgres`), for logs and health.
     fn backend(&self) -> &'static str;
 

@@ -17,9 +17,10 @@ use kairos_domain::{
     TeamName, Timestamp, TransitionError, Ttl, UserName, verify_chain,
 };
 use kairos_store::{
-    AuditFilter, BootstrapOutcome, Counts, EndSelector, GrantFilter, GrantStateFilter, GrantUse,
-    IdentityRequests, IdentitySource, RequestChange, RequestFilter, Role, SqlStore, Store,
-    StoreError, StoredKey, StoredToken, UsageBatch, UsageStore, User,
+    AlertFilter, AuditFilter, BootstrapOutcome, Counts, EndSelector, GovernanceStore, GrantFilter,
+    GrantStateFilter, GrantUse, IdentityRequests, IdentitySource, Raised, RequestChange,
+    RequestFilter, Role, SqlStore, StateChange, Store, StoreError, StoredKey, StoredToken,
+    UsageBatch, UsageStore, User,
 };
 use sqlx::Connection;
 
@@ -175,6 +176,8 @@ suite!(
     identity_activity_and_sources,
     held_candidates_are_unused_active_grants,
     usage_flags_are_set_once,
+    identity_states_change_once_and_end_the_identity_s_grants,
+    alerts_open_once_per_key_and_move_forward_only,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -493,8 +496,8 @@ async fn approval_issues_a_grant(db: Arc<Db>) {
                 ];
                 Ok(RequestChange {
                     grant: Some(issued),
-                    renewal: None,
                     audit,
+                    ..RequestChange::default()
                 })
             }),
         )
@@ -2674,4 +2677,221 @@ async fn usage_flags_are_set_once(db: Arc<Db>) {
     assert!(s.flags("dormant_identity").await.unwrap().is_empty());
     assert_eq!(s.flags("held_past_use").await.unwrap().len(), 1);
     other.close().await;
+}
+
+// ---- governance -------------------------------------------------------------------------
+
+fn status(
+    identity: &str,
+    state: kairos_governance::IdentityState,
+    offset: i64,
+) -> kairos_governance::IdentityStatus {
+    kairos_governance::IdentityStatus {
+        identity: IdentityName::parse(identity).unwrap(),
+        state,
+        cause: (state != kairos_governance::IdentityState::Active)
+            .then_some(kairos_governance::SuspensionCause::Manual),
+        reason: "test".into(),
+        by: "user:oscar".into(),
+        since: at(offset),
+    }
+}
+
+async fn identity_states_change_once_and_end_the_identity_s_grants(db: Arc<Db>) {
+    use kairos_governance::IdentityState::{Active, Retired, Suspended};
+    let a = db.open().await;
+    let b = db.open().await;
+    let g1 = insert_granted(&a, "svc", "T-1", 60_000).await;
+    let g2 = insert_granted(&a, "svc", "T-2", 60_000).await;
+    let other = insert_granted(&a, "other", "T-3", 60_000).await;
+    assert!(a.identity_states().await.unwrap().is_empty());
+
+    // Two replicas suspend at once: exactly one changes it and ends the grants.
+    let change = |offset| StateChange {
+        to: status("svc", Suspended, offset),
+        from: vec![Active],
+        end: Some(end_by(EndReason::Suspended, offset)),
+        audit: vec![AuditDraft::new(AuditKind::IdentitySuspended, "user:oscar").identity("svc")],
+    };
+    let (x, y) = tokio::join!(
+        a.change_identity_state(change(10)),
+        b.change_identity_state(change(11))
+    );
+    let results = [x.unwrap(), y.unwrap()];
+    let winners: Vec<_> = results.iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let mut ended: Vec<GrantId> = winners[0].iter().map(|g| g.id.clone()).collect();
+    ended.sort();
+    let mut expected = vec![g1.id.clone(), g2.id.clone()];
+    expected.sort();
+    assert_eq!(ended, expected);
+    for id in [&g1.id, &g2.id] {
+        let g = a.get_grant(id).await.unwrap().unwrap();
+        assert!(
+            matches!(g.state, GrantState::Ending { ref end, .. } if end.reason == EndReason::Suspended)
+        );
+    }
+    assert!(matches!(
+        a.get_grant(&other.id).await.unwrap().unwrap().state,
+        GrantState::Active
+    ));
+    let stored = a
+        .identity_state(&IdentityName::parse("svc").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, Suspended);
+    assert_eq!(
+        stored.cause,
+        Some(kairos_governance::SuspensionCause::Manual)
+    );
+
+    // A change whose precondition no longer holds writes nothing, audit included.
+    let before = a.list_audit(&AuditFilter::default()).await.unwrap().len();
+    assert!(a.change_identity_state(change(12)).await.unwrap().is_none());
+    assert_eq!(
+        a.list_audit(&AuditFilter::default()).await.unwrap().len(),
+        before
+    );
+
+    // Resume, then retire; the audit chain still verifies.
+    let resume = StateChange {
+        to: status("svc", Active, 20),
+        from: vec![Suspended],
+        end: None,
+        audit: vec![AuditDraft::new(AuditKind::IdentityResumed, "user:oscar").identity("svc")],
+    };
+    assert_eq!(
+        a.change_identity_state(resume).await.unwrap(),
+        Some(Vec::new())
+    );
+    let retire = StateChange {
+        to: status("svc", Retired, 30),
+        from: vec![Active, Suspended],
+        end: Some(end_by(EndReason::Retired, 30)),
+        audit: Vec::new(),
+    };
+    assert!(a.change_identity_state(retire).await.unwrap().is_some());
+    let all = a.identity_states().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state, Retired);
+    let records = a.audit_page(0, 1000).await.unwrap();
+    assert!(verify_chain(&records).is_ok());
+}
+
+async fn alerts_open_once_per_key_and_move_forward_only(db: Arc<Db>) {
+    use kairos_governance::{AlertDraft, AlertKind, AlertState};
+    let a = db.open().await;
+    let b = db.open().await;
+    let draft = AlertDraft::new(AlertKind::UseAfterEnd, "grt_1", "used after end")
+        .identity(&IdentityName::parse("svc").unwrap())
+        .detail(serde_json::json!({"source": "10.0.0.7"}));
+    let audit = || AuditDraft::new(AuditKind::AlertRaised, "system:governance");
+    // Two replicas raise the same alert at once: one opens it, the other counts.
+    let (x, y) = tokio::join!(
+        a.raise_alert("alr_1", &draft, at(1), audit()),
+        b.raise_alert("alr_2", &draft, at(2), audit())
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let opened = [&x, &y]
+        .iter()
+        .filter(|r| matches!(r, Raised::Opened(_)))
+        .count();
+    assert_eq!(opened, 1, "{x:?} {y:?}");
+    let id = x.alert().id.clone();
+    assert_eq!(y.alert().id, id);
+    let stored = a.get_alert(&id).await.unwrap().unwrap();
+    assert_eq!(stored.occurrences, 2);
+    assert_eq!(stored.detail["source"], "10.0.0.7");
+    assert_eq!(stored.kind, AlertKind::UseAfterEnd);
+    let raised = a
+        .list_audit(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == AuditKind::AlertRaised)
+        .count();
+    assert_eq!(raised, 1);
+
+    let upd = |to, offset| {
+        let a = &a;
+        let id = id.clone();
+        async move {
+            a.update_alert(
+                &id,
+                to,
+                "user:oscar",
+                "note",
+                at(offset),
+                AuditDraft::new(AuditKind::AlertUpdated, "user:oscar"),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        upd(AlertState::Acknowledged, 5).await.unwrap().state,
+        AlertState::Acknowledged
+    );
+    assert!(matches!(
+        upd(AlertState::Open, 6).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        upd(AlertState::Resolved, 7).await.unwrap().state,
+        AlertState::Resolved
+    );
+    assert!(matches!(
+        upd(AlertState::Acknowledged, 8).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        a.update_alert("alr_none", AlertState::Resolved, "x", "y", at(9), audit())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Resolved: the next occurrence opens a new alert; filters find each.
+    let again = a
+        .raise_alert("alr_3", &draft, at(10), audit())
+        .await
+        .unwrap();
+    assert!(matches!(again, Raised::Opened(ref n) if n.id == "alr_3"));
+    let unresolved = a
+        .list_alerts(&AlertFilter {
+            unresolved: true,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        unresolved.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["alr_3"]
+    );
+    let resolved = a
+        .list_alerts(&AlertFilter {
+            state: Some(AlertState::Resolved),
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        a.unresolved_alert_counts().await.unwrap(),
+        vec![(AlertKind::UseAfterEnd, 1)]
+    );
+    let by_key = a
+        .resolve_alert_by_key(
+            &draft.dedupe_key,
+            "system:governance",
+            "gone",
+            at(11),
+            audit(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_key.id, "alr_3");
+    assert!(a.unresolved_alert_counts().await.unwrap().is_empty());
+    let records = a.audit_page(0, 1000).await.unwrap();
+    assert!(verify_chain(&records).is_ok());
 }

@@ -64,6 +64,9 @@ pub struct ServerArgs {
     /// How often the usage detectors look (dormant, shared, held past use), in ms.
     #[arg(long, default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
     usage_pass_ms: u64,
+    /// How often the recertification pass runs, in ms.
+    #[arg(long, default_value_t = 5000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
+    recert_pass_ms: u64,
 }
 
 fn init_logging(json: bool) {
@@ -243,6 +246,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         revocation_alarm_after: args.revocation_alarm_after,
         revocation_backoff_unit: Duration::from_millis(args.revocation_backoff_ms),
         outage_probe_interval: Duration::from_millis(args.outage_probe_ms),
+        recert_pass_interval: Duration::from_millis(args.recert_pass_ms),
         // Crash tests only: a risky switch that says so in its name.
         danger_crash_at: std::env::var("KAIROS_DANGER_CRASH_AT")
             .ok()

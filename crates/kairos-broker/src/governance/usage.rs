@@ -289,7 +289,15 @@ impl Broker {
 
     /// The detectors' thresholds in force.
     pub fn usage_limits(&self) -> UsageLimits {
-        UsageLimits::default()
+        let catalog = self.catalog();
+        let g = catalog.governance();
+        UsageLimits {
+            shared_max_sources: g.shared_max_sources,
+            shared_max_tasks: g.shared_max_tasks,
+            shared_window: g.shared_window.as_duration(),
+            dormant_after: g.dormant_after.as_duration(),
+            held_past_use_share: g.held_past_use_share,
+        }
     }
 
     /// One pass of the usage detectors (idempotent; safe on several replicas at once: each
@@ -491,7 +499,8 @@ impl Broker {
         Ok(report)
     }
 
-    /// Raises a usage alert of `kind` about `subject` (the alert's dedup key).
+    /// Raises a usage alert of `kind` about `subject` (its dedupe key is
+    /// `<kind>:<subject>`, so a repeat while it is unresolved only counts).
     async fn usage_alert(
         &self,
         kind: &str,
@@ -501,50 +510,30 @@ impl Broker {
         message: String,
         data: serde_json::Value,
     ) -> Result<()> {
-        let _ = (identity, grant, &data);
-        tracing::warn!(kind, subject, %message, "usage alert");
+        let Some(alert_kind) = kairos_governance::AlertKind::parse(kind) else {
+            tracing::error!(kind, subject, %message, "unknown usage alert kind; not raised");
+            return Ok(());
+        };
+        tracing::warn!(kind, subject, grant = ?grant, %message, "usage alert");
+        let mut draft =
+            kairos_governance::AlertDraft::new(alert_kind, subject, message).detail(data);
+        if let Some(identity) = identity {
+            draft = draft.identity(identity);
+        }
+        self.raise_alert(draft).await?;
         Ok(())
     }
 
     /// Resolves the open usage alert of `kind` about `subject`, saying why.
     async fn usage_resolve(&self, kind: &str, subject: &str, why: String) -> Result<()> {
-        tracing::info!(kind, subject, %why, "usage alert resolved");
+        if self
+            .resolve_alert_key(&format!("{kind}:{subject}"), &why)
+            .await?
+            .is_some()
+        {
+            tracing::info!(kind, subject, %why, "usage alert resolved");
+        }
         Ok(())
-    }
-
-    /// Flushes usage every second and runs the detectors every `usage_pass_interval`
-    /// until `shutdown`; then flushes once more.
-    pub(crate) async fn run_usage(
-        self: Arc<Self>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut flush = tokio::time::interval(self.settings.usage_flush_interval);
-        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut detect = tokio::time::interval(self.settings.usage_pass_interval);
-        detect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = flush.tick() => {}
-                _ = self.usage.full.notified() => {}
-                _ = detect.tick() => {
-                    match self.usage_pass().await {
-                        Ok(r) if r != UsagePassReport::default() => {
-                            tracing::info!(dormant = r.dormant.len(), awake = r.awake.len(), shared = r.shared.len(), held = r.held.len(), "usage pass");
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %ErrorChain(&e), "usage pass failed; will retry"),
-                    }
-                    continue;
-                }
-                _ = shutdown.changed() => break,
-            }
-            if let Err(e) = self.usage_flush_pass().await {
-                tracing::warn!(error = %ErrorChain(&e), "writing usage failed; kept for the next flush");
-            }
-        }
-        if let Err(e) = self.usage_flush_pass().await {
-            tracing::error!(error = %ErrorChain(&e), "writing usage at shutdown failed");
-        }
     }
 }
 

@@ -214,10 +214,13 @@ fn request(rng: &mut Rng) -> PolicyInput {
         } else {
             Principal::User(UserName::parse("alice").unwrap())
         },
-        source_ip: if rng.chance(50) {
-            Some(std::net::IpAddr::from([10, 1, 2, 3]))
-        } else {
-            None
+        circumstances: crate::Circumstances {
+            source_ip: if rng.chance(50) {
+                Some(std::net::IpAddr::from([10, 1, 2, 3]))
+            } else {
+                None
+            },
+            ..Default::default()
         },
     }
 }
@@ -320,7 +323,7 @@ fn bench_request() -> PolicyInput {
         )
         .unwrap(),
         requester: Principal::Workload(IdentityName::parse("nightly-backup").unwrap()),
-        source_ip: None,
+        circumstances: Default::default(),
     }
 }
 

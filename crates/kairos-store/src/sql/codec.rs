@@ -478,3 +478,61 @@ pub(super) fn token_from_row(row: &impl Columns) -> Result<StoredToken> {
         revoked_at: r.opt_time("revoked_at")?,
     })
 }
+
+// ---- governance ----------------------------------------------------------------------
+
+pub(super) const IDENTITY_STATE_COLUMNS: &str = "identity, state, cause, reason, by_whom, since";
+
+pub(super) fn identity_status_from_row(
+    row: &impl Columns,
+) -> Result<kairos_governance::IdentityStatus> {
+    use kairos_governance::{IdentityState, SuspensionCause};
+    let r = Reader::new(row, "identity")?;
+    let cause = match r.opt_text("cause")? {
+        None => None,
+        Some(c) => Some(
+            SuspensionCause::parse(&c)
+                .ok_or_else(|| r.corrupt("cause", "not a valid suspension cause"))?,
+        ),
+    };
+    Ok(kairos_governance::IdentityStatus {
+        identity: r.parsed("identity", kairos_domain::IdentityName::parse)?,
+        state: r.parsed("state", |s| {
+            known(IdentityState::parse(&s), "identity state")
+        })?,
+        cause,
+        reason: r.text("reason")?,
+        by: r.text("by_whom")?,
+        since: r.time("since")?,
+    })
+}
+
+pub(super) const ALERT_COLUMNS: &str = "id, kind, subject, identity, dedupe_key, state, \
+     message, detail, opened_at, last_seen_at, occurrences, updated_at, updated_by, note";
+
+pub(super) fn alert_from_row(row: &impl Columns) -> Result<kairos_governance::Alert> {
+    use kairos_governance::{AlertKind, AlertState};
+    let r = Reader::new(row, "id")?;
+    let identity = match r.opt_text("identity")? {
+        None => None,
+        Some(i) => {
+            Some(kairos_domain::IdentityName::parse(i).map_err(|e| r.corrupt("identity", e))?)
+        }
+    };
+    Ok(kairos_governance::Alert {
+        id: r.text("id")?,
+        kind: r.parsed("kind", |s| known(AlertKind::parse(&s), "alert kind"))?,
+        subject: r.text("subject")?,
+        identity,
+        dedupe_key: r.text("dedupe_key")?,
+        state: r.parsed("state", |s| known(AlertState::parse(&s), "alert state"))?,
+        message: r.text("message")?,
+        detail: r.json("detail")?,
+        opened_at: r.time("opened_at")?,
+        last_seen_at: r.time("last_seen_at")?,
+        occurrences: u64::try_from(r.int("occurrences")?).unwrap_or(0),
+        updated_at: r.time("updated_at")?,
+        updated_by: r.opt_text("updated_by")?,
+        note: r.opt_text("note")?,
+    })
+}

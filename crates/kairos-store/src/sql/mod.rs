@@ -11,8 +11,11 @@ mod codec;
 mod db;
 mod direct;
 mod filter;
+mod governance;
 mod grants;
+mod recert;
 mod requests;
+mod reviews;
 mod usage;
 mod writer;
 
@@ -585,6 +588,84 @@ impl Store for SqlStore {
             })
         })
         .await
+    }
+}
+
+#[async_trait]
+impl crate::GovernanceStore for SqlStore {
+    async fn posture_figures(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+        longest_grant_ms: i64,
+    ) -> Result<crate::PostureFigures> {
+        governance::posture_figures(self, since, now, longest_grant_ms).await
+    }
+
+    async fn identity_states(&self) -> Result<Vec<kairos_governance::IdentityStatus>> {
+        governance::identity_states(self).await
+    }
+
+    async fn identity_state(
+        &self,
+        identity: &kairos_domain::IdentityName,
+    ) -> Result<Option<kairos_governance::IdentityStatus>> {
+        governance::identity_state(self, identity).await
+    }
+
+    async fn change_identity_state(
+        &self,
+        change: crate::StateChange,
+    ) -> Result<Option<Vec<Grant>>> {
+        governance::change_identity_state(self, change).await
+    }
+
+    async fn raise_alert(
+        &self,
+        id: &str,
+        draft: &kairos_governance::AlertDraft,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<crate::Raised> {
+        governance::raise_alert(self, id, draft, now, audit).await
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Option<kairos_governance::Alert>> {
+        governance::get_alert(self, id).await
+    }
+
+    async fn list_alerts(
+        &self,
+        filter: &crate::AlertFilter,
+    ) -> Result<Vec<kairos_governance::Alert>> {
+        governance::list_alerts(self, filter).await
+    }
+
+    async fn update_alert(
+        &self,
+        id: &str,
+        to: kairos_governance::AlertState,
+        by: &str,
+        note: &str,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<kairos_governance::Alert> {
+        governance::update_alert(self, id, to, by, note, now, audit).await
+    }
+
+    async fn resolve_alert_by_key(
+        &self,
+        dedupe_key: &str,
+        by: &str,
+        note: &str,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<Option<kairos_governance::Alert>> {
+        governance::resolve_alert_by_key(self, dedupe_key, by, note, now, audit).await
+    }
+
+    async fn unresolved_alert_counts(&self) -> Result<Vec<(kairos_governance::AlertKind, u64)>> {
+        governance::unresolved_alert_counts(self).await
     }
 }
 

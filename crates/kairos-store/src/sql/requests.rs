@@ -117,6 +117,9 @@ pub(super) async fn update(
                 if let Some(grant) = &change.grant {
                     insert_grant(tx, grant).await?;
                 }
+                if let Some(review) = &change.review {
+                    super::reviews::insert_in(tx, review).await?;
+                }
                 let at = cx.clock.now();
                 cx.audit(change.audit, at);
                 if let Some(renewal) = change.renewal {

@@ -1,0 +1,152 @@
+//! The posture report: facts from the catalog and the store, findings from the pure rules.
+
+use std::collections::BTreeMap;
+
+use kairos_domain::Timestamp;
+use kairos_governance::posture::{self, IdentityFacts, Posture, PostureFacts, RevocationFacts};
+use kairos_governance::{AlertKind, IdentityState};
+use kairos_store::{AlertFilter, Role};
+
+use crate::{Broker, Caller, Result};
+
+/// The window of the report's figures over time.
+pub const POSTURE_WINDOW_DAYS: u32 = 30;
+
+/// The report, with when and over what window it was computed.
+#[derive(Debug, Clone)]
+pub struct PostureReport {
+    pub at: Timestamp,
+    pub window_days: u32,
+    pub posture: Posture,
+}
+
+impl Broker {
+    /// The posture report (admins, operators, auditors): identities by state and owner,
+    /// the lifecycle's open findings, standing privilege and revocation figures, each
+    /// finding mapped to OWASP NHI Top 10 (2025) and NIST CSF 2.0.
+    pub async fn posture(&self, caller: &Caller) -> Result<PostureReport> {
+        caller.require_role(&[Role::Operator, Role::Auditor], "read the posture report")?;
+        let now = self.now();
+        let window_ms = i64::from(POSTURE_WINDOW_DAYS) * 86_400_000;
+        let since = Timestamp::from_millis(now.as_millis().saturating_sub(window_ms));
+        let catalog = self.catalog();
+
+        let unresolved = self
+            .store
+            .list_alerts(&AlertFilter {
+                unresolved: true,
+                ..AlertFilter::default()
+            })
+            .await?;
+        let mut alerts: BTreeMap<AlertKind, Vec<String>> = BTreeMap::new();
+        for a in &unresolved {
+            alerts.entry(a.kind).or_default().push(a.subject.clone());
+        }
+        let flagged = |kind: AlertKind, name: &str| {
+            alerts
+                .get(&kind)
+                .is_some_and(|subjects| subjects.iter().any(|s| s == name))
+        };
+        let states: BTreeMap<_, _> = self
+            .store
+            .identity_states()
+            .await?
+            .into_iter()
+            .map(|s| (s.identity.clone(), s.state))
+            .collect();
+        let identities = catalog
+            .identities()
+            .map(|i| IdentityFacts {
+                name: i.name.to_string(),
+                owner_team: i.owner.to_string(),
+                state: states
+                    .get(&i.name)
+                    .copied()
+                    .unwrap_or(IdentityState::Active),
+                orphaned: flagged(AlertKind::Orphaned, i.name.as_str()),
+                dormant: flagged(AlertKind::DormantIdentity, i.name.as_str()),
+            })
+            .collect();
+
+        // No grant lives longer than the longest TTL Kairos parses.
+        let longest = i64::try_from(kairos_domain::MAX_TTL_SECS * 1000).unwrap_or(i64::MAX);
+        let figures = self.store.posture_figures(since, now, longest).await?;
+        let alarming = self
+            .store
+            .failing_revocations(self.settings.revocation_alarm_after)
+            .await?;
+        let mean_ms = (figures.verified > 0)
+            .then(|| figures.verified_ms_total as f64 / figures.verified as f64);
+        // Recertifications (identities and exceptions) and the exceptions' own state, as
+        // the recertification rules compute them now.
+        let recerts = self
+            .recertifications(caller, crate::RecertFilter::All)
+            .await?;
+        let named = |status: kairos_governance::recert::RecertStatus| -> Vec<String> {
+            recerts
+                .iter()
+                .filter(|r| r.status == status)
+                .map(|r| format!("{} {}", r.kind.as_str(), r.subject))
+                .collect()
+        };
+        let exceptions = self.exceptions(caller).await?;
+        let exception_findings = |what: &str| -> Vec<String> {
+            exceptions
+                .iter()
+                .filter(|e| e.findings.iter().any(|f| f.as_str() == what))
+                .map(|e| e.exception.name.to_string())
+                .collect()
+        };
+        // After-action reviews not yet filed, and those of them past due.
+        let open_reviews = self
+            .list_reviews(
+                caller,
+                &kairos_store::ReviewFilter {
+                    state: Some(kairos_store::ReviewStateFilter::Open),
+                    ..kairos_store::ReviewFilter::default()
+                },
+            )
+            .await?;
+        let reviews_open: Vec<String> = open_reviews
+            .iter()
+            .map(|r| format!("{} ({})", r.review.id, r.review.identity))
+            .collect();
+        let reviews_overdue: Vec<String> = open_reviews
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.status,
+                    kairos_governance::breakglass::ReviewStatus::Overdue
+                        | kairos_governance::breakglass::ReviewStatus::Escalated
+                )
+            })
+            .map(|r| format!("{} ({})", r.review.id, r.review.identity))
+            .collect();
+        let facts = PostureFacts {
+            now: Some(now),
+            window_days: POSTURE_WINDOW_DAYS,
+            identities,
+            recert_due: named(kairos_governance::recert::RecertStatus::Due),
+            recert_overdue: named(kairos_governance::recert::RecertStatus::Overdue),
+            reviews_open,
+            reviews_overdue,
+            exceptions: u64::try_from(exceptions.len()).unwrap_or(u64::MAX),
+            exceptions_rotation_overdue: exception_findings("rotation_overdue"),
+            exceptions_expired: exception_findings("expired"),
+            alerts,
+            grant_ms: figures.grant_ms,
+            revocation: RevocationFacts {
+                verified: figures.verified,
+                mean_ms,
+                p95_ms_at_most: posture::p95_bound(&figures.latency_counts),
+                alarming,
+                residue_removed: figures.residue_removed,
+            },
+        };
+        Ok(PostureReport {
+            at: now,
+            window_days: POSTURE_WINDOW_DAYS,
+            posture: posture::assess(&facts),
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! Every background loop of the broker, in one place: what runs, how often, and what
+//! wakes it. Each loop only calls a pass that lives with its subject (the expirer and
+//! revocation worker in `ending`, the reconciler in `reconcile`, checkpoints in
+//! `checkpoints`, governance in `governance`); a pass is safe to run on several replicas
+//! at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Broker;
+use crate::ending::ErrorChain;
+
+/// How often the governance pass runs (identity states, and the lifecycle rules).
+const GOVERNANCE_EVERY: Duration = Duration::from_secs(1);
+
+impl Broker {
+    /// Runs the background loops until `shutdown` resolves: the expirer (driven by the
+    /// store's expiry index), the revocation worker, the outage prober, housekeeping
+    /// (pending-request expiry, removed targets, key reload, gauges), the reconciler, the
+    /// audit checkpointer and the governance pass.
+    pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let expirer = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    // A read decides; the write (a transaction) happens only when
+                    // something is due. At most a second between looks, for grants other
+                    // replicas issue and for clocks that jump.
+                    let now = b.now();
+                    let sleep = match b.store.next_expiry().await {
+                        Ok(Some(next)) if next <= now => match b.expire_due().await {
+                            Ok(n) if n > 0 => continue,
+                            // Due but held by another replica's expirer right now.
+                            Ok(_) => Duration::from_millis(50),
+                            Err(e) => {
+                                tracing::error!(error = %ErrorChain(&e), "expirer pass failed");
+                                Duration::from_secs(1)
+                            }
+                        },
+                        Ok(Some(next)) => next.since(now).min(Duration::from_secs(1)),
+                        Ok(None) => Duration::from_secs(1),
+                        Err(e) => {
+                            tracing::error!(error = %ErrorChain(&e), "expirer cannot read the next expiry");
+                            Duration::from_secs(1)
+                        }
+                    };
+                    let wake = now.plus(sleep);
+                    b.expirer_wakes_at
+                        .store(wake.as_millis(), std::sync::atomic::Ordering::Release);
+                    tokio::select! {
+                        _ = tokio::time::sleep(sleep) => {}
+                        _ = b.changed.notified() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            })
+        };
+        let revoker = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    match b.revoke_due().await {
+                        Ok((v, f)) if v + f > 0 => continue,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %ErrorChain(&e), "revocation pass failed")
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = b.revoke_work.notified() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            })
+        };
+        let prober = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut answering = BTreeMap::new();
+                loop {
+                    if let Err(e) = b.probe_failing_targets(&mut answering).await {
+                        tracing::warn!(error = %ErrorChain(&e), "outage probe failed; will retry");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(b.settings.outage_probe_interval) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            })
+        };
+        let shutdown_reconciler = shutdown.clone();
+        let shutdown_checkpointer = shutdown.clone();
+        let shutdown_usage = shutdown.clone();
+        let governance = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(GOVERNANCE_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    if let Err(e) = b.governance_pass().await {
+                        tracing::error!(error = %ErrorChain(&e), "governance pass failed; will retry");
+                    }
+                }
+            })
+        };
+        let housekeeping = {
+            let b = Arc::clone(&self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut n: u64 = 0;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    n = n.wrapping_add(1);
+                    if let Err(e) = b.expire_pending().await {
+                        tracing::error!(error = %ErrorChain(&e), "pending-request expiry failed");
+                    }
+                    match b.prune_removed_targets().await {
+                        Ok(done) if !done.is_empty() => {
+                            tracing::info!(targets = ?done, "removed targets' grants are all verified gone; their connectors are closed");
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %ErrorChain(&e), "checking removed targets failed; will retry");
+                        }
+                    }
+                    if n.is_multiple_of(30) {
+                        if let Err(e) = b.reload_keys().await {
+                            tracing::error!(error = %ErrorChain(&e), "key reload failed");
+                        }
+                        if let Err(e) = b.refresh_gauges().await {
+                            tracing::error!(error = %ErrorChain(&e), "gauge refresh failed");
+                        }
+                    }
+                }
+            })
+        };
+        let reconciler = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown_reconciler;
+            tokio::spawn(async move {
+                let mut last: std::collections::BTreeMap<
+                    kairos_domain::TargetName,
+                    tokio::time::Instant,
+                > = std::collections::BTreeMap::new();
+                loop {
+                    let catalog = b.catalog();
+                    for (name, connector) in b.targets().iter() {
+                        let every = catalog
+                            .target(name)
+                            .and_then(|t| t.kind.db())
+                            .map_or(Duration::from_secs(30), |d| {
+                                d.reconcile_interval.as_duration()
+                            });
+                        if last.get(name).is_some_and(|t| t.elapsed() < every) {
+                            continue;
+                        }
+                        last.insert(name.clone(), tokio::time::Instant::now());
+                        match b.reconcile(name, Arc::clone(connector)).await {
+                            Ok(r)
+                                if !r.residue_removed.is_empty() || r.provisioning_aborted > 0 =>
+                            {
+                                tracing::warn!(target = %name, residue = ?r.residue_removed, aborted = r.provisioning_aborted, "reconciler removed residue");
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(target = %name, error = %ErrorChain(&e), "reconcile pass failed; will retry")
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            })
+        };
+        let checkpointer = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown_checkpointer;
+            tokio::spawn(async move {
+                // The first tick is at once: a start signs the head it finds.
+                let mut tick = tokio::time::interval(b.settings.audit_checkpoint_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    if let Err(e) = b
+                        .publish_checkpoint(crate::checkpoints::Unmoved::Skip)
+                        .await
+                    {
+                        tracing::error!(error = %ErrorChain(&e), "audit checkpoint failed");
+                    }
+                }
+            })
+        };
+        // Usage monitoring: recorded uses written in batches (every flush interval, when
+        // the recorder fills, and once more at shutdown), and the usage detectors.
+        let usage = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown_usage;
+            tokio::spawn(async move {
+                let mut flush = tokio::time::interval(b.settings.usage_flush_interval);
+                flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut detect = tokio::time::interval(b.settings.usage_pass_interval);
+                detect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = flush.tick() => {}
+                        _ = b.usage.full.notified() => {}
+                        _ = detect.tick() => {
+                            match b.usage_pass().await {
+                                Ok(r) if r != crate::UsagePassReport::default() => {
+                                    tracing::info!(dormant = r.dormant.len(), awake = r.awake.len(), shared = r.shared.len(), held = r.held.len(), "usage pass");
+                                }
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!(error = %ErrorChain(&e), "usage pass failed; will retry"),
+                            }
+                            continue;
+                        }
+                        _ = shutdown.changed() => break,
+                    }
+                    if let Err(e) = b.usage_flush_pass().await {
+                        tracing::warn!(error = %ErrorChain(&e), "writing usage failed; kept for the next flush");
+                    }
+                }
+                if let Err(e) = b.usage_flush_pass().await {
+                    tracing::error!(error = %ErrorChain(&e), "writing usage at shutdown failed");
+                }
+            })
+        };
+        let _ = tokio::join!(
+            expirer,
+            revoker,
+            prober,
+            housekeeping,
+            reconciler,
+            checkpointer,
+            governance,
+            usage
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! A broker on a SQLite store and a manual clock, for tests of time-driven rules.
+//! Use it from a test file with `mod support;`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_broker::{Broker, BrokerSettings, Caller, NewRequest};
+use kairos_config::ConfigBundle;
+use kairos_crypto::seal::MasterKey;
+use kairos_domain::{
+    EntitlementName, IdentityName, ManualClock, Principal, Task, TaskKind, TaskRef, Timestamp, Ttl,
+    UserName,
+};
+use kairos_store::{Role, SqlStore, User};
+
+/// A public key for the `ci` issuer's JWKS (no test signs platform tokens here: callers
+/// are built directly as `Caller::Workload`).
+pub const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"WKn-ZIGevcwGIyyrzFoZNBdaq9_TsqzGl96oc0CWuis","y":"y77t-RvAHRKTsSGdIYUfweuOvwrvDD-Q3Hv5J0fSKbE"}]}"#;
+
+/// A catalog with one issuer `ci` (jwks.json), team `payments` (owners carol, approver
+/// dave), identity `job` of that team, token target `api`, entitlements `api/read`
+/// (granted at once) and `api/admin` (one approval); `extra` is appended to the TOML.
+pub fn config(extra: &str) -> String {
+    format!(
+        r#"
+[[issuer]]
+name = "ci"
+issuer = "https://ci.example.com"
+audience = "kairos"
+jwks_file = "jwks.json"
+
+[[team]]
+name = "payments"
+owners = ["carol"]
+approvers = ["dave"]
+
+[[identity]]
+name = "job"
+owner = "payments"
+kind = "ci-job"
+issuer = "ci"
+subject = "repo:acme/job"
+
+[[target]]
+name = "api"
+kind = "token"
+audience = "https://api"
+
+[[entitlement]]
+name = "api/read"
+tier = "low"
+max_ttl = "1h"
+scopes = ["read"]
+
+[[entitlement]]
+name = "api/admin"
+tier = "high"
+max_ttl = "30m"
+scopes = ["admin"]
+
+[policy]
+files = ["p.cedar"]
+{extra}
+"#
+    )
+}
+
+pub const POLICY: &str = r#"
+@id("read") permit (principal, action, resource == Kairos::Entitlement::"api/read");
+@id("admin") @approvals("1") permit (principal, action, resource == Kairos::Entitlement::"api/admin");
+"#;
+
+pub struct Fixture {
+    pub broker: Arc<Broker>,
+    pub clock: ManualClock,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// The default catalog and policy.
+    pub async fn new() -> Self {
+        Self::with(&config(""), POLICY).await
+    }
+
+    pub async fn with(toml: &str, policy: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let store = SqlStore::connect(&url)
+            .await
+            .unwrap()
+            .with_clock(Arc::new(clock.clone()));
+        let settings = BrokerSettings {
+            pending_timeout: Duration::from_secs(600),
+            ..BrokerSettings::default()
+        };
+        let broker = Broker::start(
+            Arc::new(store),
+            Arc::new(clock.clone()),
+            MasterKey::generate().unwrap(),
+            settings,
+        )
+        .await
+        .unwrap();
+        let f = Self { broker, clock, dir };
+        f.apply(toml, policy).await;
+        f
+    }
+
+    pub async fn apply(&self, toml: &str, policy: &str) {
+        let bundle = ConfigBundle {
+            main_path: "kairos.toml".into(),
+            files: BTreeMap::from([
+                ("kairos.toml".into(), toml.into()),
+                ("p.cedar".into(), policy.into()),
+                ("jwks.json".into(), JWKS.into()),
+            ]),
+        };
+        self.broker
+            .apply_config(&Principal::System("bootstrap"), bundle)
+            .await
+            .unwrap();
+    }
+
+    /// A person as a caller (not stored: the broker trusts the caller it is given).
+    pub fn person(name: &str, role: Role, teams: &[&str]) -> Caller {
+        Caller::User(User {
+            name: UserName::parse(name).unwrap(),
+            role,
+            teams: teams
+                .iter()
+                .map(|t| kairos_domain::TeamName::parse(*t).unwrap())
+                .collect(),
+            targets: Vec::new(),
+            created_at: Timestamp::from_millis(0),
+        })
+    }
+}
+
+pub fn workload(name: &str) -> Caller {
+    Caller::Workload {
+        identity: IdentityName::parse(name).unwrap(),
+    }
+}
+
+pub fn ask(entitlement: &str, ttl: &str) -> NewRequest {
+    NewRequest {
+        identity: None,
+        entitlement: EntitlementName::parse(entitlement).unwrap(),
+        ttl: Some(Ttl::parse(ttl).unwrap()),
+        task: Task::new(
+            TaskKind::Job,
+            TaskRef::parse("run-1").unwrap(),
+            "test".into(),
+        )
+        .unwrap(),
+        source: None,
+    }
+}

@@ -1,0 +1,135 @@
+//! What the store keeps for governance: identity states and alerts. The rules that decide
+//! them live in `kairos-governance`; this is only their persistence.
+
+use async_trait::async_trait;
+use kairos_domain::{AuditDraft, Grant, GrantEnd, IdentityName, Timestamp};
+use kairos_governance::{Alert, AlertDraft, AlertKind, AlertState, IdentityState, IdentityStatus};
+
+use crate::Result;
+
+/// Which alerts to list.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// `None`: every state.
+    pub state: Option<AlertState>,
+    /// Open or acknowledged (overrides `state`).
+    pub unresolved: bool,
+    pub kind: Option<AlertKind>,
+    pub identity: Option<IdentityName>,
+    pub limit: Option<u32>,
+}
+
+/// What raising an alert did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Raised {
+    /// A new alert was opened (and audited).
+    Opened(Alert),
+    /// An unresolved alert with the same dedupe key was there: one more occurrence.
+    Repeated(Alert),
+}
+
+impl Raised {
+    pub fn alert(&self) -> &Alert {
+        match self {
+            Self::Opened(a) | Self::Repeated(a) => a,
+        }
+    }
+}
+
+/// A change of an identity's state, made only if its current state is one of `from`
+/// (an identity with no stored state is `active`), so that replicas acting on the same
+/// finding change it once.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub to: IdentityStatus,
+    pub from: Vec<IdentityState>,
+    /// When set, every live grant of the identity ends with it, in the same transaction.
+    pub end: Option<GrantEnd>,
+    pub audit: Vec<AuditDraft>,
+}
+
+/// The store's figures for the posture report over a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostureFigures {
+    /// Milliseconds of access each identity held within the window (grants that were
+    /// active in it, clipped to it; aborted grants never were).
+    pub grant_ms: std::collections::BTreeMap<String, i64>,
+    /// Ends verified gone in the window.
+    pub verified: u64,
+    /// Sum of their end → verified milliseconds.
+    pub verified_ms_total: i64,
+    /// Their end → verified latencies, counted per bucket of
+    /// `kairos_governance::posture::LATENCY_BUCKETS_MS` (plus one for longer).
+    pub latency_counts: Vec<u64>,
+    /// `residue_removed` audit records in the window.
+    pub residue_removed: u64,
+}
+
+#[async_trait]
+pub trait GovernanceStore: Send + Sync {
+    /// Aggregates for the posture report over `[since, now)`. `longest_grant_ms` bounds
+    /// how long before `since` a grant still active in the window can have been issued.
+    async fn posture_figures(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+        longest_grant_ms: i64,
+    ) -> Result<PostureFigures>;
+
+    // ---- identity states ------------------------------------------------------------
+
+    /// Every stored identity state (identities without one are active).
+    async fn identity_states(&self) -> Result<Vec<IdentityStatus>>;
+
+    async fn identity_state(&self, identity: &IdentityName) -> Result<Option<IdentityStatus>>;
+
+    /// Applies `change` if the identity's state is one of `change.from`: stores the new
+    /// state, ends its live grants when asked (Active → Ending, a revocation job and an
+    /// audit record each), and appends `change.audit`, in one transaction. `None` when
+    /// the state was not one of `from` (nothing written).
+    async fn change_identity_state(&self, change: StateChange) -> Result<Option<Vec<Grant>>>;
+
+    // ---- alerts ---------------------------------------------------------------------
+
+    /// Opens an alert with id `id`, unless an unresolved alert has the same dedupe key:
+    /// then counts one more occurrence of that one. `audit` is appended only when a new
+    /// alert opens.
+    async fn raise_alert(
+        &self,
+        id: &str,
+        draft: &AlertDraft,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<Raised>;
+
+    async fn get_alert(&self, id: &str) -> Result<Option<Alert>>;
+
+    /// Newest first.
+    async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>>;
+
+    /// Moves an alert to `to` (acknowledged or resolved), with who and why. `NotFound` for
+    /// an unknown id, `Conflict` when the move is not allowed from its state.
+    async fn update_alert(
+        &self,
+        id: &str,
+        to: AlertState,
+        by: &str,
+        note: &str,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<Alert>;
+
+    /// Resolves the unresolved alert with this dedupe key, if any (the condition is gone:
+    /// an owner came back, a dormant identity asked again). Audited when it resolves one.
+    async fn resolve_alert_by_key(
+        &self,
+        dedupe_key: &str,
+        by: &str,
+        note: &str,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<Option<Alert>>;
+
+    /// Unresolved alerts by kind.
+    async fn unresolved_alert_counts(&self) -> Result<Vec<(AlertKind, u64)>>;
+}
