@@ -220,3 +220,38 @@ impl FromRequestParts<crate::AppState> for Auth {
         Ok(Self(caller))
     }
 }
+
+/// The caller's address: the TCP peer, or — when the peer is a trusted proxy (`[server]
+/// trusted_proxies`) — the right-most untrusted address of `trusted_proxy_header`. None
+/// when the server runs without peer addresses (a router driven without a socket).
+#[cfg(feature = "server")]
+pub struct ClientSource(pub Option<std::net::IpAddr>);
+
+#[cfg(feature = "server")]
+impl FromRequestParts<crate::AppState> for ClientSource {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(peer) = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+        else {
+            return Ok(Self(None));
+        };
+        let sources = &state.broker.settings().sources;
+        let values: Vec<&str> = match &sources.trusted_proxy_header {
+            Some(name) => parts
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Self(Some(state.broker.client_address(peer, &values))))
+    }
+}

@@ -14,7 +14,9 @@ use crate::extract::{ApiJson, ApiQuery, Auth};
 use crate::inputs::{
     CheckedScope, check_revoke_scope, parse_entitlement, parse_identity, parse_task_ref, parse_ttl,
 };
-use crate::views::{BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody, RequestView};
+use crate::views::{
+    BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody, RequestView, UsageView,
+};
 
 pub(crate) fn parse_grant_id(id: &str) -> ApiResult<GrantId> {
     GrantId::parse(id).ok_or_else(|| {
@@ -87,9 +89,16 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<GrantView>> {
     let id = parse_grant_id(&id)?;
-    Ok(Json(GrantView::from(
-        &s.broker.get_grant(&caller, &id).await?,
-    )))
+    let mut view = GrantView::from(&s.broker.get_grant(&caller, &id).await?);
+    let usage = s.broker.grant_usage(&caller, &id).await?;
+    view.usage = Some(usage.map(|u| UsageView {
+        first_used_at: u.first_at.to_rfc3339(),
+        last_used_at: u.last_at.to_rfc3339(),
+        uses: u.uses,
+        last_source: u.last_source.map(|ip| ip.to_string()),
+        last_client: u.last_client,
+    }));
+    Ok(Json(view))
 }
 
 /// The workload's task is done: end the grant now.

@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::ApiForm;
+use crate::extract::{ApiForm, ClientSource};
 use crate::inputs::parse_ttl;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -81,6 +81,7 @@ pub struct IntrospectionView {
         (status = 401, description = "client authentication failed (`invalid_client`)", body = OAuthError)))]
 pub async fn introspect(
     State(s): State<AppState>,
+    ClientSource(source): ClientSource,
     client: Result<OAuthClient, Response>,
     form: Result<ApiForm<TokenForm>, ApiError>,
 ) -> Response {
@@ -92,7 +93,7 @@ pub async fn introspect(
         Ok(ApiForm(f)) => f,
         Err(e) => return form_error(e),
     };
-    let i = match s.broker.introspect_as(&caller, &form.token).await {
+    let i = match s.broker.introspect_from(&caller, &form.token, source).await {
         Ok(i) => i,
         Err(e) => return broker_error(e),
     };
@@ -373,12 +374,17 @@ pub(crate) fn oauth_error(
         (status = 400, description = "RFC 6749 §5.2 / RFC 8693 §2.2.2 error; `authorization_pending` (with `request_id`) when approval is needed, `access_denied` (with `policies`) when denied", body = OAuthError)))]
 pub async fn token(
     State(s): State<AppState>,
+    ClientSource(source): ClientSource,
     form: Result<ApiForm<TokenExchangeForm>, ApiError>,
 ) -> Response {
-    no_store(exchange(&s, form).await)
+    no_store(exchange(&s, source, form).await)
 }
 
-async fn exchange(s: &AppState, form: Result<ApiForm<TokenExchangeForm>, ApiError>) -> Response {
+async fn exchange(
+    s: &AppState,
+    source: Option<std::net::IpAddr>,
+    form: Result<ApiForm<TokenExchangeForm>, ApiError>,
+) -> Response {
     // A token endpoint answers every error in RFC 6749's shape, a malformed form too.
     let form = match form {
         Ok(ApiForm(form)) => form,
@@ -449,6 +455,7 @@ async fn exchange(s: &AppState, form: Result<ApiForm<TokenExchangeForm>, ApiErro
         entitlement,
         ttl,
         task,
+        source,
     };
     match s.broker.request(&caller, input).await {
         Ok(outcome) => match (outcome.grant, outcome.credential) {

@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, Auth};
+use crate::extract::{ApiJson, ApiQuery, Auth, ClientSource};
 use crate::inputs::{check_create_request, check_reason, parse_identity, parse_ttl};
 use crate::views::{CreateRequestBody, ReasonBody, RequestList, RequestResponse, RequestView};
 
@@ -40,6 +40,7 @@ pub(crate) fn parse_request_id(id: &str) -> ApiResult<RequestId> {
 pub async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
+    ClientSource(source): ClientSource,
     ApiJson(body): ApiJson<CreateRequestBody>,
 ) -> ApiResult<(StatusCode, Json<RequestResponse>)> {
     let checked = check_create_request(&body)?;
@@ -48,6 +49,7 @@ pub async fn create(
         entitlement: checked.entitlement,
         ttl: checked.ttl,
         task: checked.task,
+        source,
     };
     let outcome = s.broker.request(&caller, input).await?;
     let status = if outcome.grant.is_some() {

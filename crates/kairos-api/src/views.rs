@@ -62,6 +62,8 @@ pub struct RequestView {
     /// For a renewal waiting for approvals: the grant it extends once approved (its
     /// `ttl` is then the grant's whole lifetime after the renewal).
     pub renews: Option<String>,
+    /// The address the request came from, when known.
+    pub source_ip: Option<String>,
 }
 
 impl From<&Request> for RequestView {
@@ -96,6 +98,7 @@ impl From<&Request> for RequestView {
             pending_until: r.pending_until.map(|t| t.to_rfc3339()),
             grant_id: r.grant_id.as_ref().map(ToString::to_string),
             renews: r.renews.as_ref().map(ToString::to_string),
+            source_ip: r.source_ip.map(|ip| ip.to_string()),
         }
     }
 }
@@ -141,6 +144,24 @@ pub struct GrantView {
     pub expires_at: String,
     pub max_expires_at: String,
     pub receipt: Option<ReceiptView>,
+    /// How the grant has been used (introspections of its token, sessions of its account
+    /// seen at reconcile), as far as written (usage is flushed about once a second).
+    /// Absent from lists; `null` when never used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<UsageView>>,
+}
+
+/// How a grant has been used.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    pub first_used_at: String,
+    pub last_used_at: String,
+    pub uses: u64,
+    /// The address of the last use, when known.
+    pub last_source: Option<String>,
+    /// Who used it last: `user:<resource server>` (or another caller of introspection),
+    /// or `session@<target>` for a database session.
+    pub last_client: Option<String>,
 }
 
 impl From<&Grant> for GrantView {
@@ -188,6 +209,7 @@ impl From<&Grant> for GrantView {
             expires_at: g.expires_at.to_rfc3339(),
             max_expires_at: g.max_expires_at.to_rfc3339(),
             receipt,
+            usage: None,
         }
     }
 }

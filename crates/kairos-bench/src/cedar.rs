@@ -82,7 +82,10 @@ fn input() -> anyhow::Result<PolicyInput> {
             "nightly backup".into(),
         )?,
         requester: Principal::Workload(IdentityName::parse("nightly-backup")?),
-        circumstances: Default::default(),
+        circumstances: kairos_policy::Circumstances {
+            source_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            ..Default::default()
+        },
     })
 }
 

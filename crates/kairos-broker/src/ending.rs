@@ -245,49 +245,92 @@ impl Broker {
 
     /// RFC 7662: is this token honoured right now? Inactive the moment its grant ends.
     /// This is the truth for any token, whoever asks; callers over the API go through
-    /// [`Broker::introspect_as`].
+    /// [`Broker::introspect_from`].
     pub async fn introspect(&self, token: &str) -> Result<Introspection> {
         Ok(self.introspect_grant(token).await?.0)
     }
 
-    /// RFC 7662 for `caller`: active only for a token it may learn about (see
-    /// [`may_see_token`]); any other token answers exactly as an unknown one.
+    /// [`Broker::introspect_from`] without a source address.
     pub async fn introspect_as(&self, caller: &Caller, token: &str) -> Result<Introspection> {
-        match self.introspect_grant(token).await? {
-            (i, Some(grant)) if may_see_token(caller, &grant) => Ok(i),
-            _ => Ok(Introspection {
-                active: false,
-                claims: None,
-            }),
+        self.introspect_from(caller, token, None).await
+    }
+
+    /// RFC 7662 for `caller`, whose request came from `source`: active only for a token it
+    /// may learn about (see [`may_see_token`]); any other token answers exactly as an
+    /// unknown one. An active answer is recorded as a use of the grant (usage monitoring);
+    /// a token of a grant that has ended, is ending or has expired is a use after end
+    /// (counted, and alerted once per grant), whoever presents it.
+    pub async fn introspect_from(
+        &self,
+        caller: &Caller,
+        token: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Introspection> {
+        let now = self.now();
+        let inactive = Introspection {
+            active: false,
+            claims: None,
+        };
+        match self.lookup_token(token, now).await? {
+            Some((claims, grant, true)) if grant.is_active_at(now) => {
+                if !may_see_token(caller, &grant) {
+                    return Ok(inactive);
+                }
+                self.note_use(&grant.id, now, source, caller);
+                Ok(active_view(claims, &grant))
+            }
+            Some((_, grant, _)) => {
+                self.note_use_after_end(&grant, now, source, caller).await;
+                Ok(inactive)
+            }
+            None => Ok(inactive),
         }
     }
 
     /// The introspection of `token`, with its grant when active.
     async fn introspect_grant(&self, token: &str) -> Result<(Introspection, Option<Grant>)> {
         let now = self.now();
-        let inactive = Introspection {
-            active: false,
-            claims: None,
-        };
-        let Ok(claims) = self.key_ring().verify(token, now.as_secs()) else {
-            return Ok((inactive, None));
+        match self.lookup_token(token, now).await? {
+            Some((claims, g, true)) if g.is_active_at(now) => {
+                Ok((active_view(claims, &g), Some(g)))
+            }
+            _ => Ok((
+                Introspection {
+                    active: false,
+                    claims: None,
+                },
+                None,
+            )),
+        }
+    }
+
+    /// The claims and grant of a token this broker signed, and whether its `exp`/`nbf`
+    /// hold at `now`; None for a token it did not sign (or whose grant it does not know).
+    /// An expired token's claims are read only to tell a use after end.
+    async fn lookup_token(
+        &self,
+        token: &str,
+        now: kairos_domain::Timestamp,
+    ) -> Result<Option<(AccessClaims, Grant, bool)>> {
+        let ring = self.key_ring();
+        let (claims, in_time) = match ring.verify(token, now.as_secs()) {
+            Ok(claims) => (claims, true),
+            Err(kairos_crypto::issuer::TokenError::Expired { .. }) => {
+                match ring.verify_ignoring_time(token) {
+                    Ok(claims) => (claims, false),
+                    Err(_) => return Ok(None),
+                }
+            }
+            Err(_) => return Ok(None),
         };
         let Some(id) = GrantId::parse(&claims.jti) else {
-            return Ok((inactive, None));
+            return Ok(None);
         };
-        match self.store.get_grant(&id).await? {
-            Some(g) if g.is_active_at(now) => Ok((
-                Introspection {
-                    active: true,
-                    claims: Some(AccessClaims {
-                        exp: claims.exp.min(g.expires_at.as_secs()),
-                        ..claims
-                    }),
-                },
-                Some(g),
-            )),
-            _ => Ok((inactive, None)),
-        }
+        Ok(self
+            .store
+            .get_grant(&id)
+            .await?
+            .map(|grant| (claims, grant, in_time)))
     }
 
     /// RFC 7009: revokes a token if `caller` may (see [`may_revoke_token`]). Unknown,
@@ -637,6 +680,17 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// whatever its size, and passes run one after another, so larger passes revoke more per
 /// second when thousands of grants end at once; the store writes 250 grants a statement.
 const REVOCATIONS_PER_PASS: u32 = 2_000;
+
+/// The RFC 7662 view of an active grant's token (`exp` no later than the grant's end).
+fn active_view(claims: AccessClaims, grant: &Grant) -> Introspection {
+    Introspection {
+        active: true,
+        claims: Some(AccessClaims {
+            exp: claims.exp.min(grant.expires_at.as_secs()),
+            ..claims
+        }),
+    }
+}
 
 /// Who may learn about a token by introspection: people (admin, operator, approver and
 /// auditor, who may read every grant anyway, and whom `kairos introspect` serves), a

@@ -37,11 +37,13 @@ use kairos_store::Store;
 pub use apply::{ApplyMode, ApplyOptions, ApplyReport, EndingGrant, RemoveAll};
 pub use auth::Caller;
 pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus};
+pub use governance::usage::kinds as usage_alert_kinds;
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
 pub use governance::recert::{ExceptionEntry, RecertEntry, RecertFilter, RecertPassReport};
 pub use governance::reviews::{ReviewNow, ReviewPass, ReviewStatus};
+pub use governance::usage::{UsageLimits, UsagePassReport};
 pub use governance::{AlertQuery, PostureReport, StateOutcome};
 pub use metrics::{HttpLabels, Metrics};
 pub use renewal::Renewal;
@@ -81,6 +83,21 @@ pub struct BrokerSettings {
     pub audit_checkpoint_interval: Duration,
     /// How often the recertification pass runs (see [`Broker::recert_pass`]).
     pub recert_pass_interval: Duration,
+    /// Where callers' addresses come from behind proxies.
+    pub sources: SourceSettings,
+    /// How often recorded usage is written to the store (also at shutdown).
+    pub usage_flush_interval: Duration,
+    /// How often the usage detectors look (dormant, shared, held past use).
+    pub usage_pass_interval: Duration,
+}
+
+/// How the API finds a caller's address: the TCP peer, or — when the peer is one of the
+/// trusted proxies — the right-most untrusted address of the proxy header.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSettings {
+    /// Lowercase header name, e.g. `x-forwarded-for`.
+    pub trusted_proxy_header: Option<String>,
+    pub trusted_proxies: Vec<kairos_domain::SourceRange>,
 }
 
 /// Points where a crash test asks the broker to die abruptly, as a SIGKILL would:
@@ -129,6 +146,9 @@ impl Default for BrokerSettings {
             danger_crash_at: None,
             audit_checkpoint_file: None,
             audit_checkpoint_interval: Duration::from_secs(5 * 60),
+            sources: SourceSettings::default(),
+            usage_flush_interval: Duration::from_secs(1),
+            usage_pass_interval: Duration::from_secs(30),
             recert_pass_interval: Duration::from_secs(5),
         }
     }
@@ -159,6 +179,10 @@ pub struct Broker {
     /// Targets whose revocations are alarming, as the outage prober last read them from
     /// the store (what `/v1/health` reports without a store read of its own).
     degraded: RwLock<Arc<Vec<kairos_domain::TargetName>>>,
+    /// Usage aggregated in memory until the next flush.
+    usage: governance::recorder::UsageRecorder,
+    /// Grants whose use after end this replica has alerted (bounded).
+    after_end_seen: std::sync::Mutex<std::collections::HashSet<kairos_domain::GrantId>>,
     /// Identity states as last read (see [`governance`]).
     governance: governance::GovernanceState,
 }
@@ -230,6 +254,8 @@ impl Broker {
             request_events,
             checkpointer,
             degraded: RwLock::new(Arc::new(Vec::new())),
+            usage: governance::recorder::UsageRecorder::default(),
+            after_end_seen: std::sync::Mutex::new(std::collections::HashSet::new()),
             governance: governance::GovernanceState::default(),
         });
         broker.refresh_gauges().await?;

@@ -65,6 +65,12 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// HTTP request latency, by route, method and status.
     pub http_request_seconds: HttpHistograms,
+    /// Uses of grants recorded (introspections answered active, sessions seen).
+    pub usage_recorded: Counter,
+    /// Uses not recorded because the recorder was full between two flushes.
+    pub usage_dropped: Counter,
+    /// Tokens presented to introspection after their grant ended, was ending or expired.
+    pub use_after_end: Counter,
     /// Unresolved (open or acknowledged) alerts, by kind.
     pub alerts_open: Family<AlertKindLabel, Gauge>,
     /// Alerts opened, by kind.
@@ -108,11 +114,29 @@ impl Metrics {
             issuance_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 19)),
             http_requests: Family::default(),
             http_request_seconds: Family::new_with_constructor(http_duration_histogram),
+            usage_recorded: Counter::default(),
+            usage_dropped: Counter::default(),
+            use_after_end: Counter::default(),
             alerts_open: Family::default(),
             alerts_raised: Family::default(),
             registry: Registry::default(),
         };
         registry.register("grants_issued", "Grants issued", m.grants_issued.clone());
+        registry.register(
+            "usage_recorded",
+            "Uses of grants recorded (introspections answered active, database sessions seen)",
+            m.usage_recorded.clone(),
+        );
+        registry.register(
+            "usage_dropped",
+            "Uses of grants not recorded because the recorder was full between two flushes",
+            m.usage_dropped.clone(),
+        );
+        registry.register(
+            "use_after_end",
+            "Tokens presented to introspection after their grant ended, was ending or had expired",
+            m.use_after_end.clone(),
+        );
         registry.register(
             "grants_ended",
             "Grants ended, by reason",

@@ -21,6 +21,8 @@ use crate::{Broker, Result};
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub accounts_seen: usize,
+    /// Live sessions of accounts that back active grants (recorded as their use).
+    pub sessions_seen: usize,
     pub residue_removed: Vec<String>,
     pub missing_accounts: Vec<String>,
     pub provisioning_aborted: usize,
@@ -180,6 +182,17 @@ impl Broker {
         self.metrics
             .accounts_missing
             .set(i64::try_from(report.missing_accounts.len()).unwrap_or(i64::MAX));
+        // Live sessions are uses of the grants their accounts back (usage monitoring),
+        // listed last: a look downstream between the account listing and the active-grant
+        // read above would widen the window in which a grant that turns active in between
+        // looks like its account is missing. A target that cannot list sessions still got
+        // its residue removed.
+        match self.record_sessions(target, &connector).await {
+            Ok(n) => report.sessions_seen = n,
+            Err(e) => {
+                tracing::warn!(target = %target, error = %crate::ending::ErrorChain(&e), "listing sessions failed; usage not recorded this pass")
+            }
+        }
         Ok(report)
     }
 

@@ -154,6 +154,7 @@ impl Broker {
                     ),
                     grant_id: None,
                     renews: Some(grant.id.clone()),
+                    source_ip: None,
                 };
                 let audit = vec![asked.request(&request.id), decided.request(&request.id)];
                 self.store.insert_request(&request, None, audit).await?;

@@ -22,6 +22,9 @@ pub struct NewRequest {
     pub entitlement: EntitlementName,
     pub ttl: Option<Ttl>,
     pub task: Task,
+    /// The address the request came from, when known (recorded on the request, seen by
+    /// policy as `context.source_ip`, checked against the identity's `allowed_sources`).
+    pub source: Option<std::net::IpAddr>,
 }
 
 pub use crate::accounts::IssuedCredential;
@@ -191,6 +194,8 @@ impl Broker {
         self.check_break_glass(entitlement, &input.task)?;
         let (ttl, ttl_capped) = self.capped_ttl(&catalog, entitlement, input.ttl)?;
         let requester = caller.principal();
+        // `::ffff:10.1.2.3` is 10.1.2.3 to policy, the record and the detectors.
+        let source = input.source.map(kairos_domain::canonical_ip);
         let open_reviews = self
             .open_reviews_for_policy(&catalog, &identity_name)
             .await?;
@@ -206,9 +211,9 @@ impl Broker {
                 task: input.task.clone(),
                 requester: requester.clone(),
                 circumstances: kairos_policy::Circumstances {
+                    source_ip: source,
                     break_glass: entitlement.break_glass,
                     open_reviews,
-                    ..Default::default()
                 },
             })
             .map_err(BrokerError::internal)?;
@@ -243,6 +248,7 @@ impl Broker {
             pending_until: None,
             grant_id: None,
             renews: None,
+            source_ip: source,
         };
         let base = |kind| {
             AuditDraft::new(kind, &requester)
@@ -308,6 +314,7 @@ impl Broker {
         if let (Some(g), Some(r)) = (&grant, &review) {
             self.break_glass_granted(r, g).await;
         }
+        self.note_request(identity, now, source).await;
         if let (Some(g), Some(acc)) = (&grant, account) {
             self.notify_requests();
             // Shown now, in this answer, and never again: the delivery is recorded with

@@ -95,6 +95,7 @@ impl Broker {
         };
         let shutdown_reconciler = shutdown.clone();
         let shutdown_checkpointer = shutdown.clone();
+        let shutdown_usage = shutdown.clone();
         let governance = {
             let b = Arc::clone(&self);
             let mut shutdown = shutdown.clone();
@@ -207,6 +208,41 @@ impl Broker {
                 }
             })
         };
+        // Usage monitoring: recorded uses written in batches (every flush interval, when
+        // the recorder fills, and once more at shutdown), and the usage detectors.
+        let usage = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown_usage;
+            tokio::spawn(async move {
+                let mut flush = tokio::time::interval(b.settings.usage_flush_interval);
+                flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut detect = tokio::time::interval(b.settings.usage_pass_interval);
+                detect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = flush.tick() => {}
+                        _ = b.usage.full.notified() => {}
+                        _ = detect.tick() => {
+                            match b.usage_pass().await {
+                                Ok(r) if r != crate::UsagePassReport::default() => {
+                                    tracing::info!(dormant = r.dormant.len(), awake = r.awake.len(), shared = r.shared.len(), held = r.held.len(), "usage pass");
+                                }
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!(error = %ErrorChain(&e), "usage pass failed; will retry"),
+                            }
+                            continue;
+                        }
+                        _ = shutdown.changed() => break,
+                    }
+                    if let Err(e) = b.usage_flush_pass().await {
+                        tracing::warn!(error = %ErrorChain(&e), "writing usage failed; kept for the next flush");
+                    }
+                }
+                if let Err(e) = b.usage_flush_pass().await {
+                    tracing::error!(error = %ErrorChain(&e), "writing usage at shutdown failed");
+                }
+            })
+        };
         let _ = tokio::join!(
             expirer,
             revoker,
@@ -214,7 +250,8 @@ impl Broker {
             housekeeping,
             reconciler,
             checkpointer,
-            governance
+            governance,
+            usage
         );
     }
 }

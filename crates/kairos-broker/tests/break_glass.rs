@@ -138,6 +138,7 @@ fn ask(entitlement: &str, kind: TaskKind) -> NewRequest {
             "orders are failing".into(),
         )
         .unwrap(),
+        source: None,
     }
 }
 

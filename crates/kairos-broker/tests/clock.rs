@@ -125,6 +125,7 @@ fn ask(entitlement: &str, ttl: &str) -> NewRequest {
             "test".into(),
         )
         .unwrap(),
+        source: None,
     }
 }
 

@@ -144,6 +144,7 @@ fn ask(ttl: &str) -> NewRequest {
             "test".into(),
         )
         .unwrap(),
+        source: None,
     }
 }
 

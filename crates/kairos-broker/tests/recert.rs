@@ -640,6 +640,7 @@ fn ask() -> kairos_broker::NewRequest {
             "nightly".into(),
         )
         .unwrap(),
+        source: None,
     }
 }
 

@@ -159,6 +159,31 @@ pub fn grant_detail(g: &wire::Grant) -> String {
         .row(["issued:", &g.issued_at])
         .row(["expires:", &g.expires_at])
         .row(["max expires:", &g.max_expires_at]);
+    match &g.usage {
+        Some(u) => {
+            t.row([
+                "used:",
+                &format!(
+                    "{} time{}, first {}, last {}",
+                    u.uses,
+                    if u.uses == 1 { "" } else { "s" },
+                    u.first_used_at,
+                    u.last_used_at
+                ),
+            ]);
+            t.row([
+                "last use:",
+                &format!(
+                    "by {} from {}",
+                    or_none(u.last_client.as_deref()),
+                    or_none(u.last_source.as_deref())
+                ),
+            ]);
+        }
+        None => {
+            t.row(["used:", "never (no introspection or session seen)"]);
+        }
+    }
     if let Some(r) = &g.receipt {
         receipt_rows(&mut t, r);
     }
@@ -932,11 +957,32 @@ mod tests {
              issued:         2026-11-26T10:00:00Z\n\
              expires:        2026-11-26T10:15:00Z\n\
              max expires:    2026-11-26T11:00:00Z\n\
+             used:           never (no introspection or session seen)\n\
              ended:          released by ci-deployer at 2026-11-26T10:05:00Z\n\
              revoked:        2026-11-26T10:05:01Z\n\
              verified gone:  2026-11-26T10:05:02Z\n\
              method:         postgres: role dropped\n\
              evidence:       pg_roles has no kairos_x\n",
+        );
+    }
+
+    #[test]
+    fn grant_with_usage() {
+        let mut v = grant("grt_5", "active", Value::Null);
+        v["usage"] = json!({"first_used_at": "2026-11-26T10:01:00Z",
+            "last_used_at": "2026-11-26T10:02:00Z", "uses": 3,
+            "last_source": "10.0.0.7", "last_client": "user:orders-rs"});
+        let g: wire::Grant = from(v);
+        let text = grant_detail(&g);
+        assert!(
+            text.contains(
+                "used:         3 times, first 2026-11-26T10:01:00Z, last 2026-11-26T10:02:00Z\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("last use:     by user:orders-rs from 10.0.0.7\n"),
+            "{text}"
         );
     }
 

@@ -93,6 +93,19 @@ pub struct Grant {
     pub expires_at: String,
     pub max_expires_at: String,
     pub receipt: Option<Receipt>,
+    /// Present (possibly null) when the grant was read alone.
+    pub usage: Option<Usage>,
+}
+
+/// How a grant has been used.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Usage {
+    pub first_used_at: String,
+    pub last_used_at: String,
+    pub uses: u64,
+    pub last_source: Option<String>,
+    pub last_client: Option<String>,
 }
 
 /// The credential: an access token, or a database account (its password is shown once).

@@ -5,8 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use kairos_domain::{
-    EntitlementName, ExceptionName, IdentityName, Period, TargetName, TeamName, Timestamp, Ttl,
-    UserName,
+    EntitlementName, ExceptionName, IdentityName, Period, SourceRange, TargetName, TeamName,
+    Timestamp, Ttl, UserName,
 };
 use kairos_policy::{EntitlementFacts, IdentityFacts, PolicySet, Tier};
 
@@ -97,6 +97,11 @@ pub struct ServerSettings {
     pub audit_checkpoint_file: Option<String>,
     /// How often the audit head is signed when it has moved.
     pub audit_checkpoint_interval: Ttl,
+    /// The header (lowercase, e.g. `x-forwarded-for`) that carries the client's address
+    /// through proxies; read only from a peer inside `trusted_proxies`.
+    pub trusted_proxy_header: Option<String>,
+    /// The proxies allowed to set `trusted_proxy_header`.
+    pub trusted_proxies: Vec<SourceRange>,
 }
 
 impl Default for ServerSettings {
@@ -108,6 +113,8 @@ impl Default for ServerSettings {
             master_key: None,
             audit_checkpoint_file: None,
             audit_checkpoint_interval: const_ttl(300),
+            trusted_proxy_header: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -133,6 +140,18 @@ pub struct GovernanceSettings {
     /// How long a break-glass grant's after-action review may stay open before it is
     /// overdue (and escalates); default 72h.
     pub review_due: Period,
+    /// Shared identity: more distinct source addresses than this within `shared_window`
+    /// (default 3).
+    pub shared_max_sources: u64,
+    /// Shared identity: more concurrent task references among live grants than this
+    /// (default 5).
+    pub shared_max_tasks: u64,
+    /// The shared-identity detector's window (default 1h).
+    pub shared_window: Period,
+    /// Dormant identity: no request for this long (default 30d).
+    pub dormant_after: Period,
+    /// Held past use: an active grant unused for this share of its TTL (default 0.5).
+    pub held_past_use_share: kairos_governance::usage::Share,
 }
 
 impl Default for GovernanceSettings {
@@ -141,6 +160,11 @@ impl Default for GovernanceSettings {
             orphan_action: OrphanAction::Flag,
             orphan_grace: const_period(24 * 3600),
             review_due: const_period(72 * 3600),
+            shared_max_sources: 3,
+            shared_max_tasks: 5,
+            shared_window: const_period(3600),
+            dormant_after: const_period(30 * 86_400),
+            held_past_use_share: kairos_governance::usage::Share::DEFAULT,
         }
     }
 }
@@ -250,6 +274,9 @@ pub struct Identity {
     pub issuer: IssuerName,
     /// The token `sub` claim that maps to this identity.
     pub subject: String,
+    /// The address blocks it is expected to be used from (requests, database sessions);
+    /// empty: anywhere. A use from outside raises an `unexpected_source` alert.
+    pub allowed_sources: Vec<SourceRange>,
     /// How often an owner must re-attest this identity; `None`: its team's interval, else
     /// `[governance] recertify_every`.
     pub recertify_every: Option<Period>,

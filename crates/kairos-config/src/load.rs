@@ -10,7 +10,10 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use kairos_domain::{EntitlementName, IdentityName, Period, TargetName, TeamName, Ttl, UserName};
+use kairos_domain::{
+    EntitlementName, IdentityName, Period, SourceRange, TargetName, TeamName, Ttl, UserName,
+};
+use kairos_governance::usage::Share;
 use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
@@ -204,6 +207,42 @@ impl<'n> Table<'n> {
             &self.key(key),
             format!("required key `{key}` is missing{where_}"),
         );
+    }
+
+    /// An optional number key (an integer or a float), converted by `parse`.
+    fn number<T, E: Display>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: &str,
+        parse: impl FnOnce(f64) -> Result<T, E>,
+    ) -> Field<T> {
+        let Some(node) = self.node(key) else {
+            return Ok(None);
+        };
+        let path = self.key(key);
+        #[allow(clippy::cast_precision_loss)]
+        let n = match &node.value {
+            Value::Integer(i) => *i as f64,
+            Value::Float(f) => *f,
+            other => {
+                cx.error(
+                    &node.span,
+                    &path,
+                    format!("expected a number, found {}", other.type_name()),
+                );
+                return Err(Invalid);
+            }
+        };
+        match parse(n) {
+            Ok(value) => Ok(Some(At {
+                value,
+                span: node.span.clone(),
+            })),
+            Err(e) => {
+                cx.error(&node.span, &path, e.to_string());
+                Err(Invalid)
+            }
+        }
     }
 
     /// An optional boolean key.
@@ -432,6 +471,22 @@ fn kind_word(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_owned())
+}
+
+/// An HTTP header name, as the server reads it (lowercase).
+fn header_name(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{:?} is not an HTTP header name; write one like \"x-forwarded-for\" (letters, digits, '-')",
+            s.chars().take(64).collect::<String>()
+        ))
+    }
 }
 
 fn env_name(s: &str) -> Result<String, String> {
@@ -1291,6 +1346,32 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
     let key_env = t.opt(cx, "master_key_env", env_name);
     let checkpoint_file = t.opt(cx, "audit_checkpoint_file", file_path);
     let checkpoint_interval = t.opt(cx, "audit_checkpoint_interval", Ttl::parse);
+    let proxy_header = t.opt(cx, "trusted_proxy_header", header_name);
+    let proxies = t.list(cx, "trusted_proxies", SourceRange::parse);
+    let proxying = match (proxy_header, proxies) {
+        (Ok(Some(header)), Ok(Some(proxies))) if !proxies.is_empty() => Ok(Some((
+            header.value,
+            proxies.into_iter().map(|p| p.value).collect::<Vec<_>>(),
+        ))),
+        (Ok(Some(header)), Ok(_)) => {
+            cx.error(
+                &header.span,
+                &t.key("trusted_proxy_header"),
+                "a trusted proxy header needs `trusted_proxies` (the proxies' address blocks, e.g. [\"10.0.0.0/8\"]): only a peer inside them may set it, or any caller could claim any address",
+            );
+            Err(Invalid)
+        }
+        (Ok(None), Ok(Some(proxies))) if !proxies.is_empty() => {
+            cx.error(
+                &proxies[0].span,
+                &t.key("trusted_proxies"),
+                "`trusted_proxies` needs `trusted_proxy_header` (e.g. \"x-forwarded-for\"): the header the proxies put the client's address in",
+            );
+            Err(Invalid)
+        }
+        (Ok(_), Ok(_)) => Ok(None),
+        _ => Err(Invalid),
+    };
     let store = one_of(cx, &t, ("store", store), ("store_env", store_env));
     let master_key = one_of(
         cx,
@@ -1309,6 +1390,8 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
             "master_key_env",
             "audit_checkpoint_file",
             "audit_checkpoint_interval",
+            "trusted_proxy_header",
+            "trusted_proxies",
         ],
     );
     let defaults = ServerSettings::default();
@@ -1319,6 +1402,7 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
         Ok(master_key),
         Ok(checkpoint_file),
         Ok(checkpoint_interval),
+        Ok(proxying),
     ) = (
         listen,
         store,
@@ -1326,6 +1410,7 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
         master_key,
         checkpoint_file,
         checkpoint_interval,
+        proxying,
     )
     else {
         return None;
@@ -1345,6 +1430,8 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
         audit_checkpoint_file: checkpoint_file.map(|f| f.value),
         audit_checkpoint_interval: checkpoint_interval
             .map_or(defaults.audit_checkpoint_interval, |a| a.value),
+        trusted_proxy_header: proxying.as_ref().map(|(h, _)| h.clone()),
+        trusted_proxies: proxying.map(|(_, p)| p).unwrap_or_default(),
     })
 }
 
@@ -1408,17 +1495,50 @@ fn read_governance(cx: &mut Cx<'_>, node: &Node) -> (GovernanceSettings, RecertS
     if let Ok(Some(due)) = t.opt(cx, "review_due", Period::parse) {
         settings.review_due = due.value;
     }
+    for (key, slot) in [
+        ("shared_max_sources", &mut settings.shared_max_sources),
+        ("shared_max_tasks", &mut settings.shared_max_tasks),
+    ] {
+        if let Ok(Some(n)) = t.number(cx, key, whole_count) {
+            *slot = n.value;
+        }
+    }
+    if let Ok(Some(window)) = t.opt(cx, "shared_window", Period::parse) {
+        settings.shared_window = window.value;
+    }
+    if let Ok(Some(after)) = t.opt(cx, "dormant_after", Period::parse) {
+        settings.dormant_after = after.value;
+    }
+    if let Ok(Some(share)) = t.number(cx, "held_past_use_share", Share::new) {
+        settings.held_past_use_share = share.value;
+    }
     t.finish(cx, &GOVERNANCE_KEYS);
     (settings, recert)
 }
 
-const GOVERNANCE_KEYS: [&str; 5] = [
+const GOVERNANCE_KEYS: [&str; 10] = [
     "orphan_action",
     "orphan_grace",
     "recertify_every",
     "recert_notice",
     "review_due",
+    "shared_max_sources",
+    "shared_max_tasks",
+    "shared_window",
+    "dormant_after",
+    "held_past_use_share",
 ];
+
+/// A whole number from 1 to a million (a detector's threshold).
+fn whole_count(n: f64) -> Result<u64, String> {
+    if n.fract() != 0.0 || !(1.0..=1_000_000.0).contains(&n) {
+        return Err(format!(
+            "{n} is not a count; write a whole number from 1 to 1000000"
+        ));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(n as u64)
+}
 
 fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
     let mut caps = TierCaps::default();
@@ -1604,12 +1724,13 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
     ))
 }
 
-const IDENTITY_KEYS: [&str; 6] = [
+const IDENTITY_KEYS: [&str; 7] = [
     "name",
     "owner",
     "kind",
     "issuer",
     "subject",
+    "allowed_sources",
     "recertify_every",
 ];
 
@@ -1620,12 +1741,28 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     let kind = t.req(cx, "kind", kind_word);
     let issuer = t.req(cx, "issuer", IssuerName::parse);
     let subject = t.req(cx, "subject", text("subject", 512));
+    let allowed_sources = t.list(cx, "allowed_sources", SourceRange::parse);
     let recertify_every = t.opt(cx, "recertify_every", Period::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &IDENTITY_KEYS);
-    let (Ok(name), Ok(owner), Ok(kind), Ok(issuer), Ok(subject), Ok(recertify_every)) =
-        (name, owner, kind, issuer, subject, recertify_every)
+    let (
+        Ok(name),
+        Ok(owner),
+        Ok(kind),
+        Ok(issuer),
+        Ok(subject),
+        Ok(allowed_sources),
+        Ok(recertify_every),
+    ) = (
+        name,
+        owner,
+        kind,
+        issuer,
+        subject,
+        allowed_sources,
+        recertify_every,
+    )
     else {
         return None;
     };
@@ -1638,6 +1775,11 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
             kind: kind.value,
             issuer: issuer.value,
             subject: subject.value,
+            allowed_sources: allowed_sources
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.value)
+                .collect(),
             recertify_every: recertify_every.map(|p| p.value),
         },
     ))

@@ -15,10 +15,10 @@ pub(crate) struct Node {
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
     String(String),
-    // The catalog holds only strings, arrays and tables; other values are kept only to
-    // say what was found instead.
-    Integer,
-    Float,
+    // Numbers are thresholds (`[governance] shared_max_sources = 3`); date-times are
+    // kept only to say what was found instead.
+    Integer(i128),
+    Float(f64),
     Boolean(bool),
     Datetime,
     Array(Vec<Node>),
@@ -35,8 +35,8 @@ impl Value {
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::String(_) => "a string",
-            Self::Integer => "an integer",
-            Self::Float => "a float",
+            Self::Integer(_) => "an integer",
+            Self::Float(_) => "a float",
             Self::Boolean(_) => "a boolean",
             Self::Datetime => "a date-time",
             Self::Array(_) => "an array",
@@ -186,14 +186,14 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
         Ok(Value::Boolean(v))
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value, E> {
-        Ok(Value::Integer)
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Integer(i128::from(v)))
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Value, E> {
-        Ok(Value::Integer)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Integer(i128::from(v)))
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
-        Ok(Value::Float)
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))

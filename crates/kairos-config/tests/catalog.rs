@@ -1488,3 +1488,80 @@ fn issuers_cap_token_lifetimes_and_refuse_duplicated_kids() {
         ],
     );
 }
+
+#[test]
+fn identities_take_allowed_sources_as_address_blocks() {
+    let catalog = load(&pre(&format!(
+        "{IDENTITY}allowed_sources = [\"10.0.0.0/8\", \"192.168.1.7\", \"2001:db8::/32\"]\n"
+    )));
+    let identity = catalog.identities().next().unwrap();
+    let shown: Vec<String> = identity
+        .allowed_sources
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32"]);
+    // Without the key: anywhere.
+    assert!(
+        load(&pre(IDENTITY))
+            .identities()
+            .next()
+            .unwrap()
+            .allowed_sources
+            .is_empty()
+    );
+    // Line 22 is the key (15 lines of PRE, 6 of the identity).
+    check(
+        &pre(&format!(
+            "{IDENTITY}allowed_sources = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"office\"]\n"
+        )),
+        &[
+            "kairos.toml:22: identity[0].allowed_sources[1]: \"10.0.0.1/8\" has address bits set past its /8 prefix; write \"10.0.0.0/8\"",
+            "kairos.toml:22: identity[0].allowed_sources[2]: \"office\" is not an address block",
+        ],
+    );
+    check(
+        &pre(&format!("{IDENTITY}allowed_sources = \"10.0.0.0/8\"\n")),
+        &["identity[0].allowed_sources: expected an array of strings"],
+    );
+}
+
+#[test]
+fn a_trusted_proxy_header_needs_trusted_proxies_and_the_reverse() {
+    let catalog = load(&format!(
+        "[server]\ntrusted_proxy_header = \"X-Forwarded-For\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n{}",
+        pre(IDENTITY)
+    ));
+    let server = catalog.server().unwrap();
+    assert_eq!(
+        server.trusted_proxy_header.as_deref(),
+        Some("x-forwarded-for")
+    );
+    assert_eq!(server.trusted_proxies.len(), 1);
+    check(
+        &format!(
+            "[server]\ntrusted_proxy_header = \"x-forwarded-for\"\n{}",
+            pre(IDENTITY)
+        ),
+        &[
+            "kairos.toml:2: server.trusted_proxy_header: a trusted proxy header needs `trusted_proxies`",
+        ],
+    );
+    check(
+        &format!(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n{}",
+            pre(IDENTITY)
+        ),
+        &["kairos.toml:2: server.trusted_proxies: `trusted_proxies` needs `trusted_proxy_header`"],
+    );
+    check(
+        &format!(
+            "[server]\ntrusted_proxy_header = \"x forwarded\"\ntrusted_proxies = [\"10.0.0.0/33\"]\n{}",
+            pre(IDENTITY)
+        ),
+        &[
+            "kairos.toml:2: server.trusted_proxy_header: \"x forwarded\" is not an HTTP header name",
+            "kairos.toml:3: server.trusted_proxies[0]: \"10.0.0.0/33\": the prefix length",
+        ],
+    );
+}

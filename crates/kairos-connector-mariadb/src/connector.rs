@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kairos_connectors::{
     AccountName, AccountRequest, ConnectionInfo, Connector, ConnectorError, Revocability, Revoked,
-    ServerFacts, ServerIdentity, Verification,
+    ServerFacts, ServerIdentity, Session, Verification,
 };
 use kairos_domain::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
@@ -710,5 +710,58 @@ impl Connector for MariaDbConnector {
             }
         }
         Ok(accounts)
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<Session>, ConnectorError> {
+        let mut conn = self.acquire("listing managed accounts' sessions").await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(USER AS CHAR), CAST(HOST AS CHAR) FROM information_schema.PROCESSLIST \
+             WHERE LEFT(USER, CHAR_LENGTH(?)) = ? ORDER BY ID",
+        )
+        .bind(&self.managed_prefix)
+        .bind(&self.managed_prefix)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.err("listing managed accounts' sessions", &e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(user, host)| {
+                Some(Session {
+                    account: AccountName::parse(user).ok()?,
+                    client_addr: host_address(&host),
+                })
+            })
+            .collect())
+    }
+}
+
+/// The address in a process list's `HOST` (`127.0.0.1:52144`, `[::1]:52144`, `::1:52144`);
+/// None for a name (`localhost`: a socket, or a resolved host name).
+fn host_address(host: &str) -> Option<std::net::IpAddr> {
+    if let Ok(sa) = host.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    let (addr, port) = host.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    addr.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod host_tests {
+    #[test]
+    fn process_list_hosts() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+        assert_eq!(super::host_address("127.0.0.1:52144"), ip("127.0.0.1"));
+        assert_eq!(super::host_address("[::1]:52144"), ip("::1"));
+        assert_eq!(super::host_address("::1:52144"), ip("::1"));
+        assert_eq!(super::host_address("10.1.2.3"), ip("10.1.2.3"));
+        assert_eq!(super::host_address("localhost"), None);
+        assert_eq!(super::host_address("db.example.com:3306"), None);
     }
 }

@@ -583,3 +583,36 @@ async fn server_identity_and_the_event_scheduler_warning() {
     );
     assert!(a.connector.revocability().native_expiry.is_none());
 }
+
+/// `list_sessions` lists the live sessions of managed accounts with their client
+/// addresses (from the process list), and nothing of other users.
+#[tokio::test]
+async fn sessions_of_managed_accounts_are_listed_with_their_addresses() {
+    let world = World::shared().await;
+    let c = &world.connector;
+    assert!(c.list_sessions().await.unwrap().is_empty());
+    let account = world.account("sess");
+    let pw = password();
+    c.provision(&request(
+        &account,
+        &pw,
+        now().plus(HOUR),
+        &world.select_on_t(),
+    ))
+    .await
+    .unwrap();
+    let session = login(SHARED_PORT, account.as_str(), expose(&pw), Some(&world.db))
+        .await
+        .unwrap();
+    let sessions = c.list_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].account, account);
+    assert_eq!(
+        sessions[0].client_addr,
+        Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        "{sessions:?}"
+    );
+    drop(session);
+    c.revoke(&account).await.unwrap();
+    assert!(c.list_sessions().await.unwrap().is_empty());
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kairos_connectors::{
     AccountName, AccountRequest, ConnectionInfo, Connector, ConnectorError, Revocability, Revoked,
-    ServerFacts, ServerIdentity, Verification,
+    ServerFacts, ServerIdentity, Session, Verification,
 };
 use kairos_domain::Timestamp;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -626,6 +626,29 @@ impl Connector for PostgresConnector {
                     tracing::warn!(target_name = %self.core.target, error = %e, "skipping a role with the managed prefix that is not a valid account name");
                     None
                 }
+            })
+            .collect())
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<Session>, ConnectorError> {
+        // Every database of the cluster: roles are cluster-wide, so are their sessions.
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT usename::text, host(client_addr) FROM pg_stat_activity \
+             WHERE usename IS NOT NULL AND starts_with(usename, $1) \
+             ORDER BY usename, pid",
+        )
+        .bind(&self.prefix)
+        .fetch_all(&self.core.pool)
+        .await
+        .map_err(|e| self.err("listing managed roles' sessions", &e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, addr)| {
+                let account = AccountName::parse(name).ok()?;
+                Some(Session {
+                    account,
+                    client_addr: addr.and_then(|a| a.parse().ok()),
+                })
             })
             .collect())
     }

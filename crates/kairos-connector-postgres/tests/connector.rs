@@ -920,3 +920,35 @@ async fn server_identity_tells_servers_apart() {
     );
     assert!(!lowly.identity.same_server(&a.identity));
 }
+
+/// `list_sessions` lists the live sessions of managed roles with their client addresses,
+/// and nothing of other roles.
+#[tokio::test]
+async fn sessions_of_managed_roles_are_listed_with_their_addresses() {
+    let db = TestDb::new().await;
+    let pg = db.connector();
+    assert!(pg.list_sessions().await.unwrap().is_empty());
+    let account = db.account("sess");
+    let pw = password();
+    let privileges = sql(&[SELECT_ON_T]);
+    let info = pg
+        .provision(&request(&account, &pw, &privileges, in_one_hour()))
+        .await
+        .unwrap();
+    let (first, _) = login_and_read(&info, &pw).await;
+    let (second, _) = login_and_read(&info, &pw).await;
+    let sessions = pg.list_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    for s in &sessions {
+        assert_eq!(s.account, account);
+        assert_eq!(
+            s.client_addr,
+            Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            "{s:?}"
+        );
+    }
+    drop(first);
+    drop(second);
+    pg.revoke(&account).await.unwrap();
+    assert!(pg.list_sessions().await.unwrap().is_empty());
+}

@@ -73,7 +73,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kairos_connectors::{
     AccountName, AccountRequest, ConnectionInfo, Connector, ConnectorError, Revocability, Revoked,
-    ServerFacts, ServerIdentity, Verification,
+    ServerFacts, ServerIdentity, Session, Verification,
 };
 use kairos_domain::Timestamp;
 use redis::aio::MultiplexedConnection;
@@ -614,5 +614,77 @@ impl Connector for RedisConnector {
         }
         managed.sort();
         Ok(managed)
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<Session>, ConnectorError> {
+        let mut connection = self.admin().await?;
+        let list: String = self
+            .run(&mut connection, redis::cmd("CLIENT").arg("LIST"))
+            .await
+            .map_err(|e| self.error("CLIENT LIST", &e))?;
+        Ok(client_list_sessions(&list, &self.prefix))
+    }
+}
+
+/// The sessions of `CLIENT LIST` (one line per client, `key=value` fields separated by
+/// spaces) whose `user` carries `prefix`, with the address of their `addr` (`ip:port`,
+/// IPv6 as `[::1]:port` or `::1:port`; a Unix socket has none).
+fn client_list_sessions(list: &str, prefix: &str) -> Vec<Session> {
+    list.lines()
+        .filter_map(|line| {
+            let field = |key: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            };
+            let user = field("user")?;
+            if !user.starts_with(prefix) || user == DEFAULT_USER {
+                return None;
+            }
+            let account = AccountName::parse(user.to_owned()).ok()?;
+            let client_addr = field("addr").and_then(|addr| {
+                addr.parse::<std::net::SocketAddr>()
+                    .map(|sa| sa.ip())
+                    .ok()
+                    .or_else(|| {
+                        let (ip, port) = addr.rsplit_once(':')?;
+                        port.parse::<u16>().ok()?;
+                        ip.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse()
+                            .ok()
+                    })
+            });
+            Some(Session {
+                account,
+                client_addr,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod client_list_tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn client_list_lines_become_sessions() {
+        let list = "id=3 addr=127.0.0.1:50000 laddr=127.0.0.1:6379 fd=8 name= user=default\n\
+                    id=4 addr=10.1.2.3:50001 laddr=127.0.0.1:6379 fd=9 name= user=kr_abc cmd=get\n\
+                    id=5 addr=::1:50002 laddr=::1:6379 fd=10 name= user=kr_def\n\
+                    id=6 addr=/tmp/redis.sock:0 fd=11 user=kr_ghi\n\
+                    id=7 addr=10.9.9.9:1 fd=12 user=other";
+        let sessions = super::client_list_sessions(list, "kr_");
+        let got: Vec<(String, Option<String>)> = sessions
+            .iter()
+            .map(|s| (s.account.to_string(), s.client_addr.map(|a| a.to_string())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("kr_abc".into(), Some("10.1.2.3".into())),
+                ("kr_def".into(), Some("::1".into())),
+                ("kr_ghi".into(), None),
+            ]
+        );
     }
 }

@@ -634,3 +634,33 @@ async fn server_identity_tells_servers_apart() {
         other.identity
     );
 }
+
+/// `list_sessions` lists the live sessions of managed users (`CLIENT LIST`) with their
+/// client addresses, and nothing of other users.
+#[tokio::test]
+async fn sessions_of_managed_users_are_listed_with_their_addresses() {
+    let prefix = unique_prefix();
+    let _cleanup = PrefixCleanup::new(SHARED_URL, &prefix);
+    let redis = connector(SHARED_URL, &prefix);
+    assert!(redis.list_sessions().await.unwrap().is_empty());
+    let acct = account(&prefix, "sess");
+    let pw = password();
+    redis
+        .provision(&request(&acct, &pw, &acl(&["~sessions:*", "+get"])))
+        .await
+        .unwrap();
+    let session = login(SHARED_URL, acct.as_str(), pw.expose_secret())
+        .await
+        .unwrap();
+    let sessions = redis.list_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].account, acct);
+    assert_eq!(
+        sessions[0].client_addr,
+        Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        "{sessions:?}"
+    );
+    drop(session);
+    redis.revoke(&acct).await.unwrap();
+    assert!(redis.list_sessions().await.unwrap().is_empty());
+}

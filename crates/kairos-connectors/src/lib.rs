@@ -81,6 +81,15 @@ pub struct Verification {
     pub evidence: String,
 }
 
+/// A live session of a managed account, as the target lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub account: AccountName,
+    /// The client's address; None when the target does not say (a local socket, a host
+    /// name the server resolved).
+    pub client_addr: Option<std::net::IpAddr>,
+}
+
 /// Which server a target reaches, as facts the server tells about itself (e.g. PostgreSQL's
 /// `system_identifier`, Redis's `run_id`). Accounts are server-wide (PostgreSQL roles,
 /// MariaDB users, Redis ACL users), so two targets that reach one server share them even
@@ -187,6 +196,13 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
 
     /// Every account with the managed prefix that exists now.
     async fn list_managed(&self) -> Result<Vec<AccountName>, ConnectorError>;
+
+    /// The live sessions of accounts with the managed prefix, with their client
+    /// addresses (what the reconciler records as use of the accounts' grants). The default
+    /// lists none: a kind that cannot tell is not an error.
+    async fn list_sessions(&self) -> Result<Vec<Session>, ConnectorError> {
+        Ok(Vec::new())
+    }
 
     /// Revokes several accounts together (ends that fell due together); one result per
     /// account, in order. Connectors that can batch (one statement for many roles)

@@ -10,6 +10,7 @@ mod grant;
 mod names;
 mod request;
 mod review;
+mod source;
 mod task;
 mod ttl;
 
@@ -29,5 +30,6 @@ pub use request::{
     RequestState,
 };
 pub use review::{Filing, Review, ReviewError, ReviewId, ReviewState};
+pub use source::{SourceRange, canonical_ip};
 pub use task::{Task, TaskError, TaskKind, TaskRef};
 pub use ttl::{MAX_TTL_SECS, Period, Ttl, TtlError};

@@ -151,6 +151,9 @@ pub struct Request {
     /// the grant's whole lifetime after the renewal (from the grant's issue time), and
     /// once approved `grant_id` is that grant, extended rather than issued.
     pub renews: Option<GrantId>,
+    /// The address the request came from, when known (the caller's peer address, or the
+    /// right-most untrusted hop of the trusted proxy header).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// What an approval did to a request.

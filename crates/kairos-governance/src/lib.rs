@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod owners;
 pub mod posture;
 pub mod state;
+pub mod usage;
 
 pub use alert::{Alert, AlertDraft, AlertKind, AlertState};
 pub use mapping::{CsfSubcategory, NhiRisk, RiskMapping};

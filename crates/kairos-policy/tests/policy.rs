@@ -451,6 +451,41 @@ fn renewals_are_decided_as_their_own_action() {
 }
 
 #[test]
+fn policies_see_the_source_address_as_an_ip() {
+    let policy = r#"
+        @id("read") permit (principal, action, resource);
+        @id("inside-only") forbid (principal, action, resource)
+        unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };
+    "#;
+    let from =
+        |ip: Option<[u8; 4]>| with(|i| i.circumstances.source_ip = ip.map(std::net::IpAddr::from));
+    check(policy, from(Some([10, 2, 3, 4])), DecisionOutcome::Grant);
+    let d = check(policy, from(Some([192, 168, 1, 7])), DecisionOutcome::Deny);
+    assert_eq!(d.policies, ["inside-only"]);
+    // Unknown address: `context has source_ip` is false, so the forbid applies.
+    check(policy, from(None), DecisionOutcome::Deny);
+    // IPv6 too.
+    let v6 = with(|i| i.circumstances.source_ip = Some("2001:db8::1".parse().unwrap()));
+    check(
+        r#"permit (principal, action, resource) when { context has source_ip && context.source_ip.isInRange(ip("2001:db8::/32")) };"#,
+        v6,
+        DecisionOutcome::Grant,
+    );
+}
+
+#[test]
+fn source_ip_without_has_is_a_compile_error() {
+    // Strict validation: the attribute is optional, so policies must test for it.
+    check_error(
+        &[(
+            "p.cedar",
+            r#"permit (principal, action, resource) when { context.source_ip.isLoopback() };"#,
+        )],
+        &["source_ip"],
+    );
+}
+
+#[test]
 fn governance_context_reaches_policies() {
     let policy = r#"
         @id("office-only")

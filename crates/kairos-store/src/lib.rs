@@ -14,6 +14,7 @@ mod recert;
 mod records;
 mod reviews;
 mod sql;
+mod usage;
 
 pub use error::StoreError;
 pub use governance::{AlertFilter, GovernanceStore, PostureFigures, Raised, StateChange};
@@ -25,6 +26,10 @@ pub use recert::{
 pub use records::*;
 pub use reviews::{EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate};
 pub use sql::SqlStore;
+pub use usage::{
+    GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
+    UsageStore,
+};
 
 use async_trait::async_trait;
 use kairos_domain::{
@@ -94,6 +99,7 @@ pub trait Store:
     + LifecycleStore
     + RecertStore
     + ReviewStore
+    + UsageStore
     + Send
     + Sync
     + std::fmt::Debug

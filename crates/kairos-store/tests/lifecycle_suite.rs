@@ -188,6 +188,7 @@ fn granted(
         pending_until: None,
         grant_id: None,
         renews: None,
+        source_ip: None,
     };
     let grant = Grant {
         id: GrantId::generate(),

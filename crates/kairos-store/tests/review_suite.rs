@@ -154,6 +154,7 @@ fn break_glass_request(identity: &str) -> Request {
         pending_until: None,
         grant_id: None,
         renews: None,
+        source_ip: None,
     }
 }
 

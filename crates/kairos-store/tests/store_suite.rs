@@ -18,8 +18,9 @@ use kairos_domain::{
 };
 use kairos_store::{
     AlertFilter, AuditFilter, BootstrapOutcome, Counts, EndSelector, GovernanceStore, GrantFilter,
-    GrantStateFilter, Raised, RequestChange, RequestFilter, Role, SqlStore, StateChange, Store,
-    StoreError, StoredKey, StoredToken, User,
+    GrantStateFilter, GrantUse, IdentityRequests, IdentitySource, Raised, RequestChange,
+    RequestFilter, Role, SqlStore, StateChange, Store, StoreError, StoredKey, StoredToken,
+    UsageBatch, UsageStore, User,
 };
 use sqlx::Connection;
 
@@ -171,6 +172,10 @@ suite!(
     revocations_complete_together_each_on_its_own,
     large_claims_come_in_queue_order,
     an_approved_renewal_extends_its_grant_and_the_grant_s_audit_has_its_requests,
+    usage_batches_merge_across_flushes_and_replicas,
+    identity_activity_and_sources,
+    held_candidates_are_unused_active_grants,
+    usage_flags_are_set_once,
     identity_states_change_once_and_end_the_identity_s_grants,
     alerts_open_once_per_key_and_move_forward_only,
 );
@@ -217,6 +222,7 @@ fn pending(identity: &str, task_ref: &str, approvals: u32) -> Request {
         pending_until: Some(at(3_600_000)),
         grant_id: None,
         renews: None,
+        source_ip: None,
     }
 }
 
@@ -314,6 +320,7 @@ async fn request_round_trips_every_field(db: Arc<Db>) {
         reason: "not on a friday".into(),
     });
     full.state = RequestState::Denied;
+    full.source_ip = Some("2001:db8::7".parse().unwrap());
     s.insert_request(&full, None, vec![]).await.unwrap();
     assert_eq!(s.get_request(&full.id).await.unwrap(), Some(full.clone()));
 
@@ -2442,6 +2449,263 @@ async fn sqlite_store_from_before_0002_upgrades_with_its_chain() {
     );
     assert_eq!(s.audit_head_mismatch(4).await.unwrap(), None);
     s.close().await;
+}
+
+// ---- usage monitoring ------------------------------------------------------------------------
+
+fn use_of(
+    grant: &GrantId,
+    first: i64,
+    last: i64,
+    uses: u64,
+    source: &str,
+    client: &str,
+) -> GrantUse {
+    GrantUse {
+        grant: grant.clone(),
+        first_at: at(first),
+        last_at: at(last),
+        uses,
+        last_source: Some(source.parse().unwrap()),
+        last_client: Some(client.into()),
+    }
+}
+
+/// Flushes merge: the earliest first use, the latest last use (with its source and
+/// client), uses summed — whichever order the flushes (or replicas) write in.
+async fn usage_batches_merge_across_flushes_and_replicas(db: Arc<Db>) {
+    let s = db.open().await;
+    let other = db.open().await;
+    let g = insert_granted(&s, "etl", "run-1", 900_000).await;
+    let unused = insert_granted(&s, "etl", "run-2", 900_000).await;
+    assert_eq!(s.grant_usage(&g.id).await.unwrap(), None);
+    s.record_usage(UsageBatch {
+        grants: vec![use_of(&g.id, 100, 200, 2, "10.0.0.1", "user:rs-a")],
+        ..UsageBatch::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.grant_usage(&g.id).await.unwrap(),
+        Some(use_of(&g.id, 100, 200, 2, "10.0.0.1", "user:rs-a"))
+    );
+    // A replica's flush with an earlier first use and a later last use.
+    other
+        .record_usage(UsageBatch {
+            grants: vec![use_of(
+                &g.id,
+                50,
+                300,
+                3,
+                "2001:db8::9",
+                "session@orders-db",
+            )],
+            ..UsageBatch::default()
+        })
+        .await
+        .unwrap();
+    // A late flush of older uses moves neither the last use nor its source.
+    s.record_usage(UsageBatch {
+        grants: vec![use_of(&g.id, 120, 150, 1, "10.9.9.9", "user:rs-late")],
+        ..UsageBatch::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.grant_usage(&g.id).await.unwrap(),
+        Some(use_of(
+            &g.id,
+            50,
+            300,
+            6,
+            "2001:db8::9",
+            "session@orders-db"
+        ))
+    );
+    assert_eq!(s.grant_usage(&unused.id).await.unwrap(), None);
+    // Many grants in one flush (more than a chunk).
+    let many: Vec<GrantUse> = (0..300)
+        .map(|i| use_of(&GrantId::generate(), i, i, 1, "10.0.0.2", "user:rs-b"))
+        .collect();
+    let last = many[299].grant.clone();
+    s.record_usage(UsageBatch {
+        grants: many,
+        ..UsageBatch::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.grant_usage(&last).await.unwrap().unwrap().uses, 1);
+    s.record_usage(UsageBatch::default()).await.unwrap();
+    other.close().await;
+}
+
+fn identity(name: &str) -> IdentityName {
+    IdentityName::parse(name).unwrap()
+}
+
+async fn identity_activity_and_sources(db: Arc<Db>) {
+    let s = db.open().await;
+    assert_eq!(
+        s.note_identities(&[identity("etl"), identity("bot")], at(0))
+            .await
+            .unwrap(),
+        2
+    );
+    // Known identities keep their first sighting.
+    assert_eq!(
+        s.note_identities(&[identity("etl"), identity("new")], at(50))
+            .await
+            .unwrap(),
+        1
+    );
+    let source = |name: &str, ip: &str, first: i64, last: i64| IdentitySource {
+        identity: identity(name),
+        source: ip.parse().unwrap(),
+        first_at: at(first),
+        last_at: at(last),
+    };
+    s.record_usage(UsageBatch {
+        requests: vec![IdentityRequests {
+            identity: identity("etl"),
+            first_at: at(100),
+            last_at: at(200),
+            last_source: Some("10.0.0.1".parse().unwrap()),
+        }],
+        sources: vec![
+            source("etl", "10.0.0.1", 100, 200),
+            source("etl", "10.0.0.2", 100, 100),
+            source("etl", "10.0.0.3", 10, 10),
+            source("bot", "10.0.0.1", 100, 100),
+        ],
+        ..UsageBatch::default()
+    })
+    .await
+    .unwrap();
+    // An older flush does not move the last request back.
+    s.record_usage(UsageBatch {
+        requests: vec![IdentityRequests {
+            identity: identity("etl"),
+            first_at: at(150),
+            last_at: at(160),
+            last_source: Some("10.7.7.7".parse().unwrap()),
+        }],
+        sources: vec![source("etl", "10.0.0.2", 90, 300)],
+        ..UsageBatch::default()
+    })
+    .await
+    .unwrap();
+    let activity = s.identity_activity().await.unwrap();
+    let names: Vec<&str> = activity.iter().map(|a| a.identity.as_str()).collect();
+    assert_eq!(names, ["bot", "etl", "new"]);
+    let etl = &activity[1];
+    assert_eq!(etl.first_seen_at, at(0));
+    assert_eq!(etl.last_request_at, Some(at(200)));
+    assert_eq!(etl.last_source, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(activity[0].last_request_at, None);
+    assert_eq!(activity[2].first_seen_at, at(50));
+    // Distinct addresses seen since a time, over a threshold only.
+    assert_eq!(
+        s.identity_source_counts(at(50), 1).await.unwrap(),
+        vec![(identity("etl"), 2)]
+    );
+    assert_eq!(
+        s.identity_source_counts(at(0), 2).await.unwrap(),
+        vec![(identity("etl"), 3)]
+    );
+    assert_eq!(s.identity_source_counts(at(0), 3).await.unwrap(), vec![]);
+    assert_eq!(s.prune_identity_sources(at(50)).await.unwrap(), 1);
+    assert_eq!(
+        s.identity_source_counts(at(0), 0).await.unwrap(),
+        vec![(identity("bot"), 1), (identity("etl"), 2)]
+    );
+    // Concurrent task references among live grants.
+    for task_ref in ["run-1", "run-2", "run-2", "run-3"] {
+        insert_granted(&s, "etl", task_ref, 900_000).await;
+    }
+    let ended = insert_granted(&s, "etl", "run-4", 900_000).await;
+    s.end_grants(
+        &EndSelector::One(ended.id),
+        &end_by(EndReason::Released, 10),
+    )
+    .await
+    .unwrap();
+    insert_granted(&s, "bot", "run-1", 900_000).await;
+    assert_eq!(
+        s.live_task_counts(0).await.unwrap(),
+        vec![(identity("bot"), 1), (identity("etl"), 3)]
+    );
+    assert_eq!(
+        s.live_task_counts(2).await.unwrap(),
+        vec![(identity("etl"), 3)]
+    );
+}
+
+/// Active grants idle (since their last use, or their issue) for at least a share of
+/// their TTL, not yet flagged.
+async fn held_candidates_are_unused_active_grants(db: Arc<Db>) {
+    let s = db.open().await;
+    // Issued at 0, TTL 1000 ms: half is 500 ms.
+    let never = insert_granted(&s, "etl", "run-1", 1_000).await;
+    let used = insert_granted(&s, "etl", "run-2", 1_000).await;
+    let ended = insert_granted(&s, "etl", "run-3", 1_000).await;
+    s.end_grants(
+        &EndSelector::One(ended.id.clone()),
+        &end_by(EndReason::Released, 1),
+    )
+    .await
+    .unwrap();
+    s.record_usage(UsageBatch {
+        grants: vec![use_of(&used.id, 100, 300, 1, "10.0.0.1", "user:rs")],
+        ..UsageBatch::default()
+    })
+    .await
+    .unwrap();
+    let held = |now: i64| {
+        let s = s.clone();
+        async move {
+            s.held_candidates(at(now), 500, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| h.grant)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(held(499).await, vec![]);
+    assert_eq!(held(500).await, vec![never.id.clone()]);
+    assert_eq!(held(800).await, vec![never.id.clone(), used.id.clone()]);
+    let h = s.held_candidates(at(800), 500, 100).await.unwrap();
+    assert_eq!(h[1].last_used_at, Some(at(300)));
+    assert_eq!(h[0].last_used_at, None);
+    assert_eq!(h[0].identity.as_str(), "etl");
+    assert_eq!(h[0].task_ref.as_str(), "run-1");
+    // Flagged grants are not candidates again.
+    assert!(
+        s.flag_once("held_past_use", never.id.as_str(), at(800))
+            .await
+            .unwrap()
+    );
+    assert_eq!(held(800).await, vec![used.id.clone()]);
+    assert_eq!(s.held_candidates(at(800), 500, 0).await.unwrap(), vec![]);
+}
+
+async fn usage_flags_are_set_once(db: Arc<Db>) {
+    let s = db.open().await;
+    let other = db.open().await;
+    let (a, b) = tokio::join!(
+        s.flag_once("dormant_identity", "etl", at(1)),
+        other.flag_once("dormant_identity", "etl", at(2)),
+    );
+    assert!(a.unwrap() ^ b.unwrap(), "exactly one replica sets the flag");
+    assert!(s.flag_once("held_past_use", "etl", at(3)).await.unwrap());
+    let flags = s.flags("dormant_identity").await.unwrap();
+    assert_eq!(flags.len(), 1);
+    assert_eq!(flags[0].subject, "etl");
+    assert!(s.unflag("dormant_identity", "etl").await.unwrap());
+    assert!(!other.unflag("dormant_identity", "etl").await.unwrap());
+    assert!(s.flags("dormant_identity").await.unwrap().is_empty());
+    assert_eq!(s.flags("held_past_use").await.unwrap().len(), 1);
+    other.close().await;
 }
 
 // ---- governance -------------------------------------------------------------------------

@@ -61,6 +61,9 @@ pub struct ServerArgs {
     /// How often a target with failing revocations is probed, in ms.
     #[arg(long, default_value_t = 2000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
     outage_probe_ms: u64,
+    /// How often the usage detectors look (dormant, shared, held past use), in ms.
+    #[arg(long, default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
+    usage_pass_ms: u64,
     /// How often the recertification pass runs, in ms.
     #[arg(long, default_value_t = 5000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
     recert_pass_ms: u64,
@@ -255,6 +258,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .map(PathBuf::from)
         }),
         audit_checkpoint_interval: server_settings.audit_checkpoint_interval.as_duration(),
+        usage_pass_interval: Duration::from_millis(args.usage_pass_ms),
+        sources: kairos_broker::SourceSettings {
+            trusted_proxy_header: server_settings.trusted_proxy_header.clone(),
+            trusted_proxies: server_settings.trusted_proxies.clone(),
+        },
         ..BrokerSettings::default()
     };
     let broker = Broker::start(Arc::new(store), Arc::new(SystemClock), master, settings)
@@ -325,10 +333,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(Arc::clone(&broker).run_background(stop_rx));
     let app = kairos_api::router(Arc::clone(&broker));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    // Peer addresses reach the handlers (usage monitoring records where requests and
+    // introspections come from).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving HTTP")?;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), background).await;
     tracing::info!("kairos stopped");

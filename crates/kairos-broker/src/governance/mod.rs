@@ -12,7 +12,9 @@ pub mod orphans;
 pub mod policy_change;
 mod posture;
 pub mod recert;
+pub(crate) mod recorder;
 pub mod reviews;
+pub mod usage;
 
 pub use alerts::AlertQuery;
 pub use identities::StateOutcome;

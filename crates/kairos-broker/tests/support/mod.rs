@@ -156,5 +156,6 @@ pub fn ask(entitlement: &str, ttl: &str) -> NewRequest {
             "test".into(),
         )
         .unwrap(),
+        source: None,
     }
 }

@@ -214,7 +214,14 @@ fn request(rng: &mut Rng) -> PolicyInput {
         } else {
             Principal::User(UserName::parse("alice").unwrap())
         },
-        circumstances: Default::default(),
+        circumstances: crate::Circumstances {
+            source_ip: if rng.chance(50) {
+                Some(std::net::IpAddr::from([10, 1, 2, 3]))
+            } else {
+                None
+            },
+            ..Default::default()
+        },
     }
 }
 

@@ -170,21 +170,21 @@ fn known<T>(value: Option<T>, what: &str) -> Result<T, String> {
 
 pub(super) const REQUEST_COLUMNS: &str = "id, identity, entitlement, ttl_secs, task_kind, \
      task_ref, task_reason, requester, decision, state, approvals, denial, created_at, \
-     pending_until, grant_id, renews";
+     pending_until, grant_id, renews, source_ip";
 
-/// `INSERT` with every column of [`REQUEST_COLUMNS`] as `$1…$16`.
+/// `INSERT` with every column of [`REQUEST_COLUMNS`] as `$1…$17`.
 pub(super) const INSERT_REQUEST: &str = "INSERT INTO requests (id, identity, entitlement, \
      ttl_secs, task_kind, task_ref, task_reason, requester, decision, state, approvals, denial, \
-     created_at, pending_until, grant_id, renews) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+     created_at, pending_until, grant_id, renews, source_ip) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
 /// `UPDATE` of every column but the id (`$1`), numbered as in [`INSERT_REQUEST`].
 pub(super) const UPDATE_REQUEST: &str = "UPDATE requests SET identity = $2, entitlement = $3, \
      ttl_secs = $4, task_kind = $5, task_ref = $6, task_reason = $7, requester = $8, \
      decision = $9, state = $10, approvals = $11, denial = $12, created_at = $13, \
-     pending_until = $14, grant_id = $15, renews = $16 WHERE id = $1";
+     pending_until = $14, grant_id = $15, renews = $16, source_ip = $17 WHERE id = $1";
 
-/// Binds a request as `$1…$16` of [`INSERT_REQUEST`] / [`UPDATE_REQUEST`], with `id` as `$1`.
+/// Binds a request as `$1…$17` of [`INSERT_REQUEST`] / [`UPDATE_REQUEST`], with `id` as `$1`.
 pub(super) fn bind_request<'q>(
     q: AnyQuery<'q>,
     id: &RequestId,
@@ -206,7 +206,8 @@ pub(super) fn bind_request<'q>(
         .bind(r.created_at.as_millis())
         .bind(r.pending_until.map(Timestamp::as_millis))
         .bind(r.grant_id.as_ref().map(|g| g.as_str().to_owned()))
-        .bind(r.renews.as_ref().map(|g| g.as_str().to_owned())))
+        .bind(r.renews.as_ref().map(|g| g.as_str().to_owned()))
+        .bind(r.source_ip.map(|ip| ip.to_string())))
 }
 
 pub(super) fn request_from_row(row: &impl Columns) -> Result<Request> {
@@ -238,6 +239,10 @@ pub(super) fn request_from_row(row: &impl Columns) -> Result<Request> {
             Some(g) => {
                 Some(known(GrantId::parse(&g), "grant id").map_err(|e| r.corrupt("renews", e))?)
             }
+        },
+        source_ip: match r.opt_text("source_ip")? {
+            None => None,
+            Some(ip) => Some(ip.parse().map_err(|e| r.corrupt("source_ip", e))?),
         },
     })
 }
