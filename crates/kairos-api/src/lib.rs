@@ -17,6 +17,7 @@ mod error;
 mod extract;
 #[cfg(feature = "server")]
 mod governance_recert;
+#[cfg(feature = "server")]
 mod governance_reviews;
 #[cfg(feature = "server")]
 mod grants;
