@@ -20,9 +20,10 @@ use crate::{Broker, BrokerError, Result};
 
 /// How far before an apply's first look at the live grants its second look (after the
 /// new catalog is in force) starts: a request decided under the old catalog takes its
-/// issue time before it commits, so a grant committed after the first look may carry an
-/// earlier time. Generous: the second look reads only grants issued since.
-const LATE_GRANT_MARGIN: std::time::Duration = std::time::Duration::from_secs(300);
+/// issue time before it commits (a group commit, at most seconds), so a grant committed
+/// after the first look may carry an earlier time. The second look reads only grants
+/// issued since, so at a hundred thousand live grants it reads the last minute's.
+const LATE_GRANT_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The ending grants grouped by reason (for one end per reason), in a stable order.
 fn by_reason(ending: &[EndingGrant]) -> Vec<(EndReason, Vec<GrantId>)> {

@@ -1713,8 +1713,8 @@ async fn config_save_ends_its_orphans(db: Arc<Db>) {
 }
 
 /// The reasons an applied configuration ends grants with, in the test above.
-const REMOVED: EndReason = EndReason::ConfigRemoved;
-const DENIED: EndReason = EndReason::Revoked;
+const REMOVED: EndReason = EndReason::TargetRemoved;
+const DENIED: EndReason = EndReason::PolicyChanged;
 
 /// The audit kind of a grant's end with `reason`.
 fn audit_kind_of(reason: EndReason) -> AuditKind {
