@@ -18,8 +18,11 @@ use crate::extract::Auth;
 pub struct PostureView {
     /// When it was computed.
     pub at: String,
-    /// The window of the figures over time (standing privilege, revocation latency).
+    /// The window of the figures over time (standing privilege, revocation latency), in
+    /// calendar days (UTC), today included.
     pub window_days: u32,
+    /// The window's start (RFC 3339): midnight UTC, `window_days - 1` days before today.
+    pub since: String,
     pub identities: PostureIdentitiesView,
     /// Grant-hours per identity over the window, most first (at most 20).
     pub standing_privilege: Vec<PostureGrantHoursView>,
@@ -76,6 +79,7 @@ pub async fn posture(
     Ok(Json(PostureView {
         at: report.at.to_rfc3339(),
         window_days: report.window_days,
+        since: report.since.to_rfc3339(),
         identities: PostureIdentitiesView {
             total: p.identities.total,
             active: p.identities.active,

@@ -26,6 +26,7 @@ mod report;
 mod restart;
 mod server;
 mod stats;
+mod usage_cost;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -443,6 +444,8 @@ async fn sqlite_http(
     };
     report.introspection =
         Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
+    eprintln!("usage recording, the recorder driven directly...");
+    report.recording = Some(usage_cost::measure(plan.cedar).map_err(|e| format!("{e:#}")));
     report
         .server_logs
         .push(("SQLite-store server".into(), server.log_tail(5)));

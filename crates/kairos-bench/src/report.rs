@@ -19,6 +19,8 @@ use crate::{Plan, Section};
 const GRANTS_TARGET: f64 = 20_000.0;
 const GRANTS_FLOOR_SHARE: f64 = 0.5;
 const INTROSPECTION_TARGET: f64 = 50_000.0;
+/// Recording a use may cost an introspection at most this share of its CPU.
+const RECORDING_SHARE: f64 = 0.10;
 const INTROSPECTION_P99: Duration = Duration::from_millis(2);
 const CEDAR_P99: Duration = Duration::from_micros(20);
 const ACCOUNTS_TARGET: f64 = 2_000.0;
@@ -79,6 +81,8 @@ pub struct Report {
     /// The same with [`crate::accounts::WIDE`] times the clients, and how many.
     pub grants_wide: Option<(usize, LoadResult)>,
     pub introspection: Option<LoadResult>,
+    /// The usage recorder driven directly, for its cost per introspection.
+    pub recording: Option<Result<crate::usage_cost::RecordingCost, String>>,
     pub pg_grants: Option<Result<LoadResult, String>>,
     pub accounts: Option<Result<AccountsResult, String>>,
     pub expiry: Option<Result<ExpiryResult, String>>,
@@ -153,6 +157,7 @@ impl Report {
             grants_fresh: None,
             grants_wide: None,
             introspection: None,
+            recording: None,
             pg_grants: None,
             accounts: None,
             expiry: None,
@@ -592,6 +597,7 @@ impl Report {
                 ));
             }
         }
+        self.summary_recording(s, misses);
         self.summary_accounts(s, misses);
         self.summary_expiry(s, misses);
         self.summary_restart(s, misses);
@@ -647,6 +653,49 @@ impl Report {
             }
         }
         let _ = writeln!(s);
+    }
+
+    /// Usage recording's share of an introspection: CPU per recorded use beside the
+    /// server's CPU per introspection in the same run.
+    fn summary_recording(&self, s: &mut String, misses: &mut Vec<String>) {
+        let Some(recording) = &self.recording else {
+            return;
+        };
+        let cost = match recording {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(
+                    s,
+                    "| usage recording per introspection | failed: {} | — | — | ≤ 10% of an introspection | **not measured** |",
+                    one_line(e)
+                );
+                return;
+            }
+        };
+        let per_check = self.introspection.as_ref().and_then(|i| {
+            let server = i.usage.server?;
+            (i.ok > 0).then(|| server * i.elapsed.as_secs_f64() * 1e9 / i.ok as f64)
+        });
+        let share = per_check.map(|check| cost.ns_per_use() / check);
+        let met = share.is_some_and(|x| x <= RECORDING_SHARE);
+        let _ = writeln!(
+            s,
+            "| usage recording per introspection ({} threads on one grant, the recorder driven directly) | {:.0} ns of CPU a use | server CPU per introspection: {} | {} | ≤ 10% of an introspection | {} |",
+            cost.threads,
+            cost.ns_per_use(),
+            per_check.map_or("not measured".into(), |ns| format!("{:.1} µs", ns / 1000.0)),
+            share.map_or("—".into(), pct),
+            verdict(met),
+        );
+        if !met {
+            misses.push(format!(
+                "**Usage recording ({:.0} ns a use, {} of an introspection's server CPU; target ≤ 10%).** \
+                 Mechanism: a use takes one of 16 shard locks and updates its grant's entry in place; \
+                 with every thread on one grant they all wait for the same lock.",
+                cost.ns_per_use(),
+                share.map_or("an unmeasured share".into(), pct),
+            ));
+        }
     }
 
     fn summary_accounts(&self, s: &mut String, misses: &mut Vec<String>) {

@@ -472,6 +472,84 @@ pub fn p95_bound(counts: &[u64]) -> Option<i64> {
     None
 }
 
+/// A day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day (days since the epoch) that `ms` falls in.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+/// The start of a report window of `days` calendar days ending at `now`: midnight UTC
+/// `days - 1` days before `now`'s day (today counts as one). Whole days let the store
+/// keep the figures of finished grants folded per day instead of reading every grant.
+pub fn window_start(now: Timestamp, days: u32) -> Timestamp {
+    let first = day_of(now.as_millis()) - i64::from(days.max(1)) + 1;
+    Timestamp::from_millis(first.saturating_mul(DAY_MS))
+}
+
+/// The bucket of `LATENCY_BUCKETS_MS` an end → verified latency is counted in (the last
+/// index, one past the bounds, for longer).
+pub fn latency_bucket(ms: i64) -> usize {
+    LATENCY_BUCKETS_MS
+        .iter()
+        .position(|bound| ms <= *bound)
+        .unwrap_or(LATENCY_BUCKETS_MS.len())
+}
+
+/// One grant whose end is verified: what it adds to the posture's figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedGrant {
+    pub identity: String,
+    pub issued_at: i64,
+    pub ended_at: i64,
+    pub verified_at: i64,
+    /// An aborted grant never gave access: it adds a latency but no grant-hours.
+    pub aborted: bool,
+}
+
+/// The figures of verified grants, per UTC day: milliseconds of access per identity and
+/// day, and end → verified latencies per day (counted on the day of the end) and bucket.
+/// The store keeps one of these folded (so a report reads days, not grants) and adds the
+/// grants verified since its last fold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayLedger {
+    pub grant_ms: BTreeMap<(String, i64), i64>,
+    /// (day, bucket) → (count, sum of latencies in ms).
+    pub latency: BTreeMap<(i64, usize), (u64, i64)>,
+}
+
+impl DayLedger {
+    /// Adds `g`, leaving out what falls before `from_day`.
+    pub fn add(&mut self, g: &VerifiedGrant, from_day: i64) {
+        if !g.aborted {
+            let mut at = g.issued_at;
+            while at < g.ended_at {
+                let day = day_of(at);
+                let next = (day + 1).saturating_mul(DAY_MS).min(g.ended_at);
+                if day >= from_day {
+                    *self.grant_ms.entry((g.identity.clone(), day)).or_insert(0) += next - at;
+                }
+                at = next;
+            }
+        }
+        let day = day_of(g.ended_at);
+        if day >= from_day {
+            let latency = (g.verified_at - g.ended_at).max(0);
+            let slot = self
+                .latency
+                .entry((day, latency_bucket(latency)))
+                .or_insert((0, 0));
+            slot.0 += 1;
+            slot.1 += latency;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grant_ms.is_empty() && self.latency.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,5 +651,61 @@ mod tests {
         let mut slow = [0u64; 15];
         slow[14] = 1; // longer than an hour
         assert_eq!(p95_bound(&slow), Some(i64::MAX));
+    }
+
+    #[test]
+    fn the_window_is_whole_utc_days_ending_today() {
+        // 2026-12-06T15:30:00Z
+        let now = Timestamp::from_millis(1_796_571_000_000);
+        let start = window_start(now, 30);
+        assert_eq!(start.as_millis() % DAY_MS, 0);
+        assert_eq!(day_of(now.as_millis()) - day_of(start.as_millis()), 29);
+        assert_eq!(
+            window_start(now, 1).as_millis(),
+            day_of(now.as_millis()) * DAY_MS
+        );
+    }
+
+    #[test]
+    fn latencies_fall_in_the_first_bucket_that_holds_them() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(10), 0);
+        assert_eq!(latency_bucket(11), 1);
+        assert_eq!(latency_bucket(3_600_000), LATENCY_BUCKETS_MS.len() - 1);
+        assert_eq!(latency_bucket(3_600_001), LATENCY_BUCKETS_MS.len());
+    }
+
+    #[test]
+    fn a_grant_over_midnight_is_split_between_its_days() {
+        let day = 20_000;
+        let g = VerifiedGrant {
+            identity: "a".into(),
+            issued_at: day * DAY_MS + DAY_MS - 1_000,
+            ended_at: (day + 1) * DAY_MS + 3_000,
+            verified_at: (day + 1) * DAY_MS + 3_040,
+            aborted: false,
+        };
+        let mut all = DayLedger::default();
+        all.add(&g, 0);
+        assert_eq!(all.grant_ms[&("a".to_string(), day)], 1_000);
+        assert_eq!(all.grant_ms[&("a".to_string(), day + 1)], 3_000);
+        assert_eq!(all.latency[&(day + 1, 1)], (1, 40));
+
+        // Days before the window are left out; an aborted grant adds only its latency.
+        let mut later = DayLedger::default();
+        later.add(&g, day + 1);
+        later.add(
+            &VerifiedGrant {
+                aborted: true,
+                ..g.clone()
+            },
+            day + 1,
+        );
+        assert_eq!(later.grant_ms.len(), 1);
+        assert_eq!(later.grant_ms[&("a".to_string(), day + 1)], 3_000);
+        assert_eq!(later.latency[&(day + 1, 1)], (2, 80));
+        let mut none = DayLedger::default();
+        none.add(&g, day + 2);
+        assert!(none.is_empty());
     }
 }

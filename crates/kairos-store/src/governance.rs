@@ -67,14 +67,17 @@ pub struct PostureFigures {
 
 #[async_trait]
 pub trait GovernanceStore: Send + Sync {
-    /// Aggregates for the posture report over `[since, now)`. `longest_grant_ms` bounds
-    /// how long before `since` a grant still active in the window can have been issued.
-    async fn posture_figures(
-        &self,
-        since: Timestamp,
-        now: Timestamp,
-        longest_grant_ms: i64,
-    ) -> Result<PostureFigures>;
+    /// Aggregates for the posture report over `[since, now)`; `since` is midnight UTC
+    /// (`kairos_governance::posture::window_start`), since grants verified gone are
+    /// kept folded per day (see [`GovernanceStore::fold_posture`]).
+    async fn posture_figures(&self, since: Timestamp, now: Timestamp) -> Result<PostureFigures>;
+
+    /// Folds the grants verified by the audit records after the fold's watermark (at
+    /// most `span` sequence numbers) into the posture's per-day figures, dropping days
+    /// before `keep_from` (midnight UTC). Safe on several replicas: each record is folded
+    /// once. Answers how many grants it folded; the figures are the same before and
+    /// after, only cheaper to read.
+    async fn fold_posture(&self, keep_from: Timestamp, span: u64) -> Result<u64>;
 
     // ---- identity states ------------------------------------------------------------
 

@@ -178,6 +178,7 @@ suite!(
     usage_flags_are_set_once,
     identity_states_change_once_and_end_the_identity_s_grants,
     alerts_open_once_per_key_and_move_forward_only,
+    posture_figures_are_the_same_before_and_after_folding,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -2923,4 +2924,141 @@ async fn alerts_open_once_per_key_and_move_forward_only(db: Arc<Db>) {
     assert!(a.unresolved_alert_counts().await.unwrap().is_empty());
     let records = a.audit_page(0, 1000).await.unwrap();
     assert!(verify_chain(&records).is_ok());
+}
+
+// ---- posture figures ----------------------------------------------------------------------
+
+/// A grant of `identity` issued at `issued` (absolute ms), expiring at `expires`.
+async fn insert_issued(s: &SqlStore, identity: &str, issued: i64, expires: i64) -> Grant {
+    let (request, mut grant) = granted(identity, &format!("run/{}", grant_hex()), 0);
+    grant.issued_at = Timestamp::from_millis(issued);
+    grant.expires_at = Timestamp::from_millis(expires);
+    grant.max_expires_at = Timestamp::from_millis(expires);
+    s.insert_request(&request, Some(&grant), vec![])
+        .await
+        .unwrap();
+    grant
+}
+
+/// Ends `grant` at `ended` and, when given, verifies it gone at `verified` (absolute ms).
+async fn end_at(s: &SqlStore, grant: &Grant, ended: i64, verified: Option<i64>) {
+    let end = GrantEnd {
+        reason: EndReason::Released,
+        by: Principal::Workload(grant.identity.clone()),
+        at: Timestamp::from_millis(ended),
+    };
+    s.end_grants(&EndSelector::One(grant.id.clone()), &end)
+        .await
+        .unwrap();
+    if let Some(verified) = verified {
+        let at = Timestamp::from_millis(verified);
+        let r = Receipt {
+            revoked_at: at,
+            verified_at: at,
+            method: "test".into(),
+            evidence: "gone".into(),
+        };
+        s.complete_revocation(&grant.id, &r).await.unwrap();
+    }
+}
+
+async fn posture_figures_are_the_same_before_and_after_folding(db: Arc<Db>) {
+    use kairos_governance::posture::{DAY_MS, window_start};
+    const H: i64 = 3_600_000;
+    let midnight = T0 / DAY_MS * DAY_MS;
+    let now = Timestamp::from_millis(midnight + 10 * H);
+    let since = window_start(now, 30);
+    assert_eq!(since.as_millis(), midnight - 29 * DAY_MS);
+    let s = db.open().await;
+
+    // Over midnight, verified 40 ms after its end: 2 h in the window, both days.
+    let a1 = insert_issued(&s, "svc-a", midnight - H, midnight + 5 * H).await;
+    end_at(&s, &a1, midnight + H, Some(midnight + H + 40)).await;
+    // Issued before the window, ended inside it: only its 2 h inside count.
+    let a2 = insert_issued(
+        &s,
+        "svc-a",
+        since.as_millis() - H,
+        since.as_millis() + 9 * H,
+    )
+    .await;
+    end_at(
+        &s,
+        &a2,
+        since.as_millis() + 2 * H,
+        Some(since.as_millis() + 2 * H + 5),
+    )
+    .await;
+    // Live: active since 2 h, and ending (not yet verified) after 1 h.
+    insert_issued(&s, "svc-b", midnight + 8 * H, midnight + 12 * H).await;
+    let b2 = insert_issued(&s, "svc-b", midnight + H, midnight + 4 * H).await;
+    end_at(&s, &b2, midnight + 2 * H, None).await;
+    // All of it before the window: nothing.
+    let c1 = insert_issued(
+        &s,
+        "svc-c",
+        midnight - 40 * DAY_MS,
+        midnight - 40 * DAY_MS + H,
+    )
+    .await;
+    end_at(
+        &s,
+        &c1,
+        midnight - 40 * DAY_MS + H / 2,
+        Some(midnight - 40 * DAY_MS + H / 2 + 1),
+    )
+    .await;
+
+    let expected = {
+        let mut f = kairos_store::PostureFigures::default();
+        f.grant_ms.insert("svc-a".into(), 4 * H);
+        f.grant_ms.insert("svc-b".into(), 3 * H);
+        f.verified = 2;
+        f.verified_ms_total = 45;
+        f.latency_counts = vec![0; kairos_governance::posture::LATENCY_BUCKETS_MS.len() + 1];
+        f.latency_counts[0] = 1;
+        f.latency_counts[1] = 1;
+        f
+    };
+    assert_eq!(s.posture_figures(since, now).await.unwrap(), expected);
+
+    // Folded a few records at a time, the figures never change.
+    let keep = since;
+    let mut folded = 0;
+    for _ in 0..40 {
+        folded += s.fold_posture(keep, 2).await.unwrap();
+        assert_eq!(s.posture_figures(since, now).await.unwrap(), expected);
+    }
+    assert_eq!(folded, 3, "every verified grant folded once");
+
+    // Two replicas folding the same new record together fold it once.
+    let b3 = insert_issued(&s, "svc-b", midnight + 3 * H, midnight + 9 * H).await;
+    end_at(&s, &b3, midnight + 4 * H, Some(midnight + 4 * H + 20_000)).await;
+    let other = db.open().await;
+    let (x, y) = tokio::join!(s.fold_posture(keep, 1_000), other.fold_posture(keep, 1_000));
+    assert_eq!(x.unwrap() + y.unwrap(), 1);
+    let mut expected = expected;
+    *expected.grant_ms.get_mut("svc-b").unwrap() += H;
+    expected.verified = 3;
+    expected.verified_ms_total += 20_000;
+    expected.latency_counts[9] = 1;
+    assert_eq!(s.posture_figures(since, now).await.unwrap(), expected);
+    assert_eq!(other.posture_figures(since, now).await.unwrap(), expected);
+
+    // Keeping from today drops the folded days before it; today's figures stay.
+    let today = Timestamp::from_millis(midnight);
+    s.fold_posture(today, 1_000).await.unwrap();
+    let mut today_only = kairos_store::PostureFigures::default();
+    today_only.grant_ms.insert("svc-a".into(), H);
+    today_only.grant_ms.insert("svc-b".into(), 4 * H);
+    today_only.verified = 2;
+    today_only.verified_ms_total = 20_040;
+    today_only.latency_counts = vec![0; kairos_governance::posture::LATENCY_BUCKETS_MS.len() + 1];
+    today_only.latency_counts[1] = 1;
+    today_only.latency_counts[9] = 1;
+    assert_eq!(s.posture_figures(today, now).await.unwrap(), today_only);
+    // The whole window now reads only what was kept (days before today are gone).
+    let kept = s.posture_figures(since, now).await.unwrap();
+    assert_eq!(kept.grant_ms, today_only.grant_ms);
+    assert_eq!(kept.verified, 2);
 }

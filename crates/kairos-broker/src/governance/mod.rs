@@ -12,7 +12,7 @@ pub mod orphans;
 pub mod policy_change;
 mod posture;
 pub mod recert;
-pub(crate) mod recorder;
+pub mod recorder;
 pub mod reviews;
 pub mod usage;
 
@@ -88,6 +88,8 @@ impl crate::Broker {
         }
         // Overdue after-action reviews escalate (a read unless one is due).
         self.review_pass().await?;
+        // Grants verified gone since the last pass, folded into the posture's days.
+        self.fold_posture().await?;
         Ok(())
     }
 }

@@ -9,26 +9,39 @@ use kairos_store::{AlertFilter, Role};
 
 use crate::{Broker, Caller, Result};
 
-/// The window of the report's figures over time.
+/// The window of the report's figures over time: this many calendar days (UTC), today
+/// included.
 pub const POSTURE_WINDOW_DAYS: u32 = 30;
+
+/// At most this many audit records are read by one fold of verified grants.
+const FOLD_SPAN: u64 = 50_000;
 
 /// The report, with when and over what window it was computed.
 #[derive(Debug, Clone)]
 pub struct PostureReport {
     pub at: Timestamp,
     pub window_days: u32,
+    /// The window's start: midnight UTC, `window_days - 1` days before today.
+    pub since: Timestamp,
     pub posture: Posture,
 }
 
 impl Broker {
+    /// Folds the grants verified since the last fold into the posture's per-day figures
+    /// (from the governance pass), so that a report reads days, not every grant of its
+    /// window. Answers how many grants it folded.
+    pub async fn fold_posture(&self) -> Result<u64> {
+        let keep_from = posture::window_start(self.now(), POSTURE_WINDOW_DAYS);
+        Ok(self.store.fold_posture(keep_from, FOLD_SPAN).await?)
+    }
+
     /// The posture report (admins, operators, auditors): identities by state and owner,
     /// the lifecycle's open findings, standing privilege and revocation figures, each
     /// finding mapped to OWASP NHI Top 10 (2025) and NIST CSF 2.0.
     pub async fn posture(&self, caller: &Caller) -> Result<PostureReport> {
         caller.require_role(&[Role::Operator, Role::Auditor], "read the posture report")?;
         let now = self.now();
-        let window_ms = i64::from(POSTURE_WINDOW_DAYS) * 86_400_000;
-        let since = Timestamp::from_millis(now.as_millis().saturating_sub(window_ms));
+        let since = posture::window_start(now, POSTURE_WINDOW_DAYS);
         let catalog = self.catalog();
 
         let unresolved = self
@@ -68,9 +81,7 @@ impl Broker {
             })
             .collect();
 
-        // No grant lives longer than the longest TTL Kairos parses.
-        let longest = i64::try_from(kairos_domain::MAX_TTL_SECS * 1000).unwrap_or(i64::MAX);
-        let figures = self.store.posture_figures(since, now, longest).await?;
+        let figures = self.store.posture_figures(since, now).await?;
         let alarming = self
             .store
             .failing_revocations(self.settings.revocation_alarm_after)
@@ -146,6 +157,7 @@ impl Broker {
         Ok(PostureReport {
             at: now,
             window_days: POSTURE_WINDOW_DAYS,
+            since,
             posture: posture::assess(&facts),
         })
     }

@@ -27,7 +27,7 @@ const MAX_IDENTITIES: usize = 100_000;
 
 /// Who used a grant, as recorded in `last_client`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum UseClient<'a> {
+pub enum UseClient<'a> {
     /// The caller that introspected its token.
     Caller(&'a Caller),
     /// A session of its account, seen on this target at reconcile.
@@ -74,7 +74,7 @@ struct Identities {
 
 /// The in-memory side of usage monitoring (see the module docs).
 #[derive(Debug)]
-pub(crate) struct UsageRecorder {
+pub struct UsageRecorder {
     grants: Vec<Mutex<HashMap<GrantId, GrantAgg>>>,
     identities: Mutex<Identities>,
     /// Woken when a map fills up, so the flusher does not wait for its next tick.
@@ -83,7 +83,7 @@ pub(crate) struct UsageRecorder {
 
 /// What [`UsageRecorder::record_use`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Recorded {
+pub enum Recorded {
     Kept,
     /// The map was full: the use was not recorded.
     Dropped,
@@ -113,7 +113,7 @@ impl Default for UsageRecorder {
 
 impl UsageRecorder {
     /// One use of a grant at `at`, from `source`, by `client`.
-    pub(crate) fn record_use(
+    pub fn record_use(
         &self,
         grant: &GrantId,
         at: Timestamp,

@@ -14,6 +14,7 @@ mod filter;
 mod governance;
 mod grants;
 mod lifecycle;
+mod posture;
 mod recert;
 mod requests;
 mod reviews;
@@ -615,9 +616,12 @@ impl crate::GovernanceStore for SqlStore {
         &self,
         since: Timestamp,
         now: Timestamp,
-        longest_grant_ms: i64,
     ) -> Result<crate::PostureFigures> {
-        governance::posture_figures(self, since, now, longest_grant_ms).await
+        posture::posture_figures(self, since, now).await
+    }
+
+    async fn fold_posture(&self, keep_from: Timestamp, span: u64) -> Result<u64> {
+        posture::fold(self, keep_from, span).await
     }
 
     async fn identity_states(&self) -> Result<Vec<kairos_governance::IdentityStatus>> {
@@ -731,6 +735,19 @@ mod plans {
         let (sql, _) = audit::list_query(&by_grant);
         let by_grant = plan(&conn, &sql);
         assert!(by_grant.contains("USING INDEX audit_grant"), "{by_grant}");
+        // The posture's live grants: the index alone, in identity order (no sort).
+        let live = plan(&conn, &posture::live_ms(Backend::Sqlite));
+        assert!(
+            live.contains("USING COVERING INDEX grants_live_identity"),
+            "{live}"
+        );
+        assert!(!live.contains("TEMP B-TREE"), "{live}");
+        // Verified grants after the fold's watermark: a range of the chain, not a scan.
+        let tail = plan(&conn, posture::VERIFIED_SINCE);
+        assert!(
+            tail.contains("SEARCH a USING INTEGER PRIMARY KEY"),
+            "{tail}"
+        );
         store.close().await;
     }
 }

@@ -87,7 +87,7 @@ fn bind_identity_source<'q>(q: AnyQuery<'q>, s: &IdentitySource) -> AnyQuery<'q>
 /// `insert` (a one-row `INSERT … VALUES (…)`, `columns` wide) for every row, a chunk a
 /// statement, each followed by `merge` (its `ON CONFLICT … DO UPDATE`). Rows must be
 /// unique by the conflict key (PostgreSQL refuses to update one row twice a statement).
-async fn upsert<T>(
+pub(super) async fn upsert<T>(
     conn: &mut Db,
     backend: Backend,
     insert: &'static str,
