@@ -90,9 +90,7 @@ impl Broker {
             .then(|| figures.verified_ms_total as f64 / figures.verified as f64);
         // Recertifications (identities and exceptions) and the exceptions' own state, as
         // the recertification rules compute them now.
-        let recerts = self
-            .recertifications(caller, crate::RecertFilter::All)
-            .await?;
+        let (recerts, exceptions) = self.recerts_and_exceptions().await?;
         let named = |status: kairos_governance::recert::RecertStatus| -> Vec<String> {
             recerts
                 .iter()
@@ -100,7 +98,6 @@ impl Broker {
                 .map(|r| format!("{} {}", r.kind.as_str(), r.subject))
                 .collect()
         };
-        let exceptions = self.exceptions(caller).await?;
         let exception_findings = |what: &str| -> Vec<String> {
             exceptions
                 .iter()

@@ -220,8 +220,24 @@ impl Broker {
             &[Role::Operator, Role::Approver, Role::Auditor],
             "list recertifications",
         )?;
-        let catalog = self.catalog();
         let records = self.recert_records().await?;
+        Ok(self.recert_entries(&records, filter))
+    }
+
+    /// Every recertification and every standing exception as the rules see them now,
+    /// from one read of the records (the posture report needs both; its caller's role
+    /// is checked there).
+    pub(crate) async fn recerts_and_exceptions(
+        &self,
+    ) -> Result<(Vec<RecertEntry>, Vec<ExceptionEntry>)> {
+        let records = self.recert_records().await?;
+        let recerts = self.recert_entries(&records, RecertFilter::All);
+        let exceptions = self.exception_entries(&records).await?;
+        Ok((recerts, exceptions))
+    }
+
+    fn recert_entries(&self, records: &Records, filter: RecertFilter) -> Vec<RecertEntry> {
+        let catalog = self.catalog();
         let now = self.now();
         let notice = catalog.recert_settings().recert_notice;
         let mut out: Vec<RecertEntry> = subjects(&catalog)
@@ -234,7 +250,7 @@ impl Broker {
             })
             .collect();
         out.sort_by(|a, b| (a.due_at, a.kind, &a.subject).cmp(&(b.due_at, b.kind, &b.subject)));
-        Ok(out)
+        out
     }
 
     async fn recert_records(&self) -> Result<Records> {
@@ -389,13 +405,17 @@ impl Broker {
             &[Role::Operator, Role::Approver, Role::Auditor],
             "list standing exceptions",
         )?;
-        let catalog = self.catalog();
         let records = self.recert_records().await?;
+        self.exception_entries(&records).await
+    }
+
+    async fn exception_entries(&self, records: &Records) -> Result<Vec<ExceptionEntry>> {
+        let catalog = self.catalog();
         let rotations = self.rotations().await?;
         let now = self.now();
         Ok(catalog
             .exceptions()
-            .map(|e| exception_entry(&catalog, e, &records, &rotations, now))
+            .map(|e| exception_entry(&catalog, e, records, &rotations, now))
             .collect())
     }
 
