@@ -25,6 +25,10 @@ pub struct LiveGrant {
     pub requester: Principal,
     /// The TTL its request was granted with (after any cap).
     pub request_ttl: Ttl,
+    /// The address its request came from, when known.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Its own after-action review (a break-glass grant's) is open.
+    pub own_review_open: bool,
 }
 
 /// A user and whether they can act now.

@@ -228,6 +228,8 @@ fn facts_of(request: &Request, grant: &Grant) -> LiveGrant {
         expires_at: grant.expires_at,
         requester: request.requester.clone(),
         request_ttl: request.ttl,
+        source_ip: request.source_ip,
+        own_review_open: false,
     }
 }
 

@@ -345,3 +345,93 @@ fn a_break_glass_cap_over_an_hour_is_refused() {
     assert_eq!(e["max_ttl"], "30m");
     assert_eq!(e["break_glass"], true);
 }
+
+/// Policy changes re-decide a live break-glass grant with the context it was decided
+/// with: `context.break_glass` from its entitlement, the address its request came from,
+/// and the identity's open reviews less its own. An apply that leaves its permit as it was
+/// keeps it live; one that forbids it ends it as `policy_changed`.
+fn break_glass_survives_policy_changes(store: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let cfg = dir.path().join("cfg");
+    let config = write_break_glass_config(&cfg, &issuer);
+    // The permit also looks at where the request came from (the tests call from loopback).
+    std::fs::write(
+        cfg.join("policies/breakglass.cedar"),
+        r#"
+@id("break-glass-one-at-a-time")
+@reason("break-glass for incidents from inside, one open review at a time")
+permit (principal, action == Kairos::Action::"request", resource == Kairos::Entitlement::"orders-api/breakglass")
+when { context.break_glass && context.task_kind == "incident" && context.open_reviews < 1
+       && context has source_ip && context.source_ip.isLoopback() };
+"#,
+    )
+    .unwrap();
+    let config_path = config.to_str().unwrap();
+    let server = Server::start(&dir.path().join("data"), Some(&config), store);
+    let api = Api::new(&server);
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let (status, body) = api.post(&platform, "/v1/requests", incident(None));
+    assert_eq!(status, 201, "{body}");
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+    let token = body["credential"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A new policy about something else: every live grant is decided again, and the
+    // break-glass permit still holds for this one.
+    std::fs::write(
+        cfg.join("policies/unrelated.cedar"),
+        "@id(\"no-change-writes\")\nforbid (principal, action, resource == Kairos::Entitlement::\"orders-api/write\") when { context.task_kind == \"change\" };\n",
+    )
+    .unwrap();
+    let out = server.cli(ADMIN, &["--json", "apply", config_path]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let applied: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(applied["grants_ending"], json!([]), "{applied}");
+    let (_, g) = api.get(ADMIN, &format!("/v1/grants/{grant}"));
+    assert_eq!(g["state"], "active", "{g}");
+    assert_eq!(api.introspect(ADMIN, &token)["active"], true);
+
+    // A policy that forbids it ends it, as policy_changed, verified.
+    std::fs::write(
+        cfg.join("policies/unrelated.cedar"),
+        "@id(\"no-break-glass\")\nforbid (principal, action, resource == Kairos::Entitlement::\"orders-api/breakglass\") when { context.break_glass };\n",
+    )
+    .unwrap();
+    let out = server.cli(ADMIN, &["--json", "apply", config_path]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let applied: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let ending = applied["grants_ending"].as_array().unwrap();
+    assert_eq!(ending.len(), 1, "{applied}");
+    assert_eq!(ending[0]["grant_id"], grant, "{applied}");
+    assert_eq!(ending[0]["reason"], "policy_changed", "{applied}");
+    let g = api.wait_grant(ADMIN, &grant, std::time::Duration::from_secs(15), |g| {
+        g["state"] == "ended"
+    });
+    assert_eq!(g["receipt"]["reason"], "policy_changed", "{g}");
+    assert_eq!(api.introspect(ADMIN, &token)["active"], false);
+}
+
+#[test]
+fn a_live_break_glass_grant_is_re_decided_with_its_context_on_sqlite() {
+    break_glass_survives_policy_changes(None);
+}
+
+#[test]
+fn a_live_break_glass_grant_is_re_decided_with_its_context_on_postgres() {
+    use common::pg::{SHARED_PG, psql};
+    let name = format!("kairos_it_{}", uuid::Uuid::new_v4().simple());
+    psql(SHARED_PG, "postgres", &format!("CREATE DATABASE {name}"));
+    let url = format!("{SHARED_PG}/{name}");
+    let result = std::panic::catch_unwind(|| break_glass_survives_policy_changes(Some(&url)));
+    psql(
+        SHARED_PG,
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
