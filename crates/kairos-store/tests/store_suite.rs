@@ -2741,6 +2741,7 @@ async fn identity_states_change_once_and_end_the_identity_s_grants(db: Arc<Db>) 
         from: vec![Active],
         end: Some(end_by(EndReason::Suspended, offset)),
         audit: vec![AuditDraft::new(AuditKind::IdentitySuspended, "user:oscar").identity("svc")],
+        alert: None,
     };
     let (x, y) = tokio::join!(
         a.change_identity_state(change(10)),
@@ -2789,6 +2790,7 @@ async fn identity_states_change_once_and_end_the_identity_s_grants(db: Arc<Db>) 
         from: vec![Suspended],
         end: None,
         audit: vec![AuditDraft::new(AuditKind::IdentityResumed, "user:oscar").identity("svc")],
+        alert: None,
     };
     assert_eq!(
         a.change_identity_state(resume).await.unwrap(),
@@ -2799,6 +2801,7 @@ async fn identity_states_change_once_and_end_the_identity_s_grants(db: Arc<Db>) 
         from: vec![Active, Suspended],
         end: Some(end_by(EndReason::Retired, 30)),
         audit: Vec::new(),
+        alert: None,
     };
     assert!(a.change_identity_state(retire).await.unwrap().is_some());
     let all = a.identity_states().await.unwrap();
