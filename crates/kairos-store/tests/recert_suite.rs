@@ -8,7 +8,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::sync::Arc;
 
 use kairos_domain::{AuditDraft, AuditKind, ExceptionName, Timestamp, verify_chain};
@@ -16,109 +15,23 @@ use kairos_store::{
     Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
     SqlStore, Store, SubjectKind,
 };
-use sqlx::Connection;
 
-// ---- harness (as in store_suite.rs) ----------------------------------------------------
+// ---- harness (kairos-testkit's store suite) ---------------------------------------------
 
-const DEFAULT_PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use kairos_testkit::StoreDb as Db;
 
-struct Db {
-    url: String,
-    postgres: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
+/// Opens the case's store.
+trait Open {
+    async fn open(&self) -> SqlStore;
 }
 
-impl Db {
-    async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
-        Db {
-            url,
-            postgres: None,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Db {
-        sqlx::any::install_default_drivers();
-        let admin_url = std::env::var("KAIROS_TEST_PG").unwrap_or_else(|_| DEFAULT_PG_ADMIN.into());
-        let name = format!("kairos_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        Db {
-            url: with_database(&admin_url, &name),
-            postgres: Some((admin_url, name)),
-            _dir: None,
-        }
-    }
-
+impl Open for Db {
     async fn open(&self) -> SqlStore {
-        SqlStore::connect(&self.url).await.unwrap()
-    }
-
-    async fn cleanup(&self) {
-        if let Some((admin_url, name)) = &self.postgres {
-            let mut admin = sqlx::AnyConnection::connect(admin_url).await.unwrap();
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
+        SqlStore::connect(self.url()).await.unwrap()
     }
 }
 
-fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (admin_url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
-}
-
-async fn run<F, Fut>(db: Db, case: F)
-where
-    F: FnOnce(Arc<Db>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let db = Arc::new(db);
-    let result = tokio::spawn(case(db.clone())).await;
-    db.cleanup().await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::sqlite().await, crate::$case).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::postgres().await, crate::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+kairos_testkit::store_suite!(
     subjects_are_added_once_and_keep_their_first_sight,
     an_attestation_restarts_the_cycle_with_its_audit_record,
     due_dates_move_only_when_they_differ,
