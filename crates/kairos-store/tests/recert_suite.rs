@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use kairos_domain::{AuditDraft, AuditKind, ExceptionName, Timestamp, verify_chain};
 use kairos_store::{
-    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
-    SqlStore, Store, SubjectKind,
+    Attestation, ExceptionRotation, GovernanceStore, NewRecertification, NoticeClaim, RecertNotice,
+    RecertStore, SqlStore, Store, SubjectKind,
 };
 
 // ---- harness (kairos-testkit's store suite) ---------------------------------------------
@@ -236,24 +236,49 @@ async fn a_notice_is_claimed_once_with_its_audit_record(db: Arc<Db>) {
     assert!(!s.recert_notice_claimed(&due).await.unwrap());
     let draft =
         || AuditDraft::new(AuditKind::RecertDue, "system:recert").identity("nightly-backup");
+    // The claim's alert commits with it; a refused claim raises nothing.
+    let alert = |id: &str, key: &str| kairos_store::AlertWrite {
+        id: id.into(),
+        draft: kairos_governance::AlertDraft::new(
+            kairos_governance::AlertKind::RecertOverdue,
+            "identity nightly-backup",
+            "overdue",
+        )
+        .dedupe_key(key),
+        at: at(76 * DAY),
+        audit: AuditDraft::new(AuditKind::AlertRaised, "system:governance"),
+    };
     assert!(
-        s.claim_recert_notice(&due, at(76 * DAY), vec![draft()])
-            .await
-            .unwrap()
+        s.claim_recert_notice(
+            &due,
+            at(76 * DAY),
+            vec![draft()],
+            Some(alert("alr_1", "k1"))
+        )
+        .await
+        .unwrap()
     );
     assert!(s.recert_notice_claimed(&due).await.unwrap());
-    // Claimed again (a later pass): refused, and no second audit record.
+    assert!(s.get_alert("alr_1").await.unwrap().is_some());
+    // Claimed again (a later pass): refused, and no second audit record nor alert.
     assert!(
-        !s.claim_recert_notice(&due, at(77 * DAY), vec![draft()])
-            .await
-            .unwrap()
+        !s.claim_recert_notice(
+            &due,
+            at(77 * DAY),
+            vec![draft()],
+            Some(alert("alr_2", "k2"))
+        )
+        .await
+        .unwrap()
     );
+    assert_eq!(s.get_alert("alr_2").await.unwrap(), None);
     // Another notice of the same cycle, and the same notice of the next cycle, are new.
     assert!(
         s.claim_recert_notice(
             &claim(RecertNotice::RecertOverdue, 90 * DAY),
             at(90 * DAY),
             vec![AuditDraft::new(AuditKind::RecertOverdue, "system:recert")],
+            None,
         )
         .await
         .unwrap()
@@ -262,7 +287,8 @@ async fn a_notice_is_claimed_once_with_its_audit_record(db: Arc<Db>) {
         s.claim_recert_notice(
             &claim(RecertNotice::RecertDue, 180 * DAY),
             at(166 * DAY),
-            vec![draft()]
+            vec![draft()],
+            None,
         )
         .await
         .unwrap()
@@ -271,6 +297,7 @@ async fn a_notice_is_claimed_once_with_its_audit_record(db: Arc<Db>) {
         audit_kinds(&s).await,
         vec![
             AuditKind::RecertDue,
+            AuditKind::AlertRaised,
             AuditKind::RecertOverdue,
             AuditKind::RecertDue
         ]
@@ -297,7 +324,7 @@ async fn replicas_claim_each_notice_once(db: Arc<Db>) {
                     AuditDraft::new(AuditKind::RecertOverdue, format!("system:replica{i}"))
                         .identity("nightly-backup"),
                 ];
-                if s.claim_recert_notice(&c, at(cycle * DAY), audit)
+                if s.claim_recert_notice(&c, at(cycle * DAY), audit, None)
                     .await
                     .unwrap()
                 {
