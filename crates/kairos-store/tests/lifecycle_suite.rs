@@ -15,9 +15,10 @@ use kairos_domain::{
     GrantId, GrantState, IdentityName, Principal, Request, RequestId, RequestState, TargetName,
     Task, TaskKind, TaskRef, TeamName, Timestamp, Ttl, UserName,
 };
+use kairos_governance::{AlertDraft, AlertKind};
 use kairos_store::{
-    EndSelector, LifecycleStore, LiveGrant, OrphanRecord, Person, Role, SqlStore, Store,
-    StoredToken, User,
+    AlertFilter, AlertWrite, EndSelector, GovernanceStore, LifecycleStore, LiveGrant, OrphanRecord,
+    Person, Role, SqlStore, Store, StoredToken, User,
 };
 
 // ---- harness (kairos-testkit's store suite) ---------------------------------------------
@@ -301,7 +302,7 @@ async fn people_can_act_while_enabled_with_a_live_token(db: Arc<Db>) {
 /// clearing removes the flag with its record, once; a later orphaning is a new flag.
 async fn orphans_are_flagged_cleared_and_suspended_once(db: Arc<Db>) {
     let s = db.open().await;
-    let flag = |name: &str, detected| (orphan(name, detected), flagged(name));
+    let flag = |name: &str, detected| (orphan(name, detected), flagged(name), None);
     let first = s
         .flag_orphans(vec![flag("nightly", 0), flag("deployer", 0)], at(0))
         .await
@@ -400,20 +401,37 @@ async fn replicas_flag_an_orphan_once(db: Arc<Db>) {
         let s = s.clone();
         let detected = i64::try_from(i).unwrap();
         tasks.push(tokio::spawn(async move {
+            // Each with its alert: only the flag that lands writes one.
+            let alert = AlertWrite {
+                id: format!("alr_{i}"),
+                draft: AlertDraft::new(AlertKind::Orphaned, "nightly", "orphaned")
+                    .identity(&identity("nightly")),
+                at: at(detected),
+                audit: AuditDraft::new(AuditKind::AlertRaised, "system:governance"),
+            };
             s.flag_orphans(
-                vec![(orphan("nightly", detected), flagged("nightly"))],
+                vec![(orphan("nightly", detected), flagged("nightly"), Some(alert))],
                 at(detected),
             )
             .await
             .unwrap()
         }));
     }
-    let mut flagged_by = 0;
-    for t in tasks {
-        flagged_by += t.await.unwrap().len();
+    let mut flagged_by = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if !t.await.unwrap().is_empty() {
+            flagged_by.push(i);
+        }
     }
-    assert_eq!(flagged_by, 1);
+    assert_eq!(flagged_by.len(), 1);
     assert_eq!(audit_about(&stores[0], "nightly").await, 1);
+    let alerts = stores[0]
+        .list_alerts(&AlertFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].id, format!("alr_{}", flagged_by[0]));
+    assert_eq!(alerts[0].occurrences, 1);
     let detected = stores[0].orphans().await.unwrap()[0].detected_at;
     let mut tasks = Vec::new();
     for s in &stores {

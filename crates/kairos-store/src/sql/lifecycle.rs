@@ -67,7 +67,7 @@ impl LifecycleStore for SqlStore {
 
     async fn flag_orphans(
         &self,
-        orphans: Vec<(OrphanRecord, AuditDraft)>,
+        orphans: Vec<(OrphanRecord, AuditDraft, Option<crate::AlertWrite>)>,
         at: Timestamp,
     ) -> Result<Vec<IdentityName>> {
         if orphans.is_empty() {
@@ -77,7 +77,8 @@ impl LifecycleStore for SqlStore {
             Box::pin(async move {
                 let mut flagged = Vec::new();
                 let mut drafts = Vec::new();
-                for (o, draft) in orphans {
+                let mut alerts = Vec::new();
+                for (o, draft, alert) in orphans {
                     let inserted = sqlx::query(
                         "INSERT INTO identity_orphans (identity, team, detected_at, suspended_at) \
                          VALUES ($1, $2, $3, $4) ON CONFLICT (identity) DO NOTHING",
@@ -91,9 +92,11 @@ impl LifecycleStore for SqlStore {
                     if inserted == 1 {
                         flagged.push(o.identity);
                         drafts.push(draft);
+                        alerts.extend(alert);
                     }
                 }
                 cx.audit(drafts, at);
+                super::governance::raise_alerts_in(tx, &cx, alerts).await?;
                 Ok(flagged)
             })
         })
