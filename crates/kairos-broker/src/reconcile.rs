@@ -3,7 +3,9 @@
 //! For each database target, every account carrying the managed prefix must back an active
 //! (or just-provisioning) grant. Anything else — left by a crash, a failed revocation, or
 //! made by hand with the prefix — is revoked, verified and audited as `residue_removed`.
-//! An active grant whose account is missing is flagged (`account_missing`). A grant stuck
+//! An active grant whose account is missing is flagged (`account_missing`): only one
+//! active both before and after the accounts are listed, so that a grant activating
+//! while the pass runs is never reported. A grant stuck
 //! in `provisioning` (its issuer crashed mid-way) is aborted through the end path.
 
 use std::collections::BTreeSet;
@@ -90,6 +92,16 @@ impl Broker {
             self.revoke_work.notify_one();
         }
 
+        // The active grants before the listing: only these are judged for a missing
+        // account. A grant activates after its account exists, so one active before the
+        // listing has an account the listing must show; one that activates between the
+        // listing and the read below made its account after the listing looked.
+        let active_before: BTreeSet<kairos_domain::GrantId> = self
+            .active_grants(target)
+            .await?
+            .into_iter()
+            .map(|g| g.id)
+            .collect();
         let existing = connector
             .list_managed()
             .await
@@ -140,16 +152,10 @@ impl Broker {
             }
         }
 
-        // Active grants whose account is missing downstream.
-        let active = self
-            .store
-            .list_grants(&GrantFilter {
-                state: Some(GrantStateFilter::Active),
-                target: Some(target.clone()),
-                ..GrantFilter::default()
-            })
-            .await?;
-        for g in active {
+        // Grants active before and after the listing whose account is missing downstream
+        // (still active: one that ended meanwhile had its account dropped by its end).
+        let active = self.active_grants(target).await?;
+        for g in active.into_iter().filter(|g| active_before.contains(&g.id)) {
             let Some(account) = &g.account else { continue };
             if existing_names.contains(account) {
                 continue;
@@ -194,6 +200,17 @@ impl Broker {
             }
         }
         Ok(report)
+    }
+
+    async fn active_grants(&self, target: &TargetName) -> Result<Vec<kairos_domain::Grant>> {
+        Ok(self
+            .store
+            .list_grants(&GrantFilter {
+                state: Some(GrantStateFilter::Active),
+                target: Some(target.clone()),
+                ..GrantFilter::default()
+            })
+            .await?)
     }
 
     /// Revokes, verifies and audits a residual account; false when it was already gone.

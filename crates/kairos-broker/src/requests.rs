@@ -12,6 +12,7 @@ use kairos_domain::{
 use kairos_policy::{PolicyAction, PolicyInput};
 use kairos_store::{RequestChange, RequestFilter, Role};
 
+use crate::governance::reviews::break_glass_alert;
 use crate::{Broker, BrokerError, Caller, Result};
 
 /// A request as the caller made it, already parsed.
@@ -299,20 +300,20 @@ impl Broker {
             _ => None,
         };
         match (&grant, &review) {
-            // A break-glass grant and its review commit together, or neither does.
+            // A break-glass grant, its review and its alert commit together, or none does.
             (Some(g), Some(r)) => {
+                let alert = break_glass_alert(r, g, now);
+                let alert_id = alert.id.clone();
                 self.store
-                    .insert_request_with_review(&request, g, r, audit)
-                    .await?
+                    .insert_request_with_review(&request, g, r, audit, Some(alert))
+                    .await?;
+                self.break_glass_granted(r, g, &alert_id).await;
             }
             _ => {
                 self.store
                     .insert_request(&request, grant.as_ref(), audit)
                     .await?
             }
-        }
-        if let (Some(g), Some(r)) = (&grant, &review) {
-            self.break_glass_granted(r, g).await;
         }
         self.note_request(identity, now, source).await;
         if let (Some(g), Some(acc)) = (&grant, account) {
@@ -514,6 +515,10 @@ impl Broker {
             .break_glass
             .then(|| self.open_review(&catalog, &current, &next_grant, &by));
         let opened_review = next_review.as_ref().map(|(r, _)| r.clone());
+        let next_alert = next_review
+            .as_ref()
+            .map(|(r, _)| break_glass_alert(r, &next_grant, now));
+        let alert_id = next_alert.as_ref().map(|a| a.id.clone());
         let updated = self
             .store
             .update_request(
@@ -554,6 +559,7 @@ impl Broker {
                             if let Some((review, record)) = next_review {
                                 change.audit.push(record);
                                 change.review = Some(review);
+                                change.alert = next_alert;
                             }
                             change.grant = Some(grant);
                         }
@@ -587,8 +593,8 @@ impl Broker {
             }
             None => None,
         };
-        if let (Some(r), Some(g)) = (&review, &grant) {
-            self.break_glass_granted(r, g).await;
+        if let (Some(r), Some(g), Some(alert)) = (&review, &grant, &alert_id) {
+            self.break_glass_granted(r, g, alert).await;
         }
         self.notify_requests();
         Ok(RequestOutcome {
@@ -623,6 +629,7 @@ impl Broker {
                         grant: None,
                         renewal: None,
                         review: None,
+                        alert: None,
                         audit: vec![
                             AuditDraft::new(AuditKind::Denied, &by)
                                 .identity(&req.identity)

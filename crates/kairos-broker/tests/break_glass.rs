@@ -2,18 +2,17 @@
 //! review, overdue reviews escalate once, only owners file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use kairos_broker::{Broker, BrokerError, BrokerSettings, Caller, NewRequest, ReviewStatus};
-use kairos_config::ConfigBundle;
-use kairos_crypto::seal::MasterKey;
+use kairos_broker::{Broker, BrokerError, Caller, NewRequest, ReviewStatus};
 use kairos_domain::{
-    AuditKind, Clock, EntitlementName, IdentityName, ManualClock, Principal, RequestState,
-    ReviewState, Task, TaskKind, TaskRef, Timestamp, Ttl, UserName,
+    AuditKind, Clock, EntitlementName, IdentityName, Principal, RequestState, ReviewState, Task,
+    TaskKind, TaskRef, Timestamp, Ttl, UserName,
 };
-use kairos_store::{AuditFilter, ReviewFilter, ReviewStateFilter, Role, SqlStore, User};
+use kairos_store::{AuditFilter, ReviewFilter, ReviewStateFilter, Role, User};
+use support::Fixture;
 
 const CONFIG: &str = r#"
 [[issuer]]
@@ -68,47 +67,8 @@ when { context.break_glass && context.open_reviews < 1 };
 permit (principal, action == Kairos::Action::"request", resource == Kairos::Entitlement::"api/approved-breakglass");
 "#;
 
-const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"WKn-ZIGevcwGIyyrzFoZNBdaq9_TsqzGl96oc0CWuis","y":"y77t-RvAHRKTsSGdIYUfweuOvwrvDD-Q3Hv5J0fSKbE"}]}"#;
-
-struct Fixture {
-    broker: Arc<Broker>,
-    clock: ManualClock,
-    _dir: tempfile::TempDir,
-}
-
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
-    let url = format!("sqlite://{}", dir.path().join("k.db").display());
-    let store = SqlStore::connect(&url)
-        .await
-        .unwrap()
-        .with_clock(Arc::new(clock.clone()));
-    let broker = Broker::start(
-        Arc::new(store),
-        Arc::new(clock.clone()),
-        MasterKey::generate().unwrap(),
-        BrokerSettings::default(),
-    )
-    .await
-    .unwrap();
-    let bundle = ConfigBundle {
-        main_path: "kairos.toml".into(),
-        files: BTreeMap::from([
-            ("kairos.toml".into(), CONFIG.into()),
-            ("p.cedar".into(), POLICY.into()),
-            ("jwks.json".into(), JWKS.into()),
-        ]),
-    };
-    broker
-        .apply_config(&Principal::System("bootstrap"), bundle)
-        .await
-        .unwrap();
-    Fixture {
-        broker,
-        clock,
-        _dir: dir,
-    }
+    Fixture::with(CONFIG, POLICY).await
 }
 
 fn workload() -> Caller {

@@ -1,18 +1,12 @@
 //! The broker's time-driven logic on an injectable clock: no sleeps, no wall time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use kairos_broker::{Broker, BrokerSettings, Caller, NewRequest};
-use kairos_config::ConfigBundle;
-use kairos_crypto::seal::MasterKey;
-use kairos_domain::{
-    Clock, EntitlementName, GrantState, IdentityName, ManualClock, Principal, RequestState, Task,
-    TaskKind, TaskRef, Timestamp, Ttl,
-};
-use kairos_store::SqlStore;
+use kairos_domain::{Clock, GrantState, Principal, RequestState, Ttl};
+use support::{Fixture, POLICY, ask, workload};
 
 const CONFIG: &str = r#"
 [server]
@@ -56,77 +50,8 @@ scopes = ["admin"]
 files = ["p.cedar"]
 "#;
 
-const POLICY: &str = r#"
-@id("read") permit (principal, action, resource == Kairos::Entitlement::"api/read");
-@id("admin") @approvals("1") permit (principal, action, resource == Kairos::Entitlement::"api/admin");
-"#;
-
-const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"WKn-ZIGevcwGIyyrzFoZNBdaq9_TsqzGl96oc0CWuis","y":"y77t-RvAHRKTsSGdIYUfweuOvwrvDD-Q3Hv5J0fSKbE"}]}"#;
-
-struct Fixture {
-    broker: Arc<Broker>,
-    clock: ManualClock,
-    _dir: tempfile::TempDir,
-}
-
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
-    let url = format!("sqlite://{}", dir.path().join("k.db").display());
-    let store = SqlStore::connect(&url)
-        .await
-        .unwrap()
-        .with_clock(Arc::new(clock.clone()));
-    let settings = BrokerSettings {
-        pending_timeout: Duration::from_secs(600),
-        ..BrokerSettings::default()
-    };
-    let broker = Broker::start(
-        Arc::new(store),
-        Arc::new(clock.clone()),
-        MasterKey::generate().unwrap(),
-        settings,
-    )
-    .await
-    .unwrap();
-    let bundle = ConfigBundle {
-        main_path: "kairos.toml".into(),
-        files: BTreeMap::from([
-            ("kairos.toml".into(), CONFIG.into()),
-            ("p.cedar".into(), POLICY.into()),
-            ("jwks.json".into(), JWKS.into()),
-        ]),
-    };
-    broker
-        .apply_config(&Principal::System("bootstrap"), bundle)
-        .await
-        .unwrap();
-    Fixture {
-        broker,
-        clock,
-        _dir: dir,
-    }
-}
-
-fn workload() -> Caller {
-    Caller::Workload {
-        identity: IdentityName::parse("job").unwrap(),
-    }
-}
-
-fn ask(entitlement: &str, ttl: &str) -> NewRequest {
-    NewRequest {
-        identity: None,
-        entitlement: EntitlementName::parse(entitlement).unwrap(),
-        ttl: Some(Ttl::parse(ttl).unwrap()),
-        task: Task::new(
-            TaskKind::Job,
-            TaskRef::parse("run-1").unwrap(),
-            "test".into(),
-        )
-        .unwrap(),
-        source: None,
-    }
+    Fixture::with(CONFIG, POLICY).await
 }
 
 #[tokio::test]
@@ -134,12 +59,12 @@ async fn grants_expire_exactly_when_the_clock_passes_their_end() {
     let f = fixture().await;
     let short = f
         .broker
-        .request(&workload(), ask("api/read", "5m"))
+        .request(&workload("job"), ask("api/read", "5m"))
         .await
         .unwrap();
     let long = f
         .broker
-        .request(&workload(), ask("api/read", "20m"))
+        .request(&workload("job"), ask("api/read", "20m"))
         .await
         .unwrap();
     let short_grant = short.grant.unwrap();
@@ -199,7 +124,7 @@ async fn pending_requests_expire_on_the_injected_clock() {
     let f = fixture().await;
     let pending = f
         .broker
-        .request(&workload(), ask("api/admin", "10m"))
+        .request(&workload("job"), ask("api/admin", "10m"))
         .await
         .unwrap();
     assert_eq!(pending.request.state, RequestState::Pending);
@@ -229,7 +154,7 @@ async fn renewal_stops_at_the_cap_on_the_injected_clock() {
     let f = fixture().await;
     let out = f
         .broker
-        .request(&workload(), ask("api/read", "30m"))
+        .request(&workload("job"), ask("api/read", "30m"))
         .await
         .unwrap();
     let id = out.grant.unwrap().id;
@@ -237,7 +162,7 @@ async fn renewal_stops_at_the_cap_on_the_injected_clock() {
     // 20 min in: 30 more minutes would end at 50m, inside the 1h cap.
     let g = renewed(
         f.broker
-            .renew(&workload(), &id, Ttl::parse("30m").unwrap())
+            .renew(&workload("job"), &id, Ttl::parse("30m").unwrap())
             .await
             .unwrap(),
     );
@@ -246,13 +171,13 @@ async fn renewal_stops_at_the_cap_on_the_injected_clock() {
     f.clock.advance(Duration::from_secs(25 * 60));
     assert!(
         f.broker
-            .renew(&workload(), &id, Ttl::parse("30m").unwrap())
+            .renew(&workload("job"), &id, Ttl::parse("30m").unwrap())
             .await
             .is_err()
     );
     let g = renewed(
         f.broker
-            .renew(&workload(), &id, Ttl::parse("15m").unwrap())
+            .renew(&workload("job"), &id, Ttl::parse("15m").unwrap())
             .await
             .unwrap(),
     );
@@ -264,7 +189,7 @@ async fn grants_falling_due_together_are_all_verified_in_one_pass() {
     let f = fixture().await;
     for _ in 0..40 {
         f.broker
-            .request(&workload(), ask("api/read", "5m"))
+            .request(&workload("job"), ask("api/read", "5m"))
             .await
             .unwrap();
     }

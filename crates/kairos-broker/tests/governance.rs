@@ -257,6 +257,7 @@ async fn a_grant_issued_by_a_replica_that_had_not_heard_of_the_suspension_is_end
         from: vec![IdentityState::Active],
         end: None,
         audit: Vec::new(),
+        alert: None,
     };
     f.broker
         .store()

@@ -36,16 +36,44 @@ impl Raised {
     }
 }
 
+/// An alert raised in the same transaction as the event it reports, so that the two
+/// commit together or not at all. Raised as [`GovernanceStore::raise_alert`] raises one:
+/// opened with `id`, or one more occurrence of the unresolved alert with the same dedupe
+/// key; `audit` is appended only when it opens.
+#[derive(Debug, Clone)]
+pub struct AlertWrite {
+    pub id: String,
+    pub draft: AlertDraft,
+    pub at: Timestamp,
+    pub audit: AuditDraft,
+}
+
+/// The alert of a state change, given the grants the change ended.
+pub type StateAlert = Box<dyn FnOnce(&[Grant]) -> AlertWrite + Send + Sync>;
+
 /// A change of an identity's state, made only if its current state is one of `from`
 /// (an identity with no stored state is `active`), so that replicas acting on the same
 /// finding change it once.
-#[derive(Debug, Clone)]
 pub struct StateChange {
     pub to: IdentityStatus,
     pub from: Vec<IdentityState>,
     /// When set, every live grant of the identity ends with it, in the same transaction.
     pub end: Option<GrantEnd>,
     pub audit: Vec<AuditDraft>,
+    /// Raised with the change, when it is made (a suspension's alert).
+    pub alert: Option<StateAlert>,
+}
+
+impl std::fmt::Debug for StateChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateChange")
+            .field("to", &self.to)
+            .field("from", &self.from)
+            .field("end", &self.end)
+            .field("audit", &self.audit)
+            .field("alert", &self.alert.is_some())
+            .finish()
+    }
 }
 
 /// The store's figures for the posture report over a window.

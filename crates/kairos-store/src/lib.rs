@@ -17,14 +17,18 @@ mod sql;
 mod usage;
 
 pub use error::StoreError;
-pub use governance::{AlertFilter, GovernanceStore, PostureFigures, Raised, StateChange};
+pub use governance::{
+    AlertFilter, AlertWrite, GovernanceStore, PostureFigures, Raised, StateAlert, StateChange,
+};
 pub use lifecycle::{LifecycleStore, LiveGrant, OrphanRecord, Person};
 pub use recert::{
     Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
     Recertification, SubjectKind,
 };
 pub use records::*;
-pub use reviews::{EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate};
+pub use reviews::{
+    EscalationAlert, EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate,
+};
 pub use sql::SqlStore;
 pub use usage::{
     GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
@@ -55,6 +59,8 @@ pub struct RequestChange {
     /// The after-action review `grant` opens (a break-glass grant), written after it.
     pub review: Option<kairos_domain::Review>,
     pub audit: Vec<AuditDraft>,
+    /// Raised in the same transaction (a break-glass grant's alert).
+    pub alert: Option<AlertWrite>,
 }
 
 /// A read-modify-write of one existing grant, as part of another write.

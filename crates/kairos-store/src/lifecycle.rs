@@ -25,6 +25,10 @@ pub struct LiveGrant {
     pub requester: Principal,
     /// The TTL its request was granted with (after any cap).
     pub request_ttl: Ttl,
+    /// The address its request came from, when known.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Its own after-action review (a break-glass grant's) is open.
+    pub own_review_open: bool,
 }
 
 /// A user and whether they can act now.
@@ -63,11 +67,11 @@ pub trait LifecycleStore: Send + Sync {
     async fn orphans(&self) -> Result<Vec<OrphanRecord>>;
 
     /// Flags identities orphaned: each one not flagged already is, with its audit record
-    /// in the same transaction. Returns those it flagged (a concurrent pass that flagged
-    /// one first keeps it, and its record is not written twice).
+    /// and its alert in the same transaction. Returns those it flagged (a concurrent pass
+    /// that flagged one first keeps it, and its record and alert are not written twice).
     async fn flag_orphans(
         &self,
-        orphans: Vec<(OrphanRecord, AuditDraft)>,
+        orphans: Vec<(OrphanRecord, AuditDraft, Option<crate::AlertWrite>)>,
         at: Timestamp,
     ) -> Result<Vec<IdentityName>>;
 

@@ -145,14 +145,15 @@ pub trait RecertStore: Send + Sync {
     async fn attest(&self, attestation: &Attestation, audit: AuditDraft)
     -> Result<Recertification>;
 
-    /// Claims a notice at `now`: true, with `audit` written in the same transaction, for
-    /// the one caller (on any replica) that claims it first; false, writing nothing, for
-    /// every later one.
+    /// Claims a notice at `now`: true, with `audit` written and `alert` raised in the same
+    /// transaction, for the one caller (on any replica) that claims it first; false,
+    /// writing nothing, for every later one.
     async fn claim_recert_notice(
         &self,
         claim: &NoticeClaim,
         now: Timestamp,
         audit: Vec<AuditDraft>,
+        alert: Option<crate::AlertWrite>,
     ) -> Result<bool>;
 
     /// Whether a notice was claimed already.

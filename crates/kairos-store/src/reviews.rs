@@ -35,18 +35,23 @@ pub type ReviewUpdate = Box<dyn FnOnce(&mut Review) -> Result<Vec<AuditDraft>, R
 /// store escalates.
 pub type EscalationAudit = Box<dyn Fn(&Review) -> AuditDraft + Send + Sync>;
 
+/// The alert of one review escalating, raised in the escalation's transaction.
+pub type EscalationAlert = Box<dyn Fn(&Review) -> crate::AlertWrite + Send + Sync>;
+
 /// Persistence of after-action reviews. Every method is one transaction, its audit records
 /// sealed onto the chain inside it.
 #[async_trait]
 pub trait ReviewStore: Send + Sync {
     /// Records a break-glass request granted at once, its grant and the grant's review,
-    /// with `audit`, all in one transaction: a grant is never recorded without its review.
+    /// with `audit` and its `alert`, all in one transaction: a grant is never recorded
+    /// without its review, nor without its alert when one is given.
     async fn insert_request_with_review(
         &self,
         request: &Request,
         grant: &Grant,
         review: &Review,
         audit: Vec<AuditDraft>,
+        alert: Option<crate::AlertWrite>,
     ) -> Result<()>;
 
     async fn get_review(&self, id: &ReviewId) -> Result<Option<Review>>;
@@ -65,8 +70,8 @@ pub trait ReviewStore: Send + Sync {
     async fn update_review(&self, id: &ReviewId, update: ReviewUpdate) -> Result<Review>;
 
     /// Escalates open reviews due at or before `now` that have not escalated yet, oldest
-    /// due first, at most `limit`: sets `escalated_at = now` and appends `audit(review)`
-    /// for each, in one transaction. Each review escalates once: of several replicas
+    /// due first, at most `limit`: sets `escalated_at = now`, appends `audit(review)` and
+    /// raises `alert(review)` for each, in one transaction. Each review escalates once: of several replicas
     /// running this at once, each review is escalated by exactly one (rows are claimed
     /// with `FOR UPDATE SKIP LOCKED` on PostgreSQL, and the update is conditional).
     /// Returns the reviews it escalated, as they are now.
@@ -75,5 +80,6 @@ pub trait ReviewStore: Send + Sync {
         now: Timestamp,
         limit: u32,
         audit: EscalationAudit,
+        alert: Option<EscalationAlert>,
     ) -> Result<Vec<Review>>;
 }

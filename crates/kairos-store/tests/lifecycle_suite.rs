@@ -8,7 +8,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::sync::Arc;
 
 use kairos_domain::{
@@ -16,117 +15,28 @@ use kairos_domain::{
     GrantId, GrantState, IdentityName, Principal, Request, RequestId, RequestState, TargetName,
     Task, TaskKind, TaskRef, TeamName, Timestamp, Ttl, UserName,
 };
+use kairos_governance::{AlertDraft, AlertKind};
 use kairos_store::{
-    EndSelector, LifecycleStore, LiveGrant, OrphanRecord, Person, Role, SqlStore, Store,
-    StoredToken, User,
+    AlertFilter, AlertWrite, EndSelector, GovernanceStore, LifecycleStore, LiveGrant, OrphanRecord,
+    Person, Role, SqlStore, Store, StoredToken, User,
 };
-use sqlx::Connection;
 
-// ---- harness ---------------------------------------------------------------------------
+// ---- harness (kairos-testkit's store suite) ---------------------------------------------
 
-const DEFAULT_PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use kairos_testkit::StoreDb as Db;
 
-struct Db {
-    url: String,
-    /// The admin URL and the database's name, on PostgreSQL.
-    postgres: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
+/// Opens the case's store.
+trait Open {
+    async fn open(&self) -> SqlStore;
 }
 
-impl Db {
-    async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
-        Db {
-            url,
-            postgres: None,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Db {
-        sqlx::any::install_default_drivers();
-        let admin_url = std::env::var("KAIROS_TEST_PG").unwrap_or_else(|_| DEFAULT_PG_ADMIN.into());
-        let name = format!("kairos_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let (base, query) = match admin_url.split_once('?') {
-            Some((b, q)) => (b.to_owned(), format!("?{q}")),
-            None => (admin_url.clone(), String::new()),
-        };
-        let authority = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[authority..].find('/') {
-            Some(slash) => base[..authority + slash].to_owned(),
-            None => base,
-        };
-        Db {
-            url: format!("{base}/{name}{query}"),
-            postgres: Some((admin_url, name)),
-            _dir: None,
-        }
-    }
-
+impl Open for Db {
     async fn open(&self) -> SqlStore {
-        SqlStore::connect(&self.url).await.unwrap()
-    }
-
-    /// A plain connection for what the store never does (disabling a user).
-    async fn raw(&self) -> sqlx::AnyConnection {
-        sqlx::any::install_default_drivers();
-        sqlx::AnyConnection::connect(&self.url).await.unwrap()
-    }
-
-    async fn cleanup(&self) {
-        if let Some((admin_url, name)) = &self.postgres {
-            let mut admin = sqlx::AnyConnection::connect(admin_url).await.unwrap();
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
+        SqlStore::connect(self.url()).await.unwrap()
     }
 }
 
-/// Runs one case and drops its database whether or not the case panicked.
-async fn run<F, Fut>(db: Db, case: F)
-where
-    F: FnOnce(Arc<Db>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let db = Arc::new(db);
-    let result = tokio::spawn(case(db.clone())).await;
-    db.cleanup().await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::sqlite().await, crate::$case).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::postgres().await, crate::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+kairos_testkit::store_suite!(
     live_grants_come_with_their_request_s_facts,
     people_can_act_while_enabled_with_a_live_token,
     orphans_are_flagged_cleared_and_suspended_once,
@@ -228,6 +138,8 @@ fn facts_of(request: &Request, grant: &Grant) -> LiveGrant {
         expires_at: grant.expires_at,
         requester: request.requester.clone(),
         request_ttl: request.ttl,
+        source_ip: request.source_ip,
+        own_review_open: false,
     }
 }
 
@@ -390,7 +302,7 @@ async fn people_can_act_while_enabled_with_a_live_token(db: Arc<Db>) {
 /// clearing removes the flag with its record, once; a later orphaning is a new flag.
 async fn orphans_are_flagged_cleared_and_suspended_once(db: Arc<Db>) {
     let s = db.open().await;
-    let flag = |name: &str, detected| (orphan(name, detected), flagged(name));
+    let flag = |name: &str, detected| (orphan(name, detected), flagged(name), None);
     let first = s
         .flag_orphans(vec![flag("nightly", 0), flag("deployer", 0)], at(0))
         .await
@@ -489,20 +401,37 @@ async fn replicas_flag_an_orphan_once(db: Arc<Db>) {
         let s = s.clone();
         let detected = i64::try_from(i).unwrap();
         tasks.push(tokio::spawn(async move {
+            // Each with its alert: only the flag that lands writes one.
+            let alert = AlertWrite {
+                id: format!("alr_{i}"),
+                draft: AlertDraft::new(AlertKind::Orphaned, "nightly", "orphaned")
+                    .identity(&identity("nightly")),
+                at: at(detected),
+                audit: AuditDraft::new(AuditKind::AlertRaised, "system:governance"),
+            };
             s.flag_orphans(
-                vec![(orphan("nightly", detected), flagged("nightly"))],
+                vec![(orphan("nightly", detected), flagged("nightly"), Some(alert))],
                 at(detected),
             )
             .await
             .unwrap()
         }));
     }
-    let mut flagged_by = 0;
-    for t in tasks {
-        flagged_by += t.await.unwrap().len();
+    let mut flagged_by = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if !t.await.unwrap().is_empty() {
+            flagged_by.push(i);
+        }
     }
-    assert_eq!(flagged_by, 1);
+    assert_eq!(flagged_by.len(), 1);
     assert_eq!(audit_about(&stores[0], "nightly").await, 1);
+    let alerts = stores[0]
+        .list_alerts(&AlertFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].id, format!("alr_{}", flagged_by[0]));
+    assert_eq!(alerts[0].occurrences, 1);
     let detected = stores[0].orphans().await.unwrap()[0].detected_at;
     let mut tasks = Vec::new();
     for s in &stores {

@@ -8,117 +8,30 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::sync::Arc;
 
 use kairos_domain::{AuditDraft, AuditKind, ExceptionName, Timestamp, verify_chain};
 use kairos_store::{
-    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
-    SqlStore, Store, SubjectKind,
+    Attestation, ExceptionRotation, GovernanceStore, NewRecertification, NoticeClaim, RecertNotice,
+    RecertStore, SqlStore, Store, SubjectKind,
 };
-use sqlx::Connection;
 
-// ---- harness (as in store_suite.rs) ----------------------------------------------------
+// ---- harness (kairos-testkit's store suite) ---------------------------------------------
 
-const DEFAULT_PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use kairos_testkit::StoreDb as Db;
 
-struct Db {
-    url: String,
-    postgres: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
+/// Opens the case's store.
+trait Open {
+    async fn open(&self) -> SqlStore;
 }
 
-impl Db {
-    async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
-        Db {
-            url,
-            postgres: None,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Db {
-        sqlx::any::install_default_drivers();
-        let admin_url = std::env::var("KAIROS_TEST_PG").unwrap_or_else(|_| DEFAULT_PG_ADMIN.into());
-        let name = format!("kairos_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        Db {
-            url: with_database(&admin_url, &name),
-            postgres: Some((admin_url, name)),
-            _dir: None,
-        }
-    }
-
+impl Open for Db {
     async fn open(&self) -> SqlStore {
-        SqlStore::connect(&self.url).await.unwrap()
-    }
-
-    async fn cleanup(&self) {
-        if let Some((admin_url, name)) = &self.postgres {
-            let mut admin = sqlx::AnyConnection::connect(admin_url).await.unwrap();
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
+        SqlStore::connect(self.url()).await.unwrap()
     }
 }
 
-fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (admin_url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
-}
-
-async fn run<F, Fut>(db: Db, case: F)
-where
-    F: FnOnce(Arc<Db>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let db = Arc::new(db);
-    let result = tokio::spawn(case(db.clone())).await;
-    db.cleanup().await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::sqlite().await, crate::$case).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::postgres().await, crate::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+kairos_testkit::store_suite!(
     subjects_are_added_once_and_keep_their_first_sight,
     an_attestation_restarts_the_cycle_with_its_audit_record,
     due_dates_move_only_when_they_differ,
@@ -323,24 +236,49 @@ async fn a_notice_is_claimed_once_with_its_audit_record(db: Arc<Db>) {
     assert!(!s.recert_notice_claimed(&due).await.unwrap());
     let draft =
         || AuditDraft::new(AuditKind::RecertDue, "system:recert").identity("nightly-backup");
+    // The claim's alert commits with it; a refused claim raises nothing.
+    let alert = |id: &str, key: &str| kairos_store::AlertWrite {
+        id: id.into(),
+        draft: kairos_governance::AlertDraft::new(
+            kairos_governance::AlertKind::RecertOverdue,
+            "identity nightly-backup",
+            "overdue",
+        )
+        .dedupe_key(key),
+        at: at(76 * DAY),
+        audit: AuditDraft::new(AuditKind::AlertRaised, "system:governance"),
+    };
     assert!(
-        s.claim_recert_notice(&due, at(76 * DAY), vec![draft()])
-            .await
-            .unwrap()
+        s.claim_recert_notice(
+            &due,
+            at(76 * DAY),
+            vec![draft()],
+            Some(alert("alr_1", "k1"))
+        )
+        .await
+        .unwrap()
     );
     assert!(s.recert_notice_claimed(&due).await.unwrap());
-    // Claimed again (a later pass): refused, and no second audit record.
+    assert!(s.get_alert("alr_1").await.unwrap().is_some());
+    // Claimed again (a later pass): refused, and no second audit record nor alert.
     assert!(
-        !s.claim_recert_notice(&due, at(77 * DAY), vec![draft()])
-            .await
-            .unwrap()
+        !s.claim_recert_notice(
+            &due,
+            at(77 * DAY),
+            vec![draft()],
+            Some(alert("alr_2", "k2"))
+        )
+        .await
+        .unwrap()
     );
+    assert_eq!(s.get_alert("alr_2").await.unwrap(), None);
     // Another notice of the same cycle, and the same notice of the next cycle, are new.
     assert!(
         s.claim_recert_notice(
             &claim(RecertNotice::RecertOverdue, 90 * DAY),
             at(90 * DAY),
             vec![AuditDraft::new(AuditKind::RecertOverdue, "system:recert")],
+            None,
         )
         .await
         .unwrap()
@@ -349,7 +287,8 @@ async fn a_notice_is_claimed_once_with_its_audit_record(db: Arc<Db>) {
         s.claim_recert_notice(
             &claim(RecertNotice::RecertDue, 180 * DAY),
             at(166 * DAY),
-            vec![draft()]
+            vec![draft()],
+            None,
         )
         .await
         .unwrap()
@@ -358,6 +297,7 @@ async fn a_notice_is_claimed_once_with_its_audit_record(db: Arc<Db>) {
         audit_kinds(&s).await,
         vec![
             AuditKind::RecertDue,
+            AuditKind::AlertRaised,
             AuditKind::RecertOverdue,
             AuditKind::RecertDue
         ]
@@ -384,7 +324,7 @@ async fn replicas_claim_each_notice_once(db: Arc<Db>) {
                     AuditDraft::new(AuditKind::RecertOverdue, format!("system:replica{i}"))
                         .identity("nightly-backup"),
                 ];
-                if s.claim_recert_notice(&c, at(cycle * DAY), audit)
+                if s.claim_recert_notice(&c, at(cycle * DAY), audit, None)
                     .await
                     .unwrap()
                 {

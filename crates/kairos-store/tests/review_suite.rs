@@ -7,7 +7,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::sync::Arc;
 
 use kairos_domain::{
@@ -16,101 +15,28 @@ use kairos_domain::{
     ReviewId, ReviewState, TargetName, Task, TaskKind, TaskRef, Timestamp, Ttl, UserName,
     verify_chain,
 };
+use kairos_governance::{AlertDraft, AlertKind, IdentityState, IdentityStatus, SuspensionCause};
 use kairos_store::{
-    AuditFilter, RequestChange, ReviewFilter, ReviewStateFilter, ReviewStore, SqlStore, Store,
-    StoreError,
+    AlertFilter, AlertWrite, AuditFilter, GovernanceStore, RequestChange, ReviewFilter,
+    ReviewStateFilter, ReviewStore, SqlStore, StateChange, Store, StoreError,
 };
-use sqlx::Connection;
 
-// ---- harness (as in store_suite.rs) ---------------------------------------------------
+// ---- harness (kairos-testkit's store suite) ---------------------------------------------
 
-const DEFAULT_PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use kairos_testkit::StoreDb as Db;
 
-struct Db {
-    url: String,
-    pg: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
+/// Opens the case's store.
+trait Open {
+    async fn open(&self) -> SqlStore;
 }
 
-impl Db {
-    async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        Db {
-            url: format!("sqlite://{}", dir.path().join("kairos.db").display()),
-            pg: None,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Db {
-        sqlx::any::install_default_drivers();
-        let admin = std::env::var("KAIROS_TEST_PG").unwrap_or_else(|_| DEFAULT_PG_ADMIN.into());
-        let name = format!("kairos_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-        let base = admin.split('?').next().unwrap();
-        let base = &base[..base.rfind('/').unwrap()];
-        Db {
-            url: format!("{base}/{name}"),
-            pg: Some((admin, name)),
-            _dir: None,
-        }
-    }
-
+impl Open for Db {
     async fn open(&self) -> SqlStore {
-        SqlStore::connect(&self.url).await.unwrap()
-    }
-
-    async fn cleanup(&self) {
-        if let Some((admin, name)) = &self.pg {
-            let mut conn = sqlx::AnyConnection::connect(admin).await.unwrap();
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
+        SqlStore::connect(self.url()).await.unwrap()
     }
 }
 
-async fn run<F, Fut>(db: Db, case: F)
-where
-    F: FnOnce(Arc<Db>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let db = Arc::new(db);
-    let result = tokio::spawn(case(db.clone())).await;
-    db.cleanup().await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::sqlite().await, crate::$case).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::postgres().await, crate::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+kairos_testkit::store_suite!(
     a_break_glass_grant_and_its_review_commit_together,
     a_grant_has_one_review_and_a_failed_insert_leaves_nothing,
     reviews_are_listed_by_state_and_identity,
@@ -118,6 +44,7 @@ suite!(
     overdue_reviews_escalate_once,
     escalation_races_escalate_each_review_once,
     an_approval_opens_the_review_with_the_grant,
+    alerts_commit_with_their_event,
 );
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -206,7 +133,7 @@ async fn break_glass(s: &SqlStore, identity: &str, due: i64) -> (Request, Grant,
     let grant = grant_for(&request);
     request.grant_id = Some(grant.id.clone());
     let review = review_for(&request, &grant, due);
-    s.insert_request_with_review(&request, &grant, &review, vec![opened_audit(&review)])
+    s.insert_request_with_review(&request, &grant, &review, vec![opened_audit(&review)], None)
         .await
         .unwrap();
     (request, grant, review)
@@ -283,7 +210,13 @@ async fn a_grant_has_one_review_and_a_failed_insert_leaves_nothing(db: Arc<Db>) 
     let mut review = review_for(&request, &other_grant, HOUR);
     review.grant_id = grant.id.clone();
     let err = s
-        .insert_request_with_review(&request, &other_grant, &review, vec![opened_audit(&review)])
+        .insert_request_with_review(
+            &request,
+            &other_grant,
+            &review,
+            vec![opened_audit(&review)],
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
@@ -473,13 +406,13 @@ async fn overdue_reviews_escalate_once(db: Arc<Db>) {
 
     // Before anything is due: nothing.
     assert!(
-        s.escalate_overdue_reviews(at(HOUR - 1), 100, escalation_audit())
+        s.escalate_overdue_reviews(at(HOUR - 1), 100, escalation_audit(), None)
             .await
             .unwrap()
             .is_empty()
     );
     let escalated = s
-        .escalate_overdue_reviews(at(2 * HOUR), 100, escalation_audit())
+        .escalate_overdue_reviews(at(2 * HOUR), 100, escalation_audit(), None)
         .await
         .unwrap();
     assert_eq!(escalated.len(), 1, "{escalated:?}");
@@ -488,7 +421,7 @@ async fn overdue_reviews_escalate_once(db: Arc<Db>) {
     assert_eq!(s.get_review(&due.id).await.unwrap().unwrap(), escalated[0]);
     // Again: the escalated one does not escalate twice.
     assert!(
-        s.escalate_overdue_reviews(at(2 * HOUR + 1), 100, escalation_audit())
+        s.escalate_overdue_reviews(at(2 * HOUR + 1), 100, escalation_audit(), None)
             .await
             .unwrap()
             .is_empty()
@@ -499,7 +432,7 @@ async fn overdue_reviews_escalate_once(db: Arc<Db>) {
     );
     // The later one escalates when it is due, with a limit of one a pass.
     let next = s
-        .escalate_overdue_reviews(at(10 * HOUR), 1, escalation_audit())
+        .escalate_overdue_reviews(at(10 * HOUR), 1, escalation_audit(), None)
         .await
         .unwrap();
     assert_eq!(next.iter().map(|r| &r.id).collect::<Vec<_>>(), [&later.id]);
@@ -537,7 +470,7 @@ async fn escalation_races_escalate_each_review_once(db: Arc<Db>) {
                 let now = at(2 * HOUR + i64::try_from(i * 10 + pass).unwrap());
                 mine.extend(
                     replica
-                        .escalate_overdue_reviews(now, 7, escalation_audit())
+                        .escalate_overdue_reviews(now, 7, escalation_audit(), None)
                         .await
                         .unwrap()
                         .into_iter()
@@ -598,5 +531,222 @@ async fn an_approval_opens_the_review_with_the_grant(db: Arc<Db>) {
     assert_eq!(updated.grant_id.as_ref(), Some(&grant.id));
     assert_eq!(s.review_of_grant(&grant.id).await.unwrap().unwrap(), review);
     assert_eq!(kinds(&s, &grant.id).await, [AuditKind::ReviewOpened]);
+    s.close().await;
+}
+
+/// An alert raised at `at` by a write, with its `alert_raised` audit record.
+fn alert(id: &str, kind: AlertKind, subject: &str, when: i64) -> AlertWrite {
+    AlertWrite {
+        id: id.into(),
+        draft: AlertDraft::new(kind, subject, format!("{} about {subject}", kind.as_str())),
+        at: at(when),
+        audit: AuditDraft::new(AuditKind::AlertRaised, "system:governance")
+            .data(serde_json::json!({ "alert": id })),
+    }
+}
+
+async fn alerts_of(s: &SqlStore, kind: AlertKind) -> Vec<kairos_governance::Alert> {
+    s.list_alerts(&AlertFilter {
+        kind: Some(kind),
+        ..AlertFilter::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Break-glass grants, review escalations and identity state changes raise their alert in
+/// their own transaction: both commit, or neither (an alert that cannot be written takes
+/// its event with it, and a refused event leaves no alert); raised once per dedupe key.
+async fn alerts_commit_with_their_event(db: Arc<Db>) {
+    let s = db.open().await;
+    let audit_len = || async { s.audit_page(0, 1000).await.unwrap().len() };
+
+    // A break-glass grant with its alert: both there, the alert audited.
+    let mut request = break_glass_request("job");
+    let grant = grant_for(&request);
+    request.grant_id = Some(grant.id.clone());
+    let review = review_for(&request, &grant, HOUR);
+    let before = audit_len().await;
+    s.insert_request_with_review(
+        &request,
+        &grant,
+        &review,
+        vec![opened_audit(&review)],
+        Some(alert(
+            "alr_bg1",
+            AlertKind::BreakGlass,
+            grant.id.as_str(),
+            0,
+        )),
+    )
+    .await
+    .unwrap();
+    let opened = s.get_alert("alr_bg1").await.unwrap().unwrap();
+    assert_eq!(opened.kind, AlertKind::BreakGlass);
+    assert_eq!(opened.subject, grant.id.as_str());
+    assert_eq!(
+        audit_len().await,
+        before + 2,
+        "review_opened and alert_raised"
+    );
+
+    // A refused break-glass write (its review names a grant that has one) leaves no alert.
+    let mut refused = break_glass_request("job");
+    let refused_grant = grant_for(&refused);
+    refused.grant_id = Some(refused_grant.id.clone());
+    let mut dup = review_for(&refused, &refused_grant, HOUR);
+    dup.grant_id = grant.id.clone();
+    let err = s
+        .insert_request_with_review(
+            &refused,
+            &refused_grant,
+            &dup,
+            vec![opened_audit(&dup)],
+            Some(alert(
+                "alr_bg2",
+                AlertKind::BreakGlass,
+                refused_grant.id.as_str(),
+                0,
+            )),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.get_alert("alr_bg2").await.unwrap(), None);
+
+    // An alert that cannot be written (its id is taken) takes the grant and review with it.
+    let mut lost = break_glass_request("job");
+    let lost_grant = grant_for(&lost);
+    lost.grant_id = Some(lost_grant.id.clone());
+    let lost_review = review_for(&lost, &lost_grant, HOUR);
+    let before = audit_len().await;
+    assert!(
+        s.insert_request_with_review(
+            &lost,
+            &lost_grant,
+            &lost_review,
+            vec![opened_audit(&lost_review)],
+            Some(alert(
+                "alr_bg1",
+                AlertKind::BreakGlass,
+                lost_grant.id.as_str(),
+                0
+            )),
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(s.get_request(&lost.id).await.unwrap(), None);
+    assert_eq!(s.get_grant(&lost_grant.id).await.unwrap(), None);
+    assert_eq!(s.get_review(&lost_review.id).await.unwrap(), None);
+    assert_eq!(audit_len().await, before);
+    assert_eq!(alerts_of(&s, AlertKind::BreakGlass).await, vec![opened]);
+
+    // Escalation: each escalated review's alert in the escalation's write, once.
+    let escalation_alert = || -> kairos_store::EscalationAlert {
+        Box::new(|r: &Review| {
+            alert(
+                &format!("alr_{}", r.id.as_str()),
+                AlertKind::ReviewOverdue,
+                r.id.as_str(),
+                2 * HOUR,
+            )
+        })
+    };
+    let escalated = s
+        .escalate_overdue_reviews(
+            at(2 * HOUR),
+            100,
+            escalation_audit(),
+            Some(escalation_alert()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        escalated.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&review.id]
+    );
+    let overdue = alerts_of(&s, AlertKind::ReviewOverdue).await;
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(overdue[0].subject, review.id.as_str());
+    assert_eq!(overdue[0].occurrences, 1);
+    assert!(
+        s.escalate_overdue_reviews(
+            at(3 * HOUR),
+            100,
+            escalation_audit(),
+            Some(escalation_alert())
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    assert_eq!(alerts_of(&s, AlertKind::ReviewOverdue).await, overdue);
+
+    // A suspension: its alert knows the grants it ended; a change refused (the state is
+    // not one of `from`) raises nothing.
+    let suspend = |id: &'static str, from: Vec<IdentityState>| StateChange {
+        to: IdentityStatus {
+            identity: IdentityName::parse("job").unwrap(),
+            state: IdentityState::Suspended,
+            cause: Some(SuspensionCause::Manual),
+            reason: "looked odd".into(),
+            by: "user:olga".into(),
+            since: at(4 * HOUR),
+        },
+        from,
+        end: Some(kairos_domain::GrantEnd {
+            reason: kairos_domain::EndReason::Suspended,
+            by: Principal::User(UserName::parse("olga").unwrap()),
+            at: at(4 * HOUR),
+        }),
+        audit: vec![AuditDraft::new(AuditKind::IdentitySuspended, "user:olga").identity("job")],
+        alert: Some(Box::new(move |ended: &[Grant]| {
+            let mut a = alert(id, AlertKind::IdentitySuspended, "job", 4 * HOUR);
+            a.draft.detail = serde_json::json!({ "grants_ended": ended.len() });
+            a
+        })),
+    };
+    assert!(
+        s.change_identity_state(suspend("alr_none", vec![IdentityState::Suspended]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.get_alert("alr_none").await.unwrap(), None);
+    let ended = s
+        .change_identity_state(suspend("alr_sus", vec![IdentityState::Active]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.len(), 1, "the break-glass grant");
+    let suspended = s.get_alert("alr_sus").await.unwrap().unwrap();
+    assert_eq!(suspended.detail["grants_ended"], 1);
+
+    // The same dedupe key while the first is unresolved: one more occurrence, no new alert.
+    let mut again = break_glass_request("job");
+    let again_grant = grant_for(&again);
+    again.grant_id = Some(again_grant.id.clone());
+    let again_review = review_for(&again, &again_grant, HOUR);
+    s.insert_request_with_review(
+        &again,
+        &again_grant,
+        &again_review,
+        vec![opened_audit(&again_review)],
+        Some(alert(
+            "alr_bg3",
+            AlertKind::BreakGlass,
+            grant.id.as_str(),
+            5 * HOUR,
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get_alert("alr_bg3").await.unwrap(), None);
+    let repeated = alerts_of(&s, AlertKind::BreakGlass).await;
+    assert_eq!(repeated.len(), 1, "{repeated:?}");
+    assert_eq!(repeated[0].id, "alr_bg1");
+    assert_eq!(repeated[0].occurrences, 2);
+    assert!(verify_chain(&s.audit_page(0, 1000).await.unwrap()).is_ok());
     s.close().await;
 }

@@ -7,7 +7,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::sync::Arc;
 
 use kairos_domain::{
@@ -24,121 +23,22 @@ use kairos_store::{
 };
 use sqlx::Connection;
 
-// ---- harness ---------------------------------------------------------------------------
+// ---- harness (kairos-testkit's store suite) ---------------------------------------------
 
-const DEFAULT_PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use kairos_testkit::StoreDb as Db;
 
-/// A fresh, empty database and the URL to open it.
-struct Db {
-    url: String,
-    postgres: Option<PgDatabase>,
-    _dir: Option<tempfile::TempDir>,
+/// Opens the case's store.
+trait Open {
+    async fn open(&self) -> SqlStore;
 }
 
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl Db {
-    async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
-        Db {
-            url,
-            postgres: None,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Db {
-        sqlx::any::install_default_drivers();
-        let admin_url = std::env::var("KAIROS_TEST_PG").unwrap_or_else(|_| DEFAULT_PG_ADMIN.into());
-        let name = format!("kairos_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        Db {
-            url: with_database(&admin_url, &name),
-            postgres: Some(PgDatabase { admin_url, name }),
-            _dir: None,
-        }
-    }
-
+impl Open for Db {
     async fn open(&self) -> SqlStore {
-        SqlStore::connect(&self.url).await.unwrap()
-    }
-
-    /// A plain connection for what the store never does (tampering).
-    async fn raw(&self) -> sqlx::AnyConnection {
-        sqlx::any::install_default_drivers();
-        sqlx::AnyConnection::connect(&self.url).await.unwrap()
-    }
-
-    async fn cleanup(&self) {
-        if let Some(pg) = &self.postgres {
-            let mut admin = sqlx::AnyConnection::connect(&pg.admin_url).await.unwrap();
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
+        SqlStore::connect(self.url()).await.unwrap()
     }
 }
 
-/// `admin_url` with its database replaced by `name`.
-fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (admin_url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
-}
-
-/// Runs one case and drops its database whether or not the case panicked.
-async fn run<F, Fut>(db: Db, case: F)
-where
-    F: FnOnce(Arc<Db>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let db = Arc::new(db);
-    let result = tokio::spawn(case(db.clone())).await;
-    db.cleanup().await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::sqlite().await, crate::$case).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Db::postgres().await, crate::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+kairos_testkit::store_suite!(
     request_round_trips_every_field,
     config_save_ends_its_orphans,
     lists_filter_requests_and_grants,
@@ -2055,7 +1955,7 @@ async fn grant_updates_in_one_batch_fail_alone(db: Arc<Db>) {
 
     // Hold the store so the updates queue up behind the writer's first batch.
     let mut holder = db.raw().await;
-    let hold: &[&str] = if db.postgres.is_some() {
+    let hold: &[&str] = if db.is_postgres() {
         &["BEGIN", "SELECT id FROM grants FOR UPDATE"]
     } else {
         &["BEGIN IMMEDIATE"]
@@ -2742,6 +2642,7 @@ async fn identity_states_change_once_and_end_the_identity_s_grants(db: Arc<Db>) 
         from: vec![Active],
         end: Some(end_by(EndReason::Suspended, offset)),
         audit: vec![AuditDraft::new(AuditKind::IdentitySuspended, "user:oscar").identity("svc")],
+        alert: None,
     };
     let (x, y) = tokio::join!(
         a.change_identity_state(change(10)),
@@ -2790,6 +2691,7 @@ async fn identity_states_change_once_and_end_the_identity_s_grants(db: Arc<Db>) 
         from: vec![Suspended],
         end: None,
         audit: vec![AuditDraft::new(AuditKind::IdentityResumed, "user:oscar").identity("svc")],
+        alert: None,
     };
     assert_eq!(
         a.change_identity_state(resume).await.unwrap(),
@@ -2800,6 +2702,7 @@ async fn identity_states_change_once_and_end_the_identity_s_grants(db: Arc<Db>) 
         from: vec![Active, Suspended],
         end: Some(end_by(EndReason::Retired, 30)),
         audit: Vec::new(),
+        alert: None,
     };
     assert!(a.change_identity_state(retire).await.unwrap().is_some());
     let all = a.identity_states().await.unwrap();

@@ -2,12 +2,17 @@
 //!
 //! [`PrivatePg`]: a PostgreSQL cluster a test owns alone and may stop, start or kill
 //! (`initdb` + `pg_ctl` from `pg_config --bindir`), on a free port under a temporary
-//! directory, torn down when dropped (even when the test panics). The machine's shared
-//! PostgreSQL is never touched. [`Certificates`]: a CA and a server certificate, for
-//! servers that speak TLS.
+//! directory, torn down when dropped (even when the test panics); it never touches the
+//! machine's shared PostgreSQL. [`Certificates`]: a CA and a server certificate, for
+//! servers that speak TLS. [`StoreDb`] and [`store_suite!`]: each store-suite case on a
+//! fresh SQLite file and on a PostgreSQL database of its own.
 
 // Test support: a failed setup step is a failed test, said loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod store_db;
+
+pub use store_db::{StoreDb, run_case};
 
 use std::os::unix::fs::{MetadataExt, chown};
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! Alerts: raised by the rules, read and handled by people.
 
-use kairos_domain::{AuditDraft, AuditKind, IdentityName, Principal};
+use kairos_domain::{AuditDraft, AuditKind, IdentityName, Principal, Timestamp};
 use kairos_governance::{Alert, AlertDraft, AlertKind, AlertState};
-use kairos_store::{AlertFilter, Raised, Role};
+use kairos_store::{AlertFilter, AlertWrite, Raised, Role};
 
 use crate::{Broker, BrokerError, Caller, Result};
 
@@ -17,33 +17,67 @@ pub struct AlertQuery {
     pub limit: Option<u32>,
 }
 
+/// An alert to raise at `now`, with a fresh id and its `alert_raised` audit record: for
+/// [`Broker::raise_alert`], or for a store write that raises it with the event it reports.
+pub(crate) fn alert_write(draft: AlertDraft, now: Timestamp) -> AlertWrite {
+    let id = format!("alr_{}", uuid::Uuid::now_v7().simple());
+    let mapping = draft.kind.mapping();
+    let mut audit = AuditDraft::new(AuditKind::AlertRaised, Principal::System("governance")).data(
+        serde_json::json!({
+            "alert": id,
+            "kind": draft.kind.as_str(),
+            "subject": draft.subject,
+            "message": draft.message,
+            "owasp_nhi": mapping.nhi.id(),
+            "nist_csf": mapping.csf.iter().map(|c| c.id()).collect::<Vec<_>>(),
+        }),
+    );
+    if let Some(identity) = &draft.identity {
+        audit = audit.identity(identity);
+    }
+    AlertWrite {
+        id,
+        draft,
+        at: now,
+        audit,
+    }
+}
+
 impl Broker {
     /// Opens an alert (or counts another occurrence of the same unresolved one), logs
     /// it, and moves the `kairos_alerts_open` gauge. A failure to record it is returned:
     /// an alert is never dropped silently.
     pub async fn raise_alert(&self, draft: AlertDraft) -> Result<Raised> {
-        let now = self.now();
-        let id = format!("alr_{}", uuid::Uuid::now_v7().simple());
-        let mapping = draft.kind.mapping();
-        let mut audit = AuditDraft::new(AuditKind::AlertRaised, Principal::System("governance"))
-            .data(serde_json::json!({
-                "alert": id,
-                "kind": draft.kind.as_str(),
-                "subject": draft.subject,
-                "message": draft.message,
-                "owasp_nhi": mapping.nhi.id(),
-                "nist_csf": mapping.csf.iter().map(|c| c.id()).collect::<Vec<_>>(),
-            }));
-        if let Some(identity) = &draft.identity {
-            audit = audit.identity(identity);
-        }
-        let raised = self.store.raise_alert(&id, &draft, now, audit).await?;
+        let w = alert_write(draft, self.now());
+        let raised = self
+            .store
+            .raise_alert(&w.id, &w.draft, w.at, w.audit)
+            .await?;
         if let Raised::Opened(alert) = &raised {
-            tracing::warn!(alert = %alert.id, kind = %alert.kind, subject = %alert.subject,
-                message = %alert.message, "alert raised");
-            self.metrics.alert_opened(alert.kind);
+            self.alert_opened(alert);
         }
         Ok(raised)
+    }
+
+    /// After a store write that carried the alert with this id committed: when that
+    /// alert opened (rather than counting one more occurrence of an unresolved one with
+    /// its dedupe key, which keeps its own id), it is logged and counted. The alert is
+    /// stored whatever this read does; a failed read only leaves the metrics short, and
+    /// says so in the log.
+    pub(crate) async fn alert_committed(&self, id: &str) {
+        match self.store.get_alert(id).await {
+            Ok(Some(alert)) => self.alert_opened(&alert),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(alert = id, error = %e, "could not read back an alert written with its event; kairos_alerts_raised_total may be short by one");
+            }
+        }
+    }
+
+    fn alert_opened(&self, alert: &Alert) {
+        tracing::warn!(alert = %alert.id, kind = %alert.kind, subject = %alert.subject,
+            message = %alert.message, "alert raised");
+        self.metrics.alert_opened(alert.kind);
     }
 
     /// Resolves the unresolved alert with this dedupe key, if there is one: what it

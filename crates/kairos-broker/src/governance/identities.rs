@@ -2,8 +2,11 @@
 
 use kairos_domain::{AuditDraft, AuditKind, EndReason, Grant, GrantEnd, IdentityName, Principal};
 use kairos_governance::{AlertDraft, AlertKind, IdentityState, IdentityStatus, SuspensionCause};
-use kairos_store::StateChange;
+use std::sync::{Arc, Mutex};
 
+use kairos_store::{StateAlert, StateChange};
+
+use super::alerts::alert_write;
 use crate::{Broker, BrokerError, Result};
 
 /// What a state change did.
@@ -120,6 +123,29 @@ impl Broker {
                 "cause": cause.as_str(),
                 "reason": reason,
             }));
+        // The alert is raised in the change's transaction, knowing what it ended.
+        let alert_id: Arc<Mutex<Option<String>>> = Arc::default();
+        let written = Arc::clone(&alert_id);
+        let (alerted, reason_text) = (name.clone(), reason.to_owned());
+        let alert: StateAlert = Box::new(move |ended: &[Grant]| {
+            let message = format!(
+                "identity {alerted} is {to} ({cause}): {reason_text}; {} live grant(s) ended",
+                ended.len()
+            );
+            let draft = AlertDraft::new(AlertKind::IdentitySuspended, alerted.as_str(), message)
+                .identity(&alerted)
+                .dedupe_key(format!("identity_suspended:{alerted}:{}", now.as_millis()))
+                .detail(serde_json::json!({
+                    "state": to.as_str(),
+                    "cause": cause.as_str(),
+                    "grants_ended": ended.len(),
+                }));
+            let w = alert_write(draft, now);
+            if let Ok(mut id) = written.lock() {
+                *id = Some(w.id.clone());
+            }
+            w
+        });
         let change = StateChange {
             to: status.clone(),
             from,
@@ -129,6 +155,7 @@ impl Broker {
                 at: now,
             }),
             audit: vec![audit],
+            alert: Some(alert),
         };
         let Some(ended) = self.store.change_identity_state(change).await? else {
             let current = self.identity_status(name).await?;
@@ -142,21 +169,10 @@ impl Broker {
         self.refresh_identity_states().await?;
         tracing::warn!(identity = %name, state = %to, cause = %cause, ended = ended.len(),
             "identity left active; its grants are being revoked");
-        let message = format!(
-            "identity {name} is {to} ({cause}): {reason}; {} live grant(s) ended",
-            ended.len()
-        );
-        self.raise_alert(
-            AlertDraft::new(AlertKind::IdentitySuspended, name.as_str(), message)
-                .identity(name)
-                .dedupe_key(format!("identity_suspended:{name}:{}", now.as_millis()))
-                .detail(serde_json::json!({
-                    "state": to.as_str(),
-                    "cause": cause.as_str(),
-                    "grants_ended": ended.len(),
-                })),
-        )
-        .await?;
+        let written = alert_id.lock().map(|id| id.clone()).unwrap_or_default();
+        if let Some(id) = written {
+            self.alert_committed(&id).await;
+        }
         Ok(StateOutcome { status, ended })
     }
 
@@ -211,6 +227,7 @@ impl Broker {
             from: vec![IdentityState::Suspended],
             end: None,
             audit: vec![audit],
+            alert: None,
         };
         if self.store.change_identity_state(change).await?.is_none() {
             return Err(BrokerError::Conflict(format!(

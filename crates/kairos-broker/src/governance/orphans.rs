@@ -15,6 +15,7 @@ use kairos_governance::owners::{self, OrphanFlag, OrphanStep, People, PersonFact
 use kairos_governance::{AlertDraft, AlertKind, IdentityState, SuspensionCause};
 use kairos_store::{OrphanRecord, Role};
 
+use super::alerts::alert_write;
 use crate::{Broker, BrokerError, Result};
 
 /// What one orphan pass did.
@@ -151,6 +152,7 @@ impl Broker {
                 OrphanAction::Suspend => "suspend",
                 OrphanAction::Flag => "flag",
             };
+            let mut alert_ids: BTreeMap<IdentityName, String> = BTreeMap::new();
             let drafts = to_flag
                 .iter()
                 .map(|(name, team)| {
@@ -169,7 +171,31 @@ impl Broker {
                             "grace_ends": owners::grace_ends(now, grace).to_rfc3339(),
                             "orphan_action": action,
                         }));
-                    (record, audit)
+                    // The flag's alert, written with it (only if this pass flags it).
+                    let then = match settings.orphan_action {
+                        OrphanAction::Suspend => format!(
+                            "it will be suspended at {} unless an owner can act again",
+                            owners::grace_ends(now, grace).to_rfc3339()
+                        ),
+                        OrphanAction::Flag => {
+                            "it stays flagged (orphan_action = \"flag\")".into()
+                        }
+                    };
+                    let alert = alert_write(
+                        AlertDraft::new(
+                            AlertKind::Orphaned,
+                            name.as_str(),
+                            format!(
+                                "identity {name} is orphaned: team {team} has no active owner (an owner who is a user with a live API token); {then}"
+                            ),
+                        )
+                        .identity(name)
+                        .dedupe_key(alert_key(name))
+                        .detail(serde_json::json!({ "team": team })),
+                        now,
+                    );
+                    alert_ids.insert(name.clone(), alert.id.clone());
+                    (record, audit, Some(alert))
                 })
                 .collect();
             let teams: BTreeMap<&IdentityName, &TeamName> =
@@ -177,27 +203,10 @@ impl Broker {
             report.flagged = self.store.flag_orphans(drafts, now).await?;
             for name in &report.flagged {
                 let team = teams.get(name).map_or("?", |t| t.as_str());
-                let then = match settings.orphan_action {
-                    OrphanAction::Suspend => format!(
-                        "it will be suspended at {} unless an owner can act again",
-                        owners::grace_ends(now, grace).to_rfc3339()
-                    ),
-                    OrphanAction::Flag => "it stays flagged (orphan_action = \"flag\")".into(),
-                };
                 tracing::warn!(identity = %name, team, "identity orphaned: its team has no active owner");
-                self.raise_alert(
-                    AlertDraft::new(
-                        AlertKind::Orphaned,
-                        name.as_str(),
-                        format!(
-                            "identity {name} is orphaned: team {team} has no active owner (an owner who is a user with a live API token); {then}"
-                        ),
-                    )
-                    .identity(name)
-                    .dedupe_key(alert_key(name))
-                    .detail(serde_json::json!({ "team": team })),
-                )
-                .await?;
+                if let Some(id) = alert_ids.get(name) {
+                    self.alert_committed(id).await;
+                }
             }
         }
         if !to_clear.is_empty() {

@@ -11,18 +11,24 @@
 //! policies would send to approvals was granted or approved under the old ones, and
 //! approval requirements are not retroactive.
 //!
+//! The context is the one the grant was decided with, as far as it is known: `break_glass`
+//! from the entitlement, `source_ip` the address its request came from, and
+//! `open_reviews` the identity's open after-action reviews as they are now, **less the
+//! grant's own**: its request was decided before its review existed, so counting it would
+//! end every live break-glass grant under a policy that allows one open review at a time.
+//!
 //! Cost: nothing is read unless the new catalog can change a decision (its policies or
 //! tier caps differ, or an identity's or entitlement's facts that policy sees); then the
 //! live grants are read once, with their request's facts in the same query, and only those
 //! of changed identities or entitlements are decided when the policies are the same.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kairos_config::Catalog;
 use kairos_domain::{
     Decision, DecisionOutcome, EndReason, EntitlementName, IdentityName, Timestamp, Ttl,
 };
-use kairos_policy::{PolicyAction, PolicyInput};
+use kairos_policy::{Circumstances, PolicyAction, PolicyInput};
 use kairos_store::LiveGrant;
 
 use crate::apply::EndingGrant;
@@ -100,8 +106,10 @@ fn lifetime(issued_at: Timestamp, expires_at: Timestamp) -> Option<Ttl> {
 }
 
 /// Why the new catalog's policies deny `g`, or None when they do not (or when the grant
-/// no longer stands on the catalog at all: it ends as removed).
-pub fn denied(new: &Catalog, g: &LiveGrant) -> Result<Option<String>> {
+/// no longer stands on the catalog at all: it ends as removed). `open_reviews` is the
+/// identity's open after-action reviews now, the grant's own included when it is open
+/// (it is left out here).
+pub fn denied(new: &Catalog, g: &LiveGrant, open_reviews: u32) -> Result<Option<String>> {
     let (Some(identity), Some(entitlement)) =
         (new.identity(&g.identity), new.entitlement(&g.entitlement))
     else {
@@ -110,6 +118,11 @@ pub fn denied(new: &Catalog, g: &LiveGrant) -> Result<Option<String>> {
     if entitlement.target != g.target {
         return Ok(None);
     }
+    let circumstances = Circumstances {
+        source_ip: g.source_ip,
+        break_glass: entitlement.break_glass,
+        open_reviews: open_reviews.saturating_sub(u32::from(g.own_review_open)),
+    };
     let decide = |action: PolicyAction, ttl: Ttl| -> Result<Decision> {
         new.policies()
             .decide(&PolicyInput {
@@ -119,11 +132,7 @@ pub fn denied(new: &Catalog, g: &LiveGrant) -> Result<Option<String>> {
                 ttl,
                 task: g.task.clone(),
                 requester: g.requester.clone(),
-                // What the request's own moment knew (its source address, open reviews)
-                // is not kept with the grant: decided as a request that says nothing of
-                // them. (A break-glass entitlement's flag belongs here once entitlements
-                // carry it.)
-                circumstances: Default::default(),
+                circumstances: circumstances.clone(),
             })
             .map_err(BrokerError::internal)
     };
@@ -174,9 +183,19 @@ impl Broker {
         let read = started.elapsed();
         let mut out = Vec::new();
         let mut decided = 0_usize;
+        // Each identity's open reviews, read once, and only when the policies look.
+        let mut reviews: BTreeMap<IdentityName, u32> = BTreeMap::new();
         for g in live.into_iter().filter(|g| scope.covers(g)) {
             decided += 1;
-            if let Some(because) = denied(new, &g)? {
+            let open_reviews = match reviews.get(&g.identity) {
+                Some(n) => *n,
+                None => {
+                    let n = self.open_reviews_for_policy(new, &g.identity).await?;
+                    reviews.insert(g.identity.clone(), n);
+                    n
+                }
+            };
+            if let Some(because) = denied(new, &g, open_reviews)? {
                 out.push(EndingGrant {
                     grant: g.grant,
                     identity: g.identity,

@@ -31,6 +31,7 @@ use kairos_store::{
     Role, SubjectKind,
 };
 
+use super::alerts::alert_write;
 use crate::{Broker, BrokerError, Caller, Result};
 
 /// The actor of what the recertification pass does.
@@ -647,7 +648,7 @@ impl Broker {
             }));
         let opened = self
             .store
-            .claim_recert_notice(&claim, now, vec![audit])
+            .claim_recert_notice(&claim, now, vec![audit], None)
             .await?;
         if opened {
             tracing::info!(kind = s.kind.as_str(), subject = %s.name, team = %s.team, due = %e.due_at, "recertification due: the owners' review is open");
@@ -672,39 +673,42 @@ impl Broker {
                 "due_at": e.due_at.to_rfc3339(),
                 "attest_with": attest_command(s),
             }));
+        let consequence = match s.kind {
+            SubjectKind::Identity => "it is suspended until an owner attests",
+            SubjectKind::Exception => "flagged until an owner attests",
+        };
+        let alert = alert_write(
+            AlertDraft::new(
+                AlertKind::RecertOverdue,
+                format!("{} {}", s.kind.as_str(), s.name),
+                format!(
+                    "the recertification of {} {} (team {}) was due at {}; {consequence}: `{}`",
+                    s.kind.as_str(),
+                    s.name,
+                    s.team,
+                    e.due_at,
+                    attest_command(s)
+                ),
+            )
+            .identity(&s.identity)
+            .dedupe_key(overdue_key(s.kind, &s.name, e.due_at))
+            .detail(serde_json::json!({
+                "subject_kind": s.kind.as_str(),
+                "subject": s.name,
+                "team": s.team,
+                "due_at": e.due_at.to_rfc3339(),
+            })),
+            now,
+        );
+        let alert_id = alert.id.clone();
+        // The notice and its alert commit together.
         let claimed = self
             .store
-            .claim_recert_notice(&claim, now, vec![audit])
+            .claim_recert_notice(&claim, now, vec![audit], Some(alert))
             .await?;
         if claimed {
             tracing::warn!(kind = s.kind.as_str(), subject = %s.name, team = %s.team, due = %e.due_at, "recertification overdue");
-            let consequence = match s.kind {
-                SubjectKind::Identity => "it is suspended until an owner attests",
-                SubjectKind::Exception => "flagged until an owner attests",
-            };
-            self.raise_alert(
-                AlertDraft::new(
-                    AlertKind::RecertOverdue,
-                    format!("{} {}", s.kind.as_str(), s.name),
-                    format!(
-                        "the recertification of {} {} (team {}) was due at {}; {consequence}: `{}`",
-                        s.kind.as_str(),
-                        s.name,
-                        s.team,
-                        e.due_at,
-                        attest_command(s)
-                    ),
-                )
-                .identity(&s.identity)
-                .dedupe_key(overdue_key(s.kind, &s.name, e.due_at))
-                .detail(serde_json::json!({
-                    "subject_kind": s.kind.as_str(),
-                    "subject": s.name,
-                    "team": s.team,
-                    "due_at": e.due_at.to_rfc3339(),
-                })),
-            )
-            .await?;
+            self.alert_committed(&alert_id).await;
         }
         Ok(claimed)
     }
@@ -740,45 +744,48 @@ impl Broker {
                 "finding": finding.as_str(),
                 "since": finding.cycle().to_rfc3339(),
             }));
+        let (alert_kind, message) = match finding {
+            ExceptionFinding::RotationOverdue { due_at } => (
+                AlertKind::ExceptionRotationOverdue,
+                format!(
+                    "the static secret of exception {} ({}) was due for rotation at {due_at}; rotate it and record it with `kairos exception rotated {}`",
+                    exception.name, exception.system, exception.name
+                ),
+            ),
+            ExceptionFinding::Expired { ended_at } => (
+                AlertKind::ExceptionExpired,
+                format!(
+                    "exception {} ({}) ended at {ended_at}: the static secret should be gone; remove it and the exception, or extend `ends` with a reason",
+                    exception.name, exception.system
+                ),
+            ),
+        };
+        let alert = alert_write(
+            AlertDraft::new(alert_kind, format!("exception {}", exception.name), message)
+                .identity(&exception.identity)
+                .dedupe_key(format!(
+                    "{}:{}:{}",
+                    alert_kind.as_str(),
+                    exception.name,
+                    finding.cycle().as_millis()
+                ))
+                .detail(serde_json::json!({
+                    "exception": exception.name,
+                    "team": exception.owner,
+                    "system": exception.system,
+                    "since": finding.cycle().to_rfc3339(),
+                })),
+            now,
+        );
+        let alert_id = alert.id.clone();
+        // The flag and its alert commit together.
         let flagged = self
             .store
-            .claim_recert_notice(&claim, now, vec![audit])
+            .claim_recert_notice(&claim, now, vec![audit], Some(alert))
             .await?;
         if flagged {
             tracing::warn!(exception = %exception.name, team = %exception.owner, finding = finding.as_str(), since = %finding.cycle(), "standing exception flagged");
-            let (alert, message) = match finding {
-                ExceptionFinding::RotationOverdue { due_at } => (
-                    AlertKind::ExceptionRotationOverdue,
-                    format!(
-                        "the static secret of exception {} ({}) was due for rotation at {due_at}; rotate it and record it with `kairos exception rotated {}`",
-                        exception.name, exception.system, exception.name
-                    ),
-                ),
-                ExceptionFinding::Expired { ended_at } => (
-                    AlertKind::ExceptionExpired,
-                    format!(
-                        "exception {} ({}) ended at {ended_at}: the static secret should be gone; remove it and the exception, or extend `ends` with a reason",
-                        exception.name, exception.system
-                    ),
-                ),
-            };
-            self.raise_alert(
-                AlertDraft::new(alert, format!("exception {}", exception.name), message)
-                    .identity(&exception.identity)
-                    .dedupe_key(format!(
-                        "{}:{}:{}",
-                        alert.as_str(),
-                        exception.name,
-                        finding.cycle().as_millis()
-                    ))
-                    .detail(serde_json::json!({
-                        "exception": exception.name,
-                        "team": exception.owner,
-                        "system": exception.system,
-                        "since": finding.cycle().to_rfc3339(),
-                    })),
-            )
-            .await?;
+            self.alert_committed(&alert_id).await;
         }
         Ok(flagged)
     }

@@ -5,18 +5,21 @@
 //! The rules are `kairos_governance::breakglass`; the rows are the store's
 //! ([`kairos_store::ReviewStore`]). This file loads, calls the rule, writes, and tells.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kairos_config::{Catalog, Entitlement};
 use kairos_domain::{
     AuditDraft, AuditKind, Filing, Grant, IdentityName, Principal, Request, Review, ReviewId,
-    ReviewState, Task, UserName,
+    ReviewState, Task, Timestamp, UserName,
 };
 pub use kairos_governance::breakglass::ReviewStatus;
 use kairos_governance::breakglass::{self, FilingAuthority};
 use kairos_governance::{AlertDraft, AlertKind};
-use kairos_store::{ReviewFilter, Role};
+use kairos_store::{AlertWrite, ReviewFilter, Role};
 
+use super::alerts::alert_write;
 use crate::{Broker, BrokerError, Caller, Result};
 
 /// Reviews escalated by one pass at most; a larger backlog takes several passes.
@@ -110,38 +113,11 @@ impl Broker {
         (review, audit)
     }
 
-    /// Says out loud that break-glass access was granted: a `break_glass` alert, at once
-    /// (after the grant and its review committed), and a warning in the log.
-    pub(crate) async fn break_glass_granted(&self, review: &Review, grant: &Grant) {
-        let alert = AlertDraft::new(
-            AlertKind::BreakGlass,
-            grant.id.to_string(),
-            format!(
-                "break-glass access to {} was granted to {} (requested by {}) for incident {}; after-action review {} is open until an owner of its team files it (`kairos review file {}`)",
-                review.entitlement,
-                review.identity,
-                review.requester,
-                review.task_ref,
-                review.id,
-                review.id
-            ),
-        )
-        .identity(&review.identity)
-        .detail(serde_json::json!({
-            "review": review.id,
-            "grant": grant.id.to_string(),
-            "request": review.request_id.to_string(),
-            "entitlement": review.entitlement,
-            "requester": review.requester,
-            "incident": review.task_ref,
-            "expires_at": grant.expires_at.to_rfc3339(),
-            "review_due_at": review.due_at.to_rfc3339(),
-        }));
-        // The grant and its review are written; an alert that fails to be recorded is
-        // logged loudly rather than taking back the access an incident needs.
-        if let Err(e) = self.raise_alert(alert).await {
-            tracing::error!(error = %e, review = %review.id, "could not raise the break_glass alert");
-        }
+    /// Says out loud that break-glass access was granted: the `break_glass` alert with
+    /// id `alert` was written with the grant and its review (see [`break_glass_alert`]);
+    /// it is logged and counted, with a warning.
+    pub(crate) async fn break_glass_granted(&self, review: &Review, grant: &Grant, alert: &str) {
+        self.alert_committed(alert).await;
         tracing::warn!(
             review = %review.id,
             grant = %grant.id,
@@ -326,12 +302,11 @@ impl Broker {
                     "overdue_by_secs": now.since(r.due_at).as_secs(),
                 }))
         });
-        let escalated = self
-            .store
-            .escalate_overdue_reviews(now, ESCALATIONS_PER_PASS, audit)
-            .await?;
-        for review in &escalated {
-            let alert = AlertDraft::new(
+        // The alert ids the escalation wrote, by review, to count those that opened.
+        let ids: Arc<Mutex<BTreeMap<ReviewId, String>>> = Arc::default();
+        let written = Arc::clone(&ids);
+        let alert = Box::new(move |review: &Review| {
+            let draft = AlertDraft::new(
                 AlertKind::ReviewOverdue,
                 review.id.to_string(),
                 format!(
@@ -350,7 +325,21 @@ impl Broker {
                 "grant": review.grant_id.to_string(),
                 "due_at": review.due_at.to_rfc3339(),
             }));
-            self.raise_alert(alert).await?;
+            let w = alert_write(draft, now);
+            if let Ok(mut ids) = written.lock() {
+                ids.insert(review.id.clone(), w.id.clone());
+            }
+            w
+        });
+        let escalated = self
+            .store
+            .escalate_overdue_reviews(now, ESCALATIONS_PER_PASS, audit, Some(alert))
+            .await?;
+        let ids = ids.lock().map(|ids| ids.clone()).unwrap_or_default();
+        for review in &escalated {
+            if let Some(id) = ids.get(&review.id) {
+                self.alert_committed(id).await;
+            }
             tracing::warn!(
                 review = %review.id,
                 identity = %review.identity,
@@ -361,4 +350,34 @@ impl Broker {
         }
         Ok(ReviewPass { escalated })
     }
+}
+
+/// The `break_glass` alert of a break-glass grant and its review, raised at `now` in the
+/// transaction that writes them: an incident's access and its alarm commit together.
+pub(crate) fn break_glass_alert(review: &Review, grant: &Grant, now: Timestamp) -> AlertWrite {
+    let draft = AlertDraft::new(
+        AlertKind::BreakGlass,
+        grant.id.to_string(),
+        format!(
+            "break-glass access to {} was granted to {} (requested by {}) for incident {}; after-action review {} is open until an owner of its team files it (`kairos review file {}`)",
+            review.entitlement,
+            review.identity,
+            review.requester,
+            review.task_ref,
+            review.id,
+            review.id
+        ),
+    )
+    .identity(&review.identity)
+    .detail(serde_json::json!({
+        "review": review.id,
+        "grant": grant.id.to_string(),
+        "request": review.request_id.to_string(),
+        "entitlement": review.entitlement,
+        "requester": review.requester,
+        "incident": review.task_ref,
+        "expires_at": grant.expires_at.to_rfc3339(),
+        "review_due_at": review.due_at.to_rfc3339(),
+    }));
+    alert_write(draft, now)
 }

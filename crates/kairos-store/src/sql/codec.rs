@@ -555,6 +555,11 @@ pub(super) fn live_grant_from_row(row: &impl Columns) -> Result<crate::LiveGrant
         request_ttl: u64::try_from(ttl_secs)
             .map_err(|e| r.corrupt("ttl_secs", e))
             .and_then(|s| Ttl::from_secs(s).map_err(|e| r.corrupt("ttl_secs", e)))?,
+        source_ip: match r.opt_text("source_ip")? {
+            None => None,
+            Some(ip) => Some(ip.parse().map_err(|e| r.corrupt("source_ip", e))?),
+        },
+        own_review_open: r.int("own_open_reviews")? > 0,
     })
 }
 

@@ -11,7 +11,7 @@ use super::db::{Db, RunIn};
 use super::filter::Filter;
 use super::writer::Ctx;
 use super::{SqlStore, grants};
-use crate::{AlertFilter, EndSelector, Raised, Result, StateChange, StoreError};
+use crate::{AlertFilter, AlertWrite, EndSelector, Raised, Result, StateChange, StoreError};
 
 pub(super) async fn identity_states(store: &SqlStore) -> Result<Vec<IdentityStatus>> {
     let rows = sqlx::query(&format!(
@@ -56,6 +56,7 @@ async fn change_identity_state_in(
         from,
         end,
         audit,
+        alert,
     } = change;
     let current = sqlx::query(&format!(
         "SELECT state FROM identity_states WHERE identity = $1{}",
@@ -111,6 +112,7 @@ async fn change_identity_state_in(
         None => Vec::new(),
     };
     cx.audit(audit, to.since);
+    raise_alerts_in(tx, cx, alert.map(|a| a(&ended))).await?;
     Ok(Some(ended))
 }
 
@@ -127,6 +129,19 @@ pub(super) async fn raise_alert(
             Box::pin(async move { raise_alert_in(tx, &cx, &id, &draft, now, audit).await })
         })
         .await
+}
+
+/// Raises each alert in the transaction `tx` (after the event's own audit records).
+pub(super) async fn raise_alerts_in(
+    tx: &mut Db,
+    cx: &Ctx,
+    alerts: impl IntoIterator<Item = AlertWrite>,
+) -> Result<Vec<Raised>> {
+    let mut raised = Vec::new();
+    for a in alerts {
+        raised.push(raise_alert_in(tx, cx, &a.id, &a.draft, a.at, a.audit).await?);
+    }
+    Ok(raised)
 }
 
 async fn raise_alert_in(

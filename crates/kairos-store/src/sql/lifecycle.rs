@@ -9,11 +9,15 @@ use super::codec::{live_grant_from_row, orphan_from_row, person_from_row};
 use super::db::RunIn;
 use crate::{LifecycleStore, LiveGrant, OrphanRecord, Person, Result};
 
-/// A live grant joined with its request; ordered by grant id.
+/// A live grant joined with its request, and whether its own after-action review is
+/// open; ordered by grant id.
 const LIVE_GRANTS: &str = "SELECT g.id AS id, g.identity AS identity, \
      g.entitlement AS entitlement, g.target AS target, g.task_kind AS task_kind, \
      g.task_ref AS task_ref, g.task_reason AS task_reason, g.issued_at AS issued_at, \
-     g.expires_at AS expires_at, r.requester AS requester, r.ttl_secs AS ttl_secs \
+     g.expires_at AS expires_at, r.requester AS requester, r.ttl_secs AS ttl_secs, \
+     r.source_ip AS source_ip, \
+     (SELECT COUNT(*) FROM reviews v WHERE v.grant_id = g.id AND v.state = 'open') \
+     AS own_open_reviews \
      FROM grants g JOIN requests r ON r.id = g.request_id \
      WHERE g.state IN ('active', 'provisioning')";
 
@@ -63,7 +67,7 @@ impl LifecycleStore for SqlStore {
 
     async fn flag_orphans(
         &self,
-        orphans: Vec<(OrphanRecord, AuditDraft)>,
+        orphans: Vec<(OrphanRecord, AuditDraft, Option<crate::AlertWrite>)>,
         at: Timestamp,
     ) -> Result<Vec<IdentityName>> {
         if orphans.is_empty() {
@@ -73,7 +77,8 @@ impl LifecycleStore for SqlStore {
             Box::pin(async move {
                 let mut flagged = Vec::new();
                 let mut drafts = Vec::new();
-                for (o, draft) in orphans {
+                let mut alerts = Vec::new();
+                for (o, draft, alert) in orphans {
                     let inserted = sqlx::query(
                         "INSERT INTO identity_orphans (identity, team, detected_at, suspended_at) \
                          VALUES ($1, $2, $3, $4) ON CONFLICT (identity) DO NOTHING",
@@ -87,9 +92,11 @@ impl LifecycleStore for SqlStore {
                     if inserted == 1 {
                         flagged.push(o.identity);
                         drafts.push(draft);
+                        alerts.extend(alert);
                     }
                 }
                 cx.audit(drafts, at);
+                super::governance::raise_alerts_in(tx, &cx, alerts).await?;
                 Ok(flagged)
             })
         })

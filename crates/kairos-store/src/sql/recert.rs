@@ -173,6 +173,7 @@ impl RecertStore for SqlStore {
         claim: &NoticeClaim,
         now: Timestamp,
         audit: Vec<AuditDraft>,
+        alert: Option<crate::AlertWrite>,
     ) -> Result<bool> {
         let c = claim.clone();
         self.write(move |tx, cx| {
@@ -191,6 +192,7 @@ impl RecertStore for SqlStore {
                 .await?;
                 if inserted == 1 {
                     cx.audit(audit, now);
+                    super::governance::raise_alerts_in(tx, &cx, alert).await?;
                 }
                 Ok(inserted == 1)
             })

@@ -125,6 +125,7 @@ pub(super) async fn update(
                 if let Some(renewal) = change.renewal {
                     super::grants::update_one(tx, &cx, renewal.grant, renewal.update, at).await?;
                 }
+                super::governance::raise_alerts_in(tx, &cx, change.alert).await?;
                 request.id = id;
                 Ok(request)
             })

@@ -13,7 +13,8 @@ use super::filter::Filter;
 use super::writer::Ctx;
 use super::{SqlStore, conflict, count, requests};
 use crate::{
-    EscalationAudit, Result, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate, StoreError,
+    AlertWrite, EscalationAlert, EscalationAudit, Result, ReviewFilter, ReviewStateFilter,
+    ReviewStore, ReviewUpdate, StoreError,
 };
 
 const REVIEW_COLUMNS: &str = "id, grant_id, request_id, identity, entitlement, requester, \
@@ -166,6 +167,7 @@ async fn escalate_in(
     now: Timestamp,
     limit: u32,
     audit: &EscalationAudit,
+    alert: Option<&EscalationAlert>,
 ) -> Result<Vec<Review>> {
     let rows = sqlx::query(&overdue_unescalated(cx.backend))
         .bind(now.as_millis())
@@ -194,6 +196,9 @@ async fn escalate_in(
         escalated.push(review);
     }
     cx.audit(drafts, now);
+    if let Some(alert) = alert {
+        super::governance::raise_alerts_in(tx, cx, escalated.iter().map(alert)).await?;
+    }
     Ok(escalated)
 }
 
@@ -205,6 +210,7 @@ impl ReviewStore for SqlStore {
         grant: &Grant,
         review: &Review,
         audit: Vec<AuditDraft>,
+        alert: Option<AlertWrite>,
     ) -> Result<()> {
         let (request, grant, review) = (request.clone(), grant.clone(), review.clone());
         self.write(move |tx, cx| {
@@ -212,6 +218,7 @@ impl ReviewStore for SqlStore {
                 requests::insert_one(tx, &request, Some(&grant)).await?;
                 insert_in(tx, &review).await?;
                 cx.audit(audit, request.created_at);
+                super::governance::raise_alerts_in(tx, &cx, alert).await?;
                 Ok(())
             })
         })
@@ -307,6 +314,7 @@ impl ReviewStore for SqlStore {
         now: Timestamp,
         limit: u32,
         audit: EscalationAudit,
+        alert: Option<EscalationAlert>,
     ) -> Result<Vec<Review>> {
         // A read decides; the write (a transaction) happens only when something is due.
         let due = sqlx::query(
@@ -320,7 +328,7 @@ impl ReviewStore for SqlStore {
             return Ok(Vec::new());
         }
         self.write(move |tx, cx| {
-            Box::pin(async move { escalate_in(tx, &cx, now, limit, &audit).await })
+            Box::pin(async move { escalate_in(tx, &cx, now, limit, &audit, alert.as_ref()).await })
         })
         .await
     }
