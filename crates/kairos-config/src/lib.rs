@@ -30,8 +30,8 @@ mod tree;
 pub use bundle::ConfigBundle;
 pub use catalog::{
     Catalog, ConfigDiff, DbTarget, Entitlement, Exception, GovernanceSettings, Identity, Issuer,
-    IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
-    ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+    IssuerName, JwksRef, NotifyChannel, OrphanAction, OverCap, Privileges, RecertSettings,
+    SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps, UrlRef,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;
