@@ -35,3 +35,9 @@ pub use catalog::{
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;
+
+/// Checks a notification channel's address (`http://` or `https://`), as configuration
+/// does for `url`; the server checks a `url_env`/`url_file` value with it at delivery.
+pub fn check_channel_url(s: &str) -> Result<String, String> {
+    load::check_channel_url(s)
+}

@@ -27,6 +27,7 @@ use crate::{ConfigBundle, ConfigError, ConfigErrors};
 
 mod exceptions;
 mod notify;
+pub(crate) use notify::check_url as check_channel_url;
 
 pub(crate) fn load(bundle: &ConfigBundle) -> Result<Catalog, ConfigErrors> {
     let main = bundle.main_path.as_str();

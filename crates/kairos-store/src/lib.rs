@@ -10,6 +10,7 @@
 mod error;
 mod governance;
 mod lifecycle;
+mod notify;
 mod recert;
 mod records;
 mod reviews;
@@ -19,6 +20,7 @@ mod usage;
 pub use error::StoreError;
 pub use governance::{AlertFilter, GovernanceStore, PostureFigures, Raised, StateChange};
 pub use lifecycle::{LifecycleStore, LiveGrant, OrphanRecord, Person};
+pub use notify::{AttemptOutcome, NewNotification, Notification, NotificationState, NotifyStore};
 pub use recert::{
     Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
     Recertification, SubjectKind,
@@ -97,6 +99,7 @@ pub enum EndSelector {
 pub trait Store:
     GovernanceStore
     + LifecycleStore
+    + NotifyStore
     + RecertStore
     + ReviewStore
     + UsageStore
