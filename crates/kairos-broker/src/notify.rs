@@ -28,9 +28,9 @@ use crate::{Broker, BrokerError, Result};
 const RECORDS_PER_PASS: u32 = 500;
 /// Notifications one delivery pass claims, at most.
 const CLAIM_PER_PASS: u32 = 20;
-/// How long a claimed notification is held (beyond its attempt's timeout) before another
-/// replica may take it over.
-const LEASE_MARGIN: Duration = Duration::from_secs(20);
+/// How long a claimed notification is held before another replica may take it over (a
+/// crashed deliverer's rows): twice the attempt's timeout and this.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -161,7 +161,7 @@ impl Broker {
     pub async fn deliver_notifications(&self, client: &reqwest::Client) -> Result<usize> {
         let settings = &self.settings.notify;
         let claim = uuid::Uuid::new_v4().simple().to_string();
-        let lease = settings.timeout + LEASE_MARGIN;
+        let lease = settings.timeout.saturating_mul(2) + LEASE_MARGIN;
         let claimed = self
             .store
             .claim_notifications(
