@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::{
     MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, governance_reviews, grants,
-    identities, oauth, posture, requests, views,
+    identities, notifications, oauth, posture, requests, views,
 };
 
 #[derive(Clone)]
@@ -38,6 +38,7 @@ pub struct AppState {
         (name = "grants", description = "Issued access and how it ends"),
         (name = "oauth", description = "RFC 7662 introspection, RFC 7009 revocation, RFC 8693 token exchange"),
         (name = "admin", description = "Configuration, keys, people, audit"),
+        (name = "notifications", description = "The notification outbox: pending, delivered and dead-lettered messages to Slack and signed webhooks"),
         (name = "governance", description = "The identity lifecycle: states, owners, recertification, break-glass reviews, exceptions, usage, alerts, posture"),
     )
 )]
@@ -187,6 +188,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::get))
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(alerts::resolve))
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::retry))
         .routes(routes!(posture::posture))
         .routes(routes!(governance_recert::list))
         .routes(routes!(governance_recert::attest))

@@ -17,6 +17,7 @@ mod error;
 pub mod governance;
 mod keys;
 mod metrics;
+pub mod notify;
 pub mod reconcile;
 mod renewal;
 mod requests;
@@ -46,6 +47,7 @@ pub use governance::reviews::{ReviewNow, ReviewPass, ReviewStatus};
 pub use governance::usage::{UsageLimits, UsagePassReport};
 pub use governance::{AlertQuery, PostureReport, StateOutcome};
 pub use metrics::{HttpLabels, Metrics};
+pub use notify::notify_backoff;
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
 pub use users::{ChainReport, NewUserToken};
@@ -89,6 +91,30 @@ pub struct BrokerSettings {
     pub usage_flush_interval: Duration,
     /// How often the usage detectors look (dormant, shared, held past use).
     pub usage_pass_interval: Duration,
+    /// Delivery of notifications (see [`notify`]).
+    pub notify: NotifySettings,
+}
+
+/// How notifications are delivered.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// A notification still undelivered this long after it was written is dead-lettered.
+    pub dead_after: Duration,
+    /// The first retry's wait; each further failure doubles it, up to 5 minutes, with
+    /// up to a quarter more at random (jitter).
+    pub backoff_unit: Duration,
+    /// How long one delivery attempt may take (a stalled receiver counts as a failure).
+    pub timeout: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            dead_after: Duration::from_secs(24 * 3600),
+            backoff_unit: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How the API finds a caller's address: the TCP peer, or — when the peer is one of the
@@ -150,6 +176,7 @@ impl Default for BrokerSettings {
             usage_flush_interval: Duration::from_secs(1),
             usage_pass_interval: Duration::from_secs(30),
             recert_pass_interval: Duration::from_secs(5),
+            notify: NotifySettings::default(),
         }
     }
 }

@@ -75,6 +75,22 @@ pub struct Metrics {
     pub alerts_open: Family<AlertKindLabel, Gauge>,
     /// Alerts opened, by kind.
     pub alerts_raised: Family<AlertKindLabel, Counter>,
+    /// Notifications delivered, by channel.
+    pub notifications_delivered: Family<ChannelLabel, Counter>,
+    /// Failed delivery attempts, by channel.
+    pub notifications_failed: Family<ChannelLabel, Counter>,
+    /// Notifications given up on (dead-lettered), by channel.
+    pub notifications_dead_total: Family<ChannelLabel, Counter>,
+    /// Notifications waiting for delivery (from the store: all replicas).
+    pub notifications_backlog: Gauge,
+    /// Dead notifications waiting for an operator (from the store: all replicas).
+    pub notifications_dead: Gauge,
+}
+
+/// A notification channel's name, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: String,
 }
 
 /// An alert's kind, as a label.
@@ -119,6 +135,11 @@ impl Metrics {
             use_after_end: Counter::default(),
             alerts_open: Family::default(),
             alerts_raised: Family::default(),
+            notifications_delivered: Family::default(),
+            notifications_failed: Family::default(),
+            notifications_dead_total: Family::default(),
+            notifications_backlog: Gauge::default(),
+            notifications_dead: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("grants_issued", "Grants issued", m.grants_issued.clone());
@@ -226,6 +247,31 @@ impl Metrics {
             "alerts_raised",
             "Alerts opened, by kind",
             m.alerts_raised.clone(),
+        );
+        registry.register(
+            "notifications_delivered",
+            "Notifications delivered, by channel",
+            m.notifications_delivered.clone(),
+        );
+        registry.register(
+            "notifications_failed",
+            "Failed notification delivery attempts, by channel",
+            m.notifications_failed.clone(),
+        );
+        registry.register(
+            "notifications_dead_lettered",
+            "Notifications given up on after dead_after (dead-lettered), by channel",
+            m.notifications_dead_total.clone(),
+        );
+        registry.register(
+            "notifications_backlog",
+            "Notifications waiting for delivery",
+            m.notifications_backlog.clone(),
+        );
+        registry.register(
+            "notifications_dead",
+            "Dead-lettered notifications waiting for an operator's retry",
+            m.notifications_dead.clone(),
         );
         Self { registry, ..m }
     }

@@ -96,6 +96,7 @@ impl Broker {
         let shutdown_reconciler = shutdown.clone();
         let shutdown_checkpointer = shutdown.clone();
         let shutdown_usage = shutdown.clone();
+        let notifier = tokio::spawn(Arc::clone(&self).run_notifications(shutdown.clone()));
         let governance = {
             let b = Arc::clone(&self);
             let mut shutdown = shutdown.clone();
@@ -251,7 +252,51 @@ impl Broker {
             reconciler,
             checkpointer,
             governance,
-            usage
+            usage,
+            notifier
         );
+    }
+
+    /// Notifications: the dispatcher (audit records → outbox) and the deliverer (outbox →
+    /// channels), every 250 ms or at once while there is more; gauges every 5 s.
+    async fn run_notifications(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let client = match crate::notify::http_client(self.settings.notify.timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %ErrorChain(&e), "notifications are off: no HTTP client");
+                return;
+            }
+        };
+        let mut n: u64 = 0;
+        loop {
+            n = n.wrapping_add(1);
+            let mut busy = false;
+            match self.dispatch_notifications().await {
+                Ok(rows) => busy |= rows > 0,
+                Err(e) => {
+                    tracing::error!(error = %ErrorChain(&e), "notification dispatch failed; will retry")
+                }
+            }
+            match self.deliver_notifications(&client).await {
+                Ok(sent) => busy |= sent > 0,
+                Err(e) => {
+                    tracing::error!(error = %ErrorChain(&e), "notification delivery pass failed; will retry")
+                }
+            }
+            if (n.is_multiple_of(20) || busy)
+                && let Err(e) = self.refresh_notification_gauges().await
+            {
+                tracing::warn!(error = %ErrorChain(&e), "notification gauges not refreshed");
+            }
+            let wait = if busy {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(250)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }

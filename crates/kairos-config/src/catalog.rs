@@ -50,6 +50,26 @@ impl fmt::Display for IssuerName {
     }
 }
 
+/// Where a notification channel's address is: written in the catalog (a generic webhook's
+/// URL), or — when it is a secret, as a Slack incoming-webhook URL is — in an environment
+/// variable or a file of the server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrlRef {
+    Url(String),
+    Env(String),
+    File(String),
+}
+
+/// A `[[notify]]` channel: its routing rule, its address and (generic webhooks) where its
+/// signing secret is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyChannel {
+    pub route: kairos_notify::Route,
+    pub url: UrlRef,
+    pub secret: Option<SecretRef>,
+}
+
 /// Where a secret comes from: never the catalog itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -515,6 +535,8 @@ pub struct Catalog {
     /// apply-time check that no end date has passed. Kept apart so that moving a block is
     /// not a change.
     pub(crate) exception_ends_at: BTreeMap<ExceptionName, (String, u32, String)>,
+    /// `[[notify]]` channels, in the order written.
+    pub(crate) notify: Vec<NotifyChannel>,
 }
 
 impl Catalog {
@@ -539,10 +561,15 @@ impl Catalog {
             recert: RecertSettings::default(),
             exceptions: BTreeMap::new(),
             exception_ends_at: BTreeMap::new(),
+            notify: Vec::new(),
         }
     }
 
     /// The `[server]` table, if the file has one.
+    /// The notification channels (`[[notify]]`), in the order written.
+    pub fn notify_channels(&self) -> &[NotifyChannel] {
+        &self.notify
+    }
     pub fn server(&self) -> Option<&ServerSettings> {
         self.server.as_ref()
     }
@@ -709,6 +736,13 @@ impl Catalog {
                 .collect()
         };
         diff.compare("policy", &texts(old), &texts(new));
+        let channels = |c: &Catalog| -> BTreeMap<String, NotifyChannel> {
+            c.notify
+                .iter()
+                .map(|n| (n.route.channel.clone(), n.clone()))
+                .collect()
+        };
+        diff.compare("notify channel", &channels(old), &channels(new));
         if old.tiers != new.tiers {
             diff.changed.push("tier caps".into());
         }

@@ -30,8 +30,14 @@ mod tree;
 pub use bundle::ConfigBundle;
 pub use catalog::{
     Catalog, ConfigDiff, DbTarget, Entitlement, Exception, GovernanceSettings, Identity, Issuer,
-    IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
-    ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps,
+    IssuerName, JwksRef, NotifyChannel, OrphanAction, OverCap, Privileges, RecertSettings,
+    SecretRef, ServerSettings, StoreLocation, Target, TargetKind, Team, TierCaps, UrlRef,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;
+
+/// Checks a notification channel's address (`http://` or `https://`), as configuration
+/// does for `url`; the server checks a `url_env`/`url_file` value with it at delivery.
+pub fn check_channel_url(s: &str) -> Result<String, String> {
+    load::check_channel_url(s)
+}

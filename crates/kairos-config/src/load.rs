@@ -26,6 +26,8 @@ use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
 
 mod exceptions;
+mod notify;
+pub(crate) use notify::check_url as check_channel_url;
 
 pub(crate) fn load(bundle: &ConfigBundle) -> Result<Catalog, ConfigErrors> {
     let main = bundle.main_path.as_str();
@@ -1040,7 +1042,7 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 10] = [
+const ROOT_KEYS: [&str; 11] = [
     "server",
     "tiers",
     "governance",
@@ -1050,6 +1052,7 @@ const ROOT_KEYS: [&str; 10] = [
     "target",
     "entitlement",
     "exception",
+    "notify",
     "policy",
 ];
 
@@ -1071,6 +1074,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let target_items = section(cx, &mut root, "target");
     let entitlement_items = section(cx, &mut root, "entitlement");
     let exception_items = section(cx, &mut root, "exception");
+    let notify_items = section(cx, &mut root, "notify");
     let policy = root.node("policy");
     root.finish(cx, &ROOT_KEYS);
 
@@ -1243,6 +1247,8 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let exceptions =
         exceptions::read_all(cx, &exception_items, &declared_identities, &declared_teams);
 
+    let notify = notify::read_all(cx, &notify_items, &declared_teams);
+
     let policies = read_policies(cx, policy);
 
     let catalog = Catalog {
@@ -1282,6 +1288,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .into_iter()
             .map(|e| (e.value.name.clone(), e.value))
             .collect(),
+        notify,
     };
     Some(catalog)
 }

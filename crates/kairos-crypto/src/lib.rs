@@ -6,6 +6,7 @@
 //!   CI OIDC tokens, SPIFFE JWT-SVIDs) that non-human identities present to authenticate.
 //! - [`api_token`]: personal API tokens for humans (operators, approvers, auditors).
 //! - [`seal`]: authenticated encryption of secrets at rest under a master key.
+//! - [`webhook`]: Standard Webhooks signatures of outgoing notifications.
 //!
 //! Invariants: no other crate touches key material or signatures; secrets leave this crate
 //! only wrapped in [`secrecy`] types, so `Debug` cannot print them; no error message
@@ -23,6 +24,7 @@ mod jwk;
 mod jws;
 mod random;
 pub mod seal;
+pub mod webhook;
 pub mod workload;
 
 pub use random::{RandomUnavailable, random_secret};

@@ -10,6 +10,7 @@
 mod error;
 mod governance;
 mod lifecycle;
+mod notify;
 mod recert;
 mod records;
 mod reviews;
@@ -21,6 +22,7 @@ pub use governance::{
     AlertFilter, AlertWrite, GovernanceStore, PostureFigures, Raised, StateAlert, StateChange,
 };
 pub use lifecycle::{LifecycleStore, LiveGrant, OrphanRecord, Person};
+pub use notify::{AttemptOutcome, NewNotification, Notification, NotificationState, NotifyStore};
 pub use recert::{
     Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
     Recertification, SubjectKind,
@@ -103,6 +105,7 @@ pub enum EndSelector {
 pub trait Store:
     GovernanceStore
     + LifecycleStore
+    + NotifyStore
     + RecertStore
     + ReviewStore
     + UsageStore

@@ -67,6 +67,16 @@ pub struct ServerArgs {
     /// How often the recertification pass runs, in ms.
     #[arg(long, default_value_t = 5000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
     recert_pass_ms: u64,
+    /// A notification still undelivered this long after it was written is dead-lettered
+    /// (`GET /v1/notifications?state=dead`; `POST /v1/notifications/{id}/retry` sends it again).
+    #[arg(long, default_value = "24h", env = "KAIROS_NOTIFY_DEAD_AFTER")]
+    notify_dead_after: kairos_domain::Ttl,
+    /// Wait before the first retry of a failed notification, in ms (doubles per failure, capped at 5 min).
+    #[arg(long, default_value_t = 1000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    notify_backoff_ms: u64,
+    /// How long one notification delivery attempt may take, in ms.
+    #[arg(long, default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
+    notify_timeout_ms: u64,
 }
 
 fn init_logging(json: bool) {
@@ -259,6 +269,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }),
         audit_checkpoint_interval: server_settings.audit_checkpoint_interval.as_duration(),
         usage_pass_interval: Duration::from_millis(args.usage_pass_ms),
+        notify: kairos_broker::NotifySettings {
+            dead_after: args.notify_dead_after.as_duration(),
+            backoff_unit: Duration::from_millis(args.notify_backoff_ms),
+            timeout: Duration::from_millis(args.notify_timeout_ms),
+        },
         sources: kairos_broker::SourceSettings {
             trusted_proxy_header: server_settings.trusted_proxy_header.clone(),
             trusted_proxies: server_settings.trusted_proxies.clone(),

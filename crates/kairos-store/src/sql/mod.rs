@@ -14,6 +14,7 @@ mod filter;
 mod governance;
 mod grants;
 mod lifecycle;
+mod notify;
 mod posture;
 mod recert;
 mod requests;
