@@ -13,6 +13,7 @@ mod lifecycle;
 mod recert;
 mod records;
 mod reviews;
+mod sessions;
 mod sql;
 mod usage;
 
@@ -25,6 +26,7 @@ pub use recert::{
 };
 pub use records::*;
 pub use reviews::{EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate};
+pub use sessions::{ConsoleSession, SessionStore};
 pub use sql::SqlStore;
 pub use usage::{
     GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
@@ -99,6 +101,7 @@ pub trait Store:
     + LifecycleStore
     + RecertStore
     + ReviewStore
+    + SessionStore
     + UsageStore
     + Send
     + Sync

@@ -17,6 +17,7 @@ mod lifecycle;
 mod recert;
 mod requests;
 mod reviews;
+mod sessions;
 mod usage;
 mod writer;
 
