@@ -1,7 +1,7 @@
 //! The console in a real browser: Debian's headless Chromium, driven by `playwright-core`
 //! (`tests/browser/console.mjs`), through the real server. Two approvers sign in, see the
 //! request in their inboxes and approve it; the workload waiting on its request gets its
-//! credential. A form without its CSRF token is refused; axe-core finds no serious or
+//! credential; an admin searches and exports the audit log. A form without its CSRF token is refused; axe-core finds no serious or
 //! critical accessibility violation on any page; screenshots of the main pages are kept
 //! under the test's target temp dir (`console-screenshots-*`).
 //!
@@ -109,6 +109,7 @@ fn approvers_approve_in_a_real_browser_and_the_workload_gets_its_credential() {
         .env("KAIROS_ADDR", &server.addr)
         .env("ALICE_TOKEN", &alice)
         .env("BOB_TOKEN", &bob)
+        .env("ADMIN_TOKEN", ADMIN)
         .env("REQUEST_ID", &req)
         .env("OUT_DIR", &shots)
         .env("CHROMIUM", CHROMIUM)

@@ -342,6 +342,10 @@ fn console_end_to_end(store: Option<&str>) {
     assert!(grants.contains(&grant), "{grants}");
     let resp = browser.get("/ui/audit");
     assert_eq!(resp.status(), 403);
+    // Nor may an approver revoke: the broker refuses, nothing ends.
+    let resp = browser.post(&format!("/ui/grants/{grant}/revoke"), &[("csrf", &token)]);
+    assert_eq!(resp.status(), 403);
+    assert_eq!(api.introspect(ADMIN, access)["active"], true);
 
     // The admin sees the timeline, revokes, and the receipt shows it verified gone.
     let mut admin = Browser::new(&server);

@@ -2,7 +2,7 @@
 // Run by crates/kairos/tests/browser.rs, which starts the real server, seeds a pending
 // request and checks afterwards that the waiting workload got its credential.
 //
-// Environment: KAIROS_ADDR, ALICE_TOKEN, BOB_TOKEN, REQUEST_ID, OUT_DIR (screenshots),
+// Environment: KAIROS_ADDR, ALICE_TOKEN, BOB_TOKEN, ADMIN_TOKEN, REQUEST_ID, OUT_DIR (screenshots),
 // CHROMIUM (default /usr/bin/chromium). Exits non-zero with a message on any failure.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -97,6 +97,19 @@ try {
   await Promise.all([bob.page.waitForURL("**/ui/grants/grt_*"), grantLink.click()]);
   await bob.page.screenshot({ path: `${out}/grant.png`, fullPage: true });
   await accessibility(bob.context, new URL(bob.page.url()).pathname);
+  // An admin (who reads the audit log) searches and exports it.
+  const admin = await signIn(env("ADMIN_TOKEN"), "admin");
+  await admin.page.goto(`${base}/ui/audit?request=${request}`);
+  const audit = await admin.page.content();
+  check(audit.includes("user:alice") && audit.includes("user:bob"), "the audit search does not show both approvals");
+  await admin.page.screenshot({ path: `${out}/audit.png`, fullPage: true });
+  await accessibility(admin.context, `/ui/audit?request=${request}`);
+  const csv = await admin.context.request.get(`${base}/ui/audit/export?format=csv&request=${request}`);
+  check(csv.status() === 200, `CSV export got ${csv.status()}`);
+  check((await csv.text()).startsWith("seq,at,kind,actor,"), "the CSV export has no header");
+  await admin.page.goto(`${base}/ui/audit/verify`);
+  check((await admin.page.content()).includes("The chain is intact"), "the chain is not reported intact");
+  await accessibility(admin.context, "/ui/audit/verify");
   console.log("console browser checks passed");
 } finally {
   await browser.close();
