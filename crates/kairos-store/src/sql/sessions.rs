@@ -104,6 +104,18 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_ended_sessions(&self, now: Timestamp, idle_before: Timestamp) -> Result<u64> {
+        // A read decides; the write happens only when something has ended.
+        let due = sqlx::query(
+            "SELECT id_hash FROM console_sessions \
+             WHERE expires_at <= $1 OR last_seen_at < $2 LIMIT 1",
+        )
+        .bind(now.as_millis())
+        .bind(idle_before.as_millis())
+        .fetch_optional(&self.reads)
+        .await?;
+        if due.is_none() {
+            return Ok(0);
+        }
         self.write(move |tx, _cx| {
             Box::pin(async move {
                 sqlx::query(
