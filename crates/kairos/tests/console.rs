@@ -163,6 +163,7 @@ fn console_end_to_end(store: Option<&str>) {
     );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "authorization_pending", "{body}");
+    let other_req = body["request_id"].as_str().unwrap().to_owned();
 
     let mut browser = Browser::new(&server);
     // Not signed in: every page sends to the sign-in page.
@@ -284,6 +285,15 @@ fn console_end_to_end(store: Option<&str>) {
     let resp = browser.post(&path, &[("csrf", &token), ("reason", "again")]);
     assert_eq!(resp.status(), 403);
     assert!(!browser.page("/ui/inbox").contains(&req));
+    // Alice denies the other request with a reason: it is denied, as her.
+    let resp = browser.post(
+        &format!("/ui/requests/{other_req}/deny"),
+        &[("csrf", &token), ("reason", "no change ticket")],
+    );
+    assert_eq!(resp.status(), 303);
+    let (_, r) = api.get(ADMIN, &format!("/v1/requests/{other_req}"));
+    assert_eq!(r["request"]["state"], "denied", "{r}");
+    assert_eq!(r["request"]["denial"]["approver"], "alice", "{r}");
 
     // Dave is an approver, but not of the payments team: nothing waits for him, and his
     // approval is refused with a clear page.
