@@ -181,6 +181,7 @@ pub async fn audit(
         task_ref: q.task_ref,
         since: parse_time("since", q.since)?,
         until: parse_time("until", q.until)?,
+        before_seq: None,
         limit: q.limit,
     };
     let records = s.broker.audit(&caller, &filter).await?;

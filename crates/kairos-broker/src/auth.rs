@@ -66,6 +66,20 @@ pub(crate) fn issuer_trusts(catalog: &Catalog) -> Vec<IssuerTrust> {
 /// is stored. Its hash covers the whole token, which may have any shape.
 pub(crate) const BOOTSTRAP_TOKEN_ID: &str = "bootstrap";
 
+/// The id of the API token a person's bearer credential names: the one
+/// [`Broker::authenticate`] looks up (the bootstrap token has a fixed id). None for a
+/// platform JWT or a malformed token. Not secret; a console session keeps it so that
+/// revoking the token ends the session.
+pub fn api_token_id(bearer: &str) -> Option<String> {
+    let bearer = bearer.trim();
+    if bearer.starts_with("kairos_pat_") {
+        return api_token::parse(bearer)
+            .ok()
+            .map(|(id, _)| id.as_str().to_owned());
+    }
+    (!bearer.is_empty() && bearer.split('.').count() != 3).then(|| BOOTSTRAP_TOKEN_ID.to_owned())
+}
+
 impl Broker {
     /// Authenticates a bearer credential. The error never repeats the credential.
     pub async fn authenticate(&self, bearer: &str) -> Result<Caller> {

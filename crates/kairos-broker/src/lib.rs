@@ -36,7 +36,7 @@ use kairos_domain::{Clock, Timestamp};
 use kairos_store::Store;
 
 pub use apply::{ApplyMode, ApplyOptions, ApplyReport, EndingGrant, RemoveAll};
-pub use auth::Caller;
+pub use auth::{Caller, api_token_id};
 pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus};
 pub use governance::usage::kinds as usage_alert_kinds;
 

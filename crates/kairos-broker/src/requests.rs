@@ -477,6 +477,21 @@ impl Broker {
         Ok(user.name.clone())
     }
 
+    /// Whether `request` waits for `caller`'s decision: it is pending, and `caller` passes
+    /// the check [`Broker::approve`] and [`Broker::deny`] make (an approver of the approving
+    /// team), is not its requester and has not approved it yet. For inboxes; the decision
+    /// itself is checked again, under the row lock, when it is made.
+    pub fn awaits_decision_of(&self, caller: &Caller, request: &Request) -> bool {
+        if request.state != RequestState::Pending {
+            return false;
+        }
+        let Ok(name) = self.check_may_approve(caller, request) else {
+            return false;
+        };
+        request.requester != Principal::User(name.clone())
+            && !request.approvals.iter().any(|a| a.approver == name)
+    }
+
     /// Adds an approval; the last one issues the grant.
     pub async fn approve(
         &self,

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kairos_domain::Timestamp;
+
 use crate::Broker;
 use crate::ending::ErrorChain;
 
@@ -135,6 +137,24 @@ impl Broker {
                         Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(error = %ErrorChain(&e), "checking removed targets failed; will retry");
+                        }
+                    }
+                    if n.is_multiple_of(60) {
+                        // Console sessions past their absolute end (the console refuses
+                        // them on sight; this removes those nobody came back with).
+                        let now = b.now();
+                        match b
+                            .store
+                            .delete_ended_sessions(now, Timestamp::from_millis(0))
+                            .await
+                        {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                tracing::debug!(sessions = n, "ended console sessions removed")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %ErrorChain(&e), "removing ended console sessions failed; will retry");
+                            }
                         }
                     }
                     if n.is_multiple_of(30) {

@@ -77,10 +77,14 @@ pub enum AuditKind {
     /// An orphaned identity's flag was cleared (an owner can act again, or it was retired
     /// or removed).
     OrphanCleared,
+    /// A person signed in to the web console (a session began).
+    ConsoleSignedIn,
+    /// A person signed out of the web console (their session row was deleted).
+    ConsoleSignedOut,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 39] = [
+    pub const ALL: [AuditKind; 41] = [
         Self::Requested,
         Self::Decided,
         Self::Approved,
@@ -120,6 +124,8 @@ impl AuditKind {
         Self::ReviewEscalated,
         Self::IdentityOrphaned,
         Self::OrphanCleared,
+        Self::ConsoleSignedIn,
+        Self::ConsoleSignedOut,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -162,6 +168,8 @@ impl AuditKind {
             Self::ReviewEscalated => "review_escalated",
             Self::IdentityOrphaned => "identity_orphaned",
             Self::OrphanCleared => "orphan_cleared",
+            Self::ConsoleSignedIn => "console_signed_in",
+            Self::ConsoleSignedOut => "console_signed_out",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

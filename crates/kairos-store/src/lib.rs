@@ -14,6 +14,7 @@ mod notify;
 mod recert;
 mod records;
 mod reviews;
+mod sessions;
 mod sql;
 mod usage;
 
@@ -31,6 +32,7 @@ pub use records::*;
 pub use reviews::{
     EscalationAlert, EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate,
 };
+pub use sessions::{ConsoleSession, SessionStore};
 pub use sql::SqlStore;
 pub use usage::{
     GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
@@ -108,6 +110,7 @@ pub trait Store:
     + NotifyStore
     + RecertStore
     + ReviewStore
+    + SessionStore
     + UsageStore
     + Send
     + Sync

@@ -47,6 +47,9 @@ pub struct AuditFilter {
     pub since: Option<Timestamp>,
     /// Records before this time.
     pub until: Option<Timestamp>,
+    /// Only records with a smaller sequence number: the next page of a newest-first
+    /// listing (keyset pagination: pass the last `seq` seen).
+    pub before_seq: Option<i64>,
     pub limit: Option<u32>,
 }
 

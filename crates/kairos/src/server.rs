@@ -64,6 +64,12 @@ pub struct ServerArgs {
     /// How often the usage detectors look (dormant, shared, held past use), in ms.
     #[arg(long, default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
     usage_pass_ms: u64,
+    /// A console session unused this long ends (e.g. `30m`).
+    #[arg(long, default_value = "30m", value_name = "TTL")]
+    console_idle_timeout: kairos_domain::Ttl,
+    /// A console session ends this long after sign-in, however busy (e.g. `12h`).
+    #[arg(long, default_value = "12h", value_name = "TTL")]
+    console_session_max: kairos_domain::Ttl,
     /// How often the recertification pass runs, in ms.
     #[arg(long, default_value_t = 5000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
     recert_pass_ms: u64,
@@ -347,7 +353,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(Arc::clone(&broker).run_background(stop_rx));
-    let app = kairos_api::router(Arc::clone(&broker));
+    // The console's session cookie is `Secure` when people reach the broker over TLS (its
+    // public URL is https, whether or not a proxy in front terminates the TLS).
+    let console = kairos_console::ConsoleSettings {
+        limits: kairos_console::SessionLimits {
+            idle: args.console_idle_timeout.as_duration(),
+            absolute: args.console_session_max.as_duration(),
+        },
+        transport: if broker.settings().issuer_url.starts_with("https://") {
+            kairos_console::CookieTransport::Tls
+        } else {
+            kairos_console::CookieTransport::PlainHttp
+        },
+    };
+    let app = kairos_api::router(Arc::clone(&broker))
+        .merge(kairos_console::router(Arc::clone(&broker), console));
     // Peer addresses reach the handlers (usage monitoring records where requests and
     // introspections come from).
     axum::serve(

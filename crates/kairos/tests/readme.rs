@@ -1,6 +1,6 @@
-//! README's walk-throughs run as written: the `sh` blocks of "Quickstart" and "Dynamic database
-//! accounts" are extracted in order and run in one bash session (`set -e`, so every line must
-//! succeed), against the machine's PostgreSQL, MariaDB and Redis.
+//! README's walk-throughs run as written: the `sh` blocks of "Quickstart", "Console", "Dynamic
+//! database accounts" and "Governance" are extracted in order and run in one bash session
+//! (`set -e`, so every line must succeed), against the machine's PostgreSQL, MariaDB and Redis.
 //!
 //! Only three things are changed, each standing in for what a person does by hand:
 //! - `cargo build …` becomes putting the test's own `kairos` binary on PATH (the build is done);
@@ -15,8 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 3] = [
+const SECTIONS: [&str; 4] = [
     "## Quickstart",
+    "## Console",
     "## Dynamic database accounts",
     "## Governance",
 ];

@@ -152,7 +152,8 @@ pub(super) fn list_query(f: &AuditFilter) -> (String, Filter) {
         .text("request_id =", f.request_id.as_ref())
         .text("task_ref =", f.task_ref.as_ref())
         .int("at >=", f.since.map(Timestamp::as_millis))
-        .int("at <", f.until.map(Timestamp::as_millis));
+        .int("at <", f.until.map(Timestamp::as_millis))
+        .int("seq <", f.before_seq);
     let sql = format!(
         "SELECT {AUDIT_COLUMNS} FROM audit{}",
         filter.tail("seq DESC", f.limit)

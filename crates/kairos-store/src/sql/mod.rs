@@ -19,6 +19,7 @@ mod posture;
 mod recert;
 mod requests;
 mod reviews;
+mod sessions;
 mod usage;
 mod writer;
 

@@ -1,0 +1,513 @@
+//! The web console through the real server: sign-in with an API token, sessions, CSRF,
+//! the inbox and its approve/deny forms (the broker's rules, audited as the person), the
+//! grant page, audit search and export, escaping, and who may not sign in. On SQLite and
+//! on the machine's PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+fn add_user(api: &Api, body: Value) -> String {
+    let (status, r) = api.post(ADMIN, "/v1/users", body);
+    assert_eq!(status, 201, "{r}");
+    r["token"].as_str().unwrap().to_owned()
+}
+
+/// A browser without JavaScript: forms, a cookie it keeps by hand, no redirects followed.
+struct Browser {
+    http: Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(server: &Server) -> Self {
+        Self {
+            http: Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            base: server.addr.clone(),
+            cookie: None,
+        }
+    }
+
+    fn with_cookie(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        match &self.cookie {
+            Some(c) => req.header(COOKIE, format!("kairos_session={c}")),
+            None => req,
+        }
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.with_cookie(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .unwrap()
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
+        self.with_cookie(self.http.post(format!("{}{path}", self.base)).form(form))
+            .send()
+            .unwrap()
+    }
+
+    /// Signs in with an API token; the session cookie is kept.
+    fn sign_in(&mut self, token: &str) -> Response {
+        let resp = self.post("/ui/login", &[("token", token)]);
+        if let Some(set) = resp.headers().get(SET_COOKIE) {
+            let set = set.to_str().unwrap();
+            let value = set
+                .strip_prefix("kairos_session=")
+                .and_then(|rest| rest.split(';').next())
+                .unwrap();
+            self.cookie = Some(value.to_owned());
+        }
+        resp
+    }
+
+    /// A page's HTML, asserting 200 and the console's headers.
+    fn page(&self, path: &str) -> String {
+        let resp = self.get(path);
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_console_headers(&resp);
+        resp.text().unwrap()
+    }
+}
+
+fn location(resp: &Response) -> &str {
+    resp.headers()
+        .get(LOCATION)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or_default()
+}
+
+fn assert_console_headers(resp: &Response) {
+    let h = resp.headers();
+    let csp = h.get(CONTENT_SECURITY_POLICY).unwrap().to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("form-action 'self'"), "{csp}");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    assert_eq!(h["cache-control"], "no-store");
+}
+
+/// The CSRF token the page's forms carry.
+fn csrf(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token");
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+fn approvals(api: &Api, req: &str) -> Vec<Value> {
+    let (status, r) = api.get(ADMIN, &format!("/v1/requests/{req}"));
+    assert_eq!(status, 200, "{r}");
+    r["request"]["approvals"].as_array().unwrap().clone()
+}
+
+fn console_end_to_end(store: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_config(&dir.path().join("cfg"), &issuer, "");
+    let server = Server::start(&dir.path().join("data"), Some(&config), store);
+    let api = Api::new(&server);
+    let alice = add_user(&api, json!({"name": "alice", "role": "approver"}));
+    let bob = add_user(
+        &api,
+        json!({"name": "bob", "role": "approver", "teams": ["payments"]}),
+    );
+    let dave = add_user(&api, json!({"name": "dave", "role": "approver"}));
+    let rs = add_user(
+        &api,
+        json!({"name": "orders-rs", "role": "resource-server", "targets": ["orders-api"]}),
+    );
+    let platform = issuer.mint(SUBJECT, json!({}));
+
+    // A workload asks for an entitlement that needs two approvals.
+    let (status, body) = api.exchange(&platform, "orders-api/admin", Some("10m"));
+    assert_eq!(status, 400, "{body}");
+    let req = body["request_id"].as_str().unwrap().to_owned();
+    // Another, whose reason tries markup and a bidi override.
+    let other = issuer.mint(OTHER_SUBJECT, json!({}));
+    let (status, body) = api.form(
+        None,
+        "/v1/oauth/token",
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &other),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ("scope", "orders-api/admin"),
+            ("task_kind", "change"),
+            ("task_ref", "CHG-7"),
+            (
+                "task_reason",
+                "<script>alert(1)</script> deploy \u{202e}gnp.exe",
+            ),
+        ],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "authorization_pending", "{body}");
+    let other_req = body["request_id"].as_str().unwrap().to_owned();
+
+    let mut browser = Browser::new(&server);
+    // Not signed in: every page sends to the sign-in page.
+    let resp = browser.get("/ui/inbox");
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/ui/login");
+    let login = browser.page("/ui/login");
+    assert!(login.contains("name=\"token\""), "{login}");
+    // A wrong token: 401 and no session.
+    let resp = browser.sign_in("kairos_pat_not-a-real-token");
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get(SET_COOKIE).is_none());
+    assert!(browser.cookie.is_none());
+    // Workloads and resource servers do not sign in to the console.
+    for token in [&platform, &rs] {
+        let resp = browser.sign_in(token);
+        assert_eq!(resp.status(), 403);
+        assert!(resp.headers().get(SET_COOKIE).is_none());
+        assert!(resp.text().unwrap().contains("The console is for people"));
+    }
+
+    // Alice signs in: a session cookie with the right flags.
+    let resp = browser.sign_in(&alice);
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/ui/inbox");
+    let set = resp.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/ui"] {
+        assert!(set.contains(flag), "{set}");
+    }
+    assert!(
+        !set.contains(&alice),
+        "the cookie never carries the API token"
+    );
+    let alice_cookie = browser.cookie.clone().unwrap();
+
+    // Her inbox holds both requests, with what she needs to decide.
+    let inbox = browser.page("/ui/inbox");
+    for needle in [
+        req.as_str(),
+        "nightly-backup",
+        "payments",
+        "orders-api/admin",
+        "high",
+        "run-42",
+        "nightly backup",
+        "admin-two-approvals",
+        "0 of 2",
+    ] {
+        assert!(inbox.contains(needle), "inbox lacks {needle}: {inbox}");
+    }
+    // Caller text is escaped, bidi controls shown as escapes.
+    assert!(!inbox.contains("<script>alert"), "{inbox}");
+    assert!(
+        inbox.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{inbox}"
+    );
+    assert!(inbox.contains("\\u{202e}gnp.exe"), "{inbox}");
+    assert!(!inbox.contains('\u{202e}'));
+    let token = csrf(&inbox);
+
+    // A form without its CSRF token, or with another, is refused and changes nothing.
+    let path = format!("/ui/requests/{req}/approve");
+    let resp = browser.post(&path, &[("reason", "looks fine")]);
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().unwrap().contains("CSRF"));
+    let resp = browser.post(&path, &[("reason", "looks fine"), ("csrf", "forged")]);
+    assert_eq!(resp.status(), 403);
+    assert!(approvals(&api, &req).is_empty());
+    // A form posted from another site is refused too.
+    let resp = browser
+        .with_cookie(
+            browser
+                .http
+                .post(format!("{}{path}", browser.base))
+                .header("origin", "https://evil.example")
+                .form(&[("reason", "x"), ("csrf", token.as_str())]),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(approvals(&api, &req).is_empty());
+    // No reason: 400, nothing changes.
+    let resp = browser.post(&path, &[("csrf", &token), ("reason", " ")]);
+    assert_eq!(resp.status(), 400);
+    assert!(approvals(&api, &req).is_empty());
+
+    // The workload waits for its credential while people decide.
+    let waiter = {
+        let base = api.base.clone();
+        let platform = platform.clone();
+        let req = req.clone();
+        std::thread::spawn(move || {
+            let http = Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .unwrap();
+            http.get(format!("{base}/v1/requests/{req}?wait=60s"))
+                .bearer_auth(&platform)
+                .send()
+                .unwrap()
+                .json::<Value>()
+                .unwrap()
+        })
+    };
+
+    // Alice approves: redirected to the request's page, audited as her.
+    let resp = browser.post(&path, &[("csrf", &token), ("reason", "CHG reviewed")]);
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), format!("/ui/requests/{req}"));
+    let a = approvals(&api, &req);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["approver"], "alice");
+    let page = browser.page(&format!("/ui/requests/{req}"));
+    assert!(
+        page.contains("CHG reviewed") && page.contains("pending"),
+        "{page}"
+    );
+    // Approving twice is refused by the broker's rule.
+    let resp = browser.post(&path, &[("csrf", &token), ("reason", "again")]);
+    assert_eq!(resp.status(), 403);
+    assert!(!browser.page("/ui/inbox").contains(&req));
+    // Alice denies the other request with a reason: it is denied, as her.
+    let resp = browser.post(
+        &format!("/ui/requests/{other_req}/deny"),
+        &[("csrf", &token), ("reason", "no change ticket")],
+    );
+    assert_eq!(resp.status(), 303);
+    let (_, r) = api.get(ADMIN, &format!("/v1/requests/{other_req}"));
+    assert_eq!(r["request"]["state"], "denied", "{r}");
+    assert_eq!(r["request"]["denial"]["approver"], "alice", "{r}");
+
+    // Dave is an approver, but not of the payments team: nothing waits for him, and his
+    // approval is refused with a clear page.
+    let mut dave_browser = Browser::new(&server);
+    assert_eq!(dave_browser.sign_in(&dave).status(), 303);
+    let dave_inbox = dave_browser.page("/ui/inbox");
+    assert!(!dave_inbox.contains(&req), "{dave_inbox}");
+    let resp = dave_browser.post(&path, &[("csrf", &csrf(&dave_inbox)), ("reason", "ok")]);
+    assert_eq!(resp.status(), 403);
+    assert!(
+        resp.text()
+            .unwrap()
+            .contains("not an approver of team payments")
+    );
+    assert_eq!(approvals(&api, &req).len(), 1);
+    // Another session's CSRF token does not work in this one.
+    let resp = dave_browser.post(&path, &[("csrf", &token), ("reason", "ok")]);
+    assert_eq!(resp.status(), 403);
+
+    // Bob's approval is the second: the grant is issued and the waiting workload gets it.
+    let mut bob_browser = Browser::new(&server);
+    assert_eq!(bob_browser.sign_in(&bob).status(), 303);
+    let bob_inbox = bob_browser.page("/ui/inbox");
+    assert!(bob_inbox.contains(&req));
+    let resp = bob_browser.post(
+        &path,
+        &[("csrf", &csrf(&bob_inbox)), ("reason", "ok by me")],
+    );
+    assert_eq!(resp.status(), 303);
+    let waited = waiter.join().unwrap();
+    assert_eq!(waited["request"]["state"], "granted", "{waited}");
+    let access = waited["credential"]["access_token"].as_str().unwrap();
+    assert_eq!(api.introspect(ADMIN, access)["active"], true);
+    let grant = waited["grant"]["id"].as_str().unwrap().to_owned();
+
+    // The approvals are audited as the people who gave them.
+    let (_, audit) = api.get(ADMIN, &format!("/v1/audit?request={req}"));
+    let approvers: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "approved")
+        .map(|r| r["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(approvers.len(), 2, "{audit}");
+    assert!(approvers.contains(&"user:alice") && approvers.contains(&"user:bob"));
+
+    // An approver sees the grant, but not the audit timeline (that is for auditors).
+    let page = browser.page(&format!("/ui/grants/{grant}"));
+    assert!(
+        page.contains("active") && page.contains("orders-api"),
+        "{page}"
+    );
+    assert!(!page.contains("Revoke this grant"));
+    let grants = browser.page("/ui/grants?identity=nightly-backup");
+    assert!(grants.contains(&grant), "{grants}");
+    let resp = browser.get("/ui/audit");
+    assert_eq!(resp.status(), 403);
+    // Nor may an approver revoke: the broker refuses, nothing ends.
+    let resp = browser.post(&format!("/ui/grants/{grant}/revoke"), &[("csrf", &token)]);
+    assert_eq!(resp.status(), 403);
+    assert_eq!(api.introspect(ADMIN, access)["active"], true);
+
+    // The admin sees the timeline, revokes, and the receipt shows it verified gone.
+    let mut admin = Browser::new(&server);
+    assert_eq!(admin.sign_in(ADMIN).status(), 303);
+    let page = admin.page(&format!("/ui/grants/{grant}"));
+    for kind in ["requested", "decided", "approved", "issued"] {
+        assert!(
+            page.contains(&format!("kind-{kind}")),
+            "timeline lacks {kind}: {page}"
+        );
+    }
+    let resp = admin.post(
+        &format!("/ui/grants/{grant}/revoke"),
+        &[("csrf", &csrf(&page))],
+    );
+    assert_eq!(resp.status(), 303);
+    api.wait_grant(ADMIN, &grant, Duration::from_secs(20), |g| {
+        g["state"] == "ended"
+    });
+    assert_eq!(api.introspect(ADMIN, access)["active"], false);
+    let page = admin.page(&format!("/ui/grants/{grant}"));
+    assert!(
+        page.contains("Verified gone") && page.contains("revoked by user:admin"),
+        "{page}"
+    );
+    assert!(page.contains("verified"), "{page}");
+
+    // Audit search, keyset pages, exports, chain status.
+    let audit_page = admin.page("/ui/audit?identity=nightly-backup");
+    assert!(audit_page.contains("approved") && audit_page.contains("user:alice"));
+    let resp = admin.get("/ui/audit/export?format=jsonl&identity=nightly-backup");
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|r| r["kind"] == "approved" && r["actor"] == "user:bob")
+    );
+    let seqs: Vec<i64> = lines.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    // Exports tell the story oldest first.
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let resp = admin.get("/ui/audit/export?format=csv");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().unwrap().starts_with("seq,at,kind,actor,"));
+    let all = lines.len();
+    assert!(all > 3);
+    // Keyset pages: `before` keeps only older records.
+    let last = seqs[all - 2];
+    let resp = admin.get(&format!(
+        "/ui/audit/export?format=jsonl&identity=nightly-backup&before={last}"
+    ));
+    let older: Vec<Value> = resp
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(older.len(), all - 2);
+    assert!(older.iter().all(|r| r["seq"].as_i64().unwrap() < last));
+    assert!(
+        admin
+            .page("/ui/audit/verify")
+            .contains("The chain is intact")
+    );
+    assert!(admin.page("/ui/identities").contains("nightly-backup"));
+    let resp = admin.get("/ui/audit?since=yesterday");
+    assert_eq!(resp.status(), 400);
+
+    // A forged cookie is sent to the sign-in page, and so is anything unknown.
+    let mut forged = Browser::new(&server);
+    forged.cookie = Some("forged-session-id".into());
+    let resp = forged.get("/ui/inbox");
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/ui/login");
+
+    // Sign-out needs the CSRF token, deletes the session, and is audited.
+    let resp = browser.post("/ui/logout", &[]);
+    assert_eq!(resp.status(), 403);
+    let resp = browser.post("/ui/logout", &[("csrf", &token)]);
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/ui/login");
+    browser.cookie = Some(alice_cookie);
+    let resp = browser.get("/ui/inbox");
+    assert_eq!(resp.status(), 303, "a signed-out session is gone");
+    let (_, audit) = api.get(ADMIN, "/v1/audit?limit=500");
+    let kinds: Vec<(&str, &str)> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["actor"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("console_signed_in", "user:alice")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("console_signed_out", "user:alice")),
+        "{kinds:?}"
+    );
+
+    // Revoking a person's API token ends the console sessions it opened.
+    assert_eq!(bob_browser.get("/ui/inbox").status(), 200);
+    let (status, r) = api.post(ADMIN, "/v1/users/bob/revoke", json!({}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(bob_browser.get("/ui/inbox").status(), 303);
+}
+
+#[test]
+fn console_sign_in_approve_and_audit_on_sqlite() {
+    console_end_to_end(None);
+}
+
+#[test]
+fn console_sign_in_approve_and_audit_on_postgres() {
+    let admin = common::pg::SHARED_PG;
+    let db = format!("kairos_console_{}", uuid::Uuid::new_v4().simple());
+    common::pg::psql(admin, "postgres", &format!("CREATE DATABASE {db}"));
+    let url = format!("{admin}/{db}");
+    let result = std::panic::catch_unwind(|| console_end_to_end(Some(&url)));
+    common::pg::psql(
+        admin,
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn an_idle_console_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_config(&dir.path().join("cfg"), &issuer, "");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        Some(&config),
+        None,
+        &["--console-idle-timeout", "1s"],
+    );
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.sign_in(ADMIN).status(), 303);
+    assert_eq!(browser.get("/ui/inbox").status(), 200);
+    // The idle limit is the point of this test: let it pass unused.
+    std::thread::sleep(Duration::from_millis(1300));
+    let resp = browser.get("/ui/inbox");
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/ui/login");
+    // The ended session stays ended.
+    assert_eq!(browser.get("/ui/grants").status(), 303);
+}
