@@ -534,23 +534,20 @@ fn overdue_review_escalates(store: Option<&str>) {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert!(listed.contains(&review.as_str()), "{overdue}");
-    // The posture on SQLite only: on PostgreSQL its grant-hours figure fails to decode
-    // (SUM of BIGINT is NUMERIC there), a fault of the posture query outside this test.
-    if store.is_none() {
-        let (status, posture) = api.get(&ann, "/v1/posture");
-        assert_eq!(status, 200, "{posture}");
-        let finding = posture["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["id"] == "reviews_overdue")
-            .unwrap_or_else(|| panic!("no reviews_overdue finding: {posture}"));
-        assert_eq!(finding["count"], 2, "{finding}");
-        assert!(
-            finding["subjects"].to_string().contains(&review),
-            "{finding}"
-        );
-    }
+    // The posture shows it overdue.
+    let (status, posture) = api.get(&ann, "/v1/posture");
+    assert_eq!(status, 200, "{posture}");
+    let finding = posture["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "reviews_overdue")
+        .unwrap_or_else(|| panic!("no reviews_overdue finding: {posture}"));
+    assert_eq!(finding["count"], 2, "{finding}");
+    assert!(
+        finding["subjects"].to_string().contains(&review),
+        "{finding}"
+    );
 
     // Filing it afterwards still works, and settles its alert.
     let (status, body) = api.post(

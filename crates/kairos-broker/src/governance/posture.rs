@@ -55,11 +55,19 @@ impl Broker {
         for a in &unresolved {
             alerts.entry(a.kind).or_default().push(a.subject.clone());
         }
-        let flagged = |kind: AlertKind, name: &str| {
-            alerts
-                .get(&kind)
-                .is_some_and(|subjects| subjects.iter().any(|s| s == name))
+        // Looked up once per identity: a set per kind, not a scan of every alert (with
+        // ten thousand orphaned identities a scan was a hundred million comparisons).
+        let subjects_of = |kind: AlertKind| -> std::collections::HashSet<&str> {
+            unresolved
+                .iter()
+                .filter(|a| a.kind == kind)
+                .map(|a| a.subject.as_str())
+                .collect()
         };
+        let (orphaned, dormant) = (
+            subjects_of(AlertKind::Orphaned),
+            subjects_of(AlertKind::DormantIdentity),
+        );
         let states: BTreeMap<_, _> = self
             .store
             .identity_states()
@@ -76,8 +84,8 @@ impl Broker {
                     .get(&i.name)
                     .copied()
                     .unwrap_or(IdentityState::Active),
-                orphaned: flagged(AlertKind::Orphaned, i.name.as_str()),
-                dormant: flagged(AlertKind::DormantIdentity, i.name.as_str()),
+                orphaned: orphaned.contains(i.name.as_str()),
+                dormant: dormant.contains(i.name.as_str()),
             })
             .collect();
 
