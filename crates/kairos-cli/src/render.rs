@@ -62,37 +62,9 @@ impl Table {
 }
 
 /// Server-supplied text could carry newlines, terminal escape sequences or Unicode
-/// bidirectional controls (U+202E turns the rest of a line around); show them escaped
+/// bidirectional controls (U+202E turns the rest of a line around); shown escaped
 /// (`\u{202e}`) so a cell stays one line, reads as sent, and cannot drive the terminal.
-pub fn clean(s: &str) -> String {
-    if !s.chars().any(needs_escape) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if needs_escape(c) {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-/// Control characters, and the invisible formatting characters that reorder or hide text:
-/// bidi embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069), marks
-/// (U+200E, U+200F, U+061C), zero-width characters and the byte-order mark.
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2069}'
-                | '\u{feff}'
-        )
-}
+pub use kairos_domain::text::clean;
 
 const NONE: &str = "-";
 

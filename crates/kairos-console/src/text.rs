@@ -1,51 +1,5 @@
-//! Text that came from callers (task reasons, approval reasons), shown as sent.
-//!
-//! Templates escape HTML; this also escapes what HTML escaping leaves alone: control
-//! characters and the invisible characters that reorder or hide text (bidi embeddings,
-//! overrides and isolates, marks, zero-width characters, the byte-order mark). They are
-//! shown as `\u{202e}`, as the CLI shows them.
+//! Text that came from callers (task reasons, approval reasons), shown as sent: templates
+//! escape HTML, and [`clean`] (shared with the CLI) escapes what HTML escaping leaves
+//! alone, the control and invisible characters.
 
-pub fn clean(s: &str) -> String {
-    if !s.chars().any(needs_escape) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if needs_escape(c) {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2069}'
-                | '\u{feff}'
-        )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean;
-
-    fn check(input: &str, expected: &str) {
-        assert_eq!(clean(input), expected);
-    }
-
-    #[test]
-    fn invisible_and_control_characters_are_shown_escaped() {
-        check("plain reason", "plain reason");
-        check("abc\u{202e}fed", "abc\\u{202e}fed");
-        check("line\nbreak", "line\\nbreak");
-        check("zero\u{200b}width", "zero\\u{200b}width");
-        check("<b>", "<b>");
-    }
-}
+pub use kairos_domain::text::clean;

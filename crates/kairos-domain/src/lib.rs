@@ -12,6 +12,7 @@ mod request;
 mod review;
 mod source;
 mod task;
+pub mod text;
 mod ttl;
 
 pub use audit::{
