@@ -32,3 +32,8 @@ CREATE TABLE posture_latency_days (
 -- (no table lookups, no sort), however many grants are live.
 CREATE INDEX grants_live_identity ON grants (identity, issued_at, expires_at, ended_at, state)
     WHERE state IN ('active', 'ending');
+
+-- The `verified` records after the fold's watermark, found without reading the records of
+-- other kinds between them (after a restart on a long chain, the fold and a report would
+-- otherwise read millions of records to find a few).
+CREATE INDEX audit_verified ON audit (seq) WHERE kind = 'verified';
