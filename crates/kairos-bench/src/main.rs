@@ -14,6 +14,7 @@
 mod accounts;
 mod api;
 mod cedar;
+mod console;
 mod cpu;
 mod expiry;
 mod guard;
@@ -52,7 +53,8 @@ struct Args {
     /// Concurrent HTTP clients (and pgbench clients for the PostgreSQL floors).
     #[arg(long, default_value_t = 16)]
     clients: usize,
-    /// Run only these sections (comma-separated): http, accounts, expiry, restart, cedar.
+    /// Run only these sections (comma-separated): http, accounts, expiry, restart, cedar,
+    /// console.
     /// The report then says which figures were not run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
@@ -71,6 +73,7 @@ pub enum Section {
     Expiry,
     Restart,
     Cedar,
+    Console,
 }
 
 /// Lengths and sizes of every phase, by mode.
@@ -89,6 +92,10 @@ pub struct Plan {
     pub expiry_ttl_secs: u64,
     pub restart_grants: u64,
     pub restart_runs: usize,
+    pub console_grants: u64,
+    pub console_audit_rounds: usize,
+    pub console_samples: usize,
+    pub console_page_budget: Duration,
 }
 
 impl Plan {
@@ -108,6 +115,10 @@ impl Plan {
                 expiry_ttl_secs: 3,
                 restart_grants: 100_000,
                 restart_runs: 1,
+                console_grants: 20_000,
+                console_audit_rounds: 4,
+                console_samples: 50,
+                console_page_budget: Duration::from_secs(5),
             }
         } else {
             Self {
@@ -124,6 +135,10 @@ impl Plan {
                 expiry_ttl_secs: 10,
                 restart_grants: 1_000_000,
                 restart_runs: 3,
+                console_grants: 100_000,
+                console_audit_rounds: 4,
+                console_samples: 200,
+                console_page_budget: Duration::from_secs(20),
             }
         };
         Self {
@@ -169,6 +184,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("ES256 signing and fdatasync floors...");
         report.es256_signs_per_sec = Some(es256_signs_per_sec(plan.sign)?);
         report.fsync_per_sec = Some(fsync_per_sec(plan.sign)?);
+        report.sqlite_commits_per_sec = Some(runtime.block_on(sqlite_commits_per_sec(plan.sign))?);
         runtime.block_on(http_figures(&kairos, &issuer, &platform, plan, &mut report));
     }
 
@@ -210,6 +226,20 @@ fn main() -> anyhow::Result<()> {
         report.restart = Some(
             runtime
                 .block_on(restart::measure(&kairos, &issuer, &platform, settings))
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
+    if runs(Section::Console) {
+        eprintln!("console pages over {} grants...", plan.console_grants);
+        let settings = console::Settings {
+            grants: plan.console_grants,
+            audit_rounds: plan.console_audit_rounds,
+            samples: plan.console_samples,
+            page_budget: plan.console_page_budget,
+        };
+        report.console = Some(
+            runtime
+                .block_on(console::measure(&kairos, &issuer, &platform, settings))
                 .map_err(|e| format!("{e:#}")),
         );
     }
@@ -272,6 +302,38 @@ fn fsync_per_sec(duration: Duration) -> anyhow::Result<f64> {
         n += 1;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Durable SQLite commits per second, one at a time: a 2.5 KB row inserted and committed
+/// in a WAL database with `synchronous = FULL` (the store's settings), on the filesystem
+/// the SQLite stores use. What one writer batch pays at least, whatever it carries: the
+/// WAL frames' writes and the `fdatasync`.
+async fn sqlite_commits_per_sec(duration: Duration) -> anyhow::Result<f64> {
+    use sqlx::Connection as _;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    let dir = ScratchDir::new("sqlite-commit")?;
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("floor.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::query("CREATE TABLE floor (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        .execute(&mut conn)
+        .await?;
+    let body = vec![b'x'; 2_500];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        sqlx::query("INSERT INTO floor (body) VALUES (?)")
+            .bind(&body)
+            .execute(&mut conn)
+            .await?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    conn.close().await?;
+    Ok(rate)
 }
 
 /// Requests that each POST `form` to `url`.

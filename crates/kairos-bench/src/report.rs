@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::accounts::AccountsResult;
 use crate::cedar::CedarResult;
+use crate::console::ConsoleResult;
 use crate::cpu::Usage;
 use crate::expiry::ExpiryResult;
 use crate::load::LoadResult;
@@ -32,6 +33,10 @@ const RESTART_GRANTS: u64 = 1_000_000;
 const RESTART_TIME: Duration = Duration::from_secs(2);
 const POSTURE_TIME: Duration = Duration::from_secs(1);
 const RESTART_RSS: u64 = 300 * 1024 * 1024;
+/// Every console page's p99, at 100,000 grants and 1,000,000 audit records.
+const CONSOLE_P99: Duration = Duration::from_millis(50);
+const CONSOLE_GRANTS: u64 = 100_000;
+const CONSOLE_AUDIT: u64 = 1_000_000;
 
 /// The machine's PostgreSQL, as the figures saw it.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +79,8 @@ pub struct Report {
     pub pgbench: Result<String, String>,
     pub es256_signs_per_sec: Option<f64>,
     pub fsync_per_sec: Option<f64>,
+    /// Durable SQLite commits of one 2.5 KB row, one at a time (WAL, synchronous = FULL).
+    pub sqlite_commits_per_sec: Option<f64>,
     pub noop: Option<LoadResult>,
     pub grants: Option<LoadResult>,
     /// The same with a new platform token for every exchange.
@@ -87,6 +94,7 @@ pub struct Report {
     pub accounts: Option<Result<AccountsResult, String>>,
     pub expiry: Option<Result<ExpiryResult, String>>,
     pub restart: Option<Result<RestartResult, String>>,
+    pub console: Option<Result<ConsoleResult, String>>,
     pub cedar: Vec<CedarResult>,
     /// Failures of parts that have no slot of their own.
     pub errors: Vec<String>,
@@ -152,6 +160,7 @@ impl Report {
             pgbench: Err("not checked".into()),
             es256_signs_per_sec: None,
             fsync_per_sec: None,
+            sqlite_commits_per_sec: None,
             noop: None,
             grants: None,
             grants_fresh: None,
@@ -162,6 +171,7 @@ impl Report {
             accounts: None,
             expiry: None,
             restart: None,
+            console: None,
             cedar: Vec::new(),
             errors: Vec::new(),
             server_logs: Vec::new(),
@@ -191,7 +201,7 @@ impl Report {
         format!(
             "{} ({} concurrent HTTP and pgbench clients; {:?} per HTTP and pgbench phase after {:?} warm-up; \
              {} accounts revoked at once; expiry at {}/s for {:?} with a {} s TTL; restart with {} active grants, \
-             {} timed start(s) per store; {:?} per Cedar set){}",
+             {} timed start(s) per store; {:?} per Cedar set; console pages over {} grants){}",
             if p.quick { "quick" } else { "full" },
             p.clients,
             p.http,
@@ -203,6 +213,7 @@ impl Report {
             thousands(p.restart_grants as f64),
             p.restart_runs,
             p.cedar,
+            thousands(p.console_grants as f64),
             if self.only.is_empty() {
                 String::new()
             } else {
@@ -306,6 +317,7 @@ impl Report {
         self.render_accounts(&mut s);
         self.render_expiry(&mut s);
         self.render_restart(&mut s);
+        self.render_console(&mut s);
         self.render_cedar(&mut s);
 
         let _ = writeln!(s, "## What bounds it\n");
@@ -368,6 +380,7 @@ impl Report {
         check(self.expiry.is_none(), "expiry lateness");
         check(self.restart.is_none(), "restart with many active grants");
         check(self.cedar.is_empty(), "Cedar decisions");
+        check(self.console.is_none(), "console pages over a large store");
         out
     }
 
@@ -390,10 +403,15 @@ impl Report {
                 "; fdatasync of a 4 KiB append, 1 thread: {}/s",
                 thousands(f)
             )
+        }) + &self.sqlite_commits_per_sec.map_or(String::new(), |c| {
+            format!(
+                "; SQLite durable commits of one 2.5 KB row (WAL, synchronous = FULL), 1 thread: {}/s",
+                thousands(c)
+            )
         });
         // How many grants each one-at-a-time durable commit would have to carry.
         let per_commit = |r: &LoadResult| -> String {
-            match self.fsync_per_sec {
+            (match self.fsync_per_sec {
                 Some(f) if f > 0.0 => format!(
                     " The disk does {}/s one-at-a-time durable commits (fdatasync floor), so \
                      {} is {:.2} grants per such commit{}.",
@@ -407,6 +425,15 @@ impl Report {
                         ": several grants share each commit, and the rate is bounded by the \
                          work done around the commits"
                     }
+                ),
+                _ => String::new(),
+            }) + &match self.sqlite_commits_per_sec {
+                Some(c) if c > 0.0 => format!(
+                    " SQLite itself commits {}/s one at a time (one 2.5 KB row each, WAL, \
+                     synchronous = FULL, on the same filesystem), so the writer's batches carry \
+                     {:.1} grants per such commit.",
+                    thousands(c),
+                    r.per_sec() / c,
                 ),
                 _ => String::new(),
             }
@@ -601,6 +628,7 @@ impl Report {
         self.summary_accounts(s, misses);
         self.summary_expiry(s, misses);
         self.summary_restart(s, misses);
+        self.summary_console(s, misses);
 
         let three = self.cedar.iter().find(|c| c.policies == 3);
         if let Some(big) = self.cedar.iter().find(|c| c.policies == 1_000) {
@@ -1528,6 +1556,170 @@ impl Report {
         );
         for (label, st) in [("empty", &r.empty), ("filled", &r.filled)] {
             restart_rows(s, label, st);
+        }
+        let _ = writeln!(s);
+    }
+
+    fn summary_console(&self, s: &mut String, misses: &mut Vec<String>) {
+        let Some(console) = &self.console else {
+            return;
+        };
+        let r = match console {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(
+                    s,
+                    "| console pages, p99 each | failed: {} | — | — | ≤ 50 ms (100,000 grants, 1,000,000 audit records) | **not measured** |",
+                    one_line(e)
+                );
+                return;
+            }
+        };
+        let timed: Vec<_> = r.pages.iter().filter(|p| p.failure.is_none()).collect();
+        let Some(worst) = timed.iter().max_by_key(|p| p.latencies.percentile(99.0)) else {
+            return;
+        };
+        let worst_p99 = worst.latencies.percentile(99.0);
+        let failed: Vec<_> = r.pages.iter().filter(|p| p.failure.is_some()).collect();
+        let met = worst_p99 <= CONSOLE_P99 && failed.is_empty();
+        let full_size = r.fill.grants >= CONSOLE_GRANTS && r.audit_records >= CONSOLE_AUDIT;
+        let floor = r
+            .floors
+            .iter()
+            .map(|f| format!("{}: p99 {}", f.label, human(f.latencies.percentile(99.0))))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let verdict_text = match (met, full_size) {
+            (true, true) => verdict(true).to_owned(),
+            (true, false) => format!(
+                "met at {} grants and {} audit records; the target is for 100,000 and 1,000,000 (full run)",
+                thousands(r.fill.grants as f64),
+                thousands(r.audit_records as f64)
+            ),
+            (false, _) => "**missed**".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "| console pages as a signed-in admin, one request at a time, over {} grants and {} audit records (SQLite store): the slowest page's p99 ({}){} | {} | {} | — | every page p99 ≤ 50 ms (100,000 grants, 1,000,000 audit records) | {verdict_text} |",
+            thousands(r.fill.grants as f64),
+            thousands(r.audit_records as f64),
+            worst.label,
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; not served: {}",
+                    failed
+                        .iter()
+                        .map(|p| p.label)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            human(worst_p99),
+            floor,
+        );
+        if !met {
+            let slow: Vec<String> = timed
+                .iter()
+                .filter(|p| p.latencies.percentile(99.0) > CONSOLE_P99)
+                .map(|p| format!("{} (p99 {})", p.label, human(p.latencies.percentile(99.0))))
+                .collect();
+            misses.push(format!(
+                "**Console pages over {} grants and {} audit records (target: every page p99 ≤ 50 ms).** \
+                 Evidence: over the target: {}{}. See the console details table for each page's \
+                 figures.",
+                thousands(r.fill.grants as f64),
+                thousands(r.audit_records as f64),
+                if slow.is_empty() { "none".to_owned() } else { slow.join(", ") },
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; not served (not timed): {}",
+                        failed
+                            .iter()
+                            .map(|p| format!("{} ({})", p.label, p.failure.as_deref().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ));
+        }
+    }
+
+    fn render_console(&self, s: &mut String) {
+        let Some(Ok(r)) = &self.console else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "### Console pages
+"
+        );
+        let _ = writeln!(
+            s,
+            "A SQLite store filled like the restart figure's (one real grant issued through the \
+             server, cloned to {} active grants over 10,000 registered identities), each clone \
+             with {} audit records, {} in the chain; filled in {:.1} s. The server is started on \
+             it and an admin signs in with an API token; each page is then fetched one request \
+             at a time with the session cookie (3 warm-up fetches, then up to {} timed, for at \
+             most {:?} a page), the whole answer read. The floors are the same server's \
+             stylesheet and sign-in page, fetched the same way.\n",
+            thousands(r.fill.grants as f64),
+            if r.fill.grants > 1 {
+                r.fill.audit_records / (r.fill.grants - 1)
+            } else {
+                0
+            },
+            thousands(r.audit_records as f64),
+            r.fill.elapsed.as_secs_f64(),
+            self.plan.console_samples,
+            self.plan.console_page_budget,
+        );
+        let _ = writeln!(
+            s,
+            "| page | path | fetches | p50 | p99 | max | verdict (p99 ≤ 50 ms) |\n|---|---|---|---|---|---|---|"
+        );
+        for (p, floor) in r
+            .floors
+            .iter()
+            .map(|p| (p, true))
+            .chain(r.pages.iter().map(|p| (p, false)))
+        {
+            let label = if floor {
+                format!("floor: {}", p.label)
+            } else {
+                p.label.to_owned()
+            };
+            match &p.failure {
+                Some(why) => {
+                    let _ = writeln!(
+                        s,
+                        "| {label} | `{}` | {} | — | — | — | not timed: {} |",
+                        p.path,
+                        p.samples,
+                        one_line(why)
+                    );
+                }
+                None => {
+                    let p99 = p.latencies.percentile(99.0);
+                    let _ = writeln!(
+                        s,
+                        "| {label} | `{}` | {} | {} | {} | {} | {} |",
+                        p.path,
+                        p.samples,
+                        human(p.latencies.percentile(50.0)),
+                        human(p99),
+                        human(p.latencies.percentile(100.0)),
+                        if floor {
+                            "—"
+                        } else {
+                            verdict(p99 <= CONSOLE_P99)
+                        },
+                    );
+                }
+            }
         }
         let _ = writeln!(s);
     }

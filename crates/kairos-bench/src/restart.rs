@@ -103,6 +103,22 @@ fn posture_identity(i: u64) -> String {
     format!("svc-{}", i % (POSTURE_IDENTITIES - 1))
 }
 
+/// The configuration's extra identities: every clone's identity registered, owned by
+/// the base configuration's team.
+pub fn clone_identities() -> server::ConfigExtras {
+    server::ConfigExtras {
+        toml: (1..POSTURE_IDENTITIES)
+            .map(|i| {
+                format!(
+                    "[[identity]]\nname = \"{}\"\nowner = \"payments\"\nkind = \"service\"\nissuer = \"ci\"\nsubject = \"svc:{i}\"\n\n",
+                    posture_identity(i - 1)
+                )
+            })
+            .collect(),
+        cedar: String::new(),
+    }
+}
+
 pub async fn measure(
     kairos: &Path,
     issuer: &Issuer,
@@ -137,7 +153,7 @@ pub async fn measure(
         .context("issuing the template grant")?;
     server.stop(Duration::from_secs(10));
     eprintln!("  filling the store with {} active grants...", s.grants);
-    let fill = fill(&full_opts.data.join("kairos.db"), s.grants).await?;
+    let fill = fill(&full_opts.data.join("kairos.db"), s.grants, 1).await?;
     eprintln!("  filled in {:.1?}; restarting on it...", fill.elapsed);
     let filled = timed_restarts(kairos, &full_opts, s.grants, s)?;
 
@@ -146,18 +162,8 @@ pub async fn measure(
         "  posture report over {} identities and {} grants...",
         POSTURE_IDENTITIES, s.grants
     );
-    let extras = server::ConfigExtras {
-        toml: (1..POSTURE_IDENTITIES)
-            .map(|i| {
-                format!(
-                    "[[identity]]\nname = \"{}\"\nowner = \"payments\"\nkind = \"service\"\nissuer = \"ci\"\nsubject = \"svc:{i}\"\n\n",
-                    posture_identity(i - 1)
-                )
-            })
-            .collect(),
-        cedar: String::new(),
-    };
-    let posture_config = server::write_config(&dir.path().join("cfg-posture"), issuer, &extras)?;
+    let posture_config =
+        server::write_config(&dir.path().join("cfg-posture"), issuer, &clone_identities())?;
     let posture_opts = ServerOptions {
         config: posture_config,
         ..opts("full")
@@ -298,8 +304,10 @@ async fn clone_select(
 }
 
 /// Fills the store at `path` (one grant in it, issued by the server) up to `total` active
-/// grants. The server must not be running.
-pub async fn fill(path: &Path, total: u64) -> anyhow::Result<Fill> {
+/// grants, each clone with `rounds` copies of the template's audit records (1: the
+/// records one issuance writes; more: a longer history per grant, for the audit-heavy
+/// console figure). The server must not be running.
+pub async fn fill(path: &Path, total: u64, rounds: usize) -> anyhow::Result<Fill> {
     const CHUNK: usize = 20_000;
     const ROWS_PER_INSERT: usize = 500;
     let started = Instant::now();
@@ -440,7 +448,7 @@ pub async fn fill(path: &Path, total: u64) -> anyhow::Result<Fill> {
             .await?;
 
         // The clones' audit records, sealed into the chain in order.
-        let mut records = Vec::with_capacity(rows.len() * audit_template.len());
+        let mut records = Vec::with_capacity(rows.len() * audit_template.len() * rounds.max(1));
         for (gid, rid, _, at, exp) in &rows {
             let times = [
                 Timestamp::from_millis(*at).to_rfc3339(),
@@ -458,7 +466,11 @@ pub async fn fill(path: &Path, total: u64) -> anyhow::Result<Fill> {
                     }
                 })
             };
-            for a in &audit_template {
+            for a in audit_template
+                .iter()
+                .cycle()
+                .take(audit_template.len() * rounds.max(1))
+            {
                 let mut data = a.data.replace(&t_gid, gid).replace(&t_rid, rid);
                 for (old, new) in t_times.iter().zip(&times) {
                     data = data.replace(old, new);

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use kairos_crypto::issuer::{CheckpointClaims, CheckpointError};
-use kairos_domain::{ChainVerifier, Timestamp, checkpoint_problem};
+use kairos_domain::{ChainError, ChainVerifier, Timestamp, checkpoint_problem};
 use kairos_store::Role;
 
 use crate::users::ChainReport;
@@ -111,6 +111,8 @@ pub const MAX_CHECKPOINTS: usize = 10_000;
 pub(crate) struct Checkpointer {
     file: Option<PathBuf>,
     state: tokio::sync::Mutex<Verified>,
+    /// What the walk has verified, readable while a walk holds `state`.
+    seen: std::sync::Mutex<ChainStatus>,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +120,8 @@ struct Verified {
     chain: ChainVerifier,
     /// The `seq` of the last checkpoint published by this process.
     published: i64,
+    /// Where the walk found the chain broken; it does not go past it.
+    broken: Option<ChainError>,
 }
 
 impl Checkpointer {
@@ -125,9 +129,51 @@ impl Checkpointer {
         Self {
             file,
             state: tokio::sync::Mutex::new(Verified::default()),
+            seen: std::sync::Mutex::new(ChainStatus::default()),
+        }
+    }
+
+    fn snapshot(&self) -> ChainStatus {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, state: &Verified, caught_up: bool, at: Timestamp) {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = ChainStatus {
+                verified_through: state.chain.head().0,
+                broken: state.broken.clone(),
+                caught_up,
+                checked_at: Some(at),
+                published: state.published,
+            };
         }
     }
 }
+
+/// How far this process has verified the chain, following it forward as it grows (the
+/// checkpointer's walk: from the first record at start, then each new record once).
+///
+/// It does not re-read records it has already verified: a rewrite of an older record is
+/// found by a full walk ([`Broker::verify_audit`], `kairos audit verify`) or by the walk at
+/// the next start.
+#[derive(Debug, Clone, Default)]
+pub struct ChainStatus {
+    /// Records 1 to this one link and hash correctly.
+    pub verified_through: i64,
+    /// Where the chain is broken, if the walk found it so.
+    pub broken: Option<ChainError>,
+    /// Whether the last walk reached the head it then saw (false while a long chain is
+    /// still being walked, e.g. just after a start).
+    pub caught_up: bool,
+    /// When the walk last moved; None before the first.
+    pub checked_at: Option<Timestamp>,
+    /// The `seq` of the last checkpoint this process signed (0: none yet).
+    pub published: i64,
+}
+
+/// The most records a status read walks itself before answering; a longer tail is left
+/// to the checkpointer's walk, and the status says it is not caught up.
+const STATUS_WALK: u64 = 20_000;
 
 /// Whether a checkpoint is made when the head has not moved since the last one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,20 +206,7 @@ impl Broker {
     /// this process's last checkpoint and `unmoved` says skip.
     pub(crate) async fn publish_checkpoint(&self, unmoved: Unmoved) -> Result<Option<Checkpoint>> {
         let mut state = self.checkpointer.state.lock().await;
-        loop {
-            let (after, _) = state.chain.head();
-            let page = self.store.audit_page(after, PAGE).await?;
-            if page.is_empty() {
-                break;
-            }
-            for r in &page {
-                state.chain.push(r).map_err(|e| {
-                    BrokerError::Conflict(format!(
-                        "no checkpoint signed: {e}; run `kairos audit verify` and investigate"
-                    ))
-                })?;
-            }
-        }
+        self.walk_forward(&mut state, None).await?;
         let (seq, hash) = state.chain.head();
         if seq == 0 || (unmoved == Unmoved::Skip && seq == state.published) {
             return Ok(None);
@@ -206,7 +239,59 @@ impl Broker {
         }
         tracing::info!(seq, checkpoint = %line, "audit checkpoint");
         state.published = seq;
+        self.checkpointer.record(&state, true, at);
         Ok(Some(checkpoint))
+    }
+
+    /// Verifies the records past the walk's head, at most `budget` of them (None: up to
+    /// the head); true when it reached the head. A break is kept, and refuses every later
+    /// walk.
+    async fn walk_forward(&self, state: &mut Verified, budget: Option<u64>) -> Result<bool> {
+        let refuse = |e: &ChainError| {
+            BrokerError::Conflict(format!(
+                "no checkpoint signed: {e}; run `kairos audit verify` and investigate"
+            ))
+        };
+        if let Some(e) = &state.broken {
+            return Err(refuse(e));
+        }
+        let mut walked = 0u64;
+        let caught_up = loop {
+            if budget.is_some_and(|b| walked >= b) {
+                break false;
+            }
+            let (after, _) = state.chain.head();
+            let page = self.store.audit_page(after, PAGE).await?;
+            if page.is_empty() {
+                break true;
+            }
+            for r in &page {
+                if let Err(e) = state.chain.push(r) {
+                    state.broken = Some(e.clone());
+                    self.checkpointer.record(state, false, self.now());
+                    return Err(refuse(&e));
+                }
+            }
+            walked += page.len() as u64;
+            self.checkpointer.record(state, false, self.now());
+        };
+        self.checkpointer.record(state, caught_up, self.now());
+        Ok(caught_up)
+    }
+
+    /// How far the chain is verified, without a walk of the whole chain: the
+    /// checkpointer's walk, moved up to the head first when the tail is short and no
+    /// other walk is under way (admin, operator, auditor).
+    pub async fn chain_status(&self, caller: &Caller) -> Result<ChainStatus> {
+        caller.require_role(&[Role::Auditor, Role::Operator], "verify the audit log")?;
+        if let Ok(mut state) = self.checkpointer.state.try_lock() {
+            match self.walk_forward(&mut state, Some(STATUS_WALK)).await {
+                // A break is in the status.
+                Ok(_) | Err(BrokerError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.checkpointer.snapshot())
     }
 
     /// Walks the chain and checks each checkpoint (compact JWS) against it: signed by

@@ -37,7 +37,9 @@ use kairos_store::Store;
 
 pub use apply::{ApplyMode, ApplyOptions, ApplyReport, EndingGrant, RemoveAll};
 pub use auth::{Caller, api_token_id};
-pub use checkpoints::{Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus};
+pub use checkpoints::{
+    ChainStatus, Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus,
+};
 pub use governance::usage::kinds as usage_alert_kinds;
 
 pub use connector::{Connector, Revocability, TokenConnector};

@@ -801,26 +801,74 @@ pub async fn audit_export(
 struct VerifyPage {
     title: &'static str,
     me: Option<Me>,
+    /// A walk of the whole chain, on request (else the running status).
+    full: bool,
     ok: bool,
-    records: u64,
+    /// Full walk: records checked. Status: verified through this record.
+    records: String,
+    caught_up: bool,
+    checked_at: String,
+    published: String,
     broken_at: String,
     problem: String,
 }
 
-pub async fn audit_verify(State(s): State<ConsoleState>, signed: Signed) -> PageResult {
-    let report = s.broker.verify_audit(&signed.caller).await?;
+#[derive(Deserialize)]
+pub struct VerifyQuery {
+    /// `1`: walk the whole chain now (slow on a long chain).
+    full: Option<String>,
+}
+
+/// The chain's status as this server has verified it while following the chain; with
+/// `?full=1`, a walk of the whole chain now.
+pub async fn audit_verify(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    q: Result<Query<VerifyQuery>, QueryRejection>,
+) -> PageResult {
+    let full = query(q)?.full.as_deref() == Some("1");
+    let (ok, records, caught_up, checked_at, published, broken) = if full {
+        let report = s.broker.verify_audit(&signed.caller).await?;
+        (
+            report.broken.is_none(),
+            report.records.to_string(),
+            true,
+            s.broker.now().to_rfc3339(),
+            String::new(),
+            report.broken,
+        )
+    } else {
+        let status = s.broker.chain_status(&signed.caller).await?;
+        (
+            status.broken.is_none(),
+            status.verified_through.to_string(),
+            status.caught_up,
+            status
+                .checked_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            if status.published > 0 {
+                status.published.to_string()
+            } else {
+                String::new()
+            },
+            status.broken,
+        )
+    };
     render(&VerifyPage {
         title: "Audit chain",
         me: Some(me(&signed)),
-        ok: report.broken.is_none(),
-        records: report.records,
-        broken_at: report
-            .broken
+        full,
+        ok,
+        records,
+        caught_up,
+        checked_at,
+        published,
+        broken_at: broken
             .as_ref()
             .map(|b| b.seq.to_string())
             .unwrap_or_default(),
-        problem: report
-            .broken
+        problem: broken
             .map(|b| crate::text::clean(&b.problem))
             .unwrap_or_default(),
     })
@@ -844,10 +892,34 @@ struct IdentityRow {
 struct IdentitiesPage {
     title: &'static str,
     me: Option<Me>,
+    /// The name filter as given.
+    name: String,
+    team: String,
     identities: Vec<IdentityRow>,
+    /// How many identities match the filters.
+    matched: usize,
+    /// The link to the next page, when there is one.
+    next: String,
 }
 
-pub async fn identities(State(s): State<ConsoleState>, signed: Signed) -> PageResult {
+/// Identities a page shows.
+const IDENTITIES_PAGE: usize = 100;
+
+#[derive(Deserialize)]
+pub struct IdentityQuery {
+    /// Part of the name (any case).
+    name: Option<String>,
+    team: Option<String>,
+    /// Keyset pagination: names after this one.
+    after: Option<String>,
+}
+
+pub async fn identities(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    q: Result<Query<IdentityQuery>, QueryRejection>,
+) -> PageResult {
+    let q = query(q)?;
     let views = s.broker.identities_for(&signed.caller).await?;
     let catalog = s.broker.catalog();
     let join = |names: &[kairos_domain::UserName]| {
@@ -857,7 +929,35 @@ pub async fn identities(State(s): State<ConsoleState>, signed: Signed) -> PageRe
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let identities = views
+    let name = given(&q.name).unwrap_or_default().to_lowercase();
+    let team = given(&q.team).unwrap_or_default();
+    let after = given(&q.after).unwrap_or_default();
+    let mut matching: Vec<_> = views
+        .into_iter()
+        .filter(|v| name.is_empty() || v.name.as_str().to_lowercase().contains(&name))
+        .filter(|v| team.is_empty() || v.team.as_str() == team)
+        .collect();
+    matching.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    let matched = matching.len();
+    let mut page: Vec<_> = matching
+        .into_iter()
+        .filter(|v| after.is_empty() || v.name.as_str() > after)
+        .take(IDENTITIES_PAGE + 1)
+        .collect();
+    let next = if page.len() > IDENTITIES_PAGE {
+        page.truncate(IDENTITIES_PAGE);
+        page.last().map_or_else(String::new, |last| {
+            format!(
+                "/ui/identities?name={}&team={}&after={}",
+                encode(given(&q.name).unwrap_or_default()),
+                encode(team),
+                encode(last.name.as_str())
+            )
+        })
+    } else {
+        String::new()
+    };
+    let identities = page
         .into_iter()
         .map(|v| IdentityRow {
             approvers: catalog
@@ -876,11 +976,14 @@ pub async fn identities(State(s): State<ConsoleState>, signed: Signed) -> PageRe
     render(&IdentitiesPage {
         title: "Identities and owners",
         me: Some(me(&signed)),
+        name: given(&q.name).unwrap_or_default().to_owned(),
+        team: team.to_owned(),
         identities,
+        matched,
+        next,
     })
 }
 
-/// Any other path under `/ui`: an HTML 404, whoever asks (it reveals nothing).
 pub async fn not_found() -> PageError {
     PageError::NotFound("There is no such console page.".into())
 }

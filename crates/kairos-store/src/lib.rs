@@ -132,7 +132,8 @@ pub trait Store:
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<Request>>;
 
-    /// Newest first (`created_at`); every match when `filter.limit` is None.
+    /// Newest first: by `created_at` for one identity, else by id (ids are UUIDv7, in the
+    /// order they were made); every match when `filter.limit` is None.
     async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<Request>>;
 
     /// Read-modify-write of one request under a row lock (approve, deny); with the

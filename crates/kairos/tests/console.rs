@@ -419,10 +419,15 @@ fn console_end_to_end(store: Option<&str>) {
         .collect();
     assert_eq!(older.len(), all - 2);
     assert!(older.iter().all(|r| r["seq"].as_i64().unwrap() < last));
+    let status = admin.page("/ui/audit/verify");
+    assert!(
+        status.contains("link and hash correctly, the whole chain as of"),
+        "{status}"
+    );
     assert!(
         admin
-            .page("/ui/audit/verify")
-            .contains("The chain is intact")
+            .page("/ui/audit/verify?full=1")
+            .contains("The whole chain was walked just now")
     );
     assert!(admin.page("/ui/identities").contains("nightly-backup"));
     let resp = admin.get("/ui/audit?since=yesterday");
@@ -510,4 +515,120 @@ fn an_idle_console_session_ends() {
     assert_eq!(location(&resp), "/ui/login");
     // The ended session stays ended.
     assert_eq!(browser.get("/ui/grants").status(), 303);
+}
+
+#[test]
+fn the_chain_status_follows_the_chain_and_a_full_walk_rereads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let config = write_config(&dir.path().join("cfg"), &issuer, "");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config), None);
+    let api = Api::new(&server);
+    let mut admin = Browser::new(&server);
+    assert_eq!(admin.sign_in(ADMIN).status(), 303);
+    let status = admin.page("/ui/audit/verify");
+    assert!(status.contains("the whole chain as of"), "{status}");
+    let walked: i64 = status
+        .split("Records 1 to ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+
+    let db = rusqlite::Connection::open(data.join("kairos.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    // A record the walk has passed, changed: the running status does not re-read it; a
+    // full walk does.
+    db.execute(
+        "UPDATE audit SET actor = 'user:mallory' WHERE seq = ?1",
+        [walked],
+    )
+    .unwrap();
+    assert!(
+        admin
+            .page("/ui/audit/verify")
+            .contains("link and hash correctly")
+    );
+    let full = admin.page("/ui/audit/verify?full=1");
+    assert!(
+        full.contains(&format!("The chain is broken at record {walked}")),
+        "{full}"
+    );
+
+    // A record past the walk's head, changed: the next status read finds it, and keeps
+    // saying so.
+    add_user(&api, json!({"name": "dave", "role": "auditor"}));
+    let newest: i64 = db
+        .query_row("SELECT max(seq) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    assert!(newest > walked);
+    db.execute(
+        "UPDATE audit SET actor = 'user:mallory' WHERE seq = ?1",
+        [newest],
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let status = admin.page("/ui/audit/verify");
+        assert!(
+            status.contains(&format!("The chain is broken at record {newest}")),
+            "{status}"
+        );
+    }
+    // Auditors may read it; approvers may not (the same rule as the API).
+    let approver = add_user(&api, json!({"name": "erin", "role": "approver"}));
+    let mut erin = Browser::new(&server);
+    assert_eq!(erin.sign_in(&approver).status(), 303);
+    let resp = erin.get("/ui/audit/verify");
+    assert_eq!(resp.status(), 403);
+    assert!(!resp.text().unwrap().contains("Records 1 to"));
+}
+
+#[test]
+fn the_identities_page_filters_and_pages_a_large_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let many: String = (0..105)
+        .map(|i| {
+            format!(
+                "\n[[identity]]\nname = \"bulk-{i:03}\"\nowner = \"payments\"\nkind = \"service\"\nissuer = \"ci\"\nsubject = \"bulk:{i}\"\n"
+            )
+        })
+        .collect();
+    let config = write_config(&dir.path().join("cfg"), &issuer, &many);
+    let server = Server::start(&dir.path().join("data"), Some(&config), None);
+    let mut admin = Browser::new(&server);
+    assert_eq!(admin.sign_in(ADMIN).status(), 303);
+
+    // 105 bulk identities and the configuration's own: a page of 100, then the rest.
+    let first = admin.page("/ui/identities");
+    assert!(
+        first.contains("bulk-000") && first.contains("bulk-099"),
+        "{first}"
+    );
+    assert!(!first.contains("bulk-100"), "{first}");
+    let next = first
+        .split("<a href=\"")
+        .filter_map(|p| p.split('"').next())
+        .find(|h| h.starts_with("/ui/identities?"))
+        .unwrap()
+        .replace("&amp;", "&");
+    let second = admin.page(&next);
+    assert!(
+        second.contains("bulk-104") && second.contains("nightly-backup"),
+        "{second}"
+    );
+    assert!(!second.contains("bulk-099"), "{second}");
+    assert!(!second.contains("Next identities"), "{second}");
+
+    // Filters: part of a name (any case), and the owner team.
+    let some = admin.page("/ui/identities?name=BULK-10");
+    assert!(some.contains("5 identities match"), "{some}");
+    assert!(
+        some.contains("bulk-100") && some.contains("bulk-104"),
+        "{some}"
+    );
+    assert!(!some.contains("nightly-backup"));
+    let none = admin.page("/ui/identities?team=nobody");
+    assert!(none.contains("No identities match"), "{none}");
 }

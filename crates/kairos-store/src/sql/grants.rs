@@ -35,9 +35,18 @@ pub(super) async fn list(store: &SqlStore, f: &GrantFilter) -> Result<Vec<Grant>
         GrantStateFilter::Revoking => "ending",
         GrantStateFilter::Ended => "ended",
     });
+    // SQLite has no statistics: given a state, it walks the (state, issued_at) index to
+    // skip the sort, reading every grant in that state to find one identity's or one
+    // task's. Those are few: `+state` keeps it on their own index, and it sorts them.
+    let state_column =
+        if store.backend == Backend::Sqlite && (f.identity.is_some() || f.task_ref.is_some()) {
+            "+state ="
+        } else {
+            "state ="
+        };
     let mut filter = Filter::default();
     filter
-        .text("state =", state)
+        .text(state_column, state)
         .text("identity =", f.identity.as_ref())
         .text("entitlement =", f.entitlement.as_ref())
         .text("task_ref =", f.task_ref.as_ref())

@@ -80,9 +80,17 @@ pub(super) async fn list(store: &SqlStore, f: &RequestFilter) -> Result<Vec<Requ
     filter
         .text("state =", f.state.map(|s| s.as_str()))
         .text("identity =", f.identity.as_ref());
+    // One identity's requests come from its (identity, created_at) index in order. Without
+    // one, newest first is the primary key read backwards (ids are UUIDv7, made in order):
+    // no index on `created_at` to write with every request, and no sort of the whole table.
+    let order = if f.identity.is_some() {
+        "created_at DESC, id DESC"
+    } else {
+        "id DESC"
+    };
     let sql = format!(
         "SELECT {REQUEST_COLUMNS} FROM requests{}",
-        filter.tail("created_at DESC, id DESC", f.limit)
+        filter.tail(order, f.limit)
     );
     let rows = filter
         .bind(sqlx::query(&sql))
