@@ -10,7 +10,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use kairos_store::{Notification, NotificationState};
+use kairos_store::{Notification, NotificationFilter, NotificationState};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -71,6 +71,8 @@ pub struct NotificationList {
 pub struct NotificationQuery {
     /// `pending`, `delivered` or `dead`; every state when absent.
     state: Option<String>,
+    /// Only this channel's (its `name` in `[[notify]]`).
+    channel: Option<String>,
     /// At most this many, newest first (default 100, at most 1000).
     #[param(value_type = Option<i64>, minimum = 0, maximum = 1000)]
     limit: Option<u32>,
@@ -97,7 +99,24 @@ pub async fn list(
             "limit must be at most 1000",
         ));
     }
-    let list = s.broker.notifications(&caller, state, limit).await?;
+    if let Some(c) = &q.channel {
+        let ok = !c.is_empty()
+            && c.len() <= 64
+            && c.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if !ok {
+            return Err(ApiError::bad_request(
+                "bad_channel",
+                "channel must be a channel's name from [[notify]]: 1-64 letters, digits, '-' or '_'",
+            ));
+        }
+    }
+    let filter = NotificationFilter {
+        state,
+        channel: q.channel,
+        limit,
+    };
+    let list = s.broker.notifications(&caller, &filter).await?;
     Ok(Json(NotificationList {
         notifications: list.iter().map(NotificationView::from).collect(),
     }))

@@ -10,6 +10,8 @@
 //! a lease, so a crashed replica's rows are taken over; each row carries its idempotency
 //! key (`webhook-id`), the same on every attempt.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kairos_config::{Catalog, NotifyChannel, SecretRef, UrlRef};
@@ -17,7 +19,7 @@ use kairos_crypto::webhook::WebhookSecret;
 use kairos_domain::{AuditKind, AuditRecord, EntitlementName, GrantId, IdentityName, RequestId};
 use kairos_notify::{ChannelKind, Event, EventKind, Facts, Message, Route};
 use kairos_store::{
-    AttemptOutcome, AuditFilter, NewNotification, Notification, NotificationState, Role,
+    AttemptOutcome, AuditFilter, NewNotification, Notification, NotificationFilter, Role,
 };
 
 use crate::auth::Caller;
@@ -28,6 +30,9 @@ use crate::{Broker, BrokerError, Result};
 const RECORDS_PER_PASS: u32 = 500;
 /// Notifications one delivery pass claims, at most.
 const CLAIM_PER_PASS: u32 = 20;
+/// Channels one delivery pass serves at the same time, at most (one attempt in flight
+/// per channel, so also the most attempts in flight).
+const CHANNELS_AT_ONCE: usize = 8;
 /// How long a claimed notification is held before another replica may take it over (a
 /// crashed deliverer's rows): twice the attempt's timeout and this.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
@@ -156,9 +161,16 @@ impl Broker {
         Ok(facts)
     }
 
-    /// One delivery pass: claims due notifications and sends each once. Returns how many
-    /// it attempted.
-    pub async fn deliver_notifications(&self, client: &reqwest::Client) -> Result<usize> {
+    /// One delivery pass: claims due notifications and sends each once. Channels are
+    /// served concurrently (at most [`CHANNELS_AT_ONCE`] at a time), each channel's messages
+    /// one after another, oldest first, so a receiver that stalls until the timeout holds
+    /// up only its own channel. An attempt that could outlast the claim's lease is not
+    /// started (the row is due again when the lease ends), so a message is never sent by
+    /// this replica after another may have taken it over. Returns how many it attempted.
+    pub async fn deliver_notifications(
+        self: &Arc<Self>,
+        client: &reqwest::Client,
+    ) -> Result<usize> {
         let settings = &self.settings.notify;
         let claim = uuid::Uuid::new_v4().simple().to_string();
         let lease = settings.timeout.saturating_mul(2) + LEASE_MARGIN;
@@ -171,8 +183,60 @@ impl Broker {
                 &claim,
             )
             .await?;
-        let catalog = self.catalog();
-        for n in &claimed {
+        // Claimed oldest due first; grouping keeps that order within a channel.
+        let mut by_channel: BTreeMap<String, Vec<Notification>> = BTreeMap::new();
+        for n in claimed {
+            by_channel.entry(n.channel.clone()).or_default().push(n);
+        }
+        let claim: Arc<str> = Arc::from(claim);
+        let mut running = tokio::task::JoinSet::new();
+        let mut attempted = 0;
+        let mut first_error = None;
+        let mut collect =
+            |joined: std::result::Result<Result<usize>, tokio::task::JoinError>| match joined {
+                Ok(Ok(n)) => attempted += n,
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(BrokerError::internal(e));
+                }
+            };
+        for (_, messages) in by_channel {
+            if running.len() >= CHANNELS_AT_ONCE
+                && let Some(joined) = running.join_next().await
+            {
+                collect(joined);
+            }
+            let (broker, client, claim) = (Arc::clone(self), client.clone(), Arc::clone(&claim));
+            running.spawn(async move { broker.deliver_channel(&client, messages, &claim).await });
+        }
+        while let Some(joined) = running.join_next().await {
+            collect(joined);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(attempted),
+        }
+    }
+
+    /// One channel's share of a delivery pass, in order. Returns how many it attempted.
+    async fn deliver_channel(
+        &self,
+        client: &reqwest::Client,
+        messages: Vec<Notification>,
+        claim: &str,
+    ) -> Result<usize> {
+        let settings = &self.settings.notify;
+        let mut attempted = 0;
+        for n in &messages {
+            // The lease ends at next_at (set by the claim); an attempt takes up to the timeout.
+            if self.now().plus(settings.timeout) > n.next_at {
+                tracing::debug!(notification = %n.id, "not enough of the lease left for an attempt; due again when it ends");
+                continue;
+            }
+            attempted += 1;
+            let catalog = self.catalog();
             let channel = catalog
                 .notify_channels()
                 .iter()
@@ -222,13 +286,13 @@ impl Broker {
             };
             if !self
                 .store
-                .finish_notification(&n.id, &claim, &outcome, now)
+                .finish_notification(&n.id, claim, &outcome, now)
                 .await?
             {
                 tracing::warn!(notification = %n.id, "notification's lease ended during its attempt; another replica holds it now");
             }
         }
-        Ok(claimed.len())
+        Ok(attempted)
     }
 
     /// Refreshes the backlog and dead gauges from the store.
@@ -247,11 +311,10 @@ impl Broker {
     pub async fn notifications(
         &self,
         caller: &Caller,
-        state: Option<NotificationState>,
-        limit: u32,
+        filter: &NotificationFilter,
     ) -> Result<Vec<Notification>> {
         caller.require_role(&[Role::Operator, Role::Auditor], "read notifications")?;
-        Ok(self.store.list_notifications(state, limit).await?)
+        Ok(self.store.list_notifications(filter).await?)
     }
 
     /// Sends a dead notification again (admins and operators).

@@ -278,8 +278,10 @@ impl Broker {
     }
 
     /// Notifications: the dispatcher (audit records → outbox) and the deliverer (outbox →
-    /// channels), every 250 ms or at once while there is more; gauges every 5 s.
-    async fn run_notifications(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// channels), two loops, each every 250 ms or at once while there is more, so a
+    /// delivery pass waiting on a slow receiver does not hold up dispatching; gauges every
+    /// 5 s (and after busy dispatch passes).
+    async fn run_notifications(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         let client = match crate::notify::http_client(self.settings.notify.timeout) {
             Ok(c) => c,
             Err(e) => {
@@ -287,36 +289,66 @@ impl Broker {
                 return;
             }
         };
-        let mut n: u64 = 0;
-        loop {
-            n = n.wrapping_add(1);
-            let mut busy = false;
-            match self.dispatch_notifications().await {
-                Ok(rows) => busy |= rows > 0,
-                Err(e) => {
-                    tracing::error!(error = %ErrorChain(&e), "notification dispatch failed; will retry")
+        let dispatcher = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut n: u64 = 0;
+                loop {
+                    n = n.wrapping_add(1);
+                    let busy = match b.dispatch_notifications().await {
+                        Ok(rows) => rows > 0,
+                        Err(e) => {
+                            tracing::error!(error = %ErrorChain(&e), "notification dispatch failed; will retry");
+                            false
+                        }
+                    };
+                    if (n.is_multiple_of(20) || busy)
+                        && let Err(e) = b.refresh_notification_gauges().await
+                    {
+                        tracing::warn!(error = %ErrorChain(&e), "notification gauges not refreshed");
+                    }
+                    if !pause(busy, &mut shutdown).await {
+                        return;
+                    }
                 }
-            }
-            match self.deliver_notifications(&client).await {
-                Ok(sent) => busy |= sent > 0,
-                Err(e) => {
-                    tracing::error!(error = %ErrorChain(&e), "notification delivery pass failed; will retry")
+            })
+        };
+        let deliverer = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let busy = match b.deliver_notifications(&client).await {
+                        Ok(sent) => sent > 0,
+                        Err(e) => {
+                            tracing::error!(error = %ErrorChain(&e), "notification delivery pass failed; will retry");
+                            false
+                        }
+                    };
+                    if busy && let Err(e) = b.refresh_notification_gauges().await {
+                        tracing::warn!(error = %ErrorChain(&e), "notification gauges not refreshed");
+                    }
+                    if !pause(busy, &mut shutdown).await {
+                        return;
+                    }
                 }
-            }
-            if (n.is_multiple_of(20) || busy)
-                && let Err(e) = self.refresh_notification_gauges().await
-            {
-                tracing::warn!(error = %ErrorChain(&e), "notification gauges not refreshed");
-            }
-            let wait = if busy {
-                Duration::from_millis(10)
-            } else {
-                Duration::from_millis(250)
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
+            })
+        };
+        let _ = tokio::join!(dispatcher, deliverer);
+    }
+}
+
+/// The wait between two notification passes: short while there is more to do. False
+/// when the server is shutting down.
+async fn pause(busy: bool, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    let wait = if busy {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_millis(250)
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = shutdown.changed() => false,
     }
 }

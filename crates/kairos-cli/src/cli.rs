@@ -148,6 +148,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::reviews::ReviewCommand,
     },
+    /// Notifications to Slack and signed webhooks: list the outbox (pending, delivered,
+    /// dead), or send a dead message again with `retry ID`.
+    Notifications(crate::notifications::NotificationsArgs),
     /// Is the server up?
     Health,
     /// Recertification: list what is due or overdue, attest as an owner.

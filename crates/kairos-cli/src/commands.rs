@@ -178,6 +178,7 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
         Command::Recert { command } => recert::recert(api, command, io).await,
         Command::Exception { command } => recert::exception(api, command, io).await,
         Command::Review { command } => crate::reviews::run(api, command, io).await,
+        Command::Notifications(a) => crate::notifications::run(api, a, io).await,
         Command::Health => {
             let ans = api
                 .call(

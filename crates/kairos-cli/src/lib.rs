@@ -17,6 +17,7 @@ mod cli;
 mod commands;
 mod governance;
 mod identity;
+mod notifications;
 mod render;
 mod reviews;
 mod time;
@@ -35,6 +36,7 @@ pub use cli::{
 pub use commands::recert::{AttestArgs, ExceptionCommand, RecertCommand, RecertListArgs};
 pub use governance::{AlertsArgs, AlertsCommand};
 pub use identity::IdentityCommand;
+pub use notifications::{NotificationStateArg, NotificationsArgs, NotificationsCommand};
 pub use reviews::ReviewCommand;
 
 /// Runs one client command against the server at `global.addr`, printing to the process's

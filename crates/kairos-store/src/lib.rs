@@ -23,7 +23,10 @@ pub use governance::{
     AlertFilter, AlertWrite, GovernanceStore, PostureFigures, Raised, StateAlert, StateChange,
 };
 pub use lifecycle::{LifecycleStore, LiveGrant, OrphanRecord, Person};
-pub use notify::{AttemptOutcome, NewNotification, Notification, NotificationState, NotifyStore};
+pub use notify::{
+    AttemptOutcome, NewNotification, Notification, NotificationFilter, NotificationState,
+    NotifyStore,
+};
 pub use recert::{
     Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
     Recertification, SubjectKind,

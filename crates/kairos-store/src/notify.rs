@@ -62,6 +62,16 @@ pub struct Notification {
     pub last_error: Option<String>,
 }
 
+/// Which notifications a listing returns: newest first, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationFilter {
+    /// Every state when None.
+    pub state: Option<NotificationState>,
+    /// Every channel when None.
+    pub channel: Option<String>,
+    pub limit: u32,
+}
+
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -115,12 +125,8 @@ pub trait NotifyStore: Send + Sync {
         now: Timestamp,
     ) -> Result<bool>;
 
-    /// Newest first; every state when `state` is None.
-    async fn list_notifications(
-        &self,
-        state: Option<NotificationState>,
-        limit: u32,
-    ) -> Result<Vec<Notification>>;
+    /// Newest first, as `filter` says.
+    async fn list_notifications(&self, filter: &NotificationFilter) -> Result<Vec<Notification>>;
 
     async fn get_notification(&self, id: &str) -> Result<Option<Notification>>;
 

@@ -2,8 +2,9 @@
 //! signed webhook (signature checked by the Standard Webhooks reference library) after the
 //! receiver failed and stalled, exactly once per idempotency key; a Slack channel gets
 //! Block Kit with the console link; an unreachable receiver dead-letters after
-//! `--notify-dead-after`, visible in the API and the metrics, and the retry endpoint
-//! sends it again; kill -9 with undelivered rows delivers them after restart.
+//! `--notify-dead-after`, visible in the API, the CLI and the metrics (read with
+//! `prometheus_client`'s parser), and a retry sends it again; a receiver that stalls does
+//! not hold up another channel; kill -9 with undelivered rows delivers them after restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -18,14 +19,18 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// The Standard Webhooks reference library in a venv under ~/.cache (made once).
+/// The Standard Webhooks reference library and the Prometheus Python client in a venv
+/// under ~/.cache (made once).
 fn python() -> PathBuf {
     let home = std::env::var("HOME").unwrap();
     let venv = Path::new(&home).join(".cache/kairos/notify-venv");
     let py = venv.join("bin/python");
     let ok = |py: &Path| {
         Command::new(py)
-            .args(["-c", "import standardwebhooks.webhooks"])
+            .args([
+                "-c",
+                "import standardwebhooks.webhooks, prometheus_client.parser",
+            ])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -42,10 +47,14 @@ fn python() -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
                 "standardwebhooks",
+                "prometheus_client",
             ])
             .status()
             .unwrap();
-        assert!(s.success(), "pip install standardwebhooks failed");
+        assert!(
+            s.success(),
+            "pip install standardwebhooks prometheus_client failed"
+        );
     }
     py
 }
@@ -118,6 +127,53 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `/metrics` as `prometheus_client`'s parser reads it: every sample as
+/// `name{label="value",…}` (labels sorted) → value.
+fn metrics(server: &Server) -> std::collections::BTreeMap<String, f64> {
+    let text = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let mut child = Command::new(python())
+        .args([
+            "-c",
+            r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client refused:\n{text}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn free_port() -> u16 {
@@ -331,36 +387,132 @@ events = ["request_pending"]
         !dead["last_error"].as_str().unwrap().contains("whsec_"),
         "{dead}"
     );
+    // The metrics say so, as a Prometheus client reads them: the gauge of dead messages
+    // and the counter of dead-letterings per channel.
     wait_for("the dead gauge", || {
-        let m = reqwest::blocking::get(server.url("/metrics"))
-            .unwrap()
-            .text()
-            .unwrap();
-        m.contains("kairos_notifications_dead 1").then_some(())
+        let m = metrics(&server);
+        (m.get("kairos_notifications_dead") == Some(&1.0)).then_some(m)
     });
+    let m = metrics(&server);
+    assert_eq!(
+        m.get("kairos_notifications_dead_lettered_total{channel=\"ops\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    assert!(
+        m.get("kairos_notifications_failed_total{channel=\"ops\"}")
+            .is_some_and(|v| *v >= 1.0),
+        "{m:?}"
+    );
 
-    // An operator's retry, once the receiver is back, delivers it.
+    // The CLI lists it: as a table, by state and channel, and as the server's JSON.
+    let out = server.cli(ADMIN, &["notifications", "--state", "dead"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("ID") && header.contains("STATE") && header.contains("LAST ERROR"),
+        "{table}"
+    );
+    let line = table.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(
+        line.contains(" ops ") && line.contains(" dead ") && line.contains("cannot reach"),
+        "{table}"
+    );
+    let out = server.cli(ADMIN, &["notifications", "--channel", "ops", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(listed["notifications"][0]["id"], id.as_str(), "{listed}");
+    let out = server.cli(ADMIN, &["notifications", "--channel", "chat"]);
+    assert_eq!(stdout(&out), "no notifications\n");
+    let out = server.cli(ADMIN, &["notifications", "--state", "pending"]);
+    assert_eq!(stdout(&out), "no notifications\n");
+    let out = server.cli(ADMIN, &["notifications", "--state", "lost"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pending, delivered, dead"),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.cli(ADMIN, &["notifications", "--channel", "no such channel"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("channel must be a channel's name")
+            && stderr(&out).contains("HTTP 400"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An auditor reads the outbox but cannot retry; an approver cannot even read it. The
+    // refusal is the same for a message that exists and one that does not.
     let auditor = add_user(&api, "audrey", "auditor", &[]);
+    let approver = add_user(&api, "alice", "approver", &["payments"]);
     let (status, body) = api.post(
         &auditor,
         &format!("/v1/notifications/{id}/retry"),
         json!({}),
     );
     assert_eq!(status, 403, "{body}");
+    let out = server.cli(&auditor, &["notifications"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+    let out = server.cli(&auditor, &["notifications", "retry", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        "error: user audrey has role auditor; retry notifications needs one of: admin, operator (forbidden, HTTP 403)\n"
+    );
+    let unknown = server.cli(&auditor, &["notifications", "retry", "kairos-999999-ops"]);
+    assert_eq!(
+        stderr(&unknown),
+        stderr(&out),
+        "a refusal tells nothing of the id"
+    );
+    let out = server.cli(&approver, &["notifications", "retry", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("user alice has role approver") && stderr(&out).contains("HTTP 403"),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.cli(&approver, &["notifications"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stdout(&out).contains(&id));
+    let (_, still) = api.get(ADMIN, "/v1/notifications?state=dead");
+    assert_eq!(
+        still["notifications"][0]["id"],
+        id.as_str(),
+        "refusals changed nothing"
+    );
+
+    // An operator's retry through the CLI, once the receiver is back, delivers it.
+    let operator = add_user(&api, "otto", "operator", &[]);
     let hook = Receiver::start(dir.path(), "hook", SECRET, "", port);
-    let (status, body) = api.post(ADMIN, &format!("/v1/notifications/{id}/retry"), json!({}));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["state"], "pending");
+    let out = server.cli(&operator, &["notifications", "retry", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{id} is pending again (channel ops); it is sent on the next delivery pass\n")
+    );
     let d = wait_for("the retried delivery", || {
         hook.deliveries().into_iter().next()
     });
     assert_eq!(d["id"], id.as_str());
     assert_eq!(d["verified"], true);
-    // A delivered one cannot be retried; an unknown one is 404.
+    // A delivered one cannot be retried (409, said plainly); an unknown one is 404.
     wait_for("delivered state", || {
         let (_, list) = api.get(ADMIN, "/v1/notifications?state=delivered");
         (!list["notifications"].as_array().unwrap().is_empty()).then_some(())
     });
+    let out = server.cli(ADMIN, &["notifications", "retry", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: notification {id} is delivered; only a dead one can be retried (conflict, HTTP 409)\n"
+        )
+    );
     let (status, _) = api.post(ADMIN, &format!("/v1/notifications/{id}/retry"), json!({}));
     assert_eq!(status, 409);
     let (status, _) = api.post(
@@ -369,8 +521,99 @@ events = ["request_pending"]
         json!({}),
     );
     assert_eq!(status, 404);
+    let out = server.cli(ADMIN, &["notifications", "retry", "kairos-999999-ops"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("HTTP 404"), "{}", stderr(&out));
     let (status, body) = api.get(ADMIN, "/v1/notifications?state=lost");
     assert_eq!(status, 400, "{body}");
+    // Nothing is dead any more; the counter keeps what happened.
+    let m = wait_for("the dead gauge back to 0", || {
+        let m = metrics(&server);
+        (m.get("kairos_notifications_dead") == Some(&0.0)).then_some(m)
+    });
+    assert_eq!(
+        m.get("kairos_notifications_dead_lettered_total{channel=\"ops\"}"),
+        Some(&1.0)
+    );
+}
+
+#[test]
+fn a_stalled_receiver_does_not_hold_up_another_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    // The first channel's receiver takes the request and does not answer (until long past
+    // the timeout); the second answers at once. Both take the same event, and the stalled
+    // one's message comes first in the outbox's order (kairos-N-a-… < kairos-N-b-…).
+    let slow = Receiver::start(dir.path(), "slow", SECRET, "stall", 0);
+    let fast = Receiver::start(dir.path(), "fast", SECRET, "", 0);
+    let config = config_with(
+        &dir.path().join("cfg"),
+        &issuer,
+        &format!(
+            r#"
+[[notify]]
+name = "a-stalls"
+kind = "webhook"
+url = "{}"
+secret_env = "TEST_HOOK_SECRET"
+events = ["request_pending"]
+
+[[notify]]
+name = "b-answers"
+kind = "webhook"
+url = "{}"
+secret_env = "TEST_HOOK_SECRET"
+events = ["request_pending"]
+"#,
+            slow.url(),
+            fast.url()
+        ),
+    );
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&config),
+        None,
+        &["--notify-backoff-ms", "100", "--notify-timeout-ms", "4000"],
+        &[("TEST_HOOK_SECRET", SECRET)],
+    );
+    let api = Api::new(&server);
+    let platform = issuer.mint(SUBJECT, json!({}));
+    let (status, _) = api.exchange(&platform, "orders-api/admin", Some("10m"));
+    assert_eq!(status, 400);
+
+    let d = wait_for("the answering channel's delivery", || {
+        fast.deliveries().into_iter().next()
+    });
+    assert_eq!(d["verified"], true);
+    // At that moment the stalled channel's attempt is still in flight: its receiver has
+    // the request, and the outbox has recorded no outcome for it yet. Delivered one after
+    // the other, the stalled attempt would have ended (and been counted) first.
+    wait_for("the stalled receiver to have the request", || {
+        (slow.attempts() == 1).then_some(())
+    });
+    let (_, list) = api.get(ADMIN, "/v1/notifications?channel=a-stalls");
+    let stalled = &list["notifications"][0];
+    assert_eq!(stalled["state"], "pending", "{stalled}");
+    assert_eq!(stalled["attempts"], 0, "{stalled}");
+    assert!(stalled["last_error"].is_null(), "{stalled}");
+    assert!(slow.deliveries().is_empty());
+    wait_for(
+        "the answering channel's message recorded as delivered",
+        || {
+            let (_, list) = api.get(ADMIN, "/v1/notifications?channel=b-answers");
+            (list["notifications"][0]["state"] == "delivered").then_some(())
+        },
+    );
+
+    // The stall ends in a timeout, and the next attempt gets through.
+    let d = wait_for("the stalled channel's delivery", || {
+        slow.deliveries().into_iter().next()
+    });
+    assert_eq!(d["id"], stalled["id"]);
+    let (_, list) = api.get(ADMIN, "/v1/notifications?channel=a-stalls");
+    let row = &list["notifications"][0];
+    assert_eq!(row["attempts"], 1, "{row}");
+    assert_eq!(fast.deliveries().len(), 1);
 }
 
 #[test]

@@ -1,12 +1,18 @@
 //! README's walk-throughs run as written: the `sh` blocks of "Quickstart", "Console", "Dynamic
-//! database accounts" and "Governance" are extracted in order and run in one bash session
-//! (`set -e`, so every line must succeed), against the machine's PostgreSQL, MariaDB and Redis.
+//! database accounts", "Governance" and "Notifications" are extracted in order and run in one
+//! bash session (`set -e`, so every line must succeed), against the machine's PostgreSQL,
+//! MariaDB and Redis (and PyPI, for the notification receiver's Standard Webhooks library).
 //!
-//! Only three things are changed, each standing in for what a person does by hand:
+//! Only these things are changed, each standing in for what a person does by hand:
 //! - `cargo build …` becomes putting the test's own `kairos` binary on PATH (the build is done);
 //! - `kairos server …` ("leave it running; use a second terminal") starts in the background, and a
 //!   later `kairos server …` first stops the earlier one (the README says: Ctrl-C, then start);
-//! - the scratch directory `/tmp/kairos-demo` becomes a fresh temporary directory.
+//! - the scratch directory `/tmp/kairos-demo` becomes a fresh temporary directory;
+//! - the ports the README names (the broker's default 8740, the receiver's 9099) become free
+//!   ones, and `kairos server` is told to listen on its own (`--listen`), so the walk-through
+//!   never talks to something else on this machine that holds a default port;
+//! - whatever the walk-through leaves running in the background (the receiver) is stopped
+//!   at the end.
 //!
 //! The names the README uses on the shared servers (database `kairos_demo`, account prefixes
 //! `demo_pg_`, `demo_my_`, `demo_rd_`) belong to this test: it removes them before and after.
@@ -15,13 +21,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 4] = [
+const SECTIONS: [&str; 5] = [
     "## Quickstart",
     "## Console",
     "## Dynamic database accounts",
     "## Governance",
+    "## Notifications",
 ];
 const SCRATCH: &str = "/tmp/kairos-demo";
+/// The broker's default address, as the README writes it.
+const BROKER: &str = "127.0.0.1:8740";
+/// The notification receiver's port, as the README writes it.
+const RECEIVER_PORT: &str = "9099";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -56,8 +67,14 @@ fn sh_blocks(readme: &str, heading: &str) -> Vec<String> {
     blocks
 }
 
-/// One bash script from the blocks, with the three stand-ins described at the top.
-fn script(blocks: &[String], bin_dir: &Path, scratch: &Path) -> String {
+/// Free ports for the broker and the receiver.
+struct Ports {
+    broker: u16,
+    receiver: u16,
+}
+
+/// One bash script from the blocks, with the stand-ins described at the top.
+fn script(blocks: &[String], bin_dir: &Path, scratch: &Path, ports: &Ports) -> String {
     let mut out = String::from(
         r#"set -euo pipefail
 __kairos_server_pid=
@@ -68,13 +85,19 @@ __stop_server() {
     __kairos_server_pid=
   fi
 }
-trap __stop_server EXIT
+__stop_all() {
+  __stop_server
+  local jobs
+  jobs=$(jobs -p)
+  if [[ -n "$jobs" ]]; then kill $jobs 2>/dev/null || true; fi
+}
+trap __stop_all EXIT
 __start_server() {
   __stop_server
   kairos "$@" >>"$__scratch/server.log" 2>&1 &
   __kairos_server_pid=$!
   for _ in $(seq 1 200); do
-    if curl -sf http://127.0.0.1:8740/v1/health >/dev/null; then return 0; fi
+    if curl -sf "http://$__broker/v1/health" >/dev/null; then return 0; fi
     if ! kill -0 "$__kairos_server_pid" 2>/dev/null; then cat "$__scratch/server.log" >&2; return 1; fi
     sleep 0.1
   done
@@ -83,15 +106,22 @@ __start_server() {
 "#,
     );
     out.push_str(&format!("__scratch='{}'\n", scratch.display()));
+    let broker = format!("127.0.0.1:{}", ports.broker);
+    out.push_str(&format!("__broker='{broker}'\n"));
     let scratch = scratch.display().to_string();
     for block in blocks {
         for line in block.lines() {
-            let line = line.replace(SCRATCH, &scratch);
+            let line = line
+                .replace(SCRATCH, &scratch)
+                .replace(BROKER, &broker)
+                .replace(RECEIVER_PORT, &ports.receiver.to_string());
             let trimmed = line.trim_start();
             if trimmed.starts_with("cargo build") {
                 out.push_str(&format!("export PATH='{}':\"$PATH\"\n", bin_dir.display()));
             } else if let Some(args) = trimmed.strip_prefix("kairos server ") {
-                out.push_str(&format!("__start_server server {args}\n"));
+                out.push_str(&format!(
+                    "__start_server server {args} --listen \"$__broker\"\n"
+                ));
             } else {
                 out.push_str(&line);
                 out.push('\n');
@@ -99,6 +129,14 @@ __start_server() {
         }
     }
     out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn sh(cmd: &str) {
@@ -141,7 +179,11 @@ fn readme_walkthroughs_run_as_written() {
     );
     let scratch = tempfile::tempdir().unwrap();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_kairos"));
-    let text = script(&blocks, bin.parent().unwrap(), scratch.path());
+    let ports = Ports {
+        broker: free_port(),
+        receiver: free_port(),
+    };
+    let text = script(&blocks, bin.parent().unwrap(), scratch.path(), &ports);
 
     cleanup_servers();
     let out = Command::new("bash")
@@ -186,6 +228,21 @@ fn readme_walkthroughs_run_as_written() {
         status_part.contains("eyJ"),
         "request-status shows no token:\n{status_part}"
     );
+    // Notifications: the signed webhook's delivery verified by the reference library, and
+    // both channels' messages delivered in the outbox listing.
+    // The last table printed is `kairos notifications`; the line before it, grep's count.
+    let start = stdout.rfind("\nID ").expect("the notifications table") + 1;
+    let notes = &stdout[start..];
+    for channel in ["chat", "payments-approvers"] {
+        assert!(
+            notes
+                .lines()
+                .any(|l| l.contains(&format!("-{channel} ")) && l.contains(" delivered ")),
+            "no delivered message to {channel}:\n{notes}"
+        );
+    }
+    let verified = stdout[..start].lines().last().unwrap_or_default();
+    assert_eq!(verified.trim(), "1", "signatures verified:\n{stdout}");
     // Introspection answers active before the release and inactive after it.
     let active = stdout.find("active").expect("introspection output");
     assert!(stdout[active..].contains("false"), "{stdout}");

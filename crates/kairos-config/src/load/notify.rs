@@ -218,3 +218,210 @@ fn read_channel(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<NotifyC
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use std::collections::BTreeMap;
+
+    use crate::{Catalog, ConfigBundle};
+
+    /// Five lines declaring team `payments`; a case's first `[[notify]]` starts on line 6.
+    const PRE: &str =
+        "[[team]]\nname = \"payments\"\nowners = [\"carol\"]\napprovers = [\"alice\"]\n\n";
+
+    fn load(rest: &str) -> Result<Catalog, String> {
+        assert_eq!(PRE.lines().count(), 5);
+        let bundle = ConfigBundle {
+            main_path: "kairos.toml".into(),
+            files: BTreeMap::from([("kairos.toml".into(), format!("{PRE}{rest}"))]),
+        };
+        Catalog::from_bundle(&bundle).map_err(|e| e.to_string())
+    }
+
+    /// `rest` is refused with exactly one error, `expected` (file:line: key: start of the
+    /// message).
+    fn refused(rest: &str, expected: &str) -> String {
+        refused_with(rest, &[expected])
+    }
+
+    /// `rest` is refused with exactly these errors, in file order.
+    fn refused_with(rest: &str, expected: &[&str]) -> String {
+        let errors = match load(rest) {
+            Ok(_) => panic!("accepted:\n{rest}"),
+            Err(e) => e,
+        };
+        let lines: Vec<&str> = errors
+            .lines()
+            .filter(|l| l.starts_with("kairos.toml:"))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            expected.len(),
+            "{expected:?} expected:\n{errors}"
+        );
+        for (line, expected) in lines.iter().zip(expected) {
+            assert!(
+                line.starts_with(expected),
+                "expected {expected:?}, got:\n{errors}"
+            );
+        }
+        errors
+    }
+
+    const HOOK: &str = "[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"https://hooks.example.com/k\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"request_pending\"]\n";
+
+    #[test]
+    fn a_good_channel_loads() {
+        let catalog = load(&format!(
+            "{HOOK}teams = [\"payments\"]\n\n[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl_file = \"/run/secrets/slack-url\"\nevents = [\"break_glass\", \"request_pending\"]\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = catalog
+            .notify_channels()
+            .iter()
+            .map(|c| c.route.channel.as_str())
+            .collect();
+        assert_eq!(names, ["ops", "chat"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_inline_secrets_are_refused_without_their_value() {
+        refused(
+            &format!("{HOOK}channel = \"#ops\"\n"),
+            "kairos.toml:12: notify[0].channel: unknown key `channel`",
+        );
+        // Written inline, the secret is refused, and the webhook still lacks its reference.
+        let errors = refused_with(
+            &HOOK.replace(
+                "secret_env = \"HOOK_SECRET\"",
+                "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+            ),
+            &[
+                "kairos.toml:8: notify[0].secret_env: a webhook channel is signed per Standard Webhooks",
+                "kairos.toml:10: notify[0].secret: looks like a secret written into the catalog",
+            ],
+        );
+        assert!(errors.contains("`secret_env"), "{errors}");
+        assert!(!errors.contains("MfKQ9r8"), "the value is echoed: {errors}");
+    }
+
+    #[test]
+    fn names_and_kinds() {
+        refused(
+            &HOOK.replace("name = \"ops\"", "name = \"ops channel\""),
+            "kairos.toml:7: notify[0].name: channel name \"ops channel\" must be 1-64 letters",
+        );
+        refused(
+            &HOOK.replace("kind = \"webhook\"", "kind = \"teams\""),
+            "kairos.toml:8: notify[0].kind: kind \"teams\" is unknown; use \"slack\"",
+        );
+        refused(
+            &HOOK.replace("name = \"ops\"\n", ""),
+            "kairos.toml:6: notify[0].name: ",
+        );
+        let errors = refused(
+            &format!(
+                "{HOOK}\n{}",
+                HOOK.replace("hooks.example.com", "other.example.com")
+            ),
+            "kairos.toml:14: notify[1].name: notify channel \"ops\" is already defined at line 7",
+        );
+        assert!(!errors.contains("notify[0]"), "{errors}");
+    }
+
+    #[test]
+    fn addresses() {
+        let errors = refused(
+            &HOOK.replace("https://hooks.example.com/k", "ftp://hooks.example.com/k"),
+            "kairos.toml:9: notify[0].url: the channel URL must be an http:// or https:// URL",
+        );
+        assert!(!errors.contains("ftp://"), "{errors}");
+        refused(
+            &HOOK.replace("https://hooks.example.com/k", "https://"),
+            "kairos.toml:9: notify[0].url: the channel URL must be",
+        );
+        // None, or two, of url / url_env / url_file.
+        refused(
+            &HOOK.replace("url = \"https://hooks.example.com/k\"\n", ""),
+            "kairos.toml:6: notify[0]: give the channel's address as exactly one of `url`, `url_env`",
+        );
+        refused(
+            &HOOK.replace(
+                "url = \"https://hooks.example.com/k\"",
+                "url = \"https://hooks.example.com/k\"\nurl_env = \"HOOK_URL\"",
+            ),
+            "kairos.toml:6: notify[0]: give the channel's address as exactly one of",
+        );
+        refused(
+            &HOOK.replace(
+                "url = \"https://hooks.example.com/k\"",
+                "url_env = \"HOOK URL\"",
+            ),
+            "kairos.toml:9: notify[0].url_env: \"HOOK URL\" is not an environment variable name",
+        );
+    }
+
+    #[test]
+    fn slack_urls_are_secrets_and_slack_is_not_signed() {
+        let slack = "[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\nevents = [\"break_glass\"]\n";
+        load(slack).unwrap();
+        let errors = refused(
+            &slack.replace(
+                "url_env = \"SLACK_URL\"",
+                "url = \"https://hooks.slack.com/services/T0/B0/XXXXXXXX\"",
+            ),
+            "kairos.toml:9: notify[0].url: a Slack incoming-webhook URL is a secret",
+        );
+        assert!(!errors.contains("XXXXXXXX"), "{errors}");
+        refused(
+            &format!("{slack}secret_env = \"HOOK_SECRET\"\n"),
+            "kairos.toml:11: notify[0].secret_env: a Slack channel is not signed",
+        );
+    }
+
+    #[test]
+    fn a_webhook_needs_exactly_one_secret_reference() {
+        refused(
+            &HOOK.replace("secret_env = \"HOOK_SECRET\"\n", ""),
+            "kairos.toml:8: notify[0].secret_env: a webhook channel is signed per Standard Webhooks",
+        );
+        refused(
+            &HOOK.replace(
+                "secret_env = \"HOOK_SECRET\"",
+                "secret_env = \"HOOK_SECRET\"\nsecret_file = \"/run/secrets/hook\"",
+            ),
+            "kairos.toml:11: notify[0].secret_file: set either `secret_env` or `secret_file`, not both",
+        );
+    }
+
+    #[test]
+    fn events_and_teams() {
+        refused(
+            &HOOK.replace(
+                "[\"request_pending\"]",
+                "[\"request_pending\", \"grant_made\"]",
+            ),
+            "kairos.toml:11: notify[0].events",
+        );
+        let errors = load(&HOOK.replace("[\"request_pending\"]", "[\"grant_made\"]")).unwrap_err();
+        assert!(
+            errors.contains("event \"grant_made\" is unknown; use one of: ")
+                && errors.contains("request_pending"),
+            "{errors}"
+        );
+        refused(
+            &HOOK.replace("events = [\"request_pending\"]\n", ""),
+            "kairos.toml:6: notify[0].events: a channel needs `events`",
+        );
+        refused(
+            &HOOK.replace("[\"request_pending\"]", "[]"),
+            "kairos.toml:11: notify[0].events: a channel needs `events`",
+        );
+        refused(
+            &format!("{HOOK}teams = [\"security\"]\n"),
+            "kairos.toml:12: notify[0].teams: team \"security\" is not defined; defined teams: payments",
+        );
+    }
+}

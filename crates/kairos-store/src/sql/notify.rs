@@ -7,8 +7,8 @@ use super::codec::Columns;
 use super::db::RunIn;
 use super::{SqlStore, count};
 use crate::{
-    AttemptOutcome, NewNotification, Notification, NotificationState, NotifyStore, Result,
-    StoreError,
+    AttemptOutcome, NewNotification, Notification, NotificationFilter, NotificationState,
+    NotifyStore, Result, StoreError,
 };
 
 const COLUMNS: &str = "id, channel, event, audit_seq, body, state, attempts, created_at, \
@@ -184,32 +184,18 @@ impl NotifyStore for SqlStore {
         .await
     }
 
-    async fn list_notifications(
-        &self,
-        state: Option<NotificationState>,
-        limit: u32,
-    ) -> Result<Vec<Notification>> {
-        let rows = match state {
-            Some(s) => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM notify_outbox WHERE state = $1 \
-                     ORDER BY created_at DESC, id DESC LIMIT $2"
-                ))
-                .bind(s.as_str())
-                .bind(i64::from(limit))
-                .fetch_all(&self.reads)
-                .await?
-            }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM notify_outbox \
-                     ORDER BY created_at DESC, id DESC LIMIT $1"
-                ))
-                .bind(i64::from(limit))
-                .fetch_all(&self.reads)
-                .await?
-            }
-        };
+    async fn list_notifications(&self, filter: &NotificationFilter) -> Result<Vec<Notification>> {
+        // Unset filters match every row: `$1 IS NULL OR …` keeps it one statement.
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notify_outbox \
+             WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR channel = $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(filter.state.map(|s| s.as_str().to_owned()))
+        .bind(filter.channel.clone())
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.reads)
+        .await?;
         rows.iter().map(from_row).collect()
     }
 
