@@ -291,6 +291,9 @@ pub struct RevokeArgs {
     /// Revoke every active grant for this task reference.
     #[arg(long)]
     pub task_ref: Option<String>,
+    /// Why (1-1000 characters); kept in each revocation's audit record.
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
