@@ -235,13 +235,13 @@ when { context.task_kind == "job" };"#,
         // The reason is in the revocation's audit record, as `kairos audit` shows it.
         let out = server.cli(ADMIN, &["audit", "--grant", id, "--json"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        let audit: Value = serde_json::from_str(&stdout(&out)).unwrap();
-        let revoked = audit["records"]
-            .as_array()
-            .unwrap()
-            .iter()
+        // One JSON record a line.
+        let text = stdout(&out);
+        let revoked: Value = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .find(|r| r["kind"] == "revoked")
-            .unwrap_or_else(|| panic!("no revoked record: {audit}"));
+            .unwrap_or_else(|| panic!("no revoked record: {text}"));
         assert_eq!(
             revoked["data"]["note"], "run-42 finished early",
             "{revoked}"
