@@ -321,6 +321,7 @@ pub struct BulkRevokeBody {
     /// Revoke every active grant for this task reference.
     pub task_ref: Option<String>,
     /// Why (1-1000 characters); kept in each revocation's audit record as `note`.
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: Option<String>,
 }
 
@@ -329,6 +330,7 @@ pub struct BulkRevokeBody {
 #[serde(deny_unknown_fields)]
 pub struct RevokeBody {
     /// Why (1-1000 characters); kept in the revocation's audit record as `note`.
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: Option<String>,
 }
 
