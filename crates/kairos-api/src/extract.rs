@@ -49,6 +49,35 @@ where
     }
 }
 
+/// An optional JSON body: an empty body is `None`; anything else is read as [`ApiJson`]
+/// reads it, with the same errors.
+pub struct OptionalApiJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let typed = json_content_type(req.headers());
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
+        }
+        if !typed {
+            return Err(body_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                String::new(),
+            ));
+        }
+        json_from_bytes(&bytes).map(|v| Self(Some(v)))
+    }
+}
+
 /// `application/json`, or a `+json` type under `application/`, parameters allowed.
 fn json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers

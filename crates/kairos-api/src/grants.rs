@@ -2,7 +2,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kairos_broker::Renewal;
-use kairos_broker::ending::RevokeScope;
+use kairos_broker::ending::{RevokeReason, RevokeScope};
 use kairos_domain::GrantId;
 use kairos_store::{GrantFilter, GrantStateFilter};
 use serde::{Deserialize, Serialize};
@@ -10,13 +10,21 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, Auth};
+use crate::extract::{ApiJson, ApiQuery, Auth, OptionalApiJson};
 use crate::inputs::{
     CheckedScope, check_revoke_scope, parse_entitlement, parse_identity, parse_task_ref, parse_ttl,
 };
 use crate::views::{
-    BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody, RequestView, UsageView,
+    BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody, RequestView, RevokeBody,
+    UsageView,
 };
+
+/// A revocation's optional reason, checked.
+fn revoke_reason(reason: Option<String>) -> ApiResult<Option<RevokeReason>> {
+    reason
+        .map(|r| RevokeReason::parse(r).map_err(|m| ApiError::bad_request("bad_reason", m)))
+        .transpose()
+}
 
 pub(crate) fn parse_grant_id(id: &str) -> ApiResult<GrantId> {
     GrantId::parse(id).ok_or_else(|| {
@@ -116,17 +124,23 @@ pub async fn release(
     )))
 }
 
-/// An operator revokes one grant.
+/// An operator revokes one grant, optionally saying why (the body may be empty).
 #[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path)),
-    responses((status = 200, body = GrantList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    request_body = Option<RevokeBody>,
+    responses((status = 200, body = GrantList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub async fn revoke_one(
     State(s): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    OptionalApiJson(body): OptionalApiJson<RevokeBody>,
 ) -> ApiResult<Json<GrantList>> {
     let id = parse_grant_id(&id)?;
-    let ended = s.broker.revoke(&caller, RevokeScope::Grant(id)).await?;
+    let reason = revoke_reason(body.and_then(|b| b.reason))?;
+    let ended = s
+        .broker
+        .revoke(&caller, RevokeScope::Grant(id), reason.as_ref())
+        .await?;
     Ok(Json(GrantList {
         grants: ended.iter().map(GrantView::from).collect(),
     }))
@@ -140,11 +154,12 @@ pub async fn revoke_bulk(
     Auth(caller): Auth,
     ApiJson(body): ApiJson<BulkRevokeBody>,
 ) -> ApiResult<Json<GrantList>> {
+    let reason = revoke_reason(body.reason.clone())?;
     let scope = match check_revoke_scope(body)? {
         CheckedScope::Identity(identity) => RevokeScope::Identity(identity),
         CheckedScope::TaskRef(task_ref) => RevokeScope::TaskRef(task_ref),
     };
-    let ended = s.broker.revoke(&caller, scope).await?;
+    let ended = s.broker.revoke(&caller, scope, reason.as_ref()).await?;
     Ok(Json(GrantList {
         grants: ended.iter().map(GrantView::from).collect(),
     }))

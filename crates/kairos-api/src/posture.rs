@@ -27,7 +27,28 @@ pub struct PostureView {
     /// Grant-hours per identity over the window, most first (at most 20).
     pub standing_privilege: Vec<PostureGrantHoursView>,
     pub total_grant_hours: f64,
+    /// Grant-hours per UTC day, every day of the window oldest first (0 for a day without
+    /// access); they add up to `total_grant_hours` (up to rounding).
+    pub grant_hours_by_day: Vec<PostureDayView>,
+    /// End → verified-gone latencies over the window, per bucket: each bucket counts the
+    /// ends verified in more than the previous bucket's `at_most_ms` and at most its own.
+    pub revocation_latency: Vec<PostureLatencyBucketView>,
     pub findings: Vec<PostureFindingView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostureDayView {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub grant_hours: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostureLatencyBucketView {
+    /// The bucket's upper bound in milliseconds; null for the last bucket (longer than
+    /// every bound).
+    pub at_most_ms: Option<i64>,
+    pub count: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,6 +117,22 @@ pub async fn posture(
             })
             .collect(),
         total_grant_hours: p.total_grant_hours,
+        grant_hours_by_day: p
+            .grant_hours_by_day
+            .iter()
+            .map(|d| PostureDayView {
+                day: d.day.to_rfc3339().chars().take(10).collect(),
+                grant_hours: d.grant_hours,
+            })
+            .collect(),
+        revocation_latency: p
+            .revocation_latency
+            .iter()
+            .map(|b| PostureLatencyBucketView {
+                at_most_ms: b.at_most_ms,
+                count: b.count,
+            })
+            .collect(),
         findings: p
             .findings
             .into_iter()

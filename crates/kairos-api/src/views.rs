@@ -320,6 +320,18 @@ pub struct BulkRevokeBody {
     pub identity: Option<String>,
     /// Revoke every active grant for this task reference.
     pub task_ref: Option<String>,
+    /// Why (1-1000 characters); kept in each revocation's audit record as `note`.
+    #[schema(min_length = 1, max_length = 1000)]
+    pub reason: Option<String>,
+}
+
+/// The optional body of `POST /v1/grants/{id}/revoke`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// Why (1-1000 characters); kept in the revocation's audit record as `note`.
+    #[schema(min_length = 1, max_length = 1000)]
+    pub reason: Option<String>,
 }
 
 /// A configuration file and the files it references, as `kairos apply` sends them.

@@ -26,6 +26,34 @@ pub enum RevokeScope {
     TaskRef(TaskRef),
 }
 
+/// Why a person revokes: 1 to 1000 characters, not only whitespace. Kept in the audit
+/// record of each grant it ends; never a secret (people write it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeReason(String);
+
+impl RevokeReason {
+    /// The most characters a reason may have.
+    pub const MAX_CHARS: usize = 1000;
+
+    pub fn parse(reason: impl Into<String>) -> std::result::Result<Self, String> {
+        let reason = reason.into();
+        if reason.trim().is_empty() {
+            return Err("the reason is empty: say why the access is revoked".into());
+        }
+        if reason.chars().count() > Self::MAX_CHARS {
+            return Err(format!(
+                "the reason is longer than {} characters: shorten it",
+                Self::MAX_CHARS
+            ));
+        }
+        Ok(Self(reason))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The RFC 7662 view of a token.
 #[derive(Debug, Clone)]
 pub struct Introspection {
@@ -173,12 +201,27 @@ impl Broker {
         reason: EndReason,
         by: Principal,
     ) -> Result<Vec<Grant>> {
+        self.end_noted(selector, reason, by, None).await
+    }
+
+    /// Ends the grants `selector` matches; `note`, a person's reason, goes into each
+    /// end's audit record.
+    async fn end_noted(
+        &self,
+        selector: EndSelector,
+        reason: EndReason,
+        by: Principal,
+        note: Option<&str>,
+    ) -> Result<Vec<Grant>> {
         let end = GrantEnd {
             reason,
             by,
             at: self.now(),
         };
-        let ended = self.store.end_grants(&selector, &end).await?;
+        let ended = match note {
+            Some(note) => self.store.end_grants_noted(&selector, &end, note).await?,
+            None => self.store.end_grants(&selector, &end).await?,
+        };
         self.note_ended(&ended, reason);
         Ok(ended)
     }
@@ -207,6 +250,16 @@ impl Broker {
     }
 
     async fn end_one(&self, grant: Grant, reason: EndReason, by: Principal) -> Result<Grant> {
+        self.end_one_noted(grant, reason, by, None).await
+    }
+
+    async fn end_one_noted(
+        &self,
+        grant: Grant,
+        reason: EndReason,
+        by: Principal,
+        note: Option<&str>,
+    ) -> Result<Grant> {
         if let Some(end) = grant.state.end() {
             return Err(BrokerError::Conflict(format!(
                 "grant {} already ended ({} at {})",
@@ -214,7 +267,7 @@ impl Broker {
             )));
         }
         let mut ended = self
-            .end(EndSelector::One(grant.id.clone()), reason, by)
+            .end_noted(EndSelector::One(grant.id.clone()), reason, by, note)
             .await?;
         match ended.pop() {
             Some(g) => Ok(g),
@@ -225,21 +278,28 @@ impl Broker {
         }
     }
 
-    /// An operator revokes one grant, all grants of an identity, or of a task reference.
-    pub async fn revoke(&self, caller: &Caller, scope: RevokeScope) -> Result<Vec<Grant>> {
+    /// An operator revokes one grant, all grants of an identity, or of a task reference,
+    /// optionally saying why: the reason is kept in each end's audit record (`note`).
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        scope: RevokeScope,
+        reason: Option<&RevokeReason>,
+    ) -> Result<Vec<Grant>> {
         caller.require_role(&[Role::Operator], "revoke grants")?;
+        let note = reason.map(RevokeReason::as_str);
         let selector = match scope {
             RevokeScope::Grant(id) => {
                 let grant = self.get_grant(caller, &id).await?;
                 return Ok(vec![
-                    self.end_one(grant, EndReason::Revoked, caller.principal())
+                    self.end_one_noted(grant, EndReason::Revoked, caller.principal(), note)
                         .await?,
                 ]);
             }
             RevokeScope::Identity(i) => EndSelector::Identity(i),
             RevokeScope::TaskRef(t) => EndSelector::TaskRef(t),
         };
-        self.end(selector, EndReason::Revoked, caller.principal())
+        self.end_noted(selector, EndReason::Revoked, caller.principal(), note)
             .await
     }
 

@@ -294,6 +294,9 @@ pub struct RevokeArgs {
     /// Revoke every active grant for this task reference.
     #[arg(long)]
     pub task_ref: Option<String>,
+    /// Why (1-1000 characters); kept in each revocation's audit record.
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -633,7 +636,11 @@ mod tests {
     fn revoke_takes_exactly_one_scope() {
         assert!(matches!(
             ok("revoke grt_1").1,
-            Command::Revoke(RevokeArgs { grant_id: Some(g), identity: None, task_ref: None }) if g == "grt_1"
+            Command::Revoke(RevokeArgs { grant_id: Some(g), identity: None, task_ref: None, reason: None }) if g == "grt_1"
+        ));
+        assert!(matches!(
+            ok("revoke grt_1 --reason leaked").1,
+            Command::Revoke(RevokeArgs { reason: Some(r), .. }) if r == "leaked"
         ));
         assert!(matches!(
             ok("revoke --identity ci").1,

@@ -401,16 +401,22 @@ async fn requests(api: &Api, a: RequestsArgs, io: &mut Io<'_>) -> Result<Exit, C
 }
 
 async fn revoke(api: &Api, a: RevokeArgs, io: &mut Io<'_>) -> Result<Exit, CliError> {
+    let reason = a.reason;
     let ans = match (a.grant_id, a.identity, a.task_ref) {
         (Some(id), None, None) => {
-            api.send::<Value>(Method::POST, &["v1", "grants", &id, "revoke"], None)
-                .await?
+            let body = reason.map(|reason| json!({ "reason": reason }));
+            api.send::<Value>(
+                Method::POST,
+                &["v1", "grants", &id, "revoke"],
+                body.as_ref(),
+            )
+            .await?
         }
         (None, Some(identity), None) => {
             api.send(
                 Method::POST,
                 &["v1", "grants", "revoke"],
-                Some(&json!({ "identity": identity })),
+                Some(&json!({ "identity": identity, "reason": reason })),
             )
             .await?
         }
@@ -418,7 +424,7 @@ async fn revoke(api: &Api, a: RevokeArgs, io: &mut Io<'_>) -> Result<Exit, CliEr
             api.send(
                 Method::POST,
                 &["v1", "grants", "revoke"],
-                Some(&json!({ "task_ref": task_ref })),
+                Some(&json!({ "task_ref": task_ref, "reason": reason })),
             )
             .await?
         }

@@ -36,10 +36,24 @@
 //! | `/ui/grants/{id}/revoke` | POST | admin, operator (CSRF) |
 //! | `/ui/audit`, `/ui/audit/export`, `/ui/audit/verify` | GET | admin, operator, auditor |
 //! | `/ui/identities` | GET | admin, operator, approver, auditor |
+//! | `/ui/alerts`, `/ui/alerts/{id}` | GET | admin, operator, auditor; an approver the alerts of their teams' identities (others' are 404) |
+//! | `/ui/alerts/{id}/acknowledge`, `/resolve` | POST | admin, operator; an approver for their teams' identities; never an auditor (CSRF, note required) |
+//! | `/ui/reviews`, `/ui/reviews/{id}` | GET | admin, operator, approver, auditor |
+//! | `/ui/reviews/{id}/file` | POST | an owner of the identity's team (`[[team]] owners`), whatever their role; an admin when nobody owns it any more (CSRF) |
+//! | `/ui/recertifications` | GET | admin, operator, approver, auditor |
+//! | `/ui/recertifications/identity/{name}/attest`, `/exception/{name}/attest` | POST | an owner of the subject's team, whatever their role (CSRF, reason required) |
+//! | `/ui/recertifications/identity/{name}/retire` | POST | an owner of the identity's team, whatever their role (CSRF, reason required) |
+//! | `/ui/exceptions` | GET | admin, operator, approver, auditor |
+//! | `/ui/exceptions/{name}/rotated` | POST | an owner of the exception's team, an operator, an admin (CSRF) |
+//! | `/ui/posture` | GET | admin, operator, auditor |
+//! | `/ui/notifications` | GET | admin, operator, auditor |
+//! | `/ui/notifications/{id}/retry` | POST | admin, operator; a dead notification only (CSRF) |
 //! | `/ui/static/console.css` | GET | anyone |
 
 mod auth;
+mod charts;
 mod error;
+mod governance;
 mod pages;
 pub mod session;
 mod text;
@@ -85,6 +99,42 @@ pub fn router(broker: Arc<Broker>, settings: ConsoleSettings) -> Router {
         .route("/ui/audit/export", get(pages::audit_export))
         .route("/ui/audit/verify", get(pages::audit_verify))
         .route("/ui/identities", get(pages::identities))
+        // Governance: alerts, after-action reviews, recertifications, standing
+        // exceptions, the posture report and the notification outbox.
+        .route("/ui/alerts", get(governance::alerts))
+        .route("/ui/alerts/{id}", get(governance::alert))
+        .route(
+            "/ui/alerts/{id}/acknowledge",
+            post(governance::acknowledge_alert),
+        )
+        .route("/ui/alerts/{id}/resolve", post(governance::resolve_alert))
+        .route("/ui/reviews", get(governance::reviews))
+        .route("/ui/reviews/{id}", get(governance::review))
+        .route("/ui/reviews/{id}/file", post(governance::file_review))
+        .route("/ui/recertifications", get(governance::recertifications))
+        .route(
+            "/ui/recertifications/identity/{name}/retire",
+            post(governance::retire),
+        )
+        .route(
+            "/ui/recertifications/identity/{name}/attest",
+            post(governance::attest_identity),
+        )
+        .route(
+            "/ui/recertifications/exception/{name}/attest",
+            post(governance::attest_exception),
+        )
+        .route("/ui/exceptions", get(governance::exceptions))
+        .route(
+            "/ui/exceptions/{name}/rotated",
+            post(governance::exception_rotated),
+        )
+        .route("/ui/posture", get(governance::posture))
+        .route("/ui/notifications", get(governance::notifications))
+        .route(
+            "/ui/notifications/{id}/retry",
+            post(governance::retry_notification),
+        )
         .route("/ui/static/console.css", get(stylesheet))
         .route("/ui/{*rest}", get(pages::not_found).post(pages::not_found))
         .layer(axum::middleware::from_fn(security_headers))

@@ -9,7 +9,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use kairos_broker::api_token_id;
-use kairos_broker::ending::RevokeScope;
+use kairos_broker::ending::{RevokeReason, RevokeScope};
 use kairos_domain::{
     AuditDraft, AuditKind, GrantId, IdentityName, Principal, RequestId, RequestState, TargetName,
     TaskRef, Timestamp,
@@ -24,24 +24,25 @@ use crate::error::PageError;
 use crate::session;
 use crate::views::{AuditRow, GrantRow, Me, RequestRow};
 
-type PageResult = Result<Response, PageError>;
+pub(crate) type PageResult = Result<Response, PageError>;
 
-fn render(page: &impl Template) -> PageResult {
+pub(crate) fn render(page: &impl Template) -> PageResult {
     let html = page
         .render()
         .map_err(|e| PageError::Broker(kairos_broker::BrokerError::internal(e)))?;
     Ok(Html(html).into_response())
 }
 
-fn me(s: &Signed) -> Me {
+pub(crate) fn me(s: &Signed) -> Me {
     Me {
         user: s.user.name.to_string(),
         role: s.user.role.as_str().into(),
         csrf: s.session.csrf_secret.clone(),
+        reads_estate: s.has_role(&[Role::Operator, Role::Auditor]),
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
     q.map(|Query(v)| v).map_err(|e| {
         PageError::BadInput(format!(
             "the page's query string is not valid: {}",
@@ -50,17 +51,17 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, PageError> {
     })
 }
 
-fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, PageError> {
+pub(crate) fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, PageError> {
     f.map(|Form(v)| v)
         .map_err(|e| PageError::BadInput(format!("the form is not valid: {}", e.body_text())))
 }
 
 /// An optional filter from a GET form: empty means none.
-fn given(v: &Option<String>) -> Option<&str> {
+pub(crate) fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn parse_opt<T, E: std::fmt::Display>(
+pub(crate) fn parse_opt<T, E: std::fmt::Display>(
     what: &str,
     v: &Option<String>,
     parse: impl FnOnce(String) -> Result<T, E>,
@@ -88,7 +89,7 @@ fn grant_id(id: &str) -> Result<GrantId, PageError> {
     })
 }
 
-fn check_reason(reason: Option<String>) -> Result<String, PageError> {
+pub(crate) fn check_reason(reason: Option<String>) -> Result<String, PageError> {
     let reason = reason.unwrap_or_default();
     if reason.trim().is_empty() || reason.chars().count() > 1000 {
         return Err(PageError::BadInput(
@@ -552,13 +553,19 @@ pub async fn revoke(
     signed: Signed,
     headers: HeaderMap,
     Path(id): Path<String>,
-    f: Result<Form<CsrfForm>, FormRejection>,
+    f: Result<Form<DecisionForm>, FormRejection>,
 ) -> PageResult {
     same_origin(&headers)?;
-    signed.check_csrf(form(f)?.csrf.as_deref())?;
+    let f = form(f)?;
+    signed.check_csrf(f.csrf.as_deref())?;
     let id = grant_id(&id)?;
+    let reason = RevokeReason::parse(check_reason(f.reason)?).map_err(PageError::BadInput)?;
     s.broker
-        .revoke(&signed.caller, RevokeScope::Grant(id.clone()))
+        .revoke(
+            &signed.caller,
+            RevokeScope::Grant(id.clone()),
+            Some(&reason),
+        )
         .await?;
     Ok(Redirect::to(&format!("/ui/grants/{id}")).into_response())
 }

@@ -12,6 +12,9 @@ pub struct Me {
     pub role: String,
     /// For the sign-out form.
     pub csrf: String,
+    /// May read what spans every team (audit, posture, notifications): admins, operators,
+    /// auditors. The navigation shows those pages only to them.
+    pub reads_estate: bool,
 }
 
 pub struct RequestRow {

@@ -33,6 +33,8 @@ pub struct PostureFacts {
     pub exceptions_expired: Vec<String>,
     /// Milliseconds of active access per identity within the window.
     pub grant_ms: BTreeMap<String, i64>,
+    /// The same per UTC day (days since the epoch, [`day_of`]), all identities together.
+    pub grant_ms_by_day: BTreeMap<i64, i64>,
     pub revocation: RevocationFacts,
 }
 
@@ -61,6 +63,8 @@ pub struct RevocationFacts {
     pub alarming: u64,
     /// Residual accounts the reconciler removed in the window.
     pub residue_removed: u64,
+    /// End → verified latencies per bucket of [`LATENCY_BUCKETS_MS`] (one more for longer).
+    pub latency_counts: Vec<u64>,
 }
 
 /// How bad a finding is.
@@ -106,7 +110,52 @@ pub struct Posture {
     /// Grant-hours per identity over the window, most first (at most 20).
     pub standing_privilege: Vec<(String, f64)>,
     pub total_grant_hours: f64,
+    /// Grant-hours per UTC day, every day of the window oldest first (0 for a day
+    /// without access).
+    pub grant_hours_by_day: Vec<DayHours>,
+    /// How long ends took to be verified gone over the window, per latency bucket.
+    pub revocation_latency: Vec<LatencyBucket>,
     pub findings: Vec<Finding>,
+}
+
+/// Access held on one UTC day.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DayHours {
+    /// The day's midnight (UTC).
+    pub day: Timestamp,
+    pub grant_hours: f64,
+}
+
+/// How many ends were verified gone within a latency bucket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LatencyBucket {
+    /// Longer than the previous bucket's bound, at most this (ms); `None` for the last
+    /// bucket (longer than every bound).
+    pub at_most_ms: Option<i64>,
+    pub count: u64,
+}
+
+/// Every day of a window of `days` ending on `now`'s day, oldest first, with its hours.
+pub fn hours_by_day(now: Timestamp, days: u32, ms_by_day: &BTreeMap<i64, i64>) -> Vec<DayHours> {
+    let first = day_of(window_start(now, days).as_millis());
+    let last = day_of(now.as_millis());
+    (first..=last)
+        .map(|day| DayHours {
+            day: Timestamp::from_millis(day.saturating_mul(DAY_MS)),
+            grant_hours: round2(ms_by_day.get(&day).copied().unwrap_or(0) as f64 / 3_600_000.0),
+        })
+        .collect()
+}
+
+/// The latency buckets with their counts (`counts` as [`RevocationFacts::latency_counts`];
+/// missing entries count 0).
+pub fn latency_distribution(counts: &[u64]) -> Vec<LatencyBucket> {
+    (0..=LATENCY_BUCKETS_MS.len())
+        .map(|i| LatencyBucket {
+            at_most_ms: LATENCY_BUCKETS_MS.get(i).copied(),
+            count: counts.get(i).copied().unwrap_or(0),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -349,6 +398,11 @@ pub fn assess(facts: &PostureFacts) -> Posture {
         identities: summary,
         standing_privilege: hours.into_iter().take(MAX_SUBJECTS).collect(),
         total_grant_hours,
+        grant_hours_by_day: facts
+            .now
+            .map(|now| hours_by_day(now, facts.window_days, &facts.grant_ms_by_day))
+            .unwrap_or_default(),
+        revocation_latency: latency_distribution(&r.latency_counts),
         findings,
     }
 }
@@ -519,6 +573,36 @@ pub struct DayLedger {
     pub latency: BTreeMap<(i64, usize), (u64, i64)>,
 }
 
+/// Spreads the access of `n` grants that each started on day `first_day` and stopped on
+/// day `last_day` over the days between, into `by_day`. `start_in_day` and `end_in_day`
+/// are the sums of their starts' and ends' offsets into their days (ms since that
+/// midnight): what a store can sum in SQL per (first day, last day) without reading the
+/// grants one by one. A grant within one day adds `end - start` to it; a longer one adds
+/// the rest of its first day, every whole day between, and the start of its last day.
+pub fn spread_spans(
+    by_day: &mut BTreeMap<i64, i64>,
+    first_day: i64,
+    last_day: i64,
+    n: i64,
+    start_in_day: i64,
+    end_in_day: i64,
+) {
+    if n <= 0 || last_day < first_day {
+        return;
+    }
+    if first_day == last_day {
+        *by_day.entry(first_day).or_insert(0) += end_in_day - start_in_day;
+        return;
+    }
+    *by_day.entry(first_day).or_insert(0) += n * DAY_MS - start_in_day;
+    for day in first_day + 1..last_day {
+        *by_day.entry(day).or_insert(0) += n * DAY_MS;
+    }
+    if end_in_day > 0 {
+        *by_day.entry(last_day).or_insert(0) += end_in_day;
+    }
+}
+
 impl DayLedger {
     /// Adds `g`, leaving out what falls before `from_day`.
     pub fn add(&mut self, g: &VerifiedGrant, from_day: i64) {
@@ -591,7 +675,15 @@ mod tests {
                 p95_ms_at_most: Some(1_000),
                 alarming: 1,
                 residue_removed: 0,
+                latency_counts: vec![4, 6],
             },
+            now: Some(Timestamp::from_millis(20_000 * DAY_MS + 5_000)),
+            grant_ms_by_day: BTreeMap::from([
+                (20_000, 5_400_000),
+                (19_990, 3_600_000),
+                // Before the window: not shown.
+                (19_970, 3_600_000),
+            ]),
             ..PostureFacts::default()
         };
         let p = assess(&facts);
@@ -627,6 +719,26 @@ mod tests {
         );
         assert_eq!(f("revocations_alarming").severity, Severity::High);
         assert_eq!(f("residue_removed").severity, Severity::Info);
+        // Every day of the window, oldest first, zeros included.
+        assert_eq!(p.grant_hours_by_day.len(), 30);
+        assert_eq!(
+            p.grant_hours_by_day[0].day,
+            Timestamp::from_millis(19_971 * DAY_MS)
+        );
+        assert_eq!(p.grant_hours_by_day[29].grant_hours, 1.5);
+        assert_eq!(p.grant_hours_by_day[19].grant_hours, 1.0);
+        assert_eq!(
+            p.grant_hours_by_day
+                .iter()
+                .filter(|d| d.grant_hours == 0.0)
+                .count(),
+            28
+        );
+        // Every bucket, the last one open-ended.
+        assert_eq!(p.revocation_latency.len(), LATENCY_BUCKETS_MS.len() + 1);
+        assert_eq!(p.revocation_latency[0].at_most_ms, Some(10));
+        assert_eq!(p.revocation_latency[1].count, 6);
+        assert_eq!(p.revocation_latency.last().unwrap().at_most_ms, None);
         // Every finding id has a documented mapping.
         let documented: Vec<_> = finding_mappings().into_iter().map(|(id, _)| id).collect();
         for finding in &p.findings {
@@ -636,6 +748,27 @@ mod tests {
                 finding.id
             );
         }
+    }
+
+    #[test]
+    fn spans_are_spread_over_the_days_they_cover() {
+        const H: i64 = 3_600_000;
+        let mut by_day = BTreeMap::new();
+        // Two grants within day 10: 01:00-03:00 and 02:00-05:00.
+        spread_spans(&mut by_day, 10, 10, 2, 3 * H, 8 * H);
+        assert_eq!(by_day, BTreeMap::from([(10, 5 * H)]));
+        // Two from day 11 (20:00 and 22:00) to day 14 (01:00 and 00:00 exactly).
+        let mut by_day = BTreeMap::new();
+        spread_spans(&mut by_day, 11, 14, 2, 42 * H, H);
+        assert_eq!(
+            by_day,
+            BTreeMap::from([(11, 6 * H), (12, 2 * DAY_MS), (13, 2 * DAY_MS), (14, H)])
+        );
+        // Nothing for no grants or a backwards span.
+        let mut by_day = BTreeMap::new();
+        spread_spans(&mut by_day, 11, 14, 0, 0, 0);
+        spread_spans(&mut by_day, 14, 11, 1, 0, 0);
+        assert!(by_day.is_empty());
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub struct PostureFigures {
     /// Milliseconds of access each identity held within the window (grants that were
     /// active in it, clipped to it; aborted grants never were).
     pub grant_ms: std::collections::BTreeMap<String, i64>,
+    /// The same access per UTC day (days since the epoch, as
+    /// `kairos_governance::posture::day_of`), all identities together; days without
+    /// access are absent.
+    pub grant_ms_by_day: std::collections::BTreeMap<i64, i64>,
     /// Ends verified gone in the window.
     pub verified: u64,
     /// Sum of their end → verified milliseconds.

@@ -166,6 +166,15 @@ pub trait Store:
     /// grant twice (a race, or RFC 7009 revoking twice) returns nothing the second time.
     async fn end_grants(&self, selector: &EndSelector, end: &GrantEnd) -> Result<Vec<Grant>>;
 
+    /// As [`Store::end_grants`], keeping `note` (the words of the person who ended them,
+    /// e.g. why they revoked) in each end's audit record (`data.note`).
+    async fn end_grants_noted(
+        &self,
+        selector: &EndSelector,
+        end: &GrantEnd,
+        note: &str,
+    ) -> Result<Vec<Grant>>;
+
     /// The earliest `expires_at` among active grants (drives the expirer's sleep).
     async fn next_expiry(&self) -> Result<Option<Timestamp>>;
 

@@ -79,6 +79,8 @@ kairos_testkit::store_suite!(
     identity_states_change_once_and_end_the_identity_s_grants,
     alerts_open_once_per_key_and_move_forward_only,
     posture_figures_are_the_same_before_and_after_folding,
+    posture_live_grants_are_spread_over_their_days,
+    an_end_with_a_note_keeps_it_in_each_audit_record,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -2916,6 +2918,12 @@ async fn posture_figures_are_the_same_before_and_after_folding(db: Arc<Db>) {
         let mut f = kairos_store::PostureFigures::default();
         f.grant_ms.insert("svc-a".into(), 4 * H);
         f.grant_ms.insert("svc-b".into(), 3 * H);
+        // Per day: a1's hour before midnight and a2's two hours on the window's first
+        // day; today a1's hour, the live grant's two and the ending one's hour.
+        let today = midnight / DAY_MS;
+        f.grant_ms_by_day.insert(today - 29, 2 * H);
+        f.grant_ms_by_day.insert(today - 1, H);
+        f.grant_ms_by_day.insert(today, 4 * H);
         f.verified = 2;
         f.verified_ms_total = 45;
         f.latency_counts = vec![0; kairos_governance::posture::LATENCY_BUCKETS_MS.len() + 1];
@@ -2942,6 +2950,10 @@ async fn posture_figures_are_the_same_before_and_after_folding(db: Arc<Db>) {
     assert_eq!(x.unwrap() + y.unwrap(), 1);
     let mut expected = expected;
     *expected.grant_ms.get_mut("svc-b").unwrap() += H;
+    *expected
+        .grant_ms_by_day
+        .get_mut(&(midnight / DAY_MS))
+        .unwrap() += H;
     expected.verified = 3;
     expected.verified_ms_total += 20_000;
     expected.latency_counts[9] = 1;
@@ -2954,6 +2966,7 @@ async fn posture_figures_are_the_same_before_and_after_folding(db: Arc<Db>) {
     let mut today_only = kairos_store::PostureFigures::default();
     today_only.grant_ms.insert("svc-a".into(), H);
     today_only.grant_ms.insert("svc-b".into(), 4 * H);
+    today_only.grant_ms_by_day.insert(midnight / DAY_MS, 5 * H);
     today_only.verified = 2;
     today_only.verified_ms_total = 20_040;
     today_only.latency_counts = vec![0; kairos_governance::posture::LATENCY_BUCKETS_MS.len() + 1];
@@ -2963,5 +2976,89 @@ async fn posture_figures_are_the_same_before_and_after_folding(db: Arc<Db>) {
     // The whole window now reads only what was kept (days before today are gone).
     let kept = s.posture_figures(since, now).await.unwrap();
     assert_eq!(kept.grant_ms, today_only.grant_ms);
+    assert_eq!(kept.grant_ms_by_day, today_only.grant_ms_by_day);
     assert_eq!(kept.verified, 2);
+}
+
+/// A person's reason for ending grants goes into each end's audit record beside the end
+/// reason; without one the record has no note.
+async fn an_end_with_a_note_keeps_it_in_each_audit_record(db: Arc<Db>) {
+    let s = db.open().await;
+    let a = insert_issued(&s, "svc-note", T0, T0 + 3_600_000).await;
+    let b = insert_issued(&s, "svc-note", T0, T0 + 3_600_000).await;
+    let quiet = insert_issued(&s, "svc-quiet", T0, T0 + 3_600_000).await;
+    let end = GrantEnd {
+        reason: EndReason::Revoked,
+        by: Principal::User(user("olivia")),
+        at: at(1_000),
+    };
+    let ended = s
+        .end_grants_noted(
+            &EndSelector::Identity(IdentityName::parse("svc-note").unwrap()),
+            &end,
+            "credentials seen in a build log",
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 2);
+    s.end_grants(&EndSelector::One(quiet.id.clone()), &end)
+        .await
+        .unwrap();
+    for (grant, note) in [
+        (&a, Some("credentials seen in a build log")),
+        (&b, Some("credentials seen in a build log")),
+        (&quiet, None),
+    ] {
+        let records = s
+            .list_audit(&AuditFilter {
+                grant_id: Some(grant.id.to_string()),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let revoked: Vec<_> = records
+            .iter()
+            .filter(|r| r.kind == AuditKind::Revoked)
+            .collect();
+        assert_eq!(revoked.len(), 1, "{records:?}");
+        let data: serde_json::Value = serde_json::from_str(&revoked[0].data).unwrap();
+        assert_eq!(data["reason"], "revoked");
+        assert_eq!(data["note"].as_str(), note, "{data}");
+    }
+}
+
+/// A live grant that has lasted several days is spread over each of them, clipped to the
+/// window and to now; the per-day figures add up to the per-identity ones.
+async fn posture_live_grants_are_spread_over_their_days(db: Arc<Db>) {
+    use kairos_governance::posture::{DAY_MS, window_start};
+    const H: i64 = 3_600_000;
+    let midnight = T0 / DAY_MS * DAY_MS;
+    let today = midnight / DAY_MS;
+    let now = Timestamp::from_millis(midnight + 6 * H);
+    let since = window_start(now, 3);
+    let s = db.open().await;
+    // Issued five days ago at 20:00, still active: the window (3 days) clips it to
+    // two whole days and today's six hours.
+    insert_issued(
+        &s,
+        "svc-long",
+        midnight - 5 * DAY_MS + 20 * H,
+        midnight + 30 * DAY_MS,
+    )
+    .await;
+    // Issued yesterday at 22:00, ending (not yet verified) today at 01:00.
+    let g = insert_issued(&s, "svc-short", midnight - 2 * H, midnight + 9 * H).await;
+    end_at(&s, &g, midnight + H, None).await;
+    let f = s.posture_figures(since, now).await.unwrap();
+    let mut by_day = std::collections::BTreeMap::new();
+    by_day.insert(today - 2, DAY_MS);
+    by_day.insert(today - 1, DAY_MS + 2 * H);
+    by_day.insert(today, 6 * H + H);
+    assert_eq!(f.grant_ms_by_day, by_day);
+    assert_eq!(f.grant_ms["svc-long"], 2 * DAY_MS + 6 * H);
+    assert_eq!(f.grant_ms["svc-short"], 3 * H);
+    assert_eq!(
+        f.grant_ms_by_day.values().sum::<i64>(),
+        f.grant_ms.values().sum::<i64>()
+    );
 }

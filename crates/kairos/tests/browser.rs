@@ -130,6 +130,13 @@ fn approvers_approve_in_a_real_browser_and_the_workload_gets_its_credential() {
         "grants",
         "identities",
         "grant",
+        "grant-admin",
+        "alerts",
+        "reviews",
+        "recertifications",
+        "exceptions",
+        "posture",
+        "notifications",
     ] {
         let png = std::fs::metadata(shots.join(format!("{shot}.png"))).unwrap();
         assert!(png.len() > 1000, "{shot}.png is empty");

@@ -353,7 +353,10 @@ fn console_end_to_end(store: Option<&str>) {
     let resp = browser.get("/ui/audit");
     assert_eq!(resp.status(), 403);
     // Nor may an approver revoke: the broker refuses, nothing ends.
-    let resp = browser.post(&format!("/ui/grants/{grant}/revoke"), &[("csrf", &token)]);
+    let resp = browser.post(
+        &format!("/ui/grants/{grant}/revoke"),
+        &[("csrf", &token), ("reason", "not mine to end")],
+    );
     assert_eq!(resp.status(), 403);
     assert_eq!(api.introspect(ADMIN, access)["active"], true);
 
@@ -367,9 +370,24 @@ fn console_end_to_end(store: Option<&str>) {
             "timeline lacks {kind}: {page}"
         );
     }
+    // A revocation needs a reason: without one, 400 and nothing ends.
     let resp = admin.post(
         &format!("/ui/grants/{grant}/revoke"),
-        &[("csrf", &csrf(&page))],
+        &[("csrf", &csrf(&page)), ("reason", "  ")],
+    );
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.text()
+            .unwrap()
+            .contains("a reason of 1 to 1000 characters")
+    );
+    assert_eq!(api.introspect(ADMIN, access)["active"], true);
+    let resp = admin.post(
+        &format!("/ui/grants/{grant}/revoke"),
+        &[
+            ("csrf", &csrf(&page)),
+            ("reason", "backup window closed early"),
+        ],
     );
     assert_eq!(resp.status(), 303);
     api.wait_grant(ADMIN, &grant, Duration::from_secs(20), |g| {
@@ -381,6 +399,20 @@ fn console_end_to_end(store: Option<&str>) {
         page.contains("Verified gone") && page.contains("revoked by user:admin"),
         "{page}"
     );
+    // The reason is in the revocation's audit record, shown on the timeline.
+    assert!(page.contains("backup window closed early"), "{page}");
+    let (_, audit) = api.get(ADMIN, &format!("/v1/audit?grant={grant}"));
+    let revoked = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "revoked")
+        .unwrap_or_else(|| panic!("no revoked record: {audit}"));
+    assert_eq!(
+        revoked["data"]["note"], "backup window closed early",
+        "{revoked}"
+    );
+    assert_eq!(revoked["data"]["reason"], "revoked", "{revoked}");
     assert!(page.contains("verified"), "{page}");
 
     // Audit search, keyset pages, exports, chain status.
@@ -631,4 +663,555 @@ fn the_identities_page_filters_and_pages_a_large_catalog() {
     assert!(!some.contains("nightly-backup"));
     let none = admin.page("/ui/identities?team=nobody");
     assert!(none.contains("No identities match"), "{none}");
+
+// ---- governance pages ------------------------------------------------------------------
+
+const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The test configuration plus a break-glass entitlement and its policy, recertification
+/// every 10 days for `nightly-backup` under a 14-day notice (due at once), a standing
+/// exception whose secret is due for rotation every 2 s, and a webhook channel for pending
+/// requests whose receiver (`port`) never answers.
+fn write_governance_config(
+    dir: &std::path::Path,
+    issuer: &TestIssuer,
+    port: u16,
+) -> std::path::PathBuf {
+    let path = write_config(dir, issuer, "");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        &format!("subject = \"{SUBJECT}\"\n"),
+        &format!("subject = \"{SUBJECT}\"\nrecertify_every = \"10d\"\n"),
+        1,
+    );
+    let ends = kairos_domain::Timestamp::from_millis(now_secs() * 1000)
+        .plus(Duration::from_secs(30 * 86_400))
+        .to_rfc3339();
+    let text = format!(
+        r#"{text}
+[[entitlement]]
+name = "orders-api/breakglass"
+target = "orders-api"
+tier = "high"
+max_ttl = "30m"
+scopes = ["orders:admin"]
+break_glass = true
+
+[[exception]]
+name = "legacy-billing"
+identity = "deployer"
+owner = "payments"
+system = "billing-db (legacy)"
+secret_ref = "vault:kv/legacy/billing"
+reason = "the vendor client cannot take short-lived accounts yet"
+rotate_every = "2s"
+ends = "{ends}"
+allowed_sources = ["10.20.0.0/16"]
+scope_note = "read-only on the invoices schema"
+
+[[notify]]
+name = "ops"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+secret_env = "TEST_HOOK_SECRET"
+events = ["request_pending"]
+
+[governance]
+recertify_every = "30d"
+recert_notice = "14d"
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(
+        dir.join("policies/breakglass.cedar"),
+        r#"
+@id("break-glass-for-incidents")
+permit (principal, action == Kairos::Action::"request", resource == Kairos::Entitlement::"orders-api/breakglass")
+when { context.break_glass && context.task_kind == "incident" };
+"#,
+    )
+    .unwrap();
+    path
+}
+
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signed_in(server: &Server, token: &str) -> Browser {
+    let mut b = Browser::new(server);
+    assert_eq!(b.sign_in(token).status(), 303);
+    b
+}
+
+/// Posts a form with the page's CSRF token (taken from `page`) and `fields`.
+fn post_with_csrf(b: &Browser, page: &str, path: &str, fields: &[(&str, &str)]) -> Response {
+    let token = csrf(&b.page(page));
+    let mut form = vec![("csrf", token.as_str())];
+    form.extend_from_slice(fields);
+    b.post(path, &form)
+}
+
+fn recert<'a>(list: &'a Value, kind: &str, subject: &str) -> &'a Value {
+    list["recertifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == kind && e["subject"] == subject)
+        .unwrap_or_else(|| panic!("{kind} {subject} not listed: {list}"))
+}
+
+fn governance_pages(store: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new("k1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_governance_config(&dir.path().join("cfg"), &issuer, port);
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&config),
+        store,
+        &[
+            "--recert-pass-ms",
+            "200",
+            "--notify-backoff-ms",
+            "100",
+            "--notify-dead-after",
+            "1s",
+        ],
+        &[("TEST_HOOK_SECRET", HOOK_SECRET)],
+    );
+    let api = Api::new(&server);
+    // carol owns payments (config); alice approves for it without owning it.
+    let carol = add_user(
+        &api,
+        json!({"name": "carol", "role": "approver", "teams": ["payments"]}),
+    );
+    let alice = add_user(
+        &api,
+        json!({"name": "alice", "role": "approver", "teams": ["payments"]}),
+    );
+    let dave = add_user(&api, json!({"name": "dave", "role": "approver"}));
+    let olga = add_user(&api, json!({"name": "olga", "role": "operator"}));
+    let ann = add_user(&api, json!({"name": "ann", "role": "auditor"}));
+    let platform = issuer.mint(SUBJECT, json!({}));
+
+    // A break-glass grant: an alert and an after-action review open with it.
+    let (status, body) = api.post(
+        &platform,
+        "/v1/requests",
+        json!({
+            "entitlement": "orders-api/breakglass",
+            "ttl": "10m",
+            "task": {"kind": "incident", "ref": "INC-42", "reason": "orders are failing"},
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+    let review = body["review_id"].as_str().unwrap().to_owned();
+    // A pending request: its notification cannot be delivered and goes dead.
+    let (status, _) = api.exchange(&platform, "orders-api/admin", Some("10m"));
+    assert_eq!(status, 400);
+
+    let ann_b = signed_in(&server, &ann);
+    let dave_b = signed_in(&server, &dave);
+    let carol_b = signed_in(&server, &carol);
+    let alice_b = signed_in(&server, &alice);
+    let olga_b = signed_in(&server, &olga);
+
+    // The navigation shows each person only the pages they may read.
+    let nav = ann_b.page("/ui/inbox");
+    for link in [
+        "/ui/alerts",
+        "/ui/reviews",
+        "/ui/recertifications",
+        "/ui/exceptions",
+        "/ui/posture",
+        "/ui/notifications",
+        "/ui/audit",
+    ] {
+        assert!(nav.contains(&format!("href=\"{link}\"")), "{link}: {nav}");
+    }
+    let nav = dave_b.page("/ui/inbox");
+    assert!(nav.contains("href=\"/ui/alerts\"") && nav.contains("href=\"/ui/reviews\""));
+    for link in ["/ui/posture", "/ui/notifications", "/ui/audit"] {
+        assert!(!nav.contains(&format!("href=\"{link}\"")), "{link}: {nav}");
+    }
+
+    // ---- alerts
+    let (_, alerts) = api.get(ADMIN, "/v1/alerts?kind=break_glass");
+    let alert = alerts["alerts"][0]["id"].as_str().unwrap().to_owned();
+    let alert_path = format!("/ui/alerts/{alert}");
+    let page = ann_b.page("/ui/alerts");
+    for needle in [alert.as_str(), "break_glass", "nightly-backup", "NHI5"] {
+        assert!(page.contains(needle), "alerts lack {needle}: {page}");
+    }
+    let page = ann_b.page(&alert_path);
+    assert!(page.contains("PR.AA-05") && page.contains("open"), "{page}");
+    // An auditor reads but does not handle: no form, and a post is refused by the broker.
+    assert!(!page.contains("/resolve"), "{page}");
+    let resp = ann_b.post(
+        &format!("{alert_path}/resolve"),
+        &[("csrf", &csrf(&page)), ("note", "looked at it")],
+    );
+    assert_eq!(resp.status(), 403);
+    let alert_state = || api.get(ADMIN, &format!("/v1/alerts/{alert}")).1;
+    assert_eq!(alert_state()["state"], "open");
+    // An approver outside the identity's team sees none of it: not listed, and 404.
+    let page = dave_b.page("/ui/alerts");
+    assert!(
+        !page.contains(&alert) && page.contains("No alerts match"),
+        "{page}"
+    );
+    let resp = dave_b.get(&alert_path);
+    assert_eq!(resp.status(), 404);
+    assert!(!resp.text().unwrap().contains("nightly-backup"));
+    // An approver of the team acknowledges: CSRF and a note are required.
+    let page = carol_b.page(&alert_path);
+    assert!(
+        page.contains("/acknowledge") && page.contains("/resolve"),
+        "{page}"
+    );
+    let resp = carol_b.post(&format!("{alert_path}/acknowledge"), &[("note", "on it")]);
+    assert_eq!(resp.status(), 403);
+    let resp = post_with_csrf(
+        &carol_b,
+        &alert_path,
+        &format!("{alert_path}/acknowledge"),
+        &[("note", " ")],
+    );
+    assert_eq!(resp.status(), 400);
+    assert_eq!(alert_state()["state"], "open");
+    let resp = post_with_csrf(
+        &carol_b,
+        &alert_path,
+        &format!("{alert_path}/acknowledge"),
+        &[("note", "carol is on INC-42")],
+    );
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), alert_path);
+    let a = alert_state();
+    assert_eq!(a["state"], "acknowledged", "{a}");
+    assert_eq!(a["updated_by"], "user:carol");
+    let page = carol_b.page(&alert_path);
+    assert!(page.contains("carol is on INC-42") && page.contains("acknowledged"));
+    // An operator resolves it; the default list (unresolved) no longer shows it.
+    let resp = post_with_csrf(
+        &olga_b,
+        &alert_path,
+        &format!("{alert_path}/resolve"),
+        &[("note", "incident closed")],
+    );
+    assert_eq!(resp.status(), 303);
+    assert_eq!(alert_state()["state"], "resolved");
+    assert!(!ann_b.page("/ui/alerts").contains(&alert));
+    assert!(ann_b.page("/ui/alerts?state=resolved").contains(&alert));
+    assert!(
+        ann_b
+            .page("/ui/alerts?kind=break_glass&state=all")
+            .contains(&alert)
+    );
+    assert!(
+        !ann_b
+            .page("/ui/alerts?kind=orphaned&state=all")
+            .contains(&alert)
+    );
+    for bad in [
+        "/ui/alerts?state=closed",
+        "/ui/alerts?kind=bogus",
+        "/ui/alerts?identity=Not%20A%20Name",
+    ] {
+        assert_eq!(ann_b.get(bad).status(), 400, "{bad}");
+    }
+    assert_eq!(ann_b.get("/ui/alerts/not-an-alert").status(), 404);
+
+    // ---- after-action reviews
+    let review_path = format!("/ui/reviews/{review}");
+    let page = ann_b.page("/ui/reviews");
+    assert!(
+        page.contains(&review) && page.contains(&format!("/ui/grants/{grant}")),
+        "{page}"
+    );
+    let page = ann_b.page(&review_path);
+    for needle in [grant.as_str(), "INC-42", "orders-api/breakglass", "open"] {
+        assert!(page.contains(needle), "review lacks {needle}: {page}");
+    }
+    assert!(
+        !page.contains("/file\""),
+        "an auditor is not an owner: {page}"
+    );
+    // An operator who is not an owner is refused; the review stays open.
+    assert!(!olga_b.page(&review_path).contains("/file\""));
+    let resp = post_with_csrf(
+        &olga_b,
+        &review_path,
+        &format!("{review_path}/file"),
+        &[("summary", "fine")],
+    );
+    assert_eq!(resp.status(), 403);
+    let review_state = || api.get(ADMIN, &format!("/v1/reviews/{review}")).1["state"].clone();
+    assert_eq!(review_state(), "open");
+    // The owner files it (a blank summary is refused first).
+    assert!(
+        carol_b
+            .page(&review_path)
+            .contains(&format!("{review_path}/file"))
+    );
+    let resp = post_with_csrf(
+        &carol_b,
+        &review_path,
+        &format!("{review_path}/file"),
+        &[("summary", "")],
+    );
+    assert_eq!(resp.status(), 400);
+    assert_eq!(review_state(), "open");
+    let resp = post_with_csrf(
+        &carol_b,
+        &review_path,
+        &format!("{review_path}/file"),
+        &[("summary", "restarted the orders pods; access unused after")],
+    );
+    assert_eq!(resp.status(), 303);
+    assert_eq!(review_state(), "filed");
+    let page = ann_b.page(&review_path);
+    assert!(
+        page.contains("restarted the orders pods") && page.contains("by carol"),
+        "{page}"
+    );
+    assert!(ann_b.page("/ui/reviews?state=filed").contains(&review));
+    assert!(!ann_b.page("/ui/reviews?state=open").contains(&review));
+    assert_eq!(ann_b.get("/ui/reviews?state=late").status(), 400);
+    assert_eq!(ann_b.get("/ui/reviews/rev_nope").status(), 404);
+
+    // ---- recertifications
+    wait_until("the recertification pass", || {
+        let (_, due) = api.get(ADMIN, "/v1/recertifications?state=due");
+        due["recertifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["subject"] == "nightly-backup")
+            .then_some(())
+    });
+    let page = ann_b.page("/ui/recertifications?state=due");
+    assert!(
+        page.contains("nightly-backup") && !page.contains("deployer"),
+        "{page}"
+    );
+    assert!(!page.contains("/attest"), "an auditor owns nothing: {page}");
+    assert!(!alice_b.page("/ui/recertifications").contains("/attest"));
+    let page = carol_b.page("/ui/recertifications");
+    for form in [
+        "/ui/recertifications/identity/nightly-backup/attest",
+        "/ui/recertifications/exception/legacy-billing/attest",
+        "/ui/recertifications/identity/nightly-backup/retire",
+    ] {
+        assert!(page.contains(form), "{form}: {page}");
+    }
+    let attest = "/ui/recertifications/identity/nightly-backup/attest";
+    let recerts = || api.get(ADMIN, "/v1/recertifications").1;
+    // Not an owner: refused by the broker, nothing attested.
+    let resp = post_with_csrf(
+        &alice_b,
+        "/ui/recertifications",
+        attest,
+        &[("reason", "still needed")],
+    );
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().unwrap().contains("owner"));
+    assert!(recert(&recerts(), "identity", "nightly-backup")["attested_by"].is_null());
+    let resp = post_with_csrf(&carol_b, "/ui/recertifications", attest, &[("reason", "")]);
+    assert_eq!(resp.status(), 400);
+    let resp = post_with_csrf(
+        &carol_b,
+        "/ui/recertifications",
+        attest,
+        &[("reason", "still backs up the orders database")],
+    );
+    assert_eq!(resp.status(), 303);
+    // A new cycle starts now (the 10-day cycle is inside the 14-day notice, so it is
+    // due again at once, with a later due date).
+    let e = recerts();
+    let e = recert(&e, "identity", "nightly-backup");
+    assert_eq!(e["attested_by"], "user:carol", "{e}");
+    assert_eq!(e["reason"], "still backs up the orders database");
+    assert!(
+        carol_b
+            .page("/ui/recertifications")
+            .contains("still backs up the orders database")
+    );
+    // An operator who is no owner may not retire; the identity stays active.
+    let resp = post_with_csrf(
+        &olga_b,
+        "/ui/recertifications",
+        "/ui/recertifications/identity/nightly-backup/retire",
+        &[("reason", "gone")],
+    );
+    assert_eq!(resp.status(), 403);
+    let (_, identity) = api.get(ADMIN, "/v1/identities/nightly-backup");
+    assert_eq!(identity["status"]["state"], "active", "{identity}");
+    assert_eq!(ann_b.get("/ui/recertifications?state=soon").status(), 400);
+
+    // ---- standing exceptions
+    wait_until("the rotation to fall overdue", || {
+        let (_, list) = api.get(ADMIN, "/v1/exceptions");
+        (list["exceptions"][0]["findings"].as_array().unwrap().iter())
+            .any(|f| f["finding"] == "rotation_overdue")
+            .then_some(())
+    });
+    let page = ann_b.page("/ui/exceptions");
+    for needle in [
+        "legacy-billing",
+        "rotation overdue",
+        "vault:kv/legacy/billing",
+        "10.20.0.0/16",
+        "read-only on the invoices schema",
+    ] {
+        assert!(page.contains(needle), "exceptions lack {needle}: {page}");
+    }
+    assert!(
+        !page.contains("/rotated"),
+        "an auditor records no rotation: {page}"
+    );
+    let rotated = "/ui/exceptions/legacy-billing/rotated";
+    let resp = post_with_csrf(&dave_b, "/ui/exceptions", rotated, &[("note", "done")]);
+    assert_eq!(resp.status(), 403);
+    let last_rotated =
+        || api.get(ADMIN, "/v1/exceptions").1["exceptions"][0]["last_rotated_at"].clone();
+    assert!(last_rotated().is_null());
+    assert!(carol_b.page("/ui/exceptions").contains(rotated));
+    let resp = post_with_csrf(
+        &carol_b,
+        "/ui/exceptions",
+        rotated,
+        &[("note", "rotated in CHG-9")],
+    );
+    assert_eq!(resp.status(), 303);
+    assert!(last_rotated().is_string());
+    let (_, list) = api.get(ADMIN, "/v1/exceptions");
+    assert_eq!(list["exceptions"][0]["rotated_by"], "user:carol");
+    assert!(carol_b.page("/ui/exceptions").contains("rotated in CHG-9"));
+
+    // ---- posture
+    let page = ann_b.page("/ui/posture");
+    for needle in [
+        "standing_privilege",
+        "revocation_latency",
+        "reviews_open",
+        "NHI5",
+        "PR.AA-05",
+        "GV.RR-02",
+        "<svg",
+        "<title id=\"chart-hours-title\">Grant-hours per UTC day</title>",
+        "<title id=\"chart-latency-title\">",
+        "<details>",
+        "≤ 10 ms",
+        "&#62; 1 h",
+    ] {
+        assert!(page.contains(needle), "posture lacks {needle}: {page}");
+    }
+    // A bar per day of the 30-day window and per latency bucket.
+    assert_eq!(
+        page.matches("<rect class=\"bar\"").count(),
+        30 + 15,
+        "{page}"
+    );
+    assert!(!page.contains("style="), "no inline style: {page}");
+    let (status, posture) = api.get(&ann, "/v1/posture");
+    assert_eq!(status, 200, "{posture}");
+    let days = posture["grant_hours_by_day"].as_array().unwrap();
+    assert_eq!(days.len(), 30, "{posture}");
+    let today = kairos_domain::Timestamp::from_millis(now_secs() * 1000).to_rfc3339();
+    assert_eq!(days[29]["day"].as_str().unwrap(), &today[..10]);
+    assert_eq!(posture["revocation_latency"].as_array().unwrap().len(), 15);
+    assert!(posture["revocation_latency"][14]["at_most_ms"].is_null());
+    // Approvers do not read the estate-wide report.
+    let resp = dave_b.get("/ui/posture");
+    assert_eq!(resp.status(), 403);
+    assert!(!resp.text().unwrap().contains("standing_privilege"));
+
+    // ---- notifications
+    let dead = wait_until("the dead letter", || {
+        let (_, list) = api.get(ADMIN, "/v1/notifications?state=dead");
+        list["notifications"].as_array().unwrap().first().cloned()
+    });
+    let id = dead["id"].as_str().unwrap().to_owned();
+    let page = ann_b.page("/ui/notifications");
+    assert!(
+        page.contains(&id) && page.contains("request_pending") && page.contains("dead"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("Send again"),
+        "auditors do not retry: {page}"
+    );
+    assert!(ann_b.page("/ui/notifications?state=dead").contains(&id));
+    assert!(
+        !ann_b
+            .page("/ui/notifications?state=delivered")
+            .contains(&id)
+    );
+    assert_eq!(ann_b.get("/ui/notifications?state=lost").status(), 400);
+    let retry = format!("/ui/notifications/{id}/retry");
+    let created = || {
+        let (_, list) = api.get(ADMIN, "/v1/notifications");
+        list["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id.as_str())
+            .unwrap()["created_at"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = created();
+    let resp = post_with_csrf(&ann_b, "/ui/notifications", &retry, &[]);
+    assert_eq!(resp.status(), 403);
+    assert_eq!(created(), before, "an auditor's post changed nothing");
+    let resp = dave_b.get("/ui/notifications");
+    assert_eq!(resp.status(), 403);
+    assert!(!resp.text().unwrap().contains(&id));
+    let page = olga_b.page("/ui/notifications");
+    assert!(page.contains("Send again"), "{page}");
+    let resp = olga_b.post(&retry, &[]);
+    assert_eq!(resp.status(), 403, "no CSRF token");
+    assert_eq!(created(), before);
+    let resp = post_with_csrf(&olga_b, "/ui/notifications", &retry, &[]);
+    assert_eq!(resp.status(), 303);
+    assert_ne!(created(), before, "sent again: queued afresh");
+}
+
+#[test]
+fn governance_pages_on_sqlite() {
+    governance_pages(None);
+}
+
+#[test]
+fn governance_pages_on_postgres() {
+    let admin = common::pg::SHARED_PG;
+    let db = format!("kairos_console_gov_{}", uuid::Uuid::new_v4().simple());
+    common::pg::psql(admin, "postgres", &format!("CREATE DATABASE {db}"));
+    let url = format!("{admin}/{db}");
+    let result = std::panic::catch_unwind(|| governance_pages(Some(&url)));
+    common::pg::psql(
+        admin,
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }

@@ -207,7 +207,24 @@ when { context.task_kind == "job" };"#,
         json!({"name": "olga", "role": "operator"}),
     );
     let olga = op["token"].as_str().unwrap().to_owned();
-    let out = server.cli(&olga, &["revoke", "--task-ref", "run-42"]);
+    // A blank reason is refused before anything ends.
+    let (status, r) = api.post(
+        &olga,
+        "/v1/grants/revoke",
+        json!({"task_ref": "run-42", "reason": "   "}),
+    );
+    assert_eq!(status, 400, "{r}");
+    assert_eq!(r["error"]["code"], "bad_reason");
+    let out = server.cli(
+        &olga,
+        &[
+            "revoke",
+            "--task-ref",
+            "run-42",
+            "--reason",
+            "run-42 finished early",
+        ],
+    );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     for id in [grant_id.as_str(), b2["grant_id"].as_str().unwrap()] {
         let g = api.wait_grant(&olga, id, Duration::from_secs(10), |g| {
@@ -215,6 +232,21 @@ when { context.task_kind == "job" };"#,
         });
         assert_eq!(g["receipt"]["reason"], "revoked");
         assert_eq!(g["receipt"]["ended_by"], "user:olga");
+        // The reason is in the revocation's audit record, as `kairos audit` shows it.
+        let out = server.cli(ADMIN, &["audit", "--grant", id, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // One JSON record a line.
+        let text = stdout(&out);
+        let revoked: Value = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["kind"] == "revoked")
+            .unwrap_or_else(|| panic!("no revoked record: {text}"));
+        assert_eq!(
+            revoked["data"]["note"], "run-42 finished early",
+            "{revoked}"
+        );
+        assert_eq!(revoked["actor"], "user:olga");
     }
     let (status, r) = api.post(
         &platform,

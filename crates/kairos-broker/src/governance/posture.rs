@@ -151,12 +151,14 @@ impl Broker {
             exceptions_expired: exception_findings("expired"),
             alerts,
             grant_ms: figures.grant_ms,
+            grant_ms_by_day: figures.grant_ms_by_day,
             revocation: RevocationFacts {
                 verified: figures.verified,
                 mean_ms,
                 p95_ms_at_most: posture::p95_bound(&figures.latency_counts),
                 alarming,
                 residue_removed: figures.residue_removed,
+                latency_counts: figures.latency_counts,
             },
         };
         Ok(PostureReport {

@@ -145,10 +145,13 @@ pub(super) async fn end(
     store: &SqlStore,
     selector: &EndSelector,
     end: &GrantEnd,
+    note: Option<&str>,
 ) -> Result<Vec<Grant>> {
-    let (selector, end) = (selector.clone(), end.clone());
+    let (selector, end, note) = (selector.clone(), end.clone(), note.map(str::to_owned));
     store
-        .write(move |conn, cx| Box::pin(async move { end_in(conn, &cx, &selector, &end).await }))
+        .write(move |conn, cx| {
+            Box::pin(async move { end_noted(conn, &cx, &selector, &end, note.as_deref()).await })
+        })
         .await
 }
 
@@ -157,6 +160,18 @@ pub(super) async fn end_in(
     cx: &Ctx,
     selector: &EndSelector,
     end: &GrantEnd,
+) -> Result<Vec<Grant>> {
+    end_noted(tx, cx, selector, end, None).await
+}
+
+/// Ends the grants `selector` matches; `note` (a person's reason, when they gave one)
+/// goes into each end's audit record beside the end reason.
+async fn end_noted(
+    tx: &mut Db,
+    cx: &Ctx,
+    selector: &EndSelector,
+    end: &GrantEnd,
+    note: Option<&str>,
 ) -> Result<Vec<Grant>> {
     let backend = cx.backend;
     let select = format!("SELECT {GRANT_COLUMNS} FROM grants");
@@ -216,7 +231,11 @@ pub(super) async fn end_in(
     let mut drafts = Vec::with_capacity(grants.len());
     for grant in &mut grants {
         grant.end(end.clone())?;
-        drafts.push(audit_of::end(grant, end));
+        let mut draft = audit_of::end(grant, end);
+        if let (Some(note), Some(data)) = (note, draft.data.as_object_mut()) {
+            data.insert("note".into(), note.into());
+        }
+        drafts.push(draft);
     }
     let ended: Vec<&Grant> = grants.iter().collect();
     bulk::update_grant_states(tx, backend, &ended).await?;

@@ -421,7 +421,16 @@ impl Store for SqlStore {
     }
 
     async fn end_grants(&self, selector: &EndSelector, end: &GrantEnd) -> Result<Vec<Grant>> {
-        grants::end(self, selector, end).await
+        grants::end(self, selector, end, None).await
+    }
+
+    async fn end_grants_noted(
+        &self,
+        selector: &EndSelector,
+        end: &GrantEnd,
+        note: &str,
+    ) -> Result<Vec<Grant>> {
+        grants::end(self, selector, end, Some(note)).await
     }
 
     async fn next_expiry(&self) -> Result<Option<Timestamp>> {

@@ -13,7 +13,9 @@
 use std::collections::BTreeMap;
 
 use kairos_domain::Timestamp;
-use kairos_governance::posture::{DayLedger, LATENCY_BUCKETS_MS, VerifiedGrant, day_of};
+use kairos_governance::posture::{
+    DAY_MS, DayLedger, LATENCY_BUCKETS_MS, VerifiedGrant, day_of, spread_spans,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -45,6 +47,27 @@ pub(super) fn live_ms(backend: Backend) -> String {
              CASE WHEN issued_at > $3 THEN issued_at ELSE $4 END AS s \
            FROM grants{hint} WHERE state IN ('active', 'ending')) live \
          GROUP BY identity"
+    )
+}
+
+/// Live grants' access within `[$4, $1)` per (first day, last day): how many, and the
+/// sums of their starts' and ends' offsets into their days, which
+/// `kairos_governance::posture::spread_spans` spreads over the days between. The same
+/// index as [`live_ms`], and a few hundred groups at most for a 30-day window.
+pub(super) fn live_days(backend: Backend) -> String {
+    let hint = match backend {
+        Backend::Sqlite => " INDEXED BY grants_live_identity",
+        Backend::Postgres => "",
+    };
+    format!(
+        "SELECT s / {DAY_MS} AS first_day, e / {DAY_MS} AS last_day, COUNT(*) AS n, \
+             CAST(SUM(s % {DAY_MS}) AS BIGINT) AS s_in_day, \
+             CAST(SUM(e % {DAY_MS}) AS BIGINT) AS e_in_day \
+         FROM (SELECT \
+             CASE WHEN COALESCE(ended_at, expires_at) < $1 THEN COALESCE(ended_at, expires_at) ELSE $2 END AS e, \
+             CASE WHEN issued_at > $3 THEN issued_at ELSE $4 END AS s \
+           FROM grants{hint} WHERE state IN ('active', 'ending')) live \
+         WHERE e > s GROUP BY s / {DAY_MS}, e / {DAY_MS}"
     )
 }
 
@@ -113,6 +136,20 @@ pub(super) async fn posture_figures(
             .entry(row.try_get("identity")?)
             .or_insert(0) += ms;
     }
+    let rows = sqlx::query(
+        "SELECT day, CAST(SUM(ms) AS BIGINT) AS ms FROM posture_grant_days \
+         WHERE day >= $1 GROUP BY day",
+    )
+    .bind(since_day)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in rows {
+        let ms: i64 = row.try_get("ms")?;
+        *figures
+            .grant_ms_by_day
+            .entry(row.try_get("day")?)
+            .or_insert(0) += ms;
+    }
     let mut latency: BTreeMap<usize, (u64, i64)> = BTreeMap::new();
     let rows = sqlx::query(
         "SELECT bucket, CAST(SUM(n) AS BIGINT) AS n, CAST(SUM(ms) AS BIGINT) AS ms \
@@ -141,8 +178,9 @@ pub(super) async fn posture_figures(
         // grant's access to the window, as the folded days are.
         tail.add(&verified_grant(&row)?, since_day);
     }
-    for ((identity, _), ms) in tail.grant_ms {
+    for ((identity, day), ms) in tail.grant_ms {
         *figures.grant_ms.entry(identity).or_insert(0) += ms;
+        *figures.grant_ms_by_day.entry(day).or_insert(0) += ms;
     }
     for ((_, bucket), (n, ms)) in tail.latency {
         let slot = latency.entry(bucket).or_insert((0, 0));
@@ -167,6 +205,25 @@ pub(super) async fn posture_figures(
                 .or_insert(0) += ms;
         }
     }
+
+    for row in sqlx::query(&live_days(store.backend))
+        .bind(now)
+        .bind(now)
+        .bind(since)
+        .bind(since)
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        spread_spans(
+            &mut figures.grant_ms_by_day,
+            row.try_get("first_day")?,
+            row.try_get("last_day")?,
+            row.try_get("n")?,
+            row.try_get("s_in_day")?,
+            row.try_get("e_in_day")?,
+        );
+    }
+    figures.grant_ms_by_day.retain(|_, ms| *ms > 0);
 
     figures.latency_counts = (0..=LATENCY_BUCKETS_MS.len())
         .map(|b| latency.get(&b).map_or(0, |(n, _)| *n))

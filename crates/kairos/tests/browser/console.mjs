@@ -96,7 +96,8 @@ try {
   const grantLink = bob.page.locator('a[href^="/ui/grants/grt_"]').first();
   await Promise.all([bob.page.waitForURL("**/ui/grants/grt_*"), grantLink.click()]);
   await bob.page.screenshot({ path: `${out}/grant.png`, fullPage: true });
-  await accessibility(bob.context, new URL(bob.page.url()).pathname);
+  const grantPath = new URL(bob.page.url()).pathname;
+  await accessibility(bob.context, grantPath);
   // An admin (who reads the audit log) searches and exports it.
   const admin = await signIn(env("ADMIN_TOKEN"), "admin");
   await admin.page.goto(`${base}/ui/audit?request=${request}`);
@@ -110,6 +111,20 @@ try {
   await admin.page.goto(`${base}/ui/audit/verify`);
   check((await admin.page.content()).includes("link and hash correctly"), "the chain is not reported intact");
   await accessibility(admin.context, "/ui/audit/verify");
+  // The governance pages (and the grant page with its revoke form), as an admin sees them.
+  for (const [path, name] of [
+    [grantPath, "grant-admin"],
+    ["/ui/alerts?state=all", "alerts"],
+    ["/ui/reviews", "reviews"],
+    ["/ui/recertifications", "recertifications"],
+    ["/ui/exceptions", "exceptions"],
+    ["/ui/posture", "posture"],
+    ["/ui/notifications", "notifications"],
+  ]) {
+    await admin.page.goto(base + path);
+    await admin.page.screenshot({ path: `${out}/${name}.png`, fullPage: true });
+    await accessibility(admin.context, path);
+  }
   console.log("console browser checks passed");
 } finally {
   await browser.close();
