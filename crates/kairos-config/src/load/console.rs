@@ -396,6 +396,19 @@ mod tests {
     }
 
     #[test]
+    fn apply_shows_a_changed_console_section() {
+        let load = |text: &str| Catalog::from_bundle(&bundle(text)).unwrap();
+        let none = load("");
+        let sso = load(&format!("[console]\n{GOOD}"));
+        let narrowed = load(&format!("[console]\n{GOOD}groups_claim = \"groups\"\n"));
+        let changed = |a: &Catalog, b: &Catalog| Catalog::diff(a, b).changed;
+        assert_eq!(changed(&none, &sso), ["console settings"]);
+        assert_eq!(changed(&sso, &narrowed), ["console settings"]);
+        assert_eq!(changed(&sso, &none), ["console settings"]);
+        assert!(Catalog::diff(&sso, &sso).is_empty());
+    }
+
+    #[test]
     fn inline_client_secret_is_refused_without_echoing_it() {
         let console = format!("{GOOD}client_secret = \"hunter2-very-secret\"");
         refused(
