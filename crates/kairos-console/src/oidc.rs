@@ -218,6 +218,10 @@ pub enum Refusal {
     NotAPerson(String),
     #[error("the ID token's {0:?} claim is not a list of group names")]
     BadGroups(String),
+    #[error(
+        "you hold more teams than a console session can record ({0} characters of team names); ask your administrator to map fewer IdP groups"
+    )]
+    TooManyTeams(usize),
     #[error("the client secret for single sign-on could not be read: {0}")]
     Secret(String),
 }
@@ -715,6 +719,10 @@ async fn finish(
     let mut id = crate::session::new_secret();
     if let Some(teams) = &narrowed {
         id.push_str(&encode_teams(teams));
+    }
+    // The cookie must come back whole (browsers and `session::cookie_named` cap it).
+    if id.len() > crate::session::MAX_COOKIE_VALUE {
+        return Err(Refusal::TooManyTeams(id.len()));
     }
     let at = state.broker.now();
     let stored = ConsoleSession {
