@@ -525,7 +525,10 @@ fn single_sign_on_refusals_are_clear_and_reveal_nothing() {
     let state = query_param(&back, "state");
     let code = query_param(&back, "code");
     assert!(!state.is_empty() && !code.is_empty(), "{back}");
-    let tampered = back.replace(&state, &format!("{}A", &state[..state.len() - 1]));
+    // One character changed (to one it is not already).
+    let last = if state.ends_with('A') { 'B' } else { 'A' };
+    let tampered = back.replace(&state, &format!("{}{last}", &state[..state.len() - 1]));
+    assert_ne!(tampered, back);
     assert_refused(
         b.get(&tampered),
         400,
