@@ -222,7 +222,10 @@ pub enum Refusal {
         "you hold more teams than a console session can record ({0} characters of team names); ask your administrator to map fewer IdP groups"
     )]
     TooManyTeams(usize),
-    #[error("the client secret for single sign-on could not be read: {0}")]
+    /// The detail goes to the log only.
+    #[error(
+        "single sign-on is misconfigured on this server (its client secret could not be read); the cause is in the server's log"
+    )]
     Secret(String),
 }
 
@@ -574,6 +577,14 @@ async fn read_json(response: reqwest::Response) -> Result<Value, Refusal> {
 }
 
 fn read_secret(r: &SecretRef) -> Result<String, Refusal> {
+    read_secret_value(r).inspect_err(|e| {
+        if let Refusal::Secret(detail) = e {
+            tracing::error!(problem = %detail, "the single sign-on client secret could not be read");
+        }
+    })
+}
+
+fn read_secret_value(r: &SecretRef) -> Result<String, Refusal> {
     let value = match r {
         SecretRef::Env(var) => std::env::var(var)
             .map_err(|_| Refusal::Secret(format!("environment variable {var} is not set")))?,
@@ -676,7 +687,12 @@ async fn finish(
         .ok_or(Refusal::NotConfigured)?;
     let Query(q) = query.map_err(|_| Refusal::NoCode)?;
     if let Some(error) = q.error {
-        return Err(Refusal::IdpDenied(short(&error)));
+        // Only an OAuth error code is shown (RFC 6749 4.1.2.1: a short ASCII word), never
+        // free text someone put into a link.
+        let code = Some(error)
+            .filter(|e| e.len() <= 64 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .unwrap_or_else(|| "an unrecognised error".to_owned());
+        return Err(Refusal::IdpDenied(code));
     }
     let now = now_secs(state);
     let flow = crate::session::named_cookie(headers, FLOW_COOKIE)

@@ -519,6 +519,15 @@ fn single_sign_on_refusals_are_clear_and_reveal_nothing() {
         "the flow cookie is cleared"
     );
 
+    // A crafted link cannot put its own words on the page: only an OAuth error code shows.
+    let mut b = Browser::new(&server, &idp);
+    assert_refused(
+        b.get("/ui/sso/callback?error=Call+us+at+555-0100"),
+        403,
+        "did not sign you in (an unrecognised error)",
+        &["555-0100"],
+    );
+
     // A tampered state.
     let mut b = Browser::new(&server, &idp);
     let back = b.through_idp(AtIdp::SignIn("bob"));
