@@ -453,6 +453,13 @@ impl Broker {
         Some(catalog.approval_team(entitlement, identity).clone())
     }
 
+    /// The team whose approvers decide `request` (None when its identity or entitlement
+    /// is no longer configured). The console uses it to hold a single sign-on session to
+    /// the teams its IdP asserted.
+    pub fn approving_team_of(&self, request: &Request) -> Option<kairos_domain::TeamName> {
+        self.approving_team(&self.catalog(), request)
+    }
+
     fn check_may_approve(
         &self,
         caller: &Caller,

@@ -70,6 +70,45 @@ pub struct NotifyChannel {
     pub secret: Option<SecretRef>,
 }
 
+/// `[console]`: how people sign in to the web console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    /// Single sign-on through an OpenID Connect provider, when configured.
+    pub oidc: Option<OidcSettings>,
+    /// Whether the sign-in page offers the API-token form (default true).
+    pub api_token_sign_in: bool,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            oidc: None,
+            api_token_sign_in: true,
+        }
+    }
+}
+
+/// The console's OpenID Connect client (authorization code flow with PKCE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    /// The IdP's issuer identifier (no trailing slash); discovery is read under it.
+    pub issuer: String,
+    /// Shown on the sign-in button ("Sign in with …").
+    pub name: String,
+    pub client_id: String,
+    /// Where the client secret is (never the secret itself).
+    pub client_secret: SecretRef,
+    /// Always includes `openid`.
+    pub scopes: Vec<String>,
+    /// The ID-token claim that names the Kairos user (default `preferred_username`).
+    pub user_claim: String,
+    /// The ID-token claim that lists the person's IdP groups; when set, a session acts
+    /// only with the user's Kairos teams the IdP also asserts.
+    pub groups_claim: Option<String>,
+    /// Kairos team → IdP group, for teams whose group has another name.
+    pub team_groups: BTreeMap<TeamName, String>,
+}
+
 /// Where a secret comes from: never the catalog itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -537,6 +576,8 @@ pub struct Catalog {
     pub(crate) exception_ends_at: BTreeMap<ExceptionName, (String, u32, String)>,
     /// `[[notify]]` channels, in the order written.
     pub(crate) notify: Vec<NotifyChannel>,
+    /// `[console]`: how people sign in to the web console.
+    pub(crate) console: ConsoleSettings,
 }
 
 impl Catalog {
@@ -562,10 +603,16 @@ impl Catalog {
             exceptions: BTreeMap::new(),
             exception_ends_at: BTreeMap::new(),
             notify: Vec::new(),
+            console: ConsoleSettings::default(),
         }
     }
 
     /// The `[server]` table, if the file has one.
+    /// How people sign in to the web console (`[console]`).
+    pub fn console(&self) -> &ConsoleSettings {
+        &self.console
+    }
+
     /// The notification channels (`[[notify]]`), in the order written.
     pub fn notify_channels(&self) -> &[NotifyChannel] {
         &self.notify
@@ -748,6 +795,9 @@ impl Catalog {
         }
         if old.governance != new.governance {
             diff.changed.push("governance settings".into());
+        }
+        if old.console != new.console {
+            diff.changed.push("console settings".into());
         }
         match (&old.server, &new.server) {
             (None, Some(_)) => diff.created.push("server settings".into()),

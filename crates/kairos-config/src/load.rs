@@ -25,6 +25,7 @@ use crate::catalog::{
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
 
+mod console;
 mod exceptions;
 mod notify;
 pub(crate) use notify::check_url as check_channel_url;
@@ -346,6 +347,14 @@ impl<'n> Table<'n> {
                 );
             }
         }
+    }
+
+    /// Where `key` was written, or the table itself when it was not.
+    fn span_of(&self, key: &str) -> Range<usize> {
+        self.entries
+            .iter()
+            .find(|e| e.key == key)
+            .map_or_else(|| self.span.clone(), |e| e.node.span.clone())
     }
 
     fn table_name(&self) -> String {
@@ -1042,8 +1051,9 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 11] = [
+const ROOT_KEYS: [&str; 12] = [
     "server",
+    "console",
     "tiers",
     "governance",
     "issuer",
@@ -1076,6 +1086,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let exception_items = section(cx, &mut root, "exception");
     let notify_items = section(cx, &mut root, "notify");
     let policy = root.node("policy");
+    let console_node = root.node("console");
     root.finish(cx, &ROOT_KEYS);
 
     let declared_issuers = declared(&issuer_items);
@@ -1249,6 +1260,11 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
 
     let notify = notify::read_all(cx, &notify_items, &declared_teams);
 
+    let console = match console_node {
+        Some(n) => console::read(cx, n, &declared_teams).unwrap_or_default(),
+        None => crate::catalog::ConsoleSettings::default(),
+    };
+
     let policies = read_policies(cx, policy);
 
     let catalog = Catalog {
@@ -1289,6 +1305,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .map(|e| (e.value.name.clone(), e.value))
             .collect(),
         notify,
+        console,
     };
     Some(catalog)
 }

@@ -9,7 +9,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use kairos_broker::{Broker, Caller};
+use kairos_broker::{Broker, BrokerError, Caller};
+use kairos_domain::{Request, RequestId, TeamName};
 use kairos_store::{ConsoleSession, Role, User};
 
 use crate::error::PageError;
@@ -26,13 +27,19 @@ pub struct ConsoleSettings {
 pub struct ConsoleState {
     pub broker: Arc<Broker>,
     pub settings: ConsoleSettings,
+    /// The single sign-on client (discovery cache).
+    pub oidc: Arc<crate::oidc::OidcClient>,
 }
 
 /// A signed-in person and their live session.
 pub struct Signed {
+    /// The person as the broker sees them: after single sign-on with a groups claim, with
+    /// only the teams the IdP also asserted.
     pub caller: Caller,
     pub user: User,
     pub session: ConsoleSession,
+    /// The teams this session may act with, when single sign-on narrowed them.
+    pub narrowed: Option<Vec<TeamName>>,
 }
 
 impl Signed {
@@ -48,6 +55,41 @@ impl Signed {
 
     pub fn has_role(&self, roles: &[Role]) -> bool {
         self.user.role == Role::Admin || roles.contains(&self.user.role)
+    }
+
+    /// Whether this session may act for `team` (always, unless single sign-on narrowed
+    /// its teams). The broker lets an approver listed by name in a team decide for it;
+    /// a narrowed session must also hold the team.
+    pub fn acts_for(&self, team: &TeamName) -> bool {
+        self.narrowed
+            .as_ref()
+            .is_none_or(|teams| teams.contains(team))
+    }
+
+    /// Whether `request` waits for this person's decision, narrowing included.
+    pub fn awaits_decision(&self, broker: &Broker, request: &Request) -> bool {
+        broker.awaits_decision_of(&self.caller, request)
+            && broker
+                .approving_team_of(request)
+                .is_some_and(|team| self.acts_for(&team))
+    }
+
+    /// Refuses a decision on `request` for a team this session does not act for.
+    pub async fn check_may_decide(&self, broker: &Broker, id: &RequestId) -> Result<(), PageError> {
+        if self.narrowed.is_none() {
+            return Ok(());
+        }
+        let request = broker.get_request(&self.caller, id, None).await?.request;
+        match broker.approving_team_of(&request) {
+            Some(team) if self.acts_for(&team) => Ok(()),
+            Some(team) => Err(PageError::Broker(BrokerError::Forbidden(format!(
+                "{} signed in through single sign-on, and the identity provider did not assert team {team}, which approves this request: only the teams your IdP groups confirm count for this session",
+                self.user.name
+            )))),
+            None => Err(PageError::Broker(BrokerError::Conflict(
+                "the request's identity is no longer configured".into(),
+            ))),
+        }
     }
 }
 
@@ -145,10 +187,29 @@ impl FromRequestParts<ConsoleState> for Signed {
             },
             None => store.get_user(&stored.user).await.ok().flatten(),
         };
-        let Some(user) = user.filter(|u| u.role != Role::ResourceServer) else {
+        let Some(mut user) = user.filter(|u| u.role != Role::ResourceServer) else {
             end("person gone").await;
             return Err(refuse);
         };
+        // Single sign-on: only while it is configured, and with the teams the IdP asserted
+        // when a groups claim is configured (the narrowing is part of the id, so the stored
+        // hash vouches for it).
+        let mut narrowed = None;
+        if stored.token_id.is_none() {
+            let catalog = state.broker.catalog();
+            let Some(oidc) = catalog.console().oidc.as_ref() else {
+                end("single sign-on no longer configured").await;
+                return Err(refuse);
+            };
+            if oidc.groups_claim.is_some() {
+                let Some(teams) = crate::oidc::decode_teams(id) else {
+                    end("single sign-on session without its teams").await;
+                    return Err(refuse);
+                };
+                user.teams.retain(|t| teams.contains(t));
+                narrowed = Some(teams);
+            }
+        }
         if now.since(stored.last_seen_at) >= limits.touch_every()
             && let Err(e) = store.touch_session(&id_hash, now).await
         {
@@ -158,6 +219,7 @@ impl FromRequestParts<ConsoleState> for Signed {
             caller: Caller::User(user.clone()),
             user,
             session: stored,
+            narrowed,
         })
     }
 }

@@ -10,6 +10,10 @@
 //!   matching API handler, with the signed-in person as the caller: roles, "only the
 //!   approving team's approvers count" and "never the requester" hold as in the API, and
 //!   the broker audits each action as that person.
+//! - **People sign in with single sign-on** (OpenID Connect code flow with PKCE, `oidc`)
+//!   or, unless `[console] api_token_sign_in = false`, with their API token. The IdP names
+//!   an existing Kairos person; with a groups claim it narrows their teams for the session,
+//!   never widens them.
 //! - **Sessions live in the store** (`console_sessions`, migration 0015): the cookie
 //!   `kairos_session` (HttpOnly, SameSite=Lax, Path=/ui, Secure under TLS) carries a random
 //!   256-bit id of which only the SHA-256 is stored; each request re-checks the absolute
@@ -27,7 +31,8 @@
 //!
 //! | path | method | who |
 //! |---|---|---|
-//! | `/ui/login` | GET, POST | anyone; only people (not workloads, not resource servers) get a session |
+//! | `/ui/login` | GET, POST | anyone; only people (not workloads, not resource servers) get a session; POST refused (403) when `[console] api_token_sign_in = false` |
+//! | `/ui/sso/start`, `/ui/sso/callback` | GET | anyone / the browser that started the flow; a session only for an existing Kairos person the IdP names (see `oidc`) |
 //! | `/ui/logout` | POST | a signed-in person (CSRF) |
 //! | `/ui/inbox` | GET | admin, operator, approver, auditor (shows what waits for the caller's decision) |
 //! | `/ui/requests`, `/ui/requests/{id}` | GET | admin, operator, approver, auditor; a request's requester for that request |
@@ -54,6 +59,7 @@ mod auth;
 mod charts;
 mod error;
 mod governance;
+pub mod oidc;
 mod pages;
 pub mod session;
 mod text;
@@ -81,12 +87,19 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'none'
 
 /// The console's routes, all under `/ui`, to merge beside the API.
 pub fn router(broker: Arc<Broker>, settings: ConsoleSettings) -> Router {
-    let state = ConsoleState { broker, settings };
+    let state = ConsoleState {
+        broker,
+        settings,
+        oidc: Arc::new(oidc::OidcClient::new()),
+    };
     Router::new()
         .route("/ui", get(pages::home))
         .route("/ui/", get(pages::home))
         .route("/ui/login", get(pages::login_form).post(pages::login))
         .route("/ui/logout", post(pages::logout))
+        // Single sign-on (OpenID Connect, `oidc`).
+        .route("/ui/sso/start", get(oidc::start))
+        .route("/ui/sso/callback", get(oidc::callback))
         .route("/ui/inbox", get(pages::inbox))
         .route("/ui/requests", get(pages::requests))
         .route("/ui/requests/{id}", get(pages::request))

@@ -107,14 +107,34 @@ struct LoginPage {
     title: &'static str,
     me: Option<Me>,
     problem: String,
+    /// The IdP's name for the "Sign in with …" button, when single sign-on is configured.
+    sso: Option<String>,
+    /// Whether the API-token form is offered (`[console] api_token_sign_in`).
+    token_form: bool,
 }
 
-pub async fn login_form() -> PageResult {
-    render(&LoginPage {
+/// The sign-in page as `[console]` has it, with a problem to show (or none) and a status.
+pub(crate) fn sign_in_page(s: &ConsoleState, problem: String, status: StatusCode) -> Response {
+    let catalog = s.broker.catalog();
+    let console = catalog.console();
+    let page = LoginPage {
         title: "Sign in",
         me: None,
-        problem: String::new(),
-    })
+        problem,
+        sso: console.oidc.as_ref().map(|o| o.name.clone()),
+        token_form: console.api_token_sign_in,
+    };
+    match render(&page) {
+        Ok(mut r) => {
+            *r.status_mut() = status;
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn login_form(State(s): State<ConsoleState>) -> Response {
+    sign_in_page(&s, String::new(), StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -128,17 +148,18 @@ pub async fn login(
     f: Result<Form<LoginForm>, FormRejection>,
 ) -> PageResult {
     same_origin(&headers)?;
+    if !s.broker.catalog().console().api_token_sign_in {
+        return Ok(sign_in_page(
+            &s,
+            "Signing in with an API token is turned off on this server ([console] api_token_sign_in = false): use single sign-on.".into(),
+            StatusCode::FORBIDDEN,
+        ));
+    }
     let token = form(f)?.token.unwrap_or_default();
     let caller = match s.broker.authenticate(&token).await {
         Ok(c) => c,
         Err(kairos_broker::BrokerError::Unauthenticated(problem)) => {
-            let mut page = render(&LoginPage {
-                title: "Sign in",
-                me: None,
-                problem,
-            })?;
-            *page.status_mut() = StatusCode::UNAUTHORIZED;
-            return Ok(page);
+            return Ok(sign_in_page(&s, problem, StatusCode::UNAUTHORIZED));
         }
         Err(e) => return Err(e.into()),
     };
@@ -244,7 +265,7 @@ pub async fn inbox(State(s): State<ConsoleState>, signed: Signed) -> PageResult 
     let mut entries = Vec::new();
     for r in pending
         .iter()
-        .filter(|r| s.broker.awaits_decision_of(&signed.caller, r))
+        .filter(|r| signed.awaits_decision(&s.broker, r))
     {
         let history = s
             .broker
@@ -346,7 +367,7 @@ pub async fn request(
     let outcome = s.broker.get_request(&signed.caller, &id, None).await?;
     let r = outcome.request;
     let catalog = s.broker.catalog();
-    let can_decide = s.broker.awaits_decision_of(&signed.caller, &r);
+    let can_decide = signed.awaits_decision(&s.broker, &r);
     let history = match s
         .broker
         .list_requests(
@@ -404,6 +425,7 @@ async fn decide(
     signed.check_csrf(f.csrf.as_deref())?;
     let id = request_id(&id)?;
     let reason = check_reason(f.reason)?;
+    signed.check_may_decide(&s.broker, &id).await?;
     match way {
         Decide::Approve => {
             s.broker.approve(&signed.caller, &id, reason).await?;

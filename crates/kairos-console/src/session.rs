@@ -112,14 +112,37 @@ pub fn clear_cookie(transport: CookieTransport) -> String {
     set_cookie("", Duration::ZERO, transport)
 }
 
+/// The longest cookie value read: a session id is 43 characters, plus the teams of a
+/// single sign-on narrowing (see `oidc`).
+pub const MAX_COOKIE_VALUE: usize = 2048;
+
 /// The session id from the request's `Cookie` headers, if any.
 pub fn cookie_value<'a>(cookie_headers: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    cookie_named(cookie_headers, COOKIE)
+}
+
+/// The value of the cookie `wanted` from `Cookie` headers, if any.
+pub fn cookie_named<'a>(
+    cookie_headers: impl Iterator<Item = &'a str>,
+    wanted: &str,
+) -> Option<&'a str> {
     cookie_headers
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.trim())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_COOKIE_VALUE)
+}
+
+/// The value of the cookie `wanted` in a request's headers.
+pub fn named_cookie<'a>(headers: &'a axum::http::HeaderMap, wanted: &str) -> Option<&'a str> {
+    cookie_named(
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        wanted,
+    )
 }
 
 #[cfg(test)]

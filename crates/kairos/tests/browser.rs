@@ -1,5 +1,6 @@
 //! The console in a real browser: Debian's headless Chromium, driven by `playwright-core`
-//! (`tests/browser/console.mjs`), through the real server. Two approvers sign in, see the
+//! (`tests/browser/console.mjs`), through the real server. Two approvers sign in — one
+//! with her API token, one through a real OpenID Connect provider (`tests/idp/`) — see the
 //! request in their inboxes and approve it; the workload waiting on its request gets its
 //! credential; an admin searches and exports the audit log. A form without its CSRF token is refused; axe-core finds no serious or
 //! critical accessibility violation on any page; screenshots of the main pages are kept
@@ -29,31 +30,13 @@ fn add_user(api: &Api, body: Value) -> String {
 
 /// The script and its npm dependencies, installed (once per lock file) outside the repo.
 fn browser_deps() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let dir = std::env::var_os("KAIROS_BROWSER_DEPS").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-            PathBuf::from(home).join(".cache/kairos/browser-tests")
-        },
-        PathBuf::from,
-    );
-    std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::read(src.join("package-lock.json")).unwrap();
-    let installed = std::fs::read(dir.join("package-lock.json")).ok();
-    for file in ["package.json", "package-lock.json", "console.mjs"] {
-        std::fs::copy(src.join(file), dir.join(file)).unwrap();
-    }
-    if installed.as_deref() != Some(lock.as_slice())
-        || !dir.join("node_modules/playwright-core").exists()
-    {
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .expect("npm is needed for the browser tests (apt-get install -y npm)");
-        assert!(out.status.success(), "npm ci: {}", stderr(&out));
-    }
-    dir
+    common::node::node_deps(
+        "browser",
+        "KAIROS_BROWSER_DEPS",
+        "browser-tests",
+        &["console.mjs"],
+        "playwright-core",
+    )
 }
 
 #[test]
@@ -71,11 +54,24 @@ fn approvers_approve_in_a_real_browser_and_the_workload_gets_its_credential() {
 
     let dir = tempfile::tempdir().unwrap();
     let issuer = TestIssuer::new("k1");
+    let mut idp = common::idp::Idp::start(json!({
+        "bob-at-idp": {"preferred_username": "bob", "groups": ["payments"]},
+    }));
     let config = write_config(&dir.path().join("cfg"), &issuer, "");
-    let server = Server::start(&dir.path().join("data"), Some(&config), None);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&idp.console_toml("groups_claim = \"groups\""));
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        Some(&config),
+        None,
+        &[],
+        &[(common::idp::SECRET_ENV, common::idp::CLIENT_SECRET)],
+    );
+    idp.register(&server.url("/ui/sso/callback"));
     let api = Api::new(&server);
     let alice = add_user(&api, json!({"name": "alice", "role": "approver"}));
-    let bob = add_user(
+    add_user(
         &api,
         json!({"name": "bob", "role": "approver", "teams": ["payments"]}),
     );
@@ -108,7 +104,7 @@ fn approvers_approve_in_a_real_browser_and_the_workload_gets_its_credential() {
         .current_dir(&deps)
         .env("KAIROS_ADDR", &server.addr)
         .env("ALICE_TOKEN", &alice)
-        .env("BOB_TOKEN", &bob)
+        .env("BOB_LOGIN", "bob-at-idp")
         .env("ADMIN_TOKEN", ADMIN)
         .env("REQUEST_ID", &req)
         .env("OUT_DIR", &shots)
@@ -124,6 +120,7 @@ fn approvers_approve_in_a_real_browser_and_the_workload_gets_its_credential() {
     eprintln!("console screenshots: {}", shots.display());
     for shot in [
         "login",
+        "login-sso",
         "inbox",
         "request",
         "requests",
@@ -155,4 +152,16 @@ fn approvers_approve_in_a_real_browser_and_the_workload_gets_its_credential() {
         .map(|r| r["actor"].as_str().unwrap())
         .collect();
     assert_eq!(approvers, ["user:alice", "user:bob"], "{audit}");
+    // Bob came through the IdP, alice with her token.
+    let (_, audit) = api.get(ADMIN, "/v1/audit?limit=500");
+    let method = |who: &str| {
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "console_signed_in" && r["actor"] == who)
+            .map(|r| r["data"]["method"].clone())
+    };
+    assert_eq!(method("user:bob"), Some(json!("oidc")), "{audit}");
+    assert_eq!(method("user:alice"), Some(json!("api_token")), "{audit}");
 }

@@ -1,9 +1,12 @@
-// Drives Debian's headless Chromium through the Kairos console, as two approvers would.
-// Run by crates/kairos/tests/browser.rs, which starts the real server, seeds a pending
-// request and checks afterwards that the waiting workload got its credential.
+// Drives Debian's headless Chromium through the Kairos console, as two approvers would:
+// alice signs in with her API token, bob through the identity provider (single sign-on).
+// Run by crates/kairos/tests/browser.rs, which starts the real server and a real OpenID
+// Connect provider, seeds a pending request and checks afterwards that the waiting
+// workload got its credential.
 //
-// Environment: KAIROS_ADDR, ALICE_TOKEN, BOB_TOKEN, ADMIN_TOKEN, REQUEST_ID, OUT_DIR (screenshots),
-// CHROMIUM (default /usr/bin/chromium). Exits non-zero with a message on any failure.
+// Environment: KAIROS_ADDR, ALICE_TOKEN, BOB_LOGIN (bob's login at the IdP), ADMIN_TOKEN,
+// REQUEST_ID, OUT_DIR (screenshots), CHROMIUM (default /usr/bin/chromium). Exits non-zero
+// with a message on any failure.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
@@ -56,6 +59,24 @@ async function signIn(token, name) {
   return { context, page };
 }
 
+/// Single sign-on: the "Sign in with …" button, the IdP's own login form, back to the inbox.
+async function signInWithIdp(login) {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  await page.goto(base + "/ui/inbox");
+  check(page.url().endsWith("/ui/login"), `${login}: not sent to sign-in, at ${page.url()}`);
+  const button = page.locator('a[href="/ui/sso/start"]');
+  check((await button.textContent()).includes("Sign in with Test IdP"), "no single sign-on button");
+  await page.screenshot({ path: `${out}/login-sso.png`, fullPage: true });
+  await button.click();
+  await page.waitForSelector('input[name="login"]');
+  check(!page.url().startsWith(base), `the button did not lead to the IdP: ${page.url()}`);
+  await page.fill('input[name="login"]', login);
+  await page.fill('input[name="password"]', "any password");
+  await Promise.all([page.waitForURL(`${base}/ui/inbox`), page.click('button[type="submit"]')]);
+  return { context, page };
+}
+
 async function approve(page, reason) {
   const input = page.locator(`#approve-${request}`);
   await input.fill(reason);
@@ -88,8 +109,13 @@ try {
     await accessibility(alice.context, path);
   }
 
-  // Bob's approval is the second: the grant is issued.
-  const bob = await signIn(env("BOB_TOKEN"), "bob");
+  // Bob signs in through the IdP, sees the request and gives the second approval: the
+  // grant is issued.
+  const bob = await signInWithIdp(env("BOB_LOGIN"));
+  const bobInbox = await bob.page.content();
+  check(bobInbox.includes(request), "bob's inbox (single sign-on) does not show the request");
+  check(bobInbox.includes("bob (approver)"), "bob is not the one signed in");
+  await accessibility(bob.context, "/ui/inbox");
   await approve(bob.page, "second pair of eyes");
   const granted = await bob.page.content();
   check(granted.includes("granted"), "the request is not granted after the second approval");

@@ -2,6 +2,8 @@
 //! whose keys the test makes, and helpers to call the API and the CLI.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod idp;
+pub mod node;
 pub mod pg;
 pub mod private;
 
