@@ -16,7 +16,8 @@ use kairos_broker::{AlertQuery, ExceptionEntry, RecertEntry, RecertFilter, Revie
 use kairos_domain::{ReviewId, ReviewState, Timestamp};
 use kairos_governance::{Alert, AlertKind, AlertState};
 use kairos_store::{
-    Notification, NotificationState, ReviewFilter, ReviewStateFilter, Role, SubjectKind,
+    Notification, NotificationFilter, NotificationState, ReviewFilter, ReviewStateFilter, Role,
+    SubjectKind,
 };
 use serde::Deserialize;
 
@@ -938,11 +939,25 @@ pub async fn notifications(
         "all" => {
             let mut dead = s
                 .broker
-                .notifications(&signed.caller, Some(NotificationState::Dead), LIST_MAX)
+                .notifications(
+                    &signed.caller,
+                    &NotificationFilter {
+                        state: Some(NotificationState::Dead),
+                        channel: None,
+                        limit: LIST_MAX,
+                    },
+                )
                 .await?;
             let rest = s
                 .broker
-                .notifications(&signed.caller, None, LIST_MAX)
+                .notifications(
+                    &signed.caller,
+                    &NotificationFilter {
+                        state: None,
+                        channel: None,
+                        limit: LIST_MAX,
+                    },
+                )
                 .await?;
             dead.extend(
                 rest.into_iter()
@@ -956,7 +971,14 @@ pub async fn notifications(
                 PageError::BadInput("state must be pending, delivered, dead or all".into())
             })?;
             s.broker
-                .notifications(&signed.caller, Some(state), LIST_MAX)
+                .notifications(
+                    &signed.caller,
+                    &NotificationFilter {
+                        state: Some(state),
+                        channel: None,
+                        limit: LIST_MAX,
+                    },
+                )
                 .await?
         }
     };

@@ -663,6 +663,7 @@ fn the_identities_page_filters_and_pages_a_large_catalog() {
     assert!(!some.contains("nightly-backup"));
     let none = admin.page("/ui/identities?team=nobody");
     assert!(none.contains("No identities match"), "{none}");
+}
 
 // ---- governance pages ------------------------------------------------------------------
 
