@@ -183,10 +183,12 @@ fn orphan_to_suspension(store: Option<&str>) {
     assert_eq!(count(&kinds, "identity_orphaned"), 2, "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "alert_raised"), "{kinds:?}");
 
-    // After the grace: suspended (cause orphaned), its grant ended and verified gone.
+    // After the grace: suspended (cause orphaned), its grant ended and verified gone. The
+    // suspension and the orphan record's `suspended_at` are two writes; wait for both.
     let suspended = wait_until("the orphan's suspension", Duration::from_secs(30), || {
         let v = identity(&api, "nightly-backup");
-        (v["status"]["state"] == "suspended").then_some(v)
+        (v["status"]["state"] == "suspended" && v["orphan"]["suspended_at"].is_string())
+            .then_some(v)
     });
     assert_eq!(suspended["status"]["cause"], "orphaned", "{suspended}");
     assert_eq!(
