@@ -511,19 +511,7 @@ fn console_sign_in_approve_and_audit_on_sqlite() {
 
 #[test]
 fn console_sign_in_approve_and_audit_on_postgres() {
-    let admin = common::pg::SHARED_PG;
-    let db = format!("kairos_console_{}", uuid::Uuid::new_v4().simple());
-    common::pg::psql(admin, "postgres", &format!("CREATE DATABASE {db}"));
-    let url = format!("{admin}/{db}");
-    let result = std::panic::catch_unwind(|| console_end_to_end(Some(&url)));
-    common::pg::psql(
-        admin,
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    common::pg::with_scratch_db("kairos_console", |url| console_end_to_end(Some(url)));
 }
 
 #[test]
@@ -1203,17 +1191,5 @@ fn governance_pages_on_sqlite() {
 
 #[test]
 fn governance_pages_on_postgres() {
-    let admin = common::pg::SHARED_PG;
-    let db = format!("kairos_console_gov_{}", uuid::Uuid::new_v4().simple());
-    common::pg::psql(admin, "postgres", &format!("CREATE DATABASE {db}"));
-    let url = format!("{admin}/{db}");
-    let result = std::panic::catch_unwind(|| governance_pages(Some(&url)));
-    common::pg::psql(
-        admin,
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    common::pg::with_scratch_db("kairos_console_gov", |url| governance_pages(Some(url)));
 }

@@ -448,19 +448,7 @@ fn single_sign_on_approves_as_the_person_on_sqlite() {
 
 #[test]
 fn single_sign_on_approves_as_the_person_on_postgres() {
-    let admin = common::pg::SHARED_PG;
-    let db = format!("kairos_sso_{}", uuid::Uuid::new_v4().simple());
-    common::pg::psql(admin, "postgres", &format!("CREATE DATABASE {db}"));
-    let url = format!("{admin}/{db}");
-    let result = std::panic::catch_unwind(|| sso_end_to_end(Some(&url)));
-    common::pg::psql(
-        admin,
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    common::pg::with_scratch_db("kairos_sso", |url| sso_end_to_end(Some(url)));
 }
 
 /// A refusal: the sign-in page with `status`, saying `needle`, no session, and nothing of

@@ -27,6 +27,23 @@ pub fn psql(base: &str, db: &str, sql: &str) -> String {
     stdout(&out).trim().to_owned()
 }
 
+/// Runs `body` with the URL of a new database on the shared PostgreSQL (named
+/// `{tag}_<random>`), and drops the database afterwards, whether `body` passed or panicked.
+pub fn with_scratch_db(tag: &str, body: impl FnOnce(&str)) {
+    let db = format!("{tag}_{}", uuid::Uuid::new_v4().simple());
+    psql(SHARED_PG, "postgres", &format!("CREATE DATABASE {db}"));
+    let url = format!("{SHARED_PG}/{db}");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&url)));
+    psql(
+        SHARED_PG,
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 /// Roles whose name starts with `prefix` (`starts_with`: `_` is no wildcard here).
 pub fn managed_roles(base: &str, prefix: &str) -> Vec<String> {
     let text = psql(
