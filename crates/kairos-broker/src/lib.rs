@@ -44,7 +44,9 @@ pub use governance::usage::kinds as usage_alert_kinds;
 
 pub use connector::{Connector, Revocability, TokenConnector};
 pub use error::{BrokerError, Result};
-pub use governance::recert::{ExceptionEntry, RecertEntry, RecertFilter, RecertPassReport};
+pub use governance::recert::{
+    ExceptionEntry, RecertCursor, RecertEntry, RecertFilter, RecertPage, RecertPassReport,
+};
 pub use governance::reviews::{ReviewNow, ReviewPass, ReviewStatus};
 pub use governance::usage::{UsageLimits, UsagePassReport};
 pub use governance::{AlertQuery, PostureReport, StateOutcome};

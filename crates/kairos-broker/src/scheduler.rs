@@ -98,6 +98,7 @@ impl Broker {
         let shutdown_reconciler = shutdown.clone();
         let shutdown_checkpointer = shutdown.clone();
         let shutdown_usage = shutdown.clone();
+        let shutdown_posture = shutdown.clone();
         let notifier = tokio::spawn(Arc::clone(&self).run_notifications(shutdown.clone()));
         let governance = {
             let b = Arc::clone(&self);
@@ -264,7 +265,26 @@ impl Broker {
                 }
             })
         };
+        // The posture report the console shows, kept fresh while people look at it.
+        let posture = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown_posture;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    if let Err(e) = b.refresh_kept_posture().await {
+                        tracing::warn!(error = %ErrorChain(&e), "refreshing the kept posture report failed; will retry");
+                    }
+                }
+            })
+        };
         let _ = tokio::join!(
+            posture,
             expirer,
             revoker,
             prober,

@@ -12,7 +12,9 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect};
-use kairos_broker::{AlertQuery, ExceptionEntry, RecertEntry, RecertFilter, ReviewNow};
+use kairos_broker::{
+    AlertQuery, ExceptionEntry, RecertCursor, RecertEntry, RecertFilter, ReviewNow,
+};
 use kairos_domain::{ReviewId, ReviewState, Timestamp};
 use kairos_governance::{Alert, AlertKind, AlertState};
 use kairos_store::{
@@ -24,7 +26,7 @@ use serde::Deserialize;
 use crate::auth::{ConsoleState, Signed, same_origin};
 use crate::charts::{Chart, bar_chart};
 use crate::error::PageError;
-use crate::pages::{PageResult, check_reason, form, given, me, parse_opt, query, render};
+use crate::pages::{PageResult, check_reason, encode, form, given, me, parse_opt, query, render};
 use crate::text::clean;
 use crate::views::Me;
 
@@ -517,7 +519,12 @@ impl RecertRow {
 #[derive(Deserialize)]
 pub struct RecertQuery {
     state: Option<String>,
+    /// Keyset pagination: the page after this one (`RecertCursor`'s text).
+    after: Option<String>,
 }
+
+/// Recertifications a page shows.
+const RECERT_PAGE: u32 = 100;
 
 #[derive(Template)]
 #[template(path = "recertifications.html")]
@@ -527,6 +534,8 @@ struct RecertPage {
     csrf: String,
     states: Vec<Opt>,
     entries: Vec<RecertRow>,
+    /// The link to the next page, when there is one.
+    next: String,
 }
 
 pub async fn recertifications(
@@ -547,8 +556,28 @@ pub async fn recertifications(
             ));
         }
     };
-    let list = s.broker.recertifications(&signed.caller, filter).await?;
-    let entries = list
+    let after = match given(&q.after) {
+        None => None,
+        Some(text) => Some(RecertCursor::parse(text).ok_or_else(|| {
+            PageError::BadInput(
+                "after is where a page of recertifications ends; follow the page's own Next link"
+                    .into(),
+            )
+        })?),
+    };
+    let page = s
+        .broker
+        .recertification_page(&signed.caller, filter, after, RECERT_PAGE)
+        .await?;
+    let next = page.next.map_or_else(String::new, |c| {
+        format!(
+            "/ui/recertifications?state={}&after={}",
+            encode(&state_text),
+            encode(&c.to_string())
+        )
+    });
+    let entries = page
+        .entries
         .iter()
         .map(|e| RecertRow::new(e, owns(&s, &signed, &e.team)))
         .collect();
@@ -558,6 +587,7 @@ pub async fn recertifications(
         me: Some(me(&signed)),
         states: options(&["all", "due", "overdue"], &state_text),
         entries,
+        next,
     })
 }
 
@@ -788,9 +818,30 @@ fn bucket_label(at_most_ms: Option<i64>, previous: Option<i64>) -> String {
     }
 }
 
-pub async fn posture(State(s): State<ConsoleState>, signed: Signed) -> PageResult {
-    let report = s.broker.posture(&signed.caller).await?;
-    let p = report.posture;
+#[derive(Deserialize)]
+pub struct PostureQuery {
+    /// `1`: compute the report now instead of showing the one kept.
+    fresh: Option<String>,
+}
+
+pub async fn posture(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    q: Result<Query<PostureQuery>, QueryRejection>,
+) -> PageResult {
+    let q = query(q)?;
+    // The report kept for the console (its time is on the page; the scheduler keeps it
+    // recent while people look), not one computed per view; `?fresh=1` computes it now.
+    let report = match given(&q.fresh) {
+        None => s.broker.posture_kept(&signed.caller).await?,
+        Some("1") => std::sync::Arc::new(s.broker.posture(&signed.caller).await?),
+        Some(_) => {
+            return Err(PageError::BadInput(
+                "fresh=1 computes the report now; leave it out for the one kept".into(),
+            ));
+        }
+    };
+    let p = &report.posture;
     let days: Vec<(String, f64)> = p
         .grant_hours_by_day
         .iter()
@@ -863,9 +914,14 @@ pub async fn posture(State(s): State<ConsoleState>, signed: Signed) -> PageResul
         identities_active: p.identities.active,
         identities_suspended: p.identities.suspended,
         identities_retired: p.identities.retired,
-        by_owner: p.identities.by_owner.into_iter().collect(),
+        by_owner: p
+            .identities
+            .by_owner
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
         total_grant_hours: p.total_grant_hours,
-        standing: p.standing_privilege,
+        standing: p.standing_privilege.clone(),
         findings,
         hours_chart,
         latency_chart,

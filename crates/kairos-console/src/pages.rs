@@ -10,9 +10,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use kairos_broker::api_token_id;
 use kairos_broker::ending::{RevokeReason, RevokeScope};
+use kairos_broker::governance::lifecycle::IdentitySelection;
 use kairos_domain::{
     AuditDraft, AuditKind, GrantId, IdentityName, Principal, RequestId, RequestState, TargetName,
-    TaskRef, Timestamp,
+    TaskRef, TeamName, Timestamp,
 };
 use kairos_store::{
     AuditFilter, ConsoleSession, GrantFilter, GrantStateFilter, RequestFilter, Role,
@@ -660,7 +661,7 @@ impl AuditQuery {
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -949,7 +950,20 @@ pub async fn identities(
     q: Result<Query<IdentityQuery>, QueryRejection>,
 ) -> PageResult {
     let q = query(q)?;
-    let views = s.broker.identities_for(&signed.caller).await?;
+    let team = given(&q.team).unwrap_or_default();
+    let selection = IdentitySelection {
+        name: given(&q.name).map(str::to_owned),
+        team: if team.is_empty() {
+            None
+        } else {
+            Some(TeamName::parse(team).map_err(|e| {
+                PageError::BadInput(format!("team: {e}; leave it empty for every team"))
+            })?)
+        },
+        after: given(&q.after).map(str::to_owned),
+        limit: IDENTITIES_PAGE,
+    };
+    let found = s.broker.identity_page(&signed.caller, &selection).await?;
     let catalog = s.broker.catalog();
     let join = |names: &[kairos_domain::UserName]| {
         names
@@ -958,33 +972,16 @@ pub async fn identities(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let name = given(&q.name).unwrap_or_default().to_lowercase();
-    let team = given(&q.team).unwrap_or_default();
-    let after = given(&q.after).unwrap_or_default();
-    let mut matching: Vec<_> = views
-        .into_iter()
-        .filter(|v| name.is_empty() || v.name.as_str().to_lowercase().contains(&name))
-        .filter(|v| team.is_empty() || v.team.as_str() == team)
-        .collect();
-    matching.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
-    let matched = matching.len();
-    let mut page: Vec<_> = matching
-        .into_iter()
-        .filter(|v| after.is_empty() || v.name.as_str() > after)
-        .take(IDENTITIES_PAGE + 1)
-        .collect();
-    let next = if page.len() > IDENTITIES_PAGE {
-        page.truncate(IDENTITIES_PAGE);
-        page.last().map_or_else(String::new, |last| {
-            format!(
-                "/ui/identities?name={}&team={}&after={}",
-                encode(given(&q.name).unwrap_or_default()),
-                encode(team),
-                encode(last.name.as_str())
-            )
-        })
-    } else {
-        String::new()
+    let matched = found.matched;
+    let page = found.identities;
+    let next = match page.last() {
+        Some(last) if found.more => format!(
+            "/ui/identities?name={}&team={}&after={}",
+            encode(given(&q.name).unwrap_or_default()),
+            encode(team),
+            encode(last.name.as_str())
+        ),
+        _ => String::new(),
     };
     let identities = page
         .into_iter()

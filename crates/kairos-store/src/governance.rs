@@ -118,6 +118,10 @@ pub trait GovernanceStore: Send + Sync {
 
     async fn identity_state(&self, identity: &IdentityName) -> Result<Option<IdentityStatus>>;
 
+    /// The stored states of these identities (those without one are active), by name: a
+    /// page of identities reads its own and no other.
+    async fn identity_states_of(&self, identities: &[IdentityName]) -> Result<Vec<IdentityStatus>>;
+
     /// Applies `change` if the identity's state is one of `change.from`: stores the new
     /// state, ends its live grants when asked (Active → Ending, a revocation job and an
     /// audit record each), and appends `change.audit`, in one transaction. `None` when

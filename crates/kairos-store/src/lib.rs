@@ -28,8 +28,8 @@ pub use notify::{
     NotifyStore,
 };
 pub use recert::{
-    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertStore,
-    Recertification, SubjectKind,
+    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertPageQuery,
+    RecertStore, Recertification, SubjectKind,
 };
 pub use records::*;
 pub use reviews::{

@@ -66,6 +66,9 @@ pub trait LifecycleStore: Send + Sync {
     /// The identities flagged orphaned, by name.
     async fn orphans(&self) -> Result<Vec<OrphanRecord>>;
 
+    /// The orphan flags of these identities, by name.
+    async fn orphans_of(&self, identities: &[IdentityName]) -> Result<Vec<OrphanRecord>>;
+
     /// Flags identities orphaned: each one not flagged already is, with its audit record
     /// and its alert in the same transaction. Returns those it flagged (a concurrent pass
     /// that flagged one first keeps it, and its record and alert are not written twice).

@@ -106,6 +106,20 @@ impl RecertNotice {
     }
 }
 
+/// Which recertification records to read (see [`RecertStore::recertification_page`]);
+/// every field narrows, none widens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecertPageQuery {
+    pub kind: Option<SubjectKind>,
+    /// Due strictly after this time.
+    pub due_after: Option<Timestamp>,
+    /// Due at or before this time.
+    pub due_until: Option<Timestamp>,
+    /// Keyset pagination: records after this (due date, kind, subject).
+    pub after: Option<(Timestamp, SubjectKind, String)>,
+    pub limit: Option<u32>,
+}
+
 /// One notice to claim: `cycle_at` is the due date, rotation due date or end date it is
 /// about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +143,9 @@ pub trait RecertStore: Send + Sync {
 
     /// Every record, by kind and subject.
     async fn list_recertifications(&self) -> Result<Vec<Recertification>>;
+
+    /// The records `query` selects, due soonest first (ties by kind and subject).
+    async fn recertification_page(&self, query: &RecertPageQuery) -> Result<Vec<Recertification>>;
 
     async fn get_recertification(
         &self,

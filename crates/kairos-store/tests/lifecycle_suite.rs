@@ -324,6 +324,18 @@ async fn orphans_are_flagged_cleared_and_suspended_once(db: Arc<Db>) {
             orphan("reporter", 500)
         ]
     );
+    // A page of names reads its own flags only, by name; names without one are left out.
+    assert_eq!(
+        s.orphans_of(&[
+            identity("reporter"),
+            identity("unflagged"),
+            identity("deployer")
+        ])
+        .await
+        .unwrap(),
+        [orphan("deployer", 0), orphan("reporter", 500)]
+    );
+    assert!(s.orphans_of(&[]).await.unwrap().is_empty());
 
     // Suspended once, and only under the flag it was decided on.
     assert!(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use kairos_domain::{AuditDraft, AuditKind, ExceptionName, Timestamp, verify_chain};
 use kairos_store::{
     Attestation, ExceptionRotation, GovernanceStore, NewRecertification, NoticeClaim, RecertNotice,
-    RecertStore, SqlStore, Store, SubjectKind,
+    RecertPageQuery, RecertStore, SqlStore, Store, SubjectKind,
 };
 
 // ---- harness (kairos-testkit's store suite) ---------------------------------------------
@@ -38,6 +38,7 @@ kairos_testkit::store_suite!(
     a_notice_is_claimed_once_with_its_audit_record,
     replicas_claim_each_notice_once,
     rotations_are_recorded_with_their_audit_record,
+    pages_come_due_soonest_first_and_narrow_by_kind_and_due_date,
 );
 
 // ---- fixtures ---------------------------------------------------------------------------
@@ -388,4 +389,88 @@ async fn rotations_are_recorded_with_their_audit_record(db: Arc<Db>) {
     assert_eq!(audit_kinds(&s).await, vec![AuditKind::ExceptionRotated; 3]);
     let records = s.audit_page(0, 10).await.unwrap();
     assert_eq!(records[1].at, at(31 * DAY));
+}
+
+async fn pages_come_due_soonest_first_and_narrow_by_kind_and_due_date(db: Arc<Db>) {
+    let s = db.open().await;
+    // Three identities share a due date (a bulk import); ties go by kind, then subject.
+    s.add_recertifications(
+        &[
+            new(SubjectKind::Identity, "c-job", 10 * DAY),
+            new(SubjectKind::Identity, "a-job", 10 * DAY),
+            new(SubjectKind::Exception, "z-legacy", 10 * DAY),
+            new(SubjectKind::Identity, "b-job", 10 * DAY),
+            new(SubjectKind::Identity, "early", 2 * DAY),
+            new(SubjectKind::Exception, "late-legacy", 40 * DAY),
+        ],
+        at(0),
+    )
+    .await
+    .unwrap();
+    let page = |q: RecertPageQuery| {
+        let s = &s;
+        async move {
+            s.recertification_page(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.subject)
+                .collect::<Vec<_>>()
+        }
+    };
+    let everything = page(RecertPageQuery::default()).await;
+    assert_eq!(
+        everything,
+        [
+            "early",
+            "z-legacy",
+            "a-job",
+            "b-job",
+            "c-job",
+            "late-legacy"
+        ]
+    );
+    // Keyset pages of two, each after the last row of the one before, add up to it all.
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let rows = s
+            .recertification_page(&RecertPageQuery {
+                after: after.clone(),
+                limit: Some(2),
+                ..RecertPageQuery::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = rows.last() else { break };
+        after = Some((last.due_at, last.kind, last.subject.clone()));
+        walked.extend(rows.into_iter().map(|r| r.subject));
+    }
+    assert_eq!(walked, everything);
+    // By kind, and by due date: after is exclusive, until inclusive.
+    assert_eq!(
+        page(RecertPageQuery {
+            kind: Some(SubjectKind::Exception),
+            ..RecertPageQuery::default()
+        })
+        .await,
+        ["z-legacy", "late-legacy"]
+    );
+    assert_eq!(
+        page(RecertPageQuery {
+            due_after: Some(at(2 * DAY)),
+            due_until: Some(at(10 * DAY)),
+            ..RecertPageQuery::default()
+        })
+        .await,
+        ["z-legacy", "a-job", "b-job", "c-job"]
+    );
+    assert_eq!(
+        page(RecertPageQuery {
+            due_until: Some(at(2 * DAY)),
+            ..RecertPageQuery::default()
+        })
+        .await,
+        ["early"]
+    );
 }

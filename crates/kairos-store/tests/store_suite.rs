@@ -2710,6 +2710,14 @@ async fn identity_states_change_once_and_end_the_identity_s_grants(db: Arc<Db>) 
     let all = a.identity_states().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].state, Retired);
+    // A page of names reads its own states only.
+    let svc = IdentityName::parse("svc").unwrap();
+    let other = IdentityName::parse("never-changed").unwrap();
+    assert_eq!(
+        a.identity_states_of(&[other.clone(), svc]).await.unwrap(),
+        all
+    );
+    assert!(a.identity_states_of(&[other]).await.unwrap().is_empty());
     let records = a.audit_page(0, 1000).await.unwrap();
     assert!(verify_chain(&records).is_ok());
 }

@@ -652,6 +652,65 @@ fn the_identities_page_filters_and_pages_a_large_catalog() {
     assert!(!some.contains("nightly-backup"));
     let none = admin.page("/ui/identities?team=nobody");
     assert!(none.contains("No identities match"), "{none}");
+    // A team that cannot be a team name is a clear 400, not an empty page.
+    let resp = admin.get("/ui/identities?team=no%20such%20team");
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().unwrap().contains("team"));
+
+    // Recertifications come a page at a time too, due soonest first, once the
+    // recertification pass has recorded every identity.
+    let next_link = |page: &str| {
+        page.split("<a href=\"")
+            .filter_map(|p| p.split('"').next())
+            .find(|h| h.starts_with("/ui/recertifications?"))
+            .map(|h| h.replace("&#38;", "&").replace("&amp;", "&"))
+    };
+    let first = wait_until("every identity's recertification", || {
+        let page = admin.page("/ui/recertifications");
+        next_link(&page).is_some().then_some(page)
+    });
+    let mut seen = first.matches("<td>identity <strong>").count();
+    assert_eq!(seen, 100, "{first}");
+    let mut link = next_link(&first);
+    let mut pages = 1;
+    while let Some(next) = link {
+        let page = admin.page(&next);
+        seen += page.matches("<td>identity <strong>").count();
+        link = next_link(&page);
+        pages += 1;
+        assert!(pages < 5, "the pages do not end: {page}");
+    }
+    // The 105 bulk identities and the configuration's own, each once.
+    let (_, all) = api_identities(&server);
+    assert_eq!(seen, all, "every identity on exactly one page");
+    assert_eq!(
+        admin.get("/ui/recertifications?after=garbage").status(),
+        400
+    );
+
+    // The posture page shows the report kept for it (the same one on each view) until
+    // someone asks for a fresh one.
+    let computed = |page: &str| {
+        page.split("Computed ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .unwrap()
+            .to_owned()
+    };
+    let kept = computed(&admin.page("/ui/posture"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(computed(&admin.page("/ui/posture")), kept);
+    let fresh = admin.page("/ui/posture?fresh=1");
+    assert_ne!(computed(&fresh), kept, "a fresh report has its own time");
+    assert_eq!(computed(&admin.page("/ui/posture")), computed(&fresh));
+    assert_eq!(admin.get("/ui/posture?fresh=yes").status(), 400);
+}
+
+/// How many identities the catalog has, by the API.
+fn api_identities(server: &Server) -> (u16, usize) {
+    let api = Api::new(server);
+    let (status, list) = api.get(ADMIN, "/v1/identities");
+    (status, list["identities"].as_array().unwrap().len())
 }
 
 // ---- governance pages ------------------------------------------------------------------

@@ -51,6 +51,32 @@ impl StateRequest {
     }
 }
 
+/// Which identities a page of them shows: names containing `name` (any case), of
+/// `team`, after `after` in name order, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySelection {
+    pub name: Option<String>,
+    pub team: Option<TeamName>,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// A page of identities, by name.
+#[derive(Debug, Clone)]
+pub struct IdentityPage {
+    pub identities: Vec<IdentityView>,
+    /// How many identities the filters match, on every page.
+    pub matched: usize,
+    /// More match after the last one shown.
+    pub more: bool,
+}
+
+/// Whose views to build.
+enum Which<'a> {
+    All,
+    Named(&'a [IdentityName]),
+}
+
 impl Broker {
     /// Every identity of the catalog with its state and owners, by name.
     pub async fn identities_for(&self, caller: &Caller) -> Result<Vec<IdentityView>> {
@@ -58,7 +84,46 @@ impl Broker {
             &[Role::Operator, Role::Approver, Role::Auditor],
             "list identities",
         )?;
-        self.identity_views(None).await
+        self.identity_views(Which::All).await
+    }
+
+    /// A page of identities: the catalog is filtered and paged in memory, and only the
+    /// page's states and orphan flags are read, so a page costs the same with ten
+    /// identities or ten thousand.
+    pub async fn identity_page(
+        &self,
+        caller: &Caller,
+        selection: &IdentitySelection,
+    ) -> Result<IdentityPage> {
+        caller.require_role(
+            &[Role::Operator, Role::Approver, Role::Auditor],
+            "list identities",
+        )?;
+        let catalog = self.catalog();
+        let needle = selection.name.as_deref().unwrap_or_default().to_lowercase();
+        let mut matching: Vec<&IdentityName> = catalog
+            .identities()
+            .filter(|i| selection.team.as_ref().is_none_or(|t| i.owner == *t))
+            .filter(|i| needle.is_empty() || i.name.as_str().to_lowercase().contains(&needle))
+            .map(|i| &i.name)
+            .collect();
+        matching.sort_unstable();
+        let matched = matching.len();
+        let after = selection.after.as_deref().unwrap_or_default();
+        let mut names: Vec<IdentityName> = matching
+            .into_iter()
+            .filter(|n| n.as_str() > after)
+            .take(selection.limit.saturating_add(1))
+            .cloned()
+            .collect();
+        let more = names.len() > selection.limit;
+        names.truncate(selection.limit);
+        let identities = self.identity_views(Which::Named(&names)).await?;
+        Ok(IdentityPage {
+            identities,
+            matched,
+            more,
+        })
     }
 
     /// One identity with its state and owners; `NotFound` when the catalog does not know
@@ -68,7 +133,9 @@ impl Broker {
             &[Role::Operator, Role::Approver, Role::Auditor],
             "read identities",
         )?;
-        let mut views = self.identity_views(Some(name)).await?;
+        let mut views = self
+            .identity_views(Which::Named(std::slice::from_ref(name)))
+            .await?;
         views.pop().ok_or_else(|| {
             BrokerError::NotFound(format!(
                 "identity {name} is not registered; `kairos identity list` lists the identities"
@@ -76,30 +143,33 @@ impl Broker {
         })
     }
 
-    async fn identity_views(&self, only: Option<&IdentityName>) -> Result<Vec<IdentityView>> {
+    /// The views of `which` identities of the catalog (names it does not know are left
+    /// out), in name order for `All` and in the given order for `Named`.
+    async fn identity_views(&self, which: Which<'_>) -> Result<Vec<IdentityView>> {
         let catalog = self.catalog();
         let people = self.people().await?;
-        let states: std::collections::HashMap<IdentityName, IdentityStatus> = self
-            .store
-            .identity_states()
-            .await?
+        let (states, flags, identities) = match which {
+            Which::All => (
+                self.store.identity_states().await?,
+                self.store.orphans().await?,
+                catalog.identities().collect::<Vec<_>>(),
+            ),
+            Which::Named(names) => (
+                self.store.identity_states_of(names).await?,
+                self.store.orphans_of(names).await?,
+                names.iter().filter_map(|n| catalog.identity(n)).collect(),
+            ),
+        };
+        let states: std::collections::HashMap<IdentityName, IdentityStatus> = states
             .into_iter()
             .map(|s| (s.identity.clone(), s))
             .collect();
-        let mut flags: std::collections::HashMap<IdentityName, OrphanRecord> = self
-            .store
-            .orphans()
-            .await?
-            .into_iter()
-            .map(|o| (o.identity.clone(), o))
-            .collect();
+        let mut flags: std::collections::HashMap<IdentityName, OrphanRecord> =
+            flags.into_iter().map(|o| (o.identity.clone(), o)).collect();
         let grace = catalog.governance().orphan_grace.as_duration();
         let acts = catalog.governance().orphan_action == kairos_config::OrphanAction::Suspend;
-        let mut out = Vec::new();
-        for identity in catalog.identities() {
-            if only.is_some_and(|n| *n != identity.name) {
-                continue;
-            }
+        let mut out = Vec::with_capacity(identities.len());
+        for identity in identities {
             let owners = catalog
                 .team(&identity.owner)
                 .map(|t| t.owners.clone())

@@ -36,6 +36,8 @@ pub(crate) struct GovernanceState {
     inactive: RwLock<Arc<HashMap<IdentityName, IdentityStatus>>>,
     /// Governance passes run so far (some work runs every n-th pass).
     passes: std::sync::atomic::AtomicU64,
+    /// The posture report the console shows (see [`crate::Broker::posture_kept`]).
+    pub(crate) posture: posture::KeptPosture,
 }
 
 impl GovernanceState {

@@ -1,6 +1,7 @@
 //! The posture report: facts from the catalog and the store, findings from the pure rules.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kairos_domain::Timestamp;
 use kairos_governance::posture::{self, IdentityFacts, Posture, PostureFacts, RevocationFacts};
@@ -26,7 +27,92 @@ pub struct PostureReport {
     pub posture: Posture,
 }
 
+/// A kept report is recomputed in the background when older than this, or than thirty
+/// times what computing it took (a report that takes a second to compute is recomputed
+/// every thirty: a thirtieth of a core)…
+const KEPT_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+/// …while someone looked at it this recently; after that it is dropped.
+const KEPT_WANTED: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The posture report kept for the console: a page view reads it instead of computing
+/// one (a second or more with a hundred thousand grants); the scheduler recomputes it
+/// every [`KEPT_REFRESH`] while people keep looking.
+#[derive(Debug, Default)]
+pub(crate) struct KeptPosture {
+    report: std::sync::Mutex<Option<Arc<PostureReport>>>,
+    /// When it was last asked for, if ever.
+    wanted: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How long the last computation took, in ms.
+    took_ms: std::sync::atomic::AtomicU64,
+}
+
+impl KeptPosture {
+    fn get(&self) -> Option<Arc<PostureReport>> {
+        match self.report.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, report: Option<Arc<PostureReport>>) {
+        match self.report.lock() {
+            Ok(mut r) => *r = report,
+            Err(poisoned) => *poisoned.into_inner() = report,
+        }
+    }
+
+    fn want(&self) {
+        match self.wanted.lock() {
+            Ok(mut w) => *w = Some(std::time::Instant::now()),
+            Err(poisoned) => *poisoned.into_inner() = Some(std::time::Instant::now()),
+        }
+    }
+
+    fn wanted_within(&self, d: std::time::Duration) -> bool {
+        let at = match self.wanted.lock() {
+            Ok(w) => *w,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        at.is_some_and(|t| t.elapsed() < d)
+    }
+}
+
 impl Broker {
+    /// The posture report as last computed for the console (its `at` says when; at most
+    /// about a minute old while people look at it), computed now if none is kept. The
+    /// same readers as [`Self::posture`].
+    pub async fn posture_kept(&self, caller: &Caller) -> Result<Arc<PostureReport>> {
+        caller.require_role(&[Role::Operator, Role::Auditor], "read the posture report")?;
+        let kept = &self.governance.posture;
+        kept.want();
+        if let Some(report) = kept.get() {
+            return Ok(report);
+        }
+        Ok(Arc::new(self.compute_posture().await?))
+    }
+
+    /// From the scheduler: recomputes the kept report when it is older than a minute
+    /// and someone looked at it in the last ten; drops it when nobody has.
+    pub(crate) async fn refresh_kept_posture(&self) -> Result<()> {
+        let kept = &self.governance.posture;
+        if !kept.wanted_within(KEPT_WANTED) {
+            kept.set(None);
+            return Ok(());
+        }
+        let took = kept.took_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let refresh_ms = u64::try_from(KEPT_REFRESH.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(took.saturating_mul(30));
+        let stale = kept.get().is_none_or(|r| {
+            let age = self.now().as_millis().saturating_sub(r.at.as_millis());
+            u64::try_from(age).unwrap_or(0) >= refresh_ms
+        });
+        if stale {
+            self.compute_posture().await?;
+        }
+        Ok(())
+    }
+
     /// Folds the grants verified since the last fold into the posture's per-day figures
     /// (from the governance pass), so that a report reads days, not every grant of its
     /// window. Answers how many grants it folded.
@@ -40,6 +126,23 @@ impl Broker {
     /// finding mapped to OWASP NHI Top 10 (2025) and NIST CSF 2.0.
     pub async fn posture(&self, caller: &Caller) -> Result<PostureReport> {
         caller.require_role(&[Role::Operator, Role::Auditor], "read the posture report")?;
+        self.compute_posture().await
+    }
+
+    /// Computes the report, and keeps it for the console.
+    async fn compute_posture(&self) -> Result<PostureReport> {
+        let started = std::time::Instant::now();
+        let report = self.posture_now().await?;
+        let kept = &self.governance.posture;
+        kept.took_ms.store(
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        kept.set(Some(Arc::new(report.clone())));
+        Ok(report)
+    }
+
+    async fn posture_now(&self) -> Result<PostureReport> {
         let now = self.now();
         let since = posture::window_start(now, POSTURE_WINDOW_DAYS);
         let catalog = self.catalog();
@@ -114,15 +217,14 @@ impl Broker {
                 .collect()
         };
         // After-action reviews not yet filed, and those of them past due.
-        let open_reviews = self
-            .list_reviews(
-                caller,
-                &kairos_store::ReviewFilter {
+        let open_reviews = self.with_status(
+            self.store
+                .list_reviews(&kairos_store::ReviewFilter {
                     state: Some(kairos_store::ReviewStateFilter::Open),
                     ..kairos_store::ReviewFilter::default()
-                },
-            )
-            .await?;
+                })
+                .await?,
+        );
         let reviews_open: Vec<String> = open_reviews
             .iter()
             .map(|r| format!("{} ({})", r.review.id, r.review.identity))

@@ -27,8 +27,8 @@ use kairos_governance::exceptions::{self as rules, ExceptionFinding, RotationFac
 use kairos_governance::recert::{self, Attestations, Cadence, RecertStatus};
 use kairos_governance::{AlertDraft, AlertKind, IdentityState, SuspensionCause};
 use kairos_store::{
-    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, Recertification,
-    Role, SubjectKind,
+    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertNotice, RecertPageQuery,
+    Recertification, Role, SubjectKind,
 };
 
 use super::alerts::alert_write;
@@ -46,6 +46,57 @@ pub enum RecertFilter {
     Due,
     /// Past their due date, unattested.
     Overdue,
+}
+
+impl RecertFilter {
+    fn admits(self, status: RecertStatus) -> bool {
+        match self {
+            Self::All => true,
+            Self::Due => status == RecertStatus::Due,
+            Self::Overdue => status == RecertStatus::Overdue,
+        }
+    }
+}
+
+/// Where a page of recertifications ends: the last record read (due date, kind,
+/// subject); as text `<due millis>.<kind>.<subject>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecertCursor {
+    pub due_at: Timestamp,
+    pub kind: SubjectKind,
+    pub subject: String,
+}
+
+impl RecertCursor {
+    /// Reads the text form; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (due, rest) = s.split_once('.')?;
+        let (kind, subject) = rest.split_once('.')?;
+        Some(Self {
+            due_at: Timestamp::from_millis(due.parse().ok()?),
+            kind: SubjectKind::parse(kind)?,
+            subject: subject.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for RecertCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}",
+            self.due_at.as_millis(),
+            self.kind.as_str(),
+            self.subject
+        )
+    }
+}
+
+/// A page of recertifications and where the next one starts, if there is one.
+#[derive(Debug, Clone)]
+pub struct RecertPage {
+    pub entries: Vec<RecertEntry>,
+    pub next: Option<RecertCursor>,
 }
 
 /// One identity's or exception's recertification as of now.
@@ -225,6 +276,81 @@ impl Broker {
         Ok(self.recert_entries(&records, filter))
     }
 
+    /// A page of recertifications, due soonest first, read a page at a time from the
+    /// store's records (a subject appears once the recertification pass has recorded it,
+    /// within a pass of an apply); records of subjects the catalog no longer has are left
+    /// out. People only, as for [`Self::recertifications`].
+    pub async fn recertification_page(
+        &self,
+        caller: &Caller,
+        filter: RecertFilter,
+        after: Option<RecertCursor>,
+        limit: u32,
+    ) -> Result<RecertPage> {
+        caller.require_role(
+            &[Role::Operator, Role::Approver, Role::Auditor],
+            "list recertifications",
+        )?;
+        let catalog = self.catalog();
+        let now = self.now();
+        let notice = catalog.recert_settings().recert_notice;
+        let by_key: std::collections::HashMap<(SubjectKind, String), Subject> = subjects(&catalog)
+            .into_iter()
+            .map(|s| ((s.kind, s.name.clone()), s))
+            .collect();
+        // The stored due dates bound each filter's rows exactly (the pass keeps them in
+        // step with the catalog); each entry is still assessed, and kept only if its
+        // status is the one asked for.
+        let (due_after, due_until) = match filter {
+            RecertFilter::All => (None, None),
+            RecertFilter::Due => (Some(now), Some(now.plus(notice.as_duration()))),
+            RecertFilter::Overdue => (None, Some(now)),
+        };
+        let want = limit as usize;
+        let mut entries = Vec::with_capacity(want);
+        let mut cursor = after.map(|c| (c.due_at, c.kind, c.subject));
+        let mut more = false;
+        'pages: loop {
+            let rows = self
+                .store
+                .recertification_page(&RecertPageQuery {
+                    kind: None,
+                    due_after,
+                    due_until,
+                    after: cursor.clone(),
+                    limit: Some(limit.saturating_add(1)),
+                })
+                .await?;
+            let last_page = rows.len() <= want;
+            for record in rows {
+                if entries.len() == want {
+                    more = true;
+                    break 'pages;
+                }
+                cursor = Some((record.due_at, record.kind, record.subject.clone()));
+                let Some(subject) = by_key.get(&(record.kind, record.subject.clone())) else {
+                    continue;
+                };
+                let e = entry(subject, Some(&record), notice, now);
+                if filter.admits(e.status) {
+                    entries.push(e);
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+        let next = match (more, cursor) {
+            (true, Some((due_at, kind, subject))) => Some(RecertCursor {
+                due_at,
+                kind,
+                subject,
+            }),
+            _ => None,
+        };
+        Ok(RecertPage { entries, next })
+    }
+
     /// Every recertification and every standing exception as the rules see them now,
     /// from one read of the records (the posture report needs both; its caller's role
     /// is checked there).
@@ -244,11 +370,7 @@ impl Broker {
         let mut out: Vec<RecertEntry> = subjects(&catalog)
             .iter()
             .map(|s| entry(s, records.get(&(s.kind, s.name.clone())), notice, now))
-            .filter(|e| match filter {
-                RecertFilter::All => true,
-                RecertFilter::Due => e.status == RecertStatus::Due,
-                RecertFilter::Overdue => e.status == RecertStatus::Overdue,
-            })
+            .filter(|e| filter.admits(e.status))
             .collect();
         out.sort_by(|a, b| (a.due_at, a.kind, &a.subject).cmp(&(b.due_at, b.kind, &b.subject)));
         out
@@ -406,7 +528,17 @@ impl Broker {
             &[Role::Operator, Role::Approver, Role::Auditor],
             "list standing exceptions",
         )?;
-        let records = self.recert_records().await?;
+        // Only the exceptions' records: the identities' (one per identity) are not read.
+        let records = self
+            .store
+            .recertification_page(&RecertPageQuery {
+                kind: Some(SubjectKind::Exception),
+                ..RecertPageQuery::default()
+            })
+            .await?
+            .into_iter()
+            .map(|r| ((r.kind, r.subject.clone()), r))
+            .collect();
         self.exception_entries(&records).await
     }
 

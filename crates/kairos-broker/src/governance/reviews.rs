@@ -156,7 +156,7 @@ impl Broker {
         Ok(self.with_status(reviews))
     }
 
-    fn with_status(&self, reviews: Vec<Review>) -> Vec<ReviewNow> {
+    pub(crate) fn with_status(&self, reviews: Vec<Review>) -> Vec<ReviewNow> {
         let now = self.now();
         reviews
             .into_iter()

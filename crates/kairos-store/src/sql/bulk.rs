@@ -94,6 +94,28 @@ pub(super) fn list(backend: Backend, first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// The rows of `select` (a `SELECT … FROM … WHERE` head, without its condition) whose
+/// text column `column` is one of `keys`, a chunk of [`CHUNK`] keys a statement, in no
+/// particular order: reads for a page of names instead of a whole table.
+pub(super) async fn rows_keyed(
+    reads: &sqlx::AnyPool,
+    backend: Backend,
+    select: &str,
+    column: &str,
+    keys: &[&str],
+) -> Result<Vec<sqlx::any::AnyRow>> {
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(CHUNK) {
+        let sql = format!("{select} {column} IN ({})", list(backend, 1, chunk.len()));
+        let mut q = sqlx::query(&sql);
+        for key in chunk {
+            q = q.bind((*key).to_owned());
+        }
+        rows.extend(q.fetch_all(reads).await?);
+    }
+    Ok(rows)
+}
+
 /// Splits a single-row `INSERT … VALUES (…)` into its head and its row template.
 pub(super) fn split_insert(insert: &'static str) -> (&'static str, &'static str) {
     insert.split_once(" VALUES ").unwrap_or((insert, ""))

@@ -4,7 +4,7 @@
 
 use super::codec::AnyQuery;
 
-enum Arg {
+pub(super) enum Arg {
     Int(i64),
     Text(String),
 }
@@ -61,6 +61,27 @@ impl Filter {
         if let Some(v) = value {
             self.push(condition, Arg::Int(v));
         }
+        self
+    }
+
+    /// Keyset pagination over a key of several columns: `(a, b, c) > ($i, $j, $k)`
+    /// (a row-value comparison, which SQLite and PostgreSQL both answer from an index in
+    /// that column order).
+    pub(super) fn row_after(&mut self, columns: &str, values: Vec<Arg>) -> &mut Self {
+        let first = self.args.len() + 1;
+        let n = values.len();
+        self.args.extend(values);
+        let placeholders = (first..first + n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let joiner = if self.sql.is_empty() {
+            " WHERE "
+        } else {
+            " AND "
+        };
+        self.sql
+            .push_str(&format!("{joiner}{columns} > ({placeholders})"));
         self
     }
 

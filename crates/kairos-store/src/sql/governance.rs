@@ -22,6 +22,22 @@ pub(super) async fn identity_states(store: &SqlStore) -> Result<Vec<IdentityStat
     rows.iter().map(identity_status_from_row).collect()
 }
 
+pub(super) async fn identity_states_of(
+    store: &SqlStore,
+    identities: &[IdentityName],
+) -> Result<Vec<IdentityStatus>> {
+    let keys: Vec<&str> = identities.iter().map(IdentityName::as_str).collect();
+    let select = format!("SELECT {IDENTITY_STATE_COLUMNS} FROM identity_states WHERE");
+    let rows =
+        super::bulk::rows_keyed(&store.reads, store.backend, &select, "identity", &keys).await?;
+    let mut states = rows
+        .iter()
+        .map(identity_status_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    states.sort_by(|a, b| a.identity.cmp(&b.identity));
+    Ok(states)
+}
+
 pub(super) async fn identity_state(
     store: &SqlStore,
     identity: &IdentityName,

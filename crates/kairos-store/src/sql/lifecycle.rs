@@ -65,6 +65,19 @@ impl LifecycleStore for SqlStore {
         rows.iter().map(orphan_from_row).collect()
     }
 
+    async fn orphans_of(&self, identities: &[IdentityName]) -> Result<Vec<OrphanRecord>> {
+        let keys: Vec<&str> = identities.iter().map(IdentityName::as_str).collect();
+        let select = format!("SELECT {ORPHAN_COLUMNS} FROM identity_orphans WHERE");
+        let rows =
+            super::bulk::rows_keyed(&self.reads, self.backend, &select, "identity", &keys).await?;
+        let mut flags = rows
+            .iter()
+            .map(orphan_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        flags.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Ok(flags)
+    }
+
     async fn flag_orphans(
         &self,
         orphans: Vec<(OrphanRecord, AuditDraft, Option<crate::AlertWrite>)>,

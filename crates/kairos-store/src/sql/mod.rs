@@ -646,6 +646,13 @@ impl crate::GovernanceStore for SqlStore {
         governance::identity_state(self, identity).await
     }
 
+    async fn identity_states_of(
+        &self,
+        identities: &[kairos_domain::IdentityName],
+    ) -> Result<Vec<kairos_governance::IdentityStatus>> {
+        governance::identity_states_of(self, identities).await
+    }
+
     async fn change_identity_state(
         &self,
         change: crate::StateChange,

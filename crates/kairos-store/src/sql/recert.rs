@@ -6,9 +6,10 @@ use kairos_domain::{AuditDraft, ExceptionName, Timestamp};
 use super::SqlStore;
 use super::codec::Columns;
 use super::db::RunIn;
+use super::filter::{Arg, Filter};
 use crate::recert::{
-    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertStore, Recertification,
-    SubjectKind,
+    Attestation, ExceptionRotation, NewRecertification, NoticeClaim, RecertPageQuery, RecertStore,
+    Recertification, SubjectKind,
 };
 use crate::{Result, StoreError};
 
@@ -85,6 +86,29 @@ impl RecertStore for SqlStore {
         ))
         .fetch_all(&self.reads)
         .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn recertification_page(&self, query: &RecertPageQuery) -> Result<Vec<Recertification>> {
+        let mut f = Filter::default();
+        f.text("subject_kind =", query.kind.map(SubjectKind::as_str))
+            .int("due_at >", query.due_after.map(Timestamp::as_millis))
+            .int("due_at <=", query.due_until.map(Timestamp::as_millis));
+        if let Some((due, kind, subject)) = &query.after {
+            f.row_after(
+                "(due_at, subject_kind, subject)",
+                vec![
+                    Arg::Int(due.as_millis()),
+                    Arg::Text(kind.as_str().to_owned()),
+                    Arg::Text(subject.clone()),
+                ],
+            );
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM recertifications{}",
+            f.tail("due_at, subject_kind, subject", query.limit)
+        );
+        let rows = f.bind(sqlx::query(&sql)).fetch_all(&self.reads).await?;
         rows.iter().map(from_row).collect()
     }
 
