@@ -478,6 +478,9 @@ struct GrantsPage {
     target: String,
     task_ref: String,
     grants: Vec<GrantRow>,
+    /// Operators and admins revoke live grants from the list, with a reason.
+    can_revoke: bool,
+    csrf: String,
 }
 
 pub async fn grants(
@@ -516,6 +519,8 @@ pub async fn grants(
         target: given(&q.target).unwrap_or_default().to_owned(),
         task_ref: given(&q.task_ref).unwrap_or_default().to_owned(),
         grants: list.iter().map(GrantRow::new).collect(),
+        can_revoke: signed.has_role(&[Role::Operator]),
+        csrf: signed.session.csrf_secret.clone(),
     })
 }
 

@@ -350,6 +350,7 @@ fn console_end_to_end(store: Option<&str>) {
     assert!(!page.contains("Revoke this grant"));
     let grants = browser.page("/ui/grants?identity=nightly-backup");
     assert!(grants.contains(&grant), "{grants}");
+    assert!(!grants.contains("/revoke"), "no revoke form for an approver: {grants}");
     let resp = browser.get("/ui/audit");
     assert_eq!(resp.status(), 403);
     // Nor may an approver revoke: the broker refuses, nothing ends.
@@ -382,10 +383,16 @@ fn console_end_to_end(store: Option<&str>) {
             .contains("a reason of 1 to 1000 characters")
     );
     assert_eq!(api.introspect(ADMIN, access)["active"], true);
+    // The live grants list has a revoke form per live grant: revoked from there.
+    let list = admin.page("/ui/grants?identity=nightly-backup");
+    assert!(
+        list.contains(&format!("action=\"/ui/grants/{grant}/revoke\"")),
+        "{list}"
+    );
     let resp = admin.post(
         &format!("/ui/grants/{grant}/revoke"),
         &[
-            ("csrf", &csrf(&page)),
+            ("csrf", &csrf(&list)),
             ("reason", "backup window closed early"),
         ],
     );
