@@ -32,6 +32,11 @@ pub struct GlobalOpts {
     /// Print the server's JSON instead of tables (JSON Lines for `audit`).
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Trust only the CA certificates in this PEM file for an https:// --addr (for a
+    /// broker whose certificate a private CA signed). Default: the public web roots.
+    #[arg(long, env = "KAIROS_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 // The client commands; the binary flattens these next to `server`. (A `///` comment here
