@@ -37,6 +37,27 @@ pub struct GlobalOpts {
     /// broker whose certificate a private CA signed). Default: the public web roots.
     #[arg(long, env = "KAIROS_CA_FILE", value_name = "FILE", global = true)]
     pub ca_file: Option<PathBuf>,
+
+    /// Show this client certificate (PEM) to an https:// --addr that asks for one
+    /// (`tls_client_auth`); needs --key-file.
+    #[arg(
+        long,
+        env = "KAIROS_CERT_FILE",
+        value_name = "FILE",
+        global = true,
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert-file.
+    #[arg(
+        long,
+        env = "KAIROS_KEY_FILE",
+        value_name = "FILE",
+        global = true,
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
 }
 
 // The client commands; the binary flattens these next to `server`. (A `///` comment here

@@ -43,21 +43,38 @@ pub use reviews::ReviewCommand;
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.
 pub async fn run(global: GlobalOpts, command: Command) -> anyhow::Result<ExitCode> {
-    let client = http_client(global.ca_file.as_deref())?;
+    let client = http_client(&global)?;
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let exit = run_with(client, &global, command, &mut out, &mut err).await;
     Ok(exit.into())
 }
 
-/// The HTTP client [`run`] uses: TLS by rustls; with `ca_file` (`--ca-file`,
-/// `KAIROS_CA_FILE`), the certificates of that PEM file are the only roots trusted.
-pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+/// The HTTP client [`run`] uses: TLS by rustls; with `--ca-file` (`KAIROS_CA_FILE`), the
+/// certificates of that PEM file are the only roots trusted; with `--cert-file` and
+/// `--key-file`, that client certificate is shown to a server that asks for one.
+pub fn http_client(global: &GlobalOpts) -> anyhow::Result<reqwest::Client> {
     use anyhow::Context as _;
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("kairos-cli/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_file {
+    if let (Some(cert), Some(key)) = (&global.cert_file, &global.key_file) {
+        let read = |path: &Path, flag: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read {} ({flag})", path.display()))
+        };
+        let mut pem = read(cert, "--cert-file")?;
+        pem.push(b'\n');
+        pem.extend(read(key, "--key-file")?);
+        let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+            format!(
+                "{} (--cert-file) and {} (--key-file) are not a PEM certificate and its private key",
+                cert.display(),
+                key.display()
+            )
+        })?;
+        builder = builder.identity(identity);
+    }
+    if let Some(path) = &global.ca_file {
         let pem = std::fs::read(path)
             .with_context(|| format!("cannot read the CA file {} (--ca-file)", path.display()))?;
         let roots = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {

@@ -38,11 +38,11 @@ enum Top {
     Client(kairos_cli::Command),
 }
 
-/// The client options (`--addr`, `--token`, `--json`, `--ca-file`) are global to the client commands
+/// The client options (`--addr`, `--token`, `--json`, `--ca-file`, `--cert-file`, `--key-file`) are global to the client commands
 /// but mean nothing to `kairos server`: it gets hidden options of the same ids, so they are
 /// not shown in its help and are refused with a pointer to what the server takes instead.
 fn command() -> clap::Command {
-    const CLIENT_ONLY: [(&str, &str, &str); 4] = [
+    const CLIENT_ONLY: [(&str, &str, &str); 6] = [
         (
             "addr",
             "addr",
@@ -62,6 +62,16 @@ fn command() -> clap::Command {
             "ca_file",
             "ca-file",
             "--ca-file is a client option; the server's TLS files are --tls-cert-file, --tls-key-file and --tls-client-ca-file",
+        ),
+        (
+            "cert_file",
+            "cert-file",
+            "--cert-file is a client option; the server's certificate is --tls-cert-file",
+        ),
+        (
+            "key_file",
+            "key-file",
+            "--key-file is a client option; the server's key is --tls-key-file",
         ),
     ];
     Cli::command().mut_subcommand("server", |server| {

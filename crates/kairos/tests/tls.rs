@@ -361,14 +361,31 @@ fn required_client_certificates_refuse_clients_without_one() {
         &server.url("/v1/health"),
     );
     assert!(with_cert.status.success(), "{}", text(&with_cert));
-    // The CLI has no client certificate: refused at the handshake.
-    let cli = Command::new(kairos_bin())
-        .args(["grants", "--ca-file", ca])
-        .env("KAIROS_ADDR", &server.addr)
-        .env("KAIROS_TOKEN", ADMIN)
-        .output()
-        .unwrap();
-    assert_eq!(cli.status.code(), Some(1), "{}", text(&cli));
+    // The CLI: refused without a client certificate, served with one.
+    let cli = |args: &[&str]| {
+        Command::new(kairos_bin())
+            .args(["grants", "--ca-file", ca])
+            .args(args)
+            .env("KAIROS_ADDR", &server.addr)
+            .env("KAIROS_TOKEN", ADMIN)
+            .env_remove("KAIROS_CERT_FILE")
+            .env_remove("KAIROS_KEY_FILE")
+            .output()
+            .unwrap()
+    };
+    let without = cli(&[]);
+    assert_eq!(without.status.code(), Some(1), "{}", text(&without));
+    assert!(
+        String::from_utf8_lossy(&without.stderr)
+            .contains("give yours with --cert-file and --key-file"),
+        "{}",
+        text(&without)
+    );
+    let with_cert = cli(&["--cert-file", s(&client_crt), "--key-file", s(&client_key)]);
+    assert!(with_cert.status.success(), "{}", text(&with_cert));
+    // A certificate without its key is a usage error.
+    let half = cli(&["--cert-file", s(&client_crt)]);
+    assert_eq!(half.status.code(), Some(2), "{}", text(&half));
 }
 
 /// `kairos server` with these arguments must fail at once, saying `expected`, and leave
