@@ -115,7 +115,8 @@ async fn a_server_certificate_from_another_ca_is_refused_and_nothing_is_created(
         assert_eq!(variant(&err), "Unreachable", "{url}: {err}");
         let shown = err.to_string();
         assert!(
-            shown.contains("certificate") || shown.contains("UnknownIssuer"),
+            shown.contains("connect: invalid peer certificate: ")
+                && shown.contains("does not verify against the CA file in the admin URL's ssl-ca"),
             "{url}: {shown}"
         );
         assert!(!shown.contains(pw.expose_secret()));
