@@ -289,10 +289,21 @@ impl Api {
         // that credentials someone put into --addr are not echoed.
         let e = e.without_url();
         let addr = self.shown_addr.clone();
-        if e.is_connect() {
+        let cause = root_cause(&e);
+        if cause.contains("CertificateRequired") {
+            CliError::Failed(format!(
+                "Kairos at {addr} accepts only clients with a certificate ({cause}): give yours \
+                 with --cert-file and --key-file (or KAIROS_CERT_FILE and KAIROS_KEY_FILE)"
+            ))
+        } else if e.is_connect() && cause.contains("certificate") {
+            CliError::Failed(format!(
+                "Kairos at {addr} answered with a TLS certificate this client does not trust ({cause}): \
+                 give the CA that signed it with --ca-file or KAIROS_CA_FILE"
+            ))
+        } else if e.is_connect() {
             CliError::Unreachable {
                 addr,
-                detail: root_cause(&e),
+                detail: cause,
             }
         } else if e.is_timeout() {
             CliError::Failed(format!("Kairos at {addr} did not answer in time"))

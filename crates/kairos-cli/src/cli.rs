@@ -32,6 +32,32 @@ pub struct GlobalOpts {
     /// Print the server's JSON instead of tables (JSON Lines for `audit`).
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Trust only the CA certificates in this PEM file for an https:// --addr (for a
+    /// broker whose certificate a private CA signed). Default: the public web roots.
+    #[arg(long, env = "KAIROS_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+
+    /// Show this client certificate (PEM) to an https:// --addr that asks for one
+    /// (`tls_client_auth`); needs --key-file.
+    #[arg(
+        long,
+        env = "KAIROS_CERT_FILE",
+        value_name = "FILE",
+        global = true,
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert-file.
+    #[arg(
+        long,
+        env = "KAIROS_KEY_FILE",
+        value_name = "FILE",
+        global = true,
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
 }
 
 // The client commands; the binary flattens these next to `server`. (A `///` comment here

@@ -24,6 +24,7 @@ mod time;
 mod wire;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -42,21 +43,59 @@ pub use reviews::ReviewCommand;
 /// Runs one client command against the server at `global.addr`, printing to the process's
 /// stdout and stderr.
 pub async fn run(global: GlobalOpts, command: Command) -> anyhow::Result<ExitCode> {
-    let client = http_client()?;
+    let client = http_client(&global)?;
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let exit = run_with(client, &global, command, &mut out, &mut err).await;
     Ok(exit.into())
 }
 
-/// The HTTP client [`run`] uses.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
+/// The HTTP client [`run`] uses: TLS by rustls; with `--ca-file` (`KAIROS_CA_FILE`), the
+/// certificates of that PEM file are the only roots trusted; with `--cert-file` and
+/// `--key-file`, that client certificate is shown to a server that asks for one.
+pub fn http_client(global: &GlobalOpts) -> anyhow::Result<reqwest::Client> {
     use anyhow::Context as _;
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("kairos-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot set up the HTTP client")
+        .user_agent(concat!("kairos-cli/", env!("CARGO_PKG_VERSION")));
+    if let (Some(cert), Some(key)) = (&global.cert_file, &global.key_file) {
+        let read = |path: &Path, flag: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read {} ({flag})", path.display()))
+        };
+        let mut pem = read(cert, "--cert-file")?;
+        pem.push(b'\n');
+        pem.extend(read(key, "--key-file")?);
+        let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+            format!(
+                "{} (--cert-file) and {} (--key-file) are not a PEM certificate and its private key",
+                cert.display(),
+                key.display()
+            )
+        })?;
+        builder = builder.identity(identity);
+    }
+    if let Some(path) = &global.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the CA file {} (--ca-file)", path.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!(
+                "the CA file {} (--ca-file) is not PEM certificates (`-----BEGIN CERTIFICATE-----`)",
+                path.display()
+            )
+        })?;
+        if roots.is_empty() {
+            anyhow::bail!(
+                "the CA file {} (--ca-file) holds no certificate (`-----BEGIN CERTIFICATE-----`)",
+                path.display()
+            );
+        }
+        builder = roots
+            .into_iter()
+            .fold(builder.tls_built_in_root_certs(false), |b, root| {
+                b.add_root_certificate(root)
+            });
+    }
+    builder.build().context("cannot set up the HTTP client")
 }
 
 /// [`run`] with the client and output streams passed in, for tests. Errors are written to

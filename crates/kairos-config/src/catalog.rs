@@ -161,6 +161,36 @@ pub struct ServerSettings {
     pub trusted_proxy_header: Option<String>,
     /// The proxies allowed to set `trusted_proxy_header`.
     pub trusted_proxies: Vec<SourceRange>,
+    /// Native TLS on the listener (`tls_cert_file` and `tls_key_file`); `None`: plain HTTP
+    /// (e.g. behind a proxy that terminates TLS).
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server] tls_*`: the listener's certificate and key files (PEM; relative paths: to the
+/// server's working directory) and whether clients show certificates. The files are read
+/// when the server starts, and again when they change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerTls {
+    /// `tls_cert_file`: the certificate, then any intermediates (a chain).
+    pub cert_file: String,
+    /// `tls_key_file`: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// `tls_client_ca_file` and `tls_client_auth`.
+    pub client_certificates: ClientCertificates,
+}
+
+/// Whether the listener asks clients for a certificate (`tls_client_auth`), and which CAs
+/// it trusts to have signed one (`tls_client_ca_file`, a PEM bundle).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum ClientCertificates {
+    /// No certificate is asked for (the default).
+    NotRequested,
+    /// Asked for; a client without one is served, a client with one that does not verify
+    /// is refused at the handshake.
+    Optional { ca_file: String },
+    /// A client without a verified certificate is refused at the handshake.
+    Required { ca_file: String },
 }
 
 impl Default for ServerSettings {
@@ -174,6 +204,7 @@ impl Default for ServerSettings {
             audit_checkpoint_interval: const_ttl(300),
             trusted_proxy_header: None,
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }

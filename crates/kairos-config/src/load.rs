@@ -18,9 +18,9 @@ use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
-    Catalog, DbTarget, Entitlement, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
-    OrphanAction, OverCap, Privileges, RecertSettings, SecretRef, ServerSettings, StoreLocation,
-    Target, TargetKind, Team, TierCaps,
+    Catalog, ClientCertificates, DbTarget, Entitlement, GovernanceSettings, Identity, Issuer,
+    IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
+    ServerSettings, ServerTls, StoreLocation, Target, TargetKind, Team, TierCaps,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
@@ -1372,6 +1372,7 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
     let checkpoint_interval = t.opt(cx, "audit_checkpoint_interval", Ttl::parse);
     let proxy_header = t.opt(cx, "trusted_proxy_header", header_name);
     let proxies = t.list(cx, "trusted_proxies", SourceRange::parse);
+    let tls = read_server_tls(cx, &mut t);
     let proxying = match (proxy_header, proxies) {
         (Ok(Some(header)), Ok(Some(proxies))) if !proxies.is_empty() => Ok(Some((
             header.value,
@@ -1416,6 +1417,10 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
             "audit_checkpoint_interval",
             "trusted_proxy_header",
             "trusted_proxies",
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_client_ca_file",
+            "tls_client_auth",
         ],
     );
     let defaults = ServerSettings::default();
@@ -1427,6 +1432,7 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
         Ok(checkpoint_file),
         Ok(checkpoint_interval),
         Ok(proxying),
+        Ok(tls),
     ) = (
         listen,
         store,
@@ -1435,6 +1441,7 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
         checkpoint_file,
         checkpoint_interval,
         proxying,
+        tls,
     )
     else {
         return None;
@@ -1456,7 +1463,95 @@ fn read_server(cx: &mut Cx<'_>, node: &Node) -> Option<ServerSettings> {
             .map_or(defaults.audit_checkpoint_interval, |a| a.value),
         trusted_proxy_header: proxying.as_ref().map(|(h, _)| h.clone()),
         trusted_proxies: proxying.map(|(_, p)| p).unwrap_or_default(),
+        tls,
     })
+}
+
+#[derive(Clone, Copy)]
+enum ClientAuth {
+    Optional,
+    Required,
+}
+
+fn client_auth(s: &str) -> Result<ClientAuth, String> {
+    match s {
+        "optional" => Ok(ClientAuth::Optional),
+        "required" => Ok(ClientAuth::Required),
+        _ => Err(format!(
+            "{:?} is not a client certificate mode; use \"optional\" (ask, serve clients without one) or \"required\" (refuse clients without a verified certificate)",
+            s.chars().take(64).collect::<String>()
+        )),
+    }
+}
+
+/// `tls_cert_file` and `tls_key_file` go together; client certificates need both and a CA.
+fn read_server_tls(cx: &mut Cx<'_>, t: &mut Table<'_>) -> Result<Option<ServerTls>, Invalid> {
+    let cert = t.opt(cx, "tls_cert_file", file_path);
+    let key = t.opt(cx, "tls_key_file", file_path);
+    let ca = t.opt(cx, "tls_client_ca_file", file_path);
+    let auth = t.opt(cx, "tls_client_auth", client_auth);
+    let (cert, key, ca, auth) = (cert?, key?, ca?, auth?);
+    let ca_span = ca.as_ref().map(|ca| ca.span.clone()).unwrap_or_default();
+    let client_certificates = match (ca, auth) {
+        (None, None) => ClientCertificates::NotRequested,
+        (
+            Some(ca),
+            None
+            | Some(At {
+                value: ClientAuth::Optional,
+                ..
+            }),
+        ) => ClientCertificates::Optional { ca_file: ca.value },
+        (
+            Some(ca),
+            Some(At {
+                value: ClientAuth::Required,
+                ..
+            }),
+        ) => ClientCertificates::Required { ca_file: ca.value },
+        (None, Some(auth)) => {
+            cx.error(
+                &auth.span,
+                &t.key("tls_client_auth"),
+                "`tls_client_auth` needs `tls_client_ca_file`: the CA certificates (PEM) that sign the clients' certificates",
+            );
+            return Err(Invalid);
+        }
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTls {
+            cert_file: cert.value,
+            key_file: key.value,
+            client_certificates,
+        })),
+        (Some(cert), None) => {
+            cx.error(
+                &cert.span,
+                &t.key("tls_cert_file"),
+                "`tls_cert_file` needs `tls_key_file`: the certificate's private key (PEM)",
+            );
+            Err(Invalid)
+        }
+        (None, Some(key)) => {
+            cx.error(
+                &key.span,
+                &t.key("tls_key_file"),
+                "`tls_key_file` needs `tls_cert_file`: the certificate (PEM, a chain allowed)",
+            );
+            Err(Invalid)
+        }
+        (None, None) => match client_certificates {
+            ClientCertificates::NotRequested => Ok(None),
+            ClientCertificates::Optional { .. } | ClientCertificates::Required { .. } => {
+                cx.error(
+                    &ca_span,
+                    &t.key("tls_client_ca_file"),
+                    "client certificates need native TLS: set `tls_cert_file` and `tls_key_file` too",
+                );
+                Err(Invalid)
+            }
+        },
+    }
 }
 
 enum Either<T> {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kairos_config::{
-    Catalog, ConfigBundle, ConfigDiff, IssuerName, JwksRef, OverCap, Privileges, SecretRef,
-    StoreLocation, TargetKind, Tier,
+    Catalog, ClientCertificates, ConfigBundle, ConfigDiff, IssuerName, JwksRef, OverCap,
+    Privileges, SecretRef, StoreLocation, TargetKind, Tier,
 };
 use kairos_domain::{
     DecisionOutcome, EntitlementName, IdentityName, Principal, TargetName, Task, TaskKind, TaskRef,
@@ -1563,5 +1563,68 @@ fn a_trusted_proxy_header_needs_trusted_proxies_and_the_reverse() {
             "kairos.toml:2: server.trusted_proxy_header: \"x forwarded\" is not an HTTP header name",
             "kairos.toml:3: server.trusted_proxies[0]: \"10.0.0.0/33\": the prefix length",
         ],
+    );
+}
+
+#[test]
+fn server_tls_keys_go_together() {
+    let server = |extra: &str| {
+        load(&format!("[server]\n{extra}{}", pre(IDENTITY)))
+            .server()
+            .unwrap()
+            .tls
+            .clone()
+    };
+    assert_eq!(server(""), None);
+    let files = "tls_cert_file = \"/etc/kairos/tls.crt\"\ntls_key_file = \"/etc/kairos/tls.key\"\n";
+    let tls = server(files).unwrap();
+    assert_eq!(
+        (tls.cert_file.as_str(), tls.key_file.as_str()),
+        ("/etc/kairos/tls.crt", "/etc/kairos/tls.key")
+    );
+    assert_eq!(tls.client_certificates, ClientCertificates::NotRequested);
+    // A CA alone asks for certificates without requiring them.
+    let ca = "tls_client_ca_file = \"clients.pem\"\n";
+    assert_eq!(
+        server(&format!("{files}{ca}")).unwrap().client_certificates,
+        ClientCertificates::Optional {
+            ca_file: "clients.pem".into()
+        }
+    );
+    assert_eq!(
+        server(&format!("{files}{ca}tls_client_auth = \"required\"\n"))
+            .unwrap()
+            .client_certificates,
+        ClientCertificates::Required {
+            ca_file: "clients.pem".into()
+        }
+    );
+
+    let check_server = |extra: &str, expected: &str| {
+        check(&format!("[server]\n{extra}{}", pre(IDENTITY)), &[expected]);
+    };
+    check_server(
+        "tls_cert_file = \"tls.crt\"\n",
+        "kairos.toml:2: server.tls_cert_file: `tls_cert_file` needs `tls_key_file`",
+    );
+    check_server(
+        "tls_key_file = \"tls.key\"\n",
+        "kairos.toml:2: server.tls_key_file: `tls_key_file` needs `tls_cert_file`",
+    );
+    check_server(
+        ca,
+        "kairos.toml:2: server.tls_client_ca_file: client certificates need native TLS",
+    );
+    check_server(
+        &format!("{files}tls_client_auth = \"required\"\n"),
+        "kairos.toml:4: server.tls_client_auth: `tls_client_auth` needs `tls_client_ca_file`",
+    );
+    check_server(
+        &format!("{files}{ca}tls_client_auth = \"always\"\n"),
+        "kairos.toml:5: server.tls_client_auth: \"always\" is not a client certificate mode; use \"optional\"",
+    );
+    check_server(
+        "tls_cert_file = 7\n",
+        "kairos.toml:2: server.tls_cert_file: expected a string",
     );
 }

@@ -78,7 +78,17 @@ pub(crate) fn describe(e: &RedisError) -> String {
     match (e.code(), e.detail()) {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         (Some(code), None) => code.to_owned(),
-        _ => e.to_string(),
+        _ => {
+            let text = e.to_string();
+            if text.contains("invalid peer certificate") {
+                format!(
+                    "{text} (the server's TLS certificate does not verify against the CA file \
+                     in the admin URL's ssl-ca, or against the public web roots without one)"
+                )
+            } else {
+                text
+            }
+        }
     }
 }
 

@@ -50,6 +50,18 @@
 //! unknown command, say) is also reported as `BadPrivileges`. The rules are the operator's
 //! decision: `allcommands` or `+@admin` make the account an administrator, and are accepted.
 //!
+//! # TLS
+//!
+//! An admin URL `rediss://[user:password@]host:port` speaks TLS (rustls) and checks the
+//! server's certificate and name: against the CA certificates of the PEM file named by
+//! `?ssl-ca=/path/ca.pem` (as MariaDB URLs name it), else against the public web roots.
+//! The CA file is read when the connector is built (a missing file or one without a
+//! certificate is refused then, naming the file), and it applies to every admin
+//! connection and to the fresh connection of the login check in `verify_gone`. A server
+//! whose certificate does not verify is `Unreachable` with the reason (e.g. an unknown
+//! issuer), and nothing is created. `#insecure` (no certificate check) is refused, and so is
+//! `ssl-ca` on a plain `redis://` URL.
+//!
 //! # Connections and errors
 //!
 //! Kairos's admin connection (from [`RedisSettings::admin_url`]) is one multiplexed
@@ -114,7 +126,9 @@ pub struct RedisSettings {
     /// The target's name in the catalog (appears in errors).
     pub target: String,
     /// `redis://[user:password@]host:port` of an account allowed to run `ACL` (`SETUSER`,
-    /// `GETUSER`, `DELUSER`, `USERS`, `SAVE`), `CLIENT KILL` and, optionally, `CONFIG GET`.
+    /// `GETUSER`, `DELUSER`, `USERS`, `SAVE`), `CLIENT KILL` and, optionally, `CONFIG GET`;
+    /// `rediss://…` for TLS, with `?ssl-ca=FILE` when a private CA signed the server's
+    /// certificate (see the crate docs, "TLS").
     pub admin_url: SecretString,
     /// Every account Kairos creates here starts with this ([`DEFAULT_MANAGED_PREFIX`]).
     pub managed_prefix: String,
@@ -202,13 +216,65 @@ impl RedisConnector {
             .map_err(|_| {
                 failed("the admin URL is not a valid redis://[user:password@]host:port URL")
             })?;
+        let ca_file = ssl_ca(admin_url.expose_secret());
         let (admin_host, port) = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+            ConnectionAddr::Tcp(host, port) => {
+                if ca_file.is_some() {
+                    return Err(failed(
+                        "the admin URL names a CA file (ssl-ca) but is redis://: write rediss:// for TLS",
+                    ));
+                }
+                (host.clone(), *port)
+            }
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => {
+                if *insecure {
+                    return Err(failed(
+                        "the admin URL turns certificate checks off (#insecure); Kairos always checks the server's certificate: give its CA with ?ssl-ca=FILE instead",
+                    ));
+                }
+                (host.clone(), *port)
+            }
             _ => {
                 return Err(failed(
-                    "the admin URL must be redis://host:port (TLS and unix sockets are not supported by this connector)",
+                    "the admin URL must be redis://host:port or rediss://host:port (unix sockets are not supported by this connector)",
                 ));
             }
+        };
+        // The CA that must have signed the server's certificate, for every admin connection
+        // and the login check; without one, the public web roots.
+        let root_cert = match &ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    failed(&format!(
+                        "cannot read the CA file {path} (ssl-ca in the admin URL): {e}"
+                    ))
+                })?;
+                if !pem
+                    .windows(CERTIFICATE_PEM.len())
+                    .any(|w| w == CERTIFICATE_PEM)
+                {
+                    return Err(failed(&format!(
+                        "the CA file {path} (ssl-ca in the admin URL) holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"
+                    )));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let client = |info: redis::ConnectionInfo| match &root_cert {
+            Some(pem) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => Client::open(info),
         };
         let redactor = Redactor::new(
             [
@@ -225,10 +291,10 @@ impl RedisConnector {
             .clone()
             .set_lib_name("kairos-connector-redis", env!("CARGO_PKG_VERSION"));
         let probe_settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
-        let admin = Client::open(info.clone().set_redis_settings(admin_settings))
-            .map_err(|_| failed("the admin URL could not be used"))?;
-        let probe = Client::open(info.set_redis_settings(probe_settings))
-            .map_err(|_| failed("the admin URL could not be used"))?;
+        let admin = client(info.clone().set_redis_settings(admin_settings))
+            .map_err(|e| failed(&unusable(&e, ca_file.as_deref())))?;
+        let probe = client(info.set_redis_settings(probe_settings))
+            .map_err(|e| failed(&unusable(&e, ca_file.as_deref())))?;
         Ok(Self {
             admin_addr: format!("{admin_host}:{port}"),
             host: connect_host.unwrap_or(admin_host),
@@ -402,6 +468,27 @@ impl RedisConnector {
             Err(e) if e.code() == Some("WRONGPASS") => Ok(()),
             Err(e) => Err(probe_error("AUTH (login check)", &e)),
         }
+    }
+}
+
+/// The start of a PEM certificate.
+const CERTIFICATE_PEM: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+/// The `ssl-ca` query parameter of the admin URL (as MariaDB URLs name it): the CA file
+/// that signed the server's certificate.
+fn ssl_ca(admin_url: &str) -> Option<String> {
+    let url = url::Url::parse(admin_url).ok()?;
+    url.query_pairs()
+        .find(|(key, _)| key == "ssl-ca")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Why a client could not be built; with a CA file, most likely the file (the error names
+/// no part of the URL).
+fn unusable(e: &redis::RedisError, ca_file: Option<&str>) -> String {
+    match ca_file {
+        Some(path) => format!("the CA file {path} (ssl-ca in the admin URL) cannot be used: {e}"),
+        None => "the admin URL could not be used".to_owned(),
     }
 }
 

@@ -288,6 +288,62 @@ impl Certificates {
             key: dir.join("server.key"),
         }
     }
+
+    /// Another certificate signed by this CA, with a new P-256 key: `NAME.crt` and
+    /// `NAME.key` beside the CA's files, for subject `/CN=cn` with the extensions in
+    /// `ext` (openssl's `-extfile` syntax, e.g. `"extendedKeyUsage = clientAuth"` for a
+    /// client, `"subjectAltName = IP:127.0.0.1"` for another server certificate).
+    /// Returns (certificate, key).
+    pub fn issue(&self, name: &str, cn: &str, ext: &str) -> (PathBuf, PathBuf) {
+        let dir = self.ca.parent().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        };
+        let (key, csr, crt, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        std::fs::write(dir.join(&extfile), format!("{ext}\n")).unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &extfile,
+            "-out",
+            &crt,
+        ]);
+        (dir.join(crt), dir.join(key))
+    }
 }
 
 /// `Some((uid, gid))` of the `postgres` system user when we run as root (the server

@@ -38,35 +38,55 @@ enum Top {
     Client(kairos_cli::Command),
 }
 
-/// The client options (`--addr`, `--token`, `--json`) are global to the client commands
+/// The client options (`--addr`, `--token`, `--json`, `--ca-file`, `--cert-file`, `--key-file`) are global to the client commands
 /// but mean nothing to `kairos server`: it gets hidden options of the same ids, so they are
 /// not shown in its help and are refused with a pointer to what the server takes instead.
 fn command() -> clap::Command {
-    const CLIENT_ONLY: [(&str, &str); 3] = [
+    const CLIENT_ONLY: [(&str, &str, &str); 6] = [
         (
+            "addr",
             "addr",
             "--addr is a client option; the server listens on --listen",
         ),
         (
             "token",
+            "token",
             "--token is a client option; the server's admin token is KAIROS_ADMIN_TOKEN or --dev-admin-token",
         ),
         (
             "json",
+            "json",
             "--json is a client option; the server logs JSON with --log-json",
+        ),
+        (
+            "ca_file",
+            "ca-file",
+            "--ca-file is a client option; the server's TLS files are --tls-cert-file, --tls-key-file and --tls-client-ca-file",
+        ),
+        (
+            "cert_file",
+            "cert-file",
+            "--cert-file is a client option; the server's certificate is --tls-cert-file",
+        ),
+        (
+            "key_file",
+            "key-file",
+            "--key-file is a client option; the server's key is --tls-key-file",
         ),
     ];
     Cli::command().mut_subcommand("server", |server| {
-        CLIENT_ONLY.into_iter().fold(server, |server, (id, why)| {
-            server.arg(
-                clap::Arg::new(id)
-                    .long(id)
-                    .hide(true)
-                    .num_args(0..=1)
-                    .default_missing_value("")
-                    .value_parser(move |_: &str| Err::<String, _>(why)),
-            )
-        })
+        CLIENT_ONLY
+            .into_iter()
+            .fold(server, |server, (id, long, why)| {
+                server.arg(
+                    clap::Arg::new(id)
+                        .long(long)
+                        .hide(true)
+                        .num_args(0..=1)
+                        .default_missing_value("")
+                        .value_parser(move |_: &str| Err::<String, _>(why)),
+                )
+            })
     })
 }
 

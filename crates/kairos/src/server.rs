@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kairos_broker::{Broker, BrokerSettings};
-use kairos_config::{Catalog, ConfigBundle, SecretRef, StoreLocation};
+use kairos_config::{
+    Catalog, ClientCertificates, ConfigBundle, SecretRef, ServerTls, StoreLocation,
+};
 use kairos_crypto::seal::MasterKey;
 use kairos_domain::{Principal, SystemClock};
 use kairos_store::{BootstrapOutcome, SqlStore};
@@ -35,7 +37,24 @@ pub struct ServerArgs {
     /// Store URL: sqlite://PATH or postgres://USER@HOST/DB. Dev default: sqlite under --data.
     #[arg(long, env = "KAIROS_STORE")]
     store: Option<String>,
-    /// Public base URL of this broker (the `iss` of its tokens). Default: http://LISTEN.
+    /// Serve HTTPS with this certificate (PEM; the leaf first, then intermediates).
+    /// Overrides [server] tls_cert_file. The file is read again when it changes.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM). Overrides [server] tls_key_file.
+    #[arg(long, value_name = "FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// Ask clients for a certificate signed by one of these CAs (PEM bundle).
+    /// Overrides [server] tls_client_ca_file.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// Whether a client without a verified certificate is served (`optional`, the default
+    /// with a client CA) or refused at the handshake (`required`). Overrides
+    /// [server] tls_client_auth.
+    #[arg(long, value_enum, value_name = "MODE")]
+    tls_client_auth: Option<ClientAuthMode>,
+    /// Public base URL of this broker (the `iss` of its tokens). Default: http://LISTEN,
+    /// or https://LISTEN with native TLS.
     #[arg(long, env = "KAIROS_ISSUER_URL")]
     issuer_url: Option<String>,
     /// Log as JSON lines instead of text.
@@ -83,6 +102,85 @@ pub struct ServerArgs {
     /// How long one notification delivery attempt may take, in ms.
     #[arg(long, default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(100..))]
     notify_timeout_ms: u64,
+}
+
+/// `--tls-client-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientAuthMode {
+    Optional,
+    Required,
+}
+
+/// The listener's TLS settings from the flags and `[server]` (a flag wins over its key),
+/// each file labelled with where it was named; `None`: plain HTTP.
+fn tls_settings(
+    args: &ServerArgs,
+    config: Option<&ServerTls>,
+) -> anyhow::Result<Option<kairos_tls::TlsSettings>> {
+    use kairos_tls::{ClientAuth, PemFile};
+    let key_in_config = |key: &str| match &args.config {
+        Some(file) => format!("[server] {key} in {}", file.display()),
+        None => format!("[server] {key}"),
+    };
+    let pick = |flag: &Option<PathBuf>, flag_name: &str, key: &str, value: Option<&String>| match (
+        flag, value,
+    ) {
+        (Some(path), _) => Some(PemFile::new(path, flag_name)),
+        (None, Some(path)) => Some(PemFile::new(path, key_in_config(key))),
+        (None, None) => None,
+    };
+    let cert = pick(
+        &args.tls_cert_file,
+        "--tls-cert-file",
+        "tls_cert_file",
+        config.map(|t| &t.cert_file),
+    );
+    let key = pick(
+        &args.tls_key_file,
+        "--tls-key-file",
+        "tls_key_file",
+        config.map(|t| &t.key_file),
+    );
+    let (config_ca, config_mode) = match config.map(|t| &t.client_certificates) {
+        None | Some(ClientCertificates::NotRequested) => (None, None),
+        Some(ClientCertificates::Optional { ca_file }) => {
+            (Some(ca_file), Some(ClientAuthMode::Optional))
+        }
+        Some(ClientCertificates::Required { ca_file }) => {
+            (Some(ca_file), Some(ClientAuthMode::Required))
+        }
+    };
+    let ca = pick(
+        &args.tls_client_ca_file,
+        "--tls-client-ca-file",
+        "tls_client_ca_file",
+        config_ca,
+    );
+    let client_auth = match (ca, args.tls_client_auth.or(config_mode)) {
+        (None, None) => ClientAuth::NotRequested,
+        (Some(ca), None | Some(ClientAuthMode::Optional)) => ClientAuth::Optional(ca),
+        (Some(ca), Some(ClientAuthMode::Required)) => ClientAuth::Required(ca),
+        (None, Some(_)) => bail!(
+            "--tls-client-auth needs --tls-client-ca-file (or [server] tls_client_ca_file): the CA certificates (PEM) that sign the clients' certificates"
+        ),
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(kairos_tls::TlsSettings {
+            cert,
+            key,
+            client_auth,
+        })),
+        (None, None) if client_auth == ClientAuth::NotRequested => Ok(None),
+        (None, None) => bail!(
+            "client certificates need native TLS: give --tls-cert-file and --tls-key-file (or [server] tls_cert_file and tls_key_file)"
+        ),
+        (Some(cert), None) => bail!(
+            "the certificate {cert} needs its private key: give --tls-key-file (or [server] tls_key_file)"
+        ),
+        (None, Some(key)) => bail!(
+            "the private key {key} needs its certificate: give --tls-cert-file (or [server] tls_cert_file)"
+        ),
+    }
 }
 
 fn init_logging(json: bool) {
@@ -195,6 +293,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         bail!("give --dev for a self-contained development broker, or --config kairos.toml");
     }
 
+    // TLS files are read before anything is opened: a bad file changes nothing.
+    let tls = match tls_settings(&args, server_settings.tls.as_ref())? {
+        Some(settings) => {
+            let cert =
+                kairos_tls::ReloadingCert::load(settings.cert.clone(), settings.key.clone())?;
+            Some(Arc::new(kairos_tls::server_config(
+                &settings,
+                Arc::new(cert),
+            )?))
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
     // Store, master key and listen address. Dev mode keeps everything under --data and
     // ignores [server] store/listen; production reads them from [server] (flags win).
     let (store_url, master, listen) = if args.dev {
@@ -255,7 +367,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         issuer_url: args
             .issuer_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
+            .unwrap_or_else(|| format!("{scheme}://{addr}")),
         pending_timeout: server_settings.pending_timeout.as_duration(),
         provisioning_grace: args.provisioning_grace.as_duration(),
         revocation_lease: args.revocation_lease.as_duration(),
@@ -333,7 +445,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 
     println!(
-        "kairos: listening on http://{addr} (store: {})",
+        "kairos: listening on {scheme}://{addr} (store: {})",
         broker.store().backend()
     );
     if args.dev {
@@ -347,7 +459,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             ),
             _ => {}
         }
-        println!("kairos: export KAIROS_ADDR=http://{addr}");
+        println!("kairos: export KAIROS_ADDR={scheme}://{addr}");
     }
     tracing::info!(%addr, store = broker.store().backend(), dev = args.dev, "kairos serving");
 
@@ -369,14 +481,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let app = kairos_api::router(Arc::clone(&broker))
         .merge(kairos_console::router(Arc::clone(&broker), console));
     // Peer addresses reach the handlers (usage monitoring records where requests and
-    // introspections come from).
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving HTTP")?;
+    // introspections come from); over TLS, so do verified client certificates.
+    match tls {
+        Some(config) => kairos_tls::serve(listener, config, app, shutdown_signal()).await,
+        None => axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?,
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), background).await;
     tracing::info!("kairos stopped");

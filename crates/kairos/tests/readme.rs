@@ -1,5 +1,5 @@
 //! README's walk-throughs run as written: the `sh` blocks of "Quickstart", "Console", "Dynamic
-//! database accounts", "Governance" and "Notifications" are extracted in order and run in one
+//! database accounts", "Governance", "Notifications" and "TLS" are extracted in order and run in one
 //! bash session (`set -e`, so every line must succeed), against the machine's PostgreSQL,
 //! MariaDB and Redis (and PyPI, for the notification receiver's Standard Webhooks library).
 //!
@@ -21,12 +21,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "## Quickstart",
     "## Console",
     "## Dynamic database accounts",
     "## Governance",
     "## Notifications",
+    "## TLS",
 ];
 const SCRATCH: &str = "/tmp/kairos-demo";
 /// The broker's default address, as the README writes it.
@@ -98,6 +99,8 @@ __start_server() {
   __kairos_server_pid=$!
   for _ in $(seq 1 200); do
     if curl -sf "http://$__broker/v1/health" >/dev/null; then return 0; fi
+    # Native TLS: only whether it answers (the walk-through itself checks the certificate).
+    if curl -sfk "https://$__broker/v1/health" >/dev/null; then return 0; fi
     if ! kill -0 "$__kairos_server_pid" 2>/dev/null; then cat "$__scratch/server.log" >&2; return 1; fi
     sleep 0.1
   done
@@ -210,6 +213,7 @@ fn readme_walkthroughs_run_as_written() {
         "pg_roles+login",               // the PostgreSQL receipt
         "refused: the account is gone", // the released account no longer logs in
         "mysql.user+login",             // the MariaDB receipt
+        "refused: TLS 1.1",             // native TLS speaks 1.2 and 1.3 only
     ] {
         assert!(
             stdout.contains(promise),
@@ -243,6 +247,11 @@ fn readme_walkthroughs_run_as_written() {
     }
     let verified = stdout[..start].lines().last().unwrap_or_default();
     assert_eq!(verified.trim(), "1", "signatures verified:\n{stdout}");
+    // Native TLS: the metadata's issuer is the https address.
+    assert!(
+        stdout.contains(&format!("https://127.0.0.1:{}\n", ports.broker)),
+        "the metadata does not say https:\n{stdout}"
+    );
     // Introspection answers active before the release and inactive after it.
     let active = stdout.find("active").expect("introspection output");
     assert!(stdout[active..].contains("false"), "{stdout}");

@@ -143,8 +143,39 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     pub fn start(extra: &[&str]) -> Self {
         let port = free_port();
+        let port_arg = port.to_string();
+        Self::spawn(port, &["--port", &port_arg], extra)
+    }
+
+    /// TLS only (no plain port), with the server certificate of `certs`; clients show no
+    /// certificate.
+    pub fn start_tls(certs: &kairos_testkit::Certificates) -> Self {
+        let port = free_port();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        let (cert, key, ca) = (path(&certs.cert), path(&certs.key), path(&certs.ca));
+        Self::spawn(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "no",
+            ],
+            &[],
+        )
+    }
+
+    fn spawn(port: u16, ports: &[&str], extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
+            .args(ports)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(extra)
