@@ -1,7 +1,7 @@
 //! README's walk-throughs run as written: the `sh` blocks of "Quickstart", "Console", "Dynamic
-//! database accounts", "Governance" and "Notifications" are extracted in order and run in one
-//! bash session (`set -e`, so every line must succeed), against the machine's PostgreSQL,
-//! MariaDB and Redis (and PyPI, for the notification receiver's Standard Webhooks library).
+//! database accounts", "Governance", "Notifications" and "Policies in Rego" are extracted in
+//! order and run in one bash session (`set -e`, so every line must succeed), against the
+//! machine's PostgreSQL, MariaDB and Redis (and PyPI, for the notification receiver's Standard Webhooks library).
 //!
 //! Only these things are changed, each standing in for what a person does by hand:
 //! - `cargo build …` becomes putting the test's own `kairos` binary on PATH (the build is done);
@@ -21,12 +21,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "## Quickstart",
     "## Console",
     "## Dynamic database accounts",
     "## Governance",
     "## Notifications",
+    "## Policies in Rego",
 ];
 const SCRATCH: &str = "/tmp/kairos-demo";
 /// The broker's default address, as the README writes it.
