@@ -15,8 +15,8 @@
 
 use kairos_domain::{Decision, DecisionOutcome};
 
-/// The one decision for the engines' decisions (Cedar's first). `None` when no engine
-/// is in use: nothing permits, so deny.
+/// The one decision for the engines' decisions (Cedar's first). With no decision (no
+/// engine in use) nothing permits, so deny.
 pub(crate) fn combine(decisions: &[Decision]) -> Decision {
     let Some(first) = decisions.first() else {
         return Decision {

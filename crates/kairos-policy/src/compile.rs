@@ -42,9 +42,12 @@ pub(crate) fn compile(files: &[PolicySource]) -> Result<Compiled, PolicyErrors> 
             if let Some(first) = policies.get(&meta.id) {
                 errors.push(PolicyError::at(
                     meta.location.clone(),
-                    PolicyErrorKind::DuplicateId {
-                        id: meta.id.clone(),
-                        first: first.location.clone(),
+                    PolicyErrorKind::Invalid {
+                        policy: meta.id.clone(),
+                        message: format!(
+                            "policy id {:?} is already used by the policy at {}: a Rego file's id is its file name, which must be unique across all policy files; rename one of them",
+                            meta.id, first.location
+                        ),
                     },
                 ));
                 continue;
