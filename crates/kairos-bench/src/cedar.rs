@@ -22,7 +22,7 @@ pub struct CedarResult {
 }
 
 /// The three policies every set starts with (as in the integration tests).
-const BASE: &str = r#"
+pub(crate) const BASE: &str = r#"
 @id("ci-read-auto")
 @reason("CI jobs may read orders without approval")
 permit (principal, action == Kairos::Action::"request", resource == Kairos::Entitlement::"orders-api/read")
@@ -61,7 +61,7 @@ pub fn policy_text(count: usize) -> String {
     text
 }
 
-fn input() -> anyhow::Result<PolicyInput> {
+pub(crate) fn input() -> anyhow::Result<PolicyInput> {
     Ok(PolicyInput {
         action: kairos_policy::PolicyAction::Request,
         identity: IdentityFacts {

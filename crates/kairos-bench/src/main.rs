@@ -23,6 +23,7 @@ mod machine;
 mod noop;
 mod pg;
 mod pgbench;
+mod rego;
 mod report;
 mod restart;
 mod server;
@@ -54,7 +55,7 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Run only these sections (comma-separated): http, accounts, expiry, restart, cedar,
-    /// console.
+    /// rego (with Cedar's 3-policy floor beside it), console.
     /// The report then says which figures were not run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
@@ -73,6 +74,7 @@ pub enum Section {
     Expiry,
     Restart,
     Cedar,
+    Rego,
     Console,
 }
 
@@ -250,6 +252,14 @@ fn main() -> anyhow::Result<()> {
             eprintln!("Cedar decisions with {count} policies...");
             report.cedar.push(cedar::measure(count, plan.cedar)?);
         }
+    }
+    if runs(Section::Rego) {
+        if !report.cedar.iter().any(|c| c.policies == 3) {
+            eprintln!("Cedar decisions with 3 policies (Rego's floor)...");
+            report.cedar.push(cedar::measure(3, plan.cedar)?);
+        }
+        eprintln!("Rego decisions with the same 3 policies...");
+        report.rego = Some(rego::measure(plan.cedar).map_err(|e| format!("{e:#}")));
     }
 
     report.total = started.elapsed();

@@ -634,6 +634,47 @@ fn cedar_errors_point_into_the_policy_file() {
 }
 
 #[test]
+fn rego_files_load_beside_cedar_and_their_errors_point_into_them() {
+    let toml = pre("[policy]\nfiles = [\"policies/*.cedar\", \"policies/*.rego\"]\n");
+    let good = "package kairos\n\nallow[\"all\"] := \"fine\"\n";
+    let catalog = Catalog::from_bundle(&bundle_with(
+        &toml,
+        &[
+            ("ci-jwks.json", JWKS),
+            (
+                "policies/a.cedar",
+                "@id(\"a\") permit (principal, action, resource);\n",
+            ),
+            ("policies/guard.rego", good),
+        ],
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        catalog.policies().policy_ids().collect::<Vec<_>>(),
+        ["a", "guard.rego"]
+    );
+    check_bundle(
+        &bundle_with(
+            &toml,
+            &[
+                ("ci-jwks.json", JWKS),
+                (
+                    "policies/a.cedar",
+                    "@id(\"a\") permit (principal, action, resource);\n",
+                ),
+                (
+                    "policies/guard.rego",
+                    "package kairos\n\nallow[\"all\"] := \"fine\" if {\n    input.resource.tire == \"low\"\n}\n",
+                ),
+            ],
+        ),
+        &[
+            "policies/guard.rego:4:5: policy guard.rego: input.resource.tire: input.resource has no field \"tire\"",
+        ],
+    );
+}
+
+#[test]
 fn all_errors_are_reported_together() {
     let toml = pre(&format!(
         "{}\n[[entitlement]]\nname = \"orders-api/read\"\ntier = \"low\"\nmax_ttl = \"9h\"\nscopes = [\"r\"]\nextra = 1\n",

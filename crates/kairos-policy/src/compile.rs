@@ -7,7 +7,7 @@ use cedar_policy::{Effect, PolicyId, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
 use crate::error::{PolicyError, PolicyErrorKind, PolicyErrors, SourceLocation};
-use crate::{CompiledPolicy, MAX_APPROVALS, PolicyEffect, PolicySource, SCHEMA};
+use crate::{CompiledPolicy, MAX_APPROVALS, PolicyEffect, PolicyLanguage, PolicySource, SCHEMA};
 
 /// Annotations Kairos reads. Anything else is refused, so that a misspelt
 /// `@approval("2")` cannot silently turn into an auto-grant.
@@ -16,14 +16,46 @@ const KNOWN_ANNOTATIONS: [&str; 4] = ["id", "approvals", "reason", "description"
 pub(crate) struct Compiled {
     pub cedar: cedar_policy::PolicySet,
     pub policies: BTreeMap<String, CompiledPolicy>,
+    pub rego: Vec<crate::rego::RegoModule>,
 }
 
 pub(crate) fn compile(files: &[PolicySource]) -> Result<Compiled, PolicyErrors> {
     let mut errors = Vec::new();
     let mut cedar = cedar_policy::PolicySet::new();
     let mut policies: BTreeMap<String, CompiledPolicy> = BTreeMap::new();
+    let mut rego = Vec::new();
 
     for file in files {
+        if PolicyLanguage::of(&file.path) == PolicyLanguage::Rego {
+            let Some(module) = crate::rego::compile_file(file, &mut errors) else {
+                continue;
+            };
+            let meta = CompiledPolicy {
+                id: module.name.clone(),
+                location: SourceLocation::from_offset(&file.path, &file.text, 0),
+                effect: PolicyEffect::Rego,
+                approvals: 0,
+                reason: None,
+                description: None,
+                text: file.text.clone(),
+            };
+            if let Some(first) = policies.get(&meta.id) {
+                errors.push(PolicyError::at(
+                    meta.location.clone(),
+                    PolicyErrorKind::Invalid {
+                        policy: meta.id.clone(),
+                        message: format!(
+                            "policy id {:?} is already used by the policy at {}: a Rego file's id is its file name, which must be unique across all policy files; rename one of them",
+                            meta.id, first.location
+                        ),
+                    },
+                ));
+                continue;
+            }
+            policies.insert(meta.id.clone(), meta);
+            rego.push(module);
+            continue;
+        }
         for (policy, meta) in compile_file(file, &mut errors) {
             if let Some(first) = policies.get(&meta.id) {
                 errors.push(PolicyError::at(
@@ -55,7 +87,11 @@ pub(crate) fn compile(files: &[PolicySource]) -> Result<Compiled, PolicyErrors> 
 
     match PolicyErrors::from_vec(errors) {
         Some(errors) => Err(errors),
-        None => Ok(Compiled { cedar, policies }),
+        None => Ok(Compiled {
+            cedar,
+            policies,
+            rego,
+        }),
     }
 }
 

@@ -1,5 +1,7 @@
-//! Kairos policy: compiles the operators' [Cedar](https://www.cedarpolicy.com) policies
-//! and decides each access request: **deny**, **grant now**, or **pending N approvals**.
+//! Kairos policy: compiles the operators' [Cedar](https://www.cedarpolicy.com) and
+//! [Rego](https://www.openpolicyagent.org/docs/policy-language) policies and decides each
+//! access request: **deny**, **grant now**, or **pending N approvals**. Policy files whose
+//! names end in `.rego` are Rego (see "Policies in Rego" below), all others Cedar.
 //!
 //! Invariant: this crate does no IO. It gets policy *texts* and request *facts* and
 //! returns decisions; reading files is the config crate's job.
@@ -104,10 +106,77 @@
 //! when { principal.kind == "bot" && resource.tier == "critical" };
 //! ```
 
+//!
+//! # Policies in Rego
+//!
+//! A `.rego` file is evaluated in process (`regorus`) on one `input` document that holds
+//! the same facts, under the same names, as Cedar's principal, resource and context:
+//!
+//! ```json
+//! {
+//!   "action": "request",
+//!   "principal": {"name": "nightly-backup", "kind": "ci-job", "owner": "payments", "issuer": "ci"},
+//!   "resource": {"name": "orders-api/read", "target": "orders-api", "role": "read",
+//!                "tier": "low", "max_ttl_secs": 3600},
+//!   "context": {"ttl_secs": 900, "task_kind": "job", "task_ref": "run-42",
+//!               "reason": "nightly backup", "requester": "workload:nightly-backup",
+//!               "requester_kind": "workload", "renewal": false, "break_glass": false,
+//!               "open_reviews": 0, "source_ip": "10.0.0.7"}
+//! }
+//! ```
+//!
+//! `action` is `request` or `renew` (for a renewal, `ttl_secs` is the grant's whole
+//! lifetime after it, as for Cedar); `source_ip` is absent when unknown. Kairos reads two
+//! rules of the file's package (any package name), both partial objects keyed by a rule
+//! id of the author's choosing:
+//!
+//! - `deny[id] := reason`: any entry denies, with its reason;
+//! - `allow[id] := reason`, or `allow[id] := {"approvals": N, "reason": reason}` (N from
+//!   0 to 10): any entry permits; the largest N over the entries says whether the
+//!   request is granted at once (0) or waits for N approvals.
+//!
+//! Nothing allowed means deny, as with Cedar. A rule is named in decisions and the audit
+//! log as `<file name>:<id>` (`base.rego:no-incident-admin`). Each file stands alone (it
+//! is compiled with Kairos's reader of its `deny` and `allow`, and does not see the other
+//! files' packages); its id in the set is its file name, which must be unique. An
+//! evaluation error (a conflict between two entries with one key, an entry of the wrong
+//! shape) denies the request and names the file.
+//!
+//! ```rego
+//! package kairos
+//!
+//! deny["no-incident-admin"] := "incident tasks may not use admin entitlements" if {
+//!     input.context.task_kind == "incident"
+//!     input.resource.role == "admin"
+//! }
+//!
+//! allow["high-needs-one"] := {"approvals": 1, "reason": "high-tier access needs one approver"} if {
+//!     input.resource.tier == "high"
+//! }
+//!
+//! allow["ci-jobs"] := "CI jobs may have the rest" if input.principal.kind == "ci-job"
+//! ```
+//!
+//! Checked at load, each problem with its file, line and column: syntax; unsafe variables
+//! and unknown functions (by regorus, and by one evaluation on a sample request); `deny`
+//! and `allow` written as anything but partial object rules (`deny contains ...`,
+//! `allow if ...`); and every dotted `input.…` reference, which must name a field of the
+//! document above (`input.context.tsk_kind` is an error, not a rule that never applies).
+//!
+//! # Cedar and Rego together
+//!
+//! Each engine in use decides on its own (Cedar is in use when a Cedar file is
+//! configured, or no policy file at all; Rego when a `.rego` file is), then: any deny
+//! wins, with the rules and reasons of every engine that denied; otherwise, if either
+//! asks for approvals, pending with the larger N and both engines' rules and reasons;
+//! otherwise granted. So a request is granted only when every engine in use grants it.
+
+mod combine;
 mod compile;
 mod decide;
 mod error;
 mod input;
+mod rego;
 mod slice;
 
 use std::collections::BTreeMap;
@@ -172,9 +241,30 @@ pub struct PolicySource {
 pub enum PolicyEffect {
     Permit,
     Forbid,
+    /// A Rego file: its `deny` and `allow` rules forbid and permit.
+    Rego,
 }
 
-/// One compiled policy and what Kairos read from its annotations.
+/// The language a policy file is written in, by its name: `.rego` files are Rego, every
+/// other file (`.cedar`) Cedar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyLanguage {
+    Cedar,
+    Rego,
+}
+
+impl PolicyLanguage {
+    pub fn of(path: &str) -> Self {
+        if path.ends_with(".rego") {
+            Self::Rego
+        } else {
+            Self::Cedar
+        }
+    }
+}
+
+/// One compiled policy and what Kairos read from its annotations; for Rego, one file
+/// (its id is the file's name, e.g. `base.rego`, and its text the whole file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledPolicy {
     pub id: String,
@@ -201,14 +291,27 @@ pub struct PolicySet {
     slicer: slice::Slicer,
     /// Shared by clones: entities do not depend on the policies.
     entities: Arc<decide::EntityCache>,
+    /// Whether Cedar decides: some Cedar file was given, or no file at all (so that no
+    /// policies still means deny).
+    cedar_in_use: bool,
+    /// The `.rego` files, each compiled; empty when Rego is not in use.
+    rego: Vec<rego::RegoModule>,
 }
 
 impl PolicySet {
     /// Parses and validates every file. Reports all problems found, each with its file,
     /// line and column.
+    /// Files ending in `.rego` are Rego, the others Cedar.
     pub fn compile(files: &[PolicySource]) -> Result<PolicySet, PolicyErrors> {
         let compiled = compile::compile(files)?;
-        Ok(Self::from_compiled(compiled.cedar, compiled.policies))
+        let cedar_in_use = files.is_empty()
+            || files
+                .iter()
+                .any(|f| PolicyLanguage::of(&f.path) == PolicyLanguage::Cedar);
+        let mut set = Self::from_compiled(compiled.cedar, compiled.policies);
+        set.cedar_in_use = cedar_in_use;
+        set.rego = compiled.rego;
+        Ok(set)
     }
 
     /// No policies: every request is denied.
@@ -230,7 +333,21 @@ impl PolicySet {
             policies,
             slicer,
             entities: Arc::default(),
+            cedar_in_use: true,
+            rego: Vec::new(),
         }
+    }
+
+    /// The engines that decide: Cedar, Rego, or both.
+    pub fn languages(&self) -> Vec<PolicyLanguage> {
+        let mut in_use = Vec::new();
+        if self.cedar_in_use {
+            in_use.push(PolicyLanguage::Cedar);
+        }
+        if !self.rego.is_empty() {
+            in_use.push(PolicyLanguage::Rego);
+        }
+        in_use
     }
 
     /// Policy ids, sorted.
@@ -265,9 +382,23 @@ impl PolicySet {
             .any(|p| p.text.contains("open_reviews"))
     }
 
-    /// Decides one request. Errors only if the facts cannot be expressed as Cedar
-    /// entities; policy evaluation errors end up in the decision's reason.
+    /// Decides one request: each engine in use decides, then deny wins, then the
+    /// largest number of approvals (see the crate docs, "Cedar and Rego together").
+    /// Errors only if the facts cannot be expressed as Cedar entities; policy evaluation
+    /// errors end up in the decision's reason.
     pub fn decide(&self, input: &PolicyInput) -> Result<kairos_domain::Decision, PolicyError> {
-        decide::decide(self, input)
+        let mut decisions = Vec::with_capacity(2);
+        if self.cedar_in_use {
+            decisions.push(decide::decide(self, input)?);
+        }
+        if !self.rego.is_empty() {
+            decisions.push(rego::decide(&self.rego, input));
+        }
+        Ok(combine::combine(&decisions))
+    }
+
+    /// The Rego engine's decision alone (deny when no `.rego` file is in the set).
+    pub fn decide_rego(&self, input: &PolicyInput) -> kairos_domain::Decision {
+        rego::decide(&self.rego, input)
     }
 }

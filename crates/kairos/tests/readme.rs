@@ -1,7 +1,8 @@
 //! README's walk-throughs run as written: the `sh` blocks of "Quickstart", "Console", "Dynamic
-//! database accounts", "Governance", "Notifications" and "TLS" are extracted in order and run in one
-//! bash session (`set -e`, so every line must succeed), against the machine's PostgreSQL,
-//! MariaDB and Redis (and PyPI, for the notification receiver's Standard Webhooks library).
+//! database accounts", "Governance", "Notifications", "Policies in Rego" and "TLS" are
+//! extracted in order and run in one bash session (`set -e`, so every line must succeed),
+//! against the machine's PostgreSQL, MariaDB and Redis (and PyPI, for the notification
+//! receiver's Standard Webhooks library). "TLS" comes last: it stops the walk-through's broker.
 //!
 //! Only these things are changed, each standing in for what a person does by hand:
 //! - `cargo build …` becomes putting the test's own `kairos` binary on PATH (the build is done);
@@ -21,12 +22,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "## Quickstart",
     "## Console",
     "## Dynamic database accounts",
     "## Governance",
     "## Notifications",
+    "## Policies in Rego",
     "## TLS",
 ];
 const SCRATCH: &str = "/tmp/kairos-demo";
