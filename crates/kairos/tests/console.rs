@@ -350,7 +350,10 @@ fn console_end_to_end(store: Option<&str>) {
     assert!(!page.contains("Revoke this grant"));
     let grants = browser.page("/ui/grants?identity=nightly-backup");
     assert!(grants.contains(&grant), "{grants}");
-    assert!(!grants.contains("/revoke"), "no revoke form for an approver: {grants}");
+    assert!(
+        !grants.contains("/revoke"),
+        "no revoke form for an approver: {grants}"
+    );
     let resp = browser.get("/ui/audit");
     assert_eq!(resp.status(), 403);
     // Nor may an approver revoke: the broker refuses, nothing ends.
