@@ -605,9 +605,10 @@ fn dpop_refusal(s: &AppState, e: BrokerError) -> Response {
             }
             r
         }
-        BrokerError::Invalid { code, message } if code == "dpop_proof_required" => {
-            oauth_error(StatusCode::BAD_REQUEST, "invalid_request", message)
-        }
+        BrokerError::Invalid {
+            code: "dpop_proof_required",
+            message,
+        } => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", message),
         e => broker_error(e),
     }
 }
