@@ -284,3 +284,32 @@ impl FromRequestParts<crate::AppState> for ClientSource {
         Ok(Self(Some(state.broker.client_address(peer, &values))))
     }
 }
+
+/// The `DPoP` header (RFC 9449), if there is one. Two of them, or one that is not
+/// visible ASCII, is refused as `invalid_dpop_proof`.
+pub struct DpopHeader(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for DpopHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all("dpop").iter();
+        let (first, second) = (values.next(), values.next());
+        match (first, second) {
+            (None, _) => Ok(Self(None)),
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "invalid_dpop_proof",
+                "send one DPoP header, not several (RFC 9449 §4.3)",
+            )),
+            (Some(value), None) => value
+                .to_str()
+                .map(|v| Self(Some(v.trim().to_owned())))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_dpop_proof",
+                        "the DPoP header must be a compact JWT (visible ASCII only)",
+                    )
+                }),
+        }
+    }
+}

@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiForm, ClientSource};
+use crate::extract::{ApiForm, ClientSource, DpopHeader};
 use crate::inputs::parse_ttl;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -34,6 +34,30 @@ pub struct TokenForm {
     token: String,
     #[allow(dead_code)]
     token_type_hint: Option<String>,
+}
+
+/// RFC 7662 introspection, with how the resource server received the token (Kairos's
+/// extension for DPoP, RFC 9449): with `htm` and `htu`, a token bound to a DPoP key is
+/// active only when `dpop_proof` is a fresh proof for that request signed by that key.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IntrospectionForm {
+    token: String,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+    /// The `DPoP` header the resource server received with the token, if any.
+    dpop_proof: Option<String>,
+    /// The method of the resource server's request (e.g. `GET`).
+    htm: Option<String>,
+    /// The URL of the resource server's request (query and fragment are ignored).
+    htu: Option<String>,
+}
+
+/// What a bound token's `cnf` says (RFC 7800): the key it is bound to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfirmationView {
+    /// RFC 7638 thumbprint of the DPoP key (RFC 9449).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 /// RFC 7662 introspection response.
@@ -63,6 +87,9 @@ pub struct IntrospectionView {
     pub jti: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entitlement: Option<String>,
+    /// For a sender-constrained token: the key its presenter must prove it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<ConfirmationView>,
 }
 
 /// Is this Kairos token honoured right now? `active: false` the moment its grant ends.
@@ -72,10 +99,16 @@ pub struct IntrospectionView {
 /// `resource-server`) learns `active: true` only for tokens of its targets; people (admin,
 /// operator, approver, auditor) for any token; a workload (Bearer platform JWT) only for
 /// its own. Every other token answers `{"active": false}`, exactly as an unknown one.
+///
+/// A token bound to a DPoP key answers `token_type: "DPoP"` and its `cnf.jkt`. A resource
+/// server may also send how it received the token (`htm`, `htu`, and the `DPoP` header it
+/// got as `dpop_proof`): then a bound token is active only with a fresh proof for that
+/// request (`ath` of the token) signed by the bound key; a copied token presented without
+/// its key answers `{"active": false}`.
 #[utoipa::path(post, path = "/v1/oauth/introspect", tag = "oauth",
     operation_id = "oauth_introspect",
     security(("basic" = []), ("bearer" = [])),
-    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = IntrospectionForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, body = IntrospectionView),
         (status = 400, description = "the form is malformed", body = OAuthError),
         (status = 401, description = "client authentication failed (`invalid_client`)", body = OAuthError)))]
@@ -83,7 +116,7 @@ pub async fn introspect(
     State(s): State<AppState>,
     ClientSource(source): ClientSource,
     client: Result<OAuthClient, Response>,
-    form: Result<ApiForm<TokenForm>, ApiError>,
+    form: Result<ApiForm<IntrospectionForm>, ApiError>,
 ) -> Response {
     let caller = match client {
         Ok(OAuthClient(c)) => c,
@@ -93,7 +126,26 @@ pub async fn introspect(
         Ok(ApiForm(f)) => f,
         Err(e) => return form_error(e),
     };
-    let i = match s.broker.introspect_from(&caller, &form.token, source).await {
+    let presented = match (&form.htm, &form.htu, &form.dpop_proof) {
+        (Some(method), Some(url), proof) => Some(kairos_broker::ending::Presentation {
+            method,
+            url,
+            proof: proof.as_deref(),
+        }),
+        (None, None, None) => None,
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "say how the token was presented with both `htm` (the method) and `htu` (the URL) of your request, and `dpop_proof` (the DPoP header you received) if there was one",
+            );
+        }
+    };
+    let i = match s
+        .broker
+        .introspect_presented(&caller, &form.token, source, presented)
+        .await
+    {
         Ok(i) => i,
         Err(e) => return broker_error(e),
     };
@@ -101,7 +153,7 @@ pub async fn introspect(
         Some(c) if i.active => IntrospectionView {
             active: true,
             scope: Some(c.scope),
-            token_type: Some("Bearer".into()),
+            token_type: Some(if c.cnf.is_some() { "DPoP" } else { "Bearer" }.into()),
             exp: Some(c.exp),
             iat: Some(c.iat),
             nbf: Some(c.nbf),
@@ -115,6 +167,7 @@ pub async fn introspect(
             iss: Some(c.iss),
             jti: Some(c.jti),
             entitlement: Some(c.entitlement),
+            cnf: c.cnf.map(|cnf| ConfirmationView { jkt: cnf.jkt }),
         },
         _ => IntrospectionView {
             active: false,
@@ -129,6 +182,7 @@ pub async fn introspect(
             iss: None,
             jti: None,
             entitlement: None,
+            cnf: None,
         },
     };
     no_store(Json(view).into_response())
@@ -366,8 +420,15 @@ pub(crate) fn oauth_error(
 /// needs approval answers 400 `authorization_pending` with its `request_id`, as RFC 8628
 /// clients understand: wait with `GET /v1/requests/{id}?wait=30s` (or poll this endpoint
 /// again); a denial is `access_denied`.
+///
+/// With a `DPoP` header (RFC 9449) the token is bound to the proof's key (`cnf.jkt`) and
+/// `token_type` is `DPoP`; a refused proof is `invalid_dpop_proof` (saying which check
+/// failed), and with `[dpop] nonce = true` a proof without the current nonce is
+/// `use_dpop_nonce` with the nonce in the `DPoP-Nonce` header. Nothing is recorded then.
 #[utoipa::path(post, path = "/v1/oauth/token", tag = "oauth", security(()),
     operation_id = "oauth_token",
+    params(("DPoP" = Option<String>, Header,
+        description = "A DPoP proof (RFC 9449) for `POST` at this URL: the token is bound to its key (`token_type: DPoP`)")),
     request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, body = TokenExchangeResponse),
@@ -375,14 +436,16 @@ pub(crate) fn oauth_error(
 pub async fn token(
     State(s): State<AppState>,
     ClientSource(source): ClientSource,
+    dpop: Result<DpopHeader, ApiError>,
     form: Result<ApiForm<TokenExchangeForm>, ApiError>,
 ) -> Response {
-    no_store(exchange(&s, source, form).await)
+    no_store(exchange(&s, source, dpop, form).await)
 }
 
 async fn exchange(
     s: &AppState,
     source: Option<std::net::IpAddr>,
+    dpop: Result<DpopHeader, ApiError>,
     form: Result<ApiForm<TokenExchangeForm>, ApiError>,
 ) -> Response {
     // A token endpoint answers every error in RFC 6749's shape, a malformed form too.
@@ -391,6 +454,15 @@ async fn exchange(
         Err(e) => return form_error(e),
     };
     let bad = |error: &str, m: String| oauth_error(StatusCode::BAD_REQUEST, error, m);
+    // RFC 9449 §5: a proof for POST at this endpoint binds the token to its key.
+    let proof = match dpop.map(|DpopHeader(p)| p) {
+        Ok(None) => None,
+        Ok(Some(p)) => match s.broker.check_dpop_proof(&p, "POST", "/v1/oauth/token") {
+            Ok(verified) => Some(verified),
+            Err(e) => return dpop_refusal(s, e),
+        },
+        Err(e) => return bad(&e.code, e.message),
+    };
     if form.grant_type != GRANT_TYPE_TOKEN_EXCHANGE {
         return bad(
             "unsupported_grant_type",
@@ -456,6 +528,7 @@ async fn exchange(
         ttl,
         task,
         source,
+        proof,
     };
     match s.broker.request(&caller, input).await {
         Ok(outcome) => match (outcome.grant, outcome.credential) {
@@ -464,13 +537,14 @@ async fn exchange(
                 Some(kairos_broker::IssuedCredential::Token {
                     access_token,
                     expires_at,
+                    cnf,
                 }),
             ) => {
                 let expires_in = (expires_at.as_secs() - s.broker.now().as_secs()).max(0);
                 Json(TokenExchangeResponse {
                     access_token,
                     issued_token_type: TOKEN_TYPE_JWT.into(),
-                    token_type: "Bearer".into(),
+                    token_type: if cnf.is_some() { "DPoP" } else { "Bearer" }.into(),
                     expires_in,
                     scope: grant.entitlement.to_string(),
                     grant_id: grant.id.to_string(),
@@ -509,7 +583,33 @@ async fn exchange(
         )
             .into_response(),
         Err(BrokerError::NotFound(m)) => bad("invalid_scope", m),
+        Err(e @ BrokerError::Invalid { .. }) => dpop_refusal(s, e),
         Err(e) => broker_error(e),
+    }
+}
+
+/// A refused DPoP proof in RFC 9449 §7's shape: 400 `invalid_dpop_proof` saying which
+/// check failed, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`. Any other error
+/// keeps its usual OAuth shape.
+fn dpop_refusal(s: &AppState, e: BrokerError) -> Response {
+    use kairos_broker::dpop::{INVALID_DPOP_PROOF, USE_DPOP_NONCE};
+    match e {
+        BrokerError::Invalid { code, message }
+            if code == INVALID_DPOP_PROOF || code == USE_DPOP_NONCE =>
+        {
+            let mut r = oauth_error(StatusCode::BAD_REQUEST, code, message);
+            if code == USE_DPOP_NONCE
+                && let Ok(v) = HeaderValue::from_str(&s.broker.dpop_nonce())
+            {
+                r.headers_mut().insert("dpop-nonce", v);
+            }
+            r
+        }
+        BrokerError::Invalid {
+            code: "dpop_proof_required",
+            message,
+        } => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", message),
+        e => broker_error(e),
     }
 }
 
@@ -541,6 +641,8 @@ pub async fn metadata(State(s): State<AppState>) -> Response {
         "revocation_endpoint": format!("{iss}/v1/oauth/revoke"),
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
         "service_documentation": format!("{iss}/v1/openapi.json"),
+        // RFC 9449 §5.1: the token endpoint binds tokens to DPoP keys of these algorithms.
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
     }))
     .into_response()
 }

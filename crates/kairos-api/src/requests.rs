@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use kairos_broker::NewRequest;
 use kairos_domain::{RequestId, RequestState};
 use kairos_store::RequestFilter;
@@ -11,7 +12,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, Auth, ClientSource};
+use crate::extract::{ApiJson, ApiQuery, Auth, ClientSource, DpopHeader};
 use crate::inputs::{check_create_request, check_reason, parse_identity, parse_ttl};
 use crate::views::{CreateRequestBody, ReasonBody, RequestList, RequestResponse, RequestView};
 
@@ -26,12 +27,24 @@ pub(crate) fn parse_request_id(id: &str) -> ApiResult<RequestId> {
 
 /// Ask for an entitlement for a task. Policy decides at once: 201 with the grant and its
 /// credential, 202 pending approvals, or 403 denied (with the determining policies).
+///
+/// Who may call: a workload (Bearer platform JWT) for itself; an operator on behalf of an
+/// identity. With a `DPoP` header (RFC 9449) whose proof is for `POST` at this URL, the
+/// token is bound to the proof's key (`cnf.jkt`, `token_type: "DPoP"`); a refused proof is
+/// 400 `invalid_dpop_proof` (the message says which check failed) and changes nothing,
+/// and with `[dpop] nonce = true` a proof without the current nonce is 400
+/// `use_dpop_nonce` with the nonce in the `DPoP-Nonce` header. An entitlement with
+/// `require_binding = "dpop"` refuses a request without a proof (400
+/// `dpop_proof_required`).
 #[utoipa::path(post, path = "/v1/requests", tag = "requests",
     request_body = CreateRequestBody,
+    params(("DPoP" = Option<String>, Header,
+        description = "A DPoP proof (RFC 9449) for `POST` at this URL: binds the token to its key")),
     responses(
         (status = 201, description = "granted", body = RequestResponse),
         (status = 202, description = "pending approvals", body = RequestResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 400, description = "bad input; `invalid_dpop_proof`, `use_dpop_nonce` (with a `DPoP-Nonce` header) or `dpop_proof_required` for DPoP", body = ErrorBody),
+        (status = 401, body = ErrorBody),
         (status = 403, description = "denied by policy", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "the configuration changed under the request", body = ErrorBody),
@@ -41,23 +54,46 @@ pub async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ClientSource(source): ClientSource,
+    dpop: Result<DpopHeader, ApiError>,
     ApiJson(body): ApiJson<CreateRequestBody>,
-) -> ApiResult<(StatusCode, Json<RequestResponse>)> {
-    let checked = check_create_request(&body)?;
-    let input = NewRequest {
-        identity: checked.identity,
-        entitlement: checked.entitlement,
-        ttl: checked.ttl,
-        task: checked.task,
-        source,
-    };
-    let outcome = s.broker.request(&caller, input).await?;
-    let status = if outcome.grant.is_some() {
-        StatusCode::CREATED
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(outcome.into())))
+) -> Response {
+    let created = async {
+        let DpopHeader(proof) = dpop?;
+        let checked = check_create_request(&body)?;
+        let proof = proof
+            .map(|p| s.broker.check_dpop_proof(&p, "POST", "/v1/requests"))
+            .transpose()?;
+        let input = NewRequest {
+            identity: checked.identity,
+            entitlement: checked.entitlement,
+            ttl: checked.ttl,
+            task: checked.task,
+            source,
+            proof,
+        };
+        let outcome = s.broker.request(&caller, input).await?;
+        let status = if outcome.grant.is_some() {
+            StatusCode::CREATED
+        } else {
+            StatusCode::ACCEPTED
+        };
+        Ok::<_, ApiError>((status, Json(RequestResponse::from(outcome))))
+    }
+    .await;
+    match created {
+        Ok(answer) => answer.into_response(),
+        Err(e) => with_dpop_nonce(&s, e),
+    }
+}
+
+/// A `use_dpop_nonce` refusal carries the nonce to retry with (RFC 9449 §8).
+pub(crate) fn with_dpop_nonce(s: &AppState, e: ApiError) -> Response {
+    let nonce = (e.code == kairos_broker::dpop::USE_DPOP_NONCE).then(|| s.broker.dpop_nonce());
+    let mut response = e.into_response();
+    if let Some(value) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert("dpop-nonce", value);
+    }
+    response
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

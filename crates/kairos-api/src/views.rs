@@ -222,6 +222,8 @@ pub struct CredentialView {
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
+    /// `Bearer`, or `DPoP` for a token bound to the key of the DPoP proof the request
+    /// came with (present it with `Authorization: DPoP <token>` and a fresh proof).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,10 +245,13 @@ impl From<kairos_broker::IssuedCredential> for CredentialView {
         use secrecy::ExposeSecret;
         let expires_at = c.expires_at().to_rfc3339();
         match c {
-            kairos_broker::IssuedCredential::Token { access_token, .. } => Self {
+            kairos_broker::IssuedCredential::Token {
+                access_token, cnf, ..
+            } => Self {
                 kind: "token".into(),
                 access_token: Some(access_token),
-                token_type: Some("Bearer".into()),
+                // RFC 9449 §5: a token bound to a DPoP key is of type `DPoP`.
+                token_type: Some(if cnf.is_some() { "DPoP" } else { "Bearer" }.into()),
                 host: None,
                 port: None,
                 database: None,

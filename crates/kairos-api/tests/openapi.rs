@@ -21,6 +21,22 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 }
 
 #[test]
+fn the_dpop_header_is_documented_where_tokens_are_issued() {
+    let doc = document();
+    for (path, method) in [("/v1/requests", "post"), ("/v1/oauth/token", "post")] {
+        let parameters = doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{method} {path} documents no parameters"));
+        assert!(
+            parameters
+                .iter()
+                .any(|p| p["name"] == "DPoP" && p["in"] == "header"),
+            "{method} {path}: {parameters:?}"
+        );
+    }
+}
+
+#[test]
 fn query_strings_are_documented_as_optional_query_parameters() {
     let doc = document();
     let mut seen = 0;
@@ -33,6 +49,12 @@ fn query_strings_are_documented_as_optional_query_parameters() {
             let in_path = path.contains(&format!("{{{name}}}"));
             if in_path {
                 assert_eq!(p["in"], "path", "{method} {path} {name}");
+                continue;
+            }
+            // The one header parameter: an optional DPoP proof (RFC 9449).
+            if p["in"] == "header" {
+                assert_eq!(name, "DPoP", "{method} {path}: {p}");
+                assert_ne!(p["required"], true, "{method} {path} {name}: {p}");
                 continue;
             }
             seen += 1;

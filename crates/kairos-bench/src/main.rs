@@ -486,6 +486,30 @@ async fn sqlite_http(
     report.grants_fresh =
         Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
 
+    // The same grants bound to a DPoP key (RFC 9449): each exchange carries a fresh proof
+    // (its own jti) that the server checks and claims in the store before the grant.
+    eprintln!("token grants, SQLite store, DPoP-bound...");
+    let key =
+        Arc::new(kairos_crypto::dpop::ProofKey::generate().context("making the bench's DPoP key")?);
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let make: MakeRequest = {
+        let (http, url, form) = (http.clone(), token_url.clone(), form.to_vec());
+        Arc::new(move || {
+            let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let iat = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+            // A failed signature sends an empty proof, which the server refuses: a
+            // failure the phase reports, not a crash.
+            let proof = key
+                .proof("POST", &url, iat, &format!("bench-{n}"))
+                .unwrap_or_default();
+            http.post(&url).header("DPoP", proof).form(&form)
+        })
+    };
+    report.grants_dpop =
+        Some(load::drive(clients, plan.warmup, plan.http, Some(server.pid()), make).await);
+
     let wide = clients * accounts::WIDE;
     eprintln!("token grants, SQLite store, {wide} clients...");
     let make = form_posts(&load::client(wide)?, token_url.clone(), form);

@@ -87,6 +87,8 @@ pub struct Report {
     pub grants: Option<LoadResult>,
     /// The same with a new platform token for every exchange.
     pub grants_fresh: Option<LoadResult>,
+    /// The same with a fresh DPoP proof on every exchange (a DPoP-bound token each).
+    pub grants_dpop: Option<LoadResult>,
     /// The same with [`crate::accounts::WIDE`] times the clients, and how many.
     pub grants_wide: Option<(usize, LoadResult)>,
     pub introspection: Option<LoadResult>,
@@ -168,6 +170,7 @@ impl Report {
             noop: None,
             grants: None,
             grants_fresh: None,
+            grants_dpop: None,
             grants_wide: None,
             introspection: None,
             recording: None,
@@ -490,6 +493,14 @@ impl Report {
                 }
                 None => String::new(),
             };
+            if let Some(d) = &self.grants_dpop {
+                grants_row(
+                    s,
+                    "token grants as above, each bound to a DPoP key (RFC 9449): a fresh proof per exchange, checked and its jti claimed in the store (the bench signs one per request)",
+                    d,
+                    "the same no-op floor",
+                );
+            }
             let wide_note = match &self.grants_wide {
                 Some((clients, w)) => {
                     grants_row(
@@ -1245,6 +1256,10 @@ impl Report {
             (
                 "token grants, SQLite store, a new platform token each",
                 self.grants_fresh.as_ref(),
+            ),
+            (
+                "token grants, SQLite store, DPoP-bound (a fresh proof each)",
+                self.grants_dpop.as_ref(),
             ),
             (
                 wide_label.as_str(),

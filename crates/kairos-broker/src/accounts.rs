@@ -24,6 +24,8 @@ pub enum IssuedCredential {
     Token {
         access_token: String,
         expires_at: Timestamp,
+        /// The key the token is bound to (`cnf`, a DPoP token), or None for a Bearer token.
+        cnf: Option<kairos_crypto::dpop::Confirmation>,
     },
     Account {
         kind: &'static str,

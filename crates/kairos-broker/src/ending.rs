@@ -326,6 +326,21 @@ impl Broker {
         token: &str,
         source: Option<std::net::IpAddr>,
     ) -> Result<Introspection> {
+        self.introspect_presented(caller, token, source, None).await
+    }
+
+    /// [`Broker::introspect_from`] for a resource server that says how the token was
+    /// presented to it (`presented`): then a token bound to a DPoP key (`cnf.jkt`) is
+    /// active only with a proof for that request (method, URL, `ath` of the token) signed
+    /// by that key and never seen before; without a proof, or with any other, it answers
+    /// as an unknown token. A Bearer token is not affected.
+    pub async fn introspect_presented(
+        &self,
+        caller: &Caller,
+        token: &str,
+        source: Option<std::net::IpAddr>,
+        presented: Option<Presentation<'_>>,
+    ) -> Result<Introspection> {
         let now = self.now();
         let inactive = Introspection {
             active: false,
@@ -335,6 +350,22 @@ impl Broker {
             Some((claims, grant, true)) if grant.is_active_at(now) => {
                 if !may_see_token(caller, &grant) {
                     return Ok(inactive);
+                }
+                if let (Some(p), Some(cnf)) = (&presented, &claims.cnf) {
+                    let Some(proof) = p.proof else {
+                        tracing::debug!(grant = %grant.id, "a DPoP-bound token was presented without a proof");
+                        return Ok(inactive);
+                    };
+                    if let Err(e) = self
+                        .check_presented_proof(proof, p.method, p.url, token, cnf)
+                        .await
+                    {
+                        if let BrokerError::Invalid { message, .. } = &e {
+                            tracing::debug!(grant = %grant.id, reason = %message, "a DPoP-bound token was presented with a proof that fails");
+                            return Ok(inactive);
+                        }
+                        return Err(e);
+                    }
                 }
                 self.note_use(&grant.id, now, source, caller);
                 Ok(active_view(claims, &grant))
@@ -740,6 +771,15 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// whatever its size, and passes run one after another, so larger passes revoke more per
 /// second when thousands of grants end at once; the store writes 250 grants a statement.
 const REVOCATIONS_PER_PASS: u32 = 2_000;
+
+/// How a resource server received a token: the request's method and URL, and the DPoP
+/// proof that came with it, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Presentation<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub proof: Option<&'a str>,
+}
 
 /// The RFC 7662 view of an active grant's token (`exp` no later than the grant's end).
 fn active_view(claims: AccessClaims, grant: &Grant) -> Introspection {

@@ -12,6 +12,7 @@ pub mod apply;
 mod auth;
 pub mod checkpoints;
 mod connector;
+pub mod dpop;
 pub mod ending;
 mod error;
 pub mod governance;

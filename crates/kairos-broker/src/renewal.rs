@@ -179,7 +179,7 @@ impl Broker {
                         }),
                     )
                     .await?;
-                let credential = self.mint(&updated)?;
+                let credential = self.mint(&updated, self.confirmation_of(&updated).await?)?;
                 Ok(Renewal::Renewed {
                     grant: updated,
                     credential,

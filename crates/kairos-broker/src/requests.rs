@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use kairos_config::{Catalog, Entitlement, OverCap};
+use kairos_config::{Binding, Catalog, Entitlement, OverCap};
+use kairos_crypto::dpop::Confirmation;
 use kairos_crypto::issuer::{AccessClaims, TaskClaim};
 use kairos_domain::{
     Approval, ApprovalProgress, AuditDraft, AuditKind, Decision, DecisionOutcome, EntitlementName,
@@ -26,6 +27,9 @@ pub struct NewRequest {
     /// The address the request came from, when known (recorded on the request, seen by
     /// policy as `context.source_ip`, checked against the identity's `allowed_sources`).
     pub source: Option<std::net::IpAddr>,
+    /// A checked DPoP proof that came with the request ([`Broker::check_dpop_proof`]):
+    /// its `jti` is claimed with the request, and the grant's tokens are bound to its key.
+    pub proof: Option<kairos_crypto::dpop::VerifiedProof>,
 }
 
 pub use crate::accounts::IssuedCredential;
@@ -90,8 +94,9 @@ fn issued_audit(grant: &Grant, by: &Principal) -> AuditDraft {
 }
 
 impl Broker {
-    /// Signs the token credential of an active grant.
-    pub fn mint(&self, grant: &Grant) -> Result<IssuedCredential> {
+    /// Signs the token credential of an active grant; with `cnf`, a token bound to that
+    /// key (RFC 9449).
+    pub fn mint(&self, grant: &Grant, cnf: Option<Confirmation>) -> Result<IssuedCredential> {
         let claims = AccessClaims {
             iss: self.settings.issuer_url.clone(),
             sub: grant.identity.to_string(),
@@ -108,6 +113,7 @@ impl Broker {
                 reference: grant.task.reference.to_string(),
                 reason: grant.task.reason.clone(),
             },
+            cnf: cnf.clone(),
         };
         let access_token = self
             .key_ring()
@@ -116,6 +122,7 @@ impl Broker {
         Ok(IssuedCredential::Token {
             access_token,
             expires_at: grant.expires_at,
+            cnf,
         })
     }
 
@@ -193,8 +200,27 @@ impl Broker {
             ))
         })?;
         self.check_break_glass(entitlement, &input.task)?;
-        let (ttl, ttl_capped) = self.capped_ttl(&catalog, entitlement, input.ttl)?;
         let requester = caller.principal();
+        if entitlement.require_binding == Some(Binding::Dpop) && input.proof.is_none() {
+            let message = format!(
+                "entitlement {} requires a DPoP-bound token: send a DPoP proof (RFC 9449) of a key you hold in the `DPoP` header",
+                entitlement.name
+            );
+            self.store
+                .append_audit(vec![
+                    AuditDraft::new(AuditKind::Requested, &requester)
+                        .identity(&identity_name)
+                        .task_ref(&input.task.reference)
+                        .data(serde_json::json!({
+                            "entitlement": input.entitlement,
+                            "task": input.task,
+                            "refused": { "code": "dpop_proof_required", "message": message },
+                        })),
+                ])
+                .await?;
+            return Err(BrokerError::invalid("dpop_proof_required", message));
+        }
+        let (ttl, ttl_capped) = self.capped_ttl(&catalog, entitlement, input.ttl)?;
         // `::ffff:10.1.2.3` is 10.1.2.3 to policy, the record and the detectors.
         let source = input.source.map(kairos_domain::canonical_ip);
         let open_reviews = self
@@ -293,10 +319,19 @@ impl Broker {
                 grant = Some(g);
             }
         }
+        // A DPoP proof is used once, on any replica: claimed (with the request's key
+        // binding) before anything of the request is written; a replay writes nothing.
+        let cnf = match &input.proof {
+            Some(proof) => {
+                self.claim_dpop_proof(proof, Some(&request.id)).await?;
+                Some(Confirmation::dpop(proof.jkt.clone()))
+            }
+            None => None,
+        };
         // Tokens: sign before committing, so a grant is never recorded without a
         // credential. Accounts: record the intent first, then create the account.
         let mut credential = match (&grant, &account) {
-            (Some(g), None) => Some(self.mint(g)?),
+            (Some(g), None) => Some(self.mint(g, cnf)?),
             _ => None,
         };
         match (&grant, &review) {
@@ -393,7 +428,8 @@ impl Broker {
                         && g.is_active_at(self.now())
                         && g.account.is_none() =>
                 {
-                    Some(self.mint(g)?)
+                    // Bound to the key the request was made with, if it was.
+                    Some(self.mint(g, self.confirmation_of(g).await?)?)
                 }
                 (Some(g), Caller::Workload { identity })
                     if *identity == g.identity && g.is_active_at(self.now()) =>

@@ -158,6 +158,17 @@ impl Broker {
                             }
                         }
                     }
+                    if n % 60 == 45 {
+                        // DPoP proofs past their window: a replay of one is refused by
+                        // its `iat` alone now.
+                        match b.prune_dpop_proofs().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(proofs = n, "expired DPoP proofs forgotten"),
+                            Err(e) => {
+                                tracing::warn!(error = %ErrorChain(&e), "forgetting expired DPoP proofs failed; will retry");
+                            }
+                        }
+                    }
                     if n.is_multiple_of(30) {
                         if let Err(e) = b.reload_keys().await {
                             tracing::error!(error = %ErrorChain(&e), "key reload failed");

@@ -99,6 +99,7 @@ fn ask(entitlement: &str, kind: TaskKind) -> NewRequest {
         )
         .unwrap(),
         source: None,
+        proof: None,
     }
 }
 

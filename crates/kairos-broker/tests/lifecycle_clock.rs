@@ -145,6 +145,7 @@ fn ask(ttl: &str) -> NewRequest {
         )
         .unwrap(),
         source: None,
+        proof: None,
     }
 }
 

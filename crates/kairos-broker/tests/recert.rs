@@ -641,6 +641,7 @@ fn ask() -> kairos_broker::NewRequest {
         )
         .unwrap(),
         source: None,
+        proof: None,
     }
 }
 

@@ -544,6 +544,38 @@ pub struct Entitlement {
     /// opens an after-action review. Its effective cap is at most
     /// [`Entitlement::BREAK_GLASS_MAX_CAP_SECS`].
     pub break_glass: bool,
+    /// `require_binding = "dpop"`: a request without a valid DPoP proof is refused, so
+    /// every token of it is sender-constrained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_binding: Option<Binding>,
+}
+
+/// How a token must be bound to its holder (`require_binding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// A DPoP proof key (RFC 9449): the token carries `cnf.jkt`.
+    Dpop,
+}
+
+/// The `[dpop]` table: how DPoP proofs (RFC 9449) are checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DpopSettings {
+    /// Proofs must carry a server nonce (`nonce = true`); a proof without one is refused
+    /// with `use_dpop_nonce` and a `DPoP-Nonce` header to retry with.
+    pub nonce: bool,
+    /// How far a proof's `iat` may be from the server's clock, either way
+    /// (`proof_max_age`, default 60s, at most 10m).
+    pub proof_max_age: Ttl,
+}
+
+impl Default for DpopSettings {
+    fn default() -> Self {
+        Self {
+            nonce: false,
+            proof_max_age: const_ttl(60),
+        }
+    }
 }
 
 impl Entitlement {
@@ -609,6 +641,8 @@ pub struct Catalog {
     pub(crate) notify: Vec<NotifyChannel>,
     /// `[console]`: how people sign in to the web console.
     pub(crate) console: ConsoleSettings,
+    /// `[dpop]`: how DPoP proofs are checked.
+    pub(crate) dpop: DpopSettings,
 }
 
 impl Catalog {
@@ -635,6 +669,7 @@ impl Catalog {
             exception_ends_at: BTreeMap::new(),
             notify: Vec::new(),
             console: ConsoleSettings::default(),
+            dpop: DpopSettings::default(),
         }
     }
 
@@ -653,6 +688,10 @@ impl Catalog {
     }
     pub fn tier_caps(&self) -> &TierCaps {
         &self.tiers
+    }
+    /// The `[dpop]` table (defaults when absent).
+    pub fn dpop(&self) -> &DpopSettings {
+        &self.dpop
     }
     /// The `[governance]` table (defaults when absent).
     pub fn governance(&self) -> &GovernanceSettings {

@@ -29,10 +29,10 @@ mod tree;
 
 pub use bundle::ConfigBundle;
 pub use catalog::{
-    Catalog, ClientCertificates, ConfigDiff, ConsoleSettings, DbTarget, Entitlement, Exception,
-    GovernanceSettings, Identity, Issuer, IssuerName, JwksRef, NotifyChannel, OidcSettings,
-    OrphanAction, OverCap, Privileges, RecertSettings, SecretRef, ServerSettings, ServerTls,
-    StoreLocation, Target, TargetKind, Team, TierCaps, UrlRef,
+    Binding, Catalog, ClientCertificates, ConfigDiff, ConsoleSettings, DbTarget, DpopSettings,
+    Entitlement, Exception, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
+    NotifyChannel, OidcSettings, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
+    ServerSettings, ServerTls, StoreLocation, Target, TargetKind, Team, TierCaps, UrlRef,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;

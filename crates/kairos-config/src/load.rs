@@ -18,9 +18,9 @@ use kairos_policy::{PolicySet, PolicySource, Tier};
 
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
-    Catalog, ClientCertificates, DbTarget, Entitlement, GovernanceSettings, Identity, Issuer,
-    IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
-    ServerSettings, ServerTls, StoreLocation, Target, TargetKind, Team, TierCaps,
+    Binding, Catalog, ClientCertificates, DbTarget, DpopSettings, Entitlement, GovernanceSettings,
+    Identity, Issuer, IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings,
+    SecretRef, ServerSettings, ServerTls, StoreLocation, Target, TargetKind, Team, TierCaps,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
@@ -520,6 +520,39 @@ fn file_path(s: &str) -> Result<String, String> {
 fn tier(s: &str) -> Result<Tier, String> {
     Tier::parse(s)
         .ok_or_else(|| format!("tier {s:?} is unknown; use low, medium, high or critical"))
+}
+
+fn binding(s: &str) -> Result<Binding, String> {
+    match s {
+        "dpop" => Ok(Binding::Dpop),
+        _ => Err(format!(
+            "require_binding {s:?} is unknown; use \"dpop\" (tokens bound to a DPoP proof key, RFC 9449)"
+        )),
+    }
+}
+
+/// The `[dpop]` table.
+fn read_dpop(cx: &mut Cx<'_>, node: &Node) -> DpopSettings {
+    let mut settings = DpopSettings::default();
+    let Some(mut t) = Table::of(cx, "dpop".into(), node) else {
+        return settings;
+    };
+    if let Ok(Some(nonce)) = t.flag(cx, "nonce") {
+        settings.nonce = nonce;
+    }
+    if let Ok(Some(age)) = t.opt(cx, "proof_max_age", |s| {
+        let ttl = Ttl::parse(s).map_err(|e| e.to_string())?;
+        if ttl.as_secs() > 600 {
+            return Err(format!(
+                "proof_max_age {ttl} is too long: a proof is meant for one request; use 10m or less (the default is 60s)"
+            ));
+        }
+        Ok(ttl)
+    }) {
+        settings.proof_max_age = age.value;
+    }
+    t.finish(cx, &["nonce", "proof_max_age"]);
+    settings
 }
 
 fn over_cap(s: &str) -> Result<OverCap, String> {
@@ -1051,8 +1084,9 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 12] = [
+const ROOT_KEYS: [&str; 13] = [
     "server",
+    "dpop",
     "console",
     "tiers",
     "governance",
@@ -1073,6 +1107,10 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let tiers = match root.node("tiers") {
         Some(n) => read_tiers(cx, n),
         None => TierCaps::default(),
+    };
+    let dpop = match root.node("dpop") {
+        Some(n) => read_dpop(cx, n),
+        None => DpopSettings::default(),
     };
     let (governance, recert) = match root.node("governance") {
         Some(n) => read_governance(cx, n),
@@ -1251,6 +1289,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
                 over_cap: e.over_cap,
                 approval_team: e.approval_team.clone(),
                 break_glass: e.break_glass,
+                require_binding: e.require_binding,
             });
         }
     }
@@ -1306,6 +1345,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .collect(),
         notify,
         console,
+        dpop,
     };
     Some(catalog)
 }
@@ -2112,7 +2152,7 @@ fn check_prefixes(cx: &mut Cx<'_>, targets: &[Item<Target>]) {
     }
 }
 
-const ENTITLEMENT_KEYS: [&str; 11] = [
+const ENTITLEMENT_KEYS: [&str; 12] = [
     "name",
     "target",
     "tier",
@@ -2124,6 +2164,7 @@ const ENTITLEMENT_KEYS: [&str; 11] = [
     "approval_team",
     "danger_allow_admin_grants",
     "break_glass",
+    "require_binding",
 ];
 
 /// An entitlement as read, before its target's kind says which privilege key it needs.
@@ -2138,6 +2179,7 @@ struct DraftEntitlement {
     over_cap: OverCap,
     approval_team: Option<TeamName>,
     break_glass: bool,
+    require_binding: Option<Binding>,
 }
 
 fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<DraftEntitlement>> {
@@ -2153,6 +2195,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
     let approval_team = t.opt(cx, "approval_team", TeamName::parse);
     let allow_admin = t.flag(cx, "danger_allow_admin_grants");
     let break_glass = t.flag(cx, "break_glass");
+    let require_binding = t.opt(cx, "require_binding", binding);
     if !matches!(allow_admin, Ok(Some(true))) {
         refuse_admin(cx, &t, "grants", &grants, admin_grant_problem);
         refuse_admin(cx, &t, "acl", &acl, admin_acl_problem);
@@ -2172,6 +2215,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         Ok(approval_team),
         Ok(_),
         Ok(break_glass),
+        Ok(require_binding),
     ) = (
         name,
         target,
@@ -2184,6 +2228,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         approval_team,
         allow_admin,
         break_glass,
+        require_binding,
     )
     else {
         return None;
@@ -2215,6 +2260,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
             over_cap: over_cap.map_or(OverCap::Refuse, |o| o.value),
             approval_team: approval_team.map(|a| a.value),
             break_glass: break_glass.unwrap_or(false),
+            require_binding: require_binding.map(|b| b.value),
         },
     ))
 }

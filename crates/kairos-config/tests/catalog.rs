@@ -1669,3 +1669,47 @@ fn server_tls_keys_go_together() {
         "kairos.toml:2: server.tls_cert_file: expected a string",
     );
 }
+
+#[test]
+fn an_entitlement_may_require_dpop_binding_and_nothing_else() {
+    let with = |line: &str| {
+        pre(&format!(
+            "[[entitlement]]\nname = \"orders-api/read\"\ntier = \"low\"\nmax_ttl = \"1h\"\nscopes = [\"orders:read\"]\n{line}\n"
+        ))
+    };
+    let catalog = load(&with("require_binding = \"dpop\""));
+    assert_eq!(
+        entitlement_named(&catalog, "orders-api/read").require_binding,
+        Some(kairos_config::Binding::Dpop)
+    );
+    let catalog = load(&with(""));
+    assert_eq!(
+        entitlement_named(&catalog, "orders-api/read").require_binding,
+        None
+    );
+    check(
+        &with("require_binding = \"mtls\""),
+        &[
+            "kairos.toml:21: entitlement[0].require_binding:",
+            "require_binding \"mtls\" is unknown; use \"dpop\"",
+        ],
+    );
+}
+
+#[test]
+fn the_dpop_table_sets_nonces_and_the_proof_window() {
+    let catalog = load(&pre("[dpop]\nnonce = true\nproof_max_age = \"2m\"\n"));
+    assert!(catalog.dpop().nonce);
+    assert_eq!(catalog.dpop().proof_max_age.as_secs(), 120);
+    let defaults = load(&pre(""));
+    assert!(!defaults.dpop().nonce);
+    assert_eq!(defaults.dpop().proof_max_age.as_secs(), 60);
+    check(
+        &pre("[dpop]\nproof_max_age = \"1h\"\n"),
+        &["kairos.toml:17: dpop.proof_max_age:", "use 10m or less"],
+    );
+    check(
+        &pre("[dpop]\nnonces = true\n"),
+        &["kairos.toml:17: dpop.nonces:"],
+    );
+}

@@ -213,6 +213,10 @@ pub struct AccessClaims {
     pub task: TaskClaim,
     /// The entitlement that was granted.
     pub entitlement: String,
+    /// The key the presenter must prove it holds (RFC 7800 / RFC 9449 `cnf.jkt`), for a
+    /// sender-constrained token; absent for a Bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<crate::dpop::Confirmation>,
 }
 
 /// The public half of a Kairos signing key: enough to verify and to publish in the JWKS.

@@ -51,6 +51,9 @@ pub(crate) struct Header {
     pub(crate) kid: Option<String>,
     #[serde(default)]
     pub(crate) typ: Option<String>,
+    /// The signer's public key, carried in the header (DPoP proofs, RFC 9449 §4.2).
+    #[serde(default)]
+    pub(crate) jwk: Option<serde_json::Value>,
     /// Critical extensions: none are understood, so any present makes the token invalid.
     #[serde(default)]
     crit: Option<serde_json::Value>,

@@ -4,6 +4,8 @@
 //!   tokens (JWTs) the broker issues for grants.
 //! - [`workload`]: verification of platform-issued JWTs (Kubernetes service-account tokens,
 //!   CI OIDC tokens, SPIFFE JWT-SVIDs) that non-human identities present to authenticate.
+//! - [`dpop`]: DPoP proofs (RFC 9449) and the key confirmation of sender-constrained
+//!   tokens.
 //! - [`api_token`]: personal API tokens for humans (operators, approvers, auditors).
 //! - [`seal`]: authenticated encryption of secrets at rest under a master key.
 //! - [`webhook`]: Standard Webhooks signatures of outgoing notifications.
@@ -19,6 +21,7 @@
 
 pub mod api_token;
 mod checked;
+pub mod dpop;
 pub mod issuer;
 mod jwk;
 mod jws;

@@ -81,6 +81,14 @@ impl MasterKey {
         SecretString::from(STANDARD.encode(self.0.expose_secret()))
     }
 
+    /// A key for one purpose derived from this one (HMAC-SHA256 of `label`), so that
+    /// every replica sharing the master key derives the same key without storing it.
+    pub(crate) fn derive(&self, label: &[u8]) -> ring::hmac::Key {
+        let master = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.expose_secret());
+        let derived = ring::hmac::sign(&master, label);
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+    }
+
     /// Encrypts and authenticates `plaintext`, bound to `aad`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<String, SealError> {
         let nonce_bytes = random::array::<NONCE_LEN>()?;

@@ -7,6 +7,7 @@
 //!
 //! Invariant: this is the only crate that contains SQL.
 
+mod dpop;
 mod error;
 mod governance;
 mod lifecycle;
@@ -18,6 +19,7 @@ mod sessions;
 mod sql;
 mod usage;
 
+pub use dpop::DpopStore;
 pub use error::StoreError;
 pub use governance::{
     AlertFilter, AlertWrite, GovernanceStore, PostureFigures, Raised, StateAlert, StateChange,
@@ -108,7 +110,8 @@ pub enum EndSelector {
 /// derive it. Each capability's own part is a supertrait.
 #[async_trait]
 pub trait Store:
-    GovernanceStore
+    DpopStore
+    + GovernanceStore
     + LifecycleStore
     + NotifyStore
     + RecertStore

@@ -157,5 +157,6 @@ pub fn ask(entitlement: &str, ttl: &str) -> NewRequest {
         )
         .unwrap(),
         source: None,
+        proof: None,
     }
 }

@@ -31,6 +31,7 @@ fn claims(now: i64) -> AccessClaims {
             reason: "replay failed invoices".to_owned(),
         },
         entitlement: "billing-db-writer".to_owned(),
+        cnf: None,
     }
 }
 

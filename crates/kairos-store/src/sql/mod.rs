@@ -10,6 +10,7 @@ mod bulk;
 mod codec;
 mod db;
 mod direct;
+mod dpop;
 mod filter;
 mod governance;
 mod grants;
