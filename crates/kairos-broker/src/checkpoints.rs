@@ -175,9 +175,6 @@ pub struct ChainStatus {
 /// to the checkpointer's walk, and the status says it is not caught up.
 const STATUS_WALK: u64 = 20_000;
 
-/// How long a status read waits for the checkpointer's walk to let go of the chain.
-const STATUS_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// Whether a checkpoint is made when the head has not moved since the last one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unmoved {
@@ -287,12 +284,10 @@ impl Broker {
     /// other walk is under way (admin, operator, auditor).
     pub async fn chain_status(&self, caller: &Caller) -> Result<ChainStatus> {
         caller.require_role(&[Role::Auditor, Role::Operator], "verify the audit log")?;
-        // The checkpointer may be walking (at start, or its periodic walk of the newest
-        // records): wait a moment for it, rather than answer with the state from before
-        // its walk; a long walk is left to finish and the status says how far it got.
-        if let Ok(mut state) =
-            tokio::time::timeout(STATUS_WAIT, self.checkpointer.state.lock()).await
-        {
+        // While the checkpointer walks (at start, or its periodic walk of the newest
+        // records) the status is the state it has reached, which says it is still walking:
+        // a page never waits for a walk of a long chain.
+        if let Ok(mut state) = self.checkpointer.state.try_lock() {
             match self.walk_forward(&mut state, Some(STATUS_WALK)).await {
                 // A break is in the status.
                 Ok(_) | Err(BrokerError::Conflict(_)) => {}
