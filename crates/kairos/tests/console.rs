@@ -1204,6 +1204,10 @@ fn governance_pages(store: Option<&str>) {
     let resp = dave_b.get("/ui/posture");
     assert_eq!(resp.status(), 403);
     assert!(!resp.text().unwrap().contains("standing_privilege"));
+    // Nor have one computed for them.
+    let resp = dave_b.get("/ui/posture?fresh=1");
+    assert_eq!(resp.status(), 403);
+    assert!(!resp.text().unwrap().contains("standing_privilege"));
 
     // ---- notifications
     let dead = wait_until("the dead letter", || {

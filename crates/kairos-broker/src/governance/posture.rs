@@ -46,34 +46,27 @@ pub(crate) struct KeptPosture {
     took_ms: std::sync::atomic::AtomicU64,
 }
 
+/// The value behind a mutex, even one a panicking holder left poisoned (each value here
+/// is replaced whole, so it is never half-written).
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl KeptPosture {
     fn get(&self) -> Option<Arc<PostureReport>> {
-        match self.report.lock() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        locked(&self.report).clone()
     }
 
     fn set(&self, report: Option<Arc<PostureReport>>) {
-        match self.report.lock() {
-            Ok(mut r) => *r = report,
-            Err(poisoned) => *poisoned.into_inner() = report,
-        }
+        *locked(&self.report) = report;
     }
 
     fn want(&self) {
-        match self.wanted.lock() {
-            Ok(mut w) => *w = Some(std::time::Instant::now()),
-            Err(poisoned) => *poisoned.into_inner() = Some(std::time::Instant::now()),
-        }
+        *locked(&self.wanted) = Some(std::time::Instant::now());
     }
 
     fn wanted_within(&self, d: std::time::Duration) -> bool {
-        let at = match self.wanted.lock() {
-            Ok(w) => *w,
-            Err(poisoned) => *poisoned.into_inner(),
-        };
-        at.is_some_and(|t| t.elapsed() < d)
+        locked(&self.wanted).is_some_and(|t| t.elapsed() < d)
     }
 }
 
