@@ -3057,14 +3057,20 @@ async fn posture_live_grants_are_spread_over_their_days(db: Arc<Db>) {
     // Issued yesterday at 22:00, ending (not yet verified) today at 01:00.
     let g = insert_issued(&s, "svc-short", midnight - 2 * H, midnight + 9 * H).await;
     end_at(&s, &g, midnight + H, None).await;
+    // Issued today: at 02:00, still active (4 hours so far), and at 03:00, ended at 04:00.
+    // These lie wholly within today, which gets them without spreading.
+    insert_issued(&s, "svc-today", midnight + 2 * H, midnight + DAY_MS).await;
+    let g = insert_issued(&s, "svc-today", midnight + 3 * H, midnight + 5 * H).await;
+    end_at(&s, &g, midnight + 4 * H, None).await;
     let f = s.posture_figures(since, now).await.unwrap();
     let mut by_day = std::collections::BTreeMap::new();
     by_day.insert(today - 2, DAY_MS);
     by_day.insert(today - 1, DAY_MS + 2 * H);
-    by_day.insert(today, 6 * H + H);
+    by_day.insert(today, 6 * H + H + 4 * H + H);
     assert_eq!(f.grant_ms_by_day, by_day);
     assert_eq!(f.grant_ms["svc-long"], 2 * DAY_MS + 6 * H);
     assert_eq!(f.grant_ms["svc-short"], 3 * H);
+    assert_eq!(f.grant_ms["svc-today"], 5 * H);
     assert_eq!(
         f.grant_ms_by_day.values().sum::<i64>(),
         f.grant_ms.values().sum::<i64>()

@@ -50,10 +50,14 @@ pub(super) fn live_ms(backend: Backend) -> String {
     )
 }
 
-/// Live grants' access within `[$4, $1)` per (first day, last day): how many, and the
-/// sums of their starts' and ends' offsets into their days, which
-/// `kairos_governance::posture::spread_spans` spreads over the days between. The same
-/// index as [`live_ms`], and a few hundred groups at most for a 30-day window.
+/// The access within `[$4, $1)` of live grants issued before `$5` (today's midnight) per
+/// (first day, last day): how many, their sum, and the sums of their starts' and ends'
+/// offsets into their days, which `kairos_governance::posture::spread_spans` spreads over
+/// the days between. A grant issued today lies wholly within today, so those need no
+/// spreading: today gets the rest of [`live_ms`]'s total. That keeps the sort this
+/// grouping needs (SQLite sorts every row it groups) to the grants older than today; the
+/// scan is the covering index's, as [`live_ms`]'s is, and a 30-day window has a few
+/// hundred groups at most.
 pub(super) fn live_days(backend: Backend) -> String {
     let hint = match backend {
         Backend::Sqlite => " INDEXED BY grants_live_identity",
@@ -61,12 +65,13 @@ pub(super) fn live_days(backend: Backend) -> String {
     };
     format!(
         "SELECT s / {DAY_MS} AS first_day, e / {DAY_MS} AS last_day, COUNT(*) AS n, \
+             CAST(SUM(e - s) AS BIGINT) AS ms, \
              CAST(SUM(s % {DAY_MS}) AS BIGINT) AS s_in_day, \
              CAST(SUM(e % {DAY_MS}) AS BIGINT) AS e_in_day \
          FROM (SELECT \
              CASE WHEN COALESCE(ended_at, expires_at) < $1 THEN COALESCE(ended_at, expires_at) ELSE $2 END AS e, \
              CASE WHEN issued_at > $3 THEN issued_at ELSE $4 END AS s \
-           FROM grants{hint} WHERE state IN ('active', 'ending')) live \
+           FROM grants{hint} WHERE state IN ('active', 'ending') AND issued_at < $5) live \
          WHERE e > s GROUP BY s / {DAY_MS}, e / {DAY_MS}"
     )
 }
@@ -189,6 +194,7 @@ pub(super) async fn posture_figures(
     }
 
     // Live grants.
+    let mut live_total = 0;
     for row in sqlx::query(&live_ms(store.backend))
         .bind(now)
         .bind(now)
@@ -199,6 +205,7 @@ pub(super) async fn posture_figures(
     {
         let ms: i64 = row.try_get("ms")?;
         if ms > 0 {
+            live_total += ms;
             *figures
                 .grant_ms
                 .entry(row.try_get("identity")?)
@@ -206,14 +213,19 @@ pub(super) async fn posture_figures(
         }
     }
 
+    let today = day_of(now);
+    let mut issued_today = live_total;
     for row in sqlx::query(&live_days(store.backend))
         .bind(now)
         .bind(now)
         .bind(since)
         .bind(since)
+        .bind(today * DAY_MS)
         .fetch_all(&mut *tx)
         .await?
     {
+        let ms: i64 = row.try_get("ms")?;
+        issued_today -= ms;
         spread_spans(
             &mut figures.grant_ms_by_day,
             row.try_get("first_day")?,
@@ -223,6 +235,7 @@ pub(super) async fn posture_figures(
             row.try_get("e_in_day")?,
         );
     }
+    *figures.grant_ms_by_day.entry(today).or_insert(0) += issued_today;
     figures.grant_ms_by_day.retain(|_, ms| *ms > 0);
 
     figures.latency_counts = (0..=LATENCY_BUCKETS_MS.len())
