@@ -1,5 +1,5 @@
 //! `kairos mcp` and `/v1/mcp` through the real binary, with the official MCP Python SDK
-//! (PyPI `mcp`, 1.x) as the agent: over streamable HTTP and over stdio (the SDK launches
+//! (PyPI `mcp`, 1.x; a shorter pass with 2.x) as the agent: over streamable HTTP and over stdio (the SDK launches
 //! `kairos mcp`), an agent initializes, lists the tools and its entitlements, is granted
 //! access at once, waits on a request that two people approve over the API meanwhile,
 //! lists its grants and releases one (introspection says inactive after); releasing
@@ -21,18 +21,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-/// The official MCP Python SDK (1.x: the `streamablehttp_client` and `stdio_client` API
-/// this test's agent is written against) in a venv under ~/.cache (made once).
-fn python() -> PathBuf {
+/// A venv under ~/.cache with the official MCP Python SDK of one major version (made once):
+/// 1.x is what this test's main agent is written against (`streamablehttp_client`,
+/// `stdio_client`), 2.x what `pip install mcp` gives today (`Client`, `httpx2`).
+fn python(venv: &str, requirement: &str, check: &str) -> PathBuf {
     let home = std::env::var("HOME").unwrap();
-    let venv = Path::new(&home).join(".cache/kairos/mcp-venv");
+    let venv = Path::new(&home).join(".cache/kairos").join(venv);
     let py = venv.join("bin/python");
     let ok = |py: &Path| {
         Command::new(py)
-            .args([
-                "-c",
-                "import mcp.client.streamable_http, mcp.client.stdio; from mcp.client.streamable_http import streamablehttp_client",
-            ])
+            .args(["-c", check])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -48,13 +46,29 @@ fn python() -> PathBuf {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                "mcp>=1.10,<2",
+                requirement,
             ])
             .status()
             .unwrap();
-        assert!(s.success(), "pip install mcp failed");
+        assert!(s.success(), "pip install {requirement} failed");
     }
     py
+}
+
+fn sdk_1x() -> PathBuf {
+    python(
+        "mcp-venv",
+        "mcp>=1.10,<2",
+        "from mcp.client.streamable_http import streamablehttp_client; import mcp.client.stdio",
+    )
+}
+
+fn sdk_2x() -> PathBuf {
+    python(
+        "mcp2-venv",
+        "mcp>=2,<3",
+        "import httpx2; from mcp import Client; from mcp.client.streamable_http import streamable_http_client",
+    )
 }
 
 fn add_user(api: &Api, name: &str, role: &str) -> String {
@@ -112,7 +126,7 @@ fn run_agent(s: &Setup, args: &[&str]) -> std::collections::HashMap<String, Valu
     let alice = add_user(&s.api, "alice", "approver");
     let bob = add_user(&s.api, "bob", "approver");
     let agent_log = s.dir.path().join("agent.log");
-    let mut child = Command::new(python())
+    let mut child = Command::new(sdk_1x())
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/agent.py"))
         .args(args)
         .stdout(Stdio::piped())
@@ -369,6 +383,46 @@ fn an_agent_over_stdio_with_the_python_sdk() {
         ],
     );
     check_scenario(&s, &steps);
+}
+
+#[test]
+fn the_2x_sdk_connects_over_stdio_and_streamable_http() {
+    let s = setup();
+    let out = Command::new(sdk_2x())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/agent2.py"))
+        .args([
+            kairos_bin(),
+            &s.server.addr,
+            s.token_file.to_str().unwrap(),
+            &s.other_grant,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let steps: std::collections::HashMap<String, Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["step"].as_str().unwrap().to_owned(), v))
+        .collect();
+    assert!(steps.contains_key("done"), "{steps:?}");
+    assert_eq!(steps["stdio_tools"]["names"].as_array().unwrap().len(), 5);
+    assert_eq!(steps["http_initialize"]["server"], "kairos");
+    for transport in ["stdio", "http"] {
+        let granted = &steps[&format!("{transport}_request")];
+        assert_eq!(granted["isError"], false, "{granted}");
+        assert_eq!(granted["structured"]["request"]["state"], "granted");
+        let token = granted["structured"]["credential"]["access_token"]
+            .as_str()
+            .unwrap();
+        let released = &steps[&format!("{transport}_release")];
+        assert_eq!(released["isError"], false, "{released}");
+        assert_eq!(s.api.introspect(ADMIN, token)["active"], false);
+        let other = &steps[&format!("{transport}_release_other")];
+        assert_eq!(other["isError"], true, "{other}");
+        assert_eq!(other["structured"]["error"]["code"], "not_found");
+    }
+    let (_, other) = s.api.get(ADMIN, &format!("/v1/grants/{}", s.other_grant));
+    assert_eq!(other["state"], "active");
 }
 
 fn mcp_post(
