@@ -1,8 +1,8 @@
 """A shorter agent for crates/kairos/tests/mcp.rs, written with the 2.x API of the official
-MCP Python SDK (PyPI `mcp`): over stdio through the high-level `Client` (which first probes
-`server/discover`, and falls back to the `initialize` handshake when the server answers that
-it does not serve it), and over streamable HTTP through `ClientSession` with the bearer token
-on an `httpx2` client. Prints one JSON line per step.
+MCP Python SDK (PyPI `mcp`), through its high-level `Client` (which first probes
+`server/discover`, and falls back to the `initialize` handshake when the server refuses the
+probe): over stdio, and over streamable HTTP with the bearer token on an `httpx2` client.
+Prints one JSON line per step.
 
     agent2.py KAIROS_BIN ADDR TOKEN_FILE OTHER_GRANT
 """
@@ -13,7 +13,6 @@ import sys
 
 import httpx2
 from mcp import Client
-from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -65,11 +64,11 @@ async def main():
     headers = {"Authorization": f"Bearer {token}"}
     timeout = httpx2.Timeout(30, read=120)
     async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
-        async with streamable_http_client(f"{addr}/v1/mcp", http_client=http) as streams:
-            async with ClientSession(streams[0], streams[1]) as session:
-                init = await session.initialize()
-                out("http_initialize", protocol=init.protocol_version, server=init.server_info.name)
-                await work(session.call_tool, "http", other)
+        transport = streamable_http_client(f"{addr}/v1/mcp", http_client=http)
+        async with Client(transport) as client:
+            listed = await client.list_tools()
+            out("http_tools", names=[t.name for t in listed.tools])
+            await work(client.call_tool, "http", other)
     out("done")
 
 
