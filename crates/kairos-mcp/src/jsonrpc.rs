@@ -46,6 +46,10 @@ pub enum Body {
     Batch(Vec<Value>),
 }
 
+/// The most messages one batch may hold: each may be a tool call that waits up to a
+/// minute for a decision, and a batch is answered as a whole.
+pub const MAX_BATCH: usize = 16;
+
 /// Reads one transport message. The error is the JSON-RPC error response to send back.
 pub fn parse_body(bytes: &[u8]) -> Result<Body, Value> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
@@ -60,6 +64,14 @@ pub fn parse_body(bytes: &[u8]) -> Result<Body, Value> {
             Value::Null,
             INVALID_REQUEST,
             "an empty batch: send a JSON-RPC request object",
+        )),
+        Value::Array(items) if items.len() > MAX_BATCH => Err(error(
+            Value::Null,
+            INVALID_REQUEST,
+            format!(
+                "a batch of {} messages; send at most {MAX_BATCH} in one, or one at a time",
+                items.len()
+            ),
         )),
         Value::Array(items) => Ok(Body::Batch(items)),
         other => Ok(Body::One(other)),
@@ -198,6 +210,13 @@ mod tests {
         );
         check("{nope", Err(PARSE_ERROR));
         check("[]", Err(INVALID_REQUEST));
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let batch = |n: usize| format!("[{}]", vec![ping; n].join(","));
+        assert!(matches!(
+            parse_body(batch(MAX_BATCH).as_bytes()),
+            Ok(Body::Batch(b)) if b.len() == MAX_BATCH
+        ));
+        check(&batch(MAX_BATCH + 1), Err(INVALID_REQUEST));
         check("7", Err(INVALID_REQUEST));
         check(r#"{"id":1,"method":"ping"}"#, Err(INVALID_REQUEST));
         check(
