@@ -271,6 +271,15 @@ fn check_scenario(s: &Setup, steps: &std::collections::HashMap<String, Value>) {
     let admin_token = admin["structured"]["credential"]["access_token"]
         .as_str()
         .unwrap();
+    // Its own request, read again: granted, with a token for the same grant.
+    let again = step("get_admin");
+    assert_eq!(again["isError"], false, "{again}");
+    assert_eq!(again["structured"]["request"]["state"], "granted");
+    assert_eq!(
+        again["structured"]["grant"]["id"],
+        admin["structured"]["grant"]["id"]
+    );
+    assert!(again["structured"]["credential"]["access_token"].is_string());
 
     let grants = step("list_grants");
     assert_eq!(grants["isError"], false);

@@ -66,19 +66,26 @@ async def scenario(session, other_grant, other_request):
 
     # Needs two approvals: the call waits while the test approves.
     out("waiting", entitlement="orders-api/admin")
+    admin = tool(
+        await session.call_tool(
+            "request_access",
+            {
+                "entitlement": "orders-api/admin",
+                "task_kind": "change",
+                "task_ref": "CHG-9",
+                "reason": "fix order 17",
+                "ttl": "5m",
+                "wait_seconds": 60,
+            },
+        )
+    )
+    out("request_admin", **admin)
+    request_id = admin["structured"]["request"]["id"]
     out(
-        "request_admin",
+        "get_admin",
         **tool(
             await session.call_tool(
-                "request_access",
-                {
-                    "entitlement": "orders-api/admin",
-                    "task_kind": "change",
-                    "task_ref": "CHG-9",
-                    "reason": "fix order 17",
-                    "ttl": "5m",
-                    "wait_seconds": 60,
-                },
+                "get_request", {"request_id": request_id, "wait_seconds": 5}
             )
         ),
     )
