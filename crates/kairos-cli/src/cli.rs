@@ -164,10 +164,11 @@ pub enum Command {
     },
     /// Trade a workload's platform JWT for a Kairos token (RFC 8693).
     Exchange(ExchangeArgs),
-    /// Serve the Model Context Protocol on stdin and stdout for an AI agent runtime: each
-    /// message is forwarded to the server's `/v1/mcp` with the workload's platform JWT
-    /// (read again for every message, so a rotated token file is picked up). Logs go to
-    /// stderr only.
+    /// Serve the Model Context Protocol (MCP) on stdin/stdout for an AI agent runtime.
+    ///
+    /// Each message is forwarded to the server's `/v1/mcp` with the workload's platform JWT
+    /// (read again for every message, so a rotated token file is picked up); the tools act
+    /// as that workload. Logs go to stderr only.
     Mcp(McpArgs),
     /// Alerts of the governance rules: list, show, acknowledge, resolve.
     Alerts(crate::governance::AlertsArgs),
