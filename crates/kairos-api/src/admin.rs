@@ -484,7 +484,7 @@ pub struct EntitlementView {
     pub break_glass: bool,
 }
 
-fn entitlement_view(
+pub(crate) fn entitlement_view(
     catalog: &kairos_config::Catalog,
     e: &kairos_config::Entitlement,
     identity: Option<&kairos_domain::IdentityName>,

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 /// JSON body; malformed JSON, a wrong content type or an oversized body is a clear 4xx.
 pub struct ApiJson<T>(pub T);
 
-fn body_error(status: StatusCode, detail: String) -> ApiError {
+pub(crate) fn body_error(status: StatusCode, detail: String) -> ApiError {
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             status,
@@ -79,7 +79,7 @@ where
 }
 
 /// `application/json`, or a `+json` type under `application/`, parameters allowed.
-fn json_content_type(headers: &HeaderMap) -> bool {
+pub(crate) fn json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -213,8 +213,13 @@ pub struct Auth(pub kairos_broker::Caller);
 
 #[cfg(feature = "server")]
 pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
+    bearer_header(&parts.headers)
+}
+
+/// The token of an `Authorization: Bearer …` header.
+#[cfg(feature = "server")]
+pub(crate) fn bearer_header(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| {
             ApiError::new(

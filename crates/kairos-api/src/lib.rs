@@ -25,6 +25,8 @@ mod grants;
 mod identities;
 pub mod inputs;
 #[cfg(feature = "server")]
+mod mcp;
+#[cfg(feature = "server")]
 mod notifications;
 #[cfg(feature = "server")]
 mod oauth;

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::{
     MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, governance_reviews, grants,
-    identities, notifications, oauth, posture, requests, views,
+    identities, mcp, notifications, oauth, posture, requests, views,
 };
 
 #[derive(Clone)]
@@ -217,6 +217,12 @@ pub fn router(broker: Arc<Broker>) -> Router {
             let doc = Arc::clone(&doc);
             async move { axum::Json(doc.as_ref().clone()) }
         }),
+    )
+    .route(
+        "/v1/mcp",
+        axum::routing::post(mcp::post)
+            .get(mcp::not_offered)
+            .delete(mcp::not_offered),
     )
     .route("/metrics", get(metrics))
     .route("/.well-known/jwks.json", get(oauth::jwks))

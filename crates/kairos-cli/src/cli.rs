@@ -164,6 +164,12 @@ pub enum Command {
     },
     /// Trade a workload's platform JWT for a Kairos token (RFC 8693).
     Exchange(ExchangeArgs),
+    /// Serve the Model Context Protocol (MCP) on stdin/stdout for an AI agent runtime.
+    ///
+    /// Each message is forwarded to the server's `/v1/mcp` with the workload's platform JWT
+    /// (read again for every message, so a rotated token file is picked up); the tools act
+    /// as that workload. Logs go to stderr only.
+    Mcp(McpArgs),
     /// Alerts of the governance rules: list, show, acknowledge, resolve.
     Alerts(crate::governance::AlertsArgs),
     /// The governance posture: identities, lifecycle findings, standing privilege and
@@ -473,6 +479,14 @@ impl UserRole {
             Self::ResourceServer => "resource-server",
         }
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct McpArgs {
+    /// A file holding the workload's platform JWT (e.g. a projected Kubernetes
+    /// service-account token), read for every message. Without it, --token / KAIROS_TOKEN.
+    #[arg(long, env = "KAIROS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

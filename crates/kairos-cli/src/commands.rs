@@ -175,6 +175,10 @@ pub async fn dispatch(api: &Api, command: Command, io: &mut Io<'_>) -> Result<Ex
             Ok(Exit::Success)
         }
         Command::Exchange(a) => exchange(api, a, io).await,
+        // `run` serves it on the process's own stdin and stdout.
+        Command::Mcp(_) => Err(CliError::Usage(
+            "kairos mcp speaks on stdin and stdout; start it as an agent runtime's MCP server process".into(),
+        )),
         Command::Recert { command } => recert::recert(api, command, io).await,
         Command::Exception { command } => recert::exception(api, command, io).await,
         Command::Review { command } => crate::reviews::run(api, command, io).await,

@@ -17,6 +17,7 @@ mod cli;
 mod commands;
 mod governance;
 mod identity;
+mod mcp;
 mod notifications;
 mod render;
 mod reviews;
@@ -31,7 +32,7 @@ use std::time::Duration;
 pub use api::Exit;
 pub use cli::{
     AuditArgs, AuditCommand, AuditFilterArgs, Command, DecideArgs, ExchangeArgs, GlobalOpts,
-    GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, RenewArgs, RequestArgs,
+    GrantStateArg, GrantsArgs, KeyAlg, KeysArgs, KeysCommand, McpArgs, RenewArgs, RequestArgs,
     RequestStateArg, RequestsArgs, RevokeArgs, TaskArgs, UserCommand, UserRole,
 };
 pub use commands::recert::{AttestArgs, ExceptionCommand, RecertCommand, RecertListArgs};
@@ -44,6 +45,9 @@ pub use reviews::ReviewCommand;
 /// stdout and stderr.
 pub async fn run(global: GlobalOpts, command: Command) -> anyhow::Result<ExitCode> {
     let client = http_client(&global)?;
+    if let Command::Mcp(args) = command {
+        return mcp::serve_stdio(client, &global, args).await;
+    }
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let exit = run_with(client, &global, command, &mut out, &mut err).await;

@@ -294,6 +294,7 @@ fn help_is_complete_server_has_only_server_options_and_completions_print() {
         vec!["request-status"],
         vec!["keys", "rotate"],
         vec!["user", "add"],
+        vec!["mcp"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");

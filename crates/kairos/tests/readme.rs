@@ -22,8 +22,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "## Quickstart",
+    "## AI agents (MCP)",
     "## Console",
     "## Dynamic database accounts",
     "## Governance",
