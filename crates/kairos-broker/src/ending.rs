@@ -163,10 +163,9 @@ impl Broker {
             .ok_or_else(|| BrokerError::NotFound(format!("grant {id} not found")))?;
         match caller {
             Caller::Workload { identity } if *identity == grant.identity => Ok(grant),
-            Caller::Workload { identity } => Err(BrokerError::Forbidden(format!(
-                "workload {identity} cannot read a grant of identity {}",
-                grant.identity
-            ))),
+            // Another identity's grant is answered as an unknown one: the caller learns
+            // neither that it exists nor whose it is.
+            Caller::Workload { .. } => Err(BrokerError::NotFound(format!("grant {id} not found"))),
             Caller::User(_) => {
                 caller.require_role(
                     &[Role::Operator, Role::Approver, Role::Auditor],

@@ -452,9 +452,11 @@ impl Broker {
     fn check_may_read_request(&self, caller: &Caller, request: &Request) -> Result<()> {
         match caller {
             Caller::Workload { identity } if *identity == request.identity => Ok(()),
-            Caller::Workload { identity } => Err(BrokerError::Forbidden(format!(
-                "workload {identity} cannot read a request of identity {}",
-                request.identity
+            // Another identity's request is answered as an unknown one: the caller learns
+            // neither that it exists nor whose it is.
+            Caller::Workload { .. } => Err(BrokerError::NotFound(format!(
+                "request {} not found",
+                request.id
             ))),
             Caller::User(u) if request.requester == Principal::User(u.name.clone()) => Ok(()),
             Caller::User(_) => caller

@@ -250,8 +250,29 @@ fn one_identity_cannot_touch_anothers_grant() {
     let (_, body) = api.exchange(&backup, "orders-api/write", Some("5m"));
     let grant = body["grant_id"].as_str().unwrap();
     let token = body["access_token"].as_str().unwrap();
+    let (_, own) = api.get(&backup, &format!("/v1/grants/{grant}"));
+    let request = own["request_id"].as_str().unwrap().to_owned();
+    // Another identity's grant and request answer exactly as unknown ones: 404, naming
+    // neither the identity nor anything else of them.
     let (s, b) = api.post(&deployer, &format!("/v1/grants/{grant}/release"), json!({}));
-    assert_error(s, &b, 403, "forbidden");
+    assert_error(s, &b, 404, "not_found");
+    assert_eq!(b["error"]["message"], format!("grant {grant} not found"));
+    let (s, b) = api.get(&deployer, &format!("/v1/grants/{grant}"));
+    assert_error(s, &b, 404, "not_found");
+    assert_eq!(b["error"]["message"], format!("grant {grant} not found"));
+    let (s, b) = api.post(
+        &deployer,
+        &format!("/v1/grants/{grant}/renew"),
+        json!({"ttl": "10m"}),
+    );
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = api.get(&deployer, &format!("/v1/requests/{request}"));
+    assert_error(s, &b, 404, "not_found");
+    assert_eq!(
+        b["error"]["message"],
+        format!("request {request} not found")
+    );
+    assert!(!b.to_string().contains("nightly-backup"), "{b}");
     // RFC 7009: another workload's revocation answers as for an unknown token, and
     // changes nothing.
     let (s, b) = api.form(Some(&deployer), "/v1/oauth/revoke", &[("token", token)]);
