@@ -22,12 +22,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "## Quickstart",
     "## Console",
     "## Dynamic database accounts",
     "## Governance",
     "## Notifications",
+    "## Revocation pushed to resource servers (SETs)",
     "## Policies in Rego",
     "## TLS",
 ];
