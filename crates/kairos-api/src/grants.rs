@@ -16,7 +16,7 @@ use crate::inputs::{
 };
 use crate::views::{
     BulkRevokeBody, CredentialView, GrantList, GrantView, RenewBody, RequestView, RevokeBody,
-    UsageView,
+    SetReceiptView, UsageView,
 };
 
 /// A revocation's optional reason, checked.
@@ -98,6 +98,25 @@ pub async fn get(
 ) -> ApiResult<Json<GrantView>> {
     let id = parse_grant_id(&id)?;
     let mut view = GrantView::from(&s.broker.get_grant(&caller, &id).await?);
+    let sets = s.broker.grant_sets(&caller, &id).await?;
+    if let Some(receipt) = view.receipt.as_mut()
+        && !sets.is_empty()
+    {
+        receipt.set_receivers = Some(
+            sets.iter()
+                .map(|r| SetReceiptView {
+                    receiver: r.receiver.clone(),
+                    delivery: r.delivery.as_str().into(),
+                    jti: r.jti.clone(),
+                    state: r.state.as_str().into(),
+                    acknowledged_at: r.acked_at.map(|t| t.to_rfc3339()),
+                    wait_until: r.wait_until.to_rfc3339(),
+                    attempts: r.attempts,
+                    last_error: r.last_error.clone(),
+                })
+                .collect(),
+        );
+    }
     let usage = s.broker.grant_usage(&caller, &id).await?;
     view.usage = Some(usage.map(|u| UsageView {
         first_used_at: u.first_at.to_rfc3339(),

@@ -36,6 +36,8 @@ mod posture;
 mod requests;
 #[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod ssf;
 pub mod views;
 
 pub use error::{ApiError, ApiResult, ErrorBody};

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::{
     MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, governance_reviews, grants,
-    identities, mcp, notifications, oauth, posture, requests, views,
+    identities, mcp, notifications, oauth, posture, requests, ssf, views,
 };
 
 #[derive(Clone)]
@@ -39,6 +39,7 @@ pub struct AppState {
         (name = "oauth", description = "RFC 7662 introspection, RFC 7009 revocation, RFC 8693 token exchange"),
         (name = "admin", description = "Configuration, keys, people, audit"),
         (name = "notifications", description = "The notification outbox: pending, delivered and dead-lettered messages to Slack and signed webhooks"),
+        (name = "ssf", description = "Security Event Tokens telling resource servers that verify tokens offline of every end of a token grant (RFC 8417, push RFC 8935, poll RFC 8936)"),
         (name = "governance", description = "The identity lifecycle: states, owners, recertification, break-glass reviews, exceptions, usage, alerts, posture"),
     )
 )]
@@ -190,6 +191,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::resolve))
         .routes(routes!(notifications::list))
         .routes(routes!(notifications::retry))
+        .routes(routes!(ssf::poll))
+        .routes(routes!(ssf::receivers))
         .routes(routes!(posture::posture))
         .routes(routes!(governance_recert::list))
         .routes(routes!(governance_recert::attest))

@@ -125,6 +125,30 @@ pub struct ReceiptView {
     /// Failed propagation attempts so far (while `revoking`).
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// For a token grant with SET receivers (`[[set_receiver]]`): what each was sent and
+    /// whether it acknowledged. Absent from lists and when there are none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_receivers: Option<Vec<SetReceiptView>>,
+}
+
+/// One SET receiver's part in a token grant's receipt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetReceiptView {
+    pub receiver: String,
+    /// `push` or `poll`.
+    pub delivery: String,
+    /// The SET's `jti`.
+    pub jti: String,
+    /// `pending` (not acknowledged yet), `acked`, `failed` (the receiver refused it) or
+    /// `dead` (undelivered for a day).
+    pub state: String,
+    /// When the receiver acknowledged it (or refused it).
+    pub acknowledged_at: Option<String>,
+    /// Until when the receipt waits for this receiver (its `ack_timeout`).
+    pub wait_until: String,
+    /// Failed push attempts so far.
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -182,6 +206,7 @@ impl From<&Grant> for GrantView {
                 evidence: None,
                 attempts: *attempts,
                 last_error: last_error.clone(),
+                set_receivers: None,
             }),
             GrantState::Ended { end, receipt } => Some(ReceiptView {
                 reason: end.reason.to_string(),
@@ -193,6 +218,7 @@ impl From<&Grant> for GrantView {
                 evidence: Some(receipt.evidence.clone()),
                 attempts: 0,
                 last_error: None,
+                set_receivers: None,
             }),
         };
         Self {

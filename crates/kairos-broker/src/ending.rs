@@ -16,6 +16,7 @@ use kairos_domain::{
 use kairos_store::{EndSelector, GrantFilter, Role};
 
 use crate::connector::{Connector, TokenConnector};
+use crate::sets::SetStage;
 use crate::{Broker, BrokerError, Caller, Result};
 
 /// Which grants an operator revokes.
@@ -510,7 +511,28 @@ impl Broker {
             // Each token's check is one store read; their receipts go in one store write.
             let mut outcomes = Vec::with_capacity(tokens.len());
             for grant in tokens {
-                let outcome = self.propagate_token(&grant).await;
+                let outcome = match self.propagate_token(&grant).await {
+                    // Verified inactive at Kairos; resource servers that verify offline
+                    // are told by SETs, and the receipt waits for their answers.
+                    Ok((revoked_at, method, evidence)) => match self.set_stage(&grant).await {
+                        Ok(SetStage::NoReceivers) => Ok((revoked_at, method, evidence)),
+                        Ok(SetStage::Deferred) => continue,
+                        Ok(SetStage::Done {
+                            all_acknowledged,
+                            evidence: told,
+                        }) => Ok((
+                            revoked_at,
+                            if all_acknowledged {
+                                format!("{method}+set")
+                            } else {
+                                format!("{method}+set(incomplete)")
+                            },
+                            format!("{evidence}; {told}"),
+                        )),
+                        Err(e) => Err(format!("its SETs could not be written: {e}")),
+                    },
+                    Err(e) => Err(e),
+                };
                 outcomes.push((grant, outcome));
             }
             tally(

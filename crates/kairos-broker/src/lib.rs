@@ -23,6 +23,7 @@ pub mod reconcile;
 mod renewal;
 mod requests;
 mod scheduler;
+pub mod sets;
 pub mod targets;
 pub mod users;
 
@@ -206,6 +207,8 @@ pub struct Broker {
     revoke_work: tokio::sync::Notify,
     /// Bumped on every request change, for long-polls.
     request_events: tokio::sync::watch::Sender<u64>,
+    /// Bumped when SETs are written, for poll receivers' long-polls.
+    set_events: tokio::sync::watch::Sender<u64>,
     /// Signed audit checkpoints: where they go, and the head verified so far.
     checkpointer: checkpoints::Checkpointer,
     /// Targets whose revocations are alarming, as the outage prober last read them from
@@ -269,6 +272,7 @@ impl Broker {
             }
         });
         let (request_events, _) = tokio::sync::watch::channel(0);
+        let (set_events, _) = tokio::sync::watch::channel(0);
         let checkpointer = checkpoints::Checkpointer::new(settings.audit_checkpoint_file.clone());
         let broker = Arc::new(Self {
             store,
@@ -284,6 +288,7 @@ impl Broker {
             expirer_wakes_at: std::sync::atomic::AtomicI64::new(i64::MAX),
             revoke_work: tokio::sync::Notify::new(),
             request_events,
+            set_events,
             checkpointer,
             degraded: RwLock::new(Arc::new(Vec::new())),
             usage: governance::recorder::UsageRecorder::default(),

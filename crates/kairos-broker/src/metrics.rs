@@ -85,6 +85,23 @@ pub struct Metrics {
     pub notifications_backlog: Gauge,
     /// Dead notifications waiting for an operator (from the store: all replicas).
     pub notifications_dead: Gauge,
+    /// SETs not yet acknowledged, by receiver (from the store: all replicas).
+    pub set_pending: Family<ReceiverLabel, Gauge>,
+    /// SET deliveries (push attempts and poll answers), by receiver and outcome.
+    pub set_deliveries: Family<SetDeliveryLabels, Counter>,
+}
+
+/// A SET receiver's name, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabel {
+    pub receiver: String,
+}
+
+/// A SET receiver and what became of a delivery (`acked`, `refused`, `retry`, `dead`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetDeliveryLabels {
+    pub receiver: String,
+    pub outcome: &'static str,
 }
 
 /// A notification channel's name, as a label.
@@ -140,6 +157,8 @@ impl Metrics {
             notifications_dead_total: Family::default(),
             notifications_backlog: Gauge::default(),
             notifications_dead: Gauge::default(),
+            set_pending: Family::default(),
+            set_deliveries: Family::default(),
             registry: Registry::default(),
         };
         registry.register("grants_issued", "Grants issued", m.grants_issued.clone());
@@ -272,6 +291,16 @@ impl Metrics {
             "notifications_dead",
             "Dead-lettered notifications waiting for an operator's retry",
             m.notifications_dead.clone(),
+        );
+        registry.register(
+            "set_pending",
+            "Security Event Tokens not yet acknowledged, by receiver",
+            m.set_pending.clone(),
+        );
+        registry.register(
+            "set_deliveries",
+            "Security Event Token deliveries, by receiver and outcome",
+            m.set_deliveries.clone(),
         );
         Self { registry, ..m }
     }

@@ -311,7 +311,8 @@ impl Broker {
     /// Notifications: the dispatcher (audit records → outbox) and the deliverer (outbox →
     /// channels), two loops, each every 250 ms or at once while there is more, so a
     /// delivery pass waiting on a slow receiver does not hold up dispatching; gauges every
-    /// 5 s (and after busy dispatch passes).
+    /// 5 s (and after busy dispatch passes). Beside them, the same way, the push delivery
+    /// of Security Event Tokens (`sets.rs`).
     async fn run_notifications(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         let client = match crate::notify::http_client(self.settings.notify.timeout) {
             Ok(c) => c,
@@ -345,6 +346,7 @@ impl Broker {
                 }
             })
         };
+        let set_client = client.clone();
         let deliverer = {
             let b = Arc::clone(&self);
             let mut shutdown = shutdown.clone();
@@ -366,7 +368,32 @@ impl Broker {
                 }
             })
         };
-        let _ = tokio::join!(dispatcher, deliverer);
+        let sets = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut n: u64 = 0;
+                loop {
+                    n = n.wrapping_add(1);
+                    let busy = match b.deliver_sets(&set_client).await {
+                        Ok(sent) => sent > 0,
+                        Err(e) => {
+                            tracing::error!(error = %ErrorChain(&e), "SET delivery pass failed; will retry");
+                            false
+                        }
+                    };
+                    if (n.is_multiple_of(20) || busy)
+                        && let Err(e) = b.refresh_set_gauges().await
+                    {
+                        tracing::warn!(error = %ErrorChain(&e), "SET gauges not refreshed");
+                    }
+                    if !pause(busy, &mut shutdown).await {
+                        return;
+                    }
+                }
+            })
+        };
+        let _ = tokio::join!(dispatcher, deliverer, sets);
     }
 }
 

@@ -186,6 +186,31 @@ fn receipt_rows(t: &mut Table, r: &wire::Receipt) {
     if let Some(e) = &r.last_error {
         t.row(["last error:", e]);
     }
+    for s in r.set_receivers.iter().flatten() {
+        let status = match (s.state.as_str(), &s.acknowledged_at) {
+            ("acked", Some(at)) => format!("acknowledged at {at}"),
+            ("failed", at) => format!(
+                "refused{}: {}",
+                at.as_deref()
+                    .map(|a| format!(" at {a}"))
+                    .unwrap_or_default(),
+                s.last_error.as_deref().unwrap_or("no reason given")
+            ),
+            ("dead", _) => "NOT acknowledged (given up after a day undelivered)".to_owned(),
+            _ => format!(
+                "NOT acknowledged yet (waits until {}{})",
+                s.wait_until,
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ),
+        };
+        t.row([
+            "SET receiver:".to_owned(),
+            format!("{} ({}): {status}", s.receiver, s.delivery),
+        ]);
+    }
 }
 
 /// After `release`: did access end, and is it verified gone?

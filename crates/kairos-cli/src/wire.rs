@@ -75,6 +75,22 @@ pub struct Receipt {
     pub evidence: Option<String>,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// A token grant's SET receivers, when it has any (read alone).
+    pub set_receivers: Option<Vec<SetReceipt>>,
+}
+
+/// One SET receiver's part in a receipt.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SetReceipt {
+    pub receiver: String,
+    pub delivery: String,
+    pub jti: String,
+    pub state: String,
+    pub acknowledged_at: Option<String>,
+    pub wait_until: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -70,6 +70,35 @@ pub struct NotifyChannel {
     pub secret: Option<SecretRef>,
 }
 
+/// How a `[[set_receiver]]` gets its Security Event Tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetDelivery {
+    /// Kairos POSTs each SET to `endpoint_url` (RFC 8935), with the `Authorization` header
+    /// read from `auth_header` when one is configured.
+    Push {
+        endpoint_url: String,
+        auth_header: Option<SecretRef>,
+    },
+    /// The receiver fetches them from `POST /v1/ssf/poll/{name}` (RFC 8936),
+    /// authenticated as its resource server.
+    Poll,
+}
+
+/// A `[[set_receiver]]`: a resource server that verifies Kairos tokens offline and is told
+/// of every end of a token grant on its targets by a signed SET (RFC 8417).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetReceiver {
+    pub name: String,
+    pub delivery: SetDelivery,
+    /// The user (role `resource-server`) whose targets this receiver covers; a poll
+    /// receiver authenticates as that user.
+    pub resource_server: kairos_domain::UserName,
+    /// The SETs' `aud`.
+    pub audience: String,
+    /// How long a grant's receipt waits for this receiver's acknowledgement (default 5m).
+    pub ack_timeout: Ttl,
+}
+
 /// `[console]`: how people sign in to the web console.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleSettings {
@@ -268,7 +297,7 @@ pub(crate) fn const_period(secs: u64) -> Period {
 }
 
 /// A TTL from a constant number of seconds.
-fn const_ttl(secs: u64) -> Ttl {
+pub(crate) fn const_ttl(secs: u64) -> Ttl {
     // PANIC SAFETY: only called with constants between 1s and 31d, which `Ttl` accepts
     // (the domain has no `const` constructor to make this a compile-time fact).
     #[allow(clippy::expect_used)]
@@ -639,6 +668,8 @@ pub struct Catalog {
     pub(crate) exception_ends_at: BTreeMap<ExceptionName, (String, u32, String)>,
     /// `[[notify]]` channels, in the order written.
     pub(crate) notify: Vec<NotifyChannel>,
+    /// `[[set_receiver]]`s, in the order written.
+    pub(crate) set_receivers: Vec<SetReceiver>,
     /// `[console]`: how people sign in to the web console.
     pub(crate) console: ConsoleSettings,
     /// `[dpop]`: how DPoP proofs are checked.
@@ -668,6 +699,7 @@ impl Catalog {
             exceptions: BTreeMap::new(),
             exception_ends_at: BTreeMap::new(),
             notify: Vec::new(),
+            set_receivers: Vec::new(),
             console: ConsoleSettings::default(),
             dpop: DpopSettings::default(),
         }
@@ -682,6 +714,11 @@ impl Catalog {
     /// The notification channels (`[[notify]]`), in the order written.
     pub fn notify_channels(&self) -> &[NotifyChannel] {
         &self.notify
+    }
+
+    /// The SET receivers (`[[set_receiver]]`), in the order written.
+    pub fn set_receivers(&self) -> &[SetReceiver] {
+        &self.set_receivers
     }
     pub fn server(&self) -> Option<&ServerSettings> {
         self.server.as_ref()
@@ -860,6 +897,13 @@ impl Catalog {
                 .collect()
         };
         diff.compare("notify channel", &channels(old), &channels(new));
+        let receivers = |c: &Catalog| -> BTreeMap<String, SetReceiver> {
+            c.set_receivers
+                .iter()
+                .map(|r| (r.name.clone(), r.clone()))
+                .collect()
+        };
+        diff.compare("set receiver", &receivers(old), &receivers(new));
         if old.tiers != new.tiers {
             diff.changed.push("tier caps".into());
         }

@@ -28,6 +28,7 @@ use crate::{ConfigBundle, ConfigError, ConfigErrors};
 mod console;
 mod exceptions;
 mod notify;
+mod sets;
 pub(crate) use notify::check_url as check_channel_url;
 
 pub(crate) fn load(bundle: &ConfigBundle) -> Result<Catalog, ConfigErrors> {
@@ -1084,7 +1085,7 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 13] = [
+const ROOT_KEYS: [&str; 14] = [
     "server",
     "dpop",
     "console",
@@ -1097,6 +1098,7 @@ const ROOT_KEYS: [&str; 13] = [
     "entitlement",
     "exception",
     "notify",
+    "set_receiver",
     "policy",
 ];
 
@@ -1123,6 +1125,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let entitlement_items = section(cx, &mut root, "entitlement");
     let exception_items = section(cx, &mut root, "exception");
     let notify_items = section(cx, &mut root, "notify");
+    let set_receiver_items = section(cx, &mut root, "set_receiver");
     let policy = root.node("policy");
     let console_node = root.node("console");
     root.finish(cx, &ROOT_KEYS);
@@ -1298,6 +1301,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         exceptions::read_all(cx, &exception_items, &declared_identities, &declared_teams);
 
     let notify = notify::read_all(cx, &notify_items, &declared_teams);
+    let set_receivers = sets::read_all(cx, &set_receiver_items);
 
     let console = match console_node {
         Some(n) => console::read(cx, n, &declared_teams).unwrap_or_default(),
@@ -1344,6 +1348,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .map(|e| (e.value.name.clone(), e.value))
             .collect(),
         notify,
+        set_receivers,
         console,
         dpop,
     };

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 mod checkpoint;
+mod set;
 
 pub use checkpoint::{CheckpointClaims, CheckpointError};
+pub use set::{SESSION_REVOKED, SET_TYPE, SessionRevoked};
 
 use crate::checked::Checked;
 use crate::jwk::PublicKey;

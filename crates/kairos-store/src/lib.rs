@@ -16,6 +16,7 @@ mod recert;
 mod records;
 mod reviews;
 mod sessions;
+mod sets;
 mod sql;
 mod usage;
 
@@ -38,6 +39,10 @@ pub use reviews::{
     EscalationAlert, EscalationAudit, ReviewFilter, ReviewStateFilter, ReviewStore, ReviewUpdate,
 };
 pub use sessions::{ConsoleSession, SessionStore};
+pub use sets::{
+    NewSet, PollAcks, PollBatch, SetBacklog, SetDeliveryMode, SetOutcome, SetRecord, SetState,
+    SetStore,
+};
 pub use sql::SqlStore;
 pub use usage::{
     GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
@@ -117,6 +122,7 @@ pub trait Store:
     + RecertStore
     + ReviewStore
     + SessionStore
+    + SetStore
     + UsageStore
     + Send
     + Sync

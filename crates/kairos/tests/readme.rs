@@ -29,6 +29,7 @@ const SECTIONS: [&str; 8] = [
     "## Dynamic database accounts",
     "## Governance",
     "## Notifications",
+    "## Revocation pushed to resource servers (SETs)",
     "## Policies in Rego",
     "## TLS",
 ];

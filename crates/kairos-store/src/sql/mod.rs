@@ -21,6 +21,7 @@ mod recert;
 mod requests;
 mod reviews;
 mod sessions;
+mod sets;
 mod usage;
 mod writer;
 
