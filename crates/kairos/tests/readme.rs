@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "## Quickstart",
     "## AI agents (MCP)",
     "## Console",
