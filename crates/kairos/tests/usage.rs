@@ -105,10 +105,11 @@ fn introspection_usage_and_use_after_end(store: Option<&str>) {
     let text = stdout(&out);
     assert!(text.contains("3 times"), "{text}");
     assert!(text.contains("by user:orders-rs from 127.0.0.1"), "{text}");
-    // Another workload may not read it (403), and learns nothing of its usage.
+    // Another workload may not read it (404, as for an unknown grant), and learns nothing
+    // of its usage.
     let other = issuer.mint(OTHER_SUBJECT, json!({}));
     let (status, body) = api.get(&other, &format!("/v1/grants/{grant}"));
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 404, "{body}");
     assert!(!body.to_string().contains("orders-rs"), "{body}");
 
     let m = metrics(&server);
