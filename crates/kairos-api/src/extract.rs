@@ -241,6 +241,17 @@ pub(crate) fn bearer_header(headers: &HeaderMap) -> Result<&str, ApiError> {
     })
 }
 
+/// The client certificate chain the TLS listener verified for this request, if any.
+#[cfg(feature = "server")]
+pub(crate) fn peer_chain(parts: &Parts) -> Option<kairos_tls::PeerCertificates> {
+    parts
+        .extensions
+        .get::<kairos_tls::PeerCertificates>()
+        .cloned()
+}
+
+/// A workload over mTLS with an X.509-SVID needs no `Authorization` header; with one, both
+/// must name the same identity ([`kairos_broker::Broker::authenticate_request`]).
 #[cfg(feature = "server")]
 impl FromRequestParts<crate::AppState> for Auth {
     type Rejection = ApiError;
@@ -249,9 +260,55 @@ impl FromRequestParts<crate::AppState> for Auth {
         parts: &mut Parts,
         state: &crate::AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        let caller = state.broker.authenticate(token).await?;
-        Ok(Self(caller))
+        let Some(peer) = peer_chain(parts) else {
+            let token = bearer(parts)?;
+            let caller = state.broker.authenticate(token).await?;
+            return Ok(Self(caller));
+        };
+        let token = if parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            Some(bearer(parts)?)
+        } else {
+            None
+        };
+        let authenticated = state
+            .broker
+            .authenticate_request(token, Some(peer.0.as_slice()))
+            .await?;
+        Ok(Self(authenticated.caller))
+    }
+}
+
+/// The client certificate chain the TLS listener verified, for handlers that authenticate
+/// by themselves (the token endpoint).
+#[cfg(feature = "server")]
+pub struct PeerChain(pub Option<kairos_tls::PeerCertificates>);
+
+#[cfg(feature = "server")]
+impl<S: Send + Sync> FromRequestParts<S> for PeerChain {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(peer_chain(parts)))
+    }
+}
+
+/// RFC 8705 `x5t#S256` of the client certificate this request came over, if any: the
+/// tokens issued to it are bound to that certificate. (Its chain, validity and, for an
+/// X.509-SVID, its trust domain were checked by [`Auth`].)
+#[cfg(feature = "server")]
+pub struct ClientCertThumbprint(pub Option<String>);
+
+#[cfg(feature = "server")]
+impl<S: Send + Sync> FromRequestParts<S> for ClientCertThumbprint {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(peer_chain(parts).and_then(|p| {
+            p.leaf().map(|leaf| kairos_crypto::spiffe::x5t_s256(leaf))
+        })))
     }
 }
 

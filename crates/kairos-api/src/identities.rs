@@ -50,8 +50,12 @@ pub struct IdentityItem {
     pub kind: String,
     /// The owning team.
     pub team: String,
+    /// The platform-token issuer and subject (empty when it authenticates by SPIFFE ID only).
     pub issuer: String,
     pub subject: String,
+    /// Its SPIFFE ID, when it authenticates with SPIFFE SVIDs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
     pub status: IdentityStatusView,
     /// The team's `owners`, as configured.
     pub owners: Vec<String>,
@@ -71,6 +75,7 @@ impl From<IdentityView> for IdentityItem {
             team: v.team.to_string(),
             issuer: v.issuer,
             subject: v.subject,
+            spiffe_id: v.spiffe_id,
             status: IdentityStatusView {
                 state: v.status.state.as_str().into(),
                 cause: v.status.cause.map(|c| c.as_str().into()),

@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiForm, ClientSource, DpopHeader};
+use crate::extract::{ApiForm, ClientSource, DpopHeader, PeerChain};
 use crate::inputs::parse_ttl;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -50,6 +50,10 @@ pub struct IntrospectionForm {
     htm: Option<String>,
     /// The URL of the resource server's request (query and fragment are ignored).
     htu: Option<String>,
+    /// RFC 8705: base64url SHA-256 of the DER of the client certificate the resource
+    /// server's caller presented over mTLS (`x5t#S256`), or empty when it presented none.
+    /// A certificate-bound token is active only when this is its certificate.
+    client_cert_thumbprint: Option<String>,
 }
 
 /// What a bound token's `cnf` says (RFC 7800): the key it is bound to.
@@ -58,6 +62,9 @@ pub struct ConfirmationView {
     /// RFC 7638 thumbprint of the DPoP key (RFC 9449).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
+    /// Base64url SHA-256 of the client certificate the token is bound to (RFC 8705).
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
 }
 
 /// RFC 7662 introspection response.
@@ -87,9 +94,13 @@ pub struct IntrospectionView {
     pub jti: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entitlement: Option<String>,
-    /// For a sender-constrained token: the key its presenter must prove it holds.
+    /// For a sender-constrained token: the key its presenter must prove it holds and/or
+    /// the client certificate it must be presented over.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<ConfirmationView>,
+    /// The workload's SPIFFE ID, when its identity has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
 }
 
 /// Is this Kairos token honoured right now? `active: false` the moment its grant ends.
@@ -105,6 +116,11 @@ pub struct IntrospectionView {
 /// got as `dpop_proof`): then a bound token is active only with a fresh proof for that
 /// request (`ath` of the token) signed by the bound key; a copied token presented without
 /// its key answers `{"active": false}`.
+///
+/// A token bound to a client certificate (RFC 8705, issued over mTLS) answers its
+/// `cnf.x5t#S256`. A resource server that sends `client_cert_thumbprint` (the `x5t#S256`
+/// of the certificate its caller presented, empty for none), or `htm`/`htu`, learns
+/// `active: true` for such a token only when the thumbprint is the token's.
 #[utoipa::path(post, path = "/v1/oauth/introspect", tag = "oauth",
     operation_id = "oauth_introspect",
     security(("basic" = []), ("bearer" = [])),
@@ -126,13 +142,26 @@ pub async fn introspect(
         Ok(ApiForm(f)) => f,
         Err(e) => return form_error(e),
     };
+    let client_cert = form
+        .client_cert_thumbprint
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     let presented = match (&form.htm, &form.htu, &form.dpop_proof) {
         (Some(method), Some(url), proof) => Some(kairos_broker::ending::Presentation {
-            method,
-            url,
+            request: Some((method.as_str(), url.as_str())),
             proof: proof.as_deref(),
+            client_cert,
         }),
-        (None, None, None) => None,
+        (None, None, None) => {
+            form.client_cert_thumbprint
+                .is_some()
+                .then_some(kairos_broker::ending::Presentation {
+                    request: None,
+                    proof: None,
+                    client_cert,
+                })
+        }
         _ => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -153,7 +182,14 @@ pub async fn introspect(
         Some(c) if i.active => IntrospectionView {
             active: true,
             scope: Some(c.scope),
-            token_type: Some(if c.cnf.is_some() { "DPoP" } else { "Bearer" }.into()),
+            token_type: Some(
+                if c.cnf.as_ref().is_some_and(|c| c.jkt.is_some()) {
+                    "DPoP"
+                } else {
+                    "Bearer"
+                }
+                .into(),
+            ),
             exp: Some(c.exp),
             iat: Some(c.iat),
             nbf: Some(c.nbf),
@@ -167,7 +203,11 @@ pub async fn introspect(
             iss: Some(c.iss),
             jti: Some(c.jti),
             entitlement: Some(c.entitlement),
-            cnf: c.cnf.map(|cnf| ConfirmationView { jkt: cnf.jkt }),
+            cnf: c.cnf.map(|cnf| ConfirmationView {
+                jkt: cnf.jkt,
+                x5t_s256: cnf.x5t_s256,
+            }),
+            spiffe_id: c.spiffe_id,
         },
         _ => IntrospectionView {
             active: false,
@@ -183,6 +223,7 @@ pub async fn introspect(
             jti: None,
             entitlement: None,
             cnf: None,
+            spiffe_id: None,
         },
     };
     no_store(Json(view).into_response())
@@ -436,15 +477,17 @@ pub(crate) fn oauth_error(
 pub async fn token(
     State(s): State<AppState>,
     ClientSource(source): ClientSource,
+    PeerChain(peer): PeerChain,
     dpop: Result<DpopHeader, ApiError>,
     form: Result<ApiForm<TokenExchangeForm>, ApiError>,
 ) -> Response {
-    no_store(exchange(&s, source, dpop, form).await)
+    no_store(exchange(&s, source, peer, dpop, form).await)
 }
 
 async fn exchange(
     s: &AppState,
     source: Option<std::net::IpAddr>,
+    peer: Option<kairos_tls::PeerCertificates>,
     dpop: Result<DpopHeader, ApiError>,
     form: Result<ApiForm<TokenExchangeForm>, ApiError>,
 ) -> Response {
@@ -475,7 +518,20 @@ async fn exchange(
             format!("subject_token_type must be {TOKEN_TYPE_JWT}"),
         );
     }
-    let caller = match s.broker.authenticate(&form.subject_token).await {
+    // Over mTLS the client certificate (an X.509-SVID must name the subject_token's
+    // identity) binds the token to it (RFC 8705).
+    let authenticated = s
+        .broker
+        .authenticate_request(
+            Some(&form.subject_token),
+            peer.as_ref().map(|p| p.0.as_slice()),
+        )
+        .await;
+    let client_cert = authenticated
+        .as_ref()
+        .ok()
+        .and_then(|a| a.client_cert.clone());
+    let caller = match authenticated.map(|a| a.caller) {
         Ok(c @ Caller::Workload { .. }) => c,
         Ok(Caller::User(_)) => {
             return bad(
@@ -529,6 +585,7 @@ async fn exchange(
         task,
         source,
         proof,
+        client_cert,
     };
     match s.broker.request(&caller, input).await {
         Ok(outcome) => match (outcome.grant, outcome.credential) {
@@ -544,7 +601,12 @@ async fn exchange(
                 Json(TokenExchangeResponse {
                     access_token,
                     issued_token_type: TOKEN_TYPE_JWT.into(),
-                    token_type: if cnf.is_some() { "DPoP" } else { "Bearer" }.into(),
+                    token_type: if cnf.as_ref().is_some_and(|c| c.jkt.is_some()) {
+                        "DPoP"
+                    } else {
+                        "Bearer"
+                    }
+                    .into(),
                     expires_in,
                     scope: grant.entitlement.to_string(),
                     grant_id: grant.id.to_string(),
@@ -606,7 +668,7 @@ fn dpop_refusal(s: &AppState, e: BrokerError) -> Response {
             r
         }
         BrokerError::Invalid {
-            code: "dpop_proof_required",
+            code: "dpop_proof_required" | "mtls_required" | "binding_required",
             message,
         } => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", message),
         e => broker_error(e),

@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, Auth, ClientSource, DpopHeader};
+use crate::extract::{ApiJson, ApiQuery, Auth, ClientCertThumbprint, ClientSource, DpopHeader};
 use crate::inputs::{check_create_request, check_reason, parse_identity, parse_ttl};
 use crate::views::{CreateRequestBody, ReasonBody, RequestList, RequestResponse, RequestView};
 
@@ -36,6 +36,13 @@ pub(crate) fn parse_request_id(id: &str) -> ApiResult<RequestId> {
 /// `use_dpop_nonce` with the nonce in the `DPoP-Nonce` header. An entitlement with
 /// `require_binding = "dpop"` refuses a request without a proof (400
 /// `dpop_proof_required`).
+///
+/// A workload may also authenticate over mutual TLS with an X.509-SVID and no
+/// `Authorization` header (or with both, naming the same identity). A request over mTLS
+/// (an SVID or any verified client certificate) gets a token bound to that certificate
+/// (RFC 8705 `cnf.x5t#S256`). `require_binding = "mtls"` (on the entitlement or its tier)
+/// refuses a request not made over mTLS (400 `mtls_required`), `"any"` one with neither
+/// a DPoP proof nor mTLS (400 `binding_required`).
 #[utoipa::path(post, path = "/v1/requests", tag = "requests",
     request_body = CreateRequestBody,
     params(("DPoP" = Option<String>, Header,
@@ -54,6 +61,7 @@ pub async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ClientSource(source): ClientSource,
+    ClientCertThumbprint(client_cert): ClientCertThumbprint,
     dpop: Result<DpopHeader, ApiError>,
     ApiJson(body): ApiJson<CreateRequestBody>,
 ) -> Response {
@@ -70,6 +78,7 @@ pub async fn create(
             task: checked.task,
             source,
             proof,
+            client_cert,
         };
         let outcome = s.broker.request(&caller, input).await?;
         let status = if outcome.grant.is_some() {

@@ -277,7 +277,14 @@ impl From<kairos_broker::IssuedCredential> for CredentialView {
                 kind: "token".into(),
                 access_token: Some(access_token),
                 // RFC 9449 §5: a token bound to a DPoP key is of type `DPoP`.
-                token_type: Some(if cnf.is_some() { "DPoP" } else { "Bearer" }.into()),
+                token_type: Some(
+                    if cnf.as_ref().is_some_and(|c| c.jkt.is_some()) {
+                        "DPoP"
+                    } else {
+                        "Bearer"
+                    }
+                    .into(),
+                ),
                 host: None,
                 port: None,
                 database: None,

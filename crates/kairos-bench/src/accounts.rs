@@ -257,6 +257,7 @@ pub async fn measure(
             log: dir.path().join("server.log"),
             store: None,
             envs: vec![(ADMIN_URL_ENV.to_owned(), db.url())],
+            args: Vec::new(),
         },
     )?;
     let http = load::client(s.clients)?;

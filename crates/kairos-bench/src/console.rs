@@ -99,6 +99,7 @@ pub async fn measure(
         log: dir.path().join("server.log"),
         store: None,
         envs: Vec::new(),
+        args: Vec::new(),
     };
     let server = Server::start(kairos, &opts)?;
     let http = client()?;

@@ -20,6 +20,7 @@ mod expiry;
 mod guard;
 mod load;
 mod machine;
+mod mtls;
 mod noop;
 mod pg;
 mod pgbench;
@@ -55,7 +56,8 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Run only these sections (comma-separated): http, accounts, expiry, restart, cedar,
-    /// rego (with Cedar's 3-policy floor beside it), console.
+    /// rego (with Cedar's 3-policy floor beside it), console, mtls (token grants over TLS
+    /// and over mutual TLS with an X.509-SVID).
     /// The report then says which figures were not run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
@@ -76,6 +78,7 @@ pub enum Section {
     Cedar,
     Rego,
     Console,
+    Mtls,
 }
 
 /// Lengths and sizes of every phase, by mode.
@@ -188,6 +191,16 @@ fn main() -> anyhow::Result<()> {
         report.fsync_per_sec = Some(fsync_per_sec(plan.sign)?);
         report.sqlite_commits_per_sec = Some(runtime.block_on(sqlite_commits_per_sec(plan.sign))?);
         runtime.block_on(http_figures(&kairos, &issuer, &platform, plan, &mut report));
+    }
+
+    if runs(Section::Mtls) {
+        eprintln!("token grants over TLS and mutual TLS...");
+        let form = server::exchange_form(&platform, "bench-run", "30m");
+        report.grants_mtls = Some(
+            runtime
+                .block_on(mtls::measure(&kairos, &issuer, &form, plan))
+                .map_err(|e| format!("{e:#}")),
+        );
     }
 
     if runs(Section::Accounts) {
@@ -398,6 +411,7 @@ async fn http_figures(
                 log: dir.path().join("server.log"),
                 store: Some(db.url()),
                 envs: Vec::new(),
+                args: Vec::new(),
             },
         )?;
         let http = load::client(clients)?;
@@ -446,6 +460,7 @@ async fn sqlite_http(
             log: dir.path().join("server.log"),
             store: None,
             envs: Vec::new(),
+            args: Vec::new(),
         },
     )?;
     eprintln!("kairos server at {} ({})", server.addr, kairos.display());
@@ -565,6 +580,7 @@ async fn expiry_figure(
             log: dir.path().join("server.log"),
             store: None,
             envs: Vec::new(),
+            args: Vec::new(),
         },
     )?;
     let settings = expiry::Settings {

@@ -89,6 +89,9 @@ pub struct Report {
     pub grants_fresh: Option<LoadResult>,
     /// The same with a fresh DPoP proof on every exchange (a DPoP-bound token each).
     pub grants_dpop: Option<LoadResult>,
+    /// Token grants on the TLS listener: without a client certificate, then over mutual
+    /// TLS with an X.509-SVID (a certificate-bound token each) — `--only mtls`.
+    pub grants_mtls: Option<Result<(LoadResult, LoadResult), String>>,
     /// The same with [`crate::accounts::WIDE`] times the clients, and how many.
     pub grants_wide: Option<(usize, LoadResult)>,
     pub introspection: Option<LoadResult>,
@@ -171,6 +174,7 @@ impl Report {
             grants: None,
             grants_fresh: None,
             grants_dpop: None,
+            grants_mtls: None,
             grants_wide: None,
             introspection: None,
             recording: None,
@@ -390,6 +394,10 @@ impl Report {
         check(self.cedar.is_empty(), "Cedar decisions");
         check(self.rego.is_none(), "Rego decisions");
         check(self.console.is_none(), "console pages over a large store");
+        check(self.grants_mtls.is_none(), "token grants over mutual TLS");
+        if let Some(Err(e)) = &self.grants_mtls {
+            out.push(format!("token grants over mutual TLS: failed: {e}"));
+        }
         out
     }
 
@@ -499,6 +507,20 @@ impl Report {
                     "token grants as above, each bound to a DPoP key (RFC 9449): a fresh proof per exchange, checked and its jti claimed in the store (the bench signs one per request)",
                     d,
                     "the same no-op floor",
+                );
+            }
+            if let Some(Ok((tls, mtls))) = &self.grants_mtls {
+                grants_row(
+                    s,
+                    "token grants on the native TLS listener, no client certificate",
+                    tls,
+                    "the same no-op floor (plain HTTP)",
+                );
+                grants_row(
+                    s,
+                    "token grants over mutual TLS, each client showing an X.509-SVID of the workload: the SVID verified against its trust bundle, the token bound to the certificate (RFC 8705, its thumbprint written beside the request)",
+                    mtls,
+                    "the same no-op floor (plain HTTP)",
                 );
             }
             let wide_note = match &self.grants_wide {
@@ -1260,6 +1282,20 @@ impl Report {
             (
                 "token grants, SQLite store, DPoP-bound (a fresh proof each)",
                 self.grants_dpop.as_ref(),
+            ),
+            (
+                "token grants, SQLite store, TLS listener, no client certificate",
+                self.grants_mtls
+                    .as_ref()
+                    .and_then(|r| r.as_ref().ok())
+                    .map(|(tls, _)| tls),
+            ),
+            (
+                "token grants, SQLite store, mutual TLS (an X.509-SVID, certificate-bound)",
+                self.grants_mtls
+                    .as_ref()
+                    .and_then(|r| r.as_ref().ok())
+                    .map(|(_, mtls)| mtls),
             ),
             (
                 wide_label.as_str(),

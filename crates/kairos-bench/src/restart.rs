@@ -133,6 +133,7 @@ pub async fn measure(
         log: dir.path().join(format!("{name}.log")),
         store: None,
         envs: Vec::new(),
+        args: Vec::new(),
     };
 
     // The empty store: started once (keys made, configuration applied), then restarted.

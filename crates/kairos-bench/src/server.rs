@@ -180,6 +180,8 @@ pub struct ServerOptions {
     pub store: Option<String>,
     /// Extra environment (target admin URLs).
     pub envs: Vec<(String, String)>,
+    /// Extra `kairos server` arguments (the TLS listener's files).
+    pub args: Vec<String>,
 }
 
 /// A running `kairos server --dev` on port 0; killed on drop.
@@ -216,6 +218,7 @@ impl Server {
         if let Some(store) = &opts.store {
             cmd.arg("--store").arg(store);
         }
+        cmd.args(&opts.args);
         for (k, v) in &opts.envs {
             cmd.env(k, v);
         }

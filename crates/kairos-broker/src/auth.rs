@@ -3,6 +3,7 @@
 
 use kairos_config::Catalog;
 use kairos_crypto::api_token::{self, TokenHash, TokenSecret};
+use kairos_crypto::spiffe::{self, CertificateDer, SvidVerifier, TrustBundle};
 use kairos_crypto::workload::{IssuerTrust, JwksSource};
 use kairos_domain::{IdentityName, Principal};
 use kairos_store::{Role, User};
@@ -58,8 +59,38 @@ pub(crate) fn issuer_trusts(catalog: &Catalog) -> Vec<IssuerTrust> {
                 kairos_config::JwksRef::Url(u) => JwksSource::Url(u.clone()),
             },
             max_token_age: i.max_token_age.as_duration(),
+            spiffe_trust_domain: i.spiffe_trust_domain.clone(),
         })
         .collect()
+}
+
+/// The X.509-SVID verifier for a catalog's `[[trust_domain]]`s. Their bundles were checked
+/// when the catalog loaded; one that does not parse now is left out (and logged), so its
+/// SVIDs are refused as of an undeclared trust domain.
+pub(crate) fn svid_verifier(catalog: &Catalog) -> SvidVerifier {
+    let bundles: Vec<(&str, TrustBundle)> = catalog
+        .trust_domains()
+        .filter_map(|td| match TrustBundle::parse(&td.bundle) {
+            Ok(b) => Some((td.name.as_str(), b)),
+            Err(e) => {
+                tracing::error!(trust_domain = %td.name, problem = %e, "trust bundle unusable; its SVIDs are refused");
+                None
+            }
+        })
+        .collect();
+    SvidVerifier::new(bundles.iter().map(|(n, b)| (*n, b))).unwrap_or_else(|e| {
+        tracing::error!(problem = %e, "trust bundles unusable; every X.509-SVID is refused");
+        SvidVerifier::default()
+    })
+}
+
+/// Who called, and the client certificate they called over, if any.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub caller: Caller,
+    /// RFC 8705 `x5t#S256` of the verified client certificate the request came over:
+    /// tokens issued to it are bound to that certificate.
+    pub client_cert: Option<String>,
 }
 
 /// The id under which the bootstrap admin token (`--dev-admin-token`, `KAIROS_ADMIN_TOKEN`)
@@ -110,6 +141,80 @@ impl Broker {
             })
     }
 
+    /// Authenticates a request by its bearer credential and/or the client certificate
+    /// chain the TLS listener verified (leaf first). A certificate whose URI SAN is a
+    /// `spiffe://` ID is an X.509-SVID: it must verify against its trust domain's bundle
+    /// at the broker's time and map to an identity by its SPIFFE ID, and then it
+    /// authenticates the workload without a bearer; with a bearer too, both must name the
+    /// same identity. Any other client certificate authenticates nobody, but must be
+    /// inside its validity; tokens issued over either are bound to it. Errors never
+    /// repeat a credential.
+    pub async fn authenticate_request(
+        &self,
+        bearer: Option<&str>,
+        peer: Option<&[CertificateDer<'_>]>,
+    ) -> Result<Authenticated> {
+        let peer = peer.filter(|chain| !chain.is_empty());
+        let mut by_svid = None;
+        let mut client_cert = None;
+        if let Some(chain) = peer {
+            let now = self.now().as_secs();
+            let refused = |e: spiffe::SvidError| {
+                BrokerError::Unauthenticated(format!("client certificate refused: {e}"))
+            };
+            let facts = spiffe::leaf_facts(&chain[0]).map_err(refused)?;
+            if spiffe::claims_spiffe_id(&facts) {
+                let svid = self.svids().verify(chain, now).map_err(|e| {
+                    BrokerError::Unauthenticated(format!("X.509-SVID refused: {e}"))
+                })?;
+                let id = svid.spiffe_id.to_string();
+                let identity = self
+                    .catalog()
+                    .identity_by_spiffe_id(&id)
+                    .map(|i| i.name.clone())
+                    .ok_or_else(|| {
+                        BrokerError::Unauthenticated(format!(
+                            "no identity is registered for SPIFFE ID {id:?}; add an [[identity]] with spiffe_id = {id:?}"
+                        ))
+                    })?;
+                by_svid = Some(identity);
+                client_cert = Some(svid.x5t_s256);
+            } else {
+                spiffe::check_validity(&facts, now).map_err(refused)?;
+                client_cert = Some(spiffe::x5t_s256(&chain[0]));
+            }
+        }
+        let caller = match (bearer, by_svid) {
+            (Some(bearer), None) => self.authenticate(bearer).await?,
+            (None, Some(identity)) => Caller::Workload { identity },
+            (Some(bearer), Some(identity)) => match self.authenticate(bearer).await? {
+                Caller::Workload { identity: other } if other == identity => {
+                    Caller::Workload { identity }
+                }
+                Caller::Workload { identity: other } => {
+                    return Err(BrokerError::Unauthenticated(format!(
+                        "the bearer token is identity {other} but the X.509-SVID is identity {identity}; send one credential, or two for the same identity"
+                    )));
+                }
+                Caller::User(u) => {
+                    return Err(BrokerError::Unauthenticated(format!(
+                        "the bearer token is user {} but the X.509-SVID is identity {identity}; a person does not call over a workload's SVID",
+                        u.name
+                    )));
+                }
+            },
+            (None, None) => {
+                return Err(BrokerError::Unauthenticated(
+                    "missing `Authorization: Bearer <token>`; send a platform JWT (workloads) or an API token (people), or call over mTLS with an X.509-SVID (workloads)".into(),
+                ));
+            }
+        };
+        Ok(Authenticated {
+            caller,
+            client_cert,
+        })
+    }
+
     async fn user_by_token(&self, id: &str, secret: &TokenSecret) -> Result<Caller> {
         let refused = || {
             BrokerError::Unauthenticated(
@@ -136,8 +241,17 @@ impl Broker {
         let catalog = self.catalog();
         let issuer = kairos_config::IssuerName::parse(claims.issuer_name.clone())
             .map_err(|e| BrokerError::Unauthenticated(format!("platform token refused: {e}")))?;
+        // A JWT-SVID maps by (issuer, sub) like any platform token, or by its SPIFFE ID.
+        let spiffe_issuer = catalog
+            .issuer(&issuer)
+            .is_some_and(|i| i.spiffe_trust_domain.is_some());
         let identity = catalog
             .identity_by_subject(&issuer, &claims.sub)
+            .or_else(|| {
+                spiffe_issuer
+                    .then(|| catalog.identity_by_spiffe_id(&claims.sub))
+                    .flatten()
+            })
             .ok_or_else(|| {
                 BrokerError::Unauthenticated(format!(
                     "no identity is registered for subject {:?} of issuer {}; add an [[identity]] with this issuer and subject",

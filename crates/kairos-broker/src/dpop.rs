@@ -88,14 +88,12 @@ impl Broker {
         }
     }
 
-    /// The key confirmation a grant's tokens carry (the binding of the request that
-    /// issued it), if any.
+    /// The confirmation a grant's tokens carry (the DPoP key and/or client certificate of
+    /// the request that issued it), if any.
     pub(crate) async fn confirmation_of(&self, grant: &Grant) -> Result<Option<Confirmation>> {
-        Ok(self
-            .store
-            .dpop_binding(&grant.request_id)
-            .await?
-            .map(Confirmation::dpop))
+        let jkt = self.store.dpop_binding(&grant.request_id).await?;
+        let x5t = self.store.certificate_binding(&grant.request_id).await?;
+        Ok(Confirmation::of(jkt, x5t))
     }
 
     /// A resource server's check of the DPoP proof it received with a bound token: the

@@ -332,8 +332,10 @@ impl Broker {
     /// [`Broker::introspect_from`] for a resource server that says how the token was
     /// presented to it (`presented`): then a token bound to a DPoP key (`cnf.jkt`) is
     /// active only with a proof for that request (method, URL, `ath` of the token) signed
-    /// by that key and never seen before; without a proof, or with any other, it answers
-    /// as an unknown token. A Bearer token is not affected.
+    /// by that key and never seen before, and a token bound to a client certificate
+    /// (`cnf.x5t#S256`) only when the thumbprint of the certificate the resource server
+    /// saw is that one; otherwise it answers as an unknown token. A Bearer token is not
+    /// affected.
     pub async fn introspect_presented(
         &self,
         caller: &Caller,
@@ -351,13 +353,22 @@ impl Broker {
                 if !may_see_token(caller, &grant) {
                     return Ok(inactive);
                 }
-                if let (Some(p), Some(cnf)) = (&presented, &claims.cnf) {
-                    let Some(proof) = p.proof else {
+                if let (Some(p), Some(cnf)) = (&presented, &claims.cnf)
+                    && cnf.x5t_s256.is_some()
+                    && !p.client_cert.is_some_and(|t| cnf.certificate_matches(t))
+                {
+                    tracing::debug!(grant = %grant.id, "a certificate-bound token was presented without its certificate");
+                    return Ok(inactive);
+                }
+                if let (Some(p), Some(cnf)) = (&presented, &claims.cnf)
+                    && cnf.jkt.is_some()
+                {
+                    let (Some((method, url)), Some(proof)) = (p.request, p.proof) else {
                         tracing::debug!(grant = %grant.id, "a DPoP-bound token was presented without a proof");
                         return Ok(inactive);
                     };
                     if let Err(e) = self
-                        .check_presented_proof(proof, p.method, p.url, token, cnf)
+                        .check_presented_proof(proof, method, url, token, cnf)
                         .await
                     {
                         if let BrokerError::Invalid { message, .. } = &e {
@@ -793,13 +804,16 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// second when thousands of grants end at once; the store writes 250 grants a statement.
 const REVOCATIONS_PER_PASS: u32 = 2_000;
 
-/// How a resource server received a token: the request's method and URL, and the DPoP
-/// proof that came with it, if any.
-#[derive(Debug, Clone, Copy)]
+/// How a resource server received a token: the request's method and URL, the DPoP proof
+/// that came with it, and the client certificate it came over (each if any).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Presentation<'a> {
-    pub method: &'a str,
-    pub url: &'a str,
+    /// The method and URL of the resource server's request (to check a DPoP proof).
+    pub request: Option<(&'a str, &'a str)>,
     pub proof: Option<&'a str>,
+    /// RFC 8705 `x5t#S256` of the client certificate the resource server saw; None when
+    /// the client showed none.
+    pub client_cert: Option<&'a str>,
 }
 
 /// The RFC 7662 view of an active grant's token (`exp` no later than the grant's end).

@@ -38,7 +38,7 @@ use kairos_domain::{Clock, Timestamp};
 use kairos_store::Store;
 
 pub use apply::{ApplyMode, ApplyOptions, ApplyReport, EndingGrant, RemoveAll};
-pub use auth::{Caller, api_token_id};
+pub use auth::{Authenticated, Caller, api_token_id};
 pub use checkpoints::{
     ChainStatus, Checkpoint, CheckpointFinding, CheckpointReport, CheckpointStatus,
 };
@@ -195,6 +195,8 @@ pub struct Broker {
     settings: BrokerSettings,
     catalog: RwLock<Arc<Catalog>>,
     verifier: RwLock<Arc<WorkloadVerifier>>,
+    /// X.509-SVIDs against the catalog's `[[trust_domain]]` bundles (swapped with it).
+    svids: RwLock<Arc<kairos_crypto::spiffe::SvidVerifier>>,
     keys: RwLock<Arc<KeyRing>>,
     targets: RwLock<Arc<targets::Targets>>,
     metrics: Metrics,
@@ -254,6 +256,7 @@ impl Broker {
         };
         let verifier =
             WorkloadVerifier::new(auth::issuer_trusts(&catalog)).map_err(BrokerError::internal)?;
+        let svids = auth::svid_verifier(&catalog);
         let keys = keys::load_or_create(&*store, &*clock, &master, &settings).await?;
         let targets = targets::Targets::from_catalog(&catalog)?;
         // Which server each target reaches, in the background: a target that is down must
@@ -281,6 +284,7 @@ impl Broker {
             settings,
             catalog: RwLock::new(Arc::new(catalog)),
             verifier: RwLock::new(Arc::new(verifier)),
+            svids: RwLock::new(Arc::new(svids)),
             keys: RwLock::new(Arc::new(keys)),
             targets: RwLock::new(Arc::new(targets)),
             metrics: Metrics::new(),
@@ -331,6 +335,13 @@ impl Broker {
         }
     }
 
+    fn svids(&self) -> Arc<kairos_crypto::spiffe::SvidVerifier> {
+        match self.svids.read() {
+            Ok(v) => Arc::clone(&v),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
     pub fn key_ring(&self) -> Arc<KeyRing> {
         match self.keys.read() {
             Ok(k) => Arc::clone(&k),
@@ -365,6 +376,11 @@ impl Broker {
         match self.verifier.write() {
             Ok(mut v) => *v = Arc::new(verifier),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(verifier),
+        }
+        let svids = Arc::new(auth::svid_verifier(&catalog));
+        match self.svids.write() {
+            Ok(mut v) => *v = svids,
+            Err(poisoned) => *poisoned.into_inner() = svids,
         }
         match self.catalog.write() {
             Ok(mut c) => *c = Arc::new(catalog),

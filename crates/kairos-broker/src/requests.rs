@@ -30,6 +30,9 @@ pub struct NewRequest {
     /// A checked DPoP proof that came with the request ([`Broker::check_dpop_proof`]):
     /// its `jti` is claimed with the request, and the grant's tokens are bound to its key.
     pub proof: Option<kairos_crypto::dpop::VerifiedProof>,
+    /// RFC 8705 `x5t#S256` of the verified client certificate the request came over
+    /// ([`crate::Authenticated::client_cert`]): the grant's tokens are bound to it.
+    pub client_cert: Option<String>,
 }
 
 pub use crate::accounts::IssuedCredential;
@@ -95,8 +98,13 @@ fn issued_audit(grant: &Grant, by: &Principal) -> AuditDraft {
 
 impl Broker {
     /// Signs the token credential of an active grant; with `cnf`, a token bound to that
-    /// key (RFC 9449).
+    /// key (RFC 9449) and/or client certificate (RFC 8705). It carries the identity's
+    /// SPIFFE ID (`spiffe_id`) when the catalog gives it one.
     pub fn mint(&self, grant: &Grant, cnf: Option<Confirmation>) -> Result<IssuedCredential> {
+        let spiffe_id = self
+            .catalog()
+            .identity(&grant.identity)
+            .and_then(|i| i.spiffe_id.clone());
         let claims = AccessClaims {
             iss: self.settings.issuer_url.clone(),
             sub: grant.identity.to_string(),
@@ -114,6 +122,7 @@ impl Broker {
                 reason: grant.task.reason.clone(),
             },
             cnf: cnf.clone(),
+            spiffe_id,
         };
         let access_token = self
             .key_ring()
@@ -201,11 +210,31 @@ impl Broker {
         })?;
         self.check_break_glass(entitlement, &input.task)?;
         let requester = caller.principal();
-        if entitlement.require_binding == Some(Binding::Dpop) && input.proof.is_none() {
-            let message = format!(
-                "entitlement {} requires a DPoP-bound token: send a DPoP proof (RFC 9449) of a key you hold in the `DPoP` header",
-                entitlement.name
-            );
+        let unmet = catalog
+            .binding_requirements(entitlement)
+            .into_iter()
+            .find(|(b, _)| !b.satisfied(input.proof.is_some(), input.client_cert.is_some()));
+        if let Some((binding, by)) = unmet {
+            let (code, message) = match binding {
+                Binding::Dpop => (
+                    "dpop_proof_required",
+                    format!(
+                        "{by} requires a DPoP-bound token: send a DPoP proof (RFC 9449) of a key you hold in the `DPoP` header"
+                    ),
+                ),
+                Binding::Mtls => (
+                    "mtls_required",
+                    format!(
+                        "{by} requires a certificate-bound token (RFC 8705): call over mutual TLS with your client certificate or X.509-SVID"
+                    ),
+                ),
+                Binding::Any => (
+                    "binding_required",
+                    format!(
+                        "{by} requires a sender-constrained token: send a DPoP proof (RFC 9449) in the `DPoP` header, or call over mutual TLS with your client certificate (RFC 8705)"
+                    ),
+                ),
+            };
             self.store
                 .append_audit(vec![
                     AuditDraft::new(AuditKind::Requested, &requester)
@@ -214,11 +243,11 @@ impl Broker {
                         .data(serde_json::json!({
                             "entitlement": input.entitlement,
                             "task": input.task,
-                            "refused": { "code": "dpop_proof_required", "message": message },
+                            "refused": { "code": code, "message": message },
                         })),
                 ])
                 .await?;
-            return Err(BrokerError::invalid("dpop_proof_required", message));
+            return Err(BrokerError::invalid(code, message));
         }
         let (ttl, ttl_capped) = self.capped_ttl(&catalog, entitlement, input.ttl)?;
         // `::ffff:10.1.2.3` is 10.1.2.3 to policy, the record and the detectors.
@@ -321,13 +350,19 @@ impl Broker {
         }
         // A DPoP proof is used once, on any replica: claimed (with the request's key
         // binding) before anything of the request is written; a replay writes nothing.
-        let cnf = match &input.proof {
+        let jkt = match &input.proof {
             Some(proof) => {
                 self.claim_dpop_proof(proof, Some(&request.id)).await?;
-                Some(Confirmation::dpop(proof.jkt.clone()))
+                Some(proof.jkt.clone())
             }
             None => None,
         };
+        // RFC 8705: bound to the client certificate the request came over, remembered
+        // before the request is written so a token minted again for it is bound too.
+        if let Some(x5t) = &input.client_cert {
+            self.store.bind_certificate(&request.id, x5t).await?;
+        }
+        let cnf = Confirmation::of(jkt, input.client_cert.clone());
         // Tokens: sign before committing, so a grant is never recorded without a
         // credential. Accounts: record the intent first, then create the account.
         let mut credential = match (&grant, &account) {

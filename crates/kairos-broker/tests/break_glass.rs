@@ -100,6 +100,7 @@ fn ask(entitlement: &str, kind: TaskKind) -> NewRequest {
         .unwrap(),
         source: None,
         proof: None,
+        client_cert: None,
     }
 }
 

@@ -146,6 +146,7 @@ fn ask(ttl: &str) -> NewRequest {
         .unwrap(),
         source: None,
         proof: None,
+        client_cert: None,
     }
 }
 

@@ -642,6 +642,7 @@ fn ask() -> kairos_broker::NewRequest {
         .unwrap(),
         source: None,
         proof: None,
+        client_cert: None,
     }
 }
 

@@ -132,6 +132,7 @@ fn ask(ttl: &str, task_ref: &str, source: Option<&str>) -> NewRequest {
         .unwrap(),
         source: source.map(|s| s.parse::<IpAddr>().unwrap()),
         proof: None,
+        client_cert: None,
     }
 }
 

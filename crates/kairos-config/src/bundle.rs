@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::ConfigError;
 use crate::tree::{self, Node, Value};
 
-/// The main catalog file and every file it references (JWKS files, policy files), keyed
-/// by path relative to the main file's directory. The CLI reads it from disk and ships
+/// The main catalog file and every file it references (JWKS files, trust bundles, policy
+/// files), keyed by path relative to the main file's directory. The CLI reads it from disk and ships
 /// it to the server, which validates it with [`crate::Catalog::from_bundle`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigBundle {
@@ -42,6 +42,13 @@ impl ConfigBundle {
             for (i, issuer) in array(&root, "issuer").iter().enumerate() {
                 if let Some((file, node)) = string_at(issuer, "jwks_file") {
                     let where_ = at(node, format!("issuer[{i}].jwks_file"));
+                    let contents = read(&fs_path(base, file), file, Some(&where_))?;
+                    files.insert(normalize(file), contents);
+                }
+            }
+            for (i, td) in array(&root, "trust_domain").iter().enumerate() {
+                if let Some((file, node)) = string_at(td, "bundle_file") {
+                    let where_ = at(node, format!("trust_domain[{i}].bundle_file"));
                     let contents = read(&fs_path(base, file), file, Some(&where_))?;
                     files.insert(normalize(file), contents);
                 }

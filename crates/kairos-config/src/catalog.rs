@@ -369,6 +369,24 @@ pub struct Issuer {
     /// The longest lifetime Kairos accepts in one of its tokens (`exp` − `iat`, or
     /// `exp` − now without `iat`); default 24 h.
     pub max_token_age: Ttl,
+    /// `spiffe_trust_domain`: the issuer of this trust domain's JWT-SVIDs. Its tokens are
+    /// accepted without `iss` (then `issuer` may be empty), their `sub` must be a SPIFFE
+    /// ID in the trust domain, and its keys may be the trust domain's bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_trust_domain: Option<String>,
+}
+
+/// A SPIFFE trust domain (`[[trust_domain]]`): its name and the bundle (PEM certificates
+/// or the SPIFFE bundle format) that verifies its X.509-SVIDs and JWT-SVIDs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TrustDomain {
+    /// `prod.example.org`.
+    pub name: String,
+    /// The bundle file, relative to the catalog file.
+    pub bundle_file: String,
+    /// Its contents, checked at load by `kairos_crypto::spiffe::TrustBundle::parse`.
+    #[serde(skip)]
+    pub bundle: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -390,9 +408,14 @@ pub struct Identity {
     pub owner: TeamName,
     /// Free-form: `ci-job`, `service`, `bot`, `agent`, ...
     pub kind: String,
-    pub issuer: IssuerName,
-    /// The token `sub` claim that maps to this identity.
-    pub subject: String,
+    /// The issuer of its platform token, when it has a platform-token mapping.
+    pub issuer: Option<IssuerName>,
+    /// The token `sub` claim that maps to this identity (with `issuer`).
+    pub subject: Option<String>,
+    /// Its SPIFFE ID (`spiffe://<trust domain>/<path>`), when it authenticates with a
+    /// SPIFFE SVID (an X.509-SVID over mTLS, or a JWT-SVID of its trust domain's issuer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
     /// The address blocks it is expected to be used from (requests, database sessions);
     /// empty: anywhere. A use from outside raises an `unexpected_source` alert.
     pub allowed_sources: Vec<SourceRange>,
@@ -585,6 +608,31 @@ pub struct Entitlement {
 pub enum Binding {
     /// A DPoP proof key (RFC 9449): the token carries `cnf.jkt`.
     Dpop,
+    /// A client certificate over mTLS (RFC 8705): the token carries `cnf.x5t#S256`.
+    Mtls,
+    /// Either of them.
+    Any,
+}
+
+impl Binding {
+    /// As written in the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dpop => "dpop",
+            Self::Mtls => "mtls",
+            Self::Any => "any",
+        }
+    }
+
+    /// Whether a token bound to a DPoP key (`dpop`) and/or a client certificate
+    /// (`mtls`) satisfies this requirement.
+    pub fn satisfied(self, dpop: bool, mtls: bool) -> bool {
+        match self {
+            Self::Dpop => dpop,
+            Self::Mtls => mtls,
+            Self::Any => dpop || mtls,
+        }
+    }
 }
 
 /// The `[dpop]` table: how DPoP proofs (RFC 9449) are checked.
@@ -657,6 +705,12 @@ pub struct Catalog {
     pub(crate) teams: BTreeMap<TeamName, Team>,
     pub(crate) identities: BTreeMap<IdentityName, Identity>,
     pub(crate) by_subject: BTreeMap<(IssuerName, String), IdentityName>,
+    /// Identities by SPIFFE ID.
+    pub(crate) by_spiffe_id: BTreeMap<String, IdentityName>,
+    /// `[[trust_domain]]`s by name.
+    pub(crate) trust_domains: BTreeMap<String, TrustDomain>,
+    /// `[tiers.require_binding]`: the binding each tier's tokens need.
+    pub(crate) tier_bindings: BTreeMap<Tier, Binding>,
     pub(crate) targets: BTreeMap<TargetName, Target>,
     pub(crate) entitlements: BTreeMap<EntitlementName, Entitlement>,
     pub(crate) policies: PolicySet,
@@ -692,6 +746,9 @@ impl Catalog {
             teams: BTreeMap::new(),
             identities: BTreeMap::new(),
             by_subject: BTreeMap::new(),
+            by_spiffe_id: BTreeMap::new(),
+            trust_domains: BTreeMap::new(),
+            tier_bindings: BTreeMap::new(),
             targets: BTreeMap::new(),
             entitlements: BTreeMap::new(),
             policies: PolicySet::empty(),
@@ -761,6 +818,28 @@ impl Catalog {
         self.by_subject
             .get(&(issuer.clone(), subject.to_owned()))
             .and_then(|name| self.identities.get(name))
+    }
+    /// The identity whose `spiffe_id` this is.
+    pub fn identity_by_spiffe_id(&self, spiffe_id: &str) -> Option<&Identity> {
+        self.by_spiffe_id
+            .get(spiffe_id)
+            .and_then(|name| self.identities.get(name))
+    }
+    /// The `[[trust_domain]]`s.
+    pub fn trust_domains(&self) -> impl Iterator<Item = &TrustDomain> {
+        self.trust_domains.values()
+    }
+    /// The bindings an entitlement's tokens need: its own `require_binding`, and its
+    /// tier's (`[tiers.require_binding]`), each with where it was set.
+    pub fn binding_requirements(&self, entitlement: &Entitlement) -> Vec<(Binding, String)> {
+        let mut out = Vec::new();
+        if let Some(b) = entitlement.require_binding {
+            out.push((b, format!("entitlement {}", entitlement.name)));
+        }
+        if let Some(b) = self.tier_bindings.get(&entitlement.tier) {
+            out.push((*b, format!("the {} tier", entitlement.tier)));
+        }
+        out
     }
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
         self.targets.values()
@@ -858,7 +937,16 @@ impl Catalog {
             name: identity.name.clone(),
             kind: identity.kind.clone(),
             owner: identity.owner.clone(),
-            issuer: identity.issuer.to_string(),
+            // The trust domain vouches for an identity that has only a SPIFFE ID.
+            issuer: match (&identity.issuer, &identity.spiffe_id) {
+                (Some(issuer), _) => issuer.to_string(),
+                (None, Some(id)) => id
+                    .strip_prefix("spiffe://")
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or_default()
+                    .to_owned(),
+                (None, None) => String::new(),
+            },
         }
     }
     /// What policy may know about `entitlement` (`max_ttl` is the effective cap).
@@ -875,6 +963,10 @@ impl Catalog {
     pub fn diff(old: &Catalog, new: &Catalog) -> ConfigDiff {
         let mut diff = ConfigDiff::default();
         diff.compare("issuer", &old.issuers, &new.issuers);
+        diff.compare("trust domain", &old.trust_domains, &new.trust_domains);
+        if old.tier_bindings != new.tier_bindings {
+            diff.changed.push("tier bindings".into());
+        }
         diff.compare("team", &old.teams, &new.teams);
         diff.compare("identity", &old.identities, &new.identities);
         diff.compare("target", &old.targets, &new.targets);

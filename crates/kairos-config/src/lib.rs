@@ -33,7 +33,7 @@ pub use catalog::{
     Entitlement, Exception, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
     NotifyChannel, OidcSettings, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
     ServerSettings, ServerTls, SetDelivery, SetReceiver, StoreLocation, Target, TargetKind, Team,
-    TierCaps, UrlRef,
+    TierCaps, TrustDomain, UrlRef,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;

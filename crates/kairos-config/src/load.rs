@@ -21,6 +21,7 @@ use crate::catalog::{
     Binding, Catalog, ClientCertificates, DbTarget, DpopSettings, Entitlement, GovernanceSettings,
     Identity, Issuer, IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings,
     SecretRef, ServerSettings, ServerTls, StoreLocation, Target, TargetKind, Team, TierCaps,
+    TrustDomain,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
@@ -526,8 +527,10 @@ fn tier(s: &str) -> Result<Tier, String> {
 fn binding(s: &str) -> Result<Binding, String> {
     match s {
         "dpop" => Ok(Binding::Dpop),
+        "mtls" => Ok(Binding::Mtls),
+        "any" => Ok(Binding::Any),
         _ => Err(format!(
-            "require_binding {s:?} is unknown; use \"dpop\" (tokens bound to a DPoP proof key, RFC 9449)"
+            "require_binding {s:?} is unknown; use \"dpop\" (tokens bound to a DPoP proof key, RFC 9449), \"mtls\" (bound to the client certificate, RFC 8705) or \"any\" (either)"
         )),
     }
 }
@@ -1087,6 +1090,7 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 
 const ROOT_KEYS: [&str; 14] = [
     "server",
+    "trust_domain",
     "dpop",
     "console",
     "tiers",
@@ -1106,9 +1110,9 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let mut root = Table::of(cx, String::new(), root_node)?;
 
     let server = root.node("server").and_then(|n| read_server(cx, n));
-    let tiers = match root.node("tiers") {
+    let (tiers, tier_bindings) = match root.node("tiers") {
         Some(n) => read_tiers(cx, n),
-        None => TierCaps::default(),
+        None => (TierCaps::default(), BTreeMap::new()),
     };
     let dpop = match root.node("dpop") {
         Some(n) => read_dpop(cx, n),
@@ -1118,6 +1122,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
         Some(n) => read_governance(cx, n),
         None => (GovernanceSettings::default(), RecertSettings::default()),
     };
+    let trust_domain_items = section(cx, &mut root, "trust_domain");
     let issuer_items = section(cx, &mut root, "issuer");
     let team_items = section(cx, &mut root, "team");
     let identity_items = section(cx, &mut root, "identity");
@@ -1135,9 +1140,14 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
     let declared_targets = declared(&target_items);
     let declared_identities = declared(&identity_items);
 
+    let trust_domains: Vec<Item<TrustDomain>> = trust_domain_items
+        .iter()
+        .filter_map(|(path, node)| read_trust_domain(cx, path, node))
+        .collect();
+    let trust_domains = unique(cx, "trust domain", trust_domains, |t| t.name.clone());
     let issuers: Vec<Item<Issuer>> = issuer_items
         .iter()
-        .filter_map(|(path, node)| read_issuer(cx, path, node))
+        .filter_map(|(path, node)| read_issuer(cx, path, node, &trust_domains))
         .collect();
     let teams: Vec<Item<Team>> = team_items
         .iter()
@@ -1165,7 +1175,7 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
 
     // Issuer URLs identify issuers in tokens, so they must be unique too.
     let mut by_url: BTreeMap<&str, &Item<Issuer>> = BTreeMap::new();
-    for item in &issuers {
+    for item in issuers.iter().filter(|i| !i.value.issuer.is_empty()) {
         if let Some(first) = by_url.insert(&item.value.issuer, item) {
             let message = format!(
                 "issuer URL {:?} is already used by issuer {} (line {}); each issuer URL may appear once",
@@ -1179,6 +1189,8 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
 
     let mut by_subject: BTreeMap<(IssuerName, String), IdentityName> = BTreeMap::new();
     let mut subject_at: BTreeMap<(IssuerName, String), u32> = BTreeMap::new();
+    let mut by_spiffe_id: BTreeMap<String, IdentityName> = BTreeMap::new();
+    let mut spiffe_at: BTreeMap<String, u32> = BTreeMap::new();
     for item in &identities {
         let identity = &item.value;
         reference(
@@ -1189,21 +1201,49 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             identity.owner.as_str(),
             &declared_teams,
         );
+        if let Some(spiffe_id) = &identity.spiffe_id {
+            let td = spiffe_id
+                .strip_prefix("spiffe://")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default();
+            let declared_td = trust_domains.iter().any(|t| t.value.name == td)
+                || issuers
+                    .iter()
+                    .any(|i| i.value.spiffe_trust_domain.as_deref() == Some(td));
+            if !declared_td {
+                let message = format!(
+                    "the trust domain {td:?} of this SPIFFE ID is not declared; add a [[trust_domain]] (for X.509-SVIDs) or an [[issuer]] with spiffe_trust_domain = {td:?} (for JWT-SVIDs)"
+                );
+                cx.error(item.span("spiffe_id"), &item.key("spiffe_id"), message);
+            }
+            if let Some(first) = by_spiffe_id.get(spiffe_id) {
+                let message = format!(
+                    "identity {} has the same SPIFFE ID {spiffe_id:?} as identity {first} (line {}); an SVID must map to one identity",
+                    identity.name,
+                    spiffe_at.get(spiffe_id).copied().unwrap_or(0),
+                );
+                cx.error(item.span("spiffe_id"), &item.key("spiffe_id"), message);
+            } else {
+                spiffe_at.insert(spiffe_id.clone(), cx.line(item.span("spiffe_id")));
+                by_spiffe_id.insert(spiffe_id.clone(), identity.name.clone());
+            }
+        }
+        let (Some(issuer), Some(subject)) = (&identity.issuer, &identity.subject) else {
+            continue;
+        };
         reference(
             cx,
             item,
             "issuer",
             "issuer",
-            identity.issuer.as_str(),
+            issuer.as_str(),
             &declared_issuers,
         );
-        let key = (identity.issuer.clone(), identity.subject.clone());
+        let key = (issuer.clone(), subject.clone());
         if let Some(first) = by_subject.get(&key) {
             let message = format!(
-                "identity {} has the same issuer ({}) and subject {:?} as identity {first} (line {}); a token must map to one identity",
+                "identity {} has the same issuer ({issuer}) and subject {subject:?} as identity {first} (line {}); a token must map to one identity",
                 identity.name,
-                identity.issuer,
-                identity.subject,
                 subject_at.get(&key).copied().unwrap_or(0),
             );
             cx.error(item.span("subject"), &item.key("subject"), message);
@@ -1327,6 +1367,12 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
             .map(|i| (i.value.name.clone(), i.value))
             .collect(),
         by_subject,
+        by_spiffe_id,
+        trust_domains: trust_domains
+            .into_iter()
+            .map(|t| (t.value.name.clone(), t.value))
+            .collect(),
+        tier_bindings,
         targets: targets
             .into_iter()
             .map(|t| (t.value.name.clone(), t.value))
@@ -1704,11 +1750,22 @@ fn whole_count(n: f64) -> Result<u64, String> {
     Ok(n as u64)
 }
 
-fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
+fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> (TierCaps, BTreeMap<Tier, Binding>) {
     let mut caps = TierCaps::default();
+    let mut bindings = BTreeMap::new();
     let Some(mut t) = Table::of(cx, "tiers".into(), node) else {
-        return caps;
+        return (caps, bindings);
     };
+    if let Some(n) = t.node("require_binding")
+        && let Some(mut b) = Table::of(cx, "tiers.require_binding".into(), n)
+    {
+        for tier in Tier::ALL {
+            if let Ok(Some(binding)) = b.opt(cx, tier.as_str(), binding) {
+                bindings.insert(tier, binding.value);
+            }
+        }
+        b.finish(cx, &Tier::ALL.map(Tier::as_str));
+    }
     let mut set: Vec<(Tier, At<Ttl>)> = Vec::new();
     for tier in Tier::ALL {
         if let Ok(Some(ttl)) = t.opt(cx, tier.as_str(), Ttl::parse) {
@@ -1716,7 +1773,9 @@ fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
             set.push((tier, ttl));
         }
     }
-    t.finish(cx, &Tier::ALL.map(Tier::as_str));
+    let mut keys = Tier::ALL.map(Tier::as_str).to_vec();
+    keys.push("require_binding");
+    t.finish(cx, &keys);
     // A riskier tier must not allow longer grants than a less risky one.
     for (tier, at) in &set {
         if let Some(lower) = Tier::ALL
@@ -1732,7 +1791,7 @@ fn read_tiers(cx: &mut Cx<'_>, node: &Node) -> TierCaps {
             cx.error(&at.span, &format!("tiers.{tier}"), message);
         }
     }
-    caps
+    (caps, bindings)
 }
 
 /// Spans of the keys that were read, for later cross-reference errors.
@@ -1757,19 +1816,87 @@ fn item<T>(t: &Table<'_>, keys: &[&'static str], value: T) -> Item<T> {
     }
 }
 
-const ISSUER_KEYS: [&str; 6] = [
+const TRUST_DOMAIN_KEYS: [&str; 2] = ["name", "bundle_file"];
+
+/// A `[[trust_domain]]`: its name and its bundle file, read now and checked by
+/// `kairos_crypto::spiffe::TrustBundle::parse` (what the loader accepts, the verifier
+/// accepts).
+fn read_trust_domain(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<TrustDomain>> {
+    let mut t = Table::of(cx, path.into(), node)?;
+    let name = t.req(cx, "name", |s| {
+        kairos_crypto::spiffe::check_trust_domain(s)
+            .map(|()| s.to_owned())
+            .map_err(|e| format!("{s:?} is not a trust domain name (e.g. prod.example.org): {e}"))
+    });
+    let file = t.req(cx, "bundle_file", file_path);
+    t.finish(cx, &TRUST_DOMAIN_KEYS);
+    let (Ok(name), Ok(file)) = (name, file) else {
+        return None;
+    };
+    let key = resolve(&cx.bundle.main_path, &file.value);
+    let bundle = match cx.bundle.files.get(&key) {
+        Some(text) => match kairos_crypto::spiffe::TrustBundle::parse(text) {
+            Ok(_) => text.clone(),
+            Err(problem) => {
+                cx.error(
+                    &file.span,
+                    &t.key("bundle_file"),
+                    format!("{:?} {problem}", file.value),
+                );
+                return None;
+            }
+        },
+        None => {
+            cx.error(
+                &file.span,
+                &t.key("bundle_file"),
+                format!(
+                    "{:?} is not in the bundle (was it read with the catalog?)",
+                    file.value
+                ),
+            );
+            return None;
+        }
+    };
+    Some(item(
+        &t,
+        &TRUST_DOMAIN_KEYS,
+        TrustDomain {
+            name: name.value,
+            bundle_file: key,
+            bundle,
+        },
+    ))
+}
+
+const ISSUER_KEYS: [&str; 7] = [
     "name",
     "issuer",
+    "spiffe_trust_domain",
     "audience",
     "jwks_file",
     "jwks_url",
     "max_token_age",
 ];
 
-fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>> {
+fn read_issuer(
+    cx: &mut Cx<'_>,
+    path: &str,
+    node: &Node,
+    trust_domains: &[Item<TrustDomain>],
+) -> Option<Item<Issuer>> {
     let mut t = Table::of(cx, path.into(), node)?;
     let name = t.req(cx, "name", IssuerName::parse);
-    let issuer = t.req(cx, "issuer", issuer_url);
+    let spiffe_td = t.opt(cx, "spiffe_trust_domain", |s| {
+        kairos_crypto::spiffe::check_trust_domain(s)
+            .map(|()| s.to_owned())
+            .map_err(|e| format!("{s:?} is not a trust domain name: {e}"))
+    });
+    // A JWT-SVID issuer is found by its trust domain; `issuer` is then optional.
+    let issuer = match &spiffe_td {
+        Ok(Some(_)) => t.opt(cx, "issuer", issuer_url).map(|i| i.map(|i| i.value)),
+        _ => t.req(cx, "issuer", issuer_url).map(|i| Some(i.value)),
+    };
     let audience = t.req(cx, "audience", text("audience", 512));
     let file = t.opt(cx, "jwks_file", file_path);
     let url = t.opt(cx, "jwks_url", |s| -> Result<String, String> {
@@ -1803,6 +1930,41 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
             }
         }
         Ok(Some(Either::Second(url))) => Ok(JwksRef::Url(url)),
+        Ok(None) if matches!(&spiffe_td, Ok(Some(_))) => {
+            // The JWT-SVID keys of the trust domain's bundle.
+            let td = spiffe_td
+                .as_ref()
+                .ok()
+                .and_then(|o| o.as_ref())
+                .map(|a| a.value.as_str());
+            let declared = trust_domains
+                .iter()
+                .find(|d| Some(d.value.name.as_str()) == td);
+            let keys = declared.and_then(|d| {
+                kairos_crypto::spiffe::TrustBundle::parse(&d.value.bundle)
+                    .ok()
+                    .and_then(|b| b.jwt_keys)
+                    .map(|jwks| (d.value.bundle_file.clone(), jwks))
+            });
+            match keys {
+                Some((file, jwks)) => Ok(JwksRef::Inline { file, jwks }),
+                None => {
+                    let span = t
+                        .node("spiffe_trust_domain")
+                        .map(|n| n.span.clone())
+                        .unwrap_or(t.span.clone());
+                    cx.error(
+                        &span,
+                        &t.key("spiffe_trust_domain"),
+                        format!(
+                            "no keys for this trust domain's JWT-SVIDs: set `jwks_file` or `jwks_url`, or declare a [[trust_domain]] named {:?} whose bundle (SPIFFE bundle format) has `jwt-svid` keys",
+                            td.unwrap_or_default()
+                        ),
+                    );
+                    Err(Invalid)
+                }
+            }
+        }
         Ok(None) => {
             cx.error(
                 &t.span,
@@ -1816,8 +1978,8 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
     // Unknown keys are reported, but the item is still cross-checked: any error
     // refuses the whole catalog anyway.
     t.finish(cx, &ISSUER_KEYS);
-    let (Ok(name), Ok(issuer), Ok(audience), Ok(jwks), Ok(max_token_age)) =
-        (name, issuer, audience, jwks, max_token_age)
+    let (Ok(name), Ok(issuer), Ok(audience), Ok(jwks), Ok(max_token_age), Ok(spiffe_td)) =
+        (name, issuer, audience, jwks, max_token_age, spiffe_td)
     else {
         return None;
     };
@@ -1826,9 +1988,10 @@ fn read_issuer(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Issuer>>
         &ISSUER_KEYS,
         Issuer {
             name: name.value,
-            issuer: issuer.value,
+            issuer: issuer.unwrap_or_default(),
             audience: audience.value,
             jwks,
+            spiffe_trust_domain: spiffe_td.map(|t| t.value),
             max_token_age: match max_token_age {
                 Some(age) => age.value,
                 None => Ttl::from_secs(DEFAULT_MAX_TOKEN_AGE_SECS).ok()?,
@@ -1888,12 +2051,13 @@ fn read_team(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Team>> {
     ))
 }
 
-const IDENTITY_KEYS: [&str; 7] = [
+const IDENTITY_KEYS: [&str; 8] = [
     "name",
     "owner",
     "kind",
     "issuer",
     "subject",
+    "spiffe_id",
     "allowed_sources",
     "recertify_every",
 ];
@@ -1903,8 +2067,34 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     let name = t.req(cx, "name", IdentityName::parse);
     let owner = t.req(cx, "owner", TeamName::parse);
     let kind = t.req(cx, "kind", kind_word);
-    let issuer = t.req(cx, "issuer", IssuerName::parse);
-    let subject = t.req(cx, "subject", text("subject", 512));
+    let issuer = t.opt(cx, "issuer", IssuerName::parse);
+    let subject = t.opt(cx, "subject", text("subject", 512));
+    let spiffe_id = t.opt(cx, "spiffe_id", |s| {
+        kairos_crypto::spiffe::SpiffeId::parse(s)
+            .map(|id| id.to_string())
+            .map_err(|e| format!("{s:?} is not a SPIFFE ID: {e}"))
+    });
+    // A platform-token mapping (issuer and subject), a SPIFFE mapping, or both.
+    let mapping_ok = match (&issuer, &subject, &spiffe_id) {
+        (Ok(Some(_)), Ok(Some(_)), _) | (Ok(None), Ok(None), Ok(Some(_))) => true,
+        (Ok(Some(_)), Ok(None), _) => {
+            t.missing(cx, "subject");
+            false
+        }
+        (Ok(None), Ok(Some(_)), _) => {
+            t.missing(cx, "issuer");
+            false
+        }
+        (Ok(None), Ok(None), Ok(None)) => {
+            cx.error(
+                &t.span,
+                path,
+                "an identity needs a way to authenticate: `issuer` and `subject` (a platform token), `spiffe_id` (a SPIFFE SVID), or both",
+            );
+            false
+        }
+        _ => false,
+    };
     let allowed_sources = t.list(cx, "allowed_sources", SourceRange::parse);
     let recertify_every = t.opt(cx, "recertify_every", Period::parse);
     // Unknown keys are reported, but the item is still cross-checked: any error
@@ -1916,16 +2106,20 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
         Ok(kind),
         Ok(issuer),
         Ok(subject),
+        Ok(spiffe_id),
         Ok(allowed_sources),
         Ok(recertify_every),
+        true,
     ) = (
         name,
         owner,
         kind,
         issuer,
         subject,
+        spiffe_id,
         allowed_sources,
         recertify_every,
+        mapping_ok,
     )
     else {
         return None;
@@ -1937,8 +2131,9 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
             name: name.value,
             owner: owner.value,
             kind: kind.value,
-            issuer: issuer.value,
-            subject: subject.value,
+            issuer: issuer.map(|i| i.value),
+            subject: subject.map(|s| s.value),
+            spiffe_id: spiffe_id.map(|s| s.value),
             allowed_sources: allowed_sources
                 .unwrap_or_default()
                 .into_iter()

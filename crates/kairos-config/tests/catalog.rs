@@ -1671,7 +1671,7 @@ fn server_tls_keys_go_together() {
 }
 
 #[test]
-fn an_entitlement_may_require_dpop_binding_and_nothing_else() {
+fn an_entitlement_may_require_a_known_binding() {
     let with = |line: &str| {
         pre(&format!(
             "[[entitlement]]\nname = \"orders-api/read\"\ntier = \"low\"\nmax_ttl = \"1h\"\nscopes = [\"orders:read\"]\n{line}\n"
@@ -1688,10 +1688,10 @@ fn an_entitlement_may_require_dpop_binding_and_nothing_else() {
         None
     );
     check(
-        &with("require_binding = \"mtls\""),
+        &with("require_binding = \"tls\""),
         &[
             "kairos.toml:21: entitlement[0].require_binding:",
-            "require_binding \"mtls\" is unknown; use \"dpop\"",
+            "require_binding \"tls\" is unknown; use \"dpop\"",
         ],
     );
 }

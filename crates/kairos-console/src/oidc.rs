@@ -491,6 +491,7 @@ impl OidcClient {
             audience: settings.client_id.clone(),
             jwks: JwksSource::Url(jwks_uri),
             max_token_age: MAX_ID_TOKEN_AGE,
+            spiffe_trust_domain: None,
         }])
         .map_err(|e| Refusal::Unreachable(e.to_string()))?;
         let provider = Provider {

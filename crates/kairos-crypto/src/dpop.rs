@@ -24,13 +24,16 @@ use crate::seal::MasterKey;
 pub const PROOF_TYPE: &str = "dpop+jwt";
 
 /// The confirmation (`cnf`, RFC 7800) a bound token carries: the key (RFC 9449 `jkt`)
-/// its presenter must prove it holds. Certificate-bound tokens (RFC 8705 `x5t#S256`)
-/// would be a second member beside `jkt`.
+/// its presenter must prove it holds, and/or the client certificate (RFC 8705
+/// `x5t#S256`) it must be presented over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     /// Base64url SHA-256 JWK thumbprint (RFC 7638) of the proof key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
+    /// Base64url SHA-256 of the DER of the client certificate (RFC 8705 §3.1).
+    #[serde(default, rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
 }
 
 impl Confirmation {
@@ -38,7 +41,23 @@ impl Confirmation {
     pub fn dpop(jkt: impl Into<String>) -> Self {
         Self {
             jkt: Some(jkt.into()),
+            x5t_s256: None,
         }
+    }
+
+    /// The confirmation of a token bound to a DPoP key (`jkt`), a client certificate
+    /// (`x5t`), both, or neither (None: a Bearer token).
+    pub fn of(jkt: Option<String>, x5t_s256: Option<String>) -> Option<Self> {
+        (jkt.is_some() || x5t_s256.is_some()).then_some(Self { jkt, x5t_s256 })
+    }
+
+    /// Whether `thumbprint` (base64url SHA-256 of the certificate a resource server saw)
+    /// is the certificate this token is bound to; compared in constant time. False when
+    /// the token is not certificate-bound.
+    pub fn certificate_matches(&self, thumbprint: &str) -> bool {
+        self.x5t_s256
+            .as_deref()
+            .is_some_and(|x5t| bool::from(x5t.as_bytes().ct_eq(thumbprint.as_bytes())))
     }
 }
 

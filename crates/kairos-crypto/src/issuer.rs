@@ -219,6 +219,9 @@ pub struct AccessClaims {
     /// sender-constrained token; absent for a Bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<crate::dpop::Confirmation>,
+    /// The workload's SPIFFE ID, when its identity has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
 }
 
 /// The public half of a Kairos signing key: enough to verify and to publish in the JWKS.

@@ -4,6 +4,7 @@
 //!   tokens (JWTs) the broker issues for grants.
 //! - [`workload`]: verification of platform-issued JWTs (Kubernetes service-account tokens,
 //!   CI OIDC tokens, SPIFFE JWT-SVIDs) that non-human identities present to authenticate.
+//! - [`spiffe`]: SPIFFE IDs, trust bundles, X.509-SVID verification, RFC 8705 thumbprints.
 //! - [`dpop`]: DPoP proofs (RFC 9449) and the key confirmation of sender-constrained
 //!   tokens.
 //! - [`api_token`]: personal API tokens for humans (operators, approvers, auditors).
@@ -27,6 +28,7 @@ mod jwk;
 mod jws;
 mod random;
 pub mod seal;
+pub mod spiffe;
 pub mod webhook;
 pub mod workload;
 

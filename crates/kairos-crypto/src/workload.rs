@@ -45,6 +45,10 @@ pub struct IssuerTrust {
     /// The longest lifetime accepted in one of its tokens: `exp` − `iat`, or `exp` − now
     /// when it has no `iat`. A token valid for longer is refused, however it was signed.
     pub max_token_age: Duration,
+    /// For an issuer of SPIFFE JWT-SVIDs: its trust domain. Its tokens are accepted
+    /// without `iss` (or with an `iss` no issuer has), found by the trust domain of their
+    /// `sub`, which must be a SPIFFE ID in this trust domain. `issuer` may then be empty.
+    pub spiffe_trust_domain: Option<String>,
 }
 
 /// Where an issuer's JWKS comes from.
@@ -117,6 +121,18 @@ pub enum AuthnError {
         "workload token algorithm {0:?} is not accepted; platform tokens must be signed with RS256, ES256 or EdDSA"
     )]
     UnsupportedAlgorithm(String),
+    /// A JWT-SVID's `sub` is not a SPIFFE ID of its issuer's trust domain.
+    #[error(
+        "JWT-SVID subject is not a SPIFFE ID of trust domain {trust_domain:?} (issuer {issuer_name:?}): {reason}"
+    )]
+    WrongTrustDomain {
+        /// The trusted issuer's name.
+        issuer_name: String,
+        /// Its trust domain.
+        trust_domain: String,
+        /// What is wrong with `sub`.
+        reason: String,
+    },
     /// No trusted issuer has the token's `iss`.
     #[error(
         "workload token issuer {0:?} is not trusted; the `iss` claim must exactly match a configured issuer"
@@ -255,6 +271,7 @@ struct TrustedIssuer {
     audience: String,
     keys: Keys,
     max_token_age: Duration,
+    spiffe_trust_domain: Option<String>,
 }
 
 #[derive(Debug)]
@@ -284,14 +301,16 @@ impl WorkloadVerifier {
                 ("issuer", &trust.issuer),
                 ("audience", &trust.audience),
             ] {
-                if value.is_empty() {
+                let spiffe_without_iss = field == "issuer" && trust.spiffe_trust_domain.is_some();
+                if value.is_empty() && !spiffe_without_iss {
                     return Err(TrustConfigError::EmptyField {
                         name: trust.name.clone(),
                         field,
                     });
                 }
             }
-            if issuers.iter().any(|known| known.issuer == trust.issuer) {
+            if !trust.issuer.is_empty() && issuers.iter().any(|known| known.issuer == trust.issuer)
+            {
                 return Err(TrustConfigError::DuplicateIssuer(trust.issuer));
             }
             let keys = match trust.jwks {
@@ -318,6 +337,7 @@ impl WorkloadVerifier {
                 audience: trust.audience,
                 keys,
                 max_token_age: trust.max_token_age,
+                spiffe_trust_domain: trust.spiffe_trust_domain,
             });
         }
         let http = reqwest::Client::builder()
@@ -370,12 +390,7 @@ impl WorkloadVerifier {
         if !claims.is_object() {
             return Err(AuthnError::Malformed("payload is not a JSON object"));
         }
-        let unverified_iss = string_claim(&claims, "iss")?;
-        let trusted = self
-            .issuers
-            .iter()
-            .find(|trusted| trusted.issuer == unverified_iss)
-            .ok_or_else(|| AuthnError::UnknownIssuer(jws::excerpt(unverified_iss)))?;
+        let trusted = self.issuer_of(&claims)?;
 
         let kid = jws.header.kid.as_deref();
         let key = self.key_for(trusted, kid, alg, now_unix_secs).await?;
@@ -435,6 +450,20 @@ impl WorkloadVerifier {
             });
         }
         let sub = string_claim(&claims, "sub")?.to_owned();
+        if let Some(td) = &trusted.spiffe_trust_domain {
+            let wrong = |reason: String| AuthnError::WrongTrustDomain {
+                issuer_name: trusted.name.clone(),
+                trust_domain: td.clone(),
+                reason,
+            };
+            let id = crate::spiffe::SpiffeId::parse(&sub).map_err(|e| wrong(e.to_string()))?;
+            if id.trust_domain() != td {
+                return Err(wrong(format!(
+                    "it is in trust domain {:?}",
+                    jws::excerpt(id.trust_domain())
+                )));
+            }
+        }
         if !known {
             self.verified
                 .insert(digest, key, exp.saturating_add(skew_secs), now_unix_secs);
@@ -444,6 +473,39 @@ impl WorkloadVerifier {
             sub,
             claims,
         })
+    }
+
+    /// The issuer that vouches for a token (signature not checked yet): the one whose
+    /// `iss` it carries; else, for a JWT-SVID (no `iss`, or one no issuer has), the issuer
+    /// declared for the trust domain of its SPIFFE ID `sub`.
+    fn issuer_of(&self, claims: &Value) -> Result<&TrustedIssuer, AuthnError> {
+        let iss = match claims.get("iss") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(iss)) => Some(iss.as_str()),
+            Some(_) => return Err(AuthnError::InvalidClaim("iss")),
+        };
+        if let Some(iss) = iss
+            && let Some(trusted) = self
+                .issuers
+                .iter()
+                .find(|t| !t.issuer.is_empty() && t.issuer == iss)
+        {
+            return Ok(trusted);
+        }
+        let by_trust_domain = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .and_then(|sub| crate::spiffe::SpiffeId::parse(sub).ok())
+            .and_then(|id| {
+                self.issuers
+                    .iter()
+                    .find(|t| t.spiffe_trust_domain.as_deref() == Some(id.trust_domain()))
+            });
+        match (by_trust_domain, iss) {
+            (Some(trusted), _) => Ok(trusted),
+            (None, Some(iss)) => Err(AuthnError::UnknownIssuer(jws::excerpt(iss))),
+            (None, None) => Err(AuthnError::MissingClaim("iss")),
+        }
     }
 
     /// The key of `trusted` for a token with `kid` and `alg`, refetching a remote JWKS

@@ -22,6 +22,7 @@
 mod files;
 mod reload;
 mod serve;
+mod verify;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -62,7 +63,10 @@ impl fmt::Display for PemFile {
 pub enum ClientAuth {
     NotRequested,
     /// A client without a certificate is served; one whose certificate does not verify is
-    /// refused at the handshake.
+    /// refused at the handshake. A chain that is refused only because a certificate's
+    /// validity has passed is let through (it verified at the moment it expired): the
+    /// application checks the time of what it reads (`PeerCertificates`) with its own
+    /// clock, and says that the certificate expired.
     Optional(PemFile),
     /// A client without a verified certificate is refused at the handshake.
     Required(PemFile),
@@ -78,6 +82,8 @@ pub struct TlsSettings {
 
 /// The verified certificate chain a client showed, leaf first: a request extension that
 /// handlers extract (`Extension<PeerCertificates>`). Absent when the client showed none.
+/// In the optional mode the chain may have expired (see [`ClientAuth::Optional`]): check
+/// the leaf's validity before trusting it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
@@ -150,6 +156,12 @@ pub fn server_config(
                 file: file.clone(),
                 detail: e.to_string(),
             })?;
+            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &settings
+                .client_auth
+            {
+                ClientAuth::Optional(_) => Arc::new(verify::ExpiryAtRequest { inner: verifier }),
+                _ => verifier,
+            };
             builder.with_client_cert_verifier(verifier)
         }
     };

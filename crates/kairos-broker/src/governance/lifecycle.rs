@@ -20,8 +20,11 @@ pub struct IdentityView {
     pub name: IdentityName,
     pub kind: String,
     pub team: TeamName,
+    /// Its platform-token mapping (empty strings when it has none).
     pub issuer: String,
     pub subject: String,
+    /// Its SPIFFE ID, when it has one.
+    pub spiffe_id: Option<String>,
     pub status: IdentityStatus,
     /// The team's `owners`, as configured.
     pub owners: Vec<UserName>,
@@ -199,8 +202,13 @@ impl Broker {
                 name: identity.name.clone(),
                 kind: identity.kind.clone(),
                 team: identity.owner.clone(),
-                issuer: identity.issuer.to_string(),
-                subject: identity.subject.clone(),
+                issuer: identity
+                    .issuer
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                subject: identity.subject.clone().unwrap_or_default(),
+                spiffe_id: identity.spiffe_id.clone(),
                 status,
                 owners,
                 active_owners,

@@ -158,5 +158,6 @@ pub fn ask(entitlement: &str, ttl: &str) -> NewRequest {
         .unwrap(),
         source: None,
         proof: None,
+        client_cert: None,
     }
 }

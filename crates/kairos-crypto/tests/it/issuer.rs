@@ -32,6 +32,7 @@ fn claims(now: i64) -> AccessClaims {
         },
         entitlement: "billing-db-writer".to_owned(),
         cnf: None,
+        spiffe_id: None,
     }
 }
 

@@ -120,6 +120,7 @@ fn trust(jwks: JwksSource) -> IssuerTrust {
         audience: AUDIENCE.to_owned(),
         jwks,
         max_token_age: std::time::Duration::from_secs(24 * 3600),
+        spiffe_trust_domain: None,
     }
 }
 

@@ -52,6 +52,29 @@ impl DpopStore for SqlStore {
         row.as_ref().map(|r| r.text("jkt")).transpose()
     }
 
+    async fn bind_certificate(&self, request: &RequestId, x5t_s256: &str) -> Result<()> {
+        let (request, x5t) = (request.to_string(), x5t_s256.to_owned());
+        self.write(move |tx, _cx| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO cert_bindings (request_id, x5t_s256) VALUES ($1, $2)")
+                    .bind(request)
+                    .bind(x5t)
+                    .execute_in(&mut *tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn certificate_binding(&self, request: &RequestId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT x5t_s256 FROM cert_bindings WHERE request_id = $1")
+            .bind(request.to_string())
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(|r| r.text("x5t_s256")).transpose()
+    }
+
     async fn prune_dpop_proofs(&self, now: Timestamp) -> Result<u64> {
         // A read decides; the write happens only when something has expired.
         let due = sqlx::query("SELECT replay_key FROM dpop_proofs WHERE expires_at <= $1 LIMIT 1")
