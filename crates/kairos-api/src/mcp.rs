@@ -286,6 +286,10 @@ async fn request_access(
                 task: checked.task,
                 source,
                 proof: None,
+                // Tokens asked for through MCP are bearer tokens: a tool call carries no DPoP
+                // proof, and this endpoint authenticates by the bearer alone (an entitlement
+                // that requires a binding refuses it with the broker's clear 400).
+                client_cert: None,
             },
         )
         .await?;

@@ -1088,7 +1088,7 @@ fn jwks(s: &str) -> Result<serde_json::Value, String> {
 // ---------------------------------------------------------------------------------
 // Sections
 
-const ROOT_KEYS: [&str; 14] = [
+const ROOT_KEYS: [&str; 15] = [
     "server",
     "trust_domain",
     "dpop",
