@@ -15,6 +15,7 @@ mod connector;
 pub mod dpop;
 pub mod ending;
 mod error;
+mod fanout;
 pub mod governance;
 mod keys;
 mod metrics;

@@ -189,35 +189,11 @@ impl Broker {
             by_channel.entry(n.channel.clone()).or_default().push(n);
         }
         let claim: Arc<str> = Arc::from(claim);
-        let mut running = tokio::task::JoinSet::new();
-        let mut attempted = 0;
-        let mut first_error = None;
-        let mut collect =
-            |joined: std::result::Result<Result<usize>, tokio::task::JoinError>| match joined {
-                Ok(Ok(n)) => attempted += n,
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(BrokerError::internal(e));
-                }
-            };
-        for (_, messages) in by_channel {
-            if running.len() >= CHANNELS_AT_ONCE
-                && let Some(joined) = running.join_next().await
-            {
-                collect(joined);
-            }
+        crate::fanout::per_destination(by_channel, CHANNELS_AT_ONCE, |messages| {
             let (broker, client, claim) = (Arc::clone(self), client.clone(), Arc::clone(&claim));
-            running.spawn(async move { broker.deliver_channel(&client, messages, &claim).await });
-        }
-        while let Some(joined) = running.join_next().await {
-            collect(joined);
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(attempted),
-        }
+            async move { broker.deliver_channel(&client, messages, &claim).await }
+        })
+        .await
     }
 
     /// One channel's share of a delivery pass, in order. Returns how many it attempted.

@@ -269,36 +269,13 @@ impl Broker {
             by_receiver.entry(s.receiver.clone()).or_default().push(s);
         }
         let claim: Arc<str> = Arc::from(claim);
-        let mut running = tokio::task::JoinSet::new();
-        let mut attempted = 0;
-        let mut first_error = None;
-        let mut collect =
-            |joined: std::result::Result<Result<usize>, tokio::task::JoinError>| match joined {
-                Ok(Ok(n)) => attempted += n,
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(BrokerError::internal(e));
-                }
-            };
-        for (_, sets) in by_receiver {
-            if running.len() >= RECEIVERS_AT_ONCE
-                && let Some(joined) = running.join_next().await
-            {
-                collect(joined);
-            }
+        let attempted = crate::fanout::per_destination(by_receiver, RECEIVERS_AT_ONCE, |sets| {
             let (b, client, claim) = (Arc::clone(self), client.clone(), Arc::clone(&claim));
-            running.spawn(async move { b.push_receiver(&client, sets, &claim).await });
-        }
-        while let Some(joined) = running.join_next().await {
-            collect(joined);
-        }
+            async move { b.push_receiver(&client, sets, &claim).await }
+        })
+        .await;
         self.revoke_work.notify_one();
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(attempted),
-        }
+        attempted
     }
 
     async fn push_receiver(

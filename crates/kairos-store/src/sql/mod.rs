@@ -14,6 +14,7 @@ mod dpop;
 mod filter;
 mod governance;
 mod grants;
+mod lease;
 mod lifecycle;
 mod notify;
 mod posture;

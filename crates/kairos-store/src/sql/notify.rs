@@ -5,6 +5,7 @@ use kairos_domain::Timestamp;
 
 use super::codec::Columns;
 use super::db::RunIn;
+use super::lease::LeasedOutbox;
 use super::{SqlStore, count};
 use crate::{
     AttemptOutcome, NewNotification, Notification, NotificationFilter, NotificationState,
@@ -13,6 +14,13 @@ use crate::{
 
 const COLUMNS: &str = "id, channel, event, audit_seq, body, state, attempts, created_at, \
      next_at, delivered_at, last_error";
+
+static OUTBOX: LeasedOutbox = LeasedOutbox {
+    table: "notify_outbox",
+    key: "id",
+    columns: COLUMNS,
+    also: "",
+};
 
 fn from_row(row: &impl Columns) -> Result<Notification> {
     let id = row.text("id")?;
@@ -93,52 +101,14 @@ impl NotifyStore for SqlStore {
         lease_ms: i64,
         claim: &str,
     ) -> Result<Vec<Notification>> {
-        // A read decides; the write happens only when something is due.
-        let due = sqlx::query(
-            "SELECT id FROM notify_outbox WHERE state = 'pending' AND next_at <= $1 LIMIT 1",
-        )
-        .bind(now.as_millis())
-        .fetch_optional(&self.reads)
-        .await?;
-        if due.is_none() {
-            return Ok(Vec::new());
-        }
-        let claim = claim.to_owned();
-        self.write(move |tx, cx| {
-            Box::pin(async move {
-                let rows = sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM notify_outbox \
-                     WHERE state = 'pending' AND next_at <= $1 \
-                     ORDER BY next_at, id LIMIT $2{}",
-                    cx.backend.skip_locked_clause()
-                ))
-                .bind(now.as_millis())
-                .bind(i64::from(limit))
-                .fetch_all_in(&mut *tx)
-                .await?;
-                let until = now.as_millis().saturating_add(lease_ms);
-                let mut claimed = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let mut n = from_row(row)?;
-                    let changed = sqlx::query(
-                        "UPDATE notify_outbox SET next_at = $2, claim = $3 \
-                         WHERE id = $1 AND state = 'pending' AND next_at <= $4",
-                    )
-                    .bind(n.id.clone())
-                    .bind(until)
-                    .bind(claim.clone())
-                    .bind(now.as_millis())
-                    .execute_in(&mut *tx)
-                    .await?;
-                    if changed == 1 {
-                        n.next_at = Timestamp::from_millis(until);
-                        claimed.push(n);
-                    }
-                }
-                Ok(claimed)
+        let (rows, until) = OUTBOX.claim(self, now, limit, lease_ms, claim).await?;
+        rows.iter()
+            .map(|row| {
+                let mut n = from_row(row)?;
+                n.next_at = Timestamp::from_millis(until);
+                Ok(n)
             })
-        })
-        .await
+            .collect()
     }
 
     async fn finish_notification(

@@ -5,6 +5,7 @@ use kairos_domain::{GrantId, Timestamp};
 
 use super::codec::Columns;
 use super::db::{Db, RunIn};
+use super::lease::LeasedOutbox;
 use super::{SqlStore, count};
 use crate::{
     NewSet, PollAcks, PollBatch, Result, SetBacklog, SetDeliveryMode, SetOutcome, SetRecord,
@@ -13,6 +14,14 @@ use crate::{
 
 const COLUMNS: &str = "jti, grant_id, receiver, delivery, body, state, attempts, created_at, \
      wait_until, next_at, acked_at, last_error";
+
+/// Push SETs are claimed for delivery; poll SETs wait for their receiver.
+static PUSH: LeasedOutbox = LeasedOutbox {
+    table: "set_outbox",
+    key: "jti",
+    columns: COLUMNS,
+    also: " AND delivery = 'push'",
+};
 
 fn corrupt(jti: &str, column: &str, value: &str) -> StoreError {
     StoreError::Corrupt {
@@ -122,53 +131,14 @@ impl SetStore for SqlStore {
         lease_ms: i64,
         claim: &str,
     ) -> Result<Vec<SetRecord>> {
-        // A read decides; the write happens only when something is due.
-        let due = sqlx::query(
-            "SELECT jti FROM set_outbox \
-             WHERE state = 'pending' AND delivery = 'push' AND next_at <= $1 LIMIT 1",
-        )
-        .bind(now.as_millis())
-        .fetch_optional(&self.reads)
-        .await?;
-        if due.is_none() {
-            return Ok(Vec::new());
-        }
-        let claim = claim.to_owned();
-        self.write(move |tx, cx| {
-            Box::pin(async move {
-                let rows = sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM set_outbox \
-                     WHERE state = 'pending' AND delivery = 'push' AND next_at <= $1 \
-                     ORDER BY next_at, jti LIMIT $2{}",
-                    cx.backend.skip_locked_clause()
-                ))
-                .bind(now.as_millis())
-                .bind(i64::from(limit))
-                .fetch_all_in(&mut *tx)
-                .await?;
-                let until = now.as_millis().saturating_add(lease_ms);
-                let mut claimed = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let mut s = from_row(row)?;
-                    let changed = sqlx::query(
-                        "UPDATE set_outbox SET next_at = $2, claim = $3 \
-                         WHERE jti = $1 AND state = 'pending' AND next_at <= $4",
-                    )
-                    .bind(s.jti.clone())
-                    .bind(until)
-                    .bind(claim.clone())
-                    .bind(now.as_millis())
-                    .execute_in(&mut *tx)
-                    .await?;
-                    if changed == 1 {
-                        s.next_at = Timestamp::from_millis(until);
-                        claimed.push(s);
-                    }
-                }
-                Ok(claimed)
+        let (rows, until) = PUSH.claim(self, now, limit, lease_ms, claim).await?;
+        rows.iter()
+            .map(|row| {
+                let mut s = from_row(row)?;
+                s.next_at = Timestamp::from_millis(until);
+                Ok(s)
             })
-        })
-        .await
+            .collect()
     }
 
     async fn finish_set(
