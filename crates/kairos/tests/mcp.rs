@@ -13,7 +13,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,34 +25,7 @@ use serde_json::{Value, json};
 /// 1.x is what this test's main agent is written against (`streamablehttp_client`,
 /// `stdio_client`), 2.x what `pip install mcp` gives today (`Client`, `httpx2`).
 fn python(venv: &str, requirement: &str, check: &str) -> PathBuf {
-    let home = std::env::var("HOME").unwrap();
-    let venv = Path::new(&home).join(".cache/kairos").join(venv);
-    let py = venv.join("bin/python");
-    let ok = |py: &Path| {
-        Command::new(py)
-            .args(["-c", check])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(&py) {
-        let s = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(s.success(), "python3 -m venv failed");
-        let s = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                requirement,
-            ])
-            .status()
-            .unwrap();
-        assert!(s.success(), "pip install {requirement} failed");
-    }
-    py
+    common::python::venv_python(venv, &[requirement], check)
 }
 
 fn sdk_1x() -> PathBuf {

@@ -22,41 +22,11 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// The Standard Webhooks reference library and the Prometheus Python client in a venv
 /// under ~/.cache (made once).
 fn python() -> PathBuf {
-    let home = std::env::var("HOME").unwrap();
-    let venv = Path::new(&home).join(".cache/kairos/notify-venv");
-    let py = venv.join("bin/python");
-    let ok = |py: &Path| {
-        Command::new(py)
-            .args([
-                "-c",
-                "import standardwebhooks.webhooks, prometheus_client.parser",
-            ])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(&py) {
-        let s = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(s.success(), "python3 -m venv failed");
-        let s = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "standardwebhooks",
-                "prometheus_client",
-            ])
-            .status()
-            .unwrap();
-        assert!(
-            s.success(),
-            "pip install standardwebhooks prometheus_client failed"
-        );
-    }
-    py
+    common::python::venv_python(
+        "notify-venv",
+        &["standardwebhooks", "prometheus_client"],
+        "import standardwebhooks.webhooks, prometheus_client.parser",
+    )
 }
 
 struct Receiver {

@@ -25,34 +25,11 @@ const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-ty
 
 /// PyJWT with its crypto extra in a venv under ~/.cache (made once).
 fn python() -> PathBuf {
-    let home = std::env::var("HOME").unwrap();
-    let venv = Path::new(&home).join(".cache/kairos/sets-venv");
-    let py = venv.join("bin/python");
-    let ok = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import jwt, cryptography; jwt.PyJWKClient"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(&py) {
-        let s = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(s.success(), "python3 -m venv failed");
-        let s = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "PyJWT[crypto]",
-            ])
-            .status()
-            .unwrap();
-        assert!(s.success(), "pip install PyJWT[crypto] failed");
-    }
-    py
+    common::python::venv_python(
+        "sets-venv",
+        &["PyJWT[crypto]"],
+        "import jwt, cryptography; jwt.PyJWKClient",
+    )
 }
 
 fn script(name: &str) -> String {

@@ -6,6 +6,7 @@ pub mod idp;
 pub mod node;
 pub mod pg;
 pub mod private;
+pub mod python;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
