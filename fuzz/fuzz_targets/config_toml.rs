@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
                         JwksRef::Url(url) => JwksSource::Url(url.clone()),
                     },
                     max_token_age: i.max_token_age.as_duration(),
+                    spiffe_trust_domain: i.spiffe_trust_domain.clone(),
                 })
                 .collect::<Vec<_>>();
             if let Err(e) = WorkloadVerifier::new(trusts) {

@@ -67,6 +67,7 @@ fn build_fixture() -> Result<Fixture, String> {
         jwks: JwksSource::Inline(jwks),
         // The default cap: tokens living longer are refused, a path worth fuzzing too.
         max_token_age: std::time::Duration::from_secs(24 * 3600),
+        spiffe_trust_domain: None,
     }])
     .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
