@@ -7,6 +7,7 @@
 //!
 //! Invariant: this is the only crate that contains SQL.
 
+pub mod backup;
 mod dpop;
 mod error;
 mod governance;

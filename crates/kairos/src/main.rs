@@ -1,6 +1,7 @@
 //! `kairos`: the server (`kairos server`) and the CLI for everything else.
 //! This crate only wires the library crates together.
 
+mod backup;
 mod dev_issuer;
 mod server;
 
@@ -28,6 +29,9 @@ enum Top {
     /// A development stand-in for a CI/OIDC provider: mint platform JWTs locally.
     #[command(subcommand)]
     DevIssuer(dev_issuer::DevIssuer),
+    /// Copy a SQLite store while the server runs (an online, consistent backup). For
+    /// PostgreSQL use `pg_dump -Fc`. The master key is not in the copy: keep it apart.
+    Backup(backup::BackupArgs),
     /// Print a shell completion script: `kairos completions bash > /etc/bash_completion.d/kairos`.
     Completions {
         /// The shell to complete for.
@@ -121,6 +125,13 @@ fn main() -> ExitCode {
                 }
             },
             Top::DevIssuer(cmd) => match dev_issuer::run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            },
+            Top::Backup(args) => match backup::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
