@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 /// Clock ticks per second of `/proc` times (`getconf CLK_TCK`; 100 on Linux).
-fn ticks_per_sec() -> f64 {
+pub fn ticks_per_sec() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -36,6 +36,11 @@ fn process_ticks(pid: &str, children: bool) -> Option<u64> {
     } else {
         own
     })
+}
+
+/// utime + stime of one process, in ticks (None once it has exited).
+pub fn pid_ticks(pid: u32) -> Option<u64> {
+    process_ticks(&pid.to_string(), false)
 }
 
 /// Ticks of every live process whose command is `postgres`, by pid.

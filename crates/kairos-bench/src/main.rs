@@ -25,6 +25,7 @@ mod noop;
 mod pg;
 mod pgbench;
 mod rego;
+mod replicas;
 mod report;
 mod restart;
 mod server;
@@ -57,7 +58,8 @@ struct Args {
     clients: usize,
     /// Run only these sections (comma-separated): http, accounts, expiry, restart, cedar,
     /// rego (with Cedar's 3-policy floor beside it), console, mtls (token grants over TLS
-    /// and over mutual TLS with an X.509-SVID).
+    /// and over mutual TLS with an X.509-SVID), replicas (token grants on 1, 2 and 3
+    /// replicas over one PostgreSQL database).
     /// The report then says which figures were not run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
@@ -79,6 +81,7 @@ pub enum Section {
     Rego,
     Console,
     Mtls,
+    Replicas,
 }
 
 /// Lengths and sizes of every phase, by mode.
@@ -201,6 +204,19 @@ fn main() -> anyhow::Result<()> {
                 .block_on(mtls::measure(&kairos, &issuer, &form, plan))
                 .map_err(|e| format!("{e:#}")),
         );
+    }
+
+    if runs(Section::Replicas) {
+        if report.noop.is_none() {
+            eprintln!("no-op HTTP floor (for the replicas' figures)...");
+            let form = server::exchange_form(&platform, "bench-run", "30m");
+            match runtime.block_on(noop_floor(&form, plan)) {
+                Ok(r) => report.noop = Some(r),
+                Err(e) => report.errors.push(format!("no-op floor: {e:#}")),
+            }
+        }
+        let form = server::exchange_form(&platform, "bench-run", "30m");
+        report.replicas = Some(runtime.block_on(replicas::measure(&kairos, &issuer, &form, plan)));
     }
 
     if runs(Section::Accounts) {
@@ -365,6 +381,17 @@ fn form_posts(http: &reqwest::Client, url: String, form: &[(&'static str, String
     Arc::new(move || http.post(&url).form(&form))
 }
 
+/// The no-op handler's rate for `form` posts: the floor of every HTTP figure.
+async fn noop_floor(
+    form: &[(&'static str, String)],
+    plan: Plan,
+) -> anyhow::Result<load::LoadResult> {
+    let noop = noop::NoopServer::start()?;
+    let http = load::client(plan.clients)?;
+    let make = form_posts(&http, noop.url(), form);
+    Ok(load::drive(plan.clients, plan.warmup, plan.http, None, make).await)
+}
+
 /// The no-op floor, then token grants and introspection on the SQLite store, then token
 /// grants on the PostgreSQL store. A failing part is recorded and the rest still runs.
 async fn http_figures(
@@ -379,13 +406,7 @@ async fn http_figures(
 
     // Floor: the no-op handler, same body size as a token exchange.
     eprintln!("no-op HTTP floor...");
-    let noop = async {
-        let noop = noop::NoopServer::start()?;
-        let http = load::client(clients)?;
-        let make = form_posts(&http, noop.url(), &form);
-        anyhow::Ok(load::drive(clients, plan.warmup, plan.http, None, make).await)
-    };
-    match noop.await {
+    match noop_floor(&form, plan).await {
         Ok(r) => report.noop = Some(r),
         Err(e) => report.errors.push(format!("no-op floor: {e:#}")),
     }

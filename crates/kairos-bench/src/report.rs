@@ -98,6 +98,8 @@ pub struct Report {
     /// The usage recorder driven directly, for its cost per introspection.
     pub recording: Option<Result<crate::usage_cost::RecordingCost, String>>,
     pub pg_grants: Option<Result<LoadResult, String>>,
+    /// Token grants on 1, 2 and 3 replicas over one PostgreSQL database (`--only replicas`).
+    pub replicas: Option<crate::replicas::ReplicasResult>,
     pub accounts: Option<Result<AccountsResult, String>>,
     pub expiry: Option<Result<ExpiryResult, String>>,
     pub restart: Option<Result<RestartResult, String>>,
@@ -179,6 +181,7 @@ impl Report {
             introspection: None,
             recording: None,
             pg_grants: None,
+            replicas: None,
             accounts: None,
             expiry: None,
             restart: None,
@@ -326,6 +329,9 @@ impl Report {
         let mut misses: Vec<String> = Vec::new();
         self.render_summary(&mut s, &mut misses);
         self.render_http_details(&mut s);
+        if let Some(r) = &self.replicas {
+            crate::replicas::render(&mut s, r, self.noop.as_ref(), self.plan.clients);
+        }
         self.render_accounts(&mut s);
         self.render_expiry(&mut s);
         self.render_restart(&mut s);
@@ -395,6 +401,10 @@ impl Report {
         check(self.rego.is_none(), "Rego decisions");
         check(self.console.is_none(), "console pages over a large store");
         check(self.grants_mtls.is_none(), "token grants over mutual TLS");
+        check(
+            self.replicas.is_none(),
+            "token grants on 1, 2 and 3 replicas over one PostgreSQL",
+        );
         if let Some(Err(e)) = &self.grants_mtls {
             out.push(format!("token grants over mutual TLS: failed: {e}"));
         }
