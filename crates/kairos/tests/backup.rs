@@ -266,7 +266,8 @@ fn sqlite_backup_while_granting_restores_into_a_fresh_server() {
     let o = Command::new(kairos_bin())
         .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(&stranger)
-        .args(["--store", &format!("sqlite://{}", restored_db.display())])
+        .arg("--store")
+        .arg(format!("sqlite://{}", restored_db.display()))
         .output()
         .unwrap();
     assert!(!o.status.success());

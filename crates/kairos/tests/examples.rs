@@ -115,6 +115,15 @@ fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
     sections
 }
 
+/// The one value of `key` in a section.
+fn one_value<'a>(section: &'a BTreeMap<String, Vec<String>>, key: &str) -> &'a str {
+    let v = section
+        .get(key)
+        .unwrap_or_else(|| panic!("[Service] has no {key}"));
+    assert_eq!(v.len(), 1, "{key} given {} times", v.len());
+    &v[0]
+}
+
 #[test]
 fn the_systemd_unit_parses_and_agrees_with_the_production_config() {
     let unit = parse_unit(&std::fs::read_to_string(examples().join("kairos.service")).unwrap());
@@ -123,13 +132,7 @@ fn the_systemd_unit_parses_and_agrees_with_the_production_config() {
         ["Install", "Service", "Unit"]
     );
     let service = &unit["Service"];
-    let one = |key: &str| -> &str {
-        let v = service
-            .get(key)
-            .unwrap_or_else(|| panic!("[Service] has no {key}"));
-        assert_eq!(v.len(), 1, "{key} given {} times", v.len());
-        &v[0]
-    };
+    let one = |key: &str| one_value(service, key);
     assert_eq!(one("User"), "kairos");
     assert_eq!(
         one("ExecStart"),
@@ -205,8 +208,7 @@ fn the_production_configuration_serves() {
         std::fs::write(&key, &out.stdout).unwrap();
         // The same file with its absolute paths pointed into the scratch directory.
         let config = dir.path().join("kairos.toml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        let mut moved = text.clone();
+        let mut moved = std::fs::read_to_string(&config).unwrap();
         for (from, to) in [
             ("/run/credentials/kairos.service/master.key", key.clone()),
             ("/etc/kairos/tls/tls.crt", certs.cert.clone()),

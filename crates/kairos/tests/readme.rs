@@ -1,6 +1,6 @@
 //! README's walk-throughs run as written: the `sh` blocks of "Quickstart", "Console", "Dynamic
-//! database accounts", "Governance", "Notifications", "Policies in Rego" and "TLS" are
-//! extracted in order and run in one bash session (`set -e`, so every line must succeed),
+//! database accounts", "Governance", "Notifications", "Policies in Rego", "Backup and restore"
+//! and "TLS" are extracted in order and run in one bash session (`set -e`, so every line must succeed),
 //! against the machine's PostgreSQL, MariaDB and Redis (and PyPI, for the notification
 //! receiver's Standard Webhooks library). "TLS" comes last: it stops the walk-through's broker.
 //!
@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "## Quickstart",
     "## AI agents (MCP)",
     "## Console",
@@ -31,6 +31,7 @@ const SECTIONS: [&str; 9] = [
     "## Notifications",
     "## Revocation pushed to resource servers (SETs)",
     "## Policies in Rego",
+    "## Backup and restore",
     "## TLS",
 ];
 const SCRATCH: &str = "/tmp/kairos-demo";

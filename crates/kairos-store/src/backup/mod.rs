@@ -144,7 +144,7 @@ fn copy_into(
 ) -> Result<BackupSummary, BackupError> {
     let write = |path: &Path| {
         let path = path.to_owned();
-        move |e| BackupError::Write { path, source: e }
+        move |e: std::io::Error| BackupError::Write { path, source: e }
     };
     // Created empty and private first: SQLite keeps the mode of an existing file, and
     // `VACUUM INTO` accepts an empty one.
