@@ -79,12 +79,8 @@ async fn one(
         )?);
     }
     let http = load::client(plan.clients)?;
-    let urls: Arc<Vec<String>> = Arc::new(
-        servers
-            .iter()
-            .map(|s| s.url("/v1/oauth/token"))
-            .collect(),
-    );
+    let urls: Arc<Vec<String>> =
+        Arc::new(servers.iter().map(|s| s.url("/v1/oauth/token")).collect());
     for (i, url) in urls.iter().enumerate() {
         http.post(url)
             .form(form)
@@ -108,7 +104,14 @@ async fn one(
         })
     };
     let pids: Vec<u32> = servers.iter().map(server::Server::pid).collect();
-    let _ = load::drive(plan.clients, Duration::ZERO, plan.warmup, None, make.clone()).await;
+    let _ = load::drive(
+        plan.clients,
+        Duration::ZERO,
+        plan.warmup,
+        None,
+        make.clone(),
+    )
+    .await;
     let before: Vec<Option<u64>> = pids.iter().map(|p| cpu::pid_ticks(*p)).collect();
     let started = Instant::now();
     let mut r = load::drive(plan.clients, Duration::ZERO, plan.http, Some(pids[0]), make).await;
@@ -139,7 +142,10 @@ fn per_grant(cores: f64, rate: f64) -> f64 {
 /// The section of BENCHMARKS.md: the table, and what bounds it with an estimate of how it
 /// would scale on cores of their own.
 pub fn render(s: &mut String, result: &ReplicasResult, noop: Option<&LoadResult>, clients: usize) {
-    let _ = writeln!(s, "### Token grants on several replicas over one PostgreSQL\n");
+    let _ = writeln!(
+        s,
+        "### Token grants on several replicas over one PostgreSQL\n"
+    );
     let _ = writeln!(
         s,
         "N `kairos server` processes on one PostgreSQL database (each replica count on a fresh \
@@ -254,10 +260,7 @@ fn bounds(result: &ReplicasResult) -> Option<String> {
              of the time went to waiting rather than computing: each replica's writer waits for \
              PostgreSQL's commit, and every replica's batch appends to the one audit chain, \
              whose head row they take in turn. ",
-            u.machine,
-            u.cores,
-            last.load.usage.machine,
-            last.replicas,
+            u.machine, u.cores, last.load.usage.machine, last.replicas,
         );
     }
     // Estimate: each replica on a core of its own, the load generator elsewhere, and

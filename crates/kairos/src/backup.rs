@@ -33,9 +33,8 @@ pub fn run(args: BackupArgs) -> anyhow::Result<()> {
             let catalog = Catalog::from_bundle(&bundle).map_err(|e| anyhow::anyhow!("{e}"))?;
             match catalog.server().cloned().unwrap_or_default().store {
                 StoreLocation::Url(url) => url,
-                StoreLocation::Env(var) => std::env::var(&var).with_context(|| {
-                    format!("[server] store_env names {var}, which is not set")
-                })?,
+                StoreLocation::Env(var) => std::env::var(&var)
+                    .with_context(|| format!("[server] store_env names {var}, which is not set"))?,
             }
         }
         (None, None) => bail!(

@@ -21,6 +21,14 @@ use common::pg::{SHARED_PG, with_scratch_db};
 use common::*;
 use serde_json::json;
 
+/// Both servers of a test: the broker's public URL is the `iss` of its tokens, so a
+/// restored broker answers for the tokens of before only under the same URL.
+const PUBLIC_URL: &str = "https://kairos.backup.test";
+
+fn start(data: &Path, config: &Path, store: Option<&str>) -> Server {
+    Server::start_with(data, Some(config), store, &["--issuer-url", PUBLIC_URL])
+}
+
 /// A grant's id (the token's `jti`) and its token.
 #[derive(Debug, Clone)]
 struct Issued {
@@ -98,11 +106,7 @@ impl Load {
 
 /// Grants made while `copy` ran: those answered before it began must be in the copy,
 /// those sent after it ended must not. Returns (before, after).
-fn under_load(
-    server: &Server,
-    platform: &str,
-    copy: impl FnOnce(),
-) -> (Vec<Issued>, Vec<Issued>) {
+fn under_load(server: &Server, platform: &str, copy: impl FnOnce()) -> (Vec<Issued>, Vec<Issued>) {
     let load = Load::start(server, platform.to_owned());
     load.wait_for(15);
     let began = Instant::now();
@@ -176,7 +180,7 @@ fn sqlite_backup_while_granting_restores_into_a_fresh_server() {
     let issuer = TestIssuer::new("k1");
     let config = write_config(&dir.path().join("cfg"), &issuer, "");
     let data = dir.path().join("data");
-    let server = Server::start(&data, Some(&config), None);
+    let server = start(&data, &config, None);
     let platform = issuer.mint(SUBJECT, json!({"exp": now_secs() + 600}));
     let store = format!("sqlite://{}", data.join("kairos.db").display());
     let out = dir.path().join("backup.db");
@@ -203,17 +207,17 @@ fn sqlite_backup_while_granting_restores_into_a_fresh_server() {
     assert_eq!(key_raw.len(), 32);
     let copy = std::fs::read(&out).unwrap();
     let holds = |needle: &[u8]| copy.windows(needle.len()).any(|w| w == needle);
-    assert!(!holds(key_text.as_bytes()), "the backup holds the master key");
+    assert!(
+        !holds(key_text.as_bytes()),
+        "the backup holds the master key"
+    );
     assert!(!holds(&key_raw), "the backup holds the raw master key");
     // No partial file is left beside it.
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(
-        !names.iter().any(|n| n.contains("partial")),
-        "{names:?}"
-    );
+    assert!(!names.iter().any(|n| n.contains("partial")), "{names:?}");
 
     // Bad input.
     let before_bytes = std::fs::read(&out).unwrap();
@@ -224,9 +228,28 @@ fn sqlite_backup_while_granting_restores_into_a_fresh_server() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(std::fs::read(&out).unwrap(), before_bytes, "refused, yet changed");
-    let o = kairos(&["backup", "--store", &store, "--out", &out_s, "--force"]);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before_bytes,
+        "refused, yet changed"
+    );
+    // --force replaces an existing file (another one: `out` is restored below).
+    let forced = dir.path().join("forced.db");
+    std::fs::write(&forced, b"yesterday").unwrap();
+    let o = kairos(&[
+        "backup",
+        "--store",
+        &store,
+        "--out",
+        forced.to_str().unwrap(),
+        "--force",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&forced)
+            .unwrap()
+            .starts_with(b"SQLite format 3\0")
+    );
     let missing = dir.path().join("nope").join("kairos.db");
     let o = kairos(&[
         "backup",
@@ -278,7 +301,7 @@ fn sqlite_backup_while_granting_restores_into_a_fresh_server() {
     std::fs::create_dir(&data2).unwrap();
     private_copy(&out, &data2.join("kairos.db"));
     private_copy(&data.join("master.key"), &data2.join("master.key"));
-    let restored = Server::start(&data2, Some(&config), None);
+    let restored = start(&data2, &config, None);
     check_restored(&restored, &platform, &before, &after);
 }
 
@@ -298,7 +321,7 @@ fn postgres_dump_while_granting_restores_into_a_new_database() {
         let issuer = TestIssuer::new("k1");
         let config = write_config(&dir.path().join("cfg"), &issuer, "");
         let data = dir.path().join("data");
-        let server = Server::start(&data, Some(&config), Some(source));
+        let server = start(&data, &config, Some(source));
         let platform = issuer.mint(SUBJECT, json!({"exp": now_secs() + 600}));
         let dump: PathBuf = dir.path().join("kairos.dump");
 
@@ -328,7 +351,7 @@ fn postgres_dump_while_granting_restores_into_a_new_database() {
             let data2 = dir.path().join("data2");
             std::fs::create_dir(&data2).unwrap();
             private_copy(&data.join("master.key"), &data2.join("master.key"));
-            let restored = Server::start(&data2, Some(&config), Some(target));
+            let restored = start(&data2, &config, Some(target));
             check_restored(&restored, &platform, &before, &after);
             restored.stop();
         });

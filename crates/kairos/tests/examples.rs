@@ -45,8 +45,8 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn load(path: &Path) -> Catalog {
-    let bundle = ConfigBundle::read_from_disk(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let bundle =
+        ConfigBundle::read_from_disk(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Catalog::from_bundle(&bundle).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -61,7 +61,9 @@ fn every_example_configuration_validates() {
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         // The quickstart trusts the development issuer its walk-through makes first.
-        if text.contains("dev-issuer-jwks.json") {
+        if text.contains("dev-issuer-jwks.json")
+            && !file.with_file_name("dev-issuer-jwks.json").exists()
+        {
             let out = Command::new(kairos_bin())
                 .args(["dev-issuer", "init", "--dir"])
                 .arg(file.parent().unwrap())
@@ -139,6 +141,12 @@ fn the_systemd_unit_parses_and_agrees_with_the_production_config() {
         "/usr/local/bin/kairos server --config /etc/kairos/kairos.toml --log-json"
     );
     assert_eq!(one("Restart"), "on-failure");
+    // The public URL is the `iss` of its tokens: fixed, not the listen address.
+    assert!(
+        one("Environment").starts_with("KAIROS_ISSUER_URL=https://"),
+        "{}",
+        one("Environment")
+    );
     for (key, value) in [
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
@@ -244,13 +252,15 @@ fn the_production_configuration_serves() {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!(
-                "the production example did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "the production example did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
         assert!(addr.starts_with("https://127.0.0.1:"), "{addr}");
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&certs.ca).unwrap()).unwrap();
         let http = reqwest::blocking::Client::builder()

@@ -26,7 +26,9 @@ pub enum BackupError {
     Postgres(String),
     #[error("store URL {0:?} is not a SQLite store; give sqlite://PATH (the server's --store)")]
     NotSqlite(String),
-    #[error("the store file {0} does not exist; give the server's store, e.g. --store sqlite:///var/lib/kairos/kairos.db")]
+    #[error(
+        "the store file {0} does not exist; give the server's store, e.g. --store sqlite:///var/lib/kairos/kairos.db"
+    )]
     SourceMissing(PathBuf),
     #[error("{0} is not a Kairos store (it has no Kairos tables); give the server's store file")]
     NotAStore(PathBuf),
@@ -38,7 +40,9 @@ pub enum BackupError {
     OutputDirMissing(PathBuf),
     #[error("the output path {0} is not valid UTF-8; choose another")]
     OutputNotUtf8(PathBuf),
-    #[error("the copy in {path} failed its integrity check ({problem}); the store was not changed, try again")]
+    #[error(
+        "the copy in {path} failed its integrity check ({problem}); the store was not changed, try again"
+    )]
     CopyDamaged { path: PathBuf, problem: String },
     #[error("reading the store {path}: {source}")]
     Read {

@@ -64,7 +64,9 @@ mod tests {
             .to_string();
         assert!(e.contains("pg_dump -Fc"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
-        let e = sqlite_path("mysql://u:hunter2@db/k").unwrap_err().to_string();
+        let e = sqlite_path("mysql://u:hunter2@db/k")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter2") && e.contains("sqlite://PATH"), "{e}");
         assert!(sqlite_path("sqlite://:memory:").is_err());
         assert!(sqlite_path("sqlite://").is_err());
