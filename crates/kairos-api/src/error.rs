@@ -78,6 +78,9 @@ impl From<kairos_broker::BrokerError> for ApiError {
                 unavailable: false,
                 message,
             } => Self::new(StatusCode::BAD_GATEWAY, "target_failed", message),
+            BrokerError::StoreUnavailable(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
+            }
             BrokerError::Internal(cause) => {
                 tracing::error!(error = %ErrorChain(&*cause), "internal error");
                 Self::new(

@@ -160,6 +160,8 @@ fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(health_ready))
+        .routes(routes!(health_live))
         .routes(routes!(requests::create, requests::list))
         .routes(routes!(requests::get))
         .routes(routes!(requests::approve))
@@ -339,6 +341,38 @@ async fn health(State(s): State<AppState>) -> axum::Json<views::HealthView> {
         version: env!("CARGO_PKG_VERSION").into(),
         degraded_targets: degraded,
     })
+}
+
+/// Readiness, for a load balancer: 200 `{"ready":true}` while this replica can decide, else
+/// 503 with the reasons (the store unreachable, migrations pending, the catalog not
+/// confirmed current). Anyone may ask; it names no address or secret.
+#[utoipa::path(get, path = "/v1/health/ready", tag = "admin", security(()),
+    responses(
+        (status = 200, description = "ready", body = views::ReadyView),
+        (status = 503, description = "not ready; `reasons` says why", body = views::ReadyView)))]
+async fn health_ready(State(s): State<AppState>) -> axum::response::Response {
+    let reasons = s.broker.readiness().await;
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(views::ReadyView {
+            ready: reasons.is_empty(),
+            reasons,
+        }),
+    )
+        .into_response()
+}
+
+/// Liveness: 200 while the process answers at all; it reads nothing, so a store outage
+/// does not make an orchestrator restart a replica that would recover by itself.
+#[utoipa::path(get, path = "/v1/health/live", tag = "admin", security(()),
+    responses((status = 200, description = "alive", body = views::LiveView)))]
+async fn health_live() -> axum::Json<views::LiveView> {
+    axum::Json(views::LiveView { live: true })
 }
 
 /// Prometheus metrics: OpenMetrics when the `Accept` header asks for

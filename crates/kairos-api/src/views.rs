@@ -421,6 +421,22 @@ pub struct RequestList {
     pub requests: Vec<RequestView>,
 }
 
+/// Whether this replica can serve: the store answers, its schema is current, and the
+/// catalog in force was confirmed current within 2 s.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyView {
+    pub ready: bool,
+    /// Why not, one sentence each (absent when ready).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// The process is up and its event loop answers (reads nothing).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveView {
+    pub live: bool,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthView {
     /// `ok`, or `degraded` while revocations on some target keep failing (they alarm:

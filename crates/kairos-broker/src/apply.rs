@@ -193,7 +193,9 @@ impl Broker {
             &catalog,
             &self.people().await?,
         ));
-        let old = self.catalog();
+        // From here to the swap, no replica sync swaps in another catalog underneath.
+        let sync_guard = self.sync.lock().await;
+        let (old, old_version) = self.versioned_catalog();
         let diff = Catalog::diff(&old, &catalog);
         if let Some(what) = removes_everything(&old, &catalog)
             && options.remove_all == RemoveAll::Refuse
@@ -232,14 +234,16 @@ impl Broker {
             })).collect::<Vec<_>>(),
         }));
         let mut ended = Vec::new();
+        let mut version = old_version;
         if !diff.is_empty() || self.store.current_config().await?.is_none() {
             let ids: Vec<(GrantId, EndReason)> =
                 ending.iter().map(|o| (o.grant.clone(), o.reason)).collect();
-            let (_, done) = self
+            let (saved, done) = self
                 .store
                 .save_config_ending(&json, self.now(), audit, &ids, by)
                 .await?;
             ended = done;
+            version = saved;
         }
         let ended_ids: std::collections::BTreeSet<&GrantId> = ended.iter().map(|g| &g.id).collect();
         let ending: Vec<EndingGrant> = ending
@@ -248,24 +252,12 @@ impl Broker {
             .collect();
         self.note_ended_each(&ended);
         let targets = self.keep_removed_targets(&catalog, live_targets).await?;
-        self.swap_catalog(catalog, verifier, targets);
+        self.swap_catalog(catalog, version, verifier, targets);
+        drop(sync_guard);
         // A request decided under the old catalog may have committed a grant between the
         // look above and the swap: end those too, so none outlives what it stands on or
         // stands against the policies in force.
-        let margin = i64::try_from(LATE_GRANT_MARGIN.as_millis()).unwrap_or(i64::MAX);
-        let late_from = Timestamp::from_millis(looked_from.as_millis().saturating_sub(margin));
-        let late = self
-            .ending_under(&old, &self.catalog(), Some(late_from))
-            .await?;
-        for (reason, ids) in by_reason(&late) {
-            let end = GrantEnd {
-                reason,
-                by: by.clone(),
-                at: self.now(),
-            };
-            let done = self.store.end_grants(&EndSelector::Ids(ids), &end).await?;
-            self.note_ended(&done, reason);
-        }
+        self.end_late_grants(&old, looked_from, by).await?;
         // Who owns what may have changed: flag or clear orphans at once.
         self.orphan_pass_now("configuration applied").await;
         Ok(ApplyReport {
@@ -274,6 +266,33 @@ impl Broker {
             mode: ApplyMode::Apply,
             warnings,
         })
+    }
+
+    /// Ends the live grants issued since `looked_from` (less a margin) that the catalog now
+    /// in force orphans or denies, where `old` is the catalog they were decided under.
+    pub(crate) async fn end_late_grants(
+        &self,
+        old: &Catalog,
+        looked_from: Timestamp,
+        by: &Principal,
+    ) -> Result<usize> {
+        let margin = i64::try_from(LATE_GRANT_MARGIN.as_millis()).unwrap_or(i64::MAX);
+        let late_from = Timestamp::from_millis(looked_from.as_millis().saturating_sub(margin));
+        let late = self
+            .ending_under(old, &self.catalog(), Some(late_from))
+            .await?;
+        let mut n = 0;
+        for (reason, ids) in by_reason(&late) {
+            let end = GrantEnd {
+                reason,
+                by: by.clone(),
+                at: self.now(),
+            };
+            let done = self.store.end_grants(&EndSelector::Ids(ids), &end).await?;
+            n += done.len();
+            self.note_ended(&done, reason);
+        }
+        Ok(n)
     }
 
     /// The live grants `new` ends: those it orphans (all of them, or with `issued_from`
@@ -353,7 +372,11 @@ impl Broker {
 
     /// The new catalog's connectors, plus those of removed targets that still have grants
     /// not verified gone: the revocation worker needs them; the reconciler does not see them.
-    async fn keep_removed_targets(&self, new: &Catalog, live: Targets) -> Result<Targets> {
+    pub(crate) async fn keep_removed_targets(
+        &self,
+        new: &Catalog,
+        live: Targets,
+    ) -> Result<Targets> {
         let current = self.targets();
         let mut retired = BTreeMap::new();
         for (name, connector) in current.all() {

@@ -134,10 +134,12 @@ impl Broker {
         // Anything else can only be the bootstrap admin token.
         self.user_by_token(BOOTSTRAP_TOKEN_ID, &TokenSecret::whole(bearer))
             .await
-            .map_err(|_| {
-                BrokerError::Unauthenticated(
+            .map_err(|e| match e {
+                // The store being down says nothing about the token.
+                e @ BrokerError::StoreUnavailable(_) => e,
+                _ => BrokerError::Unauthenticated(
                     "the bearer token is neither a platform JWT nor a Kairos API token".into(),
-                )
+                ),
             })
     }
 

@@ -27,6 +27,10 @@ pub enum BrokerError {
     /// Nothing was left half-created.
     #[error("{message}")]
     Target { unavailable: bool, message: String },
+    /// The store cannot be reached (503): nothing was decided or changed; try again once
+    /// it is back. The message says so without naming the store's address.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// Something on our side failed (500); the cause goes to the log, not the caller.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -44,6 +48,9 @@ impl BrokerError {
     }
 }
 
+/// What a caller is told while the store cannot be reached.
+pub(crate) const STORE_UNREACHABLE: &str = "the store (PostgreSQL) is unreachable, so nothing was decided or changed; try again shortly (GET /v1/health/ready says when this replica is ready)";
+
 impl From<StoreError> for BrokerError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -51,6 +58,10 @@ impl From<StoreError> for BrokerError {
             StoreError::Conflict(msg) => Self::Conflict(msg),
             StoreError::Transition(t) => t.into(),
             StoreError::Review(r) => r.into(),
+            other if other.is_unreachable() => {
+                tracing::warn!(error = %crate::ending::ErrorChain(&other), "the store is unreachable");
+                Self::StoreUnavailable(STORE_UNREACHABLE.to_owned())
+            }
             other => Self::internal(other),
         }
     }

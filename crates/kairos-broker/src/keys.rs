@@ -109,6 +109,12 @@ impl Broker {
     /// also picks up a rotation done by another replica).
     pub async fn reload_keys(&self) -> Result<()> {
         self.store.prune_keys(self.now()).await?;
+        self.reload_key_ring().await
+    }
+
+    /// Reloads the ring from the store without pruning (a read only): how a replica
+    /// picks up another's rotation (see [`crate::sync`]).
+    pub(crate) async fn reload_key_ring(&self) -> Result<()> {
         let stored = self.store.signing_keys().await?;
         let ring = ring_from(&stored, &self.master, &self.settings.issuer_url)?;
         self.set_keys(ring);

@@ -25,6 +25,7 @@ mod renewal;
 mod requests;
 mod scheduler;
 pub mod sets;
+pub mod sync;
 pub mod targets;
 pub mod users;
 
@@ -194,7 +195,11 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     master: MasterKey,
     settings: BrokerSettings,
-    catalog: RwLock<Arc<Catalog>>,
+    /// The catalog in force and the stored configuration version it was built from (0:
+    /// none saved yet), swapped together.
+    catalog: RwLock<(Arc<Catalog>, i64)>,
+    /// Catalog and key propagation between replicas (see [`sync`]).
+    sync: sync::SyncState,
     verifier: RwLock<Arc<WorkloadVerifier>>,
     /// X.509-SVIDs against the catalog's `[[trust_domain]]` bundles (swapped with it).
     svids: RwLock<Arc<kairos_crypto::spiffe::SvidVerifier>>,
@@ -243,17 +248,21 @@ impl Broker {
         master: MasterKey,
         settings: BrokerSettings,
     ) -> Result<Arc<Self>> {
-        let catalog = match store.current_config().await? {
+        // Read before the configuration: a change saved meanwhile is picked up by the
+        // first sync pass.
+        let stamp = store.catalog_stamp().await?;
+        let (catalog, catalog_version) = match store.current_config().await? {
             Some(stored) => {
                 let bundle =
                     serde_json::from_str(&stored.bundle_json).map_err(BrokerError::internal)?;
-                Catalog::from_bundle(&bundle).map_err(|e| {
+                let catalog = Catalog::from_bundle(&bundle).map_err(|e| {
                     BrokerError::Internal(
                         format!("the stored configuration no longer loads: {e}").into(),
                     )
-                })?
+                })?;
+                (catalog, stored.version)
             }
-            None => Catalog::empty(),
+            None => (Catalog::empty(), 0),
         };
         let verifier =
             WorkloadVerifier::new(auth::issuer_trusts(&catalog)).map_err(BrokerError::internal)?;
@@ -283,7 +292,8 @@ impl Broker {
             clock,
             master,
             settings,
-            catalog: RwLock::new(Arc::new(catalog)),
+            catalog: RwLock::new((Arc::new(catalog), catalog_version)),
+            sync: sync::SyncState::new(stamp),
             verifier: RwLock::new(Arc::new(verifier)),
             svids: RwLock::new(Arc::new(svids)),
             keys: RwLock::new(Arc::new(keys)),
@@ -323,9 +333,18 @@ impl Broker {
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
+        self.versioned_catalog().0
+    }
+
+    /// The catalog in force with the stored configuration version it was built from (0:
+    /// none saved yet).
+    pub fn versioned_catalog(&self) -> (Arc<Catalog>, i64) {
         match self.catalog.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+            Ok(c) => (Arc::clone(&c.0), c.1),
+            Err(poisoned) => {
+                let c = poisoned.into_inner();
+                (Arc::clone(&c.0), c.1)
+            }
         }
     }
 
@@ -367,6 +386,7 @@ impl Broker {
     fn swap_catalog(
         &self,
         catalog: Catalog,
+        version: i64,
         verifier: WorkloadVerifier,
         targets: targets::Targets,
     ) {
@@ -384,8 +404,8 @@ impl Broker {
             Err(poisoned) => *poisoned.into_inner() = svids,
         }
         match self.catalog.write() {
-            Ok(mut c) => *c = Arc::new(catalog),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(catalog),
+            Ok(mut c) => *c = (Arc::new(catalog), version),
+            Err(poisoned) => *poisoned.into_inner() = (Arc::new(catalog), version),
         }
     }
 

@@ -115,7 +115,7 @@ impl Broker {
         }
         let total = lifetime(grant.issued_at, new_end)?;
         let requester = caller.principal();
-        let decision = self.decide_renewal(&grant, total, &requester).await?;
+        let (decision, catalog_version) = self.decide_renewal(&grant, total, &requester).await?;
 
         let asked =
             renewal_audit(AuditKind::RenewRequested, &requester, &grant).data(serde_json::json!({
@@ -124,8 +124,10 @@ impl Broker {
                 "old_expires_at": grant.expires_at.to_rfc3339(),
                 "new_expires_at": new_end.to_rfc3339(),
             }));
-        let decided = renewal_audit(AuditKind::Decided, &requester, &grant)
-            .data(serde_json::json!({ "decision": decision, "renewal": true }));
+        let decided =
+            renewal_audit(AuditKind::Decided, &requester, &grant).data(serde_json::json!({
+                "decision": decision, "renewal": true, "catalog_version": catalog_version,
+            }));
         match decision.outcome {
             DecisionOutcome::Deny => {
                 self.store.append_audit(vec![asked, decided]).await?;
@@ -195,8 +197,8 @@ impl Broker {
         grant: &Grant,
         total: Ttl,
         requester: &Principal,
-    ) -> Result<Decision> {
-        let catalog = self.catalog();
+    ) -> Result<(Decision, i64)> {
+        let (catalog, catalog_version) = self.decision_catalog().await?;
         let identity = catalog.identity(&grant.identity).ok_or_else(|| {
             BrokerError::Conflict(format!(
                 "identity {} was removed from the configuration; its grants cannot be renewed",
@@ -230,7 +232,7 @@ impl Broker {
             })
             .map_err(BrokerError::internal)?;
         if decision.outcome == DecisionOutcome::Deny {
-            return Ok(decision);
+            return Ok((decision, catalog_version));
         }
         // What people approved: the request's TTL, or the lifetime an approved renewal
         // gave the grant since (a renewal that goes past it is approved or does not land).
@@ -255,7 +257,7 @@ impl Broker {
                 if approvals == 1 { "" } else { "s" },
             );
         }
-        Ok(decision)
+        Ok((decision, catalog_version))
     }
 
     /// An account's native expiry moves first: if the target cannot, the grant stays as

@@ -194,7 +194,7 @@ impl Broker {
     /// approvals), or never.
     pub async fn request(&self, caller: &Caller, input: NewRequest) -> Result<RequestOutcome> {
         let arrived = Instant::now();
-        let catalog = self.catalog();
+        let (catalog, catalog_version) = self.decision_catalog().await?;
         let identity_name = self.resolve_identity(caller, input.identity.as_ref())?;
         let identity = catalog.identity(&identity_name).ok_or_else(|| {
             BrokerError::NotFound(format!(
@@ -321,6 +321,7 @@ impl Broker {
             })),
             base(AuditKind::Decided).data(serde_json::json!({
                 "decision": decision,
+                "catalog_version": catalog_version,
             })),
         ];
         let mut grant = None;
@@ -592,7 +593,7 @@ impl Broker {
                 .approve_renewal(caller, current, grant, approver, reason)
                 .await;
         }
-        let catalog = self.catalog();
+        let (catalog, catalog_version) = self.decision_catalog().await?;
         let now = self.now();
         let by = caller.principal();
         // The grant the last approval would issue, prepared outside the lock (a request's
@@ -645,6 +646,7 @@ impl Broker {
                                 .audit
                                 .push(base(AuditKind::Approved).data(serde_json::json!({
                                     "reason": reason, "approvals": need, "needed": need,
+                                    "catalog_version": catalog_version,
                                 })));
                             let grant = next_grant;
                             req.mark_granted(grant.id.clone())?;

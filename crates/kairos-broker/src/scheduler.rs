@@ -20,7 +20,7 @@ impl Broker {
     /// Runs the background loops until `shutdown` resolves: the expirer (driven by the
     /// store's expiry index), the revocation worker, the outage prober, housekeeping
     /// (pending-request expiry, removed targets, key reload, gauges), the reconciler, the
-    /// audit checkpointer and the governance pass.
+    /// audit checkpointer, the governance pass and the catalog sync.
     pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let expirer = {
             let b = Arc::clone(&self);
@@ -90,6 +90,36 @@ impl Broker {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(b.settings.outage_probe_interval) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            })
+        };
+        // Catalog and key propagation: another replica's apply or rotation is in force
+        // here within one pass (see `sync`). Errors are logged when they start and end,
+        // not every pass, while the store is down.
+        let sync = {
+            let b = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut failing = false;
+                loop {
+                    match b.sync_catalog().await {
+                        Ok(_) if failing => {
+                            failing = false;
+                            tracing::info!(
+                                "configuration sync recovered: the catalog in force is current"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::error!(error = %ErrorChain(&e), "configuration sync failed: this replica refuses decisions until it can confirm its catalog is current; will retry");
+                        }
+                        Err(_) => {}
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(crate::sync::SYNC_EVERY) => {}
                         _ = shutdown.changed() => return,
                     }
                 }
@@ -295,6 +325,7 @@ impl Broker {
             })
         };
         let _ = tokio::join!(
+            sync,
             posture,
             expirer,
             revoker,

@@ -75,6 +75,9 @@ impl PageError {
                     "The target did not do its part",
                     message,
                 ),
+                BrokerError::StoreUnavailable(m) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "The store is unreachable", m)
+                }
                 BrokerError::Internal(cause) => {
                     tracing::error!(error = %cause, "console page failed");
                     (

@@ -309,6 +309,15 @@ pub trait Store:
 
     async fn current_config(&self) -> Result<Option<StoredConfig>>;
 
+    /// The latest configuration version and the signing keys' count and newest creation
+    /// time, in one cheap read: replicas poll it to pick up each other's applies and key
+    /// rotations.
+    async fn catalog_stamp(&self) -> Result<CatalogStamp>;
+
+    /// Reaches the store (one short read) and lists the migrations this binary knows that
+    /// it has not applied. An error means the store is unreachable.
+    async fn readiness(&self) -> Result<StoreReadiness>;
+
     /// Saves a new config version (the serialized bundle) with its audit record.
     async fn save_config(
         &self,

@@ -155,3 +155,22 @@ pub struct StoredConfig {
     pub bundle_json: String,
     pub applied_at: Timestamp,
 }
+
+/// What a replica compares to learn, with one cheap read, whether another replica applied
+/// a configuration or changed the signing keys (see [`crate::Store::catalog_stamp`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogStamp {
+    /// The latest configuration version (0: none saved yet).
+    pub config_version: i64,
+    /// How many signing keys are stored (a prune removes some).
+    pub keys: i64,
+    /// The newest key's creation time in ms (a rotation adds a newer one).
+    pub newest_key_at: i64,
+}
+
+/// Whether the store can serve this process (see [`crate::Store::readiness`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreReadiness {
+    /// Migrations this binary knows that the store has not applied (by version).
+    pub pending_migrations: Vec<i64>,
+}

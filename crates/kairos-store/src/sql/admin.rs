@@ -361,6 +361,41 @@ async fn revoke_user_tokens_in(
     Ok(revoked)
 }
 
+pub(super) async fn catalog_stamp(store: &SqlStore) -> Result<crate::CatalogStamp> {
+    let row = sqlx::query(
+        "SELECT (SELECT COALESCE(MAX(version), 0) FROM config_versions) AS v, \
+                (SELECT COUNT(*) FROM signing_keys) AS n, \
+                (SELECT COALESCE(MAX(created_at), 0) FROM signing_keys) AS k",
+    )
+    .fetch_one(&store.reads)
+    .await?;
+    Ok(crate::CatalogStamp {
+        config_version: row.try_get("v")?,
+        keys: row.try_get("n")?,
+        newest_key_at: row.try_get("k")?,
+    })
+}
+
+pub(super) async fn readiness(
+    store: &SqlStore,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<crate::StoreReadiness> {
+    let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+        .fetch_all(&store.reads)
+        .await?;
+    let mut applied = std::collections::BTreeSet::new();
+    for row in rows {
+        applied.insert(row.try_get::<i64, _>("version")?);
+    }
+    Ok(crate::StoreReadiness {
+        pending_migrations: migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect(),
+    })
+}
+
 pub(super) async fn current_config(store: &SqlStore) -> Result<Option<StoredConfig>> {
     let row = sqlx::query(
         "SELECT version, bundle, applied_at FROM config_versions ORDER BY version DESC LIMIT 1",

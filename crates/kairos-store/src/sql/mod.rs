@@ -51,6 +51,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// How long a SQLite writer waits for another process holding the database lock.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 const POSTGRES_POOL_SIZE: u32 = 10;
+/// How long a read or a write waits for a PostgreSQL connection. While PostgreSQL is down
+/// (sqlx retries a refused connection until then) this is how long a caller waits for its
+/// 503 `store_unavailable`.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 use writer::{BoxFuture, Ctx, Writer};
 
@@ -173,7 +177,7 @@ impl SqlStore {
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(POSTGRES_POOL_SIZE)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                     .connect(&url)
                     .await?
             }
@@ -513,6 +517,14 @@ impl Store for SqlStore {
 
     async fn audit_head_mismatch(&self, last_seq: i64) -> Result<Option<String>> {
         audit::head_mismatch(self, last_seq).await
+    }
+
+    async fn catalog_stamp(&self) -> Result<crate::CatalogStamp> {
+        admin::catalog_stamp(self).await
+    }
+
+    async fn readiness(&self) -> Result<crate::StoreReadiness> {
+        admin::readiness(self, self.backend.migrator()).await
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
