@@ -182,14 +182,14 @@ fn missing_unknown_and_misplaced_keys_are_errors() {
             "amqp_port = 70000\n\n[[target]]\nname = \"cache\"\nkind = \"redis\"\nadmin_url_env = \"C\"\namqp_port = 5672\n",
         ),
         &[
-            "kairos.toml:15: target[1].amqp_port: 70000 is not a port",
-            "kairos.toml:21: target[2].amqp_port: `amqp_port` applies only to rabbitmq targets; this target's kind is redis",
+            "kairos.toml:15: target[0].amqp_port: 70000 is not a port",
+            "kairos.toml:21: target[1].amqp_port: `amqp_port` applies only to rabbitmq targets; this target's kind is redis",
         ],
     );
     // The admin URL is a reference.
     check(
         &pre("admin_url = \"http://guest:guest@localhost:15672\"\n")
             .replace("admin_url_env = \"QUEUES_ADMIN_URL\"\n", ""),
-        &["kairos.toml:14: target[1].admin_url: looks like a secret"],
+        &["kairos.toml:14: target[0].admin_url: looks like a secret"],
     );
 }
