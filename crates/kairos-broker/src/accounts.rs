@@ -121,14 +121,11 @@ impl Broker {
                     configure: p.configure.clone(),
                     write: p.write.clone(),
                     read: p.read.clone(),
-                    topic: p
-                        .topic
-                        .as_ref()
-                        .map(|t| kairos_connectors::RabbitMqTopic {
-                            exchange: t.exchange.clone(),
-                            write: t.write.clone(),
-                            read: t.read.clone(),
-                        }),
+                    topic: p.topic.as_ref().map(|t| kairos_connectors::RabbitMqTopic {
+                        exchange: t.exchange.clone(),
+                        write: t.write.clone(),
+                        read: t.read.clone(),
+                    }),
                 })
             }
             ConfigPrivileges::Scopes(_) => {

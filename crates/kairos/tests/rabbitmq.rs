@@ -216,10 +216,16 @@ read = "^{prefix}orders\\."
     assert!(g["receipt"]["verified_at"].is_string(), "{g}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while conn.is_open() {
-        assert!(Instant::now() < deadline, "the released user's connection stays open");
+        assert!(
+            Instant::now() < deadline,
+            "the released user's connection stays open"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(rt.block_on(amqp_login(&user, &password)).is_err(), "a login after release worked");
+    assert!(
+        rt.block_on(amqp_login(&user, &password)).is_err(),
+        "a login after release worked"
+    );
     assert!(users_with(&prefix).is_empty());
     let receipt = g["receipt"].to_string();
     assert!(receipt.contains("ACCESS_REFUSED"), "{receipt}");
@@ -235,7 +241,10 @@ read = "^{prefix}orders\\."
     assert!(s < 300);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !users_with(&prefix).is_empty() {
-        assert!(Instant::now() < deadline, "the reconciler never removed {stray}");
+        assert!(
+            Instant::now() < deadline,
+            "the reconciler never removed {stray}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, audit) = api.get(ADMIN, "/v1/audit?limit=200");
