@@ -502,7 +502,7 @@ pub(crate) fn entitlement_view(
             .unwrap_or_default(),
         max_ttl: catalog.effective_cap(e).to_string(),
         privileges_kind: e.privileges.key().into(),
-        privileges: e.privileges.entries().to_vec(),
+        privileges: e.privileges.entries(),
         approval_team: team,
         break_glass: e.break_glass,
     }

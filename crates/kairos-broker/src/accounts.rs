@@ -115,6 +115,19 @@ impl Broker {
         let privileges = match &entitlement.privileges {
             ConfigPrivileges::Sql(t) => Privileges::Sql(t.clone()),
             ConfigPrivileges::RedisAcl(r) => Privileges::RedisAcl(r.clone()),
+            ConfigPrivileges::RabbitMq(p) => {
+                Privileges::RabbitMq(kairos_connectors::RabbitMqPermissions {
+                    vhost: p.vhost.clone(),
+                    configure: p.configure.clone(),
+                    write: p.write.clone(),
+                    read: p.read.clone(),
+                    topic: p.topic.as_ref().map(|t| kairos_connectors::RabbitMqTopic {
+                        exchange: t.exchange.clone(),
+                        write: t.write.clone(),
+                        read: t.read.clone(),
+                    }),
+                })
+            }
             ConfigPrivileges::Scopes(_) => {
                 return Err(BrokerError::Internal(
                     "a database entitlement with scopes".into(),
@@ -271,6 +284,7 @@ impl Broker {
             "postgres" => "postgres",
             "mariadb" => "mariadb",
             "redis" => "redis",
+            "rabbitmq" => "rabbitmq",
             _ => return Ok(None),
         };
         let info = ConnectionInfo {

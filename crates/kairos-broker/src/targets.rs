@@ -2,7 +2,8 @@
 //! Admin URLs are read here, from the environment or a file the configuration names, and
 //! go straight into the connector as secrets.
 //!
-//! Accounts are server-wide (PostgreSQL roles, MariaDB users, Redis ACL users), so two
+//! Accounts are server-wide (PostgreSQL roles, MariaDB users, Redis ACL users, RabbitMQ
+//! users), so two
 //! targets reaching one server through different admin URLs share them. Each target's
 //! server is asked who it is ([`Connector::server_facts`]) at apply, at start and before the
 //! reconciler removes anything; two targets of one kind on one server whose managed
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use kairos_config::{Catalog, DbTarget, SecretRef, TargetKind};
 use kairos_connector_mariadb::{MariaDbConnector, MariaDbSettings};
 use kairos_connector_postgres::{PostgresConnector, PostgresSettings};
+use kairos_connector_rabbitmq::{RabbitMqConnector, RabbitMqSettings};
 use kairos_connector_redis::{RedisConnector, RedisSettings};
 use kairos_connectors::{Connector, ServerIdentity};
 use kairos_domain::TargetName;
@@ -167,6 +169,15 @@ fn connector(name: &TargetName, kind: &TargetKind, db: &DbTarget) -> Result<Arc<
             settings.managed_prefix.clone_from(&db.managed_prefix);
             settings.connect_host.clone_from(&db.connect_host);
             Arc::new(RedisConnector::new(settings).map_err(refused)?)
+        }
+        TargetKind::RabbitMq(_) => {
+            let mut settings = RabbitMqSettings::new(target, admin_url);
+            settings.managed_prefix.clone_from(&db.managed_prefix);
+            settings.amqp_host.clone_from(&db.connect_host);
+            if let Some(port) = db.amqp_port {
+                settings.amqp_port = port;
+            }
+            Arc::new(RabbitMqConnector::new(settings).map_err(refused)?)
         }
         TargetKind::Token { .. } => {
             return Err(BrokerError::Internal(

@@ -142,20 +142,26 @@ pub struct Credential {
 
 impl Credential {
     /// The secret to hand to a script: the token, or for an account a connection URL
-    /// (`postgres://user:password@host:port/db`, `mysql://…`, `redis://…`).
+    /// (`postgres://user:password@host:port/db`, `mysql://…`, `redis://…`,
+    /// `amqp://user:password@host:port/%2F` with the virtual host).
     pub fn secret_line(&self) -> String {
         if self.kind == "token" || self.kind.is_empty() {
             return self.access_token.clone();
         }
         let scheme = match self.kind.as_str() {
             "mariadb" => "mysql",
+            "rabbitmq" => "amqp",
             other => other,
         };
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
         let db = self
             .database
             .as_deref()
-            .map(|d| format!("/{d}"))
+            .map(|d| match self.kind.as_str() {
+                // An AMQP URI's path is the virtual host, percent-encoded (`/` is `%2F`).
+                "rabbitmq" => format!("/{}", d.replace('%', "%25").replace('/', "%2F")),
+                _ => format!("/{d}"),
+            })
             .unwrap_or_default();
         format!(
             "{scheme}://{}:{}@{}{port}{db}",
@@ -428,6 +434,12 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(r.secret_line(), "redis://kairos_y:p2@cache:6379");
+        let q: Credential = serde_json::from_value(serde_json::json!({
+            "kind": "rabbitmq", "host": "mq", "port": 5672, "database": "/",
+            "username": "kairos_z", "password": "p3", "expires_at": "t"
+        }))
+        .unwrap();
+        assert_eq!(q.secret_line(), "amqp://kairos_z:p3@mq:5672/%2F");
         let t: Credential =
             serde_json::from_value(serde_json::json!({"kind": "token", "access_token": "eyJ"}))
                 .unwrap();

@@ -437,16 +437,20 @@ pub enum TargetKind {
     MariaDb(DbTarget),
     /// Kairos creates a short-lived Redis ACL user per grant.
     Redis(DbTarget),
+    /// Kairos creates a short-lived RabbitMQ user per grant (management HTTP API).
+    #[serde(rename = "rabbitmq")]
+    RabbitMq(DbTarget),
 }
 
 impl TargetKind {
-    /// `token`, `postgres`, `mariadb` or `redis`, as written in the catalog.
+    /// `token`, `postgres`, `mariadb`, `redis` or `rabbitmq`, as written in the catalog.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Token { .. } => "token",
             Self::Postgres(_) => "postgres",
             Self::MariaDb(_) => "mariadb",
             Self::Redis(_) => "redis",
+            Self::RabbitMq(_) => "rabbitmq",
         }
     }
 
@@ -454,7 +458,9 @@ impl TargetKind {
     pub fn db(&self) -> Option<&DbTarget> {
         match self {
             Self::Token { .. } => None,
-            Self::Postgres(db) | Self::MariaDb(db) | Self::Redis(db) => Some(db),
+            Self::Postgres(db) | Self::MariaDb(db) | Self::Redis(db) | Self::RabbitMq(db) => {
+                Some(db)
+            }
         }
     }
 }
@@ -476,6 +482,10 @@ pub struct DbTarget {
     /// MariaDB only: the host part of the accounts (`'name'@'host'`); `Some("%")` by
     /// default there, `None` for the other kinds.
     pub account_host: Option<String>,
+    /// RabbitMQ only: the AMQP port workloads connect to (`amqp_port`); `Some(5672)` by
+    /// default there, `None` for the other kinds. The host is `connect_host`, else the
+    /// admin URL's.
+    pub amqp_port: Option<u16>,
 }
 
 impl DbTarget {
@@ -483,6 +493,8 @@ impl DbTarget {
     pub const DEFAULT_MANAGED_PREFIX: &'static str = "kairos_";
     /// The MariaDB account host used when a target does not set `account_host`.
     pub const DEFAULT_ACCOUNT_HOST: &'static str = "%";
+    /// The RabbitMQ AMQP port used when a target does not set `amqp_port`.
+    pub const DEFAULT_AMQP_PORT: u16 = 5672;
     /// The reconcile interval used when a target does not set `reconcile_interval`.
     pub fn default_reconcile_interval() -> Ttl {
         const_ttl(30)
@@ -507,7 +519,10 @@ impl Target {
     pub fn audience(&self) -> Option<&str> {
         match &self.kind {
             TargetKind::Token { audience } => Some(audience),
-            TargetKind::Postgres(_) | TargetKind::MariaDb(_) | TargetKind::Redis(_) => None,
+            TargetKind::Postgres(_)
+            | TargetKind::MariaDb(_)
+            | TargetKind::Redis(_)
+            | TargetKind::RabbitMq(_) => None,
         }
     }
 
@@ -674,22 +689,62 @@ pub enum Privileges {
     /// `+get`, `+@read`). None changes how the account authenticates (`nopass`, `>pw`,
     /// `on`, `reset`, ... are refused).
     RedisAcl(Vec<String>),
+    /// RabbitMQ targets (`[entitlement.rabbitmq]`): the user's permissions on one virtual
+    /// host; every pattern is a valid regular expression.
+    #[serde(rename = "rabbitmq")]
+    RabbitMq(RabbitMqPermissions),
+}
+
+/// A RabbitMQ user's permissions on one virtual host (`[entitlement.rabbitmq]`):
+/// regular expressions over queue and exchange names for configure, write and read, and
+/// optionally topic permissions (over routing keys) on one topic exchange.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RabbitMqPermissions {
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<RabbitMqTopic>,
+}
+
+/// `topic = { exchange, write, read }` of `[entitlement.rabbitmq]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RabbitMqTopic {
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
 }
 
 impl Privileges {
-    /// The catalog key they were written under: `scopes`, `grants` or `acl`.
+    /// The catalog key they were written under: `scopes`, `grants`, `acl` or `rabbitmq`.
     pub fn key(&self) -> &'static str {
         match self {
             Self::Scopes(_) => "scopes",
             Self::Sql(_) => "grants",
             Self::RedisAcl(_) => "acl",
+            Self::RabbitMq(_) => "rabbitmq",
         }
     }
 
-    /// The entries, whatever their kind.
-    pub fn entries(&self) -> &[String] {
+    /// The entries, whatever their kind; RabbitMQ permissions as `key=value` lines
+    /// (`vhost=/`, `configure=^$`, …, `topic amq.topic write=…`).
+    pub fn entries(&self) -> Vec<String> {
         match self {
-            Self::Scopes(v) | Self::Sql(v) | Self::RedisAcl(v) => v,
+            Self::Scopes(v) | Self::Sql(v) | Self::RedisAcl(v) => v.clone(),
+            Self::RabbitMq(p) => {
+                let mut out = vec![
+                    format!("vhost={}", p.vhost),
+                    format!("configure={}", p.configure),
+                    format!("write={}", p.write),
+                    format!("read={}", p.read),
+                ];
+                if let Some(t) = &p.topic {
+                    out.push(format!("topic {} write={}", t.exchange, t.write));
+                    out.push(format!("topic {} read={}", t.exchange, t.read));
+                }
+                out
+            }
         }
     }
 }

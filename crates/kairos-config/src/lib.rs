@@ -31,9 +31,9 @@ pub use bundle::ConfigBundle;
 pub use catalog::{
     Binding, Catalog, ClientCertificates, ConfigDiff, ConsoleSettings, DbTarget, DpopSettings,
     Entitlement, Exception, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
-    NotifyChannel, OidcSettings, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
-    ServerSettings, ServerTls, SetDelivery, SetReceiver, StoreLocation, Target, TargetKind, Team,
-    TierCaps, TrustDomain, UrlRef,
+    NotifyChannel, OidcSettings, OrphanAction, OverCap, Privileges, RabbitMqPermissions,
+    RabbitMqTopic, RecertSettings, SecretRef, ServerSettings, ServerTls, SetDelivery, SetReceiver,
+    StoreLocation, Target, TargetKind, Team, TierCaps, TrustDomain, UrlRef,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;

@@ -19,9 +19,9 @@ use kairos_policy::{PolicySet, PolicySource, Tier};
 use crate::bundle::{line_of, resolve};
 use crate::catalog::{
     Binding, Catalog, ClientCertificates, DbTarget, DpopSettings, Entitlement, GovernanceSettings,
-    Identity, Issuer, IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RecertSettings,
-    SecretRef, ServerSettings, ServerTls, StoreLocation, Target, TargetKind, Team, TierCaps,
-    TrustDomain,
+    Identity, Issuer, IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RabbitMqPermissions,
+    RabbitMqTopic, RecertSettings, SecretRef, ServerSettings, ServerTls, StoreLocation, Target,
+    TargetKind, Team, TierCaps, TrustDomain,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
@@ -596,6 +596,7 @@ enum KindWord {
     Postgres,
     MariaDb,
     Redis,
+    RabbitMq,
 }
 
 impl KindWord {
@@ -605,6 +606,7 @@ impl KindWord {
             Self::Postgres => "postgres",
             Self::MariaDb => "mariadb",
             Self::Redis => "redis",
+            Self::RabbitMq => "rabbitmq",
         }
     }
 }
@@ -615,12 +617,25 @@ fn target_kind(s: &str) -> Result<KindWord, String> {
         "postgres" => Ok(KindWord::Postgres),
         "mariadb" => Ok(KindWord::MariaDb),
         "redis" => Ok(KindWord::Redis),
+        "rabbitmq" => Ok(KindWord::RabbitMq),
         "postgresql" => Err(format!(
-            "target kind {s:?} is unknown; write \"postgres\" (supported: postgres, mariadb, redis, token)"
+            "target kind {s:?} is unknown; write \"postgres\" (supported: postgres, mariadb, redis, rabbitmq, token)"
         )),
         _ => Err(format!(
-            "target kind {s:?} is unknown; supported: postgres, mariadb, redis, token"
+            "target kind {s:?} is unknown; supported: postgres, mariadb, redis, rabbitmq, token"
         )),
+    }
+}
+
+/// A TCP port, 1-65535.
+fn port_number(n: f64) -> Result<u16, String> {
+    if n.fract() == 0.0 && (1.0..=65535.0).contains(&n) {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(n as u16)
+    } else {
+        Err(format!(
+            "{n} is not a port: write a whole number from 1 to 65535"
+        ))
     }
 }
 
@@ -1326,7 +1341,9 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
                 max_ttl: e.max_ttl,
                 scopes: match &privileges {
                     Privileges::Scopes(scopes) => scopes.clone(),
-                    Privileges::Sql(_) | Privileges::RedisAcl(_) => Vec::new(),
+                    Privileges::Sql(_) | Privileges::RedisAcl(_) | Privileges::RabbitMq(_) => {
+                        Vec::new()
+                    }
                 },
                 privileges,
                 over_cap: e.over_cap,
@@ -2144,7 +2161,7 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     ))
 }
 
-const TARGET_KEYS: [&str; 10] = [
+const TARGET_KEYS: [&str; 11] = [
     "name",
     "kind",
     "owner",
@@ -2155,37 +2172,64 @@ const TARGET_KEYS: [&str; 10] = [
     "connect_host",
     "reconcile_interval",
     "account_host",
+    "amqp_port",
 ];
 
 /// The keys that belong to some target kinds only, and the kinds they belong to.
-const KIND_KEYS: [(&str, &[KindWord], &str); 7] = [
+const KIND_KEYS: [(&str, &[KindWord], &str); 8] = [
     ("audience", &[KindWord::Token], "token targets"),
     (
         "admin_url_env",
-        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
-        "postgres, mariadb and redis targets",
+        &[
+            KindWord::Postgres,
+            KindWord::MariaDb,
+            KindWord::Redis,
+            KindWord::RabbitMq,
+        ],
+        "postgres, mariadb, redis and rabbitmq targets",
     ),
     (
         "admin_url_file",
-        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
-        "postgres, mariadb and redis targets",
+        &[
+            KindWord::Postgres,
+            KindWord::MariaDb,
+            KindWord::Redis,
+            KindWord::RabbitMq,
+        ],
+        "postgres, mariadb, redis and rabbitmq targets",
     ),
     (
         "managed_prefix",
-        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
-        "postgres, mariadb and redis targets",
+        &[
+            KindWord::Postgres,
+            KindWord::MariaDb,
+            KindWord::Redis,
+            KindWord::RabbitMq,
+        ],
+        "postgres, mariadb, redis and rabbitmq targets",
     ),
     (
         "connect_host",
-        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
-        "postgres, mariadb and redis targets",
+        &[
+            KindWord::Postgres,
+            KindWord::MariaDb,
+            KindWord::Redis,
+            KindWord::RabbitMq,
+        ],
+        "postgres, mariadb, redis and rabbitmq targets",
     ),
     (
         "reconcile_interval",
-        &[KindWord::Postgres, KindWord::MariaDb, KindWord::Redis],
-        "postgres, mariadb and redis targets",
+        &[
+            KindWord::Postgres,
+            KindWord::MariaDb,
+            KindWord::Redis,
+            KindWord::RabbitMq,
+        ],
+        "postgres, mariadb, redis and rabbitmq targets",
     ),
     ("account_host", &[KindWord::MariaDb], "mariadb targets"),
+    ("amqp_port", &[KindWord::RabbitMq], "rabbitmq targets"),
 ];
 
 fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>> {
@@ -2200,6 +2244,7 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
     let host = t.opt(cx, "connect_host", connect_host);
     let interval = t.opt(cx, "reconcile_interval", Ttl::parse);
     let account_host = t.opt(cx, "account_host", account_host);
+    let amqp_port = t.number(cx, "amqp_port", port_number);
     // An inline `admin_url` is reported by `finish` as a secret; saying "admin_url_env
     // is missing" as well would only repeat it.
     let inline_admin_url = t.entries.iter().any(|e| e.key == "admin_url");
@@ -2237,7 +2282,7 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
             }
             Err(Invalid) => Err(Invalid),
         },
-        KindWord::Postgres | KindWord::MariaDb | KindWord::Redis => {
+        KindWord::Postgres | KindWord::MariaDb | KindWord::Redis | KindWord::RabbitMq => {
             let admin_url = match one_of(
                 cx,
                 &t,
@@ -2266,8 +2311,21 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
                 }),
                 _ => Ok(None),
             };
-            match (admin_url, prefix, host, interval, account_host) {
-                (Ok(admin_url), Ok(prefix), Ok(host), Ok(interval), Ok(account_host)) => {
+            let amqp_port = match kind {
+                KindWord::RabbitMq => {
+                    amqp_port.map(|p| Some(p.map_or(DbTarget::DEFAULT_AMQP_PORT, |p| p.value)))
+                }
+                _ => Ok(None),
+            };
+            match (admin_url, prefix, host, interval, account_host, amqp_port) {
+                (
+                    Ok(admin_url),
+                    Ok(prefix),
+                    Ok(host),
+                    Ok(interval),
+                    Ok(account_host),
+                    Ok(amqp_port),
+                ) => {
                     let db = DbTarget {
                         admin_url,
                         managed_prefix: prefix.map_or_else(
@@ -2278,10 +2336,12 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
                         reconcile_interval: interval
                             .map_or_else(DbTarget::default_reconcile_interval, |i| i.value),
                         account_host,
+                        amqp_port,
                     };
                     Ok(match kind {
                         KindWord::MariaDb => TargetKind::MariaDb(db),
                         KindWord::Redis => TargetKind::Redis(db),
+                        KindWord::RabbitMq => TargetKind::RabbitMq(db),
                         _ => TargetKind::Postgres(db),
                     })
                 }
@@ -2352,7 +2412,7 @@ fn check_prefixes(cx: &mut Cx<'_>, targets: &[Item<Target>]) {
     }
 }
 
-const ENTITLEMENT_KEYS: [&str; 12] = [
+const ENTITLEMENT_KEYS: [&str; 13] = [
     "name",
     "target",
     "tier",
@@ -2360,6 +2420,7 @@ const ENTITLEMENT_KEYS: [&str; 12] = [
     "scopes",
     "grants",
     "acl",
+    "rabbitmq",
     "over_cap",
     "approval_team",
     "danger_allow_admin_grants",
@@ -2376,6 +2437,7 @@ struct DraftEntitlement {
     scopes: Option<Vec<String>>,
     grants: Option<Vec<String>>,
     acl: Option<Vec<String>>,
+    rabbitmq: Option<RabbitMqPermissions>,
     over_cap: OverCap,
     approval_team: Option<TeamName>,
     break_glass: bool,
@@ -2391,6 +2453,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
     let scopes = t.list(cx, "scopes", scope);
     let grants = t.list(cx, "grants", grant_template);
     let acl = t.list(cx, "acl", acl_rule);
+    let rabbitmq = read_rabbitmq(cx, &mut t);
     let over_cap = t.opt(cx, "over_cap", over_cap);
     let approval_team = t.opt(cx, "approval_team", TeamName::parse);
     let allow_admin = t.flag(cx, "danger_allow_admin_grants");
@@ -2411,6 +2474,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         Ok(scopes),
         Ok(grants),
         Ok(acl),
+        Ok(rabbitmq),
         Ok(over_cap),
         Ok(approval_team),
         Ok(_),
@@ -2424,6 +2488,7 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         scopes,
         grants,
         acl,
+        rabbitmq,
         over_cap,
         approval_team,
         allow_admin,
@@ -2457,12 +2522,105 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
             scopes: strings(scopes),
             grants: strings(grants),
             acl: strings(acl),
+            rabbitmq,
             over_cap: over_cap.map_or(OverCap::Refuse, |o| o.value),
             approval_team: approval_team.map(|a| a.value),
             break_glass: break_glass.unwrap_or(false),
             require_binding: require_binding.map(|b| b.value),
         },
     ))
+}
+
+const RABBITMQ_KEYS: [&str; 5] = ["vhost", "configure", "write", "read", "topic"];
+const RABBITMQ_TOPIC_KEYS: [&str; 3] = ["exchange", "write", "read"];
+const RABBITMQ_EXAMPLE: &str = "[entitlement.rabbitmq] vhost = \"/\", configure = \"^$\", write = \"^orders\\\\.\", read = \"^orders\\\\.\"";
+
+/// A RabbitMQ permission pattern: a regular expression RabbitMQ will accept. RabbitMQ
+/// matches with PCRE; Kairos checks with Rust's `regex`, so PCRE-only syntax (look-around,
+/// back-references) is refused here even though RabbitMQ would take it.
+fn rabbitmq_pattern(s: &str) -> Result<String, String> {
+    if s.chars().any(char::is_control) {
+        return Err("a permission pattern must not contain control characters".into());
+    }
+    if s.len() > 1024 {
+        return Err("a permission pattern is longer than 1024 characters".into());
+    }
+    regex::Regex::new(s).map(|_| s.to_owned()).map_err(|e| {
+        let why = e.to_string();
+        let last = why.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        format!(
+            "{} is not a valid regular expression ({}); write e.g. \"^orders\\\\.\" (names starting with `orders.`) or \"^$\" (nothing)",
+            quoted(s),
+            last.trim().trim_start_matches("error: ")
+        )
+    })
+}
+
+/// A RabbitMQ virtual host or exchange name.
+fn rabbitmq_name(what: &'static str) -> impl Fn(&str) -> Result<String, String> {
+    move |s: &str| {
+        if s.is_empty() {
+            Err(format!("{what} must not be empty"))
+        } else if s.len() > 255 {
+            Err(format!("{what} is longer than 255 bytes"))
+        } else if s.chars().any(char::is_control) {
+            Err(format!("{what} must not contain control characters"))
+        } else {
+            Ok(s.to_owned())
+        }
+    }
+}
+
+/// `[entitlement.rabbitmq]`: `vhost`, `configure`, `write`, `read` (all required) and
+/// optionally `topic = { exchange, write, read }`.
+fn read_rabbitmq(
+    cx: &mut Cx<'_>,
+    parent: &mut Table<'_>,
+) -> Result<Option<RabbitMqPermissions>, Invalid> {
+    let path = parent.key("rabbitmq");
+    let Some(node) = parent.node("rabbitmq") else {
+        return Ok(None);
+    };
+    let Some(mut t) = Table::of(cx, path.clone(), node) else {
+        return Err(Invalid);
+    };
+    let vhost = t.req(cx, "vhost", rabbitmq_name("the virtual host"));
+    let configure = t.req(cx, "configure", rabbitmq_pattern);
+    let write = t.req(cx, "write", rabbitmq_pattern);
+    let read = t.req(cx, "read", rabbitmq_pattern);
+    let topic = match t.node("topic") {
+        None => Ok(None),
+        Some(node) => match Table::of(cx, t.key("topic"), node) {
+            None => Err(Invalid),
+            Some(mut topic) => {
+                let exchange = topic.req(cx, "exchange", rabbitmq_name("the topic exchange"));
+                let write = topic.req(cx, "write", rabbitmq_pattern);
+                let read = topic.req(cx, "read", rabbitmq_pattern);
+                topic.finish(cx, &RABBITMQ_TOPIC_KEYS);
+                match (exchange, write, read) {
+                    (Ok(exchange), Ok(write), Ok(read)) => Ok(Some(RabbitMqTopic {
+                        exchange: exchange.value,
+                        write: write.value,
+                        read: read.value,
+                    })),
+                    _ => Err(Invalid),
+                }
+            }
+        },
+    };
+    t.finish(cx, &RABBITMQ_KEYS);
+    match (vhost, configure, write, read, topic) {
+        (Ok(vhost), Ok(configure), Ok(write), Ok(read), Ok(topic)) => {
+            Ok(Some(RabbitMqPermissions {
+                vhost: vhost.value,
+                configure: configure.value,
+                write: write.value,
+                read: read.value,
+                topic,
+            }))
+        }
+        _ => Err(Invalid),
+    }
 }
 
 /// The privileges of an entitlement on a target of `kind`: the key that kind needs must
@@ -2474,6 +2632,50 @@ fn privileges(
 ) -> Option<Privileges> {
     let e = &item.value;
     let role = e.name.role();
+    if let TargetKind::RabbitMq(_) = kind {
+        let mut ok = true;
+        for (other, present, which) in [
+            ("scopes", e.scopes.is_some(), "token targets"),
+            ("grants", e.grants.is_some(), "postgres and mariadb targets"),
+            ("acl", e.acl.is_some(), "redis targets"),
+        ] {
+            if present {
+                cx.error(
+                    item.span(other),
+                    &item.key(other),
+                    format!(
+                        "`{other}` applies only to {which}; target {} is rabbitmq: write its permissions as {RABBITMQ_EXAMPLE}",
+                        e.target
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let Some(permissions) = &e.rabbitmq else {
+            cx.error(
+                item.span("rabbitmq"),
+                &item.key("rabbitmq"),
+                format!(
+                    "rabbitmq permissions are required: target {} is rabbitmq, and a user without permissions can do nothing; write e.g. {RABBITMQ_EXAMPLE}",
+                    e.target
+                ),
+            );
+            return None;
+        };
+        return ok.then(|| Privileges::RabbitMq(permissions.clone()));
+    }
+    if e.rabbitmq.is_some() {
+        cx.error(
+            item.span("rabbitmq"),
+            &item.key("rabbitmq"),
+            format!(
+                "`rabbitmq` applies only to rabbitmq targets; target {} is {}",
+                e.target,
+                kind.as_str()
+            ),
+        );
+        return None;
+    }
     let (key, list, wrap, example): (_, _, fn(Vec<String>) -> Privileges, _) = match kind {
         TargetKind::Token { .. } => (
             "scopes",
@@ -2499,6 +2701,7 @@ fn privileges(
             Privileges::RedisAcl,
             "acl = [\"~sessions:*\", \"+get\"]".to_owned(),
         ),
+        TargetKind::RabbitMq(_) => return None,
     };
     let kind_name = kind.as_str();
     let mut ok = true;
@@ -2528,6 +2731,7 @@ fn privileges(
                     "grants are required: target {} is {kind_name}, and an account without grants can do nothing; write one SQL statement per entry with {{{{role}}}} where the account goes, e.g. {example}",
                     e.target
                 ),
+                TargetKind::RabbitMq(_) => String::new(),
                 TargetKind::Redis(_) => format!(
                     "acl is required: target {} is redis, and an account without ACL rules can do nothing; write one rule per entry, e.g. {example}",
                     e.target

@@ -542,7 +542,7 @@ fn token_targets_need_scopes_and_an_audience() {
     check(
         &pre("[[target]]\nname = \"orders-db\"\nkind = \"mysql\"\n"),
         &[
-            "kairos.toml:18: target[1].kind: target kind \"mysql\" is unknown; supported: postgres, mariadb, redis, token",
+            "kairos.toml:18: target[1].kind: target kind \"mysql\" is unknown; supported: postgres, mariadb, redis, rabbitmq, token",
         ],
     );
     check(
@@ -1047,8 +1047,8 @@ fn keys_of_other_target_kinds_are_errors() {
             "[[target]]\nname = \"api2\"\nkind = \"token\"\naudience = \"x\"\nadmin_url_env = \"A\"\nmanaged_prefix = \"k_\"\n",
         ),
         &[
-            "kairos.toml:20: target[1].admin_url_env: `admin_url_env` applies only to postgres, mariadb and redis targets; this target's kind is token",
-            "kairos.toml:21: target[1].managed_prefix: `managed_prefix` applies only to postgres, mariadb and redis targets",
+            "kairos.toml:20: target[1].admin_url_env: `admin_url_env` applies only to postgres, mariadb, redis and rabbitmq targets; this target's kind is token",
+            "kairos.toml:21: target[1].managed_prefix: `managed_prefix` applies only to postgres, mariadb, redis and rabbitmq targets",
         ],
     );
     check(

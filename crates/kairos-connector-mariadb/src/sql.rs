@@ -80,9 +80,9 @@ pub(crate) fn render_privileges(
 ) -> Result<Vec<String>, ConnectorError> {
     let templates = match privileges {
         Privileges::Sql(templates) => templates,
-        Privileges::RedisAcl(_) => {
+        Privileges::RedisAcl(_) | Privileges::RabbitMq(_) => {
             return Err(ConnectorError::BadPrivileges(
-                "a MariaDB entitlement needs SQL privilege statements, not Redis ACL rules".into(),
+                "a MariaDB entitlement needs SQL privilege statements, not Redis ACL rules or RabbitMQ permissions".into(),
             ));
         }
     };

@@ -416,7 +416,8 @@ impl Connector for PostgresConnector {
         let grants = render_privileges(req.privileges, &role)?;
         let templates = match req.privileges {
             kairos_connectors::Privileges::Sql(templates) => templates.clone(),
-            kairos_connectors::Privileges::RedisAcl(_) => Vec::new(),
+            kairos_connectors::Privileges::RedisAcl(_)
+            | kairos_connectors::Privileges::RabbitMq(_) => Vec::new(),
         };
 
         let password = req.password.expose_secret();

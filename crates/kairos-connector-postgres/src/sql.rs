@@ -27,9 +27,9 @@ pub(crate) fn render_privileges(
 ) -> Result<Vec<String>, ConnectorError> {
     let templates = match privileges {
         Privileges::Sql(templates) => templates,
-        Privileges::RedisAcl(_) => {
+        Privileges::RedisAcl(_) | Privileges::RabbitMq(_) => {
             return Err(ConnectorError::BadPrivileges(
-                "a PostgreSQL target takes SQL privilege templates, not Redis ACL rules".into(),
+                "a PostgreSQL target takes SQL privilege templates, not Redis ACL rules or RabbitMQ permissions".into(),
             ));
         }
     };

@@ -29,9 +29,9 @@ impl AclRules {
     pub(crate) fn parse(privileges: &Privileges) -> Result<Self, ConnectorError> {
         let rules = match privileges {
             Privileges::RedisAcl(rules) => rules,
-            Privileges::Sql(_) => {
+            Privileges::Sql(_) | Privileges::RabbitMq(_) => {
                 return Err(ConnectorError::BadPrivileges(
-                    "a Redis target takes ACL rules (`acl = [...]`), not SQL statements".into(),
+                    "a Redis target takes ACL rules (`acl = [...]`), not SQL statements or RabbitMQ permissions".into(),
                 ));
             }
         };

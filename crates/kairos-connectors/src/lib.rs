@@ -3,7 +3,8 @@
 //! it manages so the reconciler can find residue.
 //!
 //! The implementations live in their own crates (`kairos-connector-postgres`,
-//! `kairos-connector-mariadb`, `kairos-connector-redis`); this crate is the contract.
+//! `kairos-connector-mariadb`, `kairos-connector-redis`, `kairos-connector-rabbitmq`); this
+//! crate is the contract.
 //!
 //! Invariants: connectors receive an already-decided account request and never see policy
 //! or grants; every operation is idempotent (provisioning an existing account converges it,
@@ -38,6 +39,30 @@ pub enum Privileges {
     Sql(Vec<String>),
     /// Redis ACL rules for the user, e.g. `~sessions:*`, `+get`, `+@read`.
     RedisAcl(Vec<String>),
+    /// RabbitMQ permissions of the user on one virtual host.
+    RabbitMq(RabbitMqPermissions),
+}
+
+/// A RabbitMQ user's permissions on one virtual host: three regular expressions over
+/// resource names (queues, exchanges), as RabbitMQ's `set_permissions` takes them, and
+/// optionally topic permissions on one topic exchange (regular expressions over routing
+/// keys). `^$` matches nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RabbitMqPermissions {
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+    pub topic: Option<RabbitMqTopic>,
+}
+
+/// Topic permissions on one topic exchange: which routing keys the user may publish with
+/// (`write`) and bind with (`read`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RabbitMqTopic {
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
 }
 
 /// Where the workload connects with its new account (the password is added by the broker,
@@ -46,7 +71,7 @@ pub enum Privileges {
 pub struct ConnectionInfo {
     pub host: String,
     pub port: u16,
-    /// The database (PostgreSQL, MariaDB); None for Redis.
+    /// The database (PostgreSQL, MariaDB) or virtual host (RabbitMQ); None for Redis.
     pub database: Option<String>,
     pub username: String,
 }
