@@ -168,9 +168,9 @@ fn connector(name: &TargetName, kind: &TargetKind, db: &DbTarget) -> Result<Arc<
             settings.connect_host.clone_from(&db.connect_host);
             Arc::new(RedisConnector::new(settings).map_err(refused)?)
         }
-        TargetKind::Token { .. } => {
+        TargetKind::Token { .. } | TargetKind::Ssh(_) => {
             return Err(BrokerError::Internal(
-                "token targets have no connector".into(),
+                "token and ssh targets have no connector".into(),
             ));
         }
     })

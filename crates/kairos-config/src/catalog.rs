@@ -437,6 +437,18 @@ pub enum TargetKind {
     MariaDb(DbTarget),
     /// Kairos creates a short-lived Redis ACL user per grant.
     Redis(DbTarget),
+    /// Kairos signs a short-lived OpenSSH user certificate per grant with the target's
+    /// own CA key, and lists ended grants' serials in the target's KRL.
+    Ssh(SshTarget),
+}
+
+/// An `ssh` target: hosts that trust Kairos's CA key for this target
+/// (`TrustedUserCAKeys`) and read its revocation list (`RevokedKeys`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SshTarget {
+    /// `krl_file`: an absolute path the server rewrites (temp file + rename) whenever the
+    /// KRL changes, for an sshd on the same machine or a file shipper.
+    pub krl_file: Option<String>,
 }
 
 impl TargetKind {
@@ -447,13 +459,22 @@ impl TargetKind {
             Self::Postgres(_) => "postgres",
             Self::MariaDb(_) => "mariadb",
             Self::Redis(_) => "redis",
+            Self::Ssh(_) => "ssh",
+        }
+    }
+
+    /// The SSH settings, for `ssh` targets.
+    pub fn ssh(&self) -> Option<&SshTarget> {
+        match self {
+            Self::Ssh(ssh) => Some(ssh),
+            _ => None,
         }
     }
 
     /// The account settings, for the kinds where Kairos manages accounts.
     pub fn db(&self) -> Option<&DbTarget> {
         match self {
-            Self::Token { .. } => None,
+            Self::Token { .. } | Self::Ssh(_) => None,
             Self::Postgres(db) | Self::MariaDb(db) | Self::Redis(db) => Some(db),
         }
     }
@@ -507,7 +528,10 @@ impl Target {
     pub fn audience(&self) -> Option<&str> {
         match &self.kind {
             TargetKind::Token { audience } => Some(audience),
-            TargetKind::Postgres(_) | TargetKind::MariaDb(_) | TargetKind::Redis(_) => None,
+            TargetKind::Postgres(_)
+            | TargetKind::MariaDb(_)
+            | TargetKind::Redis(_)
+            | TargetKind::Ssh(_) => None,
         }
     }
 
@@ -674,6 +698,23 @@ pub enum Privileges {
     /// `+get`, `+@read`). None changes how the account authenticates (`nopass`, `>pw`,
     /// `on`, `reset`, ... are refused).
     RedisAcl(Vec<String>),
+    /// SSH targets (`principals`, `force_command`, `source_address`, `extensions`): what
+    /// the grant's certificate allows.
+    Ssh(SshPrivileges),
+}
+
+/// What an SSH certificate of an entitlement allows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SshPrivileges {
+    /// The user names it may log in as (at least one).
+    pub principals: Vec<String>,
+    /// Critical option `force-command`: the only command the certificate may run.
+    pub force_command: Option<String>,
+    /// Critical option `source-address`: the CIDRs it may be used from; empty: anywhere.
+    pub source_address: Vec<String>,
+    /// Extensions (`permit-pty`, …); `kairos_ssh::DEFAULT_EXTENSIONS` (a terminal only)
+    /// when the entitlement does not say.
+    pub extensions: Vec<String>,
 }
 
 impl Privileges {
@@ -683,6 +724,7 @@ impl Privileges {
             Self::Scopes(_) => "scopes",
             Self::Sql(_) => "grants",
             Self::RedisAcl(_) => "acl",
+            Self::Ssh(_) => "principals",
         }
     }
 
@@ -690,6 +732,7 @@ impl Privileges {
     pub fn entries(&self) -> &[String] {
         match self {
             Self::Scopes(v) | Self::Sql(v) | Self::RedisAcl(v) => v,
+            Self::Ssh(ssh) => &ssh.principals,
         }
     }
 }

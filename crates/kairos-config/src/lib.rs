@@ -32,8 +32,8 @@ pub use catalog::{
     Binding, Catalog, ClientCertificates, ConfigDiff, ConsoleSettings, DbTarget, DpopSettings,
     Entitlement, Exception, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
     NotifyChannel, OidcSettings, OrphanAction, OverCap, Privileges, RecertSettings, SecretRef,
-    ServerSettings, ServerTls, SetDelivery, SetReceiver, StoreLocation, Target, TargetKind, Team,
-    TierCaps, TrustDomain, UrlRef,
+    ServerSettings, ServerTls, SetDelivery, SetReceiver, SshPrivileges, SshTarget, StoreLocation,
+    Target, TargetKind, Team, TierCaps, TrustDomain, UrlRef,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;

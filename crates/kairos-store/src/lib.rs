@@ -18,6 +18,7 @@ mod reviews;
 mod sessions;
 mod sets;
 mod sql;
+mod ssh;
 mod usage;
 
 pub use dpop::DpopStore;
@@ -44,6 +45,7 @@ pub use sets::{
     SetStore,
 };
 pub use sql::SqlStore;
+pub use ssh::{RevokedSerial, SshCert, SshStore, StoredSshCa};
 pub use usage::{
     GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
     UsageStore,
@@ -123,6 +125,7 @@ pub trait Store:
     + ReviewStore
     + SessionStore
     + SetStore
+    + SshStore
     + UsageStore
     + Send
     + Sync
