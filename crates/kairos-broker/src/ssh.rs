@@ -128,7 +128,12 @@ impl Broker {
         let (name, _) = self.ssh_target(target)?;
         let mut keys = self.ssh_cas(&name).await?;
         keys.sort_by_key(|k| (k.retire_until.is_none(), k.created_at));
-        Ok(keys.iter().map(|k| format!("{}\n", k.public_key)).collect())
+        let mut lines = String::new();
+        for k in &keys {
+            lines.push_str(&k.public_key);
+            lines.push('\n');
+        }
+        Ok(lines)
     }
 
     /// The target's KRL as of now: every revoked certificate that has not expired, by
@@ -435,7 +440,10 @@ impl Broker {
                 self.build_krl(&grant.target)
                     .await
                     .map_err(|e| format!("building the KRL failed: {e}"))?,
-                "as served at GET /v1/targets/{target}/ssh/krl; no krl_file".to_owned(),
+                format!(
+                    "as served at GET /v1/targets/{}/ssh/krl; no krl_file",
+                    grant.target
+                ),
             ),
         };
         if !krl.revokes(&ca_blob, cert.serial) {
@@ -476,15 +484,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::result::Result<Vec<u8>, S
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+    fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::create(tmp)?;
         f.write_all(bytes)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(tmp, path)?;
         std::fs::read(path)
-    })();
-    result.map_err(|e| {
+    }
+    write_then_rename(&tmp, path, bytes).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("{}: {e}", path.display())
     })

@@ -1,5 +1,7 @@
 //! Certificates and KRLs checked by OpenSSH's own `ssh-keygen`, a tool someone else
 //! wrote: `-L` prints a certificate's fields, `-Q` tests a certificate against a KRL.
+// PANIC SAFETY: test helpers outside `#[test]` functions; a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::Command;
