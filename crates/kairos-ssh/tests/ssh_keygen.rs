@@ -172,8 +172,8 @@ fn ssh_keygen_finds_listed_serials_revoked_and_others_not() {
         .args(["-q", "-k", "-f"])
         .arg(&theirs)
         .arg("-s")
-        .arg(&ca_pub)
-        .arg(&spec_file)
+        .arg(ca_pub.as_os_str())
+        .arg(spec_file.as_os_str())
         .status()
         .unwrap();
     assert!(status.success());

@@ -113,7 +113,7 @@ impl Sshd {
             .arg(&config));
         let child = Command::new("/usr/sbin/sshd")
             .args(["-D", "-e", "-f"])
-            .arg(&config)
+            .arg(config.as_os_str())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
             .spawn()
@@ -274,7 +274,7 @@ fn certificates_log_in_until_release_or_expiry_and_rotation_overlaps() {
     assert_eq!(ca.lines().count(), 1, "{ca}");
     assert!(ca.starts_with("ssh-ed25519 "), "{ca}");
     let trusted = dir.path().join("trusted_ca");
-    std::fs::write(&trusted, &ca).unwrap();
+    std::fs::write(&trusted, ca.as_bytes()).unwrap();
     let (status, body) = api.get(ADMIN, "/v1/targets/orders-api/ssh/ca");
     assert_eq!(status, 404, "{body}");
     assert!(
@@ -427,7 +427,7 @@ fn certificates_log_in_until_release_or_expiry_and_rotation_overlaps() {
     let ca = String::from_utf8(ca).unwrap();
     assert_eq!(ca.lines().count(), 2, "{ca}");
     assert_eq!(rotated["trusted"], ca.as_str());
-    std::fs::write(&trusted, &ca).unwrap();
+    std::fs::write(&trusted, ca.as_bytes()).unwrap();
     assert!(
         sshd.login(&live_key, &live_cert),
         "the old key's certificate stopped working"
