@@ -99,6 +99,7 @@ pub struct CheckedRequest {
     pub entitlement: EntitlementName,
     pub ttl: Option<Ttl>,
     pub task: Task,
+    pub public_key: Option<kairos_ssh::PublicKey>,
 }
 
 /// The checks `POST /v1/requests` makes before the broker sees the request.
@@ -108,6 +109,15 @@ pub fn check_create_request(body: &CreateRequestBody) -> ApiResult<CheckedReques
         entitlement: parse_entitlement(&body.entitlement)?,
         ttl: body.ttl.as_deref().map(parse_ttl).transpose()?,
         task: parse_task(&body.task)?,
+        public_key: body
+            .public_key
+            .as_deref()
+            .map(|k| {
+                kairos_ssh::PublicKey::parse_openssh(k).map_err(|e| {
+                    ApiError::bad_request("invalid_public_key", format!("public_key: {e}"))
+                })
+            })
+            .transpose()?,
     })
 }
 

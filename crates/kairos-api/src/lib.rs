@@ -38,6 +38,8 @@ mod requests;
 mod server;
 #[cfg(feature = "server")]
 mod ssf;
+#[cfg(feature = "server")]
+mod ssh;
 pub mod views;
 
 pub use error::{ApiError, ApiResult, ErrorBody};

@@ -274,6 +274,8 @@ async fn request_access(
             reason: r.reason,
         },
         identity: None,
+        // MCP's tools take no SSH key: an ssh entitlement answers the broker's clear 400.
+        public_key: None,
     })?;
     let mut outcome = s
         .broker
@@ -290,6 +292,7 @@ async fn request_access(
                 // proof, and this endpoint authenticates by the bearer alone (an entitlement
                 // that requires a binding refuses it with the broker's clear 400).
                 client_cert: None,
+                public_key: None,
             },
         )
         .await?;

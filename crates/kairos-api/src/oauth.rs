@@ -586,6 +586,7 @@ async fn exchange(
         source,
         proof,
         client_cert,
+        public_key: None,
     };
     match s.broker.request(&caller, input).await {
         Ok(outcome) => match (outcome.grant, outcome.credential) {

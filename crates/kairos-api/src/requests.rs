@@ -79,6 +79,7 @@ pub async fn create(
             source,
             proof,
             client_cert,
+            public_key: checked.public_key,
         };
         let outcome = s.broker.request(&caller, input).await?;
         let status = if outcome.grant.is_some() {

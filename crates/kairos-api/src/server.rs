@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::{
     MAX_BODY_BYTES, MAX_HEADER_BYTES, admin, alerts, governance_recert, governance_reviews, grants,
-    identities, mcp, notifications, oauth, posture, requests, ssf, views,
+    identities, mcp, notifications, oauth, posture, requests, ssf, ssh, views,
 };
 
 #[derive(Clone)]
@@ -40,6 +40,7 @@ pub struct AppState {
         (name = "admin", description = "Configuration, keys, people, audit"),
         (name = "notifications", description = "The notification outbox: pending, delivered and dead-lettered messages to Slack and signed webhooks"),
         (name = "ssf", description = "Security Event Tokens telling resource servers that verify tokens offline of every end of a token grant (RFC 8417, push RFC 8935, poll RFC 8936)"),
+        (name = "ssh", description = "SSH targets: the CA public keys and the KRL that hosts read (unauthenticated), and the CA key's rotation"),
         (name = "governance", description = "The identity lifecycle: states, owners, recertification, break-glass reviews, exceptions, usage, alerts, posture"),
     )
 )]
@@ -195,6 +196,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(notifications::retry))
         .routes(routes!(ssf::poll))
         .routes(routes!(ssf::receivers))
+        .routes(routes!(ssh::ca, ssh::rotate))
+        .routes(routes!(ssh::krl))
         .routes(routes!(posture::posture))
         .routes(routes!(governance_recert::list))
         .routes(routes!(governance_recert::attest))

@@ -25,6 +25,10 @@ pub struct CreateRequestBody {
     pub task: TaskBody,
     /// Only when a person requests on behalf of an identity.
     pub identity: Option<String>,
+    /// Required for entitlements on ssh targets (refused for others): the SSH public key
+    /// to certify, in OpenSSH one-line format (`ssh-ed25519 AAAA… comment`); Ed25519,
+    /// ECDSA or RSA of at least 2048 bits.
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -262,6 +266,17 @@ pub struct CredentialView {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// `ssh`: the OpenSSH user certificate for the request's `public_key` (one line; save
+    /// it as `<key>-cert.pub` or pass it with `ssh -o CertificateFile=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_certificate: Option<String>,
+    /// `ssh`: the certificate's serial (what the target's KRL lists once the grant ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_serial: Option<u64>,
+    /// `ssh`: the user names the certificate may log in as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principals: Option<Vec<String>>,
+    /// When the credential stops working (`ssh`: the certificate's `valid_before`).
     pub expires_at: String,
 }
 
@@ -290,6 +305,9 @@ impl From<kairos_broker::IssuedCredential> for CredentialView {
                 database: None,
                 username: None,
                 password: None,
+                ssh_certificate: None,
+                ssh_serial: None,
+                principals: None,
                 expires_at,
             },
             kairos_broker::IssuedCredential::Account {
@@ -306,6 +324,23 @@ impl From<kairos_broker::IssuedCredential> for CredentialView {
                 database: info.database,
                 username: Some(info.username),
                 password: Some(password.expose_secret().to_owned()),
+                ssh_certificate: None,
+                ssh_serial: None,
+                principals: None,
+                expires_at,
+            },
+            kairos_broker::IssuedCredential::Ssh(c) => Self {
+                kind: "ssh".into(),
+                access_token: None,
+                token_type: None,
+                host: None,
+                port: None,
+                database: None,
+                username: None,
+                password: None,
+                ssh_certificate: Some(c.certificate),
+                ssh_serial: Some(c.serial),
+                principals: Some(c.principals),
                 expires_at,
             },
         }

@@ -33,6 +33,8 @@ pub enum IssuedCredential {
         password: SecretString,
         expires_at: Timestamp,
     },
+    /// An OpenSSH user certificate for the public key sent with the request.
+    Ssh(crate::SshCredential),
 }
 
 impl std::fmt::Debug for IssuedCredential {
@@ -55,6 +57,11 @@ impl std::fmt::Debug for IssuedCredential {
                 .field("password", &"<redacted>")
                 .field("expires_at", expires_at)
                 .finish(),
+            Self::Ssh(c) => f
+                .debug_struct("Ssh")
+                .field("serial", &c.serial)
+                .field("valid_before", &c.valid_before)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -63,6 +70,7 @@ impl IssuedCredential {
     pub fn expires_at(&self) -> Timestamp {
         match self {
             Self::Token { expires_at, .. } | Self::Account { expires_at, .. } => *expires_at,
+            Self::Ssh(c) => c.valid_before,
         }
     }
 
@@ -70,7 +78,7 @@ impl IssuedCredential {
     pub fn access_token(&self) -> Option<&str> {
         match self {
             Self::Token { access_token, .. } => Some(access_token),
-            Self::Account { .. } => None,
+            Self::Account { .. } | Self::Ssh(_) => None,
         }
     }
 }
@@ -128,7 +136,7 @@ impl Broker {
                     }),
                 })
             }
-            ConfigPrivileges::Scopes(_) => {
+            ConfigPrivileges::Scopes(_) | ConfigPrivileges::Ssh(_) => {
                 return Err(BrokerError::Internal(
                     "a database entitlement with scopes".into(),
                 ));

@@ -522,6 +522,11 @@ impl Broker {
             // Each token's check is one store read; their receipts go in one store write.
             let mut outcomes = Vec::with_capacity(tokens.len());
             for grant in tokens {
+                if self.is_ssh_grant(&grant) {
+                    let outcome = self.propagate_ssh(&grant).await;
+                    outcomes.push((grant, outcome));
+                    continue;
+                }
                 let outcome = match self.propagate_token(&grant).await {
                     // Verified inactive at Kairos; resource servers that verify offline
                     // are told by SETs, and the receipt waits for their answers.

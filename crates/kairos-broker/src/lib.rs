@@ -25,6 +25,7 @@ mod renewal;
 mod requests;
 mod scheduler;
 pub mod sets;
+mod ssh;
 pub mod sync;
 pub mod targets;
 pub mod users;
@@ -58,6 +59,7 @@ pub use metrics::{HttpLabels, Metrics};
 pub use notify::notify_backoff;
 pub use renewal::Renewal;
 pub use requests::{IssuedCredential, NewRequest, RequestOutcome};
+pub use ssh::SshCredential;
 pub use users::{ChainReport, NewUserToken};
 
 /// Knobs of the broker that are not part of the declarative catalog.
@@ -313,6 +315,9 @@ impl Broker {
         broker.refresh_gauges().await?;
         broker.refresh_identity_states().await?;
         broker.refresh_alert_gauges().await?;
+        if let Err(e) = broker.write_krl_files().await {
+            tracing::error!(error = %e, "an ssh target's krl_file cannot be written; sshd refuses every key while it cannot read its RevokedKeys file");
+        }
         Ok(broker)
     }
 

@@ -102,6 +102,13 @@ impl Broker {
                 )));
             }
         }
+        // A signed certificate's valid_before cannot move: the grant would outlive the
+        // certificate (or a second certificate would stand beside the first).
+        if self.is_ssh_grant(&grant) {
+            return Err(BrokerError::Conflict(format!(
+                "grant {id} is an SSH certificate, whose valid_before cannot be moved; request a new grant (with a new certificate) instead"
+            )));
+        }
         let now = self.now();
         let new_end = now.plus(ttl.as_duration());
         if new_end > grant.max_expires_at {

@@ -33,6 +33,10 @@ pub struct NewRequest {
     /// RFC 8705 `x5t#S256` of the verified client certificate the request came over
     /// ([`crate::Authenticated::client_cert`]): the grant's tokens are bound to it.
     pub client_cert: Option<String>,
+    /// The workload's SSH public key, already parsed and checked: required for an
+    /// entitlement on an ssh target (its certificate certifies this key), refused for
+    /// any other.
+    pub public_key: Option<kairos_ssh::PublicKey>,
 }
 
 pub use crate::accounts::IssuedCredential;
@@ -209,6 +213,30 @@ impl Broker {
             ))
         })?;
         self.check_break_glass(entitlement, &input.task)?;
+        let is_ssh = catalog
+            .target(&entitlement.target)
+            .is_some_and(|t| t.kind.ssh().is_some());
+        match (is_ssh, &input.public_key) {
+            (true, None) => {
+                return Err(BrokerError::invalid(
+                    "public_key_required",
+                    format!(
+                        "{} is on ssh target {}: send the SSH public key to certify as `public_key` (the one line of your `.pub` file, e.g. `ssh-ed25519 AAAA…`; with the CLI: --public-key-file ~/.ssh/id_ed25519.pub)",
+                        entitlement.name, entitlement.target
+                    ),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(BrokerError::invalid(
+                    "public_key_not_applicable",
+                    format!(
+                        "`public_key` is only for entitlements on ssh targets; {} is on target {}, which is not one: leave `public_key` out",
+                        entitlement.name, entitlement.target
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let requester = caller.principal();
         let unmet = catalog
             .binding_requirements(entitlement)
@@ -363,11 +391,18 @@ impl Broker {
         if let Some(x5t) = &input.client_cert {
             self.store.bind_certificate(&request.id, x5t).await?;
         }
+        // The key to certify, remembered before the request like a binding, so the
+        // certificate can be signed whenever the grant is issued (now or on approval).
+        if let Some(key) = &input.public_key {
+            self.store
+                .bind_ssh_key(&request.id, &key.to_openssh())
+                .await?;
+        }
         let cnf = Confirmation::of(jkt, input.client_cert.clone());
         // Tokens: sign before committing, so a grant is never recorded without a
         // credential. Accounts: record the intent first, then create the account.
         let mut credential = match (&grant, &account) {
-            (Some(g), None) => Some(self.mint(g, cnf)?),
+            (Some(g), None) if !is_ssh => Some(self.mint(g, cnf)?),
             _ => None,
         };
         match (&grant, &review) {
@@ -398,6 +433,13 @@ impl Broker {
                 .issuance_seconds
                 .observe(arrived.elapsed().as_secs_f64());
         } else if let Some(g) = &grant {
+            // A certificate is recorded only while its grant is active, so it is signed
+            // after the grant's commit (in a write that checks that); a failure here
+            // leaves an active grant whose certificate its workload gets by reading the
+            // request again.
+            if is_ssh {
+                credential = Some(IssuedCredential::Ssh(self.ssh_credential(g).await?));
+            }
             self.metrics
                 .issuance_seconds
                 .observe(arrived.elapsed().as_secs_f64());
@@ -459,6 +501,14 @@ impl Broker {
             // A token can be minted again for its workload; an account's password is
             // shown once: at issuance, or after approval to the first read that claims it.
             let credential = match (&grant, caller) {
+                (Some(g), Caller::Workload { identity })
+                    if *identity == g.identity
+                        && g.is_active_at(self.now())
+                        && g.account.is_none()
+                        && self.is_ssh_grant(g) =>
+                {
+                    Some(IssuedCredential::Ssh(self.ssh_credential(g).await?))
+                }
                 (Some(g), Caller::Workload { identity })
                     if *identity == g.identity
                         && g.is_active_at(self.now())

@@ -179,9 +179,9 @@ fn connector(name: &TargetName, kind: &TargetKind, db: &DbTarget) -> Result<Arc<
             }
             Arc::new(RabbitMqConnector::new(settings).map_err(refused)?)
         }
-        TargetKind::Token { .. } => {
+        TargetKind::Token { .. } | TargetKind::Ssh(_) => {
             return Err(BrokerError::Internal(
-                "token targets have no connector".into(),
+                "token and ssh targets have no connector".into(),
             ));
         }
     })

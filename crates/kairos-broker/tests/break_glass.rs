@@ -101,6 +101,7 @@ fn ask(entitlement: &str, kind: TaskKind) -> NewRequest {
         source: None,
         proof: None,
         client_cert: None,
+        public_key: None,
     }
 }
 

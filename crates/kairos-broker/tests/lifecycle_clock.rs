@@ -147,6 +147,7 @@ fn ask(ttl: &str) -> NewRequest {
         source: None,
         proof: None,
         client_cert: None,
+        public_key: None,
     }
 }
 

@@ -643,6 +643,7 @@ fn ask() -> kairos_broker::NewRequest {
         source: None,
         proof: None,
         client_cert: None,
+        public_key: None,
     }
 }
 

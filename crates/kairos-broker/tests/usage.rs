@@ -133,6 +133,7 @@ fn ask(ttl: &str, task_ref: &str, source: Option<&str>) -> NewRequest {
         source: source.map(|s| s.parse::<IpAddr>().unwrap()),
         proof: None,
         client_cert: None,
+        public_key: None,
     }
 }
 

@@ -231,6 +231,11 @@ pub struct RequestArgs {
     /// Request on behalf of this identity (people only).
     #[arg(long)]
     pub identity: Option<String>,
+    /// For an entitlement on an ssh target: the SSH public key to certify (a `.pub` file,
+    /// e.g. ~/.ssh/id_ed25519.pub). The certificate is the credential (`--token-only`
+    /// prints just its line, to save as `<key>-cert.pub`).
+    #[arg(long, value_name = "FILE")]
+    pub public_key_file: Option<std::path::PathBuf>,
     /// If approval is needed, wait for it (default 5m). Write `--wait=2m`, or put it after
     /// the entitlement, so the entitlement is not taken for the duration.
     #[arg(

@@ -225,11 +225,21 @@ fn opt_query(pairs: &[(&'static str, Option<String>)]) -> Vec<(&'static str, Str
 }
 
 async fn request(api: &Api, a: RequestArgs, io: &mut Io<'_>) -> Result<Exit, CliError> {
+    let public_key = match &a.public_key_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            CliError::Failed(format!(
+                "cannot read --public-key-file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
     let body = json!({
         "entitlement": a.entitlement,
         "ttl": a.ttl,
         "task": {"kind": a.task.task_kind, "ref": a.task.task_ref, "reason": a.task.reason},
         "identity": a.identity,
+        "public_key": public_key,
     });
     let mut ans = api
         .send(Method::POST, &["v1", "requests"], Some(&body))

@@ -386,7 +386,14 @@ pub fn request_status(resp: &wire::RequestResponse) -> String {
 }
 
 fn credential_lines(out: &mut String, c: &wire::Credential) {
-    if c.kind != "token" && !c.kind.is_empty() {
+    if c.kind == "ssh" {
+        let _ = writeln!(
+            out,
+            "ssh certificate (serial {}; save it beside your key as <key>-cert.pub):",
+            c.ssh_serial.unwrap_or_default()
+        );
+        out.push_str(&clean(&c.ssh_certificate));
+    } else if c.kind != "token" && !c.kind.is_empty() {
         let _ = writeln!(
             out,
             "{} account (password shown once; Kairos keeps it only sealed):",

@@ -138,6 +138,9 @@ pub struct Credential {
     pub database: Option<String>,
     pub username: String,
     pub password: String,
+    /// `ssh`: the OpenSSH user certificate (one line).
+    pub ssh_certificate: String,
+    pub ssh_serial: Option<u64>,
 }
 
 impl Credential {
@@ -147,6 +150,9 @@ impl Credential {
     pub fn secret_line(&self) -> String {
         if self.kind == "token" || self.kind.is_empty() {
             return self.access_token.clone();
+        }
+        if self.kind == "ssh" {
+            return self.ssh_certificate.clone();
         }
         let scheme = match self.kind.as_str() {
             "mariadb" => "mysql",

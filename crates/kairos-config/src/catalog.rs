@@ -440,6 +440,18 @@ pub enum TargetKind {
     /// Kairos creates a short-lived RabbitMQ user per grant (management HTTP API).
     #[serde(rename = "rabbitmq")]
     RabbitMq(DbTarget),
+    /// Kairos signs a short-lived OpenSSH user certificate per grant with the target's
+    /// own CA key, and lists ended grants' serials in the target's KRL.
+    Ssh(SshTarget),
+}
+
+/// An `ssh` target: hosts that trust Kairos's CA key for this target
+/// (`TrustedUserCAKeys`) and read its revocation list (`RevokedKeys`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SshTarget {
+    /// `krl_file`: an absolute path the server rewrites (temp file + rename) whenever the
+    /// KRL changes, for an sshd on the same machine or a file shipper.
+    pub krl_file: Option<String>,
 }
 
 impl TargetKind {
@@ -451,13 +463,22 @@ impl TargetKind {
             Self::MariaDb(_) => "mariadb",
             Self::Redis(_) => "redis",
             Self::RabbitMq(_) => "rabbitmq",
+            Self::Ssh(_) => "ssh",
+        }
+    }
+
+    /// The SSH settings, for `ssh` targets.
+    pub fn ssh(&self) -> Option<&SshTarget> {
+        match self {
+            Self::Ssh(ssh) => Some(ssh),
+            _ => None,
         }
     }
 
     /// The account settings, for the kinds where Kairos manages accounts.
     pub fn db(&self) -> Option<&DbTarget> {
         match self {
-            Self::Token { .. } => None,
+            Self::Token { .. } | Self::Ssh(_) => None,
             Self::Postgres(db) | Self::MariaDb(db) | Self::Redis(db) | Self::RabbitMq(db) => {
                 Some(db)
             }
@@ -523,6 +544,7 @@ impl Target {
             | TargetKind::MariaDb(_)
             | TargetKind::Redis(_)
             | TargetKind::RabbitMq(_) => None,
+            | TargetKind::Ssh(_) => None,
         }
     }
 
@@ -714,6 +736,23 @@ pub struct RabbitMqTopic {
     pub exchange: String,
     pub write: String,
     pub read: String,
+    /// SSH targets (`principals`, `force_command`, `source_address`, `extensions`): what
+    /// the grant's certificate allows.
+    Ssh(SshPrivileges),
+}
+
+/// What an SSH certificate of an entitlement allows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SshPrivileges {
+    /// The user names it may log in as (at least one).
+    pub principals: Vec<String>,
+    /// Critical option `force-command`: the only command the certificate may run.
+    pub force_command: Option<String>,
+    /// Critical option `source-address`: the CIDRs it may be used from; empty: anywhere.
+    pub source_address: Vec<String>,
+    /// Extensions (`permit-pty`, …); `kairos_ssh::DEFAULT_EXTENSIONS` (a terminal only)
+    /// when the entitlement does not say.
+    pub extensions: Vec<String>,
 }
 
 impl Privileges {
@@ -724,6 +763,7 @@ impl Privileges {
             Self::Sql(_) => "grants",
             Self::RedisAcl(_) => "acl",
             Self::RabbitMq(_) => "rabbitmq",
+            Self::Ssh(_) => "principals",
         }
     }
 
@@ -745,6 +785,7 @@ impl Privileges {
                 }
                 out
             }
+            Self::Ssh(ssh) => ssh.principals.clone(),
         }
     }
 }

@@ -33,7 +33,8 @@ pub use catalog::{
     Entitlement, Exception, GovernanceSettings, Identity, Issuer, IssuerName, JwksRef,
     NotifyChannel, OidcSettings, OrphanAction, OverCap, Privileges, RabbitMqPermissions,
     RabbitMqTopic, RecertSettings, SecretRef, ServerSettings, ServerTls, SetDelivery, SetReceiver,
-    StoreLocation, Target, TargetKind, Team, TierCaps, TrustDomain, UrlRef,
+    SshPrivileges, SshTarget, StoreLocation, Target, TargetKind, Team, TierCaps, TrustDomain,
+    UrlRef,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use kairos_policy::Tier;

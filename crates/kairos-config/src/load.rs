@@ -20,7 +20,8 @@ use crate::bundle::{line_of, resolve};
 use crate::catalog::{
     Binding, Catalog, ClientCertificates, DbTarget, DpopSettings, Entitlement, GovernanceSettings,
     Identity, Issuer, IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RabbitMqPermissions,
-    RabbitMqTopic, RecertSettings, SecretRef, ServerSettings, ServerTls, StoreLocation, Target,
+    RabbitMqTopic, RecertSettings, SecretRef, ServerSettings, ServerTls, SshPrivileges, SshTarget,
+    StoreLocation, Target,
     TargetKind, Team, TierCaps, TrustDomain,
 };
 use crate::tree::{self, Entry, Node, Value};
@@ -597,6 +598,7 @@ enum KindWord {
     MariaDb,
     Redis,
     RabbitMq,
+    Ssh,
 }
 
 impl KindWord {
@@ -607,6 +609,7 @@ impl KindWord {
             Self::MariaDb => "mariadb",
             Self::Redis => "redis",
             Self::RabbitMq => "rabbitmq",
+            Self::Ssh => "ssh",
         }
     }
 }
@@ -618,11 +621,12 @@ fn target_kind(s: &str) -> Result<KindWord, String> {
         "mariadb" => Ok(KindWord::MariaDb),
         "redis" => Ok(KindWord::Redis),
         "rabbitmq" => Ok(KindWord::RabbitMq),
+        "ssh" => Ok(KindWord::Ssh),
         "postgresql" => Err(format!(
-            "target kind {s:?} is unknown; write \"postgres\" (supported: postgres, mariadb, redis, rabbitmq, token)"
+            "target kind {s:?} is unknown; write \"postgres\" (supported: postgres, mariadb, redis, rabbitmq, ssh, token)"
         )),
         _ => Err(format!(
-            "target kind {s:?} is unknown; supported: postgres, mariadb, redis, rabbitmq, token"
+            "target kind {s:?} is unknown; supported: postgres, mariadb, redis, rabbitmq, ssh, token"
         )),
     }
 }
@@ -1341,9 +1345,10 @@ fn read_catalog(cx: &mut Cx<'_>, root_node: &Node) -> Option<Catalog> {
                 max_ttl: e.max_ttl,
                 scopes: match &privileges {
                     Privileges::Scopes(scopes) => scopes.clone(),
-                    Privileges::Sql(_) | Privileges::RedisAcl(_) | Privileges::RabbitMq(_) => {
-                        Vec::new()
-                    }
+                    Privileges::Sql(_)
+                    | Privileges::RedisAcl(_)
+                    | Privileges::RabbitMq(_)
+                    | Privileges::Ssh(_) => Vec::new(),
                 },
                 privileges,
                 over_cap: e.over_cap,
@@ -2173,6 +2178,7 @@ const TARGET_KEYS: [&str; 11] = [
     "reconcile_interval",
     "account_host",
     "amqp_port",
+    "krl_file",
 ];
 
 /// The keys that belong to some target kinds only, and the kinds they belong to.
@@ -2230,6 +2236,7 @@ const KIND_KEYS: [(&str, &[KindWord], &str); 8] = [
     ),
     ("account_host", &[KindWord::MariaDb], "mariadb targets"),
     ("amqp_port", &[KindWord::RabbitMq], "rabbitmq targets"),
+    ("krl_file", &[KindWord::Ssh], "ssh targets"),
 ];
 
 fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>> {
@@ -2245,6 +2252,7 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
     let interval = t.opt(cx, "reconcile_interval", Ttl::parse);
     let account_host = t.opt(cx, "account_host", account_host);
     let amqp_port = t.number(cx, "amqp_port", port_number);
+    let krl_file = t.opt(cx, "krl_file", krl_file);
     // An inline `admin_url` is reported by `finish` as a secret; saying "admin_url_env
     // is missing" as well would only repeat it.
     let inline_admin_url = t.entries.iter().any(|e| e.key == "admin_url");
@@ -2282,6 +2290,11 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
             }
             Err(Invalid) => Err(Invalid),
         },
+        KindWord::Ssh => krl_file.map(|f| {
+            TargetKind::Ssh(SshTarget {
+                krl_file: f.map(|f| f.value),
+            })
+        }),
         KindWord::Postgres | KindWord::MariaDb | KindWord::Redis | KindWord::RabbitMq => {
             let admin_url = match one_of(
                 cx,
@@ -2412,7 +2425,7 @@ fn check_prefixes(cx: &mut Cx<'_>, targets: &[Item<Target>]) {
     }
 }
 
-const ENTITLEMENT_KEYS: [&str; 13] = [
+const ENTITLEMENT_KEYS: [&str; 17] = [
     "name",
     "target",
     "tier",
@@ -2426,7 +2439,31 @@ const ENTITLEMENT_KEYS: [&str; 13] = [
     "danger_allow_admin_grants",
     "break_glass",
     "require_binding",
+    "principals",
+    "force_command",
+    "source_address",
+    "extensions",
 ];
+
+/// An entitlement's SSH keys as read (before its target's kind says whether they apply).
+#[derive(Default)]
+struct DraftSsh {
+    principals: Option<Vec<String>>,
+    force_command: Option<String>,
+    source_address: Option<Vec<String>>,
+    extensions: Option<Vec<String>>,
+}
+
+impl DraftSsh {
+    /// The keys given, by name.
+    fn present(&self) -> [(&'static str, bool); 3] {
+        [
+            ("force_command", self.force_command.is_some()),
+            ("source_address", self.source_address.is_some()),
+            ("extensions", self.extensions.is_some()),
+        ]
+    }
+}
 
 /// An entitlement as read, before its target's kind says which privilege key it needs.
 struct DraftEntitlement {
@@ -2442,6 +2479,7 @@ struct DraftEntitlement {
     approval_team: Option<TeamName>,
     break_glass: bool,
     require_binding: Option<Binding>,
+    ssh: DraftSsh,
 }
 
 fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<DraftEntitlement>> {
@@ -2459,6 +2497,10 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
     let allow_admin = t.flag(cx, "danger_allow_admin_grants");
     let break_glass = t.flag(cx, "break_glass");
     let require_binding = t.opt(cx, "require_binding", binding);
+    let principals = t.list(cx, "principals", principal);
+    let force_command = t.opt(cx, "force_command", force_command);
+    let source_address = t.list(cx, "source_address", cidr);
+    let extensions = t.list(cx, "extensions", ssh_extension);
     if !matches!(allow_admin, Ok(Some(true))) {
         refuse_admin(cx, &t, "grants", &grants, admin_grant_problem);
         refuse_admin(cx, &t, "acl", &acl, admin_acl_problem);
@@ -2480,6 +2522,10 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         Ok(_),
         Ok(break_glass),
         Ok(require_binding),
+        Ok(principals),
+        Ok(force_command),
+        Ok(source_address),
+        Ok(extensions),
     ) = (
         name,
         target,
@@ -2494,6 +2540,10 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
         allow_admin,
         break_glass,
         require_binding,
+        principals,
+        force_command,
+        source_address,
+        extensions,
     )
     else {
         return None;
@@ -2527,6 +2577,12 @@ fn read_entitlement(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Dra
             approval_team: approval_team.map(|a| a.value),
             break_glass: break_glass.unwrap_or(false),
             require_binding: require_binding.map(|b| b.value),
+            ssh: DraftSsh {
+                principals: strings(principals),
+                force_command: force_command.map(|f| f.value),
+                source_address: strings(source_address),
+                extensions: strings(extensions),
+            },
         },
     ))
 }
@@ -2631,6 +2687,21 @@ fn privileges(
     kind: &TargetKind,
 ) -> Option<Privileges> {
     let e = &item.value;
+    if let TargetKind::Ssh(_) = kind {
+        return ssh_privileges(cx, item);
+    }
+    let mut ok = true;
+    for (key, present) in e.ssh.present() {
+        if present {
+            let message = format!(
+                "`{key}` applies only to ssh targets; target {} is {}",
+                e.target,
+                kind.as_str()
+            );
+            cx.error(item.span(key), &item.key(key), message);
+            ok = false;
+        }
+    }
     let role = e.name.role();
     if let TargetKind::RabbitMq(_) = kind {
         let mut ok = true;
@@ -2677,6 +2748,7 @@ fn privileges(
         return None;
     }
     let (key, list, wrap, example): (_, _, fn(Vec<String>) -> Privileges, _) = match kind {
+        TargetKind::Ssh(_) => return None,
         TargetKind::Token { .. } => (
             "scopes",
             &e.scopes,
@@ -2704,11 +2776,11 @@ fn privileges(
         TargetKind::RabbitMq(_) => return None,
     };
     let kind_name = kind.as_str();
-    let mut ok = true;
     for (other, present, which) in [
         ("scopes", e.scopes.is_some(), "token targets"),
         ("grants", e.grants.is_some(), "postgres and mariadb targets"),
         ("acl", e.acl.is_some(), "redis targets"),
+        ("principals", e.ssh.principals.is_some(), "ssh targets"),
     ] {
         if other != key && present {
             let message = format!(
@@ -2736,10 +2808,125 @@ fn privileges(
                     "acl is required: target {} is redis, and an account without ACL rules can do nothing; write one rule per entry, e.g. {example}",
                     e.target
                 ),
+                TargetKind::Ssh(_) => return None,
             };
             cx.error(item.span(key), &item.key(key), message);
             None
         }
+    }
+}
+
+/// The privileges of an entitlement on an `ssh` target: `principals` (required, not
+/// empty), the critical options and the extensions; the other kinds' keys are refused.
+fn ssh_privileges(cx: &mut Cx<'_>, item: &Item<DraftEntitlement>) -> Option<Privileges> {
+    let e = &item.value;
+    let mut ok = true;
+    for (other, present) in [
+        ("scopes", e.scopes.is_some()),
+        ("grants", e.grants.is_some()),
+        ("acl", e.acl.is_some()),
+    ] {
+        if present {
+            let message = format!(
+                "`{other}` does not apply to target {}, which is ssh: write what its certificates allow as `principals = [\"deploy\"]` (the user names they may log in as), with optional `force_command`, `source_address` and `extensions`",
+                e.target
+            );
+            cx.error(item.span(other), &item.key(other), message);
+            ok = false;
+        }
+    }
+    let principals = match &e.ssh.principals {
+        Some(p) if !p.is_empty() => p.clone(),
+        _ => {
+            let message = format!(
+                "principals are required: target {} is ssh, and a certificate without principals logs in as nobody; list the user names it may log in as, e.g. principals = [\"deploy\"]",
+                e.target
+            );
+            cx.error(item.span("principals"), &item.key("principals"), message);
+            return None;
+        }
+    };
+    ok.then(|| {
+        Privileges::Ssh(SshPrivileges {
+            principals,
+            force_command: e.ssh.force_command.clone(),
+            source_address: e.ssh.source_address.clone().unwrap_or_default(),
+            extensions: e.ssh.extensions.clone().unwrap_or_else(|| {
+                kairos_ssh::DEFAULT_EXTENSIONS
+                    .iter()
+                    .map(|x| (*x).to_owned())
+                    .collect()
+            }),
+        })
+    })
+}
+
+/// `krl_file`: an absolute path (sshd's `RevokedKeys` needs one, and the server's
+/// working directory is not the catalog's).
+fn krl_file(s: &str) -> Result<String, String> {
+    let path = file_path(s)?;
+    if !path.starts_with('/') {
+        return Err(format!(
+            "krl_file {} must be an absolute path (e.g. \"/etc/ssh/kairos.krl\"), the file sshd's RevokedKeys names",
+            quoted(s)
+        ));
+    }
+    Ok(path)
+}
+
+/// An SSH principal (a user name on the hosts): 1-64 letters, digits, `.`, `_`, `-`, `@`.
+fn principal(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "principal {} must be a user name: 1-64 letters, digits, '.', '_', '-' or '@', not starting with '-' (e.g. \"deploy\")",
+            quoted(s)
+        ))
+    }
+}
+
+fn force_command(s: &str) -> Result<String, String> {
+    text("force_command", 1024)(s)
+}
+
+/// An address block for `source_address`: `10.0.0.0/8`, `2001:db8::/32` or one address.
+fn cidr(s: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "source_address {} is not an address block; write a CIDR such as \"10.0.0.0/8\" or one address such as \"192.0.2.7\"",
+            quoted(s)
+        )
+    };
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    if let Some(bits) = bits {
+        let bits: u8 = bits.parse().map_err(|_| bad())?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if bits > max {
+            return Err(bad());
+        }
+    }
+    Ok(s.to_owned())
+}
+
+fn ssh_extension(s: &str) -> Result<String, String> {
+    if kairos_ssh::KNOWN_EXTENSIONS.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "extension {} is not an OpenSSH certificate extension; use some of {}",
+            quoted(s),
+            kairos_ssh::KNOWN_EXTENSIONS.join(", ")
+        ))
     }
 }
 

@@ -542,7 +542,7 @@ fn token_targets_need_scopes_and_an_audience() {
     check(
         &pre("[[target]]\nname = \"orders-db\"\nkind = \"mysql\"\n"),
         &[
-            "kairos.toml:18: target[1].kind: target kind \"mysql\" is unknown; supported: postgres, mariadb, redis, rabbitmq, token",
+            "kairos.toml:18: target[1].kind: target kind \"mysql\" is unknown; supported: postgres, mariadb, redis, rabbitmq, ssh, token",
         ],
     );
     check(

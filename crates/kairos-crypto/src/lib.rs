@@ -10,6 +10,7 @@
 //! - [`api_token`]: personal API tokens for humans (operators, approvers, auditors).
 //! - [`seal`]: authenticated encryption of secrets at rest under a master key.
 //! - [`webhook`]: Standard Webhooks signatures of outgoing notifications.
+//! - [`ssh_ca`]: the Ed25519 keys of SSH certificate authorities (`ssh` targets).
 //!
 //! Invariants: no other crate touches key material or signatures; secrets leave this crate
 //! only wrapped in [`secrecy`] types, so `Debug` cannot print them; no error message
@@ -29,6 +30,7 @@ mod jws;
 mod random;
 pub mod seal;
 pub mod spiffe;
+pub mod ssh_ca;
 pub mod webhook;
 pub mod workload;
 

@@ -19,6 +19,7 @@ mod reviews;
 mod sessions;
 mod sets;
 mod sql;
+mod ssh;
 mod usage;
 
 pub use dpop::DpopStore;
@@ -45,6 +46,7 @@ pub use sets::{
     SetStore,
 };
 pub use sql::SqlStore;
+pub use ssh::{RevokedSerial, SshCert, SshStore, StoredSshCa};
 pub use usage::{
     GrantUse, HeldGrant, IdentityActivity, IdentityRequests, IdentitySource, UsageBatch, UsageFlag,
     UsageStore,
@@ -124,6 +126,7 @@ pub trait Store:
     + ReviewStore
     + SessionStore
     + SetStore
+    + SshStore
     + UsageStore
     + Send
     + Sync

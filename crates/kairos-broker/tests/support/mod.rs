@@ -159,5 +159,6 @@ pub fn ask(entitlement: &str, ttl: &str) -> NewRequest {
         source: None,
         proof: None,
         client_cert: None,
+        public_key: None,
     }
 }

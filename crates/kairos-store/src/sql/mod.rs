@@ -23,6 +23,7 @@ mod requests;
 mod reviews;
 mod sessions;
 mod sets;
+mod ssh;
 mod usage;
 mod writer;
 
