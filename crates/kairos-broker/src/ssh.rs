@@ -318,7 +318,7 @@ impl Broker {
             valid_before: Timestamp::from_millis(grant.expires_at.as_secs().saturating_mul(1000)),
             revoked_at: None,
         };
-        let audit = AuditDraft::new(AuditKind::CredentialDelivered, &Principal::System("broker"))
+        let audit = AuditDraft::new(AuditKind::CredentialDelivered, Principal::System("broker"))
             .identity(&grant.identity)
             .request(&grant.request_id)
             .grant(&grant.id)

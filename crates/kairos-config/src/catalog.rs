@@ -544,7 +544,7 @@ impl Target {
             | TargetKind::MariaDb(_)
             | TargetKind::Redis(_)
             | TargetKind::RabbitMq(_) => None,
-            | TargetKind::Ssh(_) => None,
+            TargetKind::Ssh(_) => None,
         }
     }
 
@@ -715,6 +715,9 @@ pub enum Privileges {
     /// host; every pattern is a valid regular expression.
     #[serde(rename = "rabbitmq")]
     RabbitMq(RabbitMqPermissions),
+    /// SSH targets (`principals`, `force_command`, `source_address`, `extensions`): what
+    /// the grant's certificate allows.
+    Ssh(SshPrivileges),
 }
 
 /// A RabbitMQ user's permissions on one virtual host (`[entitlement.rabbitmq]`):
@@ -736,9 +739,6 @@ pub struct RabbitMqTopic {
     pub exchange: String,
     pub write: String,
     pub read: String,
-    /// SSH targets (`principals`, `force_command`, `source_address`, `extensions`): what
-    /// the grant's certificate allows.
-    Ssh(SshPrivileges),
 }
 
 /// What an SSH certificate of an entitlement allows.

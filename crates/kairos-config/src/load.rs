@@ -21,8 +21,7 @@ use crate::catalog::{
     Binding, Catalog, ClientCertificates, DbTarget, DpopSettings, Entitlement, GovernanceSettings,
     Identity, Issuer, IssuerName, JwksRef, OrphanAction, OverCap, Privileges, RabbitMqPermissions,
     RabbitMqTopic, RecertSettings, SecretRef, ServerSettings, ServerTls, SshPrivileges, SshTarget,
-    StoreLocation, Target,
-    TargetKind, Team, TierCaps, TrustDomain,
+    StoreLocation, Target, TargetKind, Team, TierCaps, TrustDomain,
 };
 use crate::tree::{self, Entry, Node, Value};
 use crate::{ConfigBundle, ConfigError, ConfigErrors};
@@ -2166,7 +2165,7 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     ))
 }
 
-const TARGET_KEYS: [&str; 11] = [
+const TARGET_KEYS: [&str; 12] = [
     "name",
     "kind",
     "owner",
@@ -2182,7 +2181,7 @@ const TARGET_KEYS: [&str; 11] = [
 ];
 
 /// The keys that belong to some target kinds only, and the kinds they belong to.
-const KIND_KEYS: [(&str, &[KindWord], &str); 8] = [
+const KIND_KEYS: [(&str, &[KindWord], &str); 9] = [
     ("audience", &[KindWord::Token], "token targets"),
     (
         "admin_url_env",
