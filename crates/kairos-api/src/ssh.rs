@@ -20,7 +20,7 @@ use crate::extract::Auth;
 /// The public keys sshd's `TrustedUserCAKeys` should hold for this target, one per line:
 /// retired keys whose certificates may not have expired yet, then the current signer.
 /// Unauthenticated (public keys only). The first call makes the target's CA key.
-#[utoipa::path(get, path = "/v1/targets/{target}/ssh/ca", tag = "ssh",
+#[utoipa::path(get, path = "/v1/targets/{target}/ssh/ca", tag = "ssh", security(()),
     params(("target" = String, Path, description = "an ssh target")),
     responses(
         (status = 200, description = "OpenSSH public keys, one per line", body = String, content_type = "text/plain"),
@@ -33,7 +33,7 @@ pub async fn ca(State(s): State<AppState>, Path(target): Path<String>) -> ApiRes
 /// The target's key revocation list (OpenSSH KRL format) for sshd's `RevokedKeys`: the
 /// serials of certificates whose grants ended and that have not expired yet.
 /// Unauthenticated (revoked serials only).
-#[utoipa::path(get, path = "/v1/targets/{target}/ssh/krl", tag = "ssh",
+#[utoipa::path(get, path = "/v1/targets/{target}/ssh/krl", tag = "ssh", security(()),
     params(("target" = String, Path, description = "an ssh target")),
     responses(
         (status = 200, description = "the binary KRL", body = Vec<u8>, content_type = "application/octet-stream"),
