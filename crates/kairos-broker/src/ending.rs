@@ -491,9 +491,10 @@ impl Broker {
     pub async fn revoke_due(self: &Arc<Self>) -> Result<(usize, usize)> {
         let now = self.now();
         let lease = i64::try_from(self.settings.revocation_lease.as_millis()).unwrap_or(30_000);
+        let busy = self.revoking_targets.list();
         let jobs = self
             .store
-            .claim_revocations(now, REVOCATIONS_PER_PASS, lease)
+            .claim_revocations_except(now, REVOCATIONS_PER_PASS, lease, &busy)
             .await?;
         let mut by_target: BTreeMap<TargetName, Vec<Grant>> = BTreeMap::new();
         let mut tokens = Vec::new();
@@ -510,7 +511,9 @@ impl Broker {
         let mut batches = Vec::new();
         for (target, grants) in by_target {
             let b = Arc::clone(self);
+            let running = self.revoking_targets.start(&target);
             batches.push(tokio::spawn(async move {
+                let _running = running;
                 let outcomes = b.propagate_accounts(&target, &grants).await;
                 b.record_all(grants.into_iter().zip(outcomes).collect())
                     .await
@@ -764,6 +767,51 @@ impl Broker {
 /// finish on its own.
 const TARGET_BATCH_WAIT: Duration = Duration::from_secs(1);
 
+/// The targets with a revocation batch running on this replica. A batch that outlives
+/// [`TARGET_BATCH_WAIT`] goes on by itself; without this, each later pass would claim
+/// another batch for the same slow target and run it beside the first, loading the
+/// target further until the first batch's lease lapsed and its jobs were claimed twice.
+#[derive(Debug, Default)]
+pub(crate) struct BusyTargets(Arc<std::sync::Mutex<std::collections::HashSet<TargetName>>>);
+
+impl BusyTargets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<TargetName>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The targets whose batch is running now.
+    pub(crate) fn list(&self) -> Vec<TargetName> {
+        self.lock().iter().cloned().collect()
+    }
+
+    /// Marks `target` busy until the returned guard is dropped (the batch's end, however
+    /// it ends).
+    pub(crate) fn start(&self, target: &TargetName) -> BusyGuard {
+        self.lock().insert(target.clone());
+        BusyGuard {
+            set: Arc::clone(&self.0),
+            target: target.clone(),
+        }
+    }
+}
+
+/// See [`BusyTargets::start`].
+pub(crate) struct BusyGuard {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<TargetName>>>,
+    target: TargetName,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.target);
+    }
+}
+
 /// When a grant's access was revoked, and the method and evidence of its verification;
 /// or why the attempt failed.
 type Outcome = std::result::Result<(kairos_domain::Timestamp, String, String), String>;
@@ -855,5 +903,27 @@ pub fn may_revoke_token(caller: &Caller, grant: &Grant) -> bool {
             Role::ResourceServer => u.targets.contains(&grant.target),
             Role::Approver | Role::Auditor => false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_busy_while_its_batch_guard_lives() {
+        let busy = BusyTargets::default();
+        let mq = TargetName::parse("queues").unwrap_or_else(|e| panic!("{e}"));
+        let db = TargetName::parse("orders-db").unwrap_or_else(|e| panic!("{e}"));
+        let first = busy.start(&mq);
+        {
+            let _other = busy.start(&db);
+            let mut now = busy.list();
+            now.sort();
+            assert_eq!(now, vec![db.clone(), mq.clone()]);
+        }
+        assert_eq!(busy.list(), vec![mq]);
+        drop(first);
+        assert!(busy.list().is_empty());
     }
 }

@@ -228,6 +228,9 @@ pub struct Broker {
     usage: governance::recorder::UsageRecorder,
     /// Grants whose use after end this replica has alerted (bounded).
     after_end_seen: std::sync::Mutex<std::collections::HashSet<kairos_domain::GrantId>>,
+    /// Targets whose revocation batch (on this replica) is still running: the next pass
+    /// claims none of their jobs until it is done (see `Broker::revoke_due`).
+    revoking_targets: ending::BusyTargets,
     /// Identity states as last read (see [`governance`]).
     governance: governance::GovernanceState,
 }
@@ -310,13 +313,14 @@ impl Broker {
             degraded: RwLock::new(Arc::new(Vec::new())),
             usage: governance::recorder::UsageRecorder::default(),
             after_end_seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            revoking_targets: ending::BusyTargets::default(),
             governance: governance::GovernanceState::default(),
         });
         broker.refresh_gauges().await?;
         broker.refresh_identity_states().await?;
         broker.refresh_alert_gauges().await?;
-        if let Err(e) = broker.write_krl_files().await {
-            tracing::error!(error = %e, "an ssh target's krl_file cannot be written; sshd refuses every key while it cannot read its RevokedKeys file");
+        if let Err(e) = broker.prepare_ssh_targets().await {
+            tracing::error!(error = %e, "an ssh target's CA key cannot be made or its krl_file written; sshd refuses every key while it cannot read its RevokedKeys file");
         }
         Ok(broker)
     }

@@ -198,6 +198,20 @@ pub trait Store:
         now: Timestamp,
         limit: u32,
         lease_ms: i64,
+    ) -> Result<Vec<Grant>> {
+        self.claim_revocations_except(now, limit, lease_ms, &[])
+            .await
+    }
+
+    /// As [`Self::claim_revocations`], leaving the jobs of grants on `busy` targets
+    /// unclaimed: a worker whose batch for a slow target is still running does not pile a
+    /// second batch onto it (nor let the first one's lease lapse under a second claim).
+    async fn claim_revocations_except(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease_ms: i64,
+        busy: &[TargetName],
     ) -> Result<Vec<Grant>>;
 
     /// Ending → Ended with the receipt; removes the job; audits `verified`.

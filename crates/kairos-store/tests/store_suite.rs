@@ -40,6 +40,7 @@ impl Open for Db {
 
 kairos_testkit::store_suite!(
     request_round_trips_every_field,
+    a_busy_targets_revocations_stay_unclaimed,
     config_save_ends_its_orphans,
     lists_filter_requests_and_grants,
     approval_issues_a_grant,
@@ -796,6 +797,74 @@ async fn expirer_ends_only_due_grants_in_order(db: Arc<Db>) {
     assert_eq!(
         ids(&s.claim_revocations(at(350), 10, 1_000).await.unwrap()).len(),
         3
+    );
+}
+
+/// A worker with a batch still running for a target claims none of that target's jobs;
+/// the others' jobs are claimed as usual, and the limit still holds.
+async fn a_busy_targets_revocations_stay_unclaimed(db: Arc<Db>) {
+    let s = db.open().await;
+    let mut by_target: Vec<(String, GrantId)> = Vec::new();
+    for (i, target) in ["orders-db", "queues", "orders-db", "cache"]
+        .iter()
+        .enumerate()
+    {
+        let (request, mut grant) = granted(&format!("svc{i}"), &format!("T-{i}"), 1_000);
+        grant.target = TargetName::parse(*target).unwrap();
+        let drafts = vec![AuditDraft::new(AuditKind::Issued, "system:broker").grant(&grant.id)];
+        s.insert_request(&request, Some(&grant), drafts)
+            .await
+            .unwrap();
+        s.end_grants(
+            &EndSelector::One(grant.id.clone()),
+            &end_by(EndReason::Revoked, 100),
+        )
+        .await
+        .unwrap();
+        by_target.push(((*target).to_owned(), grant.id));
+    }
+    let of = |t: &str| -> Vec<GrantId> {
+        let mut v: Vec<GrantId> = by_target
+            .iter()
+            .filter(|(target, _)| target == t)
+            .map(|(_, id)| id.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let name = |t: &str| TargetName::parse(t).unwrap();
+    let busy = [name("queues"), name("cache")];
+
+    // The limit counts only claimable jobs.
+    let one = s
+        .claim_revocations_except(at(200), 1, 1_000, &busy)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].target.as_str(), "orders-db");
+    let rest = s
+        .claim_revocations_except(at(200), 10, 1_000, &busy)
+        .await
+        .unwrap();
+    let mut claimed = ids(&one);
+    claimed.extend(ids(&rest));
+    claimed.sort();
+    assert_eq!(claimed, of("orders-db"));
+    assert!(
+        s.claim_revocations_except(at(200), 10, 1_000, &busy)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once a target is no longer busy, its job is claimed.
+    let queues = s
+        .claim_revocations_except(at(200), 10, 1_000, &[name("cache")])
+        .await
+        .unwrap();
+    assert_eq!(ids(&queues), of("queues"));
+    assert_eq!(
+        ids(&s.claim_revocations(at(200), 10, 1_000).await.unwrap()),
+        of("cache")
     );
 }
 

@@ -281,10 +281,12 @@ pub(super) async fn claim_revocations(
     now: Timestamp,
     limit: u32,
     lease_ms: i64,
+    busy: &[TargetName],
 ) -> Result<Vec<Grant>> {
+    let busy: Vec<String> = busy.iter().map(|t| t.as_str().to_owned()).collect();
     store
         .write(move |conn, cx| {
-            Box::pin(async move { claim_in(conn, cx.backend, now, limit, lease_ms).await })
+            Box::pin(async move { claim_in(conn, cx.backend, now, limit, lease_ms, &busy).await })
         })
         .await
 }
@@ -295,17 +297,35 @@ async fn claim_in(
     now: Timestamp,
     limit: u32,
     lease_ms: i64,
+    busy: &[String],
 ) -> Result<Vec<Grant>> {
-    let due = sqlx::query(&format!(
+    // Placeholders numbered in the order they appear (SQLite's `?` counts by position):
+    // now, now, the busy targets (few: those with a batch still running on this worker),
+    // the limit.
+    let except = if busy.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " AND grant_id NOT IN (SELECT id FROM grants WHERE target IN ({}))",
+            bulk::list(backend, 3, busy.len())
+        )
+    };
+    let select = format!(
         "SELECT grant_id FROM revocations \
-         WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
-         ORDER BY due_at, grant_id LIMIT $2{}",
+         WHERE due_at <= {} AND (claimed_until IS NULL OR claimed_until <= {}){except} \
+         ORDER BY due_at, grant_id LIMIT {}{}",
+        backend.placeholder(1),
+        backend.placeholder(2),
+        backend.placeholder(3 + busy.len()),
         backend.skip_locked_clause()
-    ))
-    .bind(now.as_millis())
-    .bind(i64::from(limit))
-    .fetch_all_in(&mut *tx)
-    .await?;
+    );
+    let mut q = sqlx::query(&select)
+        .bind(now.as_millis())
+        .bind(now.as_millis());
+    for target in busy {
+        q = q.bind(target.as_str());
+    }
+    let due = q.bind(i64::from(limit)).fetch_all_in(&mut *tx).await?;
     let claimed_until = now.as_millis().saturating_add(lease_ms.max(0));
     let ids: Vec<String> = due
         .iter()

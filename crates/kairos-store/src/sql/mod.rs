@@ -445,13 +445,14 @@ impl Store for SqlStore {
         grants::next_expiry(self).await
     }
 
-    async fn claim_revocations(
+    async fn claim_revocations_except(
         &self,
         now: Timestamp,
         limit: u32,
         lease_ms: i64,
+        busy: &[kairos_domain::TargetName],
     ) -> Result<Vec<Grant>> {
-        grants::claim_revocations(self, now, limit, lease_ms).await
+        grants::claim_revocations(self, now, limit, lease_ms, busy).await
     }
 
     async fn complete_revocation(&self, id: &GrantId, receipt: &Receipt) -> Result<Grant> {
