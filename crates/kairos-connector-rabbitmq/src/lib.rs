@@ -121,7 +121,9 @@ impl RabbitMqSettings {
     }
 }
 
-/// The [`Connector`] for one RabbitMQ server (see the crate docs).
+/// The [`Connector`] for one RabbitMQ server (see the crate docs). Cheap to clone: the
+/// HTTP client is shared.
+#[derive(Clone)]
 pub struct RabbitMqConnector {
     target: String,
     prefix: String,
@@ -151,6 +153,11 @@ impl fmt::Debug for RabbitMqConnector {
             .finish_non_exhaustive()
     }
 }
+
+/// How many users a batch revokes, or checks, at once: each takes several management API
+/// calls, and one at a time leaves the API mostly idle waiting on round trips; more at
+/// once than this only queues inside RabbitMQ.
+const BATCH_CONCURRENCY: usize = 8;
 
 /// What a management API request answered.
 struct Answer {
@@ -271,6 +278,51 @@ impl RabbitMqConnector {
     }
 
     /// `{base}/api/{segments…}`, each segment percent-encoded (so vhost `/` is `%2F`).
+    /// `op` on every item, [`BATCH_CONCURRENCY`] at a time; the results in the items'
+    /// order.
+    async fn each<I, R, F, Fut>(&self, items: Vec<I>, op: F) -> Vec<Result<R, ConnectorError>>
+    where
+        I: Send + 'static,
+        R: Send + 'static,
+        F: Fn(Self, I) -> Fut,
+        Fut: Future<Output = Result<R, ConnectorError>> + Send + 'static,
+    {
+        let mut out: Vec<Option<Result<R, ConnectorError>>> =
+            std::iter::repeat_with(|| None).take(items.len()).collect();
+        let mut pending = items.into_iter().enumerate();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < BATCH_CONCURRENCY {
+                let Some((i, item)) = pending.next() else {
+                    break;
+                };
+                let work = op(self.clone(), item);
+                running.spawn(async move { (i, work.await) });
+            }
+            match running.join_next().await {
+                Some(Ok((i, result))) => {
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = Some(result);
+                    }
+                }
+                // A task that ended without its answer leaves its slot empty (below).
+                Some(Err(_)) => {}
+                None => break,
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(ConnectorError::Failed {
+                        target: self.target.clone(),
+                        reason: "the operation's task ended without an answer; it is retried"
+                            .into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
     fn url(&self, segments: &[&str]) -> url::Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
@@ -532,6 +584,26 @@ impl RabbitMqConnector {
     }
 }
 
+/// Whether RabbitMQ at `host:port` accepts an AMQP login as `username` with `password`:
+/// the login check of `verify_gone` on its own, for callers that need to know an issued
+/// credential works (benches, smoke checks). `Ok(false)` is a refusal (403
+/// `ACCESS_REFUSED`); an error means no answer could be had. No virtual host is opened.
+pub async fn amqp_login_accepted(
+    host: &str,
+    port: u16,
+    username: &str,
+    password: &SecretString,
+    timeout: Duration,
+) -> Result<bool, String> {
+    match amqp::try_login(host, port, username, password, timeout).await {
+        Ok(amqp::Login::Accepted) => Ok(true),
+        Ok(amqp::Login::Refused(_)) => Ok(false),
+        Err(amqp::ProbeError::Io(e) | amqp::ProbeError::Protocol(e)) => {
+            Err(e.replace(password.expose_secret(), "<redacted>"))
+        }
+    }
+}
+
 /// `%XX` escapes of a URL's user or password, decoded (other bytes as they are).
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -741,6 +813,23 @@ impl Connector for RabbitMqConnector {
                 reason: scrub(format!("AMQP login check: {e}")),
             }),
         }
+    }
+
+    async fn revoke_many(&self, accounts: &[AccountName]) -> Vec<Result<Revoked, ConnectorError>> {
+        self.each(accounts.to_vec(), |c, account| async move {
+            c.revoke(&account).await
+        })
+        .await
+    }
+
+    async fn verify_gone_many(
+        &self,
+        accounts: &[(AccountName, Option<SecretString>)],
+    ) -> Vec<Result<Verification, ConnectorError>> {
+        self.each(accounts.to_vec(), |c, (account, password)| async move {
+            c.verify_gone(&account, password.as_ref()).await
+        })
+        .await
     }
 
     async fn server_facts(&self) -> Result<ServerFacts, ConnectorError> {

@@ -505,3 +505,53 @@ async fn unreachable_or_refused_admin_never_shows_the_password() {
     assert!(bad.to_string().contains("http://"), "{bad}");
     assert!(!bad.to_string().contains(secret), "{bad}");
 }
+
+/// A batch revokes and checks its users several at a time; each result stays in its
+/// account's place: the one user that was never made says so, the others are gone and
+/// verified with a refused login, and a user still present fails its check alone.
+#[tokio::test]
+async fn batches_revoke_and_verify_in_order() {
+    let prefix = unique_prefix();
+    let c = connector(ADMIN_URL, &prefix);
+    let privileges = orders(&prefix, None);
+    let mut made = Vec::new();
+    for i in 0..20 {
+        let name = account(&prefix, &format!("b{i:02}"));
+        let pw = password();
+        c.provision(&request(&name, &pw, &privileges))
+            .await
+            .unwrap();
+        made.push((name, pw));
+    }
+    // The batch: every made user, with a never-made one in the middle.
+    let ghost = account(&prefix, "ghost");
+    let mut names: Vec<AccountName> = made.iter().map(|(n, _)| n.clone()).collect();
+    names.insert(10, ghost.clone());
+    let revoked = c.revoke_many(&names).await;
+    assert_eq!(revoked.len(), names.len());
+    for (name, r) in names.iter().zip(&revoked) {
+        let r = r.as_ref().unwrap();
+        assert_eq!(r.account_existed, *name != ghost, "{name}");
+    }
+
+    // One user made again after the revocation: still present, so its check fails.
+    let (back, back_pw) = &made[3];
+    c.provision(&request(back, back_pw, &privileges))
+        .await
+        .unwrap();
+    let checks: Vec<(AccountName, Option<SecretString>)> = made
+        .iter()
+        .map(|(n, p)| (n.clone(), Some(p.clone())))
+        .collect();
+    let verified = c.verify_gone_many(&checks).await;
+    assert_eq!(verified.len(), made.len());
+    for (i, ((name, _), v)) in made.iter().zip(&verified).enumerate() {
+        if i == 3 {
+            let e = v.as_ref().unwrap_err();
+            assert_eq!(variant(e), "StillPresent", "{name}: {e}");
+        } else {
+            assert_eq!(v.as_ref().unwrap().method, VERIFY_METHOD, "{name}");
+        }
+    }
+    cleanup(&prefix).await;
+}
