@@ -19,7 +19,8 @@ use crate::extract::Auth;
 
 /// The public keys sshd's `TrustedUserCAKeys` should hold for this target, one per line:
 /// retired keys whose certificates may not have expired yet, then the current signer.
-/// Unauthenticated (public keys only). The first call makes the target's CA key.
+/// Unauthenticated (public keys only, read from the store: the first key is made at start
+/// or by the apply that declares the target, never by this read).
 #[utoipa::path(get, path = "/v1/targets/{target}/ssh/ca", tag = "ssh", security(()),
     params(("target" = String, Path, description = "an ssh target")),
     responses(

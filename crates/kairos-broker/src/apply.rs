@@ -254,8 +254,8 @@ impl Broker {
         let targets = self.keep_removed_targets(&catalog, live_targets).await?;
         self.swap_catalog(catalog, version, verifier, targets);
         drop(sync_guard);
-        if let Err(e) = self.write_krl_files().await {
-            tracing::error!(error = %e, "an ssh target's krl_file cannot be written; sshd refuses every key while it cannot read its RevokedKeys file");
+        if let Err(e) = self.prepare_ssh_targets().await {
+            tracing::error!(error = %e, "an ssh target's CA key cannot be made or its krl_file written; sshd refuses every key while it cannot read its RevokedKeys file");
         }
         // A request decided under the old catalog may have committed a grant between the
         // look above and the swap: end those too, so none outlives what it stands on or

@@ -1,4 +1,4 @@
-//! SSH targets: each target's certificate authority (an Ed25519 key made on first use,
+//! SSH targets: each target's certificate authority (an Ed25519 key made at start or apply,
 //! sealed in the store, rotated with overlap), the user certificate a grant's credential
 //! is, and the target's key revocation list (served, and written to `krl_file`).
 //!
@@ -123,10 +123,14 @@ impl Broker {
     }
 
     /// `GET /v1/targets/{target}/ssh/ca`: the public keys sshd's `TrustedUserCAKeys`
-    /// should hold for this target, one per line (the signer last).
+    /// should hold for this target, one per line (the signer last). Reads only: the
+    /// target's first key is made at start or by the apply that declares the target (see
+    /// [`Broker::prepare_ssh_targets`]), never by this unauthenticated read.
     pub async fn ssh_ca_public_keys(&self, target: &str) -> Result<String> {
         let (name, _) = self.ssh_target(target)?;
-        let mut keys = self.ssh_cas(&name).await?;
+        let now = self.now();
+        let mut keys = self.store.ssh_ca_keys(name.as_str()).await?;
+        keys.retain(|k| k.retire_until.is_none_or(|until| until > now));
         keys.sort_by_key(|k| (k.retire_until.is_none(), k.created_at));
         let mut lines = String::new();
         for k in &keys {
@@ -196,12 +200,16 @@ impl Broker {
         Krl::parse(&read_back).map_err(BrokerError::internal)
     }
 
-    /// Writes the KRL file of every ssh target that names one (at start, so sshd finds
-    /// one before the first grant ends; sshd refuses every key while it cannot read it).
-    pub async fn write_krl_files(&self) -> Result<()> {
+    /// Makes sure every ssh target of the catalog has a CA key (another replica may make
+    /// it first; then its key is the one), and writes the KRL file of every ssh target
+    /// that names one, so that sshd finds one before the first grant ends (sshd refuses
+    /// every key while it cannot read it). At start and after every apply.
+    pub async fn prepare_ssh_targets(&self) -> Result<()> {
         let catalog = self.catalog();
         for t in catalog.targets() {
-            if let Some(path) = t.kind.ssh().and_then(|s| s.krl_file.as_deref()) {
+            let Some(ssh) = t.kind.ssh() else { continue };
+            self.ssh_cas(&t.name).await?;
+            if let Some(path) = ssh.krl_file.as_deref() {
                 self.write_krl_file(&t.name, path).await?;
             }
         }

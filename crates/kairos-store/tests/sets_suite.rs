@@ -7,17 +7,15 @@
 
 use std::sync::Arc;
 
-use kairos_domain::{
-    AuditDraft, AuditKind, Decision, DecisionOutcome, EndReason, EntitlementName, Grant, GrantEnd,
-    GrantId, GrantState, IdentityName, Principal, Request, RequestId, RequestState, TargetName,
-    Task, TaskKind, TaskRef, Timestamp, Ttl,
-};
+use kairos_domain::{EndReason, GrantEnd, GrantId, GrantState, Principal, Timestamp};
 use kairos_store::{
     EndSelector, NewSet, PollAcks, SetDeliveryMode, SetOutcome, SetRecord, SetState, SetStore,
     SqlStore, Store, StoreError,
 };
 
 use kairos_testkit::StoreDb as Db;
+
+mod common;
 
 async fn open(db: &Db) -> SqlStore {
     SqlStore::connect(db.url()).await.unwrap()
@@ -53,63 +51,6 @@ fn set(grant: &GrantId, receiver: &str, delivery: SetDeliveryMode) -> NewSet {
 
 async fn sets_of(s: &SqlStore, grant: &GrantId) -> Vec<SetRecord> {
     s.grant_sets(grant).await.unwrap()
-}
-
-/// An active token grant, inserted with its request.
-async fn insert_grant(s: &SqlStore) -> Grant {
-    let identity = IdentityName::parse("billing-batch").unwrap();
-    let request_id = RequestId::generate();
-    let task = Task::new(
-        TaskKind::Change,
-        TaskRef::parse("CHG-1").unwrap(),
-        "nightly export".into(),
-    )
-    .unwrap();
-    let grant = Grant {
-        id: GrantId::generate(),
-        request_id: request_id.clone(),
-        identity: identity.clone(),
-        entitlement: EntitlementName::parse("orders-api/read").unwrap(),
-        target: TargetName::parse("orders-api").unwrap(),
-        audience: "orders-api".into(),
-        scopes: vec!["orders:read".into()],
-        task: task.clone(),
-        issued_at: at(0),
-        expires_at: at(3_600_000),
-        max_expires_at: at(7_200_000),
-        account: None,
-        sealed_secret: None,
-        state: GrantState::Active,
-    };
-    let request = Request {
-        id: request_id,
-        identity: identity.clone(),
-        entitlement: grant.entitlement.clone(),
-        ttl: Ttl::parse("1h").unwrap(),
-        task,
-        requester: Principal::Workload(identity),
-        decision: Decision {
-            outcome: DecisionOutcome::Grant,
-            policies: vec!["policy0".into()],
-            reason: "allowed".into(),
-        },
-        state: RequestState::Granted,
-        approvals: vec![],
-        denial: None,
-        created_at: at(0),
-        pending_until: None,
-        grant_id: Some(grant.id.clone()),
-        renews: None,
-        source_ip: None,
-    };
-    let drafts = vec![
-        AuditDraft::new(AuditKind::Requested, &request.requester).request(&request.id),
-        AuditDraft::new(AuditKind::Issued, "system:broker").grant(&grant.id),
-    ];
-    s.insert_request(&request, Some(&grant), drafts)
-        .await
-        .unwrap();
-    grant
 }
 
 // ---- cases -----------------------------------------------------------------------------
@@ -320,7 +261,7 @@ async fn poll_acks_are_all_or_nothing_and_only_the_receivers_own(db: Arc<Db>) {
 
 async fn an_answer_makes_the_grants_waiting_revocation_due_now(db: Arc<Db>) {
     let s = open(&db).await;
-    let grant = insert_grant(&s).await;
+    let grant = common::insert_active_grant(&s, at(0)).await;
     let end = GrantEnd {
         reason: EndReason::Released,
         by: Principal::Workload(grant.identity.clone()),

@@ -268,10 +268,23 @@ fn certificates_log_in_until_release_or_expiry_and_rotation_overlaps() {
         assert!(Instant::now() < deadline, "no krl_file written");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The CA key was made at start, not by the first (unauthenticated) read.
+    let stored: Vec<String> = {
+        let db = rusqlite::Connection::open(dir.path().join("data/kairos.db")).unwrap();
+        let mut q = db
+            .prepare("SELECT public_key FROM ssh_ca_keys WHERE target = 'bastion'")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(stored.len(), 1, "no CA key made at start: {stored:?}");
     let (status, ca) = get_text(&api, "/v1/targets/bastion/ssh/ca");
     assert_eq!(status, 200);
     let ca = String::from_utf8(ca).unwrap();
     assert_eq!(ca.lines().count(), 1, "{ca}");
+    assert_eq!(ca.trim_end(), stored[0]);
     assert!(ca.starts_with("ssh-ed25519 "), "{ca}");
     let trusted = dir.path().join("trusted_ca");
     std::fs::write(&trusted, ca.as_bytes()).unwrap();
