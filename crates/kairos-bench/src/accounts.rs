@@ -25,6 +25,8 @@ pub const WIDE: usize = 3;
 /// The environment variable that carries the target's admin URL to the server.
 const ADMIN_URL_ENV: &str = "KAIROS_BENCH_PG_ADMIN";
 pub const ENTITLEMENT: &str = "bench-db/read";
+/// The task reference of the accounts provisioned to be revoked all at once.
+const REVOKE_TASK: &str = "bench-revoke";
 /// The one privilege template: membership in a group role that may read `bench_orders`.
 /// Not `GRANT SELECT ON bench_orders TO {{role}}`: every such grant adds an entry to the
 /// table's ACL, kept in its `pg_class` row, which cannot outgrow a page — at about 2,000
@@ -82,8 +84,9 @@ pub struct Revocation {
     pub receipts_span: Duration,
     /// Failed attempts counted by the server meanwhile (they are retried).
     pub failed_attempts: f64,
-    /// Issued accounts still present in `pg_roles` afterwards (must be 0).
-    pub roles_left: i64,
+    /// Issued accounts still present on the target afterwards (must be 0); counted by the
+    /// caller, which knows the target.
+    pub accounts_left: Option<i64>,
     /// How the receipts say each account was verified gone (`pg_roles+login`, `pg_roles`…),
     /// with how many receipts say so.
     pub methods: Vec<(String, usize)>,
@@ -295,7 +298,15 @@ pub async fn measure(
     let issue_wide = load::drive(wide, s.warmup, s.duration, Some(server.pid()), make).await;
 
     eprintln!("  provisioning {} accounts to revoke...", s.population);
-    let (provisioned, usernames) = provision(&http, &server, platform, s).await;
+    let (provisioned, usernames) = provision(
+        &http,
+        &server,
+        platform,
+        s.clients,
+        s.population,
+        &request_body(REVOKE_TASK),
+    )
+    .await;
     let revocation = if provisioned.accounts == 0 {
         Err(format!(
             "no account could be provisioned: {}",
@@ -303,9 +314,13 @@ pub async fn measure(
         ))
     } else {
         eprintln!("  revoking {} accounts at once...", provisioned.accounts);
-        revoke_all(&http, &server, &db, &usernames, s)
-            .await
-            .map_err(|e| format!("{e:#}"))
+        async {
+            let mut r = revoke_all(&http, &server, REVOKE_TASK, s.revoke_timeout).await?;
+            r.accounts_left = Some(roles_left(&usernames).await?);
+            anyhow::Ok(r)
+        }
+        .await
+        .map_err(|e| format!("{e:#}"))
     };
     let server_log_tail = server.log_tail(5);
     drop(server);
@@ -389,27 +404,29 @@ async fn check_login(cred: &Value, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Provisions `population` accounts under task reference `bench-revoke` with `clients`
+/// Provisions `population` accounts, each a `POST /v1/requests` of `body`, with `clients`
 /// concurrent requests; returns what happened and the account names.
-async fn provision(
+pub async fn provision(
     http: &reqwest::Client,
     server: &Server,
     platform: &str,
-    s: Settings,
+    clients: usize,
+    population: usize,
+    body: &Value,
 ) -> (Provisioned, Vec<String>) {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..s.clients {
-        let (http, url, platform, next, failures) = (
+    for _ in 0..clients {
+        let (http, url, platform, next, failures, body) = (
             http.clone(),
             server.url("/v1/requests"),
             platform.to_owned(),
             Arc::clone(&next),
             Arc::clone(&failures),
+            body.clone(),
         );
-        let population = s.population;
         tasks.push(tokio::spawn(async move {
             let mut names = Vec::new();
             let mut first_failure = None;
@@ -422,7 +439,7 @@ async fn provision(
                     let resp = http
                         .post(&url)
                         .bearer_auth(&platform)
-                        .json(&request_body("bench-revoke"))
+                        .json(&body)
                         .send()
                         .await?;
                     let status = resp.status();
@@ -466,14 +483,13 @@ async fn provision(
     (p, names)
 }
 
-/// Revokes every `bench-revoke` grant with one operator call, then waits until the server
-/// has verified each one gone, and reads the receipts back.
-async fn revoke_all(
+/// Revokes every grant of task reference `task_ref` with one operator call, then waits
+/// until the server has verified each one gone, and reads the receipts back.
+pub async fn revoke_all(
     http: &reqwest::Client,
     server: &Server,
-    db: &ScratchDb,
-    usernames: &[String],
-    s: Settings,
+    task_ref: &str,
+    timeout: Duration,
 ) -> anyhow::Result<Revocation> {
     const VERIFIED: &str = "kairos_revocations_verified_total";
     const FAILURES: &str = "kairos_revocation_failures_total";
@@ -487,7 +503,7 @@ async fn revoke_all(
     let answer: Value = http
         .post(server.url("/v1/grants/revoke"))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"task_ref": "bench-revoke"}))
+        .json(&json!({ "task_ref": task_ref }))
         .timeout(Duration::from_secs(300))
         .send()
         .await?
@@ -497,7 +513,7 @@ async fn revoke_all(
         .await?;
     let call = started.elapsed();
     let ended = answer["grants"].as_array().map_or(0, Vec::len);
-    let deadline = started + s.revoke_timeout;
+    let deadline = started + timeout;
     let mut failed_attempts;
     let until_all_verified = loop {
         let text = api::metrics(http, server).await?;
@@ -508,15 +524,14 @@ async fn revoke_all(
         }
         if Instant::now() > deadline {
             bail!(
-                "after {:?} only {verified} of {ended} revocations were verified ({failed_attempts} failed attempts)",
-                s.revoke_timeout
+                "after {timeout:?} only {verified} of {ended} revocations were verified ({failed_attempts} failed attempts)"
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let usage = snapshot.usage();
 
-    let grants = api::list_grants(http, server, &[("task_ref", "bench-revoke")]).await?;
+    let grants = api::list_grants(http, server, &[("task_ref", task_ref)]).await?;
     let mut latencies = Vec::new();
     let (mut first_end, mut last_verified) = (None, None);
     let mut verified = 0;
@@ -547,15 +562,6 @@ async fn revoke_all(
         _ => Duration::ZERO,
     };
 
-    let mut conn = pg::connect("postgres").await?;
-    let roles_left: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)")
-            .bind(usernames)
-            .fetch_one(&mut conn)
-            .await?;
-    let _ = conn.close().await;
-    let _ = db;
-
     Ok(Revocation {
         ended,
         call,
@@ -564,10 +570,21 @@ async fn revoke_all(
         end_to_verified: Latencies::new(latencies),
         receipts_span,
         failed_attempts,
-        roles_left,
+        accounts_left: None,
         methods: methods.into_iter().collect(),
         usage,
     })
+}
+
+/// How many of `usernames` are still in `pg_roles`.
+async fn roles_left(usernames: &[String]) -> anyhow::Result<i64> {
+    let mut conn = pg::connect("postgres").await?;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)")
+        .bind(usernames)
+        .fetch_one(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    Ok(left)
 }
 
 /// Creates `per_client` roles for each of `clients` pgbench clients, named so that client

@@ -4,7 +4,7 @@
 //! creates is registered here while it lives. Normal paths clean up through `Drop`; on
 //! SIGINT or SIGTERM a watcher thread takes the registry's lock for good, kills the
 //! registered processes, drops the registered databases and roles, removes the registered
-//! directories, and exits. Processes are spawned and directories created while holding
+//! RabbitMQ virtual hosts and users and the registered directories, and exits. Processes are spawned and directories created while holding
 //! that lock, and databases are registered before they are created, so nothing can be
 //! made behind the cleanup's back: the main thread blocks on the lock until the exit.
 
@@ -19,12 +19,15 @@ struct Registry {
     /// (database, role prefix) on the machine's PostgreSQL.
     databases: Vec<(String, String)>,
     dirs: Vec<PathBuf>,
+    /// (virtual host, user prefix) on the machine's RabbitMQ.
+    rabbitmq: Vec<(String, String)>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     pids: Vec::new(),
     databases: Vec::new(),
     dirs: Vec::new(),
+    rabbitmq: Vec::new(),
 });
 
 fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
@@ -55,6 +58,14 @@ pub fn untrack_database(name: &str) {
     with(|r| r.databases.retain(|(d, _)| d != name));
 }
 
+pub fn track_rabbitmq(vhost: &str, prefix: &str) {
+    with(|r| r.rabbitmq.push((vhost.to_owned(), prefix.to_owned())));
+}
+
+pub fn untrack_rabbitmq(vhost: &str) {
+    with(|r| r.rabbitmq.retain(|(v, _)| v != vhost));
+}
+
 pub fn untrack_dir(dir: &std::path::Path) {
     with(|r| r.dirs.retain(|d| d != dir));
 }
@@ -80,6 +91,9 @@ fn cleanup_and_exit() -> ! {
     }
     for (db, prefix) in guard.databases.drain(..) {
         pg::drop_database_and_roles(pg::BASE_URL, &db, &prefix);
+    }
+    for (vhost, prefix) in guard.rabbitmq.drain(..) {
+        crate::rabbitmq::remove_vhost_and_users(&vhost, &prefix);
     }
     for dir in guard.dirs.drain(..) {
         let _ = std::fs::remove_dir_all(dir);

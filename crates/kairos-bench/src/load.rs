@@ -50,35 +50,56 @@ async fn run(
     server_pid: Option<u32>,
     make: MakeRequest,
 ) -> LoadResult {
+    let deadline = Instant::now() + duration;
+    steps(clients, server_pid, move |_client, _i| {
+        let make = make.clone();
+        async move {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            Some(match make().send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    match resp.bytes().await {
+                        Ok(_) if status.is_success() => Ok(()),
+                        Ok(body) => Err(format!(
+                            "HTTP {status}: {}",
+                            String::from_utf8_lossy(&body[..body.len().min(300)])
+                        )),
+                        Err(e) => Err(format!("reading the body: {e}")),
+                    }
+                }
+                Err(e) => Err(format!("sending: {e}")),
+            })
+        }
+    })
+    .await
+}
+
+/// `clients` closed loops of `step(client, i)` (`i` counts that client's steps from 0),
+/// each until its step answers `None` (no more work: the phase's time is up, or the work
+/// list is empty). A step's latency is timed around it; `Some(Err(_))` counts as failed.
+/// Notes the CPU used by `server_pid`, PostgreSQL, the bench and the machine meanwhile.
+pub async fn steps<F, Fut>(clients: usize, server_pid: Option<u32>, step: F) -> LoadResult
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Option<Result<(), String>>> + Send,
+{
     let snapshot = Snapshot::take(server_pid);
     let start = Instant::now();
-    let deadline = start + duration;
     let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let make = make.clone();
+    for client in 0..clients {
+        let step = step.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(4096);
             let mut failed = 0u64;
             let mut first_failure = None;
-            while Instant::now() < deadline {
+            for i in 0u64.. {
                 let sent = Instant::now();
-                let outcome = match make().send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        match resp.bytes().await {
-                            Ok(_) if status.is_success() => Ok(()),
-                            Ok(body) => Err(format!(
-                                "HTTP {status}: {}",
-                                String::from_utf8_lossy(&body[..body.len().min(300)])
-                            )),
-                            Err(e) => Err(format!("reading the body: {e}")),
-                        }
-                    }
-                    Err(e) => Err(format!("sending: {e}")),
-                };
-                match outcome {
-                    Ok(()) => latencies.push(sent.elapsed()),
-                    Err(e) => {
+                match step(client, i).await {
+                    None => break,
+                    Some(Ok(())) => latencies.push(sent.elapsed()),
+                    Some(Err(e)) => {
                         failed += 1;
                         first_failure.get_or_insert(e);
                     }

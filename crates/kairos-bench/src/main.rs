@@ -24,6 +24,7 @@ mod mtls;
 mod noop;
 mod pg;
 mod pgbench;
+mod rabbitmq;
 mod rego;
 mod replicas;
 mod report;
@@ -59,7 +60,8 @@ struct Args {
     /// Run only these sections (comma-separated): http, accounts, expiry, restart, cedar,
     /// rego (with Cedar's 3-policy floor beside it), console, mtls (token grants over TLS
     /// and over mutual TLS with an X.509-SVID), replicas (token grants on 1, 2 and 3
-    /// replicas over one PostgreSQL database).
+    /// replicas over one PostgreSQL database), rabbitmq (RabbitMQ users issued and
+    /// revoked, beside the management API's own create and delete).
     /// The report then says which figures were not run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
@@ -82,6 +84,7 @@ pub enum Section {
     Console,
     Mtls,
     Replicas,
+    Rabbitmq,
 }
 
 /// Lengths and sizes of every phase, by mode.
@@ -231,6 +234,15 @@ fn main() -> anyhow::Result<()> {
         report.accounts = Some(
             runtime
                 .block_on(accounts::measure(&kairos, &issuer, &platform, settings))
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
+
+    if runs(Section::Rabbitmq) {
+        eprintln!("RabbitMQ users: issuance and revocation...");
+        report.rabbitmq = Some(
+            runtime
+                .block_on(rabbitmq::measure(&kairos, &issuer, &platform, plan))
                 .map_err(|e| format!("{e:#}")),
         );
     }

@@ -263,6 +263,27 @@ fn bounds(result: &ReplicasResult) -> Option<String> {
             u.machine, u.cores, last.load.usage.machine, last.replicas,
         );
     }
+    let scale = last.load.per_sec() / rate1.max(1e-9);
+    if last.replicas > 1 && scale < 0.8 {
+        // More replicas, fewer grants, the same CPU per second: a serial step.
+        let _ = write!(
+            text,
+            "More replicas gave fewer grants/s ({scale:.2}× with {}), at about the same CPU \
+             (Kairos {:.2} and {:.2} cores) and the same PostgreSQL CPU ({:.2} and {:.2}): the \
+             bound is a serial step, not CPU. Each replica's writer commits its own batches, and \
+             every batch takes the audit chain's head row (`SELECT … FOR UPDATE` on \
+             `audit_head`) and holds it through its commit's WAL flush, so the replicas' commits \
+             run one at a time; with the same clients split over N replicas each batch carries \
+             about 1/N of the grants, and grants/s fall with it. Until that serial step goes \
+             (one chain per replica, or the head taken at commit), a replica adds availability, \
+             not throughput, on one PostgreSQL. ",
+            last.replicas,
+            u.server.unwrap_or(0.0),
+            last.load.usage.server.unwrap_or(0.0),
+            u.postgres,
+            last.load.usage.postgres,
+        );
+    }
     // Estimate: each replica on a core of its own, the load generator elsewhere, and
     // PostgreSQL on as many cores as it needs up to the same count.
     let estimates: Vec<String> = COUNTS
@@ -283,12 +304,17 @@ fn bounds(result: &ReplicasResult) -> Option<String> {
         .collect();
     let _ = write!(
         text,
-        "Estimate from that CPU split, for a machine where each replica has a core of its \
-         own, PostgreSQL as many cores as replicas and the clients run elsewhere (CPU per \
-         grant held constant, no other bound): {}. That is an upper bound: it leaves out the \
-         audit chain's head, which every replica's writes take in turn, and the commit's WAL \
-         flush, neither of which more cores remove; measure on the target machine before \
-         relying on it.",
+        "{} from that CPU split, for a machine where each replica has a core of its own, \
+         PostgreSQL as many cores as replicas and the clients run elsewhere (CPU per grant \
+         held constant, no other bound): {}. That is an upper bound: it leaves out the audit \
+         chain's head, which every replica's writes take in turn, and the commit's WAL flush, \
+         neither of which more cores remove; measure on the target machine before relying on \
+         it.",
+        if last.replicas > 1 && scale < 0.8 {
+            "Were that serial step gone, the estimate"
+        } else {
+            "Estimate"
+        },
         estimates.join(", ")
     );
     Some(text)

@@ -100,6 +100,8 @@ pub struct Report {
     pub pg_grants: Option<Result<LoadResult, String>>,
     /// Token grants on 1, 2 and 3 replicas over one PostgreSQL database (`--only replicas`).
     pub replicas: Option<crate::replicas::ReplicasResult>,
+    /// RabbitMQ users issued and revoked (`--only rabbitmq`).
+    pub rabbitmq: Option<Result<crate::rabbitmq::RabbitMqResult, String>>,
     pub accounts: Option<Result<AccountsResult, String>>,
     pub expiry: Option<Result<ExpiryResult, String>>,
     pub restart: Option<Result<RestartResult, String>>,
@@ -182,6 +184,7 @@ impl Report {
             recording: None,
             pg_grants: None,
             replicas: None,
+            rabbitmq: None,
             accounts: None,
             expiry: None,
             restart: None,
@@ -333,6 +336,9 @@ impl Report {
             crate::replicas::render(&mut s, r, self.noop.as_ref(), self.plan.clients);
         }
         self.render_accounts(&mut s);
+        if let Some(r) = &self.rabbitmq {
+            crate::rabbitmq::render(&mut s, r, self.plan.clients);
+        }
         self.render_expiry(&mut s);
         self.render_restart(&mut s);
         self.render_console(&mut s);
@@ -405,6 +411,7 @@ impl Report {
             self.replicas.is_none(),
             "token grants on 1, 2 and 3 replicas over one PostgreSQL",
         );
+        check(self.rabbitmq.is_none(), "RabbitMQ users");
         if let Some(Err(e)) = &self.grants_mtls {
             out.push(format!("token grants over mutual TLS: failed: {e}"));
         }
@@ -1494,7 +1501,8 @@ impl Report {
                 human(r.end_to_verified.percentile(50.0)),
                 human(r.end_to_verified.percentile(99.0)),
                 human(r.end_to_verified.percentile(100.0)),
-                r.roles_left,
+                r.accounts_left
+                    .map_or_else(|| "not counted".to_owned(), |n| n.to_string()),
                 r.methods
                     .iter()
                     .map(|(m, n)| format!("`{m}` {}", thousands(*n as f64)))
