@@ -1,32 +1,36 @@
 //! README's walk-throughs run as written: the `sh` blocks of "Quickstart", "Console", "Dynamic
-//! database accounts", "Governance", "Notifications", "Policies in Rego", "Backup and restore"
-//! and "TLS" are extracted in order and run in one bash session (`set -e`, so every line must succeed),
-//! against the machine's PostgreSQL, MariaDB and Redis (and PyPI, for the notification
-//! receiver's Standard Webhooks library). "TLS" comes last: it stops the walk-through's broker.
+//! database accounts" (with "RabbitMQ users"), "SSH certificates", "Governance",
+//! "Notifications", "Policies in Rego", "Backup and restore" and "TLS" are extracted in order
+//! and run in one bash session (`set -e`, so every line must succeed), against the machine's
+//! PostgreSQL, MariaDB, Redis and RabbitMQ, a private OpenSSH sshd the walk-through starts (and
+//! PyPI, for the notification receiver's Standard Webhooks library). "TLS" comes last: it stops
+//! the walk-through's broker.
 //!
 //! Only these things are changed, each standing in for what a person does by hand:
 //! - `cargo build …` becomes putting the test's own `kairos` binary on PATH (the build is done);
 //! - `kairos server …` ("leave it running; use a second terminal") starts in the background, and a
 //!   later `kairos server …` first stops the earlier one (the README says: Ctrl-C, then start);
 //! - the scratch directory `/tmp/kairos-demo` becomes a fresh temporary directory;
-//! - the ports the README names (the broker's default 8740, the receiver's 9099) become free
-//!   ones, and `kairos server` is told to listen on its own (`--listen`), so the walk-through
+//! - the ports the README names (the broker's default 8740, the receiver's 9099, the private
+//!   sshd's 2222) become free ones, and `kairos server` is told to listen on its own (`--listen`), so the walk-through
 //!   never talks to something else on this machine that holds a default port;
-//! - whatever the walk-through leaves running in the background (the receiver) is stopped
-//!   at the end.
+//! - whatever the walk-through leaves running in the background (the receiver; the sshd, if
+//!   the walk-through failed before it stops it) is stopped at the end.
 //!
 //! The names the README uses on the shared servers (database `kairos_demo`, account prefixes
-//! `demo_pg_`, `demo_my_`, `demo_rd_`) belong to this test: it removes them before and after.
+//! `demo_pg_`, `demo_my_`, `demo_rd_`, `demo_mq_`, RabbitMQ queues `orders.export` and
+//! `payroll.export`) belong to this test: it removes them before and after.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "## Quickstart",
     "## AI agents (MCP)",
     "## Console",
     "## Dynamic database accounts",
+    "## SSH certificates",
     "## Governance",
     "## Notifications",
     "## Revocation pushed to resource servers (SETs)",
@@ -39,6 +43,8 @@ const SCRATCH: &str = "/tmp/kairos-demo";
 const BROKER: &str = "127.0.0.1:8740";
 /// The notification receiver's port, as the README writes it.
 const RECEIVER_PORT: &str = "9099";
+/// The private sshd's port, as the README writes it.
+const SSHD_PORT: &str = "2222";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,10 +79,11 @@ fn sh_blocks(readme: &str, heading: &str) -> Vec<String> {
     blocks
 }
 
-/// Free ports for the broker and the receiver.
+/// Free ports for the broker, the receiver and the sshd.
 struct Ports {
     broker: u16,
     receiver: u16,
+    sshd: u16,
 }
 
 /// One bash script from the blocks, with the stand-ins described at the top.
@@ -122,7 +129,8 @@ __start_server() {
             let line = line
                 .replace(SCRATCH, &scratch)
                 .replace(BROKER, &broker)
-                .replace(RECEIVER_PORT, &ports.receiver.to_string());
+                .replace(RECEIVER_PORT, &ports.receiver.to_string())
+                .replace(SSHD_PORT, &ports.sshd.to_string());
             let trimmed = line.trim_start();
             if trimmed.starts_with("cargo build") {
                 out.push_str(&format!("export PATH='{}':\"$PATH\"\n", bin_dir.display()));
@@ -170,6 +178,16 @@ fn cleanup_servers() {
     sh(
         "redis-cli -h 127.0.0.1 ACL USERS | grep '^demo_rd_' | while read -r u; do redis-cli -h 127.0.0.1 ACL DELUSER \"$u\"; done",
     );
+    sh(
+        "curl -s -u guest:guest 'http://127.0.0.1:15672/api/users?columns=name' \
+        | python3 -c 'import json,sys;print(\"\\n\".join(u[\"name\"] for u in json.load(sys.stdin) if u[\"name\"].startswith(\"demo_mq_\")))' \
+        | while read -r u; do [ -n \"$u\" ] && curl -s -u guest:guest -X DELETE \"http://127.0.0.1:15672/api/users/$u\"; done",
+    );
+    for queue in ["orders.export", "payroll.export"] {
+        sh(&format!(
+            "curl -s -u guest:guest -X DELETE http://127.0.0.1:15672/api/queues/%2F/{queue}"
+        ));
+    }
 }
 
 #[test]
@@ -190,6 +208,7 @@ fn readme_walkthroughs_run_as_written() {
     let ports = Ports {
         broker: free_port(),
         receiver: free_port(),
+        sshd: free_port(),
     };
     let text = script(&blocks, bin.parent().unwrap(), scratch.path(), &ports);
 
@@ -203,6 +222,10 @@ fn readme_walkthroughs_run_as_written() {
         .output()
         .unwrap();
     cleanup_servers();
+    // The private sshd, if the walk-through stopped before it killed it.
+    if let Ok(pid) = std::fs::read_to_string(scratch.path().join("sshd/sshd.pid")) {
+        sh(&format!("kill {}", pid.trim()));
+    }
 
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -214,11 +237,18 @@ fn readme_walkthroughs_run_as_written() {
     );
     // What the comments beside the commands promise.
     for promise in [
-        "intact",                       // kairos audit verify
-        "pg_roles+login",               // the PostgreSQL receipt
-        "refused: the account is gone", // the released account no longer logs in
-        "mysql.user+login",             // the MariaDB receipt
-        "refused: TLS 1.1",             // native TLS speaks 1.2 and 1.3 only
+        "intact",                              // kairos audit verify
+        "pg_roles+login",                      // the PostgreSQL receipt
+        "refused: the account is gone",        // the released account no longer logs in
+        "mysql.user+login",                    // the MariaDB receipt
+        "refused: outside the pattern",        // RabbitMQ permissions hold
+        "api+amqp",                            // the RabbitMQ receipt
+        "refused: the user is gone",           // the released RabbitMQ user no longer logs in
+        "logged in with the certificate",      // the SSH certificate works during the grant
+        "ssh-krl",                             // the SSH receipt
+        "the KRL lists it",                    // ssh-keygen -Q finds the serial in the fetched KRL
+        "refused: the certificate is revoked", // and sshd refuses it
+        "refused: TLS 1.1",                    // native TLS speaks 1.2 and 1.3 only
     ] {
         assert!(
             stdout.contains(promise),
@@ -260,4 +290,60 @@ fn readme_walkthroughs_run_as_written() {
     // Introspection answers active before the release and inactive after it.
     let active = stdout.find("active").expect("introspection output");
     assert!(stdout[active..].contains("false"), "{stdout}");
+}
+
+/// "Running several replicas" runs as written, in a bash session of its own (two servers at
+/// once, which the main walk-through's one-broker stand-ins do not model). Only the ports
+/// (8741, 8742) become free ones and the database `kairos_replicas` one of this test's own,
+/// so that nothing else on the machine is touched; the block's own last line drops it.
+#[test]
+fn readme_replicas_walkthrough_runs_as_written() {
+    let root = repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks = sh_blocks(&readme, "## Running several replicas");
+    assert_eq!(blocks.len(), 1, "one walk-through block");
+    let db = format!(
+        "kairos_replicas_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let (a, b) = (free_port(), free_port());
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kairos"));
+    let text = format!(
+        "set -euo pipefail\nexport PATH='{}':\"$PATH\"\n{}",
+        bin.parent().unwrap().display(),
+        blocks[0]
+            .replace("kairos_replicas", &db)
+            .replace("8741", &a.to_string())
+            .replace("8742", &b.to_string())
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&text)
+        .env_remove("KAIROS_ADDR")
+        .env_remove("KAIROS_TOKEN")
+        .output()
+        .unwrap();
+    // Whatever happened, the database goes.
+    sh(&format!(
+        "psql -h 127.0.0.1 -U postgres -d postgres -c 'DROP DATABASE IF EXISTS {db} WITH (FORCE)'"
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the replicas walk-through failed ({}).\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.contains(&r#"{"ready":true}"#), "{stdout}");
+    assert!(lines.contains(&r#"{"live":true}"#), "{stdout}");
+    // The second replica's JWKS lists the key rotated on the first beside the old one.
+    let jwks: serde_json::Value = serde_json::from_str(
+        lines
+            .iter()
+            .find(|l| l.starts_with(r#"{"keys""#))
+            .unwrap_or_else(|| panic!("no JWKS in the output:\n{stdout}")),
+    )
+    .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
 }
