@@ -289,7 +289,7 @@ fn main() -> anyhow::Result<()> {
     drop(runtime);
 
     if runs(Section::Cedar) {
-        for count in [3, 1_000] {
+        for count in [3, 1_000, 10_000] {
             eprintln!("Cedar decisions with {count} policies...");
             report.cedar.push(cedar::measure(count, plan.cedar)?);
         }
