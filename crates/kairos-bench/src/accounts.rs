@@ -368,8 +368,9 @@ pub async fn measure(
     })
 }
 
-/// Logs in with an issued credential and reads the granted table.
-async fn check_login(cred: &Value, prefix: &str) -> anyhow::Result<()> {
+/// An issued account credential's user name and password, the name checked to carry the
+/// target's managed prefix.
+pub fn user_and_password<'a>(cred: &'a Value, prefix: &str) -> anyhow::Result<(&'a str, &'a str)> {
     let user = cred["username"]
         .as_str()
         .context("no username in the credential")?;
@@ -379,6 +380,12 @@ async fn check_login(cred: &Value, prefix: &str) -> anyhow::Result<()> {
     if !user.starts_with(prefix) {
         bail!("the issued account {user} lacks the managed prefix {prefix}");
     }
+    Ok((user, password))
+}
+
+/// Logs in with an issued credential and reads the granted table.
+async fn check_login(cred: &Value, prefix: &str) -> anyhow::Result<()> {
+    let (user, password) = user_and_password(cred, prefix)?;
     let options = sqlx::postgres::PgConnectOptions::new()
         .host(cred["host"].as_str().unwrap_or("127.0.0.1"))
         .port(

@@ -348,15 +348,7 @@ pub async fn measure(
 
 /// Logs in over AMQP with an issued credential.
 async fn check_login(cred: &Value, prefix: &str) -> anyhow::Result<()> {
-    let user = cred["username"]
-        .as_str()
-        .context("no username in the credential")?;
-    let password = cred["password"]
-        .as_str()
-        .context("no password in the credential")?;
-    if !user.starts_with(prefix) {
-        bail!("the issued user {user} lacks the managed prefix {prefix}");
-    }
+    let (user, password) = accounts::user_and_password(cred, prefix)?;
     let password = SecretString::from(password.to_owned());
     let accepted = kairos_connector_rabbitmq::amqp_login_accepted(
         AMQP_HOST,
