@@ -191,9 +191,10 @@ when {{ context.task_kind == "job" }};
     }
 }
 
-fn request_body(task_ref: &str) -> Value {
+/// An auto-granted account request for `entitlement`, 30 minutes, as a job of `task_ref`.
+pub fn request_body_for(entitlement: &str, task_ref: &str) -> Value {
     json!({
-        "entitlement": ENTITLEMENT, "ttl": "30m",
+        "entitlement": entitlement, "ttl": "30m",
         "task": {"kind": "job", "ref": task_ref, "reason": "benchmark"}
     })
 }
@@ -269,7 +270,7 @@ pub async fn measure(
     let first: Value = http
         .post(server.url("/v1/requests"))
         .bearer_auth(platform)
-        .json(&request_body("bench-first"))
+        .json(&request_body_for(ENTITLEMENT, "bench-first"))
         .send()
         .await?
         .error_for_status()
@@ -285,7 +286,7 @@ pub async fn measure(
             http.clone(),
             url.clone(),
             platform.to_owned(),
-            request_body(task_ref),
+            request_body_for(ENTITLEMENT, task_ref),
         );
         Arc::new(move || http.post(&url).bearer_auth(&platform).json(&body))
     };
@@ -304,7 +305,7 @@ pub async fn measure(
         platform,
         s.clients,
         s.population,
-        &request_body(REVOKE_TASK),
+        &request_body_for(ENTITLEMENT, REVOKE_TASK),
     )
     .await;
     let revocation = if provisioned.accounts == 0 {

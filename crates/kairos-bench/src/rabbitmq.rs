@@ -233,13 +233,6 @@ when {{ context.task_kind == "job" }};
     }
 }
 
-fn request_body() -> Value {
-    json!({
-        "entitlement": ENTITLEMENT, "ttl": "30m",
-        "task": {"kind": "job", "ref": ISSUE_TASK, "reason": "benchmark"}
-    })
-}
-
 /// Runs the whole RabbitMQ section.
 pub async fn measure(
     kairos: &std::path::Path,
@@ -289,7 +282,7 @@ pub async fn measure(
     let first: Value = http
         .post(server.url("/v1/requests"))
         .bearer_auth(platform)
-        .json(&request_body())
+        .json(&accounts::request_body_for(ENTITLEMENT, ISSUE_TASK))
         .send()
         .await?
         .error_for_status()
@@ -304,7 +297,7 @@ pub async fn measure(
             http.clone(),
             server.url("/v1/requests"),
             platform.to_owned(),
-            request_body(),
+            accounts::request_body_for(ENTITLEMENT, ISSUE_TASK),
         );
         Arc::new(move || http.post(&url).bearer_auth(&platform).json(&body))
     };
