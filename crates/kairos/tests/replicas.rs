@@ -388,7 +388,10 @@ struct Seen {
 }
 
 fn db_config(dir: &Path, issuer: &TestIssuer, database: &str, prefix: &str) -> std::path::PathBuf {
-    let path = write_config(dir, issuer, "pending_timeout = \"3s\"");
+    // Long enough that an approval caught by the drill's SIGKILL or PostgreSQL restart
+    // (requests retried after 503s) still lands inside the window; short enough that the
+    // requests left pending expire within the quiet wait.
+    let path = write_config(dir, issuer, "pending_timeout = \"12s\"");
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "[policy]",
         &format!(
