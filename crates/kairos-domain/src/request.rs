@@ -184,17 +184,21 @@ impl Request {
     }
 
     /// Records one approval. The requester never approves, nor does anyone twice.
+    ///
+    /// An approver whose approval is already recorded hears so whatever state the request
+    /// is in now: a retried approval (its answer lost) learns that it counted, even when it
+    /// was the one that completed the request.
     pub fn approve(&mut self, approval: Approval) -> Result<ApprovalProgress, TransitionError> {
-        self.check_pending(approval.at)?;
-        if self.requester == Principal::User(approval.approver.clone()) {
-            return Err(TransitionError::SelfApproval);
-        }
         if self
             .approvals
             .iter()
             .any(|a| a.approver == approval.approver)
         {
             return Err(TransitionError::AlreadyApproved(approval.approver));
+        }
+        self.check_pending(approval.at)?;
+        if self.requester == Principal::User(approval.approver.clone()) {
+            return Err(TransitionError::SelfApproval);
         }
         self.approvals.push(approval);
         let need = self.approvals_needed();

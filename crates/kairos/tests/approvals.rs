@@ -92,6 +92,21 @@ fn two_distinct_approvers_issue_the_grant_and_the_workload_gets_it() {
     );
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["request"]["state"], "granted");
+    // The completing approval retried (its answer lost) hears that it counted, and
+    // issues nothing more.
+    let (status, r) = api.post(
+        &bob,
+        &format!("/v1/requests/{req}/approve"),
+        json!({"reason": "ok"}),
+    );
+    assert_eq!(status, 403, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bob has already approved this request"),
+        "{r}"
+    );
 
     let waited = waiter.join().unwrap();
     assert_eq!(waited["request"]["state"], "granted", "{waited}");
