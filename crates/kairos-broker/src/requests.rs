@@ -90,14 +90,43 @@ fn issued_audit(grant: &Grant, by: &Principal) -> AuditDraft {
         .request(&grant.request_id)
         .grant(&grant.id)
         .task_ref(&grant.task.reference)
-        .data(serde_json::json!({
-            "entitlement": grant.entitlement,
-            "target": grant.target,
-            "audience": grant.audience,
-            "scopes": grant.scopes,
-            "issued_at": grant.issued_at.to_rfc3339(),
-            "expires_at": grant.expires_at.to_rfc3339(),
-        }))
+        .data(issued_data(grant))
+}
+
+fn issued_data(grant: &Grant) -> serde_json::Value {
+    serde_json::json!({
+        "entitlement": grant.entitlement,
+        "target": grant.target,
+        "audience": grant.audience,
+        "scopes": grant.scopes,
+        "issued_at": grant.issued_at.to_rfc3339(),
+        "expires_at": grant.expires_at.to_rfc3339(),
+    })
+}
+
+/// The one record of a request that policy granted and the broker issued in the same
+/// commit (a token or an ssh certificate grant): the issued record's fields, by the
+/// requester, with what was asked (`request`) and the decision (`decision`,
+/// `catalog_version`) that the `requested` and `decided` records would otherwise carry.
+fn auto_issued_audit(
+    grant: &Grant,
+    requester: &Principal,
+    asked: serde_json::Value,
+    decided: serde_json::Value,
+) -> AuditDraft {
+    let mut data = issued_data(grant);
+    if let (serde_json::Value::Object(fields), serde_json::Value::Object(decided)) =
+        (&mut data, decided)
+    {
+        // The entitlement is the issued record's own field already.
+        let mut asked = asked;
+        if let serde_json::Value::Object(a) = &mut asked {
+            a.remove("entitlement");
+        }
+        fields.insert("request".into(), asked);
+        fields.extend(decided);
+    }
+    issued_audit(grant, requester).data(data)
 }
 
 impl Broker {
@@ -340,18 +369,19 @@ impl Broker {
                 .request(&request.id)
                 .task_ref(&input.task.reference)
         };
-        let mut audit = vec![
-            base(AuditKind::Requested).data(serde_json::json!({
-                "entitlement": input.entitlement,
-                "ttl": ttl.to_string(),
-                "ttl_capped": ttl_capped,
-                "task": input.task,
-            })),
-            base(AuditKind::Decided).data(serde_json::json!({
+        let mut asked = serde_json::json!({
+            "entitlement": input.entitlement,
+            "ttl": ttl.to_string(),
+            "ttl_capped": ttl_capped,
+            "task": input.task,
+        });
+        let decided = || {
+            serde_json::json!({
                 "decision": decision,
                 "catalog_version": catalog_version,
-            })),
-        ];
+            })
+        };
+        let mut audit = Vec::with_capacity(2);
         let mut grant = None;
         let mut account = None;
         let mut review = None;
@@ -366,7 +396,14 @@ impl Broker {
                 request.state = RequestState::Granted;
                 request.grant_id = Some(g.id.clone());
                 if account.is_none() {
-                    audit.push(issued_audit(&g, &Principal::System("broker")));
+                    // Auto-granted and issued in one commit: one record carries the
+                    // request, its decision and the issuance.
+                    audit.push(auto_issued_audit(
+                        &g,
+                        &requester,
+                        std::mem::take(&mut asked),
+                        decided(),
+                    ));
                 }
                 if entitlement.break_glass {
                     let (opened, record) =
@@ -376,6 +413,10 @@ impl Broker {
                 }
                 grant = Some(g);
             }
+        }
+        if audit.is_empty() {
+            audit.push(base(AuditKind::Requested).data(asked));
+            audit.push(base(AuditKind::Decided).data(decided()));
         }
         // A DPoP proof is used once, on any replica: claimed (with the request's key
         // binding) before anything of the request is written; a replay writes nothing.

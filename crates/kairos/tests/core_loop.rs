@@ -89,9 +89,46 @@ fn full_loop(store: Option<&str>) {
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
-    for k in ["issued", "released", "verified"] {
-        assert!(kinds.contains(&k), "{kinds:?} lacks {k}");
+    assert_eq!(kinds, ["issued", "released", "verified"], "{audit}");
+    // Granted on the spot, the request is one record: by the workload, with what was
+    // asked and the decision, found by identity, request, grant and task alike.
+    let issued = &audit["records"][0];
+    assert_eq!(issued["actor"], "workload:nightly-backup", "{issued}");
+    assert_eq!(issued["data"]["request"]["ttl"], "10m", "{issued}");
+    assert_eq!(
+        issued["data"]["request"]["task"]["ref"], "run-42",
+        "{issued}"
+    );
+    assert_eq!(issued["data"]["decision"]["outcome"], "grant", "{issued}");
+    assert!(
+        !issued["data"]["decision"]["policies"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{issued}"
+    );
+    assert!(issued["data"]["catalog_version"].is_number(), "{issued}");
+    assert_eq!(issued["data"]["expires_at"], g["expires_at"], "{issued}");
+    let request_id = issued["request_id"].as_str().unwrap();
+    for filter in [
+        "identity=nightly-backup".to_owned(),
+        format!("request={request_id}"),
+        "task_ref=run-42".to_owned(),
+    ] {
+        let (status, found) = api.get(ADMIN, &format!("/v1/audit?{filter}"));
+        assert_eq!(status, 200, "{found}");
+        assert!(
+            found["records"].as_array().unwrap().contains(issued),
+            "{filter}: {found}"
+        );
     }
+    let out = server.cli(ADMIN, &["audit", "--request", request_id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("issued") && stdout(&out).contains(&grant_id),
+        "{}",
+        stdout(&out)
+    );
     let out = server.cli(ADMIN, &["audit", "verify"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("intact"), "{}", stdout(&out));

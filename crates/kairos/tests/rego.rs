@@ -54,7 +54,8 @@ fn request(
     )
 }
 
-/// The `decided` audit record of the request with `task_ref`.
+/// The audit record with the decision of the request with `task_ref`: its `decided`
+/// record, or the one `issued` record of a request granted on the spot.
 fn decided(api: &Api, task_ref: &str) -> Value {
     let (status, audit) = api.get(ADMIN, &format!("/v1/audit?task_ref={task_ref}"));
     assert_eq!(status, 200, "{audit}");
@@ -62,7 +63,9 @@ fn decided(api: &Api, task_ref: &str) -> Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["kind"] == "decided")
+        .find(|r| {
+            r["kind"] == "decided" || (r["kind"] == "issued" && r["data"]["decision"].is_object())
+        })
         .cloned()
         .unwrap_or_else(|| panic!("no decided record for {task_ref}: {audit}"))
 }

@@ -118,8 +118,7 @@ fn a_renewal_past_what_policy_permits_is_denied_and_audited() {
     assert_eq!(
         kinds,
         [
-            "requested",
-            "decided",
+            // Granted on the spot: one record with the request and its decision.
             "issued",
             "renew_requested",
             "decided",
@@ -129,16 +128,21 @@ fn a_renewal_past_what_policy_permits_is_denied_and_audited() {
         ],
         "{audit}"
     );
+    assert_eq!(
+        records[0]["data"]["decision"]["outcome"], "grant",
+        "{audit}"
+    );
+    assert_eq!(records[0]["data"]["request"]["ttl"], "5m", "{audit}");
     // The denied renewal's decision names no policy and says it was a renewal; the
     // granted one names the policy that permitted it.
-    assert_eq!(records[4]["data"]["decision"]["outcome"], "deny", "{audit}");
-    assert_eq!(records[4]["data"]["renewal"], true, "{audit}");
+    assert_eq!(records[2]["data"]["decision"]["outcome"], "deny", "{audit}");
+    assert_eq!(records[2]["data"]["renewal"], true, "{audit}");
     assert_eq!(
-        records[6]["data"]["decision"]["policies"],
+        records[4]["data"]["decision"]["policies"],
         json!(["read-5m"]),
         "{audit}"
     );
-    assert_eq!(records[7]["actor"], "workload:nightly-backup", "{audit}");
+    assert_eq!(records[5]["actor"], "workload:nightly-backup", "{audit}");
 }
 
 #[test]
