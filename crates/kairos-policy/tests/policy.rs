@@ -541,3 +541,26 @@ fn a_set_knows_whether_it_reads_open_reviews() {
     );
     assert!(!PolicySet::empty().reads_open_reviews());
 }
+
+#[test]
+fn source_ip_ranges_decide_each_address_on_its_own() {
+    // The `ip` values are cached per address: the same address asked again, an address
+    // outside the range, and one inside it again must each be judged as themselves.
+    let set = compile(
+        "permit (principal, action, resource) when { context has source_ip && context.source_ip.isInRange(ip(\"10.0.0.0/8\")) };",
+    );
+    let from = |addr: &str| with(|i| i.circumstances.source_ip = Some(addr.parse().unwrap()));
+    for (addr, expected) in [
+        ("10.1.2.3", DecisionOutcome::Grant),
+        ("10.1.2.3", DecisionOutcome::Grant),
+        ("192.168.1.9", DecisionOutcome::Deny),
+        ("10.9.9.9", DecisionOutcome::Grant),
+        ("192.168.1.9", DecisionOutcome::Deny),
+        ("fd00::1", DecisionOutcome::Deny),
+    ] {
+        let decision = set.decide(&from(addr)).unwrap();
+        assert_eq!(decision.outcome, expected, "{addr}: {decision:?}");
+    }
+    // No address: `context has source_ip` is false.
+    assert_eq!(set.decide(&input()).unwrap().outcome, DecisionOutcome::Deny);
+}
