@@ -217,8 +217,7 @@ async fn a_review_overdue_on_the_clock_escalates_once_and_an_owner_files_it() {
     assert_eq!(
         kinds(&f.broker, grant.id.as_str()).await,
         [
-            AuditKind::Requested,
-            AuditKind::Decided,
+            // Granted on the spot: one record with the request and its decision.
             AuditKind::Issued,
             AuditKind::ReviewOpened,
             AuditKind::ReviewEscalated,
