@@ -68,6 +68,10 @@ struct Args {
     /// Active grants in the restart figure's store (default: 100,000 quick, 1,000,000 full).
     #[arg(long)]
     restart_grants: Option<u64>,
+    /// Queued revocations in the restart figure's store (default: 10,000 quick, 100,000
+    /// full); the floor revokes as many (at most 20,000) on a live server.
+    #[arg(long)]
+    restart_queued: Option<u64>,
     /// Accounts provisioned and then revoked at once (default: 1,000 quick, 5,000 full).
     #[arg(long)]
     accounts: Option<usize>,
@@ -102,6 +106,7 @@ pub struct Plan {
     pub expiry_issue_for: Duration,
     pub expiry_ttl_secs: u64,
     pub restart_grants: u64,
+    pub restart_queued: u64,
     pub restart_runs: usize,
     pub console_grants: u64,
     pub console_audit_rounds: usize,
@@ -121,10 +126,11 @@ impl Plan {
                 cedar: Duration::from_secs(3),
                 accounts: 1_000,
                 revoke_timeout: Duration::from_secs(60),
-                expiry_rate: 500.0,
+                expiry_rate: 5_000.0,
                 expiry_issue_for: Duration::from_secs(8),
                 expiry_ttl_secs: 3,
                 restart_grants: 100_000,
+                restart_queued: 10_000,
                 restart_runs: 1,
                 console_grants: 20_000,
                 console_audit_rounds: 4,
@@ -141,10 +147,11 @@ impl Plan {
                 cedar: Duration::from_secs(15),
                 accounts: 5_000,
                 revoke_timeout: Duration::from_secs(600),
-                expiry_rate: 500.0,
+                expiry_rate: 5_000.0,
                 expiry_issue_for: Duration::from_secs(60),
                 expiry_ttl_secs: 10,
                 restart_grants: 1_000_000,
+                restart_queued: 100_000,
                 restart_runs: 3,
                 console_grants: 100_000,
                 console_audit_rounds: 4,
@@ -155,6 +162,7 @@ impl Plan {
         Self {
             accounts: args.accounts.unwrap_or(base.accounts).max(1),
             restart_grants: args.restart_grants.unwrap_or(base.restart_grants).max(1),
+            restart_queued: args.restart_queued.unwrap_or(base.restart_queued).max(1),
             ..base
         }
     }
@@ -260,11 +268,17 @@ fn main() -> anyhow::Result<()> {
     }
 
     if runs(Section::Restart) {
-        eprintln!("restart with {} active grants...", plan.restart_grants);
+        eprintln!(
+            "restart with {} active grants and {} queued revocations...",
+            plan.restart_grants, plan.restart_queued
+        );
         let settings = restart::Settings {
             grants: plan.restart_grants,
+            queued: plan.restart_queued,
             runs: plan.restart_runs,
             settle: Duration::from_secs(1),
+            drain_timeout: plan.revoke_timeout,
+            clients: plan.clients,
         };
         report.restart = Some(
             runtime
