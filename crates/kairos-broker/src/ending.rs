@@ -487,8 +487,27 @@ impl Broker {
     /// Claims due revocation jobs and runs propagate → verify → receipt on each: token
     /// grants checked one by one with their receipts written together, account grants
     /// batched per target (ends that fell due together are revoked together). Returns
-    /// (verified, failed).
+    /// (verified, failed) once their receipts and failures are written.
     pub async fn revoke_due(self: &Arc<Self>) -> Result<(usize, usize)> {
+        self.revoke_pass(None).await
+    }
+
+    /// The revocation worker's pass: as [`Broker::revoke_due`], but the receipts' writes
+    /// go into `writes` instead of being waited for, so the next pass claims and
+    /// propagates while they are written (and a target takes its next batch while the
+    /// last one's receipts are written). Their jobs stay claimed, under the lease, until
+    /// then. Returns (jobs verified or in hand, failed) as far as this pass knows.
+    pub(crate) async fn revoke_due_pipelined(
+        self: &Arc<Self>,
+        writes: &mut RecordWrites,
+    ) -> Result<(usize, usize)> {
+        self.revoke_pass(Some(writes)).await
+    }
+
+    async fn revoke_pass(
+        self: &Arc<Self>,
+        mut later: Option<&mut RecordWrites>,
+    ) -> Result<(usize, usize)> {
         let now = self.now();
         let lease = i64::try_from(self.settings.revocation_lease.as_millis()).unwrap_or(30_000);
         let busy = self.revoking_targets.list();
@@ -509,17 +528,37 @@ impl Broker {
             }
         }
         let mut batches = Vec::new();
+        let (mut verified, mut failed) = (0, 0);
         for (target, grants) in by_target {
             let b = Arc::clone(self);
             let running = self.revoking_targets.start(&target);
-            batches.push(tokio::spawn(async move {
-                let _running = running;
+            let hand_off = later.is_some();
+            if hand_off {
+                verified += grants.len();
+            }
+            let batch = tokio::spawn(async move {
                 let outcomes = b.propagate_accounts(&target, &grants).await;
-                b.record_all(grants.into_iter().zip(outcomes).collect())
-                    .await
-            }));
+                let running = if hand_off {
+                    // The target may take its next batch while these receipts are written.
+                    drop(running);
+                    b.revoke_work.notify_one();
+                    None
+                } else {
+                    Some(running)
+                };
+                let done = b
+                    .record_all(grants.into_iter().zip(outcomes).collect())
+                    .await;
+                drop(running);
+                done
+            });
+            match later.as_deref_mut() {
+                Some(writes) => {
+                    writes.spawn(async move { batch.await.map_err(BrokerError::internal)? });
+                }
+                None => batches.push(batch),
+            }
         }
-        let (mut verified, mut failed) = (0, 0);
         let mut first_error = None;
         if !tokens.is_empty() {
             // Each token's check is one store read; their receipts go in one store write.
@@ -554,12 +593,21 @@ impl Broker {
                 };
                 outcomes.push((grant, outcome));
             }
-            tally(
-                Ok(self.record_all(outcomes).await),
-                &mut verified,
-                &mut failed,
-                &mut first_error,
-            );
+            match later {
+                Some(writes) => {
+                    let ok = outcomes.iter().filter(|(_, o)| o.is_ok()).count();
+                    verified += ok;
+                    failed += outcomes.len() - ok;
+                    let b = Arc::clone(self);
+                    writes.spawn(async move { b.record_all(outcomes).await });
+                }
+                None => tally(
+                    Ok(self.record_all(outcomes).await),
+                    &mut verified,
+                    &mut failed,
+                    &mut first_error,
+                ),
+            }
         }
         // A slow or unreachable target must not hold back the next pass over the others:
         // past the deadline its batch goes on by itself and records its own outcomes (its
@@ -811,6 +859,10 @@ impl Drop for BusyGuard {
             .remove(&self.target);
     }
 }
+
+/// The receipts' and failures' writes of pipelined revocation passes, each answering
+/// (verified, failed) or the store's error.
+pub(crate) type RecordWrites = tokio::task::JoinSet<Result<(usize, usize)>>;
 
 /// When a grant's access was revoked, and the method and evidence of its verification;
 /// or why the attempt failed.

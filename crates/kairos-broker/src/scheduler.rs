@@ -16,6 +16,23 @@ use crate::ending::ErrorChain;
 /// How often the governance pass runs (identity states, and the lifecycle rules).
 const GOVERNANCE_EVERY: Duration = Duration::from_secs(1);
 
+/// Revocation passes whose receipts may still be being written while the next pass runs.
+const RECEIPT_WRITES_IN_FLIGHT: usize = 4;
+
+/// A pipelined pass's receipt write that failed leaves its jobs claimed: they are retried
+/// after the lease, as when a pass fails.
+fn log_receipt_write(
+    done: std::result::Result<crate::Result<(usize, usize)>, tokio::task::JoinError>,
+) {
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %ErrorChain(&e), "revocation receipts could not be written; retried after the lease")
+        }
+        Err(e) => tracing::error!(error = %e, "revocation receipt write did not finish"),
+    }
+}
+
 impl Broker {
     /// Runs the background loops until `shutdown` resolves: the expirer (driven by the
     /// store's expiry index), the revocation worker, the outage prober, housekeeping
@@ -63,8 +80,19 @@ impl Broker {
             let b = Arc::clone(&self);
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
+                // A pass's receipts are written while the next pass claims and propagates;
+                // a few writes in flight at most, and all of them finished before it stops.
+                let mut writes = crate::ending::RecordWrites::new();
                 loop {
-                    match b.revoke_due().await {
+                    while let Some(done) = writes.try_join_next() {
+                        log_receipt_write(done);
+                    }
+                    while writes.len() >= RECEIPT_WRITES_IN_FLIGHT {
+                        if let Some(done) = writes.join_next().await {
+                            log_receipt_write(done);
+                        }
+                    }
+                    match b.revoke_due_pipelined(&mut writes).await {
                         Ok((v, f)) if v + f > 0 => continue,
                         Ok(_) => {}
                         Err(e) => {
@@ -74,7 +102,12 @@ impl Broker {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                         _ = b.revoke_work.notified() => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => {
+                            while let Some(done) = writes.join_next().await {
+                                log_receipt_write(done);
+                            }
+                            return;
+                        }
                     }
                 }
             })
