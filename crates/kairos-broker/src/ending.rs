@@ -537,7 +537,28 @@ impl Broker {
                 verified += grants.len();
             }
             let batch = tokio::spawn(async move {
-                let outcomes = b.propagate_accounts(&target, &grants).await;
+                // Chunk by chunk, each chunk's receipts written while the target revokes
+                // the next chunk.
+                let mut records = tokio::task::JoinSet::new();
+                let mut down: Option<String> = None;
+                for chunk in grants.chunks(ACCOUNT_CHUNK) {
+                    let outcomes = match &down {
+                        // A chunk that failed whole (the target down or refusing Kairos):
+                        // the rest wait for their retry rather than for a timeout each.
+                        Some(why) => chunk
+                            .iter()
+                            .map(|_| Err(format!("not attempted in this pass: {why}")))
+                            .collect(),
+                        None => b.propagate_accounts(&target, chunk).await,
+                    };
+                    if down.is_none() && outcomes.iter().all(Result::is_err) {
+                        down = outcomes.iter().find_map(|o| o.as_ref().err().cloned());
+                    }
+                    let pairs: Vec<(Grant, Outcome)> =
+                        chunk.iter().cloned().zip(outcomes).collect();
+                    let r = Arc::clone(&b);
+                    records.spawn(async move { r.record_all(pairs).await });
+                }
                 let running = if hand_off {
                     // The target may take its next batch while these receipts are written.
                     drop(running);
@@ -546,11 +567,15 @@ impl Broker {
                 } else {
                     Some(running)
                 };
-                let done = b
-                    .record_all(grants.into_iter().zip(outcomes).collect())
-                    .await;
+                let (mut verified, mut failed, mut first_error) = (0, 0, None);
+                while let Some(done) = records.join_next().await {
+                    tally(done, &mut verified, &mut failed, &mut first_error);
+                }
                 drop(running);
-                done
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok((verified, failed)),
+                }
             });
             match later.as_deref_mut() {
                 Some(writes) => {
@@ -907,7 +932,13 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// PostgreSQL transaction, a catalog check and two login probes, the receipts' write)
 /// whatever its size, and passes run one after another, so larger passes revoke more per
 /// second when thousands of grants end at once; the store writes 250 grants a statement.
-const REVOCATIONS_PER_PASS: u32 = 2_000;
+const REVOCATIONS_PER_PASS: u32 = 5_000;
+
+/// Account grants a target revokes in one go within a pass's batch: one chunk's receipts
+/// are written (by the store's writer) while the target revokes the next, so neither
+/// waits for the other; each chunk costs the connector its fixed statements and two login
+/// probes.
+const ACCOUNT_CHUNK: usize = 1_000;
 
 /// How a resource server received a token: the request's method and URL, the DPoP proof
 /// that came with it, and the client certificate it came over (each if any).
