@@ -1072,22 +1072,22 @@ impl Report {
                     };
                     misses.push(format!(
                         "**Verified revocations ({}; target 15,000/s).** Evidence: {}.{}{batch_note}{login_note} \
-                         Measured (a traced quick run of 5,000 accounts on an idle machine, \
+                         Measured (traced quick runs of 5,000 accounts on an idle machine, \
                          2026-12-06): the operator call ends every grant in one store write \
                          (multi-row updates, 250 grants a statement, a `revoked` record each): \
-                         102 ms, a quarter of the 411 ms. The revocation worker then claims up \
-                         to 2,000 due jobs a pass (5–10 ms) and revokes the target's share as \
-                         one batch (`ALTER ROLE … NOLOGIN` for all, one session-kill query, \
-                         `REASSIGN/DROP OWNED` and `DROP ROLE` for all in one transaction, one \
-                         catalog check, login probes for two): 27–55 ms a pass, 137 ms in all, \
-                         a third. Each pass's receipts are one store write (a `verified` record \
-                         each): 19–48 ms a pass, 111 ms in all, another quarter. Passes run one \
-                         after another, so PostgreSQL waits while the receipts are written and \
-                         the writer waits while PostgreSQL drops roles; overlapping a pass's \
-                         receipts with the next pass's batch would take at most the receipts' \
-                         quarter off. What remains per account is SQLite updating its grant row \
-                         and sealing two audit records (about 40 µs), and PostgreSQL's \
-                         per-role catalog work.",
+                         about 103 ms, nearly a third of the 343 ms. The revocation worker then \
+                         claims the due jobs (up to 5,000 a pass, about 19 ms) and revokes the \
+                         target's share 1,000 accounts a chunk (`ALTER ROLE … NOLOGIN` for all, \
+                         one session-kill query, `REASSIGN/DROP OWNED` and `DROP ROLE` for all in \
+                         one transaction, one catalog check, login probes for two): about 38 ms \
+                         a chunk, each chunk's receipts (one store write, a `verified` record \
+                         each, 20–30 ms) written while the next chunk is revoked. So the five \
+                         chunks' PostgreSQL work, about 190 ms one after another, is the longest \
+                         step, and the end's write the second; before chunks overlapped with \
+                         receipts (2,000 jobs a pass, each pass's receipts written before the next \
+                         claim) the same run took 411 ms. What remains per account is SQLite \
+                         updating its grant row and sealing two audit records (about 40 µs), and \
+                         PostgreSQL's per-role catalog work.",
                         per_sec(r.per_sec()),
                         cpu_reading(&r.usage),
                         position(r.per_sec(), &a.drop_floor, &a.drop_floor_serial),
@@ -1447,7 +1447,7 @@ impl Report {
                  raised meanwhile: {}; {}. \
                  The floor verified {} grants {} after its revoke call (CPU (cores): {}). \
                  Suspected mechanism: \
-                 both go through the same worker pass (up to 2,000 due jobs claimed in one write, \
+                 both go through the same worker pass (up to 5,000 due jobs claimed in one write, \
                  each token grant read once to check that introspection answers inactive, the \
                  pass's receipts and `verified` audit records in one write), so the work per grant \
                  is the same; what differs after a restart is the store (a grants table of {} rows \
