@@ -154,7 +154,7 @@ impl Plan {
                 restart_queued: 100_000,
                 restart_runs: 3,
                 console_grants: 100_000,
-                console_audit_rounds: 4,
+                console_audit_rounds: 10,
                 console_samples: 200,
                 console_page_budget: Duration::from_secs(20),
             }
