@@ -57,23 +57,29 @@ async fn run(
             if Instant::now() >= deadline {
                 return None;
             }
-            Some(match make().send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    match resp.bytes().await {
-                        Ok(_) if status.is_success() => Ok(()),
-                        Ok(body) => Err(format!(
-                            "HTTP {status}: {}",
-                            String::from_utf8_lossy(&body[..body.len().min(300)])
-                        )),
-                        Err(e) => Err(format!("reading the body: {e}")),
-                    }
-                }
-                Err(e) => Err(format!("sending: {e}")),
-            })
+            Some(send_ok(make()).await)
         }
     })
     .await
+}
+
+/// Sends `request` and reads its whole answer: `Ok` for a 2xx, else why not (the status
+/// and the start of the body, or the transport error).
+pub async fn send_ok(request: reqwest::RequestBuilder) -> Result<(), String> {
+    match request.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            match resp.bytes().await {
+                Ok(_) if status.is_success() => Ok(()),
+                Ok(body) => Err(format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                )),
+                Err(e) => Err(format!("reading the body: {e}")),
+            }
+        }
+        Err(e) => Err(format!("sending: {e}")),
+    }
 }
 
 /// `clients` closed loops of `step(client, i)` (`i` counts that client's steps from 0),

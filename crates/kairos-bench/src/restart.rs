@@ -453,20 +453,7 @@ async fn revocation_floor(
                 if next.fetch_add(1, Ordering::Relaxed) >= count {
                     return None;
                 }
-                Some(match http.post(&url).form(&form).send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        match resp.bytes().await {
-                            Ok(_) if status.is_success() => Ok(()),
-                            Ok(body) => Err(format!(
-                                "HTTP {status}: {}",
-                                String::from_utf8_lossy(&body[..body.len().min(300)])
-                            )),
-                            Err(e) => Err(format!("reading the body: {e}")),
-                        }
-                    }
-                    Err(e) => Err(format!("sending: {e}")),
-                })
+                Some(load::send_ok(http.post(&url).form(&form)).await)
             }
         })
         .await
