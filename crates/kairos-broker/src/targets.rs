@@ -152,6 +152,10 @@ fn connector(name: &TargetName, kind: &TargetKind, db: &DbTarget) -> Result<Arc<
                 admin_url,
                 managed_prefix: db.managed_prefix.clone(),
                 connect_host: db.connect_host.clone(),
+                scram_iterations: db
+                    .scram_iterations
+                    .and_then(std::num::NonZeroU32::new)
+                    .unwrap_or(kairos_connector_postgres::SCRAM_ITERATIONS),
             })
             .map_err(refused)?,
         ),

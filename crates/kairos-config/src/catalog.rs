@@ -507,6 +507,12 @@ pub struct DbTarget {
     /// default there, `None` for the other kinds. The host is `connect_host`, else the
     /// admin URL's.
     pub amqp_port: Option<u16>,
+    /// PostgreSQL only: the PBKDF2 iteration count of the accounts' SCRAM-SHA-256
+    /// verifiers (`scram_iterations`); `Some(4096)` by default there, `None` for the other
+    /// kinds. Kairos's passwords are random, so iterations add no security; fewer make
+    /// provisioning cheaper for Kairos and PostgreSQL, but some clients refuse to log in
+    /// below 4,096.
+    pub scram_iterations: Option<u32>,
 }
 
 impl DbTarget {
@@ -516,6 +522,12 @@ impl DbTarget {
     pub const DEFAULT_ACCOUNT_HOST: &'static str = "%";
     /// The RabbitMQ AMQP port used when a target does not set `amqp_port`.
     pub const DEFAULT_AMQP_PORT: u16 = 5672;
+    /// The SCRAM iteration count used when a PostgreSQL target does not set
+    /// `scram_iterations` (PostgreSQL's own default, which every client accepts).
+    pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
+    /// The largest `scram_iterations` accepted: clients cap what they will derive at a
+    /// login (node-postgres at 100,000).
+    pub const MAX_SCRAM_ITERATIONS: u32 = 100_000;
     /// The reconcile interval used when a target does not set `reconcile_interval`.
     pub fn default_reconcile_interval() -> Ttl {
         const_ttl(30)

@@ -642,6 +642,20 @@ fn port_number(n: f64) -> Result<u16, String> {
     }
 }
 
+fn scram_iterations(n: f64) -> Result<u32, String> {
+    let max = DbTarget::MAX_SCRAM_ITERATIONS;
+    if n.fract() == 0.0 && (1.0..=f64::from(max)).contains(&n) {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(n as u32)
+    } else {
+        Err(format!(
+            "{n} is not an iteration count: write a whole number from 1 to {max} \
+             (default 4096, which every client accepts; 1 is as safe for Kairos's random \
+             passwords and cheapest, where the target's clients accept it)"
+        ))
+    }
+}
+
 /// `[a-z][a-z0-9_]{0,19}`: safe in every account name, before any quoting.
 fn managed_prefix(s: &str) -> Result<String, String> {
     let ok = s.len() <= 20
@@ -2165,7 +2179,7 @@ fn read_identity(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Identi
     ))
 }
 
-const TARGET_KEYS: [&str; 12] = [
+const TARGET_KEYS: [&str; 13] = [
     "name",
     "kind",
     "owner",
@@ -2177,11 +2191,12 @@ const TARGET_KEYS: [&str; 12] = [
     "reconcile_interval",
     "account_host",
     "amqp_port",
+    "scram_iterations",
     "krl_file",
 ];
 
 /// The keys that belong to some target kinds only, and the kinds they belong to.
-const KIND_KEYS: [(&str, &[KindWord], &str); 9] = [
+const KIND_KEYS: [(&str, &[KindWord], &str); 10] = [
     ("audience", &[KindWord::Token], "token targets"),
     (
         "admin_url_env",
@@ -2235,6 +2250,11 @@ const KIND_KEYS: [(&str, &[KindWord], &str); 9] = [
     ),
     ("account_host", &[KindWord::MariaDb], "mariadb targets"),
     ("amqp_port", &[KindWord::RabbitMq], "rabbitmq targets"),
+    (
+        "scram_iterations",
+        &[KindWord::Postgres],
+        "postgres targets",
+    ),
     ("krl_file", &[KindWord::Ssh], "ssh targets"),
 ];
 
@@ -2251,6 +2271,7 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
     let interval = t.opt(cx, "reconcile_interval", Ttl::parse);
     let account_host = t.opt(cx, "account_host", account_host);
     let amqp_port = t.number(cx, "amqp_port", port_number);
+    let scram_iterations = t.number(cx, "scram_iterations", scram_iterations);
     let krl_file = t.opt(cx, "krl_file", krl_file);
     // An inline `admin_url` is reported by `finish` as a secret; saying "admin_url_env
     // is missing" as well would only repeat it.
@@ -2329,7 +2350,20 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
                 }
                 _ => Ok(None),
             };
-            match (admin_url, prefix, host, interval, account_host, amqp_port) {
+            let scram_iterations = match kind {
+                KindWord::Postgres => scram_iterations
+                    .map(|n| Some(n.map_or(DbTarget::DEFAULT_SCRAM_ITERATIONS, |n| n.value))),
+                _ => Ok(None),
+            };
+            match (
+                admin_url,
+                prefix,
+                host,
+                interval,
+                account_host,
+                amqp_port,
+                scram_iterations,
+            ) {
                 (
                     Ok(admin_url),
                     Ok(prefix),
@@ -2337,6 +2371,7 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
                     Ok(interval),
                     Ok(account_host),
                     Ok(amqp_port),
+                    Ok(scram_iterations),
                 ) => {
                     let db = DbTarget {
                         admin_url,
@@ -2349,6 +2384,7 @@ fn read_target(cx: &mut Cx<'_>, path: &str, node: &Node) -> Option<Item<Target>>
                             .map_or_else(DbTarget::default_reconcile_interval, |i| i.value),
                         account_host,
                         amqp_port,
+                        scram_iterations,
                     };
                     Ok(match kind {
                         KindWord::MariaDb => TargetKind::MariaDb(db),

@@ -893,6 +893,28 @@ fn entitlement_named<'a>(catalog: &'a Catalog, name: &str) -> &'a kairos_config:
         .unwrap()
 }
 
+/// `scram_iterations` belongs to postgres targets: a whole number from 1 to 100,000.
+#[test]
+fn scram_iterations_are_a_postgres_count() {
+    let one = load(&pre(
+        "[[target]]\nname = \"fast-db\"\nkind = \"postgres\"\nadmin_url_env = \"F\"\nscram_iterations = 1\n",
+    ));
+    assert!(
+        matches!(&target_named(&one, "fast-db").kind, TargetKind::Postgres(db) if db.scram_iterations == Some(1))
+    );
+    check(
+        &dbs(
+            "[[target]]\nname = \"x-db\"\nkind = \"postgres\"\nadmin_url_env = \"X\"\nscram_iterations = 0\n\n[[target]]\nname = \"y-db\"\nkind = \"postgres\"\nadmin_url_env = \"Y\"\nscram_iterations = 4096.5\n\n[[target]]\nname = \"z-db\"\nkind = \"mariadb\"\nadmin_url_env = \"Z\"\nscram_iterations = 1\n\n[[target]]\nname = \"w-db\"\nkind = \"postgres\"\nadmin_url_env = \"W\"\nscram_iterations = \"1\"\n",
+        ),
+        &[
+            "kairos.toml:39: target[4].scram_iterations: 0 is not an iteration count: write a whole number from 1 to 100000",
+            "kairos.toml:45: target[5].scram_iterations: 4096.5 is not an iteration count",
+            "kairos.toml:51: target[6].scram_iterations: `scram_iterations` applies only to postgres targets; this target's kind is mariadb",
+            "kairos.toml:57: target[7].scram_iterations: expected a number, found a string",
+        ],
+    );
+}
+
 #[test]
 fn database_targets_and_their_entitlements_load() {
     let catalog = load(&dbs(DB_ENTITLEMENTS));
@@ -910,6 +932,7 @@ fn database_targets_and_their_entitlements_load() {
     assert_eq!(db.connect_host.as_deref(), Some("orders-db.internal"));
     assert_eq!(db.reconcile_interval, Ttl::parse("1m").unwrap());
     assert_eq!(db.account_host, None);
+    assert_eq!(db.scram_iterations, Some(4096), "PostgreSQL's own default");
 
     let shop = target_named(&catalog, "shop-db");
     assert_eq!(shop.kind_name(), "mariadb");
@@ -924,6 +947,7 @@ fn database_targets_and_their_entitlements_load() {
     assert_eq!(db.connect_host, None);
     assert_eq!(db.reconcile_interval, Ttl::parse("30s").unwrap());
     assert_eq!(db.account_host.as_deref(), Some("%"), "the MariaDB default");
+    assert_eq!(db.scram_iterations, None);
 
     let cache = target_named(&catalog, "cache");
     assert_eq!(cache.kind_name(), "redis");

@@ -1,5 +1,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::Provision;
 
 use crate::error::{classify, describe, is_login_refused, is_unreachable, sqlstate};
-use crate::scram::{GENERATED_PASSWORD_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier};
+use crate::scram::{SCRAM_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier};
 use crate::sql::{quote_ident, quote_literal, render_privileges};
 
 /// The managed prefix when the configuration names none.
@@ -50,16 +51,22 @@ pub struct PostgresSettings {
     pub managed_prefix: String,
     /// The host workloads should connect to; default the admin URL's host.
     pub connect_host: Option<String>,
+    /// The PBKDF2 iteration count of the SCRAM-SHA-256 verifiers of the accounts' passwords
+    /// (see [`crate::scram::SCRAM_ITERATIONS`] for the default and what a lower one costs
+    /// and buys).
+    pub scram_iterations: NonZeroU32,
 }
 
 impl PostgresSettings {
-    /// Settings with the default prefix (`kairos_`) and the admin URL's host for workloads.
+    /// Settings with the default prefix (`kairos_`), the admin URL's host for workloads and
+    /// PostgreSQL's own SCRAM iteration count.
     pub fn new(target: impl Into<String>, admin_url: SecretString) -> Self {
         Self {
             target: target.into(),
             admin_url,
             managed_prefix: DEFAULT_MANAGED_PREFIX.to_owned(),
             connect_host: None,
+            scram_iterations: SCRAM_ITERATIONS,
         }
     }
 }
@@ -76,6 +83,7 @@ pub struct PostgresConnector {
     connect_host: String,
     port: u16,
     database: String,
+    scram_iterations: NonZeroU32,
 }
 
 /// Deliberately hand-written: `PgConnectOptions`'s derived `Debug` would print the password.
@@ -87,6 +95,7 @@ impl fmt::Debug for PostgresConnector {
             .field("host", &self.admin.get_host())
             .field("port", &self.port)
             .field("database", &self.database)
+            .field("scram_iterations", &self.scram_iterations)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +110,7 @@ impl PostgresConnector {
             admin_url,
             managed_prefix,
             connect_host,
+            scram_iterations,
         } = settings;
         let failed = |reason: String| ConnectorError::Failed {
             target: target.clone(),
@@ -162,6 +172,7 @@ impl PostgresConnector {
             port: admin.get_port(),
             database,
             admin,
+            scram_iterations,
             provisions: crate::batch::start_provisioner(Arc::clone(&core)),
             core,
             prefix: managed_prefix,
@@ -427,8 +438,7 @@ impl Connector for PostgresConnector {
                  computed without SASLprep)"
             )));
         }
-        let verifier =
-            scram_sha256_verifier(password, &self.salt()?, GENERATED_PASSWORD_ITERATIONS);
+        let verifier = scram_sha256_verifier(password, &self.salt()?, self.scram_iterations);
         let credentials = format!(
             "LOGIN PASSWORD {} VALID UNTIL {}",
             quote_literal(&verifier),

@@ -7,8 +7,9 @@
 //!   statement leaves nothing behind): `CREATE ROLE "<account>" WITH LOGIN PASSWORD
 //!   '<verifier>' VALID UNTIL '<grant end, RFC 3339>'`, then each privilege template with
 //!   `{{role}}` replaced by the quoted identifier. The password is sent as a
-//!   SCRAM-SHA-256 verifier computed here ([`scram_sha256_verifier`], 256 iterations —
-//!   see [`GENERATED_PASSWORD_ITERATIONS`] for why not 4096 —, 16 random bytes of salt), so the server spends no CPU hashing and the plaintext never
+//!   SCRAM-SHA-256 verifier computed here ([`scram_sha256_verifier`], 4,096 iterations
+//!   unless the target sets `scram_iterations` — see [`SCRAM_ITERATIONS`] for what the
+//!   count costs and buys —, 16 random bytes of salt), so the plaintext never
 //!   appears in a statement (and so in no statement log). Each template runs as its own
 //!   unnamed prepared statement, and a prepared statement cannot hold two commands:
 //!   `GRANT …; DROP TABLE t` is refused by the server, and the transaction with it. A
@@ -79,6 +80,4 @@ mod scram;
 mod sql;
 
 pub use connector::{CONNECT_TIMEOUT, DEFAULT_MANAGED_PREFIX, PostgresConnector, PostgresSettings};
-pub use scram::{
-    GENERATED_PASSWORD_ITERATIONS, SCRAM_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier,
-};
+pub use scram::{SCRAM_ITERATIONS, SCRAM_SALT_LEN, scram_sha256_verifier};

@@ -182,6 +182,7 @@ async fn wrong_admin_password_is_refused_and_never_echoed() {
         admin_url: private.url(PrivatePg::ADMIN, wrong, "postgres"),
         managed_prefix: format!("kt{}_", random_hex(8)),
         connect_host: None,
+        scram_iterations: kairos_connector_postgres::SCRAM_ITERATIONS,
     };
     let pg = PostgresConnector::new(settings.clone()).unwrap();
     let debug = format!("{pg:?} {settings:?}");
@@ -216,6 +217,7 @@ async fn unreachable_target() {
         admin_url: SecretString::from(format!("postgres://admin:{admin_pw}@127.0.0.1:{port}/app")),
         managed_prefix: "kairos_".to_owned(),
         connect_host: None,
+        scram_iterations: kairos_connector_postgres::SCRAM_ITERATIONS,
     })
     .unwrap(); // lazily connecting: a target that is down does not fail construction
     let account = AccountName::parse("kairos_down").unwrap();
@@ -265,6 +267,7 @@ async fn private_instance_outage_then_revoke_and_verify() {
         admin_url: private.admin_url(),
         managed_prefix: prefix.clone(),
         connect_host: Some("db.internal".to_owned()),
+        scram_iterations: kairos_connector_postgres::SCRAM_ITERATIONS,
     })
     .unwrap();
     let account = AccountName::parse(format!("{prefix}outage")).unwrap();
@@ -325,6 +328,7 @@ async fn native_expiry_refuses_login_without_kairos() {
         admin_url: private.admin_url(),
         managed_prefix: prefix.clone(),
         connect_host: None,
+        scram_iterations: kairos_connector_postgres::SCRAM_ITERATIONS,
     })
     .unwrap();
     let account = AccountName::parse(format!("{prefix}expired")).unwrap();
@@ -349,6 +353,88 @@ async fn native_expiry_refuses_login_without_kairos() {
 
     pg.revoke(&account).await.unwrap();
     pg.verify_gone(&account, Some(&pw)).await.unwrap();
+}
+
+/// The verifier's iteration count is the target's `scram_iterations`: at 1 (the cheapest,
+/// as safe for random passwords) the accounts log in with sqlx and with psql (libpq), over
+/// SCRAM-SHA-256 on a server that requires it; the default stays PostgreSQL's 4,096.
+#[tokio::test]
+async fn scram_iterations_set_the_verifier_and_logins_work() {
+    let private = PrivatePg::start(PgAuth::AdminPassword);
+    let prefix = format!("kt{}_", random_hex(8));
+    let connector = |iterations: u32| {
+        PostgresConnector::new(PostgresSettings {
+            target: "pg-private".to_owned(),
+            admin_url: private.admin_url(),
+            managed_prefix: prefix.clone(),
+            connect_host: None,
+            scram_iterations: std::num::NonZeroU32::new(iterations).unwrap(),
+        })
+        .unwrap()
+    };
+    let mut admin = private.admin().await;
+    for (iterations, suffix) in [(1, "one"), (4096, "default")] {
+        let pg = connector(iterations);
+        let account = AccountName::parse(format!("{prefix}{suffix}")).unwrap();
+        let pw = password();
+        let info = pg
+            .provision(&request(&account, &pw, &sql(&[]), in_one_hour()))
+            .await
+            .unwrap();
+        let verifier: String =
+            sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+                .bind(account.as_str())
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        assert!(
+            verifier.starts_with(&format!("SCRAM-SHA-256${iterations}:")),
+            "{verifier}"
+        );
+
+        let mut session = private
+            .login(account.as_str(), pw.expose_secret())
+            .await
+            .unwrap();
+        let who: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&mut session)
+            .await
+            .unwrap();
+        assert_eq!(who, account.as_str());
+
+        let psql = |password: &str| {
+            std::process::Command::new("psql")
+                .args(["-X", "-A", "-t", "-w", "-h", &info.host])
+                .args(["-p", &info.port.to_string(), "-U", &info.username])
+                .args(["-d", info.database.as_deref().unwrap()])
+                .args(["-c", "SELECT current_user"])
+                .env("PGPASSWORD", password)
+                .output()
+                .unwrap()
+        };
+        let out = psql(pw.expose_secret());
+        assert!(
+            out.status.success(),
+            "psql could not log in at {iterations} iterations: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            account.as_str()
+        );
+        // The check is real: a wrong password is refused.
+        let wrong = psql("not-the-password");
+        assert!(!wrong.status.success());
+        assert!(
+            String::from_utf8_lossy(&wrong.stderr).contains("password authentication failed"),
+            "{}",
+            String::from_utf8_lossy(&wrong.stderr)
+        );
+
+        drop(session);
+        pg.revoke(&account).await.unwrap();
+        pg.verify_gone(&account, Some(&pw)).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -403,7 +489,7 @@ async fn retried_provision_converges_and_renew_moves_expiry() {
             .fetch_one(&mut admin)
             .await
             .unwrap();
-    assert!(verifier.starts_with("SCRAM-SHA-256$256:"), "{verifier}");
+    assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
 
     let third = second.plus(Duration::from_secs(600));
     pg.renew(&account, third).await.unwrap();
@@ -788,6 +874,7 @@ async fn admin_connections_use_tls_and_check_the_certificate() {
         admin_url,
         managed_prefix: prefix.clone(),
         connect_host: None,
+        scram_iterations: kairos_connector_postgres::SCRAM_ITERATIONS,
     };
     let pg = PostgresConnector::new(settings(tls_url(&ca))).unwrap();
     let account = AccountName::parse(format!("{prefix}tls")).unwrap();

@@ -120,6 +120,7 @@ impl TestDb {
             admin_url: self.admin_url(),
             managed_prefix: self.prefix.clone(),
             connect_host: None,
+            scram_iterations: kairos_connector_postgres::SCRAM_ITERATIONS,
         }
     }
 
