@@ -37,16 +37,15 @@ pub(super) async fn list(store: &SqlStore, f: &GrantFilter) -> Result<Vec<Grant>
     });
     // SQLite has no statistics: given a state, it walks the (state, issued_at) index to
     // skip the sort, reading every grant in that state to find one identity's or one
-    // task's. Those are few: `+state` keeps it on their own index, and it sorts them.
-    let state_column =
-        if store.backend == Backend::Sqlite && (f.identity.is_some() || f.task_ref.is_some()) {
-            "+state ="
-        } else {
-            "state ="
-        };
+    // task's. Those are few: kept on their own index, it sorts them.
+    let state_column = if f.identity.is_some() || f.task_ref.is_some() {
+        store.backend.state_unindexed()
+    } else {
+        "state"
+    };
     let mut filter = Filter::default();
     filter
-        .text(state_column, state)
+        .text(&format!("{state_column} ="), state)
         .text("identity =", f.identity.as_ref())
         .text("entitlement =", f.entitlement.as_ref())
         .text("task_ref =", f.task_ref.as_ref())
@@ -185,13 +184,11 @@ async fn end_noted(
         }
         // Ordered by id so two overlapping calls take their row locks in the same order.
         EndSelector::Identity(identity) => {
-            let sql =
-                format!("{select} WHERE state = 'active' AND identity = $1 ORDER BY id{row_lock}");
+            let sql = active_of(backend, "identity");
             fetch_grants(tx, sqlx::query(&sql).bind(identity.as_str())).await?
         }
         EndSelector::TaskRef(task_ref) => {
-            let sql =
-                format!("{select} WHERE state = 'active' AND task_ref = $1 ORDER BY id{row_lock}");
+            let sql = active_of(backend, "task_ref");
             fetch_grants(tx, sqlx::query(&sql).bind(task_ref.as_str())).await?
         }
         // Served by the partial index grants_active_expiry. Several expirers share the
@@ -243,6 +240,17 @@ async fn end_noted(
     bulk::enqueue(tx, backend, &jobs).await?;
     cx.audit(drafts, end.at);
     Ok(grants)
+}
+
+/// The active grants whose `column` (`identity` or `task_ref`) is `$1`, in id order and
+/// locked: found through that column's index (see [`Backend::state_unindexed`]).
+pub(super) fn active_of(backend: Backend, column: &str) -> String {
+    format!(
+        "SELECT {GRANT_COLUMNS} FROM grants WHERE {} = 'active' AND {column} = $1 \
+         ORDER BY id{}",
+        backend.state_unindexed(),
+        backend.lock_clause()
+    )
 }
 
 async fn fetch_grants(conn: &mut Db, q: super::codec::AnyQuery<'_>) -> Result<Vec<Grant>> {

@@ -92,6 +92,18 @@ impl Backend {
         }
     }
 
+    /// `state`, as a condition that no index serves: on SQLite a unary `+`, so the planner
+    /// does not walk every grant in a state through `grants_state_issued` where an
+    /// identity or task reference index finds the few it wants (without statistics it
+    /// prefers the state index). PostgreSQL plans from its statistics, and has no unary
+    /// `+` for text.
+    fn state_unindexed(self) -> &'static str {
+        match self {
+            Self::Sqlite => "+state",
+            Self::Postgres => "state",
+        }
+    }
+
     /// As [`Self::lock_clause`], for work queues: rows another replica holds are skipped.
     fn skip_locked_clause(self) -> &'static str {
         match self {
@@ -777,6 +789,11 @@ mod plans {
             "{live}"
         );
         assert!(!live.contains("TEMP B-TREE"), "{live}");
+        // Ending an identity's or a task's grants: their own index, not every active grant.
+        let task = plan(&conn, &grants::active_of(Backend::Sqlite, "task_ref"));
+        assert!(task.contains("USING INDEX grants_task_ref"), "{task}");
+        let identity = plan(&conn, &grants::active_of(Backend::Sqlite, "identity"));
+        assert!(identity.contains("INDEX grants_identity"), "{identity}");
         // Verified grants after the fold's watermark: a range of their own index, not of
         // the whole chain.
         let tail = plan(&conn, posture::VERIFIED_SINCE);
