@@ -1094,7 +1094,17 @@ impl Report {
                          receipts (2,000 jobs a pass, each pass's receipts written before the next \
                          claim) the same run took 411 ms. What remains per account is SQLite \
                          updating its grant row and sealing two audit records (about 40 µs), and \
-                         PostgreSQL's per-role catalog work.",
+                         PostgreSQL's per-role catalog work. On a slower machine (traced, \
+                         2026-12-06, later) the same run took about 680 ms, and the store's writer \
+                         was busy for about 480 ms of it (the end 160 ms, the claim 70 ms, five \
+                         receipt writes of 40–80 ms) while PostgreSQL's chunks took 65–95 ms each: \
+                         the writer, not the target, set the pace. Ending the grants 1,000 a \
+                         commit, so the worker could start on the first part while the next was \
+                         written, was tried there and measured slower (5,688/s against 7,338/s): \
+                         each part's write repeated the selection and its fixed cost on the same \
+                         busy writer. The same traces found the end's selection walking every \
+                         active grant through the state index (SQLite has no statistics); it now \
+                         reads the task reference's own index.",
                         per_sec(r.per_sec()),
                         cpu_reading(&r.usage),
                         position(r.per_sec(), &a.drop_floor, &a.drop_floor_serial),
