@@ -381,12 +381,7 @@ async fn scram_iterations_set_the_verifier_and_logins_work() {
             .provision(&request(&account, &pw, &sql(&[]), in_one_hour()))
             .await
             .unwrap();
-        let verifier: String =
-            sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
-                .bind(account.as_str())
-                .fetch_one(&mut admin)
-                .await
-                .unwrap();
+        let verifier = stored_verifier(&mut admin, &account).await;
         assert!(
             verifier.starts_with(&format!("SCRAM-SHA-256${iterations}:")),
             "{verifier}"
@@ -452,6 +447,15 @@ async fn list_managed_matches_the_prefix_literally() {
     assert_eq!(listed, vec![AccountName::parse(handmade).unwrap()]);
 }
 
+/// The SCRAM verifier PostgreSQL stores for `account`.
+async fn stored_verifier(conn: &mut sqlx::PgConnection, account: &AccountName) -> String {
+    sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(account.as_str())
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 async fn valid_until(conn: &mut sqlx::PgConnection, account: &AccountName) -> i64 {
     let secs: f64 = sqlx::query_scalar(
         "SELECT extract(epoch FROM rolvaliduntil)::float8 FROM pg_roles WHERE rolname = $1",
@@ -483,12 +487,7 @@ async fn retried_provision_converges_and_renew_moves_expiry() {
         .await
         .unwrap();
     assert_eq!(valid_until(&mut admin, &account).await, second.as_secs());
-    let verifier: String =
-        sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
-            .bind(account.as_str())
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let verifier = stored_verifier(&mut admin, &account).await;
     assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
 
     let third = second.plus(Duration::from_secs(600));
