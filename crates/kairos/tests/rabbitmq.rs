@@ -247,14 +247,21 @@ read = "^{prefix}orders\\."
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (_, audit) = api.get(ADMIN, "/v1/audit?limit=200");
-    assert!(
-        audit["records"]
+    // The reconciler records the removal after RabbitMQ has answered it: the user can be
+    // gone a moment before its record is written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, audit) = api.get(ADMIN, "/v1/audit?limit=200");
+        let recorded = audit["records"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["kind"] == "residue_removed" && r["data"]["account"] == stray.as_str()),
-        "{audit}"
-    );
+            .any(|r| r["kind"] == "residue_removed" && r["data"]["account"] == stray.as_str());
+        if recorded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{audit}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(!server.log_text().contains(&password));
 }
