@@ -162,6 +162,8 @@
 //! and `allow` written as anything but partial object rules (`deny contains ...`,
 //! `allow if ...`); and every dotted `input.…` reference, which must name a field of the
 //! document above (`input.context.tsk_kind` is an error, not a rule that never applies).
+//! Brackets nested deeper than [`MAX_REGO_NESTING`] are refused before regorus parses
+//! the file, whose parsing time doubles with each level.
 //!
 //! # Cedar and Rego together
 //!
@@ -184,6 +186,7 @@ use std::sync::Arc;
 
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, SourceLocation};
 pub use input::{Circumstances, EntitlementFacts, IdentityFacts, PolicyAction, PolicyInput, Tier};
+pub use rego::MAX_REGO_NESTING;
 
 /// The most approvals a policy may ask for.
 pub const MAX_APPROVALS: u32 = 10;

@@ -8,8 +8,8 @@ use kairos_domain::{
     TeamName, Ttl, UserName,
 };
 use kairos_policy::{
-    Circumstances, EntitlementFacts, IdentityFacts, PolicyAction, PolicyInput, PolicyLanguage,
-    PolicySet, PolicySource, Tier,
+    Circumstances, EntitlementFacts, IdentityFacts, MAX_REGO_NESTING, PolicyAction, PolicyInput,
+    PolicyLanguage, PolicySet, PolicySource, Tier,
 };
 
 fn input() -> PolicyInput {
@@ -455,6 +455,42 @@ fn syntax_errors_name_file_line_and_column() {
     check_error(
         &[("policies/bad.rego", "allow[\"x\"] := \"y\"\n")],
         &["policies/bad.rego:1:1"],
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused_before_parsing_and_names_the_place() {
+    // At the limit: a rule body holding brackets nested to the limit compiles and decides.
+    let inner = MAX_REGO_NESTING - 1;
+    let at_limit = format!(
+        "package kairos\n\nallow[\"deep\"] := \"nested\" if {{\n    x := {}1{}\n    x != []\n    input.principal.kind == \"ci-job\"\n}}\n",
+        "[".repeat(inner),
+        "]".repeat(inner)
+    );
+    let set = rego(&at_limit);
+    check(&set, input(), DecisionOutcome::Grant, &["base.rego:deep"]);
+
+    // One level deeper is refused at the bracket that goes too deep, valid or not. Parsed,
+    // each level would double regorus's time (the fuzzer's input below took over 10 s).
+    let over = at_limit.replacen("1", "[1]", 1);
+    check_error(
+        &[("policies/deep.rego", &over)],
+        &[
+            &format!("policies/deep.rego:4:{}", 10 + inner),
+            &format!("more than {MAX_REGO_NESTING} deep"),
+            "move the inner part into a rule of its own",
+        ],
+    );
+    let fuzzed = format!(
+        "package kairos\n\ndeny[\"x\"] := \"y\" if {{\n   {} input.context.task_kind == \"incident\"\n}}\n",
+        "{".repeat(56)
+    );
+    check_error(
+        &[("policies/fuzzed.rego", &fuzzed)],
+        &[&format!(
+            "policies/fuzzed.rego:4:{}",
+            4 + MAX_REGO_NESTING - 1
+        )],
     );
 }
 
