@@ -671,15 +671,9 @@ fn skip_comment_or_string(bytes: &[u8], mut i: usize) -> Option<usize> {
 /// The offset of the first `{` or `[` (outside comments and strings) that opens a level
 /// deeper than [`MAX_REGO_NESTING`].
 fn too_deep(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(after) = skip_comment_or_string(bytes, i) {
-            i = after;
-            continue;
-        }
-        match bytes[i] {
+    for (i, b) in code_bytes(text.as_bytes()) {
+        match b {
             b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_REGO_NESTING {
@@ -689,9 +683,21 @@ fn too_deep(text: &str) -> Option<usize> {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        i += 1;
     }
     None
+}
+
+/// Each byte of `bytes` outside comments and strings, with its offset.
+fn code_bytes(bytes: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while let Some(after) = skip_comment_or_string(bytes, i) {
+            i = after;
+        }
+        let b = *bytes.get(i)?;
+        i += 1;
+        Some((i - 1, b))
+    })
 }
 
 /// `(offset, [a, b, ...])` for each `<root>.a.b...` outside comments and strings.
