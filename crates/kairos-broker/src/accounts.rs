@@ -85,6 +85,10 @@ impl IssuedCredential {
 
 const SECRET_AAD: &[u8] = b"kairos-account-secret-v1";
 
+/// The field of an account's `issued` record that names who was shown its password in
+/// the answer that issued it.
+const DELIVERED_TO: &str = "delivered_to";
+
 pub(crate) fn target_error(e: ConnectorError) -> BrokerError {
     match e {
         ConnectorError::Unreachable { .. } => BrokerError::Target {
@@ -212,27 +216,31 @@ impl Broker {
                 &grant.id,
                 Box::new(move |g: &mut Grant| {
                     g.activate()?;
-                    let mut drafts = vec![
+                    let mut data = serde_json::json!({
+                        "entitlement": g.entitlement,
+                        "target": g.target,
+                        "account": g.account,
+                        "issued_at": g.issued_at.to_rfc3339(),
+                        "expires_at": g.expires_at.to_rfc3339(),
+                        "kind": kind,
+                        "connection": connection,
+                        "revocability": revocability,
+                    });
+                    // Shown in this answer: the issued record says to whom, in place of a
+                    // `credential_delivered` record of its own.
+                    if let (Some(by), serde_json::Value::Object(fields)) =
+                        (&delivered_by, &mut data)
+                    {
+                        fields.insert(DELIVERED_TO.into(), by.to_string().into());
+                    }
+                    Ok(vec![
                         AuditDraft::new(AuditKind::Issued, Principal::System("broker"))
                             .identity(&g.identity)
                             .request(&g.request_id)
                             .grant(&g.id)
                             .task_ref(&g.task.reference)
-                            .data(serde_json::json!({
-                                "entitlement": g.entitlement,
-                                "target": g.target,
-                                "account": g.account,
-                                "issued_at": g.issued_at.to_rfc3339(),
-                                "expires_at": g.expires_at.to_rfc3339(),
-                                "kind": kind,
-                                "connection": connection,
-                                "revocability": revocability,
-                            })),
-                    ];
-                    if let Some(by) = &delivered_by {
-                        drafts.push(delivery_audit(g, by));
-                    }
-                    Ok(drafts)
+                            .data(data),
+                    ])
                 }),
             )
             .await;
@@ -271,18 +279,23 @@ impl Broker {
         {
             return Ok(None);
         }
-        // Where to connect was recorded (no secret in it) when the account was issued.
-        let issued = records
+        // Where to connect was recorded (no secret in it) when the account was issued;
+        // `delivered_to` there: it was shown in the answer that issued it.
+        let Some(data) = records
             .iter()
             .find(|r| r.kind == AuditKind::Issued)
-            .and_then(|r| {
-                let data: serde_json::Value = serde_json::from_str(&r.data).ok()?;
-                Some((
-                    data["kind"].as_str().map(str::to_owned)?,
-                    serde_json::from_value::<ConnectionInfoRecord>(data["connection"].clone())
-                        .ok()?,
-                ))
-            });
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.data).ok())
+        else {
+            return Ok(None);
+        };
+        if data.get(DELIVERED_TO).is_some() {
+            return Ok(None);
+        }
+        let issued = data["kind"].as_str().map(str::to_owned).and_then(|kind| {
+            let info =
+                serde_json::from_value::<ConnectionInfoRecord>(data["connection"].clone()).ok()?;
+            Some((kind, info))
+        });
         let (Some(password), Some(_), Some((kind, info))) =
             (self.unseal_secret(grant), grant.account.as_ref(), issued)
         else {

@@ -129,6 +129,18 @@ fn auto_issued_audit(
     issued_audit(grant, requester).data(data)
 }
 
+/// The one record of an account request that policy granted, written with its intent
+/// (the account is issued later, once it exists): the `decided` record's fields
+/// (`decision`, `catalog_version`) with what was asked (`request`), which a `requested`
+/// record would otherwise carry.
+fn auto_decided_data(asked: serde_json::Value, decided: serde_json::Value) -> serde_json::Value {
+    let mut data = decided;
+    if let serde_json::Value::Object(fields) = &mut data {
+        fields.insert("request".into(), asked);
+    }
+    data
+}
+
 impl Broker {
     /// Signs the token credential of an active grant; with `cnf`, a token bound to that
     /// key (RFC 9449) and/or client certificate (RFC 8705). It carries the identity's
@@ -404,6 +416,13 @@ impl Broker {
                         std::mem::take(&mut asked),
                         decided(),
                     ));
+                } else {
+                    // An account is issued once it exists, in a later write: the intent's
+                    // one record carries the request and its decision.
+                    audit.push(
+                        base(AuditKind::Decided)
+                            .data(auto_decided_data(std::mem::take(&mut asked), decided())),
+                    );
                 }
                 if entitlement.break_glass {
                     let (opened, record) =

@@ -52,6 +52,13 @@ tier = "low"
 max_ttl = "15m"
 acl = ["~sessions:*", "+get"]
 
+[[entitlement]]
+name = "cache/breakglass"
+tier = "high"
+max_ttl = "15m"
+acl = ["~sessions:*", "+get"]
+break_glass = true
+
 [policy]"#));
     std::fs::write(&path, text).unwrap();
     std::fs::write(
@@ -111,6 +118,46 @@ fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
     let req = body["request"]["id"].as_str().unwrap();
     let (_, again) = api.get(&platform, &format!("/v1/requests/{req}"));
     assert!(again["credential"].is_null(), "{again}");
+    // Two records: the intent's `decided` (with what was asked) and the `issued` that
+    // names who was shown the password; both found by request, identity and task.
+    let (_, audit) = api.get(ADMIN, &format!("/v1/audit?request={req}"));
+    let mut records = audit["records"].as_array().unwrap().clone();
+    records.sort_by_key(|r| r["seq"].as_i64());
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["decided", "issued"], "{audit}");
+    let (decided, issued) = (&records[0], &records[1]);
+    assert_eq!(decided["actor"], "workload:nightly-backup", "{decided}");
+    assert_eq!(decided["data"]["decision"]["outcome"], "grant", "{decided}");
+    assert!(decided["data"]["catalog_version"].is_number(), "{decided}");
+    let asked = &decided["data"]["request"];
+    assert_eq!(asked["entitlement"], "orders-db/readonly", "{decided}");
+    assert_eq!(asked["task"]["ref"], "run-7", "{decided}");
+    assert!(asked["ttl"].is_string(), "{decided}");
+    assert_eq!(issued["grant_id"], grant.as_str(), "{issued}");
+    assert_eq!(issued["data"]["account"], user.as_str(), "{issued}");
+    assert_eq!(
+        issued["data"]["delivered_to"], "workload:nightly-backup",
+        "{issued}"
+    );
+    for filter in [
+        "identity=nightly-backup".to_owned(),
+        "task_ref=run-7".to_owned(),
+        format!("grant={grant}"),
+    ] {
+        let (_, found) = api.get(ADMIN, &format!("/v1/audit?{filter}"));
+        let found = found["records"].as_array().unwrap();
+        assert!(
+            found.iter().any(|r| r["seq"] == issued["seq"]),
+            "{filter} misses the issued record"
+        );
+        assert!(
+            found.iter().all(|r| r["kind"] != "credential_delivered"),
+            "{filter}: {found:?}"
+        );
+    }
     let url = format!(
         "postgres://{user}:{password}@{}:{}/{}",
         cred["host"].as_str().unwrap(),
@@ -196,6 +243,48 @@ fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
             client.get_multiplexed_async_connection().await.is_err(),
             "AUTH must fail"
         );
+    });
+
+    // A break-glass account: granted at once with its review; its intent's one record
+    // carries what was asked and the decision, beside the review.
+    let (status, body) = api.post(
+        &platform,
+        "/v1/requests",
+        json!({
+            "entitlement": "cache/breakglass", "ttl": "10m",
+            "task": {"kind": "incident", "ref": "INC-9", "reason": "sessions are failing"}
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["credential"]["kind"], "redis", "{body}");
+    let (breq, bgrant) = (
+        body["request"]["id"].as_str().unwrap().to_owned(),
+        body["grant"]["id"].as_str().unwrap().to_owned(),
+    );
+    let (_, audit) = api.get(ADMIN, &format!("/v1/audit?request={breq}"));
+    let mut records = audit["records"].as_array().unwrap().clone();
+    records.sort_by_key(|r| r["seq"].as_i64());
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["decided", "review_opened", "issued"], "{audit}");
+    assert_eq!(
+        records[0]["data"]["decision"]["outcome"], "grant",
+        "{audit}"
+    );
+    assert_eq!(
+        records[0]["data"]["request"]["task"]["kind"], "incident",
+        "{audit}"
+    );
+    let (status, _) = api.post(
+        &platform,
+        &format!("/v1/grants/{bgrant}/release"),
+        json!({}),
+    );
+    assert_eq!(status, 200);
+    api.wait_grant(ADMIN, &bgrant, Duration::from_secs(20), |g| {
+        g["state"] == "ended"
     });
 
     // The reconciler finds a hand-made account with the managed prefix and removes it.
