@@ -985,26 +985,36 @@ impl Report {
                     "**PostgreSQL credentials ({}; target 5,000/s).** Evidence: {}.{}{floor_note}{scram_note}{wide_note} \
                      Suspected mechanism: each request passes, one after another, three shared \
                      steps: the durable write of its intent (`provisioning`, with the request and \
-                     its `requested` and `decided` records), the target's provisioning batch \
-                     (one transaction under Kairos's per-database advisory lock: role \
-                     statements and privilege templates in one round trip once each template \
-                     has been proven a single command), and the durable write that activates \
-                     the grant with its `issued` and `credential_delivered` records. Measured \
-                     (traced quick runs on this machine, 2026-12-06): PostgreSQL verifies the \
-                     empty password against every verifier at `CREATE ROLE`, so the SCRAM \
-                     iteration count is paid again on the server inside the serialised batch \
-                     (4.5 ms a role at 4,096, 0.48 ms at 256, 0.12 ms at 1, `psql` timings); \
-                     at `scram_iterations = 1` the provisioning worker was about half busy \
-                     (seven accounts a batch in about 2.5 ms at 16 clients, twenty in 3.5 ms \
-                     at 48). The store's writer was then about 88% busy: two writes a \
-                     credential, about four writes a batch in 1.1–1.2 ms at 16 clients (twelve \
-                     in about 2.1 ms at 48). An on-CPU profile of the writer thread put a third \
-                     of it in the commit (WAL frames written and one `fdatasync`) and most of \
-                     the rest in SQLite executing the inserts and updates of four audit records, \
-                     a request and a grant row written and then updated, each indexed several \
-                     ways: about 250 µs of writer time a credential at 16 clients, against about \
-                     60 µs for a token grant. The writer is the bound: 5,000 credentials a \
-                     second would need 10,000 durable writes a second from it.",
+                     its one `decided` record, which carries what was asked), the target's \
+                     provisioning batch (one transaction under Kairos's per-database advisory \
+                     lock, in two round trips on a connection the worker keeps once each \
+                     privilege template has been proven a single command: the lock with the \
+                     lookup of existing roles, then the role statements, the templates and the \
+                     commit; seven round trips until 2026-12-07, counting sqlx's pings when a \
+                     pooled connection is taken and given back), and the durable write that \
+                     activates the grant with its `issued` record (naming who was shown the \
+                     password). Measured (traced quick runs on this machine, 2026-12-06): \
+                     PostgreSQL verifies the empty password against every verifier at `CREATE \
+                     ROLE`, so the SCRAM iteration count is paid again on the server inside the \
+                     serialised batch (4.5 ms a role at 4,096, 0.48 ms at 256, 0.12 ms at 1, \
+                     `psql` timings); at `scram_iterations = 1` the provisioning worker was about \
+                     half busy (seven accounts a batch in about 2.5 ms at 16 clients, twenty in \
+                     3.5 ms at 48). Measured again (quick runs, 2026-12-07): the store's writer \
+                     was in a batch about 85% of the time, about five writes a batch in 1.6 ms \
+                     at 16 clients (twelve in 2.7 ms at 48); its thread was on a core for about \
+                     half of that and waiting for one about a third (`schedstat`: the two cores \
+                     are shared with the HTTP workers, the provisioning client, PostgreSQL and \
+                     the load generator). Every commit wrote about 22 pages to the WAL (two \
+                     `pwrite` calls a page, then one `fdatasync`): a page or more of each of the \
+                     nineteen tables and indexes a batch touches, however few writes it holds, \
+                     so most of a batch's cost is fixed; an on-CPU profile put a third of the \
+                     writer in the commit. The writer spent 150–180 µs of CPU a write (two \
+                     writes a credential) both with four audit records a credential and with \
+                     two (the records were folded on 2026-12-07: no change beyond noise), and \
+                     cutting the provisioning batch's round trips from seven to two moved the \
+                     rate no further than the noise of six quick runs each (medians about \
+                     1,280/s against 1,250/s at 16 clients). The writer is the bound: 5,000 credentials a second would need 10,000 durable \
+                     writes a second from it.",
                     rate(issue),
                     cpu_reading(&issue.usage),
                     position(issue.per_sec(), &a.create_floor, &a.create_floor_serial),

@@ -13,14 +13,23 @@
 //! after a line break (which ends a trailing `--` comment) and a `;`. One round trip per
 //! batch instead of one per template per account. A batch that fails is retried one
 //! account at a time, all templates as prepared statements again.
+//!
+//! Round trips: the worker keeps one connection of its own between batches (taken out of
+//! the pool, so it is neither pinged when taken nor when given back), and a batch is two
+//! simple-protocol messages: `BEGIN`, the advisory lock and the lookup of existing roles;
+//! then the role statements, the proven templates and `COMMIT`. A batch that fails on a
+//! held connection (its server may have restarted meanwhile) is tried once more on a new
+//! one; any failure drops the connection, and its transaction with it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use kairos_connectors::{AccountName, ConnectorError};
+use sqlx::{PgConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connector::{Core, execute, execute_generated, lock_ddl, unreachable_again};
+use crate::connector::{Core, DDL_LOCK_KEY, execute, execute_generated, unreachable_again};
+use crate::sql::quote_literal;
 
 /// The most accounts created in one transaction.
 const MAX_BATCH: usize = 256;
@@ -51,6 +60,8 @@ pub(crate) fn start_provisioner(core: Arc<Core>) -> mpsc::Sender<Provision> {
 }
 
 async fn run(core: Arc<Core>, mut jobs: mpsc::Receiver<Provision>) {
+    // The worker's own connection, kept between batches.
+    let mut held: Option<PgConnection> = None;
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -59,14 +70,14 @@ async fn run(core: Arc<Core>, mut jobs: mpsc::Receiver<Provision>) {
                 Err(_) => break,
             }
         }
-        provision_batch(&core, batch).await;
+        provision_batch(&core, &mut held, batch).await;
     }
 }
 
-async fn provision_batch(core: &Core, batch: Vec<Provision>) {
+async fn provision_batch(core: &Core, held: &mut Option<PgConnection>, batch: Vec<Provision>) {
     if batch.len() > 1 {
         let started = std::time::Instant::now();
-        match create_together(core, &batch).await {
+        match create_together(core, held, &batch).await {
             Ok(existed) => {
                 tracing::trace!(target_name = %core.target, accounts = batch.len(),
                     micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -101,33 +112,64 @@ async fn provision_batch(core: &Core, batch: Vec<Provision>) {
     }
 }
 
-/// Creates (or converges) every account of the batch in one transaction. Returns the
-/// accounts that existed already.
+/// Creates (or converges) every account of the batch in one transaction, on the held
+/// connection (or a new one). Returns the accounts that existed already.
 async fn create_together(
     core: &Core,
+    held: &mut Option<PgConnection>,
     batch: &[Provision],
 ) -> Result<HashSet<String>, ConnectorError> {
-    let mut tx = core
+    let (mut conn, reused) = match held.take() {
+        Some(conn) => (conn, true),
+        None => (connect(core).await?, false),
+    };
+    let mut created = create_on(core, &mut conn, batch).await;
+    if reused && created.is_err() {
+        // Its server may have restarted since the last batch (the connection then fails as
+        // unreachable, or with the server's shutdown error): once more on a new connection.
+        // Every step converges, so a batch half-sent before is safe to repeat.
+        conn = connect(core).await?;
+        created = create_on(core, &mut conn, batch).await;
+    }
+    // A failed batch's connection is dropped, and its open transaction with it.
+    if created.is_ok() {
+        *held = Some(conn);
+    }
+    created
+}
+
+/// A connection of the worker's own, taken out of the pool.
+async fn connect(core: &Core) -> Result<PgConnection, ConnectorError> {
+    let conn = core
         .pool
-        .begin()
+        .acquire()
         .await
         .map_err(|e| core.err("connecting", &e))?;
-    lock_ddl(&mut tx)
-        .await
-        .map_err(|e| core.err("taking Kairos's DDL lock", &e))?;
+    Ok(conn.detach())
+}
+
+async fn create_on(
+    core: &Core,
+    conn: &mut PgConnection,
+    batch: &[Provision],
+) -> Result<HashSet<String>, ConnectorError> {
     let names: Vec<String> = batch
         .iter()
-        .map(|j| j.account.as_str().to_owned())
+        .map(|j| quote_literal(j.account.as_str()))
         .collect();
-    let existed: HashSet<String> = sqlx::query_scalar::<_, String>(
-        "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
-    )
-    .bind(names)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(|e| core.err("looking up roles", &e))?
-    .into_iter()
-    .collect();
+    let opening = format!(
+        "BEGIN;\nSELECT pg_advisory_xact_lock({DDL_LOCK_KEY});\n\
+         SELECT rolname::text AS existing FROM pg_roles WHERE rolname IN ({});",
+        names.join(", ")
+    );
+    // Without bind arguments sqlx sends the text as one simple-protocol query.
+    let existed: HashSet<String> = sqlx::Executor::fetch_all(&mut *conn, opening.as_str())
+        .await
+        .map_err(|e| core.err("taking Kairos's DDL lock and looking up roles", &e))?
+        .iter()
+        // The lock's row has no `existing` column.
+        .filter_map(|row| row.try_get::<String, _>("existing").ok())
+        .collect();
     let mut statements = String::new();
     for job in batch {
         let verb = if existed.contains(job.account.as_str()) {
@@ -155,17 +197,28 @@ async fn create_together(
             }
         }
     }
-    execute_generated(&mut tx, &statements)
-        .await
-        .map_err(|e| core.err(&format!("creating {} roles", batch.len()), &e))?;
-    for (i, _, grant) in &unproven {
-        execute(&mut tx, grant)
+    if unproven.is_empty() {
+        // The commit rides in the same message; an error before it leaves it unsent.
+        statements.push_str("COMMIT;\n");
+        execute_generated(conn, &statements).await.map_err(|e| {
+            core.err(
+                &format!("creating and committing {} roles", batch.len()),
+                &e,
+            )
+        })?;
+    } else {
+        execute_generated(conn, &statements)
             .await
-            .map_err(|e| core.template_error(*i, &e))?;
+            .map_err(|e| core.err(&format!("creating {} roles", batch.len()), &e))?;
+        for (i, _, grant) in &unproven {
+            execute(conn, grant)
+                .await
+                .map_err(|e| core.template_error(*i, &e))?;
+        }
+        execute_generated(conn, "COMMIT")
+            .await
+            .map_err(|e| core.err(&format!("committing {} roles", batch.len()), &e))?;
     }
-    tx.commit()
-        .await
-        .map_err(|e| core.err(&format!("committing {} roles", batch.len()), &e))?;
     if !unproven.is_empty()
         && let Ok(mut proven) = core.proven.lock()
     {

@@ -37,7 +37,7 @@ const POOL_SIZE: u32 = 4;
 /// Key of the transaction-level advisory lock that serializes Kairos's role DDL within one
 /// database ("kairos" in ASCII). Concurrent GRANTs or DROP OWNEDs touching the same object
 /// otherwise fail with "tuple concurrently updated".
-const DDL_LOCK_KEY: i64 = 0x6b61_6972_6f73;
+pub(crate) const DDL_LOCK_KEY: i64 = 0x6b61_6972_6f73;
 
 /// How to reach one PostgreSQL target.
 #[derive(Debug, Clone)]

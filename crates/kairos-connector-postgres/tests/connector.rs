@@ -318,6 +318,54 @@ async fn private_instance_outage_then_revoke_and_verify() {
     );
 }
 
+/// The provisioning worker keeps one connection between batches; after its server
+/// restarts (that connection is dead), the next batches are created on a new one instead
+/// of being refused as unreachable.
+#[tokio::test]
+async fn batches_after_a_server_restart_are_created_on_a_new_connection() {
+    const N: usize = 40;
+    let private = PrivatePg::start(PgAuth::AdminPassword);
+    run(&mut private.admin().await, "CREATE TABLE t (id int)").await;
+    let prefix = format!("kt{}_", random_hex(8));
+    let pg = Arc::new(
+        PostgresConnector::new(PostgresSettings {
+            target: "pg-private".to_owned(),
+            admin_url: private.admin_url(),
+            managed_prefix: prefix.clone(),
+            connect_host: None,
+            scram_iterations: std::num::NonZeroU32::MIN,
+        })
+        .unwrap(),
+    );
+    let privileges = Arc::new(sql(&[SELECT_ON_T]));
+    let round = |tag: &str| -> (Vec<AccountName>, Vec<SecretString>) {
+        (
+            (0..N)
+                .map(|i| AccountName::parse(format!("{prefix}{tag}{i:02}")).unwrap())
+                .collect(),
+            (0..N).map(|_| password()).collect(),
+        )
+    };
+    let (first, first_pw) = round("a");
+    for r in provision_all(&pg, &first, &first_pw, |_| &privileges).await {
+        r.unwrap();
+    }
+
+    private.stop();
+    private.restart();
+    let (second, second_pw) = round("b");
+    for r in provision_all(&pg, &second, &second_pw, |_| &privileges).await {
+        r.unwrap();
+    }
+    for (account, pw) in second.iter().zip(&second_pw) {
+        private
+            .login(account.as_str(), pw.expose_secret())
+            .await
+            .unwrap();
+    }
+    assert_eq!(pg.list_managed().await.unwrap().len(), 2 * N);
+}
+
 /// `VALID UNTIL` is enforced by PostgreSQL itself (only under password authentication).
 #[tokio::test]
 async fn native_expiry_refuses_login_without_kairos() {
