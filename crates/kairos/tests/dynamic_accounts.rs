@@ -81,6 +81,18 @@ fn request(api: &Api, platform: &str, entitlement: &str) -> (u16, Value) {
     )
 }
 
+/// A request's audit records, oldest first, and their kinds.
+fn request_audit(api: &Api, request: &str) -> (Vec<Value>, Vec<String>) {
+    let (_, audit) = api.get(ADMIN, &format!("/v1/audit?request={request}"));
+    let mut records = audit["records"].as_array().unwrap().clone();
+    records.sort_by_key(|r| r["seq"].as_i64());
+    let kinds = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_owned())
+        .collect();
+    (records, kinds)
+}
+
 #[test]
 fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
     let shared = SharedDb::new();
@@ -120,14 +132,8 @@ fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
     assert!(again["credential"].is_null(), "{again}");
     // Two records: the intent's `decided` (with what was asked) and the `issued` that
     // names who was shown the password; both found by request, identity and task.
-    let (_, audit) = api.get(ADMIN, &format!("/v1/audit?request={req}"));
-    let mut records = audit["records"].as_array().unwrap().clone();
-    records.sort_by_key(|r| r["seq"].as_i64());
-    let kinds: Vec<&str> = records
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["decided", "issued"], "{audit}");
+    let (records, kinds) = request_audit(&api, req);
+    assert_eq!(kinds, ["decided", "issued"], "{records:?}");
     let (decided, issued) = (&records[0], &records[1]);
     assert_eq!(decided["actor"], "workload:nightly-backup", "{decided}");
     assert_eq!(decided["data"]["decision"]["outcome"], "grant", "{decided}");
@@ -261,21 +267,17 @@ fn postgres_and_redis_accounts_are_issued_used_released_and_verified_gone() {
         body["request"]["id"].as_str().unwrap().to_owned(),
         body["grant"]["id"].as_str().unwrap().to_owned(),
     );
-    let (_, audit) = api.get(ADMIN, &format!("/v1/audit?request={breq}"));
-    let mut records = audit["records"].as_array().unwrap().clone();
-    records.sort_by_key(|r| r["seq"].as_i64());
-    let kinds: Vec<&str> = records
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["decided", "review_opened", "issued"], "{audit}");
+    let (records, kinds) = request_audit(&api, &breq);
+    assert_eq!(kinds, ["decided", "review_opened", "issued"], "{records:?}");
     assert_eq!(
         records[0]["data"]["decision"]["outcome"], "grant",
-        "{audit}"
+        "{}",
+        records[0]
     );
     assert_eq!(
         records[0]["data"]["request"]["task"]["kind"], "incident",
-        "{audit}"
+        "{}",
+        records[0]
     );
     let (status, _) = api.post(
         &platform,
