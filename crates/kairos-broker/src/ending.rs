@@ -537,6 +537,9 @@ impl Broker {
                 verified += grants.len();
             }
             let batch = tokio::spawn(async move {
+                // A slow target may take longer than the lease: the jobs stay claimed
+                // until the batch's last receipt is written.
+                let _keeper = b.keep_claimed(grants.iter().map(|g| g.id.clone()).collect());
                 // Chunk by chunk, each chunk's receipts written while the target revokes
                 // the next chunk.
                 let mut records = tokio::task::JoinSet::new();
@@ -882,6 +885,48 @@ impl Drop for BusyGuard {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.target);
+    }
+}
+
+impl Broker {
+    /// Renews the claim on `ids` every third of the revocation lease until the returned
+    /// guard is dropped, so that no worker (of this replica or another) takes jobs that are
+    /// still in hand once their first lease lapses. A renewal that fails is logged and
+    /// tried again at the next tick; were they all to fail, the jobs would be claimed again
+    /// after the lease, as after a crash (a second revocation of an account is harmless).
+    fn keep_claimed(self: &Arc<Self>, ids: Vec<GrantId>) -> ClaimKeeper {
+        let lease = self.settings.revocation_lease;
+        let every = lease / 3;
+        let b = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            if every.is_zero() {
+                return;
+            }
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let until = kairos_domain::Timestamp::from_millis(
+                    b.now()
+                        .as_millis()
+                        .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+                );
+                if let Err(e) = b.store.extend_revocation_claims(&ids, until).await {
+                    tracing::warn!(error = %e, jobs = ids.len(),
+                        "the claim on revocation jobs in hand could not be renewed");
+                }
+            }
+        });
+        ClaimKeeper(task)
+    }
+}
+
+/// Stops renewing a batch's claims when dropped (see [`Broker::keep_claimed`]).
+struct ClaimKeeper(tokio::task::JoinHandle<()>);
+
+impl Drop for ClaimKeeper {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

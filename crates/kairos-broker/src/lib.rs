@@ -418,6 +418,25 @@ impl Broker {
         }
     }
 
+    /// For tests only: replaces `target`'s connector with what `wrap` makes of it, until the
+    /// next configuration is applied (a slow target, say, built around the real one).
+    #[doc(hidden)]
+    pub fn wrap_connector_for_tests(
+        &self,
+        target: &kairos_domain::TargetName,
+        wrap: impl FnOnce(
+            Arc<dyn kairos_connectors::Connector>,
+        ) -> Arc<dyn kairos_connectors::Connector>,
+    ) {
+        match self.targets.write() {
+            Ok(mut t) => *t = Arc::new(t.wrapping(target, wrap)),
+            Err(poisoned) => {
+                let mut t = poisoned.into_inner();
+                *t = Arc::new(t.wrapping(target, wrap));
+            }
+        }
+    }
+
     /// Forgets the connectors of removed targets whose grants are all verified gone.
     fn drop_retired(&self, names: &[kairos_domain::TargetName]) {
         match self.targets.write() {

@@ -317,6 +317,21 @@ impl Targets {
         self
     }
 
+    /// These connectors with `target`'s replaced by what `wrap` makes of it (for tests
+    /// that slow a target down or watch what it is asked); unchanged when it has none.
+    #[must_use]
+    pub fn wrapping(
+        &self,
+        target: &TargetName,
+        wrap: impl FnOnce(Arc<dyn Connector>) -> Arc<dyn Connector>,
+    ) -> Self {
+        let mut out = self.clone();
+        if let Some(c) = out.by_name.remove(target) {
+            out.by_name.insert(target.clone(), wrap(c));
+        }
+        out
+    }
+
     /// These connectors without the retired ones named.
     pub fn without_retired(&self, names: &[TargetName]) -> Self {
         let mut out = self.clone();

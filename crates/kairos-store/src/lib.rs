@@ -214,6 +214,13 @@ pub trait Store:
         busy: &[TargetName],
     ) -> Result<Vec<Grant>>;
 
+    /// Keeps the named revocation jobs claimed until `until`: a worker whose batch outlasts
+    /// its lease (a slow target) renews it, so no other worker takes the jobs in hand and
+    /// revokes them a second time. Only jobs still claimed move, and never earlier; a job
+    /// completed (removed) or failed (waiting for its retry, unclaimed) is left as it is.
+    /// Returns how many jobs it kept.
+    async fn extend_revocation_claims(&self, ids: &[GrantId], until: Timestamp) -> Result<u64>;
+
     /// Ending → Ended with the receipt; removes the job; audits `verified`.
     async fn complete_revocation(&self, id: &GrantId, receipt: &Receipt) -> Result<Grant>;
 

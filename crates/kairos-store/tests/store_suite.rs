@@ -50,6 +50,7 @@ kairos_testkit::store_suite!(
     expirer_ends_only_due_grants_in_order,
     revocation_fails_retries_and_completes,
     lapsed_lease_is_claimable_again,
+    claims_in_hand_are_kept_past_their_lease,
     next_expiry_and_counts,
     audit_chain_verifies_across_transactions,
     audit_filters,
@@ -992,6 +993,56 @@ async fn lapsed_lease_is_claimable_again(db: Arc<Db>) {
     assert_eq!(
         ids(&s.claim_revocations(at(30_000), 10, 30_000).await.unwrap()),
         [grant.id]
+    );
+}
+
+/// A worker whose batch outlasts its lease keeps the jobs in hand claimed: nobody else takes
+/// them until the new time. A failed job (waiting for its retry) and a completed one are
+/// left alone, and a claim is never moved earlier.
+async fn claims_in_hand_are_kept_past_their_lease(db: Arc<Db>) {
+    let s = db.open().await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let grant = insert_granted(&s, &format!("svc{i}"), &format!("run/{i}"), 1_000).await;
+        s.end_grants(
+            &EndSelector::One(grant.id.clone()),
+            &end_by(EndReason::Revoked, 0),
+        )
+        .await
+        .unwrap();
+        held.push(grant.id);
+    }
+    let mut claimed = ids(&s.claim_revocations(at(0), 10, 1_000).await.unwrap());
+    claimed.sort();
+    let mut all = held.clone();
+    all.sort();
+    assert_eq!(claimed, all);
+    let (kept, failed, done) = (&held[0], &held[1], &held[2]);
+    s.fail_revocation(failed, "connection refused", at(500))
+        .await
+        .unwrap();
+    s.complete_revocation(done, &receipt(10)).await.unwrap();
+
+    // Only the job still in hand moves; nothing is claimable before the new time.
+    assert_eq!(
+        s.extend_revocation_claims(&held, at(5_000)).await.unwrap(),
+        1
+    );
+    assert_eq!(s.extend_revocation_claims(&[], at(6_000)).await.unwrap(), 0);
+    // Never earlier.
+    assert_eq!(
+        s.extend_revocation_claims(&held, at(2_000)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        ids(&s.claim_revocations(at(4_999), 10, 1_000).await.unwrap()),
+        std::slice::from_ref(failed),
+        "the failed job is due at its retry; the kept one stays claimed"
+    );
+    // Once the kept claim lapses too, another worker takes it.
+    assert_eq!(
+        ids(&s.claim_revocations(at(5_000), 10, 1_000).await.unwrap()),
+        std::slice::from_ref(kept)
     );
 }
 

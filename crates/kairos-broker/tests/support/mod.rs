@@ -85,6 +85,14 @@ impl Fixture {
     }
 
     pub async fn with(toml: &str, policy: &str) -> Self {
+        let settings = BrokerSettings {
+            pending_timeout: Duration::from_secs(600),
+            ..BrokerSettings::default()
+        };
+        Self::with_settings(toml, policy, settings).await
+    }
+
+    pub async fn with_settings(toml: &str, policy: &str, settings: BrokerSettings) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
@@ -92,10 +100,6 @@ impl Fixture {
             .await
             .unwrap()
             .with_clock(Arc::new(clock.clone()));
-        let settings = BrokerSettings {
-            pending_timeout: Duration::from_secs(600),
-            ..BrokerSettings::default()
-        };
         let broker = Broker::start(
             Arc::new(store),
             Arc::new(clock.clone()),

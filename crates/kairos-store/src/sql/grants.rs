@@ -377,6 +377,42 @@ async fn claim_in(
     Ok(grants)
 }
 
+pub(super) async fn extend_revocation_claims(
+    store: &SqlStore,
+    ids: &[GrantId],
+    until: Timestamp,
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+    store
+        .write(move |tx, cx| {
+            Box::pin(async move {
+                let mut kept = 0;
+                for chunk in ids.chunks(bulk::CHUNK) {
+                    let update = format!(
+                        "UPDATE revocations SET claimed_until = {} \
+                         WHERE claimed_until IS NOT NULL AND claimed_until < {} \
+                         AND grant_id IN ({})",
+                        cx.backend.placeholder(1),
+                        cx.backend.placeholder(2),
+                        bulk::list(cx.backend, 3, chunk.len())
+                    );
+                    let mut q = sqlx::query(&update)
+                        .bind(until.as_millis())
+                        .bind(until.as_millis());
+                    for id in chunk {
+                        q = q.bind(id.as_str());
+                    }
+                    kept += q.execute_in(&mut *tx).await?;
+                }
+                Ok(kept)
+            })
+        })
+        .await
+}
+
 pub(super) async fn complete_revocation(
     store: &SqlStore,
     id: &GrantId,

@@ -467,6 +467,10 @@ impl Store for SqlStore {
         grants::claim_revocations(self, now, limit, lease_ms, busy).await
     }
 
+    async fn extend_revocation_claims(&self, ids: &[GrantId], until: Timestamp) -> Result<u64> {
+        grants::extend_revocation_claims(self, ids, until).await
+    }
+
     async fn complete_revocation(&self, id: &GrantId, receipt: &Receipt) -> Result<Grant> {
         grants::complete_revocation(self, id, receipt).await
     }
