@@ -508,7 +508,8 @@ async fn unreachable_or_refused_admin_never_shows_the_password() {
 
 /// A batch revokes and checks its users several at a time; each result stays in its
 /// account's place: the one user that was never made says so, the others are gone and
-/// verified with a refused login, and a user still present fails its check alone.
+/// verified with a refused login, and a user still present fails its check alone. A user
+/// with an open connection has it closed and counted, as one revoked alone would.
 #[tokio::test]
 async fn batches_revoke_and_verify_in_order() {
     let prefix = unique_prefix();
@@ -523,6 +524,12 @@ async fn batches_revoke_and_verify_in_order() {
             .unwrap();
         made.push((name, pw));
     }
+    // One user is connected.
+    let (busy, busy_pw) = &made[5];
+    let conn = amqp_login(busy.as_str(), busy_pw.expose_secret())
+        .await
+        .unwrap();
+    wait_listed(busy.as_str()).await;
     // The batch: every made user, with a never-made one in the middle.
     let ghost = account(&prefix, "ghost");
     let mut names: Vec<AccountName> = made.iter().map(|(n, _)| n.clone()).collect();
@@ -532,7 +539,17 @@ async fn batches_revoke_and_verify_in_order() {
     for (name, r) in names.iter().zip(&revoked) {
         let r = r.as_ref().unwrap();
         assert_eq!(r.account_existed, *name != ghost, "{name}");
+        assert_eq!(r.sessions_killed, u64::from(name == busy), "{name}");
     }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn.is_open() {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked user's connection stays open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.list_managed().await.unwrap().is_empty());
 
     // One user made again after the revocation: still present, so its check fails.
     let (back, back_pw) = &made[3];
@@ -550,7 +567,15 @@ async fn batches_revoke_and_verify_in_order() {
             let e = v.as_ref().unwrap_err();
             assert_eq!(variant(e), "StillPresent", "{name}: {e}");
         } else {
-            assert_eq!(v.as_ref().unwrap().method, VERIFY_METHOD, "{name}");
+            let v = v.as_ref().unwrap();
+            assert_eq!(v.method, VERIFY_METHOD, "{name}");
+            assert!(
+                v.evidence
+                    .contains(&format!("GET /api/users lists no user {name}"))
+                    && v.evidence.contains("ACCESS_REFUSED"),
+                "{}",
+                v.evidence
+            );
         }
     }
     cleanup(&prefix).await;
