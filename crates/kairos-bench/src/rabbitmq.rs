@@ -495,8 +495,19 @@ fn bounds(r: &RabbitMqResult) -> String {
             v.usage.server.unwrap_or(0.0),
         );
         text.push_str(if share >= 0.8 {
-            "The management API is the bound; fewer calls per revocation (one connection \
-             listing instead of three) is where a faster revocation would come from."
+            "The management API is the bound, but not through the number of calls: fewer \
+             calls were tried and measured (quick runs of about 6,000 users, 2026-12-07). A \
+             batch path that listed the users once, deleted them in one `POST \
+             /api/users/bulk-delete` and verified against one listing (three calls a user \
+             instead of five) revoked 533–554/s against 597/s one user at a time, with \
+             RabbitMQ at 1.10 cores instead of 1.38: the bulk delete took about 1 s per \
+             1,000 users, since RabbitMQ deletes them one after another inside it. Keeping \
+             the per-user revoke and sharing only the verification's user listing (four \
+             calls) gave 530–565/s. What sets the pace is RabbitMQ's own work per deleted \
+             user, so neither was kept. (The per-user connection listings cannot be shared: \
+             the endpoint that lists every connection lags behind by a statistics interval, \
+             5 s by default, and would miss a connection opened just before the \
+             revocation.)"
         } else {
             "The management API was not saturated: the bound is the batch's own pace (a \
              target's batch revokes, then checks, a few users at a time, each call a round \

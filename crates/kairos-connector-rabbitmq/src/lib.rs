@@ -24,16 +24,6 @@
 //!   connection left, and, when the password is known, an AMQP 0-9-1 login (`PLAIN`) with it
 //!   on the AMQP port is refused with 403 `ACCESS_REFUSED` ([`amqp`](crate) probe). Without a
 //!   password the method is `api`.
-//! - **revoke_many / verify_gone_many** (the accounts of grants that ended together): the
-//!   same steps, with what can be shared done once for the batch. Each user's connections
-//!   are still listed by the per-user endpoint (it answers at once, where the full listing
-//!   lags by a statistics interval). The users are listed once (`GET /api/users`), the
-//!   managed ones present are deleted in one `POST /api/users/bulk-delete` (RabbitMQ
-//!   refuses it whole when a user is gone by then: the rest are deleted one at a time),
-//!   and verification reads that one listing instead of a `GET` per user. Three requests
-//!   per user and three per batch, against five per user one at a time. A shared step
-//!   that fails because RabbitMQ is down or refuses Kairos fails every account of the batch
-//!   at once; any other shared failure falls back to one user at a time.
 //! - **list_managed**: `GET /api/users?columns=name`, filtered by the managed prefix.
 //! - **list_sessions**: `GET /api/connections?columns=user,peer_host`, filtered likewise
 //!   (this list comes from the management statistics, so a new connection appears in it
@@ -66,9 +56,7 @@
 
 mod amqp;
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -447,79 +435,6 @@ impl RabbitMqConnector {
         }
     }
 
-    /// Every user's name, in one listing (`GET /api/users?columns=name`).
-    async fn user_names(&self) -> Result<Vec<String>, ConnectorError> {
-        let op = "GET /api/users";
-        let mut url = self.url(&["users"]);
-        url.set_query(Some("columns=name"));
-        let answer = self.request(Method::GET, url, None, op).await?;
-        if !answer.status.is_success() {
-            return Err(self.status_error(op, &answer));
-        }
-        Ok(answer
-            .body
-            .as_array()
-            .map(|users| {
-                users
-                    .iter()
-                    .filter_map(|u| u.get("name").and_then(Value::as_str))
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    /// Deletes the user; whether it existed (404: it was already gone).
-    async fn delete_user(&self, account: &AccountName) -> Result<bool, ConnectorError> {
-        let op = "DELETE /api/users/{name}";
-        let answer = self
-            .request(
-                Method::DELETE,
-                self.url(&["users", account.as_str()]),
-                None,
-                op,
-            )
-            .await?;
-        match answer.status {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.status_error(op, &answer)),
-        }
-    }
-
-    /// Deletes users that were just listed, in one request (`POST /api/users/bulk-delete`).
-    /// RabbitMQ refuses the request (400 `no_such_user`) when one of them is gone by then,
-    /// having deleted the ones before it; the rest are then deleted one at a time, where a
-    /// user already gone is not an error.
-    async fn delete_listed_users(&self, users: Vec<AccountName>) -> Result<(), ConnectorError> {
-        if users.is_empty() {
-            return Ok(());
-        }
-        let op = "POST /api/users/bulk-delete";
-        let names: Vec<&str> = users.iter().map(AccountName::as_str).collect();
-        let answer = self
-            .request(
-                Method::POST,
-                self.url(&["users", "bulk-delete"]),
-                Some(json!({ "users": names })),
-                op,
-            )
-            .await?;
-        if answer.status.is_success() {
-            return Ok(());
-        }
-        if answer.status != StatusCode::BAD_REQUEST {
-            return Err(self.status_error(op, &answer));
-        }
-        self.each(
-            users,
-            |c, account| async move { c.delete_user(&account).await },
-        )
-        .await
-        .into_iter()
-        .try_for_each(|r| r.map(drop))
-    }
-
     /// The names of the user's open connections.
     async fn connections_of(&self, account: &AccountName) -> Result<Vec<String>, ConnectorError> {
         let op = "GET /api/connections/username/{name}";
@@ -628,140 +543,6 @@ impl RabbitMqConnector {
             error = %problem,
             "could not remove a RabbitMQ user after a failed provision; the reconciler will find it"
         );
-    }
-
-    /// The checks of `verify_gone` after the user was found absent (`absent` says how):
-    /// no connection left, and a login with the password refused.
-    async fn verify_user_gone(
-        &self,
-        account: &AccountName,
-        password: Option<&SecretString>,
-        absent: String,
-    ) -> Result<Verification, ConnectorError> {
-        let open = self.connections_of(account).await?;
-        if !open.is_empty() {
-            return Err(ConnectorError::StillPresent(format!(
-                "user {account} is deleted on {} but {} of its connections are still open",
-                self.target,
-                open.len()
-            )));
-        }
-        let Some(password) = password else {
-            return Ok(Verification {
-                method: VERIFY_METHOD_API_ONLY.to_owned(),
-                evidence: format!(
-                    "{absent} and the user has no open connection; no password was given, so no \
-                     login was attempted"
-                ),
-            });
-        };
-        let login = amqp::try_login(
-            &self.admin_host,
-            self.amqp_port,
-            account.as_str(),
-            password,
-            self.timeout,
-        )
-        .await;
-        let scrub = |text: String| {
-            self.scrub(text)
-                .replace(password.expose_secret(), "<redacted>")
-        };
-        match login {
-            Ok(amqp::Login::Refused(text)) => Ok(Verification {
-                method: VERIFY_METHOD.to_owned(),
-                evidence: scrub(format!(
-                    "{absent}, the user has no open connection, and an AMQP login (PLAIN) as \
-                     {account} with the grant's password at {}:{} was refused: {} {text}",
-                    self.admin_host,
-                    self.amqp_port,
-                    amqp::ACCESS_REFUSED
-                )),
-            }),
-            Ok(amqp::Login::Accepted) => Err(ConnectorError::StillPresent(format!(
-                "an AMQP login as {account} with the grant's password succeeded on {}",
-                self.target
-            ))),
-            Err(amqp::ProbeError::Io(e)) => Err(ConnectorError::Unreachable {
-                target: self.target.clone(),
-                reason: scrub(format!("AMQP login check: {e}")),
-            }),
-            Err(amqp::ProbeError::Protocol(e)) => Err(ConnectorError::Failed {
-                target: self.target.clone(),
-                reason: scrub(format!("AMQP login check: {e}")),
-            }),
-        }
-    }
-
-    /// `revoke` for several users, with the steps that can be shared done once for all:
-    /// each user's connections listed (as `revoke` does), the users listed once and the
-    /// managed ones present deleted in one request, then each user's connections closed.
-    /// One result per account, in order; an error is a shared step's.
-    async fn revoke_together(
-        &self,
-        accounts: &[AccountName],
-    ) -> Result<Vec<Result<Revoked, ConnectorError>>, ConnectorError> {
-        let managed: Vec<AccountName> = accounts
-            .iter()
-            .filter(|a| self.check_managed(a).is_ok())
-            .cloned()
-            .collect();
-        let open: Vec<Vec<String>> = self
-            .each(managed.clone(), |c, account| async move {
-                c.connections_of(&account).await
-            })
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        let existing: HashSet<String> = self.user_names().await?.into_iter().collect();
-        let present = managed
-            .iter()
-            .filter(|a| existing.contains(a.as_str()))
-            .cloned()
-            .collect();
-        self.delete_listed_users(present).await?;
-        let closed = self
-            .each(
-                managed.iter().cloned().zip(open.iter().cloned()).collect(),
-                |c, (account, known)| async move { c.close_connections(&account, &known).await },
-            )
-            .await;
-        let mut done = open.iter().zip(closed);
-        Ok(accounts
-            .iter()
-            .map(|account| {
-                self.check_managed(account)?;
-                let (known, closed) = done.next().ok_or_else(|| ConnectorError::Failed {
-                    target: self.target.clone(),
-                    reason: format!("no outcome was kept for {account}; it is retried"),
-                })?;
-                let existed = existing.contains(account.as_str());
-                Ok(self.revoked(account, known, closed?, existed))
-            })
-            .collect())
-    }
-
-    /// A user's revocation, logged: the sessions it ended are those open before the user
-    /// was deleted or closed after it, whichever count is larger.
-    fn revoked(
-        &self,
-        account: &AccountName,
-        open: &[String],
-        closed: u64,
-        existed: bool,
-    ) -> Revoked {
-        let killed = u64::try_from(open.len()).unwrap_or(u64::MAX).max(closed);
-        tracing::info!(
-            target_name = %self.target,
-            account = %account,
-            sessions_killed = killed,
-            existed,
-            "revoked RabbitMQ user"
-        );
-        Revoked {
-            sessions_killed: killed,
-            account_existed: existed,
-        }
     }
 
     /// Closes the connections named in `known` and every connection the user still has;
@@ -936,9 +717,33 @@ impl Connector for RabbitMqConnector {
         // a new login is refused, and RabbitMQ starts closing the user's connections by
         // itself), then every connection still listed, those opened meanwhile included.
         let open = self.connections_of(account).await?;
-        let existed = self.delete_user(account).await?;
+        let op = "DELETE /api/users/{name}";
+        let answer = self
+            .request(
+                Method::DELETE,
+                self.url(&["users", account.as_str()]),
+                None,
+                op,
+            )
+            .await?;
+        let existed = match answer.status {
+            s if s.is_success() => true,
+            StatusCode::NOT_FOUND => false,
+            _ => return Err(self.status_error(op, &answer)),
+        };
         let closed = self.close_connections(account, &open).await?;
-        Ok(self.revoked(account, &open, closed, existed))
+        let killed = u64::try_from(open.len()).unwrap_or(u64::MAX).max(closed);
+        tracing::info!(
+            target_name = %self.target,
+            account = %account,
+            sessions_killed = killed,
+            existed,
+            "revoked RabbitMQ user"
+        );
+        Ok(Revoked {
+            sessions_killed: killed,
+            account_existed: existed,
+        })
     }
 
     async fn verify_gone(
@@ -952,27 +757,65 @@ impl Connector for RabbitMqConnector {
                 self.target
             )));
         }
-        self.verify_user_gone(
-            account,
+        let open = self.connections_of(account).await?;
+        if !open.is_empty() {
+            return Err(ConnectorError::StillPresent(format!(
+                "user {account} is deleted on {} but {} of its connections are still open",
+                self.target,
+                open.len()
+            )));
+        }
+        let Some(password) = password else {
+            return Ok(Verification {
+                method: VERIFY_METHOD_API_ONLY.to_owned(),
+                evidence: format!(
+                    "GET /api/users/{account} answered 404 on {} and the user has no open \
+                     connection; no password was given, so no login was attempted",
+                    self.target
+                ),
+            });
+        };
+        let login = amqp::try_login(
+            &self.admin_host,
+            self.amqp_port,
+            account.as_str(),
             password,
-            format!("GET /api/users/{account} answered 404 on {}", self.target),
+            self.timeout,
         )
-        .await
+        .await;
+        let scrub = |text: String| {
+            self.scrub(text)
+                .replace(password.expose_secret(), "<redacted>")
+        };
+        match login {
+            Ok(amqp::Login::Refused(text)) => Ok(Verification {
+                method: VERIFY_METHOD.to_owned(),
+                evidence: scrub(format!(
+                    "GET /api/users/{account} answered 404 on {}, the user has no open \
+                     connection, and an AMQP login (PLAIN) as {account} with the grant's password \
+                     at {}:{} was refused: {} {text}",
+                    self.target,
+                    self.admin_host,
+                    self.amqp_port,
+                    amqp::ACCESS_REFUSED
+                )),
+            }),
+            Ok(amqp::Login::Accepted) => Err(ConnectorError::StillPresent(format!(
+                "an AMQP login as {account} with the grant's password succeeded on {}",
+                self.target
+            ))),
+            Err(amqp::ProbeError::Io(e)) => Err(ConnectorError::Unreachable {
+                target: self.target.clone(),
+                reason: scrub(format!("AMQP login check: {e}")),
+            }),
+            Err(amqp::ProbeError::Protocol(e)) => Err(ConnectorError::Failed {
+                target: self.target.clone(),
+                reason: scrub(format!("AMQP login check: {e}")),
+            }),
+        }
     }
 
     async fn revoke_many(&self, accounts: &[AccountName]) -> Vec<Result<Revoked, ConnectorError>> {
-        if accounts.len() > 1 {
-            match self.revoke_together(accounts).await {
-                Ok(out) => return out,
-                // Down or refusing Kairos: one at a time would wait for the same answer
-                // once per user.
-                Err(
-                    e @ (ConnectorError::Unreachable { .. } | ConnectorError::AdminRefused { .. }),
-                ) => return vec![Err(e); accounts.len()],
-                Err(e) => tracing::debug!(target_name = %self.target, users = accounts.len(),
-                    error = %e, "a step shared by the batch failed; revoking one user at a time"),
-            }
-        }
         self.each(accounts.to_vec(), |c, account| async move {
             c.revoke(&account).await
         })
@@ -983,37 +826,6 @@ impl Connector for RabbitMqConnector {
         &self,
         accounts: &[(AccountName, Option<SecretString>)],
     ) -> Vec<Result<Verification, ConnectorError>> {
-        if accounts.len() > 1 {
-            match self.user_names().await {
-                Ok(users) => {
-                    let users: Arc<HashSet<String>> = Arc::new(users.into_iter().collect());
-                    return self
-                        .each(accounts.to_vec(), move |c, (account, password)| {
-                            let listed = users.contains(account.as_str());
-                            async move {
-                                if listed {
-                                    return Err(ConnectorError::StillPresent(format!(
-                                        "GET /api/users still lists the user {account} on {}",
-                                        c.target
-                                    )));
-                                }
-                                let absent = format!(
-                                    "GET /api/users lists no user {account} on {}",
-                                    c.target
-                                );
-                                c.verify_user_gone(&account, password.as_ref(), absent)
-                                    .await
-                            }
-                        })
-                        .await;
-                }
-                Err(
-                    e @ (ConnectorError::Unreachable { .. } | ConnectorError::AdminRefused { .. }),
-                ) => return vec![Err(e); accounts.len()],
-                Err(e) => tracing::debug!(target_name = %self.target, users = accounts.len(),
-                    error = %e, "listing the users failed; checking one user at a time"),
-            }
-        }
         self.each(accounts.to_vec(), |c, (account, password)| async move {
             c.verify_gone(&account, password.as_ref()).await
         })
@@ -1041,11 +853,18 @@ impl Connector for RabbitMqConnector {
     }
 
     async fn list_managed(&self) -> Result<Vec<AccountName>, ConnectorError> {
+        let op = "GET /api/users";
+        let mut url = self.url(&["users"]);
+        url.set_query(Some("columns=name"));
+        let answer = self.request(Method::GET, url, None, op).await?;
+        if !answer.status.is_success() {
+            return Err(self.status_error(op, &answer));
+        }
         let mut managed = Vec::new();
-        for user in self
-            .user_names()
-            .await?
+        let users = answer.body.as_array().cloned().unwrap_or_default();
+        for user in users
             .iter()
+            .filter_map(|u| u.get("name").and_then(Value::as_str))
             .filter(|u| u.starts_with(&self.prefix))
         {
             match AccountName::parse(user) {

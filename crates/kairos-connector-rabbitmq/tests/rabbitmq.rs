@@ -569,13 +569,7 @@ async fn batches_revoke_and_verify_in_order() {
         } else {
             let v = v.as_ref().unwrap();
             assert_eq!(v.method, VERIFY_METHOD, "{name}");
-            assert!(
-                v.evidence
-                    .contains(&format!("GET /api/users lists no user {name}"))
-                    && v.evidence.contains("ACCESS_REFUSED"),
-                "{}",
-                v.evidence
-            );
+            assert!(v.evidence.contains("ACCESS_REFUSED"), "{}", v.evidence);
         }
     }
     cleanup(&prefix).await;

@@ -163,7 +163,7 @@ pub struct ServerFacts {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     /// The target cannot be reached (down, refused, timed out): retry later.
     #[error("target {target} is unreachable: {reason}")]
