@@ -163,7 +163,9 @@
 //! `allow if ...`); and every dotted `input.…` reference, which must name a field of the
 //! document above (`input.context.tsk_kind` is an error, not a rule that never applies).
 //! Brackets nested deeper than [`MAX_REGO_NESTING`] are refused before regorus parses
-//! the file, whose parsing time doubles with each level.
+//! the file, whose parsing time doubles with each level. One file's evaluation may take
+//! at most [`REGO_EVALUATION_LIMIT`]: past it, the evaluation stops and the request is
+//! denied, as for any evaluation error (at load, the sample evaluation fails the file).
 //!
 //! # Cedar and Rego together
 //!
@@ -186,7 +188,7 @@ use std::sync::Arc;
 
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, SourceLocation};
 pub use input::{Circumstances, EntitlementFacts, IdentityFacts, PolicyAction, PolicyInput, Tier};
-pub use rego::MAX_REGO_NESTING;
+pub use rego::{MAX_REGO_NESTING, REGO_EVALUATION_LIMIT};
 
 /// The most approvals a policy may ask for.
 pub const MAX_APPROVALS: u32 = 10;

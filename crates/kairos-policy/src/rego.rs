@@ -35,6 +35,31 @@ const ENTRY_RULE: &str = "data.__kairos_decision.decision";
 /// not), so a deeper file is refused before it is parsed; real policies stay far below.
 pub const MAX_REGO_NESTING: usize = 12;
 
+/// The longest one file's evaluation may take. A rule can loop for as long as its author
+/// wrote it to (nested iterations over large ranges, say): past this, regorus stops the
+/// evaluation with an error, and an evaluation error denies the request (the decision
+/// names the file and says why). Decisions take microseconds; this is far above any real
+/// policy and far below a request's time budget.
+pub const REGO_EVALUATION_LIMIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Work units between two looks at the clock while evaluating (regorus counts them).
+const CLOCK_CHECK_EVERY: std::num::NonZeroU32 = std::num::NonZeroU32::MIN.saturating_add(63);
+
+/// Sets [`REGO_EVALUATION_LIMIT`] for every evaluation in this process, before the first.
+/// A compiled policy is evaluated by an engine regorus makes for each call, which takes
+/// the process-wide setting.
+fn limit_evaluation_time() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        regorus::utils::limits::set_fallback_execution_timer_config(Some(
+            regorus::utils::limits::ExecutionTimerConfig {
+                limit: REGO_EVALUATION_LIMIT,
+                check_interval: CLOCK_CHECK_EVERY,
+            },
+        ));
+    });
+}
+
 /// The rules of a file Kairos reads.
 const RULES: [&str; 2] = ["deny", "allow"];
 
@@ -174,6 +199,7 @@ struct Said {
 
 impl RegoModule {
     fn evaluate(&self, input: &Value) -> Result<Said, String> {
+        limit_evaluation_time();
         let value = self
             .compiled
             .eval_with_input(input.clone())

@@ -324,6 +324,47 @@ allow["ok"] := "fine"
     );
 }
 
+/// A rule that would loop for hours: 8,000,000,000 iterations of three nested ranges.
+const ENDLESS: &str = "r := numbers.range(1, 2000)
+    n := count([s | some x in r; some y in r; some z in r; s := x + y + z])
+    n < 0";
+
+#[test]
+fn an_evaluation_past_the_time_limit_denies_and_says_so() {
+    // Endless only for high-tier requests, so the sample evaluation at load passes.
+    let set = rego(&format!(
+        r#"
+package kairos
+
+allow["ok"] := "fine"
+deny["endless"] := "never reached" if {{
+    input.resource.tier == "high"
+    {ENDLESS}
+}}
+"#
+    ));
+    check(&set, input(), DecisionOutcome::Grant, &["base.rego:ok"]);
+    let d = check(
+        &set,
+        with(|i| i.entitlement.tier = Tier::High),
+        DecisionOutcome::Deny,
+        &["base.rego"],
+    );
+    assert!(d.reason.contains("Rego evaluation failed"), "{}", d.reason);
+    assert!(d.reason.contains("time limit"), "{}", d.reason);
+    // The other requests are decided as before.
+    check(&set, input(), DecisionOutcome::Grant, &["base.rego:ok"]);
+
+    // Endless for every request: the sample evaluation fails the file at load.
+    check_error(
+        &[(
+            "policies/endless.rego",
+            &format!("package kairos\n\nallow[\"all\"] := \"all\" if {{\n    {ENDLESS}\n}}\n"),
+        )],
+        &["policies/endless.rego", "time limit"],
+    );
+}
+
 #[test]
 fn only_the_files_own_package_may_be_referred_to() {
     let set = rego(
