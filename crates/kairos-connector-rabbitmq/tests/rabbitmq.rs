@@ -164,6 +164,18 @@ async fn wait_listed(user: &str) {
     }
 }
 
+/// Waits until the server has closed the revoked user's connection.
+async fn wait_closed(conn: &Connection) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn.is_open() {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked user's connection stays open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn provision_use_revoke_verify() {
     let prefix = unique_prefix();
@@ -262,14 +274,7 @@ async fn provision_use_revoke_verify() {
     );
 
     // The open connection is closed by the server.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while conn.is_open() {
-        assert!(
-            Instant::now() < deadline,
-            "the revoked user's connection stays open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_closed(&conn).await;
     assert!(
         channel
             .basic_get(BasicGetArguments::new(&format!("{prefix}orders.q")))
@@ -541,14 +546,7 @@ async fn batches_revoke_and_verify_in_order() {
         assert_eq!(r.account_existed, *name != ghost, "{name}");
         assert_eq!(r.sessions_killed, u64::from(name == busy), "{name}");
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while conn.is_open() {
-        assert!(
-            Instant::now() < deadline,
-            "the revoked user's connection stays open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_closed(&conn).await;
     assert!(c.list_managed().await.unwrap().is_empty());
 
     // One user made again after the revocation: still present, so its check fails.

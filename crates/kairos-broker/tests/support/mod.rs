@@ -8,12 +8,17 @@ use std::time::Duration;
 
 use kairos_broker::{Broker, BrokerSettings, Caller, NewRequest};
 use kairos_config::ConfigBundle;
+use kairos_connectors::{
+    AccountName, AccountRequest, ConnectionInfo, Connector, ConnectorError, Revocability, Revoked,
+    ServerFacts, Verification,
+};
 use kairos_crypto::seal::MasterKey;
 use kairos_domain::{
     EntitlementName, IdentityName, ManualClock, Principal, Task, TaskKind, TaskRef, Timestamp, Ttl,
     UserName,
 };
 use kairos_store::{Role, SqlStore, User};
+use secrecy::SecretString;
 
 /// A public key for the `ci` issuer's JWKS (no test signs platform tokens here: callers
 /// are built directly as `Caller::Workload`).
@@ -164,5 +169,102 @@ pub fn ask(entitlement: &str, ttl: &str) -> NewRequest {
         proof: None,
         client_cert: None,
         public_key: None,
+    }
+}
+
+/// The catalog of [`config`] with a Redis target `cache` (the machine's Redis at
+/// 127.0.0.1:6379, accounts prefixed `prefix`) and the entitlement `cache/read`, granted at
+/// once; the admin URL's file is written into `dir`. Returns the TOML and the policy.
+pub fn redis_catalog(dir: &std::path::Path, prefix: &str) -> (String, String) {
+    let admin = dir.join("redis-admin");
+    std::fs::write(&admin, "redis://127.0.0.1:6379").unwrap();
+    let toml = config(&format!(
+        r#"
+[[target]]
+name = "cache"
+kind = "redis"
+admin_url_file = "{}"
+managed_prefix = "{prefix}"
+
+[[entitlement]]
+name = "cache/read"
+tier = "low"
+max_ttl = "15m"
+acl = ["~sessions:*", "+get"]
+"#,
+        admin.display()
+    ));
+    // `config` ends with the [policy] table: the target and entitlement go before it.
+    let (head, policy) = toml.split_at(toml.find("[policy]").unwrap());
+    let (policy, extra) = policy.split_at(policy.find("\n\n[[target]]").unwrap());
+    let toml = format!("{head}{extra}\n{policy}");
+    let policies = format!(
+        "{POLICY}\n@id(\"cache\") permit (principal, action, resource == Kairos::Entitlement::\"cache/read\");\n"
+    );
+    (toml, policies)
+}
+
+/// Something a [`Hooked`] connector runs at its hook.
+pub type Hook =
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A target's real connector with hooks: what another task would do meanwhile runs right
+/// after the accounts are listed, or right before a batch is revoked.
+pub struct Hooked {
+    pub inner: Arc<dyn Connector>,
+    pub after_list_managed: Option<Hook>,
+    pub before_revoke_many: Option<Hook>,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for Hooked {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn revocability(&self) -> Revocability {
+        self.inner.revocability()
+    }
+    fn managed_prefix(&self) -> &str {
+        self.inner.managed_prefix()
+    }
+    async fn provision(&self, req: &AccountRequest<'_>) -> Result<ConnectionInfo, ConnectorError> {
+        self.inner.provision(req).await
+    }
+    async fn renew(&self, a: &AccountName, until: Timestamp) -> Result<(), ConnectorError> {
+        self.inner.renew(a, until).await
+    }
+    async fn revoke(&self, a: &AccountName) -> Result<Revoked, ConnectorError> {
+        self.inner.revoke(a).await
+    }
+    async fn revoke_many(&self, accounts: &[AccountName]) -> Vec<Result<Revoked, ConnectorError>> {
+        if let Some(hook) = &self.before_revoke_many {
+            hook().await;
+        }
+        self.inner.revoke_many(accounts).await
+    }
+    async fn verify_gone(
+        &self,
+        a: &AccountName,
+        password: Option<&SecretString>,
+    ) -> Result<Verification, ConnectorError> {
+        self.inner.verify_gone(a, password).await
+    }
+    async fn server_facts(&self) -> Result<ServerFacts, ConnectorError> {
+        self.inner.server_facts().await
+    }
+    async fn list_managed(&self) -> Result<Vec<AccountName>, ConnectorError> {
+        let listed = self.inner.list_managed().await?;
+        if let Some(hook) = &self.after_list_managed {
+            hook().await;
+        }
+        Ok(listed)
     }
 }
