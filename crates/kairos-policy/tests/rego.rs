@@ -75,6 +75,19 @@ fn check(
     d
 }
 
+/// A high-tier request to `set` (whose `base.rego` fails on it) is denied, naming the
+/// file and saying its evaluation failed.
+fn high_tier_fails(set: &PolicySet) -> Decision {
+    let d = check(
+        set,
+        with(|i| i.entitlement.tier = Tier::High),
+        DecisionOutcome::Deny,
+        &["base.rego"],
+    );
+    assert!(d.reason.contains("Rego evaluation failed"), "{}", d.reason);
+    d
+}
+
 /// Compiles expecting failure; every expected substring must be in the errors.
 fn check_error(files: &[(&str, &str)], expected: &[&str]) {
     let errors = match PolicySet::compile(&sources(files)) {
@@ -289,13 +302,7 @@ allow["bad"] := {"approvals": 11} if input.resource.tier == "high"
 "#,
     );
     check(&set, input(), DecisionOutcome::Grant, &["base.rego:ok"]);
-    let d = check(
-        &set,
-        with(|i| i.entitlement.tier = Tier::High),
-        DecisionOutcome::Deny,
-        &["base.rego"],
-    );
-    assert!(d.reason.contains("Rego evaluation failed"), "{}", d.reason);
+    let d = high_tier_fails(&set);
     assert!(d.reason.contains("from 0 to 10"), "{}", d.reason);
 
     // Two entries with one key and different values, only for some requests: a conflict.
@@ -309,12 +316,7 @@ allow["ok"] := "fine"
 "#,
     );
     check(&set, input(), DecisionOutcome::Grant, &["base.rego:ok"]);
-    let d = check(
-        &set,
-        with(|i| i.entitlement.tier = Tier::High),
-        DecisionOutcome::Deny,
-        &["base.rego"],
-    );
+    let d = high_tier_fails(&set);
     assert!(
         d.reason.contains(
             "policies/base.rego:5:6: rule conflicts with the following rule: policies/base.rego:4:6"
@@ -344,13 +346,7 @@ deny["endless"] := "never reached" if {{
 "#
     ));
     check(&set, input(), DecisionOutcome::Grant, &["base.rego:ok"]);
-    let d = check(
-        &set,
-        with(|i| i.entitlement.tier = Tier::High),
-        DecisionOutcome::Deny,
-        &["base.rego"],
-    );
-    assert!(d.reason.contains("Rego evaluation failed"), "{}", d.reason);
+    let d = high_tier_fails(&set);
     assert!(d.reason.contains("time limit"), "{}", d.reason);
     // The other requests are decided as before.
     check(&set, input(), DecisionOutcome::Grant, &["base.rego:ok"]);
