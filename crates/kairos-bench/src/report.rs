@@ -282,7 +282,7 @@ impl Report {
                 "under two minutes; drop `--quick` for the full run, with longer phases and \
                  larger sizes"
             } else {
-                "about ten minutes; add `--quick` for a run under two minutes with shorter \
+                "about half an hour; add `--quick` for a run under two minutes with shorter \
                  phases and smaller sizes"
             },
             self.command(self.plan.quick)
