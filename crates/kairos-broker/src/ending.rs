@@ -906,11 +906,7 @@ impl Broker {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let until = kairos_domain::Timestamp::from_millis(
-                    b.now()
-                        .as_millis()
-                        .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
-                );
+                let until = b.now().plus(lease);
                 if let Err(e) = b.store.extend_revocation_claims(&ids, until).await {
                     tracing::warn!(error = %e, jobs = ids.len(),
                         "the claim on revocation jobs in hand could not be renewed");

@@ -45,7 +45,8 @@ pub const REGO_EVALUATION_LIMIT: std::time::Duration = std::time::Duration::from
 /// Work units between two looks at the clock while evaluating (regorus counts them).
 const CLOCK_CHECK_EVERY: std::num::NonZeroU32 = std::num::NonZeroU32::MIN.saturating_add(63);
 
-/// Sets [`REGO_EVALUATION_LIMIT`] for every evaluation in this process, before the first.
+/// Sets [`REGO_EVALUATION_LIMIT`] for every evaluation in this process, before the first
+/// (called as each file is compiled, not per decision).
 /// A compiled policy is evaluated by an engine regorus makes for each call, which takes
 /// the process-wide setting.
 fn limit_evaluation_time() {
@@ -101,6 +102,9 @@ pub(crate) fn compile_file(
     file: &PolicySource,
     errors: &mut Vec<PolicyError>,
 ) -> Option<RegoModule> {
+    // Every module is made here before it is evaluated (its sample evaluation below
+    // included), so the limit is in force for all of them.
+    limit_evaluation_time();
     let name = file_name(&file.path).to_owned();
     if let Some(offset) = too_deep(&file.text) {
         errors.push(PolicyError::at(
@@ -199,7 +203,6 @@ struct Said {
 
 impl RegoModule {
     fn evaluate(&self, input: &Value) -> Result<Said, String> {
-        limit_evaluation_time();
         let value = self
             .compiled
             .eval_with_input(input.clone())
