@@ -52,6 +52,11 @@ pub struct ExpiryResult {
     pub lateness_p99_by_third: Vec<Duration>,
     /// `ended_at − expires_at` (when the expirer moved it out of Active).
     pub end_lateness: Latencies,
+    /// `revoked_at − ended_at`: the end's write committing, then the hand-over to whoever
+    /// checks it (the expirer itself for token grants).
+    pub pickup: Latencies,
+    /// `verified_at − revoked_at`: the worker's check until the receipt's stamp.
+    pub check: Latencies,
     /// Grants per second over the span of their `expires_at`.
     pub expiry_rate: f64,
     /// Grants verified ended per second, over the span of `verified_at`.
@@ -144,6 +149,7 @@ pub async fn measure(server: &Server, platform: &str, s: Settings) -> anyhow::Re
     let grants = api::list_grants(&http, server, &[("task_ref", TASK_REF)]).await?;
     let mut lateness = Vec::new();
     let mut end_lateness = Vec::new();
+    let (mut pickup, mut check) = (Vec::new(), Vec::new());
     let (mut expires, mut verifies) = (Vec::new(), Vec::new());
     let mut by_expiry: Vec<(i64, Duration)> = Vec::new();
     let mut not_verified = 0;
@@ -169,6 +175,11 @@ pub async fn measure(server: &Server, platform: &str, s: Settings) -> anyhow::Re
         end_lateness.push(Duration::from_millis(
             api::millis_between(exp, end).max(0).unsigned_abs(),
         ));
+        if let Some(rev) = api::time(g, &["receipt", "revoked_at"]) {
+            let gap = |a, b| Duration::from_millis(api::millis_between(a, b).max(0).unsigned_abs());
+            pickup.push(gap(end, rev));
+            check.push(gap(rev, ver));
+        }
         expires.push(exp.as_millis());
         verifies.push(ver.as_millis());
     }
@@ -198,6 +209,8 @@ pub async fn measure(server: &Server, platform: &str, s: Settings) -> anyhow::Re
         not_verified,
         lateness: Latencies::new(lateness),
         end_lateness: Latencies::new(end_lateness),
+        pickup: Latencies::new(pickup),
+        check: Latencies::new(check),
         expiry_rate: rate_over(&expires),
         verify_rate: rate_over(&verifies),
         usage,

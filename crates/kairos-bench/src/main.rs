@@ -75,6 +75,10 @@ struct Args {
     /// Accounts provisioned and then revoked at once (default: 1,000 quick, 5,000 full).
     #[arg(long)]
     accounts: Option<usize>,
+    /// Grants issued, and so expiring, per second in the expiry figure (default: 5,000,
+    /// the target's rate): a lower rate shows how lateness grows with load.
+    #[arg(long)]
+    expiry_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -161,6 +165,7 @@ impl Plan {
         };
         Self {
             accounts: args.accounts.unwrap_or(base.accounts).max(1),
+            expiry_rate: args.expiry_rate.unwrap_or(base.expiry_rate).max(1.0),
             restart_grants: args.restart_grants.unwrap_or(base.restart_grants).max(1),
             restart_queued: args.restart_queued.unwrap_or(base.restart_queued).max(1),
             ..base

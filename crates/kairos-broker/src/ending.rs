@@ -228,6 +228,13 @@ impl Broker {
 
     /// Counts grants that just ended and wakes the revocation worker.
     pub(crate) fn note_ended(&self, ended: &[Grant], reason: EndReason) {
+        self.count_ended(ended, reason);
+        if !ended.is_empty() {
+            self.revoke_work.notify_one();
+        }
+    }
+
+    fn count_ended(&self, ended: &[Grant], reason: EndReason) {
         if !ended.is_empty() {
             let n = i64::try_from(ended.len()).unwrap_or(i64::MAX);
             self.metrics.active_grants.dec_by(n);
@@ -235,7 +242,6 @@ impl Broker {
             for _ in ended {
                 self.metrics.ended(reason.as_str());
             }
-            self.revoke_work.notify_one();
         }
     }
 
@@ -466,22 +472,68 @@ impl Broker {
         Ok(())
     }
 
-    /// Ends every active grant due at the clock's now (one batch). Returns how many.
-    pub async fn expire_due(&self) -> Result<usize> {
+    /// Ends every active grant due at the clock's now (one batch of at most 500), and
+    /// verifies the token grants among them at once: the end's own write queues their
+    /// revocation jobs claimed by this call, so no claim waits for the revocation worker's
+    /// next pass; they are checked and their receipts written before this returns.
+    /// Account grants' jobs are left to the worker's per-target batches. Returns how many
+    /// ended.
+    pub async fn expire_due(self: &Arc<Self>) -> Result<usize> {
+        self.expire_pass(None).await
+    }
+
+    /// As [`Broker::expire_due`], but the token receipts' write goes into `writes` instead
+    /// of being waited for, so the next pass ends what falls due meanwhile. Their jobs stay
+    /// claimed, under the lease, until then.
+    pub(crate) async fn expire_due_pipelined(
+        self: &Arc<Self>,
+        writes: &mut RecordWrites,
+    ) -> Result<usize> {
+        self.expire_pass(Some(writes)).await
+    }
+
+    async fn expire_pass(self: &Arc<Self>, later: Option<&mut RecordWrites>) -> Result<usize> {
         let now = self.now();
+        let end = GrantEnd {
+            reason: EndReason::Expired,
+            by: Principal::System("expirer"),
+            at: now,
+        };
+        let claimed_until = now.plus(self.settings.revocation_lease);
         let ended = self
-            .end(
-                EndSelector::ExpiredBy { now, limit: 500 },
-                EndReason::Expired,
-                Principal::System("expirer"),
+            .store
+            .end_grants_claiming_tokens(
+                &EndSelector::ExpiredBy { now, limit: 500 },
+                &end,
+                claimed_until,
             )
             .await?;
+        self.count_ended(&ended, EndReason::Expired);
+        // The worker has work only if an account grant ended: token grants are claimed.
+        if ended.iter().any(|g| g.account.is_some()) {
+            self.revoke_work.notify_one();
+        }
         if let Some(oldest) = ended.iter().map(|g| g.expires_at).min() {
             self.metrics
                 .expirer_lag_seconds
                 .set(now.since(oldest).as_secs_f64());
         }
-        Ok(ended.len())
+        let count = ended.len();
+        // The store claimed exactly the ended grants that have no account.
+        let tokens: Vec<Grant> = ended.into_iter().filter(|g| g.account.is_none()).collect();
+        if !tokens.is_empty() {
+            let outcomes = self.check_tokens(tokens).await;
+            match later {
+                Some(writes) => {
+                    let b = Arc::clone(self);
+                    writes.spawn(async move { b.record_all(outcomes).await });
+                }
+                None => {
+                    self.record_all(outcomes).await?;
+                }
+            }
+        }
+        Ok(count)
     }
 
     /// Claims due revocation jobs and runs propagate → verify → receipt on each: token
@@ -589,38 +641,7 @@ impl Broker {
         }
         let mut first_error = None;
         if !tokens.is_empty() {
-            // Each token's check is one store read; their receipts go in one store write.
-            let mut outcomes = Vec::with_capacity(tokens.len());
-            for grant in tokens {
-                if self.is_ssh_grant(&grant) {
-                    let outcome = self.propagate_ssh(&grant).await;
-                    outcomes.push((grant, outcome));
-                    continue;
-                }
-                let outcome = match self.propagate_token(&grant).await {
-                    // Verified inactive at Kairos; resource servers that verify offline
-                    // are told by SETs, and the receipt waits for their answers.
-                    Ok((revoked_at, method, evidence)) => match self.set_stage(&grant).await {
-                        Ok(SetStage::NoReceivers) => Ok((revoked_at, method, evidence)),
-                        Ok(SetStage::Deferred) => continue,
-                        Ok(SetStage::Done {
-                            all_acknowledged,
-                            evidence: told,
-                        }) => Ok((
-                            revoked_at,
-                            if all_acknowledged {
-                                format!("{method}+set")
-                            } else {
-                                format!("{method}+set(incomplete)")
-                            },
-                            format!("{evidence}; {told}"),
-                        )),
-                        Err(e) => Err(format!("its SETs could not be written: {e}")),
-                    },
-                    Err(e) => Err(e),
-                };
-                outcomes.push((grant, outcome));
-            }
+            let outcomes = self.check_tokens(tokens).await;
             match later {
                 Some(writes) => {
                     let ok = outcomes.iter().filter(|(_, o)| o.is_ok()).count();
@@ -654,6 +675,45 @@ impl Broker {
             Some(e) => Err(e),
             None => Ok((verified, failed)),
         }
+    }
+
+    /// Propagates and verifies the end of claimed grants that have no account (tokens,
+    /// ssh certificates): each token's check is one store read. One outcome per grant
+    /// whose receipt can be written now, in order; a grant whose SETs still await their
+    /// receivers' answers is left out (its job stays claimed until the lease lapses).
+    async fn check_tokens(&self, tokens: Vec<Grant>) -> Vec<(Grant, Outcome)> {
+        let mut outcomes = Vec::with_capacity(tokens.len());
+        for grant in tokens {
+            if self.is_ssh_grant(&grant) {
+                let outcome = self.propagate_ssh(&grant).await;
+                outcomes.push((grant, outcome));
+                continue;
+            }
+            let outcome = match self.propagate_token(&grant).await {
+                // Verified inactive at Kairos; resource servers that verify offline are
+                // told by SETs, and the receipt waits for their answers.
+                Ok((revoked_at, method, evidence)) => match self.set_stage(&grant).await {
+                    Ok(SetStage::NoReceivers) => Ok((revoked_at, method, evidence)),
+                    Ok(SetStage::Deferred) => continue,
+                    Ok(SetStage::Done {
+                        all_acknowledged,
+                        evidence: told,
+                    }) => Ok((
+                        revoked_at,
+                        if all_acknowledged {
+                            format!("{method}+set")
+                        } else {
+                            format!("{method}+set(incomplete)")
+                        },
+                        format!("{evidence}; {told}"),
+                    )),
+                    Err(e) => Err(format!("its SETs could not be written: {e}")),
+                },
+                Err(e) => Err(e),
+            };
+            outcomes.push((grant, outcome));
+        }
+        outcomes
     }
 
     /// Writes every outcome: the receipts in one store write, the failures beside it

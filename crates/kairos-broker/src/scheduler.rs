@@ -16,7 +16,8 @@ use crate::ending::ErrorChain;
 /// How often the governance pass runs (identity states, and the lifecycle rules).
 const GOVERNANCE_EVERY: Duration = Duration::from_secs(1);
 
-/// Revocation passes whose receipts may still be being written while the next pass runs.
+/// Passes (of the revocation worker, or of the expirer for token grants) whose receipts
+/// may still be being written while the next pass runs.
 const RECEIPT_WRITES_IN_FLIGHT: usize = 4;
 
 /// A pipelined pass's receipt write that failed leaves its jobs claimed: they are retried
@@ -43,21 +44,34 @@ impl Broker {
             let b = Arc::clone(&self);
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
+                // A pass's token receipts are written while the next pass ends what fell
+                // due meanwhile; a few writes in flight at most, all finished before it stops.
+                let mut writes = crate::ending::RecordWrites::new();
                 loop {
+                    while let Some(done) = writes.try_join_next() {
+                        log_receipt_write(done);
+                    }
+                    while writes.len() >= RECEIPT_WRITES_IN_FLIGHT {
+                        if let Some(done) = writes.join_next().await {
+                            log_receipt_write(done);
+                        }
+                    }
                     // A read decides; the write (a transaction) happens only when
                     // something is due. At most a second between looks, for grants other
                     // replicas issue and for clocks that jump.
                     let now = b.now();
                     let sleep = match b.store.next_expiry().await {
-                        Ok(Some(next)) if next <= now => match b.expire_due().await {
-                            Ok(n) if n > 0 => continue,
-                            // Due but held by another replica's expirer right now.
-                            Ok(_) => Duration::from_millis(50),
-                            Err(e) => {
-                                tracing::error!(error = %ErrorChain(&e), "expirer pass failed");
-                                Duration::from_secs(1)
+                        Ok(Some(next)) if next <= now => {
+                            match b.expire_due_pipelined(&mut writes).await {
+                                Ok(n) if n > 0 => continue,
+                                // Due but held by another replica's expirer right now.
+                                Ok(_) => Duration::from_millis(50),
+                                Err(e) => {
+                                    tracing::error!(error = %ErrorChain(&e), "expirer pass failed");
+                                    Duration::from_secs(1)
+                                }
                             }
-                        },
+                        }
                         Ok(Some(next)) => next.since(now).min(Duration::from_secs(1)),
                         Ok(None) => Duration::from_secs(1),
                         Err(e) => {
@@ -71,7 +85,12 @@ impl Broker {
                     tokio::select! {
                         _ = tokio::time::sleep(sleep) => {}
                         _ = b.changed.notified() => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => {
+                            while let Some(done) = writes.join_next().await {
+                                log_receipt_write(done);
+                            }
+                            return;
+                        }
                     }
                 }
             })

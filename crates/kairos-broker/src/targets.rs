@@ -387,6 +387,16 @@ mod tests {
         assert_eq!(got, expected);
     }
 
+    /// The configuration's default and the connector's are two constants (the connector
+    /// does not depend on the configuration crate): they must not drift apart.
+    #[test]
+    fn the_default_scram_iteration_count_is_one_number() {
+        assert_eq!(
+            kairos_config::DbTarget::DEFAULT_SCRAM_ITERATIONS,
+            kairos_connector_postgres::SCRAM_ITERATIONS.get()
+        );
+    }
+
     #[test]
     fn overlapping_prefixes_on_one_server() {
         let (pg, maria) = ("postgres", "mariadb");

@@ -643,14 +643,17 @@ fn port_number(n: f64) -> Result<u16, String> {
 }
 
 fn scram_iterations(n: f64) -> Result<u32, String> {
-    let max = DbTarget::MAX_SCRAM_ITERATIONS;
+    let (max, default) = (
+        DbTarget::MAX_SCRAM_ITERATIONS,
+        DbTarget::DEFAULT_SCRAM_ITERATIONS,
+    );
     if n.fract() == 0.0 && (1.0..=f64::from(max)).contains(&n) {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Ok(n as u32)
     } else {
         Err(format!(
             "{n} is not an iteration count: write a whole number from 1 to {max} \
-             (default 4096, which every client accepts; 1 is as safe for Kairos's random \
+             (default {default}, which every client accepts; 1 is as safe for Kairos's random \
              passwords and cheapest, where the target's clients accept it)"
         ))
     }

@@ -188,6 +188,18 @@ pub trait Store:
         note: &str,
     ) -> Result<Vec<Grant>>;
 
+    /// As [`Store::end_grants`], except that the revocation jobs of the ended token grants
+    /// (those with no downstream account) are queued already claimed until `claimed_until`
+    /// (their `attempts` counting that claim): the caller verifies them at once, with no
+    /// claim of its own to write, and a worker takes them only if that lease lapses.
+    /// Account grants' jobs are queued unclaimed, for the worker's per-target batches.
+    async fn end_grants_claiming_tokens(
+        &self,
+        selector: &EndSelector,
+        end: &GrantEnd,
+        claimed_until: Timestamp,
+    ) -> Result<Vec<Grant>>;
+
     /// The earliest `expires_at` among active grants (drives the expirer's sleep).
     async fn next_expiry(&self) -> Result<Option<Timestamp>>;
 

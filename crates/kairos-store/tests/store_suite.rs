@@ -51,6 +51,7 @@ kairos_testkit::store_suite!(
     revocation_fails_retries_and_completes,
     lapsed_lease_is_claimable_again,
     claims_in_hand_are_kept_past_their_lease,
+    an_end_can_claim_its_token_grants_jobs,
     next_expiry_and_counts,
     audit_chain_verifies_across_transactions,
     audit_filters,
@@ -1044,6 +1045,67 @@ async fn claims_in_hand_are_kept_past_their_lease(db: Arc<Db>) {
         ids(&s.claim_revocations(at(5_000), 10, 1_000).await.unwrap()),
         std::slice::from_ref(kept)
     );
+}
+
+/// The expirer's end queues its token grants' jobs claimed by it (no claim write of its
+/// own, no worker taking them meanwhile) and its account grants' jobs unclaimed, for the
+/// worker's per-target batches. A claim that lapses (the expirer died before its receipts)
+/// lets any worker take the job.
+async fn an_end_can_claim_its_token_grants_jobs(db: Arc<Db>) {
+    let s = db.open().await;
+    let account = insert_granted(&s, "etl", "mixed/account", 1_000).await;
+    let (request, mut token) = granted("etl", "mixed/token", 1_000);
+    token.account = None;
+    token.sealed_secret = None;
+    s.insert_request(&request, Some(&token), vec![])
+        .await
+        .unwrap();
+
+    let ended = s
+        .end_grants_claiming_tokens(
+            &EndSelector::ExpiredBy {
+                now: at(1_000),
+                limit: 10,
+            },
+            &end_by(EndReason::Expired, 1_000),
+            at(31_000),
+        )
+        .await
+        .unwrap();
+    let mut got = ids(&ended);
+    got.sort();
+    let mut want = vec![account.id.clone(), token.id.clone()];
+    want.sort();
+    assert_eq!(got, want, "both grants end");
+    assert!(
+        ended
+            .iter()
+            .all(|g| matches!(g.state, GrantState::Ending { .. }))
+    );
+
+    // The worker finds only the account grant's job; the token's is in the expirer's hand.
+    assert_eq!(
+        ids(&s.claim_revocations(at(1_000), 10, 1_000).await.unwrap()),
+        std::slice::from_ref(&account.id)
+    );
+    assert_eq!(
+        ids(&s.claim_revocations(at(30_999), 10, 60_000).await.unwrap()),
+        std::slice::from_ref(&account.id),
+        "the account job's own lease lapsed; the token's claim holds until 31,000"
+    );
+    assert_eq!(
+        ids(&s.claim_revocations(at(31_000), 10, 1_000).await.unwrap()),
+        std::slice::from_ref(&token.id),
+        "once the expirer's claim lapses, a worker takes the token's job"
+    );
+
+    // The claimed job completes like any other.
+    let done = s
+        .complete_revocation(&token.id, &receipt(1_010))
+        .await
+        .unwrap();
+    assert!(matches!(done.state, GrantState::Ended { .. }));
+    verify_chain(&all_audit(&s).await).unwrap();
 }
 
 async fn next_expiry_and_counts(db: Arc<Db>) {

@@ -371,21 +371,29 @@ async fn update_by_id(
     Ok(())
 }
 
-/// Queues (or re-queues) revocation jobs, unclaimed, a chunk a statement.
+/// Queues (or re-queues) revocation jobs, each unclaimed or claimed until the time it
+/// carries, a chunk a statement.
 pub(super) async fn enqueue(
     conn: &mut Db,
     backend: Backend,
-    jobs: &[(&GrantId, Timestamp)],
+    jobs: &[(&GrantId, Timestamp, Option<Timestamp>)],
 ) -> Result<()> {
     for chunk in jobs.chunks(CHUNK) {
+        // A job queued claimed counts that claim in `attempts`, as a claim by a worker does.
         let sql = format!(
             "INSERT INTO revocations (grant_id, due_at, claimed_until, attempts) VALUES {} \
-             ON CONFLICT (grant_id) DO UPDATE SET due_at = excluded.due_at, claimed_until = NULL",
-            values(backend, "($1, $2, NULL, 0)", 2, chunk.len())
+             ON CONFLICT (grant_id) DO UPDATE SET due_at = excluded.due_at, \
+             claimed_until = excluded.claimed_until, \
+             attempts = revocations.attempts + excluded.attempts",
+            values(backend, "($1, $2, $3, $4)", 4, chunk.len())
         );
         let mut q = sqlx::query(&sql);
-        for (id, due_at) in chunk {
-            q = q.bind(id.as_str().to_owned()).bind(due_at.as_millis());
+        for (id, due_at, claimed_until) in chunk {
+            q = q
+                .bind(id.as_str().to_owned())
+                .bind(due_at.as_millis())
+                .bind(claimed_until.map(Timestamp::as_millis))
+                .bind(i64::from(claimed_until.is_some()));
         }
         q.execute_in(&mut *conn).await?;
     }

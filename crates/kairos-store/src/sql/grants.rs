@@ -140,16 +140,36 @@ pub(super) async fn claim_delivery(
         .await
 }
 
+/// How an end's revocation jobs are queued.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Queueing<'a> {
+    /// A person's reason, kept in each end's audit record beside the end reason.
+    pub note: Option<&'a str>,
+    /// Token grants' jobs (grants with no downstream account) are queued claimed until
+    /// then, for the caller to verify at once.
+    pub claim_tokens_until: Option<Timestamp>,
+}
+
 pub(super) async fn end(
     store: &SqlStore,
     selector: &EndSelector,
     end: &GrantEnd,
-    note: Option<&str>,
+    queueing: Queueing<'_>,
 ) -> Result<Vec<Grant>> {
-    let (selector, end, note) = (selector.clone(), end.clone(), note.map(str::to_owned));
+    let (selector, end) = (selector.clone(), end.clone());
+    let (note, claim_tokens_until) = (
+        queueing.note.map(str::to_owned),
+        queueing.claim_tokens_until,
+    );
     store
         .write(move |conn, cx| {
-            Box::pin(async move { end_noted(conn, &cx, &selector, &end, note.as_deref()).await })
+            Box::pin(async move {
+                let queueing = Queueing {
+                    note: note.as_deref(),
+                    claim_tokens_until,
+                };
+                end_queueing(conn, &cx, &selector, &end, queueing).await
+            })
         })
         .await
 }
@@ -160,18 +180,21 @@ pub(super) async fn end_in(
     selector: &EndSelector,
     end: &GrantEnd,
 ) -> Result<Vec<Grant>> {
-    end_noted(tx, cx, selector, end, None).await
+    end_queueing(tx, cx, selector, end, Queueing::default()).await
 }
 
-/// Ends the grants `selector` matches; `note` (a person's reason, when they gave one)
-/// goes into each end's audit record beside the end reason.
-async fn end_noted(
+/// Ends the grants `selector` matches and queues their revocation jobs as `queueing` says.
+async fn end_queueing(
     tx: &mut Db,
     cx: &Ctx,
     selector: &EndSelector,
     end: &GrantEnd,
-    note: Option<&str>,
+    queueing: Queueing<'_>,
 ) -> Result<Vec<Grant>> {
+    let Queueing {
+        note,
+        claim_tokens_until,
+    } = queueing;
     let backend = cx.backend;
     let select = format!("SELECT {GRANT_COLUMNS} FROM grants");
     let row_lock = backend.lock_clause();
@@ -236,7 +259,13 @@ async fn end_noted(
     }
     let ended: Vec<&Grant> = grants.iter().collect();
     bulk::update_grant_states(tx, backend, &ended).await?;
-    let jobs: Vec<(&GrantId, Timestamp)> = grants.iter().map(|g| (&g.id, end.at)).collect();
+    let jobs: Vec<(&GrantId, Timestamp, Option<Timestamp>)> = grants
+        .iter()
+        .map(|g| {
+            let claimed = claim_tokens_until.filter(|_| g.account.is_none());
+            (&g.id, end.at, claimed)
+        })
+        .collect();
     bulk::enqueue(tx, backend, &jobs).await?;
     cx.audit(drafts, end.at);
     Ok(grants)

@@ -441,7 +441,20 @@ impl Store for SqlStore {
     }
 
     async fn end_grants(&self, selector: &EndSelector, end: &GrantEnd) -> Result<Vec<Grant>> {
-        grants::end(self, selector, end, None).await
+        grants::end(self, selector, end, grants::Queueing::default()).await
+    }
+
+    async fn end_grants_claiming_tokens(
+        &self,
+        selector: &EndSelector,
+        end: &GrantEnd,
+        claimed_until: Timestamp,
+    ) -> Result<Vec<Grant>> {
+        let queueing = grants::Queueing {
+            note: None,
+            claim_tokens_until: Some(claimed_until),
+        };
+        grants::end(self, selector, end, queueing).await
     }
 
     async fn end_grants_noted(
@@ -450,7 +463,11 @@ impl Store for SqlStore {
         end: &GrantEnd,
         note: &str,
     ) -> Result<Vec<Grant>> {
-        grants::end(self, selector, end, Some(note)).await
+        let queueing = grants::Queueing {
+            note: Some(note),
+            claim_tokens_until: None,
+        };
+        grants::end(self, selector, end, queueing).await
     }
 
     async fn next_expiry(&self) -> Result<Option<Timestamp>> {
