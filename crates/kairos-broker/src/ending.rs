@@ -519,17 +519,34 @@ impl Broker {
                 .set(now.since(oldest).as_secs_f64());
         }
         let count = ended.len();
-        // The store claimed exactly the ended grants that have no account.
-        let tokens: Vec<Grant> = ended.into_iter().filter(|g| g.account.is_none()).collect();
-        if !tokens.is_empty() {
-            let outcomes = self.check_tokens(tokens).await;
-            match later {
-                Some(writes) => {
+        // The store claimed exactly the ended grants that have no account. An ssh grant's
+        // end takes writes of its own (its serial marked revoked, perhaps the KRL file), so
+        // a pipelined pass hands those to a task and goes on.
+        let (ssh, tokens): (Vec<Grant>, Vec<Grant>) = ended
+            .into_iter()
+            .filter(|g| g.account.is_none())
+            .partition(|g| self.is_ssh_grant(g));
+        match later {
+            Some(writes) => {
+                if !tokens.is_empty() {
+                    let outcomes = self.check_tokens(tokens).await;
                     let b = Arc::clone(self);
                     writes.spawn(async move { b.record_all(outcomes).await });
                 }
-                None => {
-                    self.record_all(outcomes).await?;
+                if !ssh.is_empty() {
+                    let b = Arc::clone(self);
+                    writes.spawn(async move {
+                        let outcomes = b.check_tokens(ssh).await;
+                        b.record_all(outcomes).await
+                    });
+                }
+            }
+            None => {
+                for claimed in [tokens, ssh] {
+                    if !claimed.is_empty() {
+                        let outcomes = self.check_tokens(claimed).await;
+                        self.record_all(outcomes).await?;
+                    }
                 }
             }
         }
