@@ -55,7 +55,7 @@ pub struct ExpiryResult {
     /// `revoked_at − ended_at`: the end's write committing, then the hand-over to whoever
     /// checks it (the expirer itself for token grants).
     pub pickup: Latencies,
-    /// `verified_at − revoked_at`: the worker's check until the receipt's stamp.
+    /// `verified_at − revoked_at`: the check until the receipt's stamp.
     pub check: Latencies,
     /// Grants per second over the span of their `expires_at`.
     pub expiry_rate: f64,

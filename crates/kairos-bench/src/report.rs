@@ -14,7 +14,7 @@ use crate::load::LoadResult;
 use crate::machine::Machine;
 use crate::pgbench::PgbenchResult;
 use crate::restart::{Drain, RestartResult, StoreRestart};
-use crate::stats::{human, thousands};
+use crate::stats::{Latencies, human, thousands};
 use crate::{Plan, Section};
 
 const GRANTS_TARGET: f64 = 20_000.0;
@@ -1856,27 +1856,28 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" / "),
         );
-        let _ = writeln!(
-            s,
-            "| `ended_at` − `expires_at` (the expirer) | p50 {} / p99 {} / max {} |",
-            human(e.end_lateness.percentile(50.0)),
-            human(e.end_lateness.percentile(99.0)),
-            human(e.end_lateness.percentile(100.0)),
-        );
-        let _ = writeln!(
-            s,
-            "| `revoked_at` − `ended_at` (the end's write committing, and the hand-over to the check) | p50 {} / p99 {} / max {} |",
-            human(e.pickup.percentile(50.0)),
-            human(e.pickup.percentile(99.0)),
-            human(e.pickup.percentile(100.0)),
-        );
-        let _ = writeln!(
-            s,
-            "| `verified_at` − `revoked_at` (the worker's check, up to the receipt's stamp) | p50 {} / p99 {} / max {} |",
-            human(e.check.percentile(50.0)),
-            human(e.check.percentile(99.0)),
-            human(e.check.percentile(100.0)),
-        );
+        let spread = |l: &Latencies| {
+            format!(
+                "p50 {} / p99 {} / max {}",
+                human(l.percentile(50.0)),
+                human(l.percentile(99.0)),
+                human(l.percentile(100.0)),
+            )
+        };
+        let stages = [
+            ("`ended_at` − `expires_at` (the expirer)", &e.end_lateness),
+            (
+                "`revoked_at` − `ended_at` (the end's write committing, and the hand-over to the check)",
+                &e.pickup,
+            ),
+            (
+                "`verified_at` − `revoked_at` (the check, up to the receipt's stamp)",
+                &e.check,
+            ),
+        ];
+        for (stage, latencies) in stages {
+            let _ = writeln!(s, "| {stage} | {} |", spread(latencies));
+        }
         let _ = writeln!(
             s,
             "| not verified ended when the wait gave up | {} |",
