@@ -140,7 +140,8 @@ pub(super) async fn claim_delivery(
         .await
 }
 
-/// How an end's revocation jobs are queued.
+/// What an end writes besides each grant's new state: a person's note in its audit
+/// records, and whether its token grants' revocation jobs are queued already claimed.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Queueing<'a> {
     /// A person's reason, kept in each end's audit record beside the end reason.
