@@ -79,12 +79,63 @@ fn machine_ticks() -> Option<(u64, u64)> {
     Some((total.saturating_sub(idle), total))
 }
 
+/// The name the store's writer thread runs under (`/proc/…/comm` keeps its first 15 bytes).
+const WRITER_THREAD: &str = "kairos-store-wr";
+
+/// A thread's time on a CPU and waiting in the run queue for one, in nanoseconds
+/// (`/proc/PID/task/TID/schedstat`), and whether it is the store's writer.
+#[derive(Debug, Clone, Copy)]
+struct ThreadTime {
+    writer: bool,
+    on_cpu: u64,
+    waiting: u64,
+}
+
+/// Every thread of process `pid`, by thread id.
+fn thread_times(pid: u32) -> std::collections::HashMap<String, ThreadTime> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let Ok(stat) = std::fs::read_to_string(path.join("schedstat")) else {
+            continue;
+        };
+        let mut fields = stat.split_whitespace().map(|v| v.parse::<u64>().ok());
+        if let (Some(Some(on_cpu)), Some(Some(waiting))) = (fields.next(), fields.next()) {
+            out.insert(
+                entry.file_name().to_string_lossy().into_owned(),
+                ThreadTime {
+                    writer: comm.trim() == WRITER_THREAD,
+                    on_cpu,
+                    waiting,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The server's threads over a phase, in cores (seconds per second): the store's writer
+/// and every other thread, each on a CPU and runnable but waiting for one. Threads that
+/// lived through the whole phase only (the writer and the HTTP workers do).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Threads {
+    pub writer_on_cpu: f64,
+    pub writer_waiting: f64,
+    pub rest_on_cpu: f64,
+    pub rest_waiting: f64,
+}
+
 /// A point in time to measure a phase from.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     at: Instant,
     server_pid: Option<u32>,
     server: Option<u64>,
+    threads: std::collections::HashMap<String, ThreadTime>,
     postgres: std::collections::HashMap<String, u64>,
     bench: Option<u64>,
     machine: Option<(u64, u64)>,
@@ -102,6 +153,8 @@ pub struct Usage {
     /// Everything on the machine (other builds included), out of `cores`.
     pub machine: f64,
     pub cores: usize,
+    /// The server's threads (None without a server, or when `/proc` has no schedstat).
+    pub threads: Option<Threads>,
 }
 
 impl Snapshot {
@@ -110,6 +163,7 @@ impl Snapshot {
             at: Instant::now(),
             server_pid,
             server: server_pid.and_then(|p| process_ticks(&p.to_string(), false)),
+            threads: server_pid.map(thread_times).unwrap_or_default(),
             postgres: postgres_ticks(),
             bench: process_ticks("self", true),
             machine: machine_ticks(),
@@ -151,7 +205,35 @@ impl Snapshot {
             },
             machine,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: self.threads_until(&now, secs),
         }
+    }
+
+    fn threads_until(&self, now: &Self, secs: Duration) -> Option<Threads> {
+        let mut t = Threads::default();
+        let mut any = false;
+        for (tid, after) in &now.threads {
+            let Some(before) = self.threads.get(tid) else {
+                continue;
+            };
+            any = true;
+            let on_cpu = after.on_cpu.saturating_sub(before.on_cpu) as f64;
+            let waiting = after.waiting.saturating_sub(before.waiting) as f64;
+            if after.writer {
+                t.writer_on_cpu += on_cpu;
+                t.writer_waiting += waiting;
+            } else {
+                t.rest_on_cpu += on_cpu;
+                t.rest_waiting += waiting;
+            }
+        }
+        let ns = secs.as_secs_f64() * 1e9;
+        any.then_some(Threads {
+            writer_on_cpu: t.writer_on_cpu / ns,
+            writer_waiting: t.writer_waiting / ns,
+            rest_on_cpu: t.rest_on_cpu / ns,
+            rest_waiting: t.rest_waiting / ns,
+        })
     }
 }
 

@@ -171,6 +171,44 @@ fn cpu_reading(u: &Usage) -> String {
     format!("CPU during the phase (cores): {}; {reading}", u.describe())
 }
 
+/// Where one operation's CPU went over a phase (`/proc` for the processes, each server
+/// thread's `schedstat`), and the rate the machine's cores allow at that cost; `target`
+/// gives the CPU a target rate leaves for each. None without the server's threads.
+fn cpu_per_op(u: &Usage, per_sec: f64, op: &str, target: Option<f64>) -> Option<String> {
+    let t = u.threads?;
+    if per_sec <= 0.0 || u.machine <= 0.0 {
+        return None;
+    }
+    let us = |cores: f64| cores / per_sec * 1e6;
+    let rest = (u.machine - t.writer_on_cpu - t.rest_on_cpu - u.bench).max(0.0);
+    let cores = u.cores.max(1) as f64;
+    let budget = target.map_or(String::new(), |target| {
+        format!(
+            "; {}/s would leave {:.0} µs of the {} cores a {op}",
+            thousands(target),
+            cores / target * 1e6,
+            u.cores
+        )
+    });
+    Some(format!(
+        "CPU a {op}, measured over the phase: the server's store writer thread {:.0} µs, its \
+         other threads (HTTP, authentication, policy, signing, background loops) {:.0} µs, the \
+         load generator {:.0} µs, the rest of the machine (PostgreSQL, the kernel's network \
+         work, other processes) {:.0} µs; {:.0} µs in all, so the {} cores allow at most \
+         {}/s at this cost{budget}. Runnable but waiting for a core (`schedstat`): the writer \
+         {} of the phase, the other threads {:.2} cores' worth",
+        us(t.writer_on_cpu),
+        us(t.rest_on_cpu),
+        us(u.bench),
+        us(rest),
+        us(u.machine),
+        u.cores,
+        thousands(cores / (u.machine / per_sec)),
+        pct(t.writer_waiting),
+        t.rest_waiting,
+    ))
+}
+
 impl Report {
     pub fn new(plan: Plan, only: Vec<Section>) -> Self {
         Self {
@@ -582,34 +620,35 @@ impl Report {
             if !met {
                 misses.push(format!(
                     "**Token grants, SQLite store ({}, {} of the no-op floor; target 20,000/s and 50%).** \
-                     Evidence: {}.{}{wide_note}{fresh_note} The ES256 floor ({}/s on one thread) is \
-                     far above the figure: one signature per grant is not the limit. Measured bound \
-                     (a profiled quick run, 2026-12-06, 16 clients): the store's writer thread, \
-                     in a batch 98% of the wall time. Every grant is a durable write (its \
-                     request, its grant and, since a request granted on the spot is recorded \
-                     once, one audit record that carries the request, the decision and the \
-                     issuance). Writes go through one writer thread (WAL, `synchronous = FULL`) \
-                     that commits whatever is waiting together: a batch's new grants in one \
-                     multi-row insert per table, its audit records sealed in one insert and one \
-                     head update, one commit; the writer runs SQLite itself (through rusqlite). \
-                     Fitted over the traced batches, a batch costs about 300 µs plus 57 µs a \
-                     grant and carried 5.6 grants on average: the fixed part is the commit (the \
-                     WAL frames of every page the batch changed, and `fdatasync`). `perf` over \
-                     the same phase puts only about a third of the server's on-CPU samples on \
-                     the writer thread, and the server used 1.1 of the 2 cores: the writer's \
-                     wall time is mostly off its CPU, in `fdatasync` and waiting for a core that \
-                     the HTTP workers (HTTP and JSON, Cedar, the ES256 signature, about 25% of \
-                     the samples in P-256 code) and the load generator share. Folding three \
-                     audit records into one did not move the fitted cost per grant beyond this \
-                     machine's noise (November: 280 µs + 55 µs a grant with three records): the \
-                     bound is the one writer's commits on a shared two-core machine, not the \
-                     number of rows. Twenty thousand grants a second would need the writer to \
-                     spend under 50 µs a grant and the requests under 100 µs of CPU each \
-                     beside the load generator; neither holds here.",
+                     Evidence: {}.{}{wide_note}{fresh_note} {} The ES256 floor ({}/s on one thread) is \
+                     far above the figure: one signature per grant is not the limit. Every grant \
+                     is a durable write (its request, its grant and, since a request granted on \
+                     the spot is recorded once, one audit record that carries the request, the \
+                     decision and the issuance). Writes go through one writer thread (WAL, \
+                     `synchronous = FULL`, SQLite run through rusqlite) that commits whatever is \
+                     waiting together: a batch's new grants in one multi-row insert per table, \
+                     its audit records sealed in one insert and one head update, one commit. \
+                     Measured bound (profiled quick runs, 2026-12-07, 16 clients): CPU, spread \
+                     over the whole path. `perf` put about 45% of the server's on-CPU samples on \
+                     the writer thread and 55% on the HTTP workers, and `schedstat` found the \
+                     workers runnable but waiting for a core about half of the phase (the writer \
+                     4%). Of the writer's samples the commit took 46% (`fdatasync` 25%, writing \
+                     the WAL frames of every page the batch changed 20%), checkpoints 6%, the \
+                     statements 21% and Kairos's own code (the chain's hashes, encoding) 15%; of \
+                     the workers', the ES256 signature 20% and the Cedar decision 16% (building \
+                     its context 6% alone), the rest HTTP, JSON and authentication. Running the \
+                     writer without its `fdatasync` (`synchronous = NORMAL`, an experiment, not \
+                     durable) did not raise the figure (5,168–5,759/s against 6,021–6,117/s, two \
+                     quick runs each): waiting for the disk is not the bound, CPU is, on two \
+                     cores the load generator shares. No one step dominates: twenty thousand \
+                     grants a second on two cores leaves 100 µs of CPU a grant for everything, \
+                     load generator included.",
                     rate(g),
                     ratio.map_or("—".into(), pct),
                     cpu_reading(&g.usage),
                     per_commit(g),
+                    cpu_per_op(&g.usage, g.per_sec(), "grant", Some(20_000.0))
+                        .map_or(String::new(), |c| format!("{c}.")),
                     thousands(self.es256_signs_per_sec.unwrap_or(0.0)),
                 ));
             }
@@ -1014,10 +1053,21 @@ impl Report {
                      cutting the provisioning batch's round trips from seven to two moved the \
                      rate no further than the noise of six quick runs each (medians about \
                      1,280/s against 1,250/s at 16 clients). The writer is the bound: 5,000 credentials a second would need 10,000 durable \
-                     writes a second from it.",
+                     writes a second from it. Its commits wait for `fdatasync`: without it \
+                     (`synchronous = NORMAL`, an experiment, not durable; quick runs, \
+                     2026-12-07) credentials rose about 10% (2,482–2,499/s against \
+                     2,198–2,350/s) and verified revocations about 27% (5,669–6,743/s against \
+                     4,815–4,998/s). Syncing the WAL on a thread of its own while the writer \
+                     runs the next batch, each write answered after the sync that covers it, \
+                     would win part of that. It was not built: other connections would then read \
+                     commits before they are durable, so the readers that act outside the store \
+                     (notifications, security event tokens) would have to stop at a durable \
+                     mark. {}",
                     rate(issue),
                     cpu_reading(&issue.usage),
                     position(issue.per_sec(), &a.create_floor, &a.create_floor_serial),
+                    cpu_per_op(&issue.usage, issue.per_sec(), "credential", Some(ACCOUNTS_TARGET))
+                        .map_or(String::new(), |c| format!("{c}.")),
                 ));
             }
         }
@@ -1120,7 +1170,10 @@ impl Report {
                          (2026-12-07) and left the figure where it was: three quick runs each \
                          gave 6,846/s on average with it and 7,035/s without, and the expiry \
                          runs' end-to-verified gap stayed about 90 ms. The claim shares a commit \
-                         with whatever else is waiting, so removing it saves little; not kept.",
+                         with whatever else is waiting, so removing it saves little; not kept. \
+                         Without the writer's `fdatasync` (an experiment, see the credentials \
+                         item) verified revocations rose about 27% in quick runs: the writer's \
+                         commits are part of the pace.",
                         per_sec(r.per_sec()),
                         cpu_reading(&r.usage),
                         position(r.per_sec(), &a.drop_floor, &a.drop_floor_serial),
@@ -2356,5 +2409,55 @@ fn one_line(e: &str) -> String {
         format!("{}…", line.chars().take(300).collect::<String>())
     } else {
         line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::Threads;
+
+    fn usage(threads: Option<Threads>) -> Usage {
+        Usage {
+            server: Some(1.0),
+            postgres: 0.0,
+            bench: 0.2,
+            machine: 1.6,
+            cores: 2,
+            threads,
+        }
+    }
+
+    #[test]
+    fn cpu_per_op_splits_the_cost_and_the_ceiling_follows_it() {
+        let threads = Threads {
+            writer_on_cpu: 0.4,
+            writer_waiting: 0.05,
+            rest_on_cpu: 0.6,
+            rest_waiting: 0.9,
+        };
+        // 4,000 a second: 1.6 cores are 400 µs each, of which the writer 100, the rest
+        // of the server 150, the bench 50 and everything else 100.
+        let text = cpu_per_op(&usage(Some(threads)), 4_000.0, "grant", Some(20_000.0)).unwrap();
+        for part in [
+            "writer thread 100 µs",
+            "other threads (HTTP, authentication, policy, signing, background loops) 150 µs",
+            "load generator 50 µs",
+            "other processes) 100 µs",
+            "400 µs in all",
+            "at most 5,000/s",
+            "20,000/s would leave 100 µs of the 2 cores a grant",
+            "the writer 5.0% of the phase",
+            "the other threads 0.90 cores' worth",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+    }
+
+    #[test]
+    fn cpu_per_op_says_nothing_without_threads_or_a_rate() {
+        assert!(cpu_per_op(&usage(None), 4_000.0, "grant", None).is_none());
+        let threads = Some(Threads::default());
+        assert!(cpu_per_op(&usage(threads), 0.0, "grant", None).is_none());
     }
 }
