@@ -153,6 +153,8 @@ pub struct Usage {
     /// Everything on the machine (other builds included), out of `cores`.
     pub machine: f64,
     pub cores: usize,
+    /// The phase's length, in seconds.
+    pub secs: f64,
     /// The server's threads (None without a server, or when `/proc` has no schedstat).
     pub threads: Option<Threads>,
 }
@@ -205,6 +207,7 @@ impl Snapshot {
             },
             machine,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            secs: secs.as_secs_f64(),
             threads: self.threads_until(&now, secs),
         }
     }
