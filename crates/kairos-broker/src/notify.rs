@@ -57,20 +57,32 @@ pub fn notify_backoff(unit: Duration, attempts: u32) -> Duration {
 impl Broker {
     /// One dispatcher pass: audit records after the watermark become outbox rows for the
     /// channels whose routes take them. Returns how many rows it wrote (0 when another
-    /// replica dispatched the same records first).
+    /// replica dispatched the same records first). With no channel configured it reads no
+    /// record: the watermark moves to the chain's end.
     pub async fn dispatch_notifications(&self) -> Result<usize> {
         let from = self.store.notify_watermark().await?;
-        let page = self.store.audit_page(from, RECORDS_PER_PASS).await?;
-        let Some(last) = page.last() else {
-            return Ok(0);
-        };
-        let to = last.seq;
         let catalog = self.catalog();
         let routes: Vec<Route> = catalog
             .notify_channels()
             .iter()
             .map(|c| c.route.clone())
             .collect();
+        if routes.is_empty() {
+            // No channel would take anything: the watermark moves to the chain's end
+            // without reading the records, so a channel added later starts from there.
+            let to = self.store.audit_last_seq().await?;
+            if to > from {
+                self.store
+                    .dispatch_notifications(from, to, Vec::new(), self.now())
+                    .await?;
+            }
+            return Ok(0);
+        }
+        let page = self.store.audit_page(from, RECORDS_PER_PASS).await?;
+        let Some(last) = page.last() else {
+            return Ok(0);
+        };
+        let to = last.seq;
         let mut rows = Vec::new();
         for record in &page {
             let Some(kind) = kairos_notify::candidate(record, self.settings.revocation_alarm_after)

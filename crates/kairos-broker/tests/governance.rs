@@ -426,3 +426,67 @@ async fn alerts_open_once_per_key_and_only_allowed_people_handle_them() {
         3
     );
 }
+
+#[tokio::test]
+async fn without_channels_the_dispatcher_skips_to_the_chains_end_and_a_new_channel_starts_there() {
+    let f = Fixture::new().await;
+    let store = f.broker.store();
+    // Pending requests, events a channel for `request_pending` would take: more records
+    // than a pass reads when it has channels to route them to (500).
+    for _ in 0..260 {
+        f.broker
+            .request(&workload("job"), ask("api/admin", "10m"))
+            .await
+            .unwrap();
+    }
+    let end = store.audit_last_seq().await.unwrap();
+    assert!(end > 500, "{end} records");
+    assert!(store.notify_watermark().await.unwrap() < end);
+
+    // No channel: nothing dispatched, and one pass takes the watermark to the chain's end.
+    assert_eq!(f.broker.dispatch_notifications().await.unwrap(), 0);
+    assert_eq!(store.notify_watermark().await.unwrap(), end);
+    let all = kairos_store::NotificationFilter {
+        state: None,
+        channel: None,
+        limit: 100,
+    };
+    assert!(store.list_notifications(&all).await.unwrap().is_empty());
+
+    // A channel added now takes what happens from now on, not the earlier request.
+    let secret = f.dir.path().join("hook-secret");
+    std::fs::write(&secret, "a-secret-of-the-receiver").unwrap();
+    f.apply(
+        &support::config(&format!(
+            r#"
+[[notify]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+secret_file = "{}"
+events = ["request_pending"]
+"#,
+            secret.display()
+        )),
+        support::POLICY,
+    )
+    .await;
+    let second = f
+        .broker
+        .request(&workload("job"), ask("api/admin", "10m"))
+        .await
+        .unwrap();
+    assert_eq!(f.broker.dispatch_notifications().await.unwrap(), 1);
+    let rows = store.list_notifications(&all).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].event, "request_pending");
+    assert!(
+        rows[0].body.contains(second.request.id.as_str()),
+        "the row is for the second request: {}",
+        rows[0].body
+    );
+    assert_eq!(
+        store.notify_watermark().await.unwrap(),
+        store.audit_last_seq().await.unwrap()
+    );
+}

@@ -278,6 +278,10 @@ pub trait Store:
     /// Records with `seq > after_seq` in order, at most `limit` — for walking the chain.
     async fn audit_page(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>>;
 
+    /// The `seq` of the chain's last record (0 for an empty chain), from the head row: one
+    /// read, whatever the chain's length.
+    async fn audit_last_seq(&self) -> Result<i64>;
+
     /// Checks the chain's end against the head row the store keeps, after a walk of
     /// [`Self::audit_page`] that ended at `last_seq` (0 for an empty chain). Returns what
     /// is wrong, e.g. records deleted from the end, which no walk can see by itself.

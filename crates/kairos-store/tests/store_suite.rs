@@ -1323,6 +1323,7 @@ async fn replicas_append_to_one_chain(db: Arc<Db>) {
 async fn deleted_tail_is_caught_by_the_head(db: Arc<Db>) {
     let s = db.open().await;
     assert_eq!(s.audit_head_mismatch(0).await.unwrap(), None, "empty chain");
+    assert_eq!(s.audit_last_seq().await.unwrap(), 0, "empty chain");
     for i in 0..5 {
         s.append_audit(vec![
             AuditDraft::new(AuditKind::Approved, "user:alice").request(format!("r{i}")),
@@ -1331,11 +1332,13 @@ async fn deleted_tail_is_caught_by_the_head(db: Arc<Db>) {
         .unwrap();
     }
     assert_eq!(s.audit_head_mismatch(5).await.unwrap(), None);
+    assert_eq!(s.audit_last_seq().await.unwrap(), 5);
     // Appended after a walk that ended at 5: not a mismatch.
     s.append_audit(vec![AuditDraft::new(AuditKind::Approved, "user:alice")])
         .await
         .unwrap();
     assert_eq!(s.audit_head_mismatch(5).await.unwrap(), None);
+    assert_eq!(s.audit_last_seq().await.unwrap(), 6);
 
     let mut raw = db.raw().await;
     sqlx::query("DELETE FROM audit WHERE seq > 4")

@@ -172,6 +172,14 @@ pub(super) async fn page(store: &SqlStore, after_seq: i64, limit: u32) -> Result
     rows.iter().map(audit_from_row).collect()
 }
 
+/// The chain's last `seq` as its head row says (see `Store::audit_last_seq`).
+pub(super) async fn last_seq(store: &SqlStore) -> Result<i64> {
+    let head = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(&store.reads)
+        .await?;
+    Ok(head.try_get("seq")?)
+}
+
 /// Compares the end of a walk with the head row (see `Store::audit_head_mismatch`).
 pub(super) async fn head_mismatch(store: &SqlStore, last_seq: i64) -> Result<Option<String>> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")

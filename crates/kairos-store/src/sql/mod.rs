@@ -550,6 +550,10 @@ impl Store for SqlStore {
         audit::page(self, after_seq, limit).await
     }
 
+    async fn audit_last_seq(&self) -> Result<i64> {
+        audit::last_seq(self).await
+    }
+
     async fn audit_head_mismatch(&self, last_seq: i64) -> Result<Option<String>> {
         audit::head_mismatch(self, last_seq).await
     }
