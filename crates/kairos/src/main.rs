@@ -3,6 +3,7 @@
 
 mod backup;
 mod dev_issuer;
+mod memory;
 mod server;
 
 use std::process::ExitCode;

@@ -270,6 +270,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     init_logging(args.log_json);
+    if let Err(e) = crate::memory::no_transparent_huge_pages() {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off for this process; bulk store writes will be slower");
+    }
 
     // The configuration file, if any: its [server] section and its catalog.
     let bundle = match &args.config {
