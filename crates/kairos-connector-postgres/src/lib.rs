@@ -25,9 +25,11 @@
 //! - **renew**: `ALTER ROLE … VALID UNTIL …`; an absent role is `Failed`.
 //! - **revoke** (idempotent): `ALTER ROLE … NOLOGIN` (committed, so no new session starts),
 //!   `pg_terminate_backend` on every backend of the role (by OID, in every database of the
-//!   cluster), then in one transaction `REASSIGN OWNED BY … TO CURRENT_USER; DROP OWNED
-//!   BY …; DROP ROLE IF EXISTS …`, then a second kill pass for a login that was past
-//!   authentication during the first. **REASSIGN OWNED and DROP OWNED act only in the
+//!   cluster), then in one transaction `DROP ROLE IF EXISTS …` alone under a savepoint
+//!   (enough for a role that owns nothing and holds no privilege, such as one a template
+//!   only made a member of a group role) or, when PostgreSQL refuses that (2BP01), `REASSIGN
+//!   OWNED BY … TO CURRENT_USER; DROP OWNED BY …; DROP ROLE IF EXISTS …`, then a second kill
+//!   pass for a login that was past authentication during the first. **REASSIGN OWNED and DROP OWNED act only in the
 //!   admin URL's database**: if the templates granted something in another database of the
 //!   cluster, DROP ROLE fails (SQLSTATE 2BP01) and revoke reports it; keep a target's
 //!   templates within its database. An absent role is `Ok` with `account_existed: false`.

@@ -1086,3 +1086,86 @@ async fn sessions_of_managed_roles_are_listed_with_their_addresses() {
     pg.revoke(&account).await.unwrap();
     assert!(pg.list_sessions().await.unwrap().is_empty());
 }
+
+/// Roles that are only members of a group role are dropped by `DROP ROLE` alone; a batch
+/// that also holds a role with a privilege of its own and one that owns a table is refused
+/// that shortcut by PostgreSQL and goes the whole way: the privilege goes, the table is
+/// reassigned to the admin. Either way every role is gone, its open session killed, and
+/// the group role and the other members untouched.
+#[tokio::test]
+async fn group_members_drop_alone_and_a_batch_with_owners_still_reassigns() {
+    let db = TestDb::new().await;
+    let pg = Arc::new(db.connector());
+    let mut admin = db.admin().await;
+    // Outside the managed prefix (so Kairos never drops it), inside the cleanup's stem.
+    let group = format!("{}grp", db.stem());
+    run(&mut admin, &format!("CREATE ROLE {group} NOLOGIN")).await;
+    run(&mut admin, &format!("GRANT SELECT ON t TO {group}")).await;
+    let member_of = format!("GRANT {group} TO {{{{role}}}}");
+    let membership = Arc::new(sql(&[&member_of]));
+    let privilege = Arc::new(sql(&[SELECT_ON_T]));
+
+    let provision = |name: &str, privileges: &Privileges| {
+        let (account, pw) = (db.account(name), password());
+        let pg = Arc::clone(&pg);
+        let privileges = privileges.clone();
+        async move {
+            let info = pg
+                .provision(&request(&account, &pw, &privileges, in_one_hour()))
+                .await
+                .unwrap();
+            (account, pw, info)
+        }
+    };
+
+    // 1. Members only: one of them holds a session reading through the group's privilege.
+    let mut members = Vec::new();
+    for i in 0..5 {
+        members.push(provision(&format!("m{i}"), &membership).await);
+    }
+    let bystander = provision("bystander", &membership).await;
+    let (mut session, v) = login_and_read(&members[2].2, &members[2].1).await;
+    assert_eq!(v, "one");
+    let names: Vec<AccountName> = members.iter().map(|(a, _, _)| a.clone()).collect();
+    let revoked = pg.revoke_many(&names).await;
+    for (i, r) in revoked.into_iter().enumerate() {
+        let expected = Revoked {
+            sessions_killed: u64::from(i == 2),
+            account_existed: true,
+        };
+        assert_eq!(r.unwrap(), expected, "member #{i}");
+        assert!(!db.role_exists(names[i].as_str()).await, "member #{i}");
+    }
+    assert!(sqlx::query("SELECT 1").execute(&mut session).await.is_err());
+    assert!(db.role_exists(&group).await, "the group role stays");
+    let (_, v) = login_and_read(&bystander.2, &bystander.1).await;
+    assert_eq!(v, "one", "another member keeps the group's privilege");
+
+    // 2. Members beside a role with a privilege of its own and a role owning a table.
+    let mixed = [
+        provision("x0", &membership).await,
+        provision("x1", &privilege).await,
+        provision("x2", &membership).await,
+        provision("x3", &membership).await,
+    ];
+    run(&mut admin, "CREATE TABLE owned_by_x3 (id int)").await;
+    run(
+        &mut admin,
+        &format!("ALTER TABLE owned_by_x3 OWNER TO {}", mixed[3].0.as_str()),
+    )
+    .await;
+    let names: Vec<AccountName> = mixed.iter().map(|(a, _, _)| a.clone()).collect();
+    for (i, r) in pg.revoke_many(&names).await.into_iter().enumerate() {
+        assert!(r.unwrap().account_existed, "mixed #{i}");
+        assert!(!db.role_exists(names[i].as_str()).await, "mixed #{i}");
+    }
+    let owner: String = sqlx::query_scalar(
+        "SELECT tableowner::text FROM pg_tables WHERE tablename = 'owned_by_x3'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(owner, "postgres", "the table went to the admin");
+    assert!(db.role_exists(&group).await);
+    pg.revoke(&bystander.0).await.unwrap();
+}
