@@ -1147,41 +1147,36 @@ impl Report {
                     };
                     misses.push(format!(
                         "**Verified revocations ({}; target 15,000/s).** Evidence: {}.{}{batch_note}{login_note} \
-                         Measured (traced quick runs of 5,000 accounts on an idle machine, \
-                         2026-12-06): the operator call ends every grant in one store write \
-                         (multi-row updates, 250 grants a statement, a `revoked` record each): \
-                         about 103 ms, nearly a third of the 343 ms. The revocation worker then \
-                         claims the due jobs (up to 5,000 a pass, about 19 ms) and revokes the \
-                         target's share 1,000 accounts a chunk (`ALTER ROLE … NOLOGIN` for all, \
-                         one session-kill query, `REASSIGN/DROP OWNED` and `DROP ROLE` for all in \
-                         one transaction, one catalog check, login probes for two): about 38 ms \
-                         a chunk, each chunk's receipts (one store write, a `verified` record \
-                         each, 20–30 ms) written while the next chunk is revoked. So the five \
-                         chunks' PostgreSQL work, about 190 ms one after another, is the longest \
-                         step, and the end's write the second; before chunks overlapped with \
-                         receipts (2,000 jobs a pass, each pass's receipts written before the next \
-                         claim) the same run took 411 ms. What remains per account is SQLite \
-                         updating its grant row and sealing two audit records (about 40 µs), and \
-                         PostgreSQL's per-role catalog work. On a slower machine (traced, \
-                         2026-12-06, later) the same run took about 680 ms, and the store's writer \
-                         was busy for about 480 ms of it (the end 160 ms, the claim 70 ms, five \
-                         receipt writes of 40–80 ms) while PostgreSQL's chunks took 65–95 ms each: \
-                         the writer, not the target, set the pace. Ending the grants 1,000 a \
-                         commit, so the worker could start on the first part while the next was \
-                         written, was tried there and measured slower (5,688/s against 7,338/s): \
-                         each part's write repeated the selection and its fixed cost on the same \
-                         busy writer. The same traces found the end's selection walking every \
-                         active grant through the state index (SQLite has no statistics); it now \
-                         reads the task reference's own index. \
-                         Handing the jobs to the worker in the end's own write (claimed there, so \
-                         no claim write of the worker's) was tried on a similar machine \
-                         (2026-12-07) and left the figure where it was: three quick runs each \
-                         gave 6,846/s on average with it and 7,035/s without, and the expiry \
-                         runs' end-to-verified gap stayed about 90 ms. The claim shares a commit \
-                         with whatever else is waiting, so removing it saves little; not kept. \
-                         Without the writer's `fdatasync` (an experiment, see the credentials \
-                         item) verified revocations rose about 27% in quick runs: the writer's \
-                         commits are part of the pace.",
+                         Measured (the store writer's batches and the connector's chunks \
+                         traced, quick runs of 5,000 accounts, 2026-12-07): the operator call's \
+                         store write (the task reference's grants read, updated 250 a statement, \
+                         their jobs queued, a `revoked` record sealed for each, one commit) takes \
+                         about 125 ms of the writer; the worker's claim about 25 ms; then the \
+                         target's share goes 1,000 accounts a chunk (`ALTER ROLE … NOLOGIN` for \
+                         all, one session-kill query, `DROP ROLE` for all in one transaction, one \
+                         catalog check, login probes for two): 34 ms for the first chunk, 50–80 \
+                         ms for the next four, which share the two cores with the writer \
+                         sealing the previous chunk's receipts (25–60 ms a chunk) and with the \
+                         call's answer (every ended grant, serialized). So the chunks, one after \
+                         another, are the longest step, the end's write the second, and the \
+                         cores are shared by all of them: the writer's CPU (about 350 ms for the \
+                         end, the claim and five receipt writes) is the largest part. Changed on \
+                         2026-12-07: `kairos server` turned transparent huge pages off for its \
+                         process (profiled, a third of the end's write was the kernel zeroing \
+                         2 MiB pages that mimalloc's freed memory faulted back in; the write took \
+                         250–310 ms, and verified revocations rose from about 7,500/s to about \
+                         11,000/s), and the connector drops the roles with `DROP ROLE` alone, \
+                         running `REASSIGN OWNED`/`DROP OWNED` only when PostgreSQL refuses that \
+                         (for 1,000 roles on an idle PostgreSQL, `psql`: 12 ms for the `NOLOGIN` \
+                         statements, 26 ms for `REASSIGN OWNED`, `DROP OWNED` and `DROP ROLE`, of \
+                         which the first two 20 ms; about 12,000/s after, in three quick runs). Tried before and not kept: ending the grants \
+                         1,000 a commit so the worker could start earlier (slower: each part \
+                         repeated the selection and its fixed cost on the same writer), and \
+                         handing the jobs to the worker claimed in the end's own write (no \
+                         change beyond noise). Without the writer's `fdatasync` (an experiment, \
+                         see the credentials item, run before these changes) verified \
+                         revocations rose about 27% in quick runs: the writer's commits are part \
+                         of the pace.",
                         per_sec(r.per_sec()),
                         cpu_reading(&r.usage),
                         position(r.per_sec(), &a.drop_floor, &a.drop_floor_serial),
