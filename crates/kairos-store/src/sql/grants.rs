@@ -218,11 +218,7 @@ async fn end_queueing(
         // Served by the partial index grants_active_expiry. Several expirers share the
         // work: each skips the rows another holds.
         EndSelector::ExpiredBy { now, limit } => {
-            let sql = format!(
-                "{select} WHERE state = 'active' AND expires_at <= $1 \
-                 ORDER BY expires_at, id LIMIT $2{}",
-                backend.skip_locked_clause()
-            );
+            let sql = expired_by(backend);
             let q = sqlx::query(&sql)
                 .bind(now.as_millis())
                 .bind(i64::from(*limit));
@@ -302,12 +298,29 @@ async fn enqueue(conn: &mut Db, id: &GrantId, due_at: Timestamp) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn next_expiry(store: &SqlStore) -> Result<Option<Timestamp>> {
-    let row = sqlx::query(
-        "SELECT expires_at FROM grants WHERE state = 'active' ORDER BY expires_at LIMIT 1",
+/// The active grants expired by `$1`, the earliest first, at most `$2`: a range of the
+/// `grants_active_expiry` index, however many grants are active.
+pub(super) fn expired_by(backend: Backend) -> String {
+    format!(
+        "SELECT {GRANT_COLUMNS} FROM {} WHERE state = 'active' AND expires_at <= $1 \
+         ORDER BY expires_at, id LIMIT $2{}",
+        backend.grants_by_expiry(),
+        backend.skip_locked_clause()
     )
-    .fetch_optional(&store.reads)
-    .await?;
+}
+
+/// The earliest expiry of an active grant: the first entry of `grants_active_expiry`.
+pub(super) fn next_expiry_query(backend: Backend) -> String {
+    format!(
+        "SELECT expires_at FROM {} WHERE state = 'active' ORDER BY expires_at LIMIT 1",
+        backend.grants_by_expiry()
+    )
+}
+
+pub(super) async fn next_expiry(store: &SqlStore) -> Result<Option<Timestamp>> {
+    let row = sqlx::query(&next_expiry_query(store.backend))
+        .fetch_optional(&store.reads)
+        .await?;
     Ok(row
         .map(|r| r.try_get::<i64, _>("expires_at"))
         .transpose()?

@@ -104,6 +104,17 @@ impl Backend {
         }
     }
 
+    /// The grants table as the expirer reads it, by expiry: on SQLite through the partial
+    /// index `grants_active_expiry`, named, because without statistics the planner takes
+    /// `grants_state_issued` for `state = 'active'`, walks every active grant and sorts
+    /// them all to find the few due. PostgreSQL plans from its statistics.
+    fn grants_by_expiry(self) -> &'static str {
+        match self {
+            Self::Sqlite => "grants INDEXED BY grants_active_expiry",
+            Self::Postgres => "grants",
+        }
+    }
+
     /// As [`Self::lock_clause`], for work queues: rows another replica holds are skipped.
     fn skip_locked_clause(self) -> &'static str {
         match self {
@@ -826,6 +837,20 @@ mod plans {
             tail.contains("SEARCH a USING INDEX audit_verified"),
             "{tail}"
         );
+        // The expirer: a range of the partial index by expiry, not every active grant
+        // (through the state index) sorted.
+        for sql in [
+            grants::expired_by(Backend::Sqlite),
+            grants::next_expiry_query(Backend::Sqlite),
+        ] {
+            let by_expiry = plan(&conn, &sql);
+            assert!(
+                by_expiry.contains("INDEX grants_active_expiry (expires_at<?)")
+                    || by_expiry.contains("COVERING INDEX grants_active_expiry"),
+                "{by_expiry}"
+            );
+            assert!(!by_expiry.contains("grants_state_issued"), "{by_expiry}");
+        }
         store.close().await;
     }
 }
