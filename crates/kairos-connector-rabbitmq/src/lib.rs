@@ -17,7 +17,9 @@
 //!   refused; 404 means it was already gone), then `DELETE /api/connections/{name}` for the
 //!   connections listed before and for any the user still has (RabbitMQ 3.8+ also closes a
 //!   deleted user's connections by itself, asynchronously; the connector does not rely on
-//!   it, and 404 for a connection already closed is fine). The connections are closed even
+//!   it, and 404 for a connection already closed is fine; a 500, which RabbitMQ answers when
+//!   the connection ends while it is being closed, is followed by a look at the connection
+//!   and counts as closed once it is gone). The connections are closed even
 //!   when the user was already gone, so a revocation that crashed between the steps
 //!   finishes on its retry.
 //! - **verify_gone** (method `api+amqp`): `GET /api/users/{account}` is 404, the user has no
@@ -560,10 +562,27 @@ impl RabbitMqConnector {
         }
         let mut closed = 0;
         for name in names {
-            let op = "DELETE /api/connections/{name}";
+            if self.close_connection(&name).await? {
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Closes one connection: `true` once it is closed, `false` if it was gone already.
+    ///
+    /// Deleting the user makes RabbitMQ close the user's connections by itself, so the
+    /// management API may be closing a connection that is ending under it; it then answers
+    /// 500. A server error is therefore followed by a look at the connection: no longer
+    /// there means closed; still there, the delete is tried again, up to three times.
+    async fn close_connection(&self, name: &str) -> Result<bool, ConnectorError> {
+        let op = "DELETE /api/connections/{name}";
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
             let answer = self
                 .http
-                .delete(self.url(&["connections", &name]))
+                .delete(self.url(&["connections", name]))
                 .basic_auth(&self.admin_user, Some(self.admin_password.expose_secret()))
                 .header("X-Reason", "access revoked by Kairos")
                 .send()
@@ -574,13 +593,34 @@ impl RabbitMqConnector {
                 })?;
             let status = answer.status();
             if status.is_success() {
-                closed += 1;
-            } else if status != StatusCode::NOT_FOUND {
-                let body = answer.json().await.unwrap_or(Value::Null);
-                return Err(self.status_error(op, &Answer { status, body }));
+                return Ok(true);
             }
+            if status == StatusCode::NOT_FOUND {
+                return Ok(false);
+            }
+            if status.is_server_error() && attempt < 3 {
+                if !self.connection_exists(name).await? {
+                    return Ok(true);
+                }
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                continue;
+            }
+            let body = answer.json().await.unwrap_or(Value::Null);
+            return Err(self.status_error(op, &Answer { status, body }));
         }
-        Ok(closed)
+    }
+
+    /// Whether the connection is still open (`GET /api/connections/{name}` is 200, not 404).
+    async fn connection_exists(&self, name: &str) -> Result<bool, ConnectorError> {
+        let op = "GET /api/connections/{name}";
+        let answer = self
+            .request(Method::GET, self.url(&["connections", name]), None, op)
+            .await?;
+        match answer.status {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.status_error(op, &answer)),
+        }
     }
 }
 
