@@ -29,6 +29,33 @@ use crate::{Result, StoreError};
 /// values, well under SQLite's (32,766) and PostgreSQL's (65,535) limits.
 pub(super) const CHUNK: usize = 250;
 
+/// Fewer rows than this go in one statement as they are.
+const EXACT: usize = 8;
+
+/// `items` cut into the pieces a multi-row statement takes, in order: fewer than [`EXACT`]
+/// as they are, at most [`CHUNK`] a piece, and in between the largest power of two that
+/// fits (8 to 128). Each row count is a statement text of its own, and the writer's
+/// statement cache holds a bounded number of texts: with every count from 1 to 250 in use
+/// (the expirer ends whatever is due, so its batches take any size) the cache held few of
+/// them and SQLite parsed most of those statements afresh, a tenth of the writer's time in
+/// the expiry phase. Cut this way, a kind of statement has at most 13 texts (1 to 7, the
+/// five powers, and [`CHUNK`]), at the cost of a few more statements for a large batch.
+pub(super) fn pieces<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let n = rest.len();
+        let take = match n {
+            0 => return None,
+            n if n < EXACT => n,
+            n if n >= CHUNK => CHUNK,
+            n => 1 << n.ilog2(),
+        };
+        let (piece, tail) = rest.split_at(take);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 /// `template` (one row, `$1…$k`) repeated `rows` times, numbered on from the first.
 ///
 /// On SQLite the placeholders become plain `?`, bound in the order they appear (every
@@ -105,7 +132,7 @@ pub(super) async fn rows_keyed(
     keys: &[&str],
 ) -> Result<Vec<sqlx::any::AnyRow>> {
     let mut rows = Vec::new();
-    for chunk in keys.chunks(CHUNK) {
+    for chunk in pieces(keys) {
         let sql = format!("{select} {column} IN ({})", list(backend, 1, chunk.len()));
         let mut q = sqlx::query(&sql);
         for key in chunk {
@@ -138,7 +165,7 @@ pub(super) async fn insert_rows<T: Sync>(
 ) -> Result<()> {
     let (head, row) = split_insert(insert);
     let columns = column_count(columns);
-    for chunk in rows.chunks(CHUNK) {
+    for chunk in pieces(rows) {
         let sql = format!(
             "{head} VALUES {}",
             values(backend, row, columns, chunk.len())
@@ -357,7 +384,7 @@ async fn update_by_id(
         .collect::<Vec<_>>()
         .join(", ");
     let names = columns.join(", ");
-    for chunk in grants.chunks(CHUNK) {
+    for chunk in pieces(grants) {
         let sql = format!(
             "WITH v ({names}) AS (VALUES {}) UPDATE grants SET {set} FROM v WHERE grants.id = v.id",
             values(backend, &row, columns.len(), chunk.len())
@@ -378,7 +405,7 @@ pub(super) async fn enqueue(
     backend: Backend,
     jobs: &[(&GrantId, Timestamp, Option<Timestamp>)],
 ) -> Result<()> {
-    for chunk in jobs.chunks(CHUNK) {
+    for chunk in pieces(jobs) {
         // A job queued claimed counts that claim in `attempts`, as a claim by a worker does.
         let sql = format!(
             "INSERT INTO revocations (grant_id, due_at, claimed_until, attempts) VALUES {} \
@@ -402,7 +429,7 @@ pub(super) async fn enqueue(
 
 /// Deletes the revocation jobs of these grants, a chunk a statement.
 pub(super) async fn delete_jobs(conn: &mut Db, backend: Backend, ids: &[&GrantId]) -> Result<()> {
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in pieces(ids) {
         let sql = format!(
             "DELETE FROM revocations WHERE grant_id IN ({})",
             list(backend, 1, chunk.len())
@@ -427,7 +454,7 @@ pub(super) async fn lock_grants(
     sorted.sort_unstable();
     sorted.dedup();
     let mut found = HashMap::with_capacity(sorted.len());
-    for chunk in sorted.chunks(CHUNK) {
+    for chunk in pieces(&sorted) {
         let sql = format!(
             "SELECT {GRANT_COLUMNS} FROM grants WHERE id IN ({}) ORDER BY id{}",
             list(backend, 1, chunk.len()),
@@ -453,6 +480,31 @@ pub(super) fn missing(id: &GrantId) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_cover_every_item_in_order_with_few_sizes() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 0..=1_000usize {
+            let items: Vec<usize> = (0..n).collect();
+            let cut: Vec<&[usize]> = pieces(&items).collect();
+            assert_eq!(cut.concat(), items, "n = {n}");
+            assert!(
+                cut.iter().all(|p| !p.is_empty() && p.len() <= CHUNK),
+                "n = {n}"
+            );
+            // A batch that fits a statement is one statement when small, a few otherwise.
+            if n < EXACT {
+                assert_eq!(cut.len(), usize::from(n > 0), "n = {n}");
+            }
+            if n <= CHUNK {
+                assert!(cut.len() <= 6, "n = {n}: {} pieces", cut.len());
+            }
+            sizes.extend(cut.iter().map(|p| p.len()));
+        }
+        let expected: std::collections::BTreeSet<usize> =
+            [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128, CHUNK].into();
+        assert_eq!(sizes, expected);
+    }
 
     #[test]
     fn rows_are_numbered_on() {

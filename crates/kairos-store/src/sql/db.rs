@@ -26,8 +26,9 @@ use super::{SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB};
 use crate::{Result, StoreError};
 
 /// Prepared statements kept per writer connection: the fixed ones, and the multi-row
-/// statements of every batch size seen lately (each size is its own text).
-const STATEMENT_CACHE: usize = 256;
+/// statements, each in the few row counts `bulk::pieces` cuts batches into (each count is
+/// its own text), with room to spare so none of them is evicted under steady load.
+const STATEMENT_CACHE: usize = 512;
 
 /// The writer's connection.
 pub(crate) enum Db {

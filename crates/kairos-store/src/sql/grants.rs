@@ -229,7 +229,7 @@ async fn end_queueing(
             sorted.sort();
             sorted.dedup();
             let mut found = Vec::with_capacity(sorted.len());
-            for chunk in sorted.chunks(bulk::CHUNK) {
+            for chunk in bulk::pieces(&sorted) {
                 let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
                 let sql = format!(
                     "{select} WHERE state IN ('active', 'provisioning') AND id IN ({}) \
@@ -384,7 +384,7 @@ async fn claim_in(
         .collect::<std::result::Result<_, _>>()?;
     let mut grants = Vec::with_capacity(ids.len());
     // Two statements per chunk of jobs, not two per job.
-    for chunk in ids.chunks(bulk::CHUNK) {
+    for chunk in bulk::pieces(&ids) {
         let list = bulk::list(backend, 2, chunk.len());
         let update = format!(
             "UPDATE revocations SET claimed_until = {}, attempts = attempts + 1 \
@@ -433,7 +433,7 @@ pub(super) async fn extend_revocation_claims(
         .write(move |tx, cx| {
             Box::pin(async move {
                 let mut kept = 0;
-                for chunk in ids.chunks(bulk::CHUNK) {
+                for chunk in bulk::pieces(&ids) {
                     let update = format!(
                         "UPDATE revocations SET claimed_until = {} \
                          WHERE claimed_until IS NOT NULL AND claimed_until < {} \

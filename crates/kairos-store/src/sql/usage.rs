@@ -8,7 +8,7 @@ use kairos_domain::{GrantId, IdentityName, TaskRef, Timestamp};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::bulk::{CHUNK, values};
+use super::bulk::values;
 use super::codec::AnyQuery;
 use super::db::{Db, RunIn};
 use super::{Backend, SqlStore, count};
@@ -97,7 +97,7 @@ pub(super) async fn upsert<T>(
     bind: for<'q> fn(AnyQuery<'q>, &T) -> AnyQuery<'q>,
 ) -> Result<()> {
     let (head, row) = super::bulk::split_insert(insert);
-    for chunk in rows.chunks(CHUNK) {
+    for chunk in super::bulk::pieces(rows) {
         let sql = format!(
             "{head} VALUES {}{merge}",
             values(backend, row, columns, chunk.len())
@@ -207,7 +207,7 @@ impl UsageStore for SqlStore {
         self.write(move |conn, cx| {
             Box::pin(async move {
                 let mut added = 0;
-                for chunk in names.chunks(CHUNK) {
+                for chunk in super::bulk::pieces(&names) {
                     let sql = format!(
                         "INSERT INTO identity_usage (identity, first_seen_at) VALUES {} \
                          ON CONFLICT (identity) DO NOTHING",
