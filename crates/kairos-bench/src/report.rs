@@ -1274,7 +1274,12 @@ impl Report {
                  name the partial index by expiry (3% of the writer; the expirer's end p50 \
                  about 40 ms before, 20 ms after), and the rest of the writer's time in the \
                  phase is the grants' state updates (17%), audit inserts (16%), the WAL \
-                 checkpoint (11%) and statement preparation (10%). {}",
+                 checkpoint (11%) and statement preparation (10%). The preparation was \
+                 SQLite parsing the expirer's multi-row statements afresh: a batch of each row \
+                 count from 1 to 250 was a text of its own, more texts than the statement cache \
+                 kept. Since the same day batches are cut into 13 row counts, all cached \
+                 (full-length runs back to back: p99 41, 20 and 17 ms at 5,000/s, against 261, \
+                 40 and 23 ms without). {}",
                 human(p99),
                 per_sec(e.expiry_rate),
                 cpu_reading(&e.usage),
