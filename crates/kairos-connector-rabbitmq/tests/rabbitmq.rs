@@ -142,9 +142,10 @@ async fn amqp_login(user: &str, password: &str) -> Result<Connection, amqprs::er
     Connection::open(&args).await
 }
 
-/// Whether the management API lists a connection of `user` (it learns of new
-/// connections shortly after they open).
-async fn wait_listed(user: &str) {
+/// Waits until the management API lists a number of connections of `user` that `wanted`
+/// accepts (`what` says which, for the failure). It learns of a new connection shortly
+/// after it opens, and forgets a closed one shortly after its client saw it closed.
+async fn wait_connections(user: &str, what: &str, wanted: impl Fn(usize) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, list) = admin(
@@ -153,15 +154,26 @@ async fn wait_listed(user: &str) {
             None,
         )
         .await;
-        if list.as_array().is_some_and(|l| !l.is_empty()) {
+        if list.as_array().is_some_and(|l| wanted(l.len())) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the connection of {user} is never listed"
+            "the connections of {user} are never {what}: {list}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until a connection of `user` is listed.
+async fn wait_listed(user: &str) {
+    wait_connections(user, "listed", |n| n > 0).await;
+}
+
+/// Waits until no connection of `user` is listed: until then `verify_gone` rightly says
+/// the user still has one.
+async fn wait_unlisted(user: &str) {
+    wait_connections(user, "unlisted", |n| n == 0).await;
 }
 
 /// Waits until the server has closed the revoked user's connection.
@@ -171,29 +183,6 @@ async fn wait_closed(conn: &Connection) {
         assert!(
             Instant::now() < deadline,
             "the revoked user's connection stays open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the management API lists no connection of `user`. A connection the server
-/// closed is seen closed by its client a moment before the server forgets it, and until
-/// then `verify_gone` rightly says the user still has one.
-async fn wait_unlisted(user: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, list) = admin(
-            reqwest::Method::GET,
-            &format!("connections/username/{user}"),
-            None,
-        )
-        .await;
-        if list.as_array().is_some_and(Vec::is_empty) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a closed connection of {user} stays listed: {list}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -618,20 +607,7 @@ async fn revoke_races_rabbitmqs_own_closing_and_still_succeeds() {
         for _ in 0..CONNECTIONS {
             conns.push(amqp_login(name.as_str(), pw.expose_secret()).await.unwrap());
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, list) = admin(
-                reqwest::Method::GET,
-                &format!("connections/username/{name}"),
-                None,
-            )
-            .await;
-            if list.as_array().is_some_and(|l| l.len() == CONNECTIONS) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "round {round}: not all listed");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_connections(name.as_str(), "all listed", |n| n == CONNECTIONS).await;
         let revoked = c.revoke(&name).await.unwrap();
         assert_eq!(
             revoked,
