@@ -421,14 +421,14 @@ impl RabbitMqConnector {
 
     /// Whether the user exists (`GET /api/users/{name}` is 200, not 404).
     async fn user_exists(&self, account: &AccountName) -> Result<bool, ConnectorError> {
-        let op = "GET /api/users/{name}";
+        self.exists(&["users", account.as_str()], "GET /api/users/{name}")
+            .await
+    }
+
+    /// Whether the resource at `segments` exists: 200 yes, 404 no, anything else an error.
+    async fn exists(&self, segments: &[&str], op: &str) -> Result<bool, ConnectorError> {
         let answer = self
-            .request(
-                Method::GET,
-                self.url(&["users", account.as_str()]),
-                None,
-                op,
-            )
+            .request(Method::GET, self.url(segments), None, op)
             .await?;
         match answer.status {
             s if s.is_success() => Ok(true),
@@ -599,7 +599,10 @@ impl RabbitMqConnector {
                 return Ok(false);
             }
             if status.is_server_error() && attempt < 3 {
-                if !self.connection_exists(name).await? {
+                if !self
+                    .exists(&["connections", name], "GET /api/connections/{name}")
+                    .await?
+                {
                     return Ok(true);
                 }
                 tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
@@ -607,19 +610,6 @@ impl RabbitMqConnector {
             }
             let body = answer.json().await.unwrap_or(Value::Null);
             return Err(self.status_error(op, &Answer { status, body }));
-        }
-    }
-
-    /// Whether the connection is still open (`GET /api/connections/{name}` is 200, not 404).
-    async fn connection_exists(&self, name: &str) -> Result<bool, ConnectorError> {
-        let op = "GET /api/connections/{name}";
-        let answer = self
-            .request(Method::GET, self.url(&["connections", name]), None, op)
-            .await?;
-        match answer.status {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.status_error(op, &answer)),
         }
     }
 }

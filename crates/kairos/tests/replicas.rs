@@ -453,8 +453,14 @@ impl Outage {
         u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap()
     }
 
-    fn mark(&self, which: &std::sync::atomic::AtomicU64) {
-        which.store(self.ms(Instant::now()), std::sync::atomic::Ordering::SeqCst);
+    fn went_down(&self) {
+        let now = self.ms(Instant::now());
+        self.down_ms.store(now, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn came_back(&self) {
+        let now = self.ms(Instant::now());
+        self.up_ms.store(now, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Whether PostgreSQL was down, or back for less than `settle`, at some moment since
@@ -689,11 +695,11 @@ fn three_replicas_a_sigkill_and_a_postgresql_restart_lose_and_double_nothing() {
         c.child.wait().unwrap();
         // PostgreSQL restarted once.
         std::thread::sleep(Duration::from_secs(3));
-        outage.mark(&outage.down_ms);
+        outage.went_down();
         pg.stop();
         std::thread::sleep(Duration::from_secs(2));
         pg.restart();
-        outage.mark(&outage.up_ms);
+        outage.came_back();
         std::thread::sleep(Duration::from_secs(6));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         workers.into_iter().map(|w| w.join().unwrap()).collect()
